@@ -1,0 +1,59 @@
+"""Embedded PostgreSQL (the `pgserver` wheel) used when DATABASE_URL is unset.
+
+The server is started on demand and left running (cleanup_mode=None) so that later commands
+reuse it instantly; it listens on a Unix socket only, never on a TCP port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, parse_qs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "ser"
+
+
+class EmbeddedServerError(RuntimeError):
+    """The embedded PostgreSQL could not be started."""
+
+
+def _quiet_platformdirs() -> None:
+    # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns on every call.
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        runtime = Path("/tmp") / f"ser-runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE) -> str:
+    """Start (or reuse) the embedded server under ``pgdata``; return a psycopg2 URL for ``database``.
+
+    The database is created if it does not exist.
+    """
+    _quiet_platformdirs()
+    try:
+        import pgserver
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise EmbeddedServerError("the 'pgserver' package is not installed") from exc
+    pgdata = pgdata.expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+    except Exception as exc:  # noqa: BLE001 - surface one actionable message
+        raise EmbeddedServerError(
+            f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
+            "Set DATABASE_URL to use an existing server instead."
+        ) from exc
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "1 row" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    socket_dir = parse_qs(urlsplit(server.get_uri()).query)["host"][0]
+    return f"postgresql+psycopg2://postgres@/{database}?host={socket_dir}"
+
+
+def psql_url(sqlalchemy_url: str) -> str:
+    """The same URL in the form `psql` accepts (no driver suffix)."""
+    return sqlalchemy_url.replace("postgresql+psycopg2://", "postgresql://", 1)

@@ -1,0 +1,1 @@
+"""Plain, typed, Prefect-free functions that do the work; flows/ only wires them."""

@@ -1,0 +1,35 @@
+"""The `ser` command: the front door to every flow."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+app = typer.Typer(
+    help="ser-analytics: speech-emotion analytics for call recordings, backed by PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+# Each module owns one command group; a missing module must not break the others.
+_COMMAND_MODULES = ("db", "ingest", "features", "train", "score", "report", "demo")
+
+for _name in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"ser.commands.{_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"ser.commands.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:  # pragma: no cover
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

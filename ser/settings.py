@@ -1,0 +1,51 @@
+"""The one settings object, read from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration.
+
+    Environment variables (case-insensitive): ``DATABASE_URL``, ``SER_HOME``, ``SER_REPORTS_DIR``,
+    ``SER_DASK_ADDRESS``, ``SER_WORKERS``, ``SER_NIGHTLY_CRON``, ``SER_INBOX``.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (postgresql+psycopg2://...). Unset: the embedded server.",
+    )
+    ser_home: Path = Field(default=Path("~/.local/share/ser"), description="Data home.")
+    reports_dir: Path | None = Field(default=None, alias="SER_REPORTS_DIR")
+    dask_address: str | None = Field(default=None, alias="SER_DASK_ADDRESS")
+    workers: int = Field(default=2, alias="SER_WORKERS", ge=1)
+    nightly_cron: str = Field(default="0 2 * * *", alias="SER_NIGHTLY_CRON")
+    inbox: Path | None = Field(default=None, alias="SER_INBOX")
+
+    @property
+    def home(self) -> Path:
+        return self.ser_home.expanduser().resolve()
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def reports_path(self) -> Path:
+        return (self.reports_dir or self.home / "reports").expanduser().resolve()
+
+    @property
+    def inbox_path(self) -> Path:
+        return (self.inbox or self.home / "inbox").expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,96 @@
+"""Test database: TEST_DATABASE_URL's server if set, else the embedded one; a fresh database per run.
+
+Fixtures
+--------
+engine      session-wide engine on a freshly created, migrated database
+db_session  a Session inside a transaction that is rolled back after the test (fast isolation)
+clean_db    for code that commits itself (flows, CLI): the URL, with every data table emptied after
+cli_env     environment for invoking the CLI in-process against the test database
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, make_url, text
+from sqlalchemy.orm import Session
+
+from db.embedded import start_embedded
+from db.engine import make_engine
+from db.migrate import upgrade
+from db.models import Base
+
+# Tables whose rows are seeded by migrations; never truncated between tests.
+SEEDED_TABLES = {"label_schemes", "label_scheme_classes"}
+
+
+def _server_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    home = Path(os.environ.get("SER_TEST_HOME", Path.home() / ".cache" / "ser-test")).expanduser()
+    return start_embedded(home / "pgdata", database="postgres")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    server = make_engine(_server_url(), isolation_level="AUTOCOMMIT")
+    name = f"ser_test_{uuid.uuid4().hex[:10]}"
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(str(server.url.render_as_string(hide_password=False))).set(database=name)
+    yield url.render_as_string(hide_password=False)
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture()
+def db_session(engine: Engine) -> Iterator[Session]:
+    with engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
+
+
+def truncate_all(engine: Engine) -> None:
+    tables = [t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES]
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture()
+def clean_db(engine: Engine, database_url: str) -> Iterator[str]:
+    truncate_all(engine)
+    yield database_url
+    truncate_all(engine)
+
+
+@pytest.fixture()
+def cli_env(clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    from db.engine import _engine_for
+    from ser.settings import get_settings
+
+    env = {"DATABASE_URL": clean_db, "SER_HOME": str(tmp_path / "ser-home")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+    _engine_for.cache_clear()
