@@ -1,0 +1,172 @@
+"""Audio I/O shared by ingest, features and scoring.
+
+Headers are read without decoding (soundfile.info; audioread only as a fallback for MP3 and
+friends), content is identified by sha256, decoding goes through soundfile and resampling through
+soxr. Signals are float32, shape ``(n,)`` for mono or ``(channels, n)`` for multichannel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif"})
+TELEPHONY_RATE = 8000
+TELEPHONY_BAND_HZ = (300.0, 3400.0)
+
+
+class AudioError(ValueError):
+    """A file is not audio we can read (corrupt, empty, unsupported)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    frames: int
+    audio_format: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def is_audio_path(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_info(path: Path) -> AudioInfo:
+    """Sample rate, channels and length from the file header (no full decode).
+
+    Raises
+    ------
+    AudioError
+        zero-length, unreadable or non-audio file, or a header claiming no samples.
+    """
+    if path.stat().st_size == 0:
+        raise AudioError("empty file (0 bytes)")
+    try:
+        info = sf.info(str(path))
+        result = AudioInfo(int(info.samplerate), int(info.channels), int(info.frames),
+                           str(info.format).lower())
+    except Exception as sf_exc:  # noqa: BLE001 - libsndfile cannot read it; try audioread
+        result = _read_info_audioread(path, sf_exc)
+    if result.frames <= 0 or result.sample_rate <= 0 or result.channels <= 0:
+        raise AudioError("header declares no audio samples")
+    return result
+
+
+def _read_info_audioread(path: Path, original: Exception) -> AudioInfo:
+    try:
+        import audioread
+
+        with audioread.audio_open(str(path)) as handle:
+            frames = int(round(handle.duration * handle.samplerate))
+            return AudioInfo(int(handle.samplerate), int(handle.channels), frames,
+                             path.suffix.lower().lstrip("."))
+    except Exception:  # noqa: BLE001
+        message = str(original).splitlines()[0] if str(original) else type(original).__name__
+        raise AudioError(f"not readable audio: {message}") from original
+
+
+def load_audio(
+    path: Path,
+    *,
+    sr: int | None = None,
+    mono: bool = True,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` to float32, optionally a window of it, resampled to ``sr`` with soxr.
+
+    Returns
+    -------
+    (signal, sample_rate)
+        signal has shape ``(n,)`` when ``mono`` else ``(channels, n)``.
+    """
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            native_sr = handle.samplerate
+            handle.seek(int(start_s * native_sr))
+            frames = -1 if duration_s is None else int(duration_s * native_sr)
+            data = handle.read(frames=frames, dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - fall back to librosa/audioread for MP3 etc.
+        data, native_sr = _load_fallback(path, exc, start_s=start_s, duration_s=duration_s)
+    signal = data.T  # (channels, n)
+    if mono:
+        signal = signal.mean(axis=0) if signal.shape[0] > 1 else signal[0]
+    signal = np.ascontiguousarray(signal, dtype=np.float32)
+    if sr is not None and sr != native_sr:
+        signal = resample(signal, native_sr, sr)
+        native_sr = sr
+    return signal, int(native_sr)
+
+
+def _load_fallback(
+    path: Path, original: Exception, *, start_s: float, duration_s: float | None
+) -> tuple[np.ndarray, int]:
+    try:
+        import librosa
+
+        data, native_sr = librosa.load(str(path), sr=None, mono=False, offset=start_s,
+                                       duration=duration_s, dtype=np.float32)
+    except Exception:  # noqa: BLE001
+        raise AudioError(f"cannot decode: {str(original).splitlines()[0]}") from original
+    data = np.atleast_2d(data).T
+    return data, int(native_sr)
+
+
+def resample(signal: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:
+    """soxr resampling along the last axis; float32 in, float32 out."""
+    if from_sr == to_sr:
+        return signal.astype(np.float32, copy=False)
+    if signal.ndim == 1:
+        return soxr.resample(signal, from_sr, to_sr, quality="HQ").astype(np.float32, copy=False)
+    out = soxr.resample(signal.T, from_sr, to_sr, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def bandlimit(signal: np.ndarray, sr: int, *, low_hz: float, high_hz: float) -> np.ndarray:
+    """Zero-phase FFT band-pass (brick wall with short cosine skirts); shape preserved."""
+    n = signal.shape[-1]
+    spectrum = np.fft.rfft(signal, axis=-1)
+    freqs = np.fft.rfftfreq(n, d=1.0 / sr)
+    skirt = 50.0
+    gain = np.clip((freqs - (low_hz - skirt)) / skirt, 0.0, 1.0) * np.clip(
+        ((high_hz + skirt) - freqs) / skirt, 0.0, 1.0)
+    return np.fft.irfft(spectrum * gain, n=n, axis=-1).astype(np.float32)
+
+
+def to_telephony(signal: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """What a phone line delivers: 8 kHz, 300-3400 Hz. Returns ``(signal_8k, 8000)``."""
+    narrow = resample(signal, sr, TELEPHONY_RATE) if sr != TELEPHONY_RATE else signal
+    low, high = TELEPHONY_BAND_HZ
+    return bandlimit(narrow, TELEPHONY_RATE, low_hz=low, high_hz=high), TELEPHONY_RATE
+
+
+def trim_silence(signal: np.ndarray, sr: int, *, top_db: float = 40.0,
+                 frame_s: float = 0.025) -> np.ndarray:
+    """Drop leading/trailing frames more than ``top_db`` below the loudest frame (mono)."""
+    frame = max(1, int(frame_s * sr))
+    n_frames = len(signal) // frame
+    if n_frames == 0:
+        return signal
+    energy = np.square(signal[: n_frames * frame].reshape(n_frames, frame)).mean(axis=1)
+    peak = float(energy.max())
+    if peak <= 0.0:
+        return signal[:0]
+    loud = np.flatnonzero(10.0 * np.log10(energy / peak + 1e-20) > -top_db)
+    return signal[loud[0] * frame: (loud[-1] + 1) * frame]
