@@ -70,19 +70,24 @@ class IngestProblem:
 
 @dataclass(slots=True)
 class IngestCounts:
-    """What one ingest step did. ``added`` includes ``new_versions``."""
+    """What one ingest step did.
+
+    ``added`` includes ``new_versions``; ``skipped`` includes ``duplicates`` (files whose bytes
+    equal another file's, which is reported in ``problems`` but is not a failure).
+    """
 
     files_seen: int = 0
     added: int = 0
     new_versions: int = 0
     skipped: int = 0
+    duplicates: int = 0
     failed: int = 0
     actors_added: int = 0
     votes_added: int = 0
     problems: list[IngestProblem] = field(default_factory=list)
 
     def merge(self, other: IngestCounts) -> IngestCounts:
-        for name in ("files_seen", "added", "new_versions", "skipped", "failed",
+        for name in ("files_seen", "added", "new_versions", "skipped", "duplicates", "failed",
                      "actors_added", "votes_added"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.problems.extend(other.problems)
@@ -91,6 +96,7 @@ class IngestCounts:
     def as_dict(self) -> dict[str, int]:
         return {"files_seen": self.files_seen, "added": self.added,
                 "new_versions": self.new_versions, "skipped": self.skipped,
+                "duplicates": self.duplicates,
                 "failed": self.failed, "actors_added": self.actors_added,
                 "votes_added": self.votes_added}
 
@@ -303,6 +309,7 @@ def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: st
         if item.error is not None or item.sha256 is None or item.info is None:
             counts.problems.append(IngestProblem(str(cand.path), item.error or "unreadable",
                                                  cand.row_number))
+            counts.failed += 1
             continue
         assert cand.clip is not None
         path = str(cand.path.resolve())
@@ -316,6 +323,14 @@ def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: st
                 restored.append(known_id)
                 state.by_sha[item.sha256] = (known_id, path, True)
                 state.current_by_path[path] = (known_id, current[1], item.sha256)
+            elif known_path != path and path not in state.current_by_path \
+                    and os.path.exists(known_path):
+                # Two files, same bytes (RAVDESS has one such pair): one clip, reported each run.
+                # (If the known path is gone, the file was moved: a plain skip.)
+                counts.duplicates += 1
+                counts.problems.append(IngestProblem(
+                    str(cand.path), f"duplicate: same content as {known_path}; not added again",
+                    cand.row_number))
             counts.skipped += 1
             continue
         version = 1
@@ -330,11 +345,7 @@ def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: st
         state.by_sha[item.sha256] = (-1, path, True)
         state.current_by_path[path] = (-1, version, item.sha256)
 
-    counts.failed = len(counts.problems)
-    if counts.problems:
-        session.execute(pg_insert(IngestError), [
-            {"run_id": run_id, "path": p.path, "row_number": p.row_number, "reason": p.reason}
-            for p in counts.problems])
+    _record_problems(session, run_id=run_id, problems=counts.problems)
     if not new_rows and not superseded:
         return counts
 
