@@ -269,7 +269,7 @@ def compose_call(
         customer_actor = int(others[int(rng.integers(len(others)))])
     speaker_actor = {"agent": agent_actor, "customer": customer_actor}
 
-    n_total = int(round(duration_s * sr))
+    n_total = round(duration_s * sr)
     out = np.zeros((2, n_total), dtype=np.float32)
     timeline: list[TimelineEvent] = []
     t = float(rng.uniform(0.3, 1.0))
@@ -282,7 +282,7 @@ def compose_call(
         stop = False
         for k in range(n_utt):
             clip = bank.pick(rng, actor=speaker_actor[role], emotion=emotion)
-            start = int(round(t * sr))
+            start = round(t * sr)
             if start + len(clip.signal) > n_total:
                 stop = True
                 break

@@ -69,8 +69,8 @@ class FrameAnalyser:
     n_samples: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        self.frame = max(int(round(self.config.frame_s * self.sr)), 16)
-        self.hop = max(int(round(self.config.hop_s * self.sr)), 1)
+        self.frame = max(round(self.config.frame_s * self.sr), 16)
+        self.hop = max(round(self.config.hop_s * self.sr), 1)
         self.n_fft = 1 << int(np.ceil(np.log2(self.frame)))
         self.window = np.hanning(self.frame).astype(np.float32)
         freqs = np.fft.rfftfreq(self.n_fft, d=1.0 / self.sr)
@@ -144,7 +144,7 @@ def decide(
     speech = (energy_db > threshold) & (
         (flatness < config.flatness_max) | (energy_db > floor + config.loud_override_db))
     # Hangover: a frame is speech if any speech frame started within the last `hang` frames.
-    hang = int(round(config.hangover_s / config.hop_s))
+    hang = round(config.hangover_s / config.hop_s)
     if hang > 0 and speech.any():
         counts = np.cumsum(np.concatenate([[0], speech.astype(np.int32)]))
         lagged = np.concatenate([np.zeros(hang, np.int64), counts[:-hang - 1]])
