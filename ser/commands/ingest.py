@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -16,23 +17,27 @@ MAX_PROBLEM_LINES = 20
 
 
 def ingest_cmd(
-    corpus: str = typer.Argument(..., help=f"Corpus: {', '.join(CORPORA)}."),
-    path: Path | None = typer.Argument(
-        None, help="Folder of audio files (searched recursively), or the manifest CSV."),
-    demographics: Path | None = typer.Option(
-        None, "--demographics", help="CREMA-D VideoDemographics.csv (ActorID, Age, Sex, ...)."),
-    votes: Path | None = typer.Option(
-        None, "--votes", help="CREMA-D tabulatedVotes.csv (crowd ratings -> label confidence)."),
-    chunk_size: int = typer.Option(DEFAULT_CHUNK_SIZE, min=1, help="Files per transaction."),
-    workers: int | None = typer.Option(None, min=1, help="Threads hashing/reading headers."),
-    strict: bool = typer.Option(False, help="Exit 1 if any file or CSV row failed."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    corpus: Annotated[str, typer.Argument(help=f"Corpus: {', '.join(CORPORA)}.")],
+    path: Annotated[Path | None, typer.Argument(
+        help="Folder of audio files (searched recursively), or the manifest CSV.")] = None,
+    demographics: Annotated[Path | None, typer.Option(
+        "--demographics", help="CREMA-D VideoDemographics.csv (ActorID, Age, Sex, ...).")] = None,
+    votes: Annotated[Path | None, typer.Option(
+        "--votes", help="CREMA-D tabulatedVotes.csv (crowd ratings -> label confidence).")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Files per transaction.")] = (
+        DEFAULT_CHUNK_SIZE),
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Threads hashing files and reading headers.")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any file or CSV row failed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Ingest a labelled corpus: clips (by content hash), actors, crowd votes.
 
-    Labels come from the file names (ravdess, crema-d, tess, savee, emodb) or from a manifest
-    CSV with columns path, emotion, speaker [, sex, age, ...]. Re-running adds nothing new;
-    changed files become new versions. Bad files are listed and kept in ingest_errors.
+    Labels come from file names (ravdess, crema-d, tess, savee, emodb) or a manifest CSV.
+
+    Manifest columns: path, emotion, speaker, optional sex, age; others are kept as JSON.
+
+    Re-running adds nothing; a changed file becomes a new version; bad files go to ingest_errors.
     """
     try:
         corpus = check_corpus(corpus)
