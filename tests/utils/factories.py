@@ -1,0 +1,435 @@
+"""Small factories that insert realistic rows for report tests and the report benchmark.
+
+They write what the ingest, training and nightly parts write (same tables, same conventions), with
+numbers that hang together: model metrics are computed with scikit-learn from simulated fold
+predictions, call summaries are computed from the inserted segments. Bulk inserts only; callers
+own the transaction (nothing here commits).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from db.models import (
+    Actor,
+    Batch,
+    Call,
+    CallSegment,
+    CallSummary,
+    Clip,
+    FeatureSet,
+    ModelAlias,
+    ModelMetric,
+    ModelVersion,
+    RegisteredModel,
+)
+
+CALLCENTRE_CLASSES = ("angry", "calm", "happy", "sad")
+NEGATIVE = {"angry", "sad", "fearful", "disgust", "negative"}
+QUEUES = ("billing", "cancellations", "tech-support", "sales", "moves")
+RACES = ("Caucasian", "African American", "Asian", "Unknown")
+
+
+def _sha(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def age_band(age: int | None) -> str:
+    if age is None:
+        return "unknown"
+    if age < 30:
+        return "18-29"
+    if age < 45:
+        return "30-44"
+    if age < 60:
+        return "45-59"
+    return "60+"
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus
+# --------------------------------------------------------------------------------------------
+
+
+def make_corpus(
+    session: Session,
+    *,
+    corpus: str = "crema-d",
+    n_actors: int = 12,
+    emotions: Sequence[str] = ("angry", "happy", "neutral", "sad", "calm"),
+    clips_per_emotion: int = 3,
+    seed: int = 0,
+) -> list[int]:
+    """Actors with CREMA-D-style demographics and their clips; returns clip ids."""
+    rng = np.random.default_rng(seed)
+    actors = [
+        {
+            "corpus": corpus,
+            "actor_code": f"{1001 + a}",
+            "sex": "female" if a % 2 else "male",
+            "age": int(rng.integers(20, 70)),
+            "race": RACES[int(rng.integers(len(RACES)))],
+            "ethnicity": "Hispanic" if rng.random() < 0.2 else "Not Hispanic",
+            "demographics_source": "VideoDemographics.csv",
+        }
+        for a in range(n_actors)
+    ]
+    actor_ids = session.execute(insert(Actor).returning(Actor.id), actors).scalars().all()
+    clips = []
+    for actor_id, actor in zip(actor_ids, actors, strict=True):
+        for emotion in emotions:
+            for k in range(clips_per_emotion):
+                name = f"{actor['actor_code']}_IEO_{emotion[:3].upper()}_X{k}.wav"
+                clips.append({
+                    "corpus": corpus, "path": f"/corpora/{corpus}/{name}", "clip_name": name,
+                    "sha256": _sha(corpus, name), "actor_id": actor_id, "emotion": emotion,
+                    "emotion_code": emotion[:3].upper(), "label_source": "filename",
+                    "sample_rate": 16000, "channels": 1, "frames": 40000, "duration_s": 2.5,
+                    "size_bytes": 80044, "audio_format": "WAV",
+                })
+    return list(session.execute(insert(Clip).returning(Clip.id), clips).scalars().all())
+
+
+def make_feature_set(session: Session, *, name: str = "rich", channel: str = "telephony") -> int:
+    existing = session.execute(
+        select(FeatureSet.id).where(FeatureSet.name == name, FeatureSet.channel == channel)
+    ).scalar()
+    if existing is not None:
+        return int(existing)
+    names = [f"mfcc{i}_mean" for i in range(13)] + ["f0_mean", "f0_std", "rms_mean", "zcr_mean",
+                                                    "spectral_centroid_mean", "hnr_mean"]
+    return int(session.execute(
+        insert(FeatureSet).returning(FeatureSet.id),
+        {"name": name, "channel": channel, "version": 1, "feature_names": names,
+         "params": {"sr": 8000}, "params_hash": _sha(name, channel)},
+    ).scalar_one())
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def make_model_version(
+    session: Session,
+    *,
+    clip_ids: Sequence[int],
+    feature_set_id: int,
+    name: str = "callcentre",
+    classes: Sequence[str] = CALLCENTRE_CLASSES,
+    label_scheme: str = "callcentre4",
+    skill: float = 0.7,
+    n_folds: int = 5,
+    seed: int = 0,
+    with_metrics: bool = True,
+) -> int:
+    """A registered model version plus metric rows computed from simulated CV predictions."""
+    rm_id = session.execute(select(RegisteredModel.id).where(RegisteredModel.name == name)).scalar()
+    if rm_id is None:
+        rm_id = session.execute(
+            insert(RegisteredModel).returning(RegisteredModel.id), {"name": name}
+        ).scalar_one()
+    version = (session.execute(
+        select(func.max(ModelVersion.version)).where(ModelVersion.registered_model_id == rm_id)
+    ).scalar() or 0) + 1
+    mv_id = int(session.execute(insert(ModelVersion).returning(ModelVersion.id), {
+        "registered_model_id": rm_id, "version": version, "algorithm": "xgboost",
+        "params": {"n_estimators": 200, "max_depth": 4}, "feature_set_id": feature_set_id,
+        "label_scheme": label_scheme, "classes": list(classes), "speaker_normalisation": True,
+        "training_clip_ids": list(clip_ids), "training_set_sha256": _sha(tuple(clip_ids)),
+        "folds_sha256": _sha("folds", seed), "seed": seed, "code_version": "test",
+        "cv_uar": None, "artifact_format": "xgboost-ubj", "artifact": b"\x00",
+        "artifact_sha256": _sha(b"\x00"),
+    }).scalar_one())
+    if with_metrics:
+        uar = insert_metrics(session, model_version_id=mv_id, clip_ids=clip_ids, classes=classes,
+                             feature_set_id=feature_set_id, skill=skill, n_folds=n_folds, seed=seed)
+        session.execute(ModelVersion.__table__.update().where(ModelVersion.id == mv_id)
+                        .values(cv_uar=uar))
+    return mv_id
+
+
+def insert_metrics(
+    session: Session,
+    *,
+    model_version_id: int,
+    clip_ids: Sequence[int],
+    classes: Sequence[str],
+    feature_set_id: int,
+    skill: float = 0.7,
+    n_folds: int = 5,
+    seed: int = 0,
+) -> float:
+    """Metric rows in the training part's layout; returns the pooled UAR."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        recall_score,
+        roc_auc_score,
+        roc_curve,
+    )
+
+    rng = np.random.default_rng(seed)
+    rows = session.execute(
+        select(Clip.id, Clip.emotion, Actor.actor_code, Actor.sex, Actor.age, Actor.race)
+        .join(Actor, Actor.id == Clip.actor_id, isouter=True).where(Clip.id.in_(list(clip_ids)))
+    ).all()
+    k = len(classes)
+    # Map emotions onto classes like callcentre4 does (neutral -> calm); unknown -> first class.
+    to_class = {c: i for i, c in enumerate(classes)}
+    y = np.array([to_class.get(r.emotion, to_class.get("calm", 0)) for r in rows])
+    speakers = sorted({r.actor_code for r in rows})
+    fold_of_speaker = {s: i % n_folds for i, s in enumerate(speakers)}
+    folds = np.array([fold_of_speaker[r.actor_code] for r in rows])
+    # Scores: the true class gets a boost proportional to skill; softmax to probabilities.
+    logits = rng.normal(0, 1, (len(y), k))
+    logits[np.arange(len(y)), y] += 3.0 * skill
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    pred = proba.argmax(axis=1)
+    out: list[dict[str, object]] = []
+
+    def add(metric: str, value: float, *, fold: int | None = None, class_label: str | None = None,
+            group: tuple[str, str] | None = None, extra: dict[str, object] | None = None) -> None:
+        out.append({"model_version_id": model_version_id, "metric": metric, "value": float(value),
+                    "fold": fold, "class_label": class_label,
+                    "group_name": group[0] if group else None,
+                    "group_value": group[1] if group else None, "extra": extra})
+
+    labels = list(range(k))
+    for f in range(n_folds):
+        m = folds == f
+        if not m.any():
+            continue
+        add("uar", recall_score(y[m], pred[m], average="macro", labels=labels, zero_division=0),
+            fold=f, extra={"n": int(m.sum())})
+        add("accuracy", accuracy_score(y[m], pred[m]), fold=f)
+        add("macro_f1", f1_score(y[m], pred[m], average="macro", labels=labels, zero_division=0),
+            fold=f)
+    uar = float(recall_score(y, pred, average="macro", labels=labels, zero_division=0))
+    add("uar", uar, extra={"n": len(y)})
+    add("accuracy", accuracy_score(y, pred))
+    add("macro_f1", f1_score(y, pred, average="macro", labels=labels, zero_division=0))
+    p, r, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    for i, cls in enumerate(classes):
+        add("precision", p[i], class_label=cls)
+        add("recall", r[i], class_label=cls)
+        add("f1", f1[i], class_label=cls, extra={"support": int(support[i])})
+        fpr, tpr, _ = roc_curve(y == i, proba[:, i])
+        auc = roc_auc_score(y == i, proba[:, i]) if 0 < (y == i).sum() < len(y) else 0.5
+        add("roc_auc", auc, class_label=cls,
+            extra={"fpr": [round(float(v), 4) for v in fpr], "tpr": [round(float(v), 4) for v in tpr]})
+    cm = confusion_matrix(y, pred, labels=labels)
+    add("confusion", float(cm.trace()), extra={"labels": list(classes), "matrix": cm.tolist()})
+    groups = {
+        "sex": [r.sex or "unknown" for r in rows],
+        "age_band": [age_band(r.age) for r in rows],
+        "race": [r.race or "unknown" for r in rows],
+    }
+    for gname, values in groups.items():
+        arr = np.array(values)
+        for gval in sorted(set(values)):
+            m = arr == gval
+            add("uar", recall_score(y[m], pred[m], average="macro", labels=labels, zero_division=0),
+                group=(gname, gval), extra={"n": int(m.sum())})
+    names = session.execute(
+        select(FeatureSet.feature_names).where(FeatureSet.id == feature_set_id)
+    ).scalar_one()
+    importances = rng.dirichlet(np.ones(len(names)) * 0.6)
+    for fname, value in zip(names, importances, strict=True):
+        add("feature_importance", value, extra={"feature": fname})
+    session.execute(insert(ModelMetric), out)
+    return uar
+
+
+def promote(session: Session, model_version_id: int, *, alias: str = "production") -> None:
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    stmt = pg_insert(ModelAlias).values(alias=alias, model_version_id=model_version_id)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[ModelAlias.alias], set_={"model_version_id": model_version_id}))
+
+
+# --------------------------------------------------------------------------------------------
+# Nightly batches
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchIds:
+    batch_id: int
+    call_ids: list[int]
+
+
+def make_batch(
+    session: Session,
+    *,
+    model_version_id: int,
+    batch_date: dt.date,
+    n_calls: int = 40,
+    seed: int = 0,
+    failure_rate: float = 0.03,
+    mood: float = 0.0,
+    classes: Sequence[str] = CALLCENTRE_CLASSES,
+    call_names: Sequence[str] | None = None,
+    min_duration_s: float = 60.0,
+    max_duration_s: float = 420.0,
+) -> BatchIds:
+    """One batch of scored calls: calls, segments (both roles) and summaries.
+
+    ``mood`` shifts how negative customers are (history days with different moods make trends).
+    ``call_names`` overrides the first call keys (for escaping tests).
+    """
+    rng = np.random.default_rng(seed)
+    source = f"/srv/inbox/{batch_date.isoformat()}"
+    batch_id = int(session.execute(insert(Batch).returning(Batch.id), {
+        "batch_date": batch_date, "source_path": source, "model_version_id": model_version_id,
+        "status": "finished", "n_calls": n_calls,
+        "started_at": dt.datetime.combine(batch_date, dt.time(2, 0), tzinfo=dt.UTC),
+        "finished_at": dt.datetime.combine(batch_date, dt.time(2, 9), tzinfo=dt.UTC),
+    }).scalar_one())
+    agents = [f"agent-{i:03d}" for i in range(1, 41)]
+    calls = []
+    failed = rng.random(n_calls) < failure_rate
+    durations = rng.uniform(min_duration_s, max_duration_s, n_calls)
+    reasons = ("audio is silent in both channels", "file is truncated (header says 312 s, 41 s read)",
+               "unsupported channel layout: 1 channel, expected 2")
+    for i in range(n_calls):
+        key = (call_names[i] if call_names and i < len(call_names)
+               else f"{batch_date:%Y%m%d}-{i:05d}.wav")
+        start = dt.datetime.combine(batch_date - dt.timedelta(days=1), dt.time(8, 0), tzinfo=dt.UTC)
+        calls.append({
+            "batch_id": batch_id, "call_key": key, "path": f"{source}/{key}",
+            "sha256": _sha(batch_date, i), "agent_id": agents[int(rng.integers(len(agents)))],
+            "queue": QUEUES[int(rng.integers(len(QUEUES)))],
+            "started_at": start + dt.timedelta(seconds=int(rng.integers(0, 10 * 3600))),
+            "channel_roles": {"0": "agent", "1": "customer"}, "sample_rate": 8000, "channels": 2,
+            "duration_s": float(durations[i]), "status": "failed" if failed[i] else "scored",
+            "error": reasons[int(rng.integers(len(reasons)))] if failed[i] else None,
+        })
+    call_ids = list(session.execute(insert(Call).returning(Call.id), calls).scalars().all())
+    # Queue-level moods make "queues that moved" meaningful: cancellations runs hot.
+    queue_bias = {"cancellations": 0.8, "billing": 0.3, "tech-support": 0.2, "sales": -0.4,
+                  "moves": 0.0}
+    segments: list[dict[str, object]] = []
+    summaries: list[dict[str, object]] = []
+    k = len(classes)
+    neg_idx = [i for i, c in enumerate(classes) if c in NEGATIVE]
+    for call_id, call, is_failed in zip(call_ids, calls, failed, strict=True):
+        if is_failed:
+            continue
+        duration = float(call["duration_s"])  # type: ignore[arg-type]
+        anger = rng.normal(mood + queue_bias[str(call["queue"])] - 0.3, 0.8)
+        rising = anger > 1.3  # these calls get worse over time: the escalation candidates
+        t, role = 0.5, "agent"
+        call_segs: list[dict[str, object]] = []
+        while t < duration - 1.0:
+            length = float(rng.uniform(2.0, 9.0))
+            end = min(t + length, duration)
+            progress = t / duration
+            logits = rng.normal(0, 0.8, k)
+            calm = classes.index("calm") if "calm" in classes else 0
+            if role == "customer":
+                logits[calm] += 1.0
+                boost = max(anger, 0.0) * (0.5 + (2.5 * progress if rising else 0.2))
+                for j in neg_idx:
+                    logits[j] += boost * (1.4 if classes[j] == "angry" else 0.6)
+            else:
+                logits[calm] += 1.6
+            proba = np.exp(logits) / np.exp(logits).sum()
+            top = int(proba.argmax())
+            call_segs.append({
+                "call_id": call_id, "model_version_id": model_version_id, "role": role,
+                "start_s": round(t, 2), "end_s": round(end, 2), "emotion": classes[top],
+                "confidence": float(proba[top]), "is_negative": classes[top] in NEGATIVE,
+                "probabilities": {c: round(float(v), 4) for c, v in zip(classes, proba, strict=True)},
+            })
+            # Next turn: usually the other role, sometimes starting before this one ends (overtalk).
+            overlap = float(rng.uniform(0.3, 1.5)) if rng.random() < 0.15 else -float(rng.uniform(0.2, 1.5))
+            t = max(end - overlap, t + 0.5)
+            role = "customer" if role == "agent" else "agent"
+        segments.extend(call_segs)
+        summaries.append(_summary(call_id, model_version_id, duration, call_segs, classes))
+    if segments:
+        session.execute(insert(CallSegment), segments)
+    if summaries:
+        session.execute(insert(CallSummary), summaries)
+    session.execute(Batch.__table__.update().where(Batch.id == batch_id).values(
+        n_scored=len(summaries), n_failed=int(failed.sum()),
+        n_escalations=sum(1 for s in summaries if s["escalated"]),
+        audio_seconds=float(durations.sum()), status="finished"))
+    return BatchIds(batch_id, call_ids)
+
+
+def _summary(call_id: int, model_version_id: int, duration: float, segs: list[dict[str, object]],
+             classes: Sequence[str]) -> dict[str, object]:
+    def talk(role: str) -> float:
+        return sum(float(s["end_s"]) - float(s["start_s"]) for s in segs if s["role"] == role)  # type: ignore[arg-type]
+
+    def neg_share(role: str, lo: float = 0.0, hi: float = 1e9) -> float | None:
+        rs = [s for s in segs if s["role"] == role and lo <= float(s["start_s"]) < hi]  # type: ignore[arg-type]
+        total = sum(float(s["end_s"]) - float(s["start_s"]) for s in rs)  # type: ignore[arg-type]
+        if total <= 0:
+            return None
+        return sum(float(s["end_s"]) - float(s["start_s"]) for s in rs if s["is_negative"]) / total  # type: ignore[arg-type]
+
+    grid = np.zeros(int(duration * 10) + 1, dtype=np.int8)
+    for s in segs:
+        lo, hi = int(float(s["start_s"]) * 10), int(float(s["end_s"]) * 10)  # type: ignore[arg-type]
+        grid[lo:hi] += 1
+    streak = best = 0.0
+    for s in (s for s in segs if s["role"] == "customer"):
+        streak = streak + float(s["end_s"]) - float(s["start_s"]) if s["is_negative"] else 0.0  # type: ignore[arg-type]
+        best = max(best, streak)
+    first = neg_share("customer", 0, duration / 3)
+    last = neg_share("customer", 2 * duration / 3)
+    cust = neg_share("customer")
+    rule = reason = None
+    if best >= 40:
+        rule, reason = "negative_streak", f"customer negative for {best:.0f} s in a row (limit 40 s)"
+    elif first is not None and last is not None and last - first >= 0.5:
+        rule, reason = ("customer_worsening",
+                        f"customer negative share rose from {first:.0%} to {last:.0%}")
+    elif cust is not None and cust >= 0.7:
+        rule, reason = "high_negative_share", f"customer negative {cust:.0%} of talk (limit 70%)"
+    mix: dict[str, dict[str, float]] = {}
+    for role in ("agent", "customer"):
+        total = talk(role) or 1.0
+        mix[role] = {c: round(sum(float(s["end_s"]) - float(s["start_s"]) for s in segs  # type: ignore[arg-type]
+                                  if s["role"] == role and s["emotion"] == c) / total, 4)
+                     for c in classes}
+    return {
+        "call_id": call_id, "model_version_id": model_version_id, "duration_s": duration,
+        "talk_agent_s": talk("agent"), "talk_customer_s": talk("customer"),
+        "silence_share": float((grid == 0).mean()), "overtalk_share": float((grid >= 2).mean()),
+        "negative_share_agent": neg_share("agent"), "negative_share_customer": cust,
+        "longest_negative_streak_s": best, "customer_negative_first_third": first,
+        "customer_negative_last_third": last,
+        "customer_trend": (last - first) if first is not None and last is not None else None,
+        "emotion_mix": mix, "escalated": rule is not None, "escalation_rule": rule,
+        "escalation_reason": reason,
+    }
+
+
+def make_history(
+    session: Session,
+    *,
+    model_version_id: int,
+    last_date: dt.date,
+    days: int = 30,
+    n_calls: int = 12,
+    seed: int = 100,
+) -> None:
+    """Small batches for the ``days`` nights before ``last_date`` (trend baselines)."""
+    for d in range(days, 0, -1):
+        make_batch(session, model_version_id=model_version_id,
+                   batch_date=last_date - dt.timedelta(days=d), n_calls=n_calls, seed=seed + d,
+                   mood=-0.3 + 0.01 * d)
