@@ -764,18 +764,20 @@ def score_batch(
             skip_done_elsewhere=skip_done_elsewhere)
         total = session.execute(select(func.count()).select_from(Call).where(
             Call.batch_id == batch_id)).scalar_one()
+    # Choose the start method before tqdm starts its monitor thread (fork needs one thread).
+    context = _pool_context(start_method) if workers > 1 and total > 1 else None
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="calls", unit="call", leave=False)
-    if workers <= 1 or total <= 1:
+    if context is None:
         run_worker(engine, batch_id=batch_id, model=model, config=config,
                    on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None)
     else:
         url = engine.url.render_as_string(hide_password=False)
         with cf.ProcessPoolExecutor(max_workers=min(workers, total),
-                                    mp_context=_pool_context(start_method)) as pool:
+                                    mp_context=context) as pool:
             futures = [pool.submit(_process_worker, url, batch_id, model.model_version_id, config)
                        for _ in range(min(workers, total))]
             done_before = 0

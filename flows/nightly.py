@@ -1,0 +1,128 @@
+"""Nightly scoring flows: one batch on demand, and the scheduled inbox run.
+
+The flows only wire :func:`etl.scoring.score_batch` (which owns its per-call transactions and
+its worker processes): one task per batch, not one per call, because Prefect's per-task
+overhead would cost more than scoring a short call.
+
+- :func:`score_batch_flow` scores one folder (``ser score PATH --prefect``).
+- :func:`nightly_flow` scores whatever arrived in the inbox (``Settings.inbox_path``) since the
+  last run: files already scored (or failed) with the same model version in an earlier batch
+  are skipped; per-day subfolders and new files are picked up.
+- :func:`build_deployment` / :func:`serve` put ``nightly_flow`` on a cron schedule
+  (``Settings.nightly_cron``, default 02:00) as a Prefect deployment (``ser serve``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from db.engine import get_engine
+from etl.escalation import load_rules
+from etl.scoring import ScoringConfig, score_batch
+from ser.settings import get_settings
+
+DEPLOYMENT_NAME = "nightly-scoring"
+
+
+def _config(rules: str | None, *, retry_failed: bool = False) -> ScoringConfig:
+    return ScoringConfig(rules=tuple(load_rules(rules)), retry_failed=retry_failed)
+
+
+@task(name="score-batch", cache_policy=NONE)
+def score_batch_task(
+    path: str,
+    batch_date: dt.date,
+    model_ref: str,
+    workers: int,
+    rules: str | None,
+    skip_done_elsewhere: bool,
+    retry_failed: bool,
+) -> dict[str, Any]:
+    report = score_batch(get_engine(), Path(path), batch_date=batch_date, model_ref=model_ref,
+                         workers=workers, config=_config(rules, retry_failed=retry_failed),
+                         skip_done_elsewhere=skip_done_elsewhere)
+    return report.as_dict()
+
+
+def _publish(report: dict[str, Any]) -> None:
+    """A Prefect table artifact with the batch counts (visible in the UI)."""
+    from prefect.artifacts import create_table_artifact
+
+    keys = ("batch_id", "batch_date", "n_calls", "n_scored", "n_failed", "n_escalations",
+            "audio_seconds", "wall_seconds")
+    create_table_artifact(key="nightly-batch", table=[{k: report[k] for k in keys}],
+                          description=f"batch {report['batch_id']} of {report['source_path']}")
+
+
+@flow(name="score-batch", log_prints=True)
+def score_batch_flow(
+    path: str,
+    batch_date: dt.date | None = None,
+    model_ref: str = "production",
+    workers: int | None = None,
+    rules: str | None = None,
+    retry_failed: bool = False,
+) -> dict[str, Any]:
+    """Score every recording under ``path`` as one batch (idempotent, resumable)."""
+    report = score_batch_task(path, batch_date or dt.date.today(), model_ref,
+                              workers or get_settings().workers, rules, False, retry_failed)
+    _publish(report)
+    return report
+
+
+@flow(name="nightly-scoring", log_prints=True)
+def nightly_flow(
+    inbox: str | None = None,
+    model_ref: str = "production",
+    workers: int | None = None,
+    rules: str | None = None,
+) -> dict[str, Any]:
+    """Score what arrived in the inbox since the last run, as today's batch."""
+    folder = Path(inbox).expanduser() if inbox else get_settings().inbox_path
+    folder.mkdir(parents=True, exist_ok=True)
+    report = score_batch_task(str(folder.resolve()), dt.date.today(), model_ref,
+                              workers or get_settings().workers, rules, True, False)
+    _publish(report)
+    print(f"nightly batch {report['batch_id']}: {report['n_scored']} scored, "
+          f"{report['n_failed']} failed, {report['n_escalations']} escalations")
+    return report
+
+
+def deployment_options(
+    *,
+    name: str = DEPLOYMENT_NAME,
+    cron: str | None = None,
+    inbox: str | None = None,
+    model_ref: str = "production",
+    workers: int | None = None,
+    rules: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments shared by ``nightly_flow.serve`` and ``nightly_flow.to_deployment``."""
+    settings = get_settings()
+    parameters: dict[str, Any] = {"inbox": str(Path(inbox).expanduser().resolve()) if inbox
+                                  else str(settings.inbox_path), "model_ref": model_ref}
+    if workers:
+        parameters["workers"] = workers
+    if rules:
+        parameters["rules"] = rules
+    return {"name": name, "cron": cron or settings.nightly_cron, "parameters": parameters,
+            "description": "Score new call recordings in the inbox with the production model.",
+            "tags": ["ser", "nightly"]}
+
+
+def build_deployment(**kwargs: Any) -> Any:
+    """The deployment object of :func:`nightly_flow` on ``cron`` (default Settings.nightly_cron).
+
+    Returns a ``prefect.deployments.runner.RunnerDeployment``; building it needs no server.
+    """
+    return nightly_flow.to_deployment(**deployment_options(**kwargs))
+
+
+def serve(**kwargs: Any) -> None:  # pragma: no cover - blocks until interrupted
+    """Run the nightly deployment in this process (``ser serve``); blocks."""
+    nightly_flow.serve(**deployment_options(**kwargs))

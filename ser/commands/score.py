@@ -1,0 +1,187 @@
+"""`ser score PATH`, `ser serve`, `ser calls generate OUT_DIR`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ser.runtime import fail, is_tty, open_database, quiet_prefect
+
+MAX_FAILURE_LINES = 20
+
+calls_app = typer.Typer(help="Synthetic call recordings (tests, demo, benchmark).",
+                        no_args_is_help=True)
+
+
+def _parse_date(value: str | None) -> dt.date:
+    if value is None:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        fail(f"--batch-date {value!r} is not a date (YYYY-MM-DD)")
+
+
+def score_cmd(
+    path: Annotated[Path, typer.Argument(help="Folder of call recordings (searched recursively, "
+                                         "calls.csv optional) or one recording.")],
+    batch_date: str | None = typer.Option(None, "--batch-date", help="YYYY-MM-DD (default today)."),
+    model: str = typer.Option("production", "--model",
+                              help="Alias, model version id, or name:version."),
+    workers: int | None = typer.Option(None, min=1, help="Worker processes (default SER_WORKERS)."),
+    rules: str | None = typer.Option(None, help="Escalation rules: a .json/.toml file or inline "
+                                     "JSON (default $SER_ESCALATION_RULES or the built-ins)."),
+    retry_failed: bool = typer.Option(False, help="Score again the calls that failed before."),
+    prefect: bool = typer.Option(False, "--prefect",
+                                 help="Run as a Prefect flow run (adds Prefect's startup time)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON."),
+) -> None:
+    """Score one batch of call recordings now and print a short summary.
+
+    Re-running the same batch (same folder, date and model) adds nothing and resumes an
+    interrupted run; another model version makes a separate batch.
+    """
+    from etl.escalation import load_rules
+    from etl.registry import ModelNotFoundError
+    from ser.settings import get_settings
+
+    if not path.exists():
+        fail(f"batch path does not exist: {path}")
+    date = _parse_date(batch_date)
+    try:
+        rule_list = load_rules(rules)
+    except ValueError as exc:
+        fail(str(exc))
+    n_workers = workers or get_settings().workers
+    engine = open_database()
+    try:
+        if prefect:
+            quiet_prefect()
+            from flows.nightly import score_batch_flow
+
+            report = score_batch_flow(str(path.resolve()), batch_date=date, model_ref=model,
+                                      workers=n_workers, rules=rules, retry_failed=retry_failed)
+        else:
+            from etl.scoring import ScoringConfig, score_batch
+
+            report = score_batch(
+                engine, path, batch_date=date, model_ref=model, workers=n_workers,
+                config=ScoringConfig(rules=tuple(rule_list), retry_failed=retry_failed),
+                progress=is_tty()).as_dict()
+    except ModelNotFoundError as exc:
+        fail(str(exc))
+    except ValueError as exc:  # bad calls.csv, missing folder
+        fail(str(exc).splitlines()[0])
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
+    if report["n_failed"] and not report["n_scored"]:
+        raise typer.Exit(1)
+
+
+def _print_report(report: dict[str, object]) -> None:
+    audio = float(report["audio_seconds"])  # type: ignore[arg-type]
+    wall = float(report["wall_seconds"])  # type: ignore[arg-type]
+    speed = f" ({audio / wall:.0f}x real time)" if wall > 0 and audio > 0 else ""
+    typer.echo(
+        f"batch {report['batch_id']} ({report['batch_date']}, model version "
+        f"{report['model_version_id']}): {report['n_calls']} calls, {report['n_scored']} scored, "
+        f"{report['n_failed']} failed, {report['n_escalations']} escalations; "
+        f"{audio / 60:.1f} min of audio in {wall:.1f} s{speed}")
+    if report["n_pending"]:
+        typer.echo(f"{report['n_pending']} calls still claimed by another run")
+    failures = report.get("failures") or {}
+    assert isinstance(failures, dict)
+    for key, reason in list(failures.items())[:MAX_FAILURE_LINES]:
+        typer.echo(f"  failed {key}: {reason}")
+    if len(failures) > MAX_FAILURE_LINES:
+        typer.echo(f"  ... and {len(failures) - MAX_FAILURE_LINES} more (SELECT call_key, error "
+                   f"FROM analytics.calls WHERE batch_id = {report['batch_id']} AND status = "
+                   "'failed')")
+
+
+def serve_cmd(
+    cron: str | None = typer.Option(None, help="Cron schedule (default SER_NIGHTLY_CRON, 0 2 * * *)."),
+    inbox: Annotated[Path | None, typer.Option(
+        help="Inbox folder (default SER_INBOX or SER_HOME/inbox).")] = None,
+    model: str = typer.Option("production", "--model", help="Model reference to score with."),
+    name: str = typer.Option("nightly-scoring", help="Deployment name."),
+    workers: int | None = typer.Option(None, min=1, help="Worker processes per run."),
+    rules: str | None = typer.Option(None, help="Escalation rules file or inline JSON."),
+) -> None:
+    """Serve the nightly scoring flow on a cron schedule over the inbox (blocks; Ctrl-C stops)."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from ser.settings import get_settings
+
+    schedule = cron or get_settings().nightly_cron
+    try:
+        CronSchedule(cron=schedule)
+    except ValueError:
+        fail(f"invalid cron expression {schedule!r} (e.g. '0 2 * * *' for 02:00)")
+    open_database()
+    quiet_prefect()
+    from flows.nightly import serve
+
+    typer.echo(f"serving {name}: {schedule} over {inbox or get_settings().inbox_path}")
+    serve(name=name, cron=schedule, inbox=str(inbox) if inbox else None, model_ref=model,
+          workers=workers, rules=rules)
+
+
+def _parse_actors(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    actors: list[int] = []
+    try:
+        for part in value.split(","):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                actors.extend(range(int(lo), int(hi) + 1))
+            elif part.strip():
+                actors.append(int(part))
+    except ValueError:
+        fail(f"--actors {value!r}: use numbers and ranges, e.g. 17-20 or 1,3,5")
+    return actors
+
+
+@calls_app.command("generate")
+def generate_cmd(
+    out_dir: Annotated[Path, typer.Argument(
+        help="Folder to write the calls, timelines and calls.csv.")],
+    n_calls: int = typer.Option(10, "--n-calls", min=1, help="Number of calls."),
+    minutes: float = typer.Option(2.0, "--minutes", min=0.1, help="Mean length of a call."),
+    source: str = typer.Option("synth", "--source",
+                               help="Folder of RAVDESS-named clips, or 'synth'."),
+    actors: str | None = typer.Option(None, help="Actors to use, e.g. 17-20 (default all)."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same calls)."),
+    wideband: bool = typer.Option(False, help="16 kHz, no telephone line simulation."),
+) -> None:
+    """Generate synthetic stereo calls (agent left, customer right) with ground truth."""
+    from etl.callgen import CallGenConfig, bank_from_source, generate_calls
+
+    sr = 16000 if wideband else 8000
+    try:
+        bank = bank_from_source(source, sr=sr, actors=_parse_actors(actors))
+        calls = generate_calls(out_dir, n_calls=n_calls, minutes=minutes, bank=bank, seed=seed,
+                               config=CallGenConfig(sr=sr, telephony=not wideband),
+                               progress=is_tty())
+    except ValueError as exc:
+        fail(str(exc))
+    total = sum(c.duration_s for c in calls)
+    scenarios: dict[str, int] = {}
+    for c in calls:
+        scenarios[c.scenario] = scenarios.get(c.scenario, 0) + 1
+    typer.echo(f"{len(calls)} calls, {total / 60:.1f} min at {sr} Hz in {out_dir} "
+               f"({', '.join(f'{k} {v}' for k, v in sorted(scenarios.items()))}); "
+               f"ground truth in *.timeline.csv, metadata in calls.csv")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score_cmd)
+    app.command("serve")(serve_cmd)
+    app.add_typer(calls_app, name="calls")
