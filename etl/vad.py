@@ -25,9 +25,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 Region = tuple[float, float]
 
-# Above this much of a channel's energy above 4 kHz, audio is wideband (not phone audio).
+# Below this share of a channel's power above 4 kHz, audio is narrowband (phone audio).
 NARROWBAND_MAX_SR = 11025
-NARROWBAND_HIGH_SHARE = 0.01
+NARROWBAND_HIGH_SHARE = 1e-4  # wideband speech: ~1e-2..1e-1; phone audio resampled up: ~1e-10
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,120 @@
+"""Synthetic call generator: files, ground truth, telephone line, determinism, CLI."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from etl.callgen import (
+    SCENARIOS,
+    CallGenConfig,
+    ClipBank,
+    compose_call,
+    generate_calls,
+    mulaw_roundtrip,
+    read_timeline,
+    telephone_line,
+)
+from etl.synth import write_ravdess_corpus
+
+
+@pytest.fixture(scope="module")
+def bank() -> ClipBank:
+    return ClipBank.synthetic(actors=range(1, 4), per_emotion=1)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_generate_writes_stereo_calls_timelines_and_manifest(bank: ClipBank, tmp_path: Path) -> None:
+    calls = generate_calls(tmp_path, n_calls=3, minutes=0.4, bank=bank, seed=3)
+    assert [c.call_id for c in calls] == ["call_0001", "call_0002", "call_0003"]
+    with (tmp_path / "calls.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["file"] for r in rows] == [c.path.name for c in calls]
+    assert {"call_id", "file", "agent_id", "queue", "started_at", "customer_channel"} <= set(rows[0])
+    for call in calls:
+        info = sf.info(str(call.path))
+        assert (info.channels, info.samplerate, info.subtype) == (2, 8000, "PCM_16")
+        assert 0.4 * 60 * 0.8 - 0.1 <= info.duration <= 0.4 * 60 * 1.2 + 0.1
+        timeline = read_timeline(call.timeline_path)
+        assert timeline == call.timeline
+        assert {e.role for e in timeline} == {"agent", "customer"}
+        assert all(0 <= e.start_s < e.end_s <= info.duration for e in timeline)
+        early, late = SCENARIOS[call.scenario]
+        assert {e.emotion for e in timeline if e.role == "customer"} <= set(early) | set(late)
+        # the agent's audio is on the left: alone, its speech is far louder there than right
+        y, sr = sf.read(str(call.path), dtype="float32")
+        alone = [a for a in timeline if a.role == "agent" and not any(
+            c.role == "customer" and c.start_s < a.end_s and c.end_s > a.start_s
+            for c in timeline)]
+        assert alone
+        span = y[int(alone[0].start_s * sr):int(alone[0].end_s * sr)]
+        assert np.abs(span[:, 0]).mean() > 10 * np.abs(span[:, 1]).mean()
+
+
+def test_generation_is_deterministic(bank: ClipBank, tmp_path: Path) -> None:
+    a = generate_calls(tmp_path / "a", n_calls=2, minutes=0.2, bank=bank, seed=7)
+    b = generate_calls(tmp_path / "b", n_calls=2, minutes=0.2, bank=bank, seed=7)
+    c = generate_calls(tmp_path / "c", n_calls=2, minutes=0.2, bank=bank, seed=8)
+    assert [_sha(x.path) for x in a] == [_sha(x.path) for x in b]
+    assert [_sha(x.path) for x in a] != [_sha(x.path) for x in c]
+
+
+def test_calls_have_pauses_and_overtalk(bank: ClipBank) -> None:
+    config = CallGenConfig(overlap_probability=0.6)
+    _, timeline, _, agent, customer = compose_call(bank, duration_s=60.0, seed=1, config=config)
+    assert agent != customer
+    agent_spans = [(e.start_s, e.end_s) for e in timeline if e.role == "agent"]
+    overlap = sum(max(0.0, min(e.end_s, b) - max(e.start_s, a))
+                  for e in timeline if e.role == "customer" for a, b in agent_spans)
+    assert overlap > 0.3
+    starts = sorted((e.start_s, e.end_s) for e in timeline)
+    gaps = [s2 - e1 for (_, e1), (s2, _) in zip(starts, starts[1:], strict=False)]
+    assert max(gaps) >= 0.2  # pauses between turns
+
+
+def test_telephone_line_is_narrowband_and_mulaw(bank: ClipBank) -> None:
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal(16000).astype(np.float32) * 0.1
+    line = telephone_line(wide, 8000, seed=0)
+    spectrum = np.abs(np.fft.rfft(line)) ** 2
+    freqs = np.fft.rfftfreq(len(line), 1 / 8000)
+    assert spectrum[freqs > 3600].sum() < 0.01 * spectrum.sum()
+    assert spectrum[freqs < 200].sum() < 0.01 * spectrum.sum()
+    # mu-law: 256 levels at most, small relative error on loud samples
+    x = np.linspace(-0.9, 0.9, 5001)
+    y = mulaw_roundtrip(x)
+    assert len(np.unique(np.round(y, 9))) <= 256
+    assert np.max(np.abs(y - x) / np.abs(x).clip(0.1)) < 0.05
+
+
+def test_clip_bank_reads_ravdess_names(tmp_path: Path) -> None:
+    write_ravdess_corpus(tmp_path, actors=[3, 4], emotions=("neutral", "angry"), duration_s=1.0)
+    (tmp_path / "Actor_03" / "not-a-ravdess-name.wav").write_bytes(b"RIFF")
+    bank = ClipBank.from_folder(tmp_path, actors=[4])
+    assert bank.actors == [4]
+    assert bank.emotions == ["angry", "neutral"]
+    assert bank.sr == 8000 and all(c.signal.dtype == np.float32 for c in bank.clips)
+    with pytest.raises(ValueError, match="no labelled clips"):
+        ClipBank.from_folder(tmp_path, actors=[99])
+
+
+def test_cli_generate(tmp_path: Path) -> None:
+    from ser.cli import app
+
+    result = CliRunner().invoke(app, ["calls", "generate", str(tmp_path / "out"), "--n-calls", "2",
+                                      "--minutes", "0.2", "--source", "synth", "--actors", "1-3"])
+    assert result.exit_code == 0, result.output
+    assert "2 calls" in result.output
+    assert len(list((tmp_path / "out").glob("*.wav"))) == 2
+    bad = CliRunner().invoke(app, ["calls", "generate", str(tmp_path / "x"), "--source",
+                                   str(tmp_path / "missing")])
+    assert bad.exit_code == 2 and "not a folder" in bad.output
