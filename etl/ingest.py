@@ -157,9 +157,10 @@ def discover_files(root: Path) -> list[Path]:
     IngestInputError
         ``root`` does not exist, or holds no files.
     """
-    root = Path(root)
-    if not root.exists():
+    if not Path(root).exists():
         raise IngestInputError(f"path does not exist: {root}")
+    # Resolve once: clip paths are then absolute without a realpath() per file.
+    root = Path(root).resolve()
     if root.is_file():
         return [root]
     files = sorted(
@@ -312,7 +313,7 @@ def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: st
             counts.failed += 1
             continue
         assert cand.clip is not None
-        path = str(cand.path.resolve())
+        path = os.path.abspath(cand.path)
         known = state.by_sha.get(item.sha256)
         if known is not None:
             known_id, known_path, known_current = known
