@@ -1,0 +1,249 @@
+"""Numpy signal-processing kernels for feature extraction: one STFT, everything derived from it.
+
+Everything here is vectorised over frames. Shapes use ``F`` for frames, ``K`` for rfft bins
+(``n_fft // 2 + 1``) and ``L`` for autocorrelation lags. No Prefect, no database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft as sfft
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
+EPS = 1e-10
+
+
+@lru_cache(maxsize=16)
+def hann(length: int) -> np.ndarray:
+    """Periodic Hann window (what librosa/scipy use for STFTs), float32 ``(length,)``."""
+    n = np.arange(length, dtype=np.float64)
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
+
+
+def frame_count(n_samples: int, hop: int) -> int:
+    """Frames of a centred framing (frame ``i`` centred on sample ``i * hop``)."""
+    return 1 + n_samples // hop
+
+
+def iter_stft_blocks(
+    signal: np.ndarray,
+    *,
+    win_length: int,
+    hop: int,
+    n_fft: int,
+    start_frame: int = 0,
+    stop_frame: int | None = None,
+    block_frames: int = 4096,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Centred STFT of ``signal`` in blocks of frames (memory stays bounded for long channels).
+
+    Frame ``i`` covers samples ``[i*hop - win_length//2, i*hop + win_length//2)`` (zero padded
+    at the edges, like ``librosa.stft(center=True, pad_mode="constant")``); the Hann-windowed
+    frame is zero padded at its end to ``n_fft`` (so ``n_fft >= win_length + max_lag`` keeps
+    the autocorrelation linear, not circular, up to ``max_lag``).
+
+    Yields
+    ------
+    (first_frame, raw_frames, spectrum)
+        raw_frames float32 ``(B, win_length)`` un-windowed (a view: for zero-crossings);
+        spectrum complex64 ``(B, n_fft//2 + 1)``.
+    """
+    total = frame_count(len(signal), hop)
+    stop = total if stop_frame is None else min(stop_frame, total)
+    half = win_length // 2
+    window = hann(win_length)
+    for first in range(start_frame, stop, block_frames):
+        last = min(first + block_frames, stop)
+        # Only the samples this block touches, padded where it runs off either end.
+        lo = first * hop - half
+        hi = (last - 1) * hop - half + win_length
+        piece = signal[max(lo, 0): max(min(hi, len(signal)), 0)]
+        if lo < 0 or hi > len(signal):
+            piece = np.concatenate([np.zeros(max(-lo, 0), np.float32), piece,
+                                    np.zeros(max(hi - len(signal), 0), np.float32)])
+        raw = sliding_window_view(piece, win_length)[::hop]
+        # scipy.fft keeps float32 (complex64) and is several times faster than numpy.fft here
+        spectrum = sfft.rfft(raw * window, n=n_fft, axis=1, overwrite_x=True)
+        yield first, raw, spectrum
+
+
+def librosa_stft_power(signal: np.ndarray, *, n_fft: int, hop: int) -> np.ndarray:
+    """|STFT|^2 exactly as ``librosa.stft(y, n_fft, hop, center=True, pad_mode="constant")``.
+
+    Returns float32 ``(K, F)`` (librosa's orientation, for the seed-compatible path).
+    """
+    padded = np.pad(signal.astype(np.float32, copy=False), n_fft // 2, mode="constant")
+    frames = sliding_window_view(padded, n_fft)[::hop]
+    spectrum = sfft.rfft(frames * hann(n_fft), axis=1, overwrite_x=True)
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    return np.ascontiguousarray(power.T, dtype=np.float32)
+
+
+def band_gain(n_fft: int, sr: int, low_hz: float, high_hz: float, skirt_hz: float = 50.0) -> np.ndarray:
+    """Per-bin amplitude gain ``(K,)`` of the band-pass used by ``etl.audio.bandlimit``."""
+    freqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
+    gain = np.clip((freqs - (low_hz - skirt_hz)) / skirt_hz, 0.0, 1.0)
+    if high_hz < sr / 2:
+        gain *= np.clip(((high_hz + skirt_hz) - freqs) / skirt_hz, 0.0, 1.0)
+    return gain.astype(np.float32)
+
+
+def window_autocorrelation(win_length: int, n_fft: int, max_lag: int) -> np.ndarray:
+    """Normalised autocorrelation of the Hann window, float64 ``(max_lag + 1,)`` (Boersma 1993)."""
+    spec = np.fft.rfft(hann(win_length).astype(np.float64), n=n_fft)
+    ac = np.fft.irfft(np.abs(spec) ** 2, n=n_fft)[: max_lag + 1]
+    return ac / ac[0]
+
+
+def yin_from_power(
+    power: np.ndarray,
+    *,
+    n_fft: int,
+    sr: int,
+    window_ac: np.ndarray,
+    tau_min: int,
+    tau_max: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """F0, voicing and HNR for every frame from the power spectrum of the same STFT.
+
+    Wiener-Khinchin: the autocorrelation of a windowed frame is ``irfft(|X|^2)``, computed as
+    a DCT-I of the (real, even) power spectrum, which is the same numbers at half the cost. Dividing by
+    the window's own autocorrelation undoes the taper (Boersma 1993), giving a normalised
+    ``r(tau)``. YIN's difference function is then ``d(tau) = 2 r(0) (1 - r(tau))`` and its
+    cumulative-mean-normalised form ``d'(tau) = (1 - r(tau)) tau / sum_{j<=tau} (1 - r(j))``.
+    The period is the first dip of ``d'`` under ``threshold`` in ``[tau_min, tau_max]``, refined
+    to the local minimum and by parabolic interpolation.
+
+    Parameters
+    ----------
+    power : float32 ``(F, K)``
+    window_ac : ``(>= tau_max + 2,)`` from `window_autocorrelation`
+
+    Returns
+    -------
+    f0_hz : float32 ``(F,)`` (0 where unvoiced)
+    voiced : bool ``(F,)``
+    hnr_db : float32 ``(F,)`` harmonics-to-noise ratio ``10 log10(r / (1 - r))`` at the period,
+        clipped to [-20, 30] dB (meaningful only where voiced).
+    """
+    n_frames = power.shape[0]
+    if n_frames == 0:
+        empty = np.zeros(0, np.float32)
+        return empty, np.zeros(0, bool), empty
+    ac = sfft.dct(power, type=1, axis=1)[:, : tau_max + 2]  # == n_fft * irfft(power)
+    energy = ac[:, :1]
+    r = ac / np.maximum(energy, EPS) / window_ac[None, : tau_max + 2]
+    one_minus = 1.0 - r[:, 1:]  # lags 1 .. tau_max + 1
+    lags = np.arange(1, tau_max + 2, dtype=np.float32)
+    cmndf = one_minus * lags / np.maximum(np.cumsum(one_minus, axis=1), EPS)
+    # search lags tau_min .. tau_max (column j of cmndf is lag j + 1)
+    search = cmndf[:, tau_min - 1: tau_max]
+    below = search < threshold
+    has_dip = below.any(axis=1)
+    first = np.argmax(below, axis=1)
+    # walk to the bottom of the dip: argmin in a window of tau_min lags after the first crossing
+    width = max(tau_min, 2)
+    idx = np.minimum(first[:, None] + np.arange(width)[None, :], search.shape[1] - 1)
+    rows = np.arange(n_frames)[:, None]
+    best = idx[np.arange(n_frames), np.argmin(search[rows, idx], axis=1)]
+    # parabolic interpolation around the minimum (in lag units)
+    col = best + tau_min - 1  # column in cmndf
+    left = cmndf[np.arange(n_frames), np.maximum(col - 1, 0)]
+    mid = cmndf[np.arange(n_frames), col]
+    right = cmndf[np.arange(n_frames), np.minimum(col + 1, cmndf.shape[1] - 1)]
+    denom = left - 2.0 * mid + right
+    shift = np.where(np.abs(denom) > EPS, 0.5 * (left - right) / np.where(denom == 0, 1, denom), 0.0)
+    period = (col + 1).astype(np.float64) + np.clip(shift, -1.0, 1.0)
+    voiced = has_dip & (energy[:, 0] > EPS)
+    f0 = np.where(voiced, sr / np.maximum(period, 1.0), 0.0).astype(np.float32)
+    r_at = np.clip(r[np.arange(n_frames), col + 1], 1e-2, 1 - 1e-3)
+    hnr = np.clip(10.0 * np.log10(r_at / (1.0 - r_at)), -20.0, 30.0).astype(np.float32)
+    return f0, voiced, hnr
+
+
+def deltas(values: np.ndarray, width: int = 2) -> np.ndarray:
+    """Regression deltas along frames (axis 0), edge-padded; ``(F, D)`` -> ``(F, D)`` per frame."""
+    if values.shape[0] == 0:
+        return values.copy()
+    padded = np.pad(values, ((width, width), (0, 0)), mode="edge")
+    n = values.shape[0]
+    out = np.zeros_like(values)
+    for k in range(1, width + 1):
+        out += k * (padded[width + k: width + k + n] - padded[width - k: width - k + n])
+    return out / (2.0 * sum(k * k for k in range(1, width + 1)))
+
+
+def sorted_quantiles(sorted_values: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """Percentiles (numpy's default linear interpolation) of columns already sorted on axis 0.
+
+    ``(F, D)`` sorted, ``qs`` in [0, 100] -> ``(len(qs), D)``; one sort serves many quantiles
+    (``np.percentile`` re-partitions per call, which dominates pooling of short segments).
+    """
+    n = sorted_values.shape[0]
+    pos = np.asarray(qs, dtype=np.float64) / 100.0 * (n - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (pos - lo)[:, None]
+    return sorted_values[lo] * (1.0 - frac) + sorted_values[hi] * frac
+
+
+def stats8(values: np.ndarray, times: np.ndarray, *, extra_quantiles: Sequence[float] = ()
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Frame statistics of each column: mean, std, p10, p50, p90, skew, kurtosis, slope.
+
+    Parameters
+    ----------
+    values : ``(F, D)``; times : ``(F,)`` seconds (for the slope, units per second)
+    extra_quantiles : more percentiles to return from the same sort
+
+    Returns
+    -------
+    stats : float64 ``(8, D)``. Skew and (excess) kurtosis are 0 for (near-)constant columns
+        and slope is 0 for fewer than 2 frames, so nothing is NaN.
+    extra : float64 ``(len(extra_quantiles), D)``
+    """
+    n, d = values.shape
+    out = np.zeros((8, d))
+    if n == 0:
+        return out, np.zeros((len(extra_quantiles), d))
+    x = values.astype(np.float64)
+    mean = x.mean(axis=0)
+    c = x - mean
+    c2 = c * c
+    var = c2.mean(axis=0)
+    std = np.sqrt(var)
+    ok = std > 1e-6 * (np.abs(mean) + 1e-6)
+    inv_var = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
+    out[0] = mean
+    out[1] = std
+    quant = sorted_quantiles(np.sort(x, axis=0), (10.0, 50.0, 90.0, *extra_quantiles))
+    out[2:5] = quant[:3]
+    out[5] = (c2 * c).mean(axis=0) * inv_var * np.sqrt(inv_var)
+    out[6] = np.where(ok, (c2 * c2).mean(axis=0) * inv_var * inv_var - 3.0, 0.0)
+    if n > 1:
+        tc = times - times.mean()
+        out[7] = (tc @ c) / max(float(tc @ tc), EPS)
+    return out, quant[3:]
+
+
+def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and stop indices ``(R,)``, ``(R,)`` of runs of True in a boolean ``(F,)``."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.diff(padded)
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def count_envelope_peaks(envelope_db: np.ndarray, *, floor_db: float, min_gap: int) -> int:
+    """Local maxima of a smoothed dB envelope above ``floor_db``, at least ``min_gap`` apart."""
+    if envelope_db.size < 3:
+        return 0
+    smooth = uniform_filter1d(envelope_db, size=5, mode="nearest")
+    local = maximum_filter1d(smooth, size=2 * min_gap + 1, mode="nearest")
+    peaks = (smooth >= local) & (smooth > floor_db)
+    peaks[1:] &= smooth[1:] > smooth[:-1]  # plateaus count once
+    return int(peaks.sum())

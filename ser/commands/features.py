@@ -1,0 +1,96 @@
+"""`ser features [--set NAME] [--channel studio|telephony] [--corpus C] [--workers N] [--dask-address A]`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from ser.runtime import fail, is_tty, open_database, quiet_prefect
+
+
+def features_cmd(
+    set_name: Annotated[str, typer.Option("--set", help="Feature set: rich (default) or seed180.")] = "rich",
+    channel: Annotated[str, typer.Option(
+        help="studio, or telephony (8 kHz, 300-3400 Hz, what a phone line delivers).")] = "studio",
+    corpus: Annotated[str | None, typer.Option(help="Only clips of this corpus.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Local worker processes (default SER_WORKERS).")] = None,
+    dask_address: Annotated[str | None, typer.Option(
+        help="Run on a Dask cluster, e.g. tcp://scheduler:8786 (default SER_DASK_ADDRESS).")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Files per task.")] = 32,
+    retry_errors: Annotated[bool, typer.Option(
+        help="Try clips again whose errors were recorded by an earlier run.")] = False,
+    use_prefect: Annotated[bool, typer.Option(
+        "--prefect/--no-prefect",
+        help="Run as a Prefect flow (default; ~7 s to start its API server) or directly.")] = True,
+    list_sets: Annotated[bool, typer.Option("--list", help="List feature set versions and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Compute a feature set for every ingested (current) clip that lacks it; store in PostgreSQL.
+
+    Re-running is a no-op; an interrupted run resumes. Silent or too-short clips are recorded
+    in feature_errors with the reason.
+    """
+    from etl.features import feature_spec
+    from ser.settings import get_settings
+
+    engine = open_database()
+    if list_sets:
+        _list_sets(engine)
+        return
+    try:
+        feature_spec(set_name, channel)
+    except ValueError as exc:
+        fail(str(exc))
+    dask_address = dask_address or get_settings().dask_address
+    options = dict(set_name=set_name, channel=channel, corpus=corpus, workers=workers,
+                   chunk_size=chunk_size, retry_errors=retry_errors, progress=is_tty() or not as_json)
+    if use_prefect:
+        quiet_prefect()
+        from flows.features import features_flow
+
+        report = features_flow(**options, dask_address=dask_address)
+    else:
+        if dask_address:
+            fail("--dask-address needs the Prefect flow (drop --no-prefect)")
+        from flows.features import run_features
+
+        options["workers"] = workers or get_settings().workers
+        report = run_features(**options).as_dict()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    rate = report["pending"] / report["seconds"] if report["seconds"] else 0.0
+    typer.echo(f"{set_name}/{channel} (feature set {report['feature_set_id']}, "
+               f"{report['n_features']} features): {report['stored']} stored, "
+               f"{report['errors']} errors, {report['pending'] - report['stored'] - report['errors']} "
+               f"skipped; {report['seconds']:.1f} s ({rate:.1f} clips/s)")
+
+
+def _list_sets(engine: object) -> None:
+    from sqlalchemy import text
+
+    from db.engine import session_scope
+
+    with session_scope(engine) as session:  # type: ignore[arg-type]
+        rows = session.execute(text(
+            "SELECT s.id, s.name, s.channel, s.version, cardinality(s.feature_names), "
+            "left(s.params_hash, 12), s.created_at::date, "
+            "(SELECT count(*) FROM clip_features f WHERE f.feature_set_id = s.id "
+            " AND f.seg_start_s = 0 AND f.seg_end_s = -1), "
+            "(SELECT count(*) FROM feature_errors e WHERE e.feature_set_id = s.id) "
+            "FROM feature_sets s ORDER BY s.name, s.channel, s.version")).all()
+    if not rows:
+        typer.echo("no feature sets yet: run `ser features`")
+        return
+    typer.echo(f"{'id':>4}  {'name':<10} {'channel':<10} {'ver':>3} {'n':>4}  {'hash':<12}  "
+               f"{'created':<10} {'clips':>7} {'errors':>6}")
+    for r in rows:
+        typer.echo(f"{r[0]:>4}  {r[1]:<10} {r[2]:<10} {r[3]:>3} {r[4]:>4}  {r[5]:<12}  "
+                   f"{str(r[6]):<10} {r[7]:>7} {r[8]:>6}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("features")(features_cmd)
