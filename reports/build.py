@@ -31,7 +31,7 @@ from reports import charts, queries
 from reports.render import fmt_pct, fmt_signed_pp, render
 
 GROUP_TITLES = {"sex": "sex", "age_band": "age band", "race": "race", "ethnicity": "ethnicity"}
-AGE_BANDS = ((0, 30, "18-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 200, "60+"))
+AGE_BANDS = ((0, 18, "<18"), (18, 30, "18-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 200, "60+"))
 # A subgroup UAR this far below the overall UAR is flagged in the model report.
 GROUP_GAP_WARNING = 0.10
 
@@ -125,6 +125,11 @@ def _headline(metrics: pd.DataFrame) -> dict[str, dict[str, float | None]]:
         }
         if out[metric]["mean"] is None:
             out[metric]["mean"] = out[metric]["pooled"]
+    # Training stores its own fold mean/std of UAR; use them so every tool quotes one number.
+    for name, key in (("uar_mean", "mean"), ("uar_std", "std")):
+        stored = plain[(plain["metric"] == name) & plain["fold"].isna()]["value"]
+        if len(stored) and _finite(stored.iloc[0]) is not None:
+            out["uar"][key] = float(stored.iloc[0])
     return out
 
 
@@ -285,7 +290,11 @@ def model_context(session: Session, model_version_id: int) -> dict[str, Any]:
         x_tick_format=lambda v: f"{v:.1f}", y_tick_format=lambda v: f"{v:.1f}",
         title="ROC curves, one class against the rest") if roc_series else None
     importance = _importance(metrics, list(ov.get("feature_names") or []))
-    imp_chart = charts.hbar_chart(importance, axis_label="importance (share of total gain)",
+    methods = {_extra(e).get("method") for e in
+               metrics[metrics["metric"] == "feature_importance"]["extra"]}
+    imp_label = ("drop in UAR when the feature is shuffled (held-out speakers)"
+                 if any(m and "permutation" in str(m) for m in methods) else "importance")
+    imp_chart = charts.hbar_chart(importance, axis_label=imp_label,
                                   fmt=lambda v: f"{v:.3f}", label_width=190,
                                   title="top features") if importance else None
 
@@ -315,8 +324,10 @@ def model_context(session: Session, model_version_id: int) -> dict[str, Any]:
                       "file": model_file(prod_ov["name"], prod_ov["version"]),
                       "same_scheme": prod_ov["label_scheme"] == ov["label_scheme"]}
 
+    diag = metrics[metrics["metric"] == "diagnostic_random_split_uar"]["value"]
     return {
         "kind": "model",
+        "random_split_uar": _finite(diag.iloc[0]) if len(diag) else None,
         "title": f"Model {ov['name']} v{ov['version']}",
         "subtitle": f"{ov['algorithm']} · {ov['label_scheme']} ({len(classes)} classes) · "
                     f"features {ov['feature_set']}/{ov['feature_channel']} v{ov['feature_version']}",
@@ -465,13 +476,43 @@ def _negative_mass(probabilities: Any, negative: set[str]) -> float:
     return float(sum(float(v) for k, v in probs.items() if k in negative))
 
 
-def escalation_window(call: dict[str, Any], segments: pd.DataFrame,
-                      negative: set[str]) -> tuple[float, float] | None:
-    """Where the escalation rule fired, in seconds into the call.
+def _rule_metrics(options: Any) -> dict[str, str]:
+    """rule name -> summary metric, from the rules the scorer stored with the batch."""
+    opts = _extra(options)
+    return {str(r.get("name")): str(r.get("metric")) for r in opts.get("rules") or []
+            if isinstance(r, dict)}
 
-    Uses the scorer's own record (``calls.extra.escalation.start_s/end_s``) when present;
-    otherwise re-derives it from the segments: the last third for trend rules, else the longest
-    run of negative customer speech.
+
+def _negative_runs(segs: pd.DataFrame, role: str, negative: set[str],
+                   gap_s: float) -> tuple[float, float] | None:
+    """The longest run of consecutive negative segments of ``role`` (as the scorer counts it)."""
+    best: tuple[float, float] | None = None
+    run_start: float | None = None
+    run_end = 0.0
+    for seg in segs[segs["role"] == role].sort_values("start_s").itertuples():
+        is_neg = bool(seg.is_negative) if seg.is_negative is not None else (
+            str(seg.emotion) in negative)
+        start, end = float(seg.start_s), float(seg.end_s)
+        if is_neg and run_start is not None and start - run_end <= gap_s:
+            run_end = max(run_end, end)
+        elif is_neg:
+            run_start, run_end = start, end
+        else:
+            run_start = None
+        if run_start is not None and (best is None or run_end - run_start > best[1] - best[0]):
+            best = (run_start, run_end)
+    return best
+
+
+def escalation_window(call: dict[str, Any], segments: pd.DataFrame, negative: set[str],
+                      options: Any = None) -> tuple[float, float] | None:
+    """Where in the call the escalation rule fired, as (start_s, end_s); None if not escalated.
+
+    The scorer's own record (``calls.extra.escalation.start_s/end_s``) wins when present.
+    Otherwise the rule's metric (from the rules stored in ``batches.options``) says where:
+    a negative streak -> that run; a trend or last-third rule -> the last third; overtalk ->
+    first to last overtalk; a share rule or an unknown rule -> the longest negative customer run
+    (where a listener should start), else the whole call.
     """
     if not call.get("escalated"):
         return None
@@ -481,30 +522,29 @@ def escalation_window(call: dict[str, Any], segments: pd.DataFrame,
         start = float(rec["start_s"])
         end = _finite(rec.get("end_s"))
         return start, end if end is not None else start + 1.0
-    duration = _finite(call.get("duration_s")) or 0.0
+    duration = _finite(call.get("duration_s")) or (
+        float(segments["end_s"].max()) if len(segments) else 0.0)
     rule = str(call.get("escalation_rule") or "")
-    if any(word in rule for word in ("trend", "worsen", "third", "rising")) and duration:
+    metric = _rule_metrics(options).get(rule, rule)
+    gap = _finite(_extra(options).get("streak_gap_s")) or 2.0
+    if metric in ("customer_trend", "customer_negative_last_third") or any(
+            w in metric for w in ("trend", "worsen", "last_third")):
         return 2 * duration / 3, duration
-    cust = segments[segments["role"] == "customer"]
-    best: tuple[float, float] | None = None
-    run_start: float | None = None
-    last_end = 0.0
-    for seg in cust.itertuples():
-        is_neg = bool(seg.is_negative) if seg.is_negative is not None else (
-            str(seg.emotion) in negative)
-        if is_neg:
-            run_start = float(seg.start_s) if run_start is None else run_start
-            last_end = float(seg.end_s)
-            if best is None or last_end - run_start > best[1] - best[0]:
-                best = (run_start, last_end)
-        else:
-            run_start = None
-    if best is None and duration:
-        return 0.0, duration
-    return best
+    if metric == "customer_negative_first_third":
+        return 0.0, duration / 3
+    if "overtalk" in metric:
+        spans = _overtalk(segments)
+        if spans:
+            return spans[0][0], spans[-1][1]
+    role = "agent" if metric.endswith("_agent") else "customer"
+    run = _negative_runs(segments, role, negative, gap)
+    if run is not None:
+        return run
+    return (0.0, duration) if duration else None
 
 
-def _sparkline(call: dict[str, Any], segs: pd.DataFrame, negative: set[str]) -> Markup:
+def _sparkline(call: dict[str, Any], segs: pd.DataFrame, negative: set[str],
+               window: tuple[float, float] | None) -> Markup:
     lines = {}
     for role in ("customer", "agent"):
         r = segs[segs["role"] == role]
@@ -512,7 +552,7 @@ def _sparkline(call: dict[str, Any], segs: pd.DataFrame, negative: set[str]) -> 
                                                                                negative))
                        for s in r.itertuples()]
     return charts.sparkline(lines, duration_s=float(call.get("duration_s") or 1.0),
-                            escalation=escalation_window(call, segs, negative))
+                            escalation=window)
 
 
 def _batch_headline(n_calls: int, n_scored: int, n_failed: int, n_escalated: int,
@@ -549,7 +589,7 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
     calls = queries.batch_calls(session, ids)
     scored = calls[calls["status"] == "scored"]
     failed = calls[calls["status"] == "failed"]
-    escalated = scored[scored["escalated"]].sort_values(
+    escalated = scored[scored["escalated"].astype(bool)].sort_values(
         ["longest_negative_streak_s", "negative_share_customer"], ascending=False)
     model_ids = sorted(set(int(m) for m in batches["model_version_id"]))
     scheme_rows = [queries.model_overview(session, m) for m in model_ids]
@@ -604,13 +644,14 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
     segs = queries.segments_for_calls(session, [int(i) for i in escalated["id"]])
     seg_groups = {int(k): g for k, g in segs.groupby("call_id")} if len(segs) else {}
     empty = segs.iloc[0:0]
+    options = {int(b.id): b.options for b in batches.itertuples()}
     sections = []
     for rank, call in enumerate(escalated.to_dict("records"), start=1):
         call_segs = seg_groups.get(int(call["id"]), empty)
-        window = escalation_window(call, call_segs, negative)
+        window = escalation_window(call, call_segs, negative, options.get(int(call["batch_id"])))
         has_file = out_dir is not None and (Path(out_dir) / call_file(call["id"])).exists()
         sections.append({**call, "rank": rank, "window": window,
-                         "spark": _sparkline(call, call_segs, negative),
+                         "spark": _sparkline(call, call_segs, negative, window),
                          "file": call_file(call["id"]) if has_file else None})
     rule_counts = (escalated.groupby("escalation_rule").size().sort_values(ascending=False)
                    .to_dict() if len(escalated) else {})
@@ -703,7 +744,7 @@ def call_context(session: Session, call_id: int) -> dict[str, Any]:
     # Negative classes at the bottom of each band, so the red mass reads as "how negative".
     band_order = [c for c in classes if c in negative] + [c for c in classes if c not in negative]
     duration = _finite(call["duration_s"]) or float(segs["end_s"].max() if len(segs) else 1.0)
-    window = escalation_window(call, segs, negative)
+    window = escalation_window(call, segs, negative, call.get("batch_options"))
     segments = [charts.Segment(str(s.role), float(s.start_s), float(s.end_s),
                                s.probabilities if isinstance(s.probabilities, dict)
                                else json.loads(s.probabilities), str(s.emotion))
@@ -834,7 +875,7 @@ def build_all(session: Session, out_dir: Path, *, calls: str = "escalated",
             df = queries.batch_calls(session, [int(i) for i in ids])
             df = df[df["status"] == "scored"]
             if calls == "escalated":
-                df = df[df["escalated"]]
+                df = df[df["escalated"].astype(bool)]
             for call_id in df["id"].head(max_calls):
                 written["call"].append(call_report(session, int(call_id), out_dir))
         written["batch"].append(batch_report(session, day, out_dir))

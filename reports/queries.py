@@ -120,7 +120,7 @@ def batches_on(session: Session, batch_date: dt.date) -> pd.DataFrame:
     return _frame(session, """
         SELECT b.id, b.batch_date, b.source_path, b.status, b.started_at, b.finished_at,
                b.n_calls, b.n_scored, b.n_failed, b.n_escalations, b.audio_seconds,
-               b.model_version_id, rm.name AS model_name, mv.version AS model_version
+               b.model_version_id, rm.name AS model_name, mv.version AS model_version, b.options
         FROM batches b
         JOIN model_versions mv ON mv.id = b.model_version_id
         JOIN registered_models rm ON rm.id = mv.registered_model_id
@@ -218,6 +218,7 @@ def call_detail(session: Session, call_id: int) -> dict[str, Any]:
         SELECT c.id, c.call_key, c.path, c.agent_id, c.queue, c.started_at, c.channel_roles,
                c.sample_rate, c.channels, coalesce(s.duration_s, c.duration_s) AS duration_s,
                c.status, c.error, c.extra, b.id AS batch_id, b.batch_date, b.model_version_id,
+               b.options AS batch_options,
                rm.name AS model_name, mv.version AS model_version, mv.classes, mv.label_scheme,
                s.talk_agent_s, s.talk_customer_s, s.silence_share, s.overtalk_share,
                s.negative_share_agent, s.negative_share_customer, s.longest_negative_streak_s,

@@ -292,7 +292,9 @@ def make_batch(
     source = f"/srv/inbox/{batch_date.isoformat()}"
     batch_id = int(session.execute(insert(Batch).returning(Batch.id), {
         "batch_date": batch_date, "source_path": source, "model_version_id": model_version_id,
-        "status": "finished", "n_calls": n_calls,
+        "status": "done", "n_calls": n_calls,
+        "options": {"rules": [{k: v for k, v in r.items() if k != "description"} for r in RULES],
+                    "streak_gap_s": STREAK_GAP_S},
         "started_at": dt.datetime.combine(batch_date, dt.time(2, 0), tzinfo=dt.UTC),
         "finished_at": dt.datetime.combine(batch_date, dt.time(2, 9), tzinfo=dt.UTC),
     }).scalar_one())
@@ -332,28 +334,35 @@ def make_batch(
         t, role = 0.5, "agent"
         call_segs: list[dict[str, object]] = []
         while t < duration - 1.0:
-            length = float(rng.uniform(2.0, 9.0))
-            end = min(t + length, duration)
+            # One turn of 2-16 s, cut into windows of at most 4 s like the scorer does.
+            end = min(t + float(rng.uniform(2.0, 16.0)), duration)
             progress = t / duration
-            logits = rng.normal(0, 0.8, k)
+            turn = rng.normal(0, 0.6, k)
             calm = classes.index("calm") if "calm" in classes else 0
             if role == "customer":
-                logits[calm] += 1.0
+                turn[calm] += 1.0
                 boost = max(anger, 0.0) * (0.5 + (2.5 * progress if rising else 0.2))
                 for j in neg_idx:
-                    logits[j] += boost * (1.4 if classes[j] == "angry" else 0.6)
+                    turn[j] += boost * (1.4 if classes[j] == "angry" else 0.6)
             else:
-                logits[calm] += 1.6
-            proba = np.exp(logits) / np.exp(logits).sum()
-            top = int(proba.argmax())
-            call_segs.append({
-                "call_id": call_id, "model_version_id": model_version_id, "role": role,
-                "start_s": round(t, 2), "end_s": round(end, 2), "emotion": classes[top],
-                "confidence": float(proba[top]), "is_negative": classes[top] in NEGATIVE,
-                "probabilities": {c: round(float(v), 4) for c, v in zip(classes, proba, strict=True)},
-            })
-            # Next turn: usually the other role, sometimes starting before this one ends (overtalk).
-            overlap = float(rng.uniform(0.3, 1.5)) if rng.random() < 0.15 else -float(rng.uniform(0.2, 1.5))
+                turn[calm] += 1.6
+            w0 = t
+            while w0 < end - 0.3:
+                w1 = min(w0 + 4.0, end)
+                logits = turn + rng.normal(0, 0.5, k)
+                proba = np.exp(logits) / np.exp(logits).sum()
+                top = int(proba.argmax())
+                call_segs.append({
+                    "call_id": call_id, "model_version_id": model_version_id, "role": role,
+                    "start_s": round(w0, 2), "end_s": round(w1, 2), "emotion": classes[top],
+                    "confidence": float(proba[top]), "is_negative": classes[top] in NEGATIVE,
+                    "probabilities": {c: round(float(v), 4)
+                                      for c, v in zip(classes, proba, strict=True)},
+                })
+                w0 = w1
+            # Next turn: the other role, sometimes starting before this one ends (overtalk).
+            overlap = (float(rng.uniform(0.3, 1.5)) if rng.random() < 0.15
+                       else -float(rng.uniform(0.2, 1.5)))
             t = max(end - overlap, t + 0.5)
             role = "customer" if role == "agent" else "agent"
         segments.extend(call_segs)
@@ -365,8 +374,20 @@ def make_batch(
     session.execute(Batch.__table__.update().where(Batch.id == batch_id).values(
         n_scored=len(summaries), n_failed=int(failed.sum()),
         n_escalations=sum(1 for s in summaries if s["escalated"]),
-        audio_seconds=float(durations.sum()), status="finished"))
+        audio_seconds=float(durations.sum()), status="done"))
     return BatchIds(batch_id, call_ids)
+
+
+STREAK_GAP_S = 2.0
+# The scorer's rule layout (name, metric, op, threshold), stored in batches.options like it does.
+RULES: tuple[dict[str, object], ...] = (
+    {"name": "customer_negative_streak", "metric": "longest_negative_streak_s", "op": ">=",
+     "threshold": 20.0, "description": "customer negative for 20 s in a row"},
+    {"name": "customer_worsening", "metric": "customer_trend", "op": ">=", "threshold": 0.5,
+     "description": "customer much more negative at the end than at the start"},
+    {"name": "customer_negative_share", "metric": "negative_share_customer", "op": ">=",
+     "threshold": 0.7, "description": "customer negative for most of their speech"},
+)
 
 
 def _summary(call_id: int, model_version_id: int, duration: float, segs: list[dict[str, object]],
@@ -385,21 +406,31 @@ def _summary(call_id: int, model_version_id: int, duration: float, segs: list[di
     for s in segs:
         lo, hi = int(float(s["start_s"]) * 10), int(float(s["end_s"]) * 10)  # type: ignore[arg-type]
         grid[lo:hi] += 1
-    streak = best = 0.0
-    for s in (s for s in segs if s["role"] == "customer"):
-        streak = streak + float(s["end_s"]) - float(s["start_s"]) if s["is_negative"] else 0.0  # type: ignore[arg-type]
-        best = max(best, streak)
+    best = 0.0
+    run_start: float | None = None
+    run_end = 0.0
+    for seg in (x for x in segs if x["role"] == "customer"):
+        start, end = float(seg["start_s"]), float(seg["end_s"])  # type: ignore[arg-type]
+        if seg["is_negative"] and run_start is not None and start - run_end <= STREAK_GAP_S:
+            run_end = end
+        elif seg["is_negative"]:
+            run_start, run_end = start, end
+        else:
+            run_start = None
+        if run_start is not None:
+            best = max(best, run_end - run_start)
     first = neg_share("customer", 0, duration / 3)
     last = neg_share("customer", 2 * duration / 3)
     cust = neg_share("customer")
+    values = {"negative_share_customer": cust, "longest_negative_streak_s": best,
+              "customer_trend": (last - first) if first is not None and last is not None else None}
     rule = reason = None
-    if best >= 40:
-        rule, reason = "negative_streak", f"customer negative for {best:.0f} s in a row (limit 40 s)"
-    elif first is not None and last is not None and last - first >= 0.5:
-        rule, reason = ("customer_worsening",
-                        f"customer negative share rose from {first:.0%} to {last:.0%}")
-    elif cust is not None and cust >= 0.7:
-        rule, reason = "high_negative_share", f"customer negative {cust:.0%} of talk (limit 70%)"
+    fired = [r for r in RULES if values[str(r["metric"])] is not None
+             and float(values[str(r["metric"])]) >= float(r["threshold"])]  # type: ignore[arg-type]
+    if fired:
+        rule = str(fired[0]["name"])
+        reason = "; ".join(f"{r['metric']} = {float(values[str(r['metric'])]):.3g} >= "  # type: ignore[arg-type]
+                           f"{r['threshold']:g} ({r['description']})" for r in fired)
     mix: dict[str, dict[str, float]] = {}
     for role in ("agent", "customer"):
         total = talk(role) or 1.0

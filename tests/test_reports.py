@@ -1,0 +1,285 @@
+"""Reports: escaping, self-containment, content that matches the database, the CLI, speed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from db.engine import session_scope
+from reports import build, charts, queries
+from reports.render import render
+from tests.utils import factories as f
+
+DAY = dt.date(2026, 3, 14)
+HOSTILE = "<script>alert(1)</script>.wav"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;.wav"
+
+
+@pytest.fixture()
+def world(db_session: Session) -> dict[str, object]:
+    """Two model versions (one in production), 10 nights of history and tonight's batch."""
+    s = db_session
+    clips = f.make_corpus(s, n_actors=10, seed=1)
+    fs = f.make_feature_set(s)
+    prod = f.make_model_version(s, clip_ids=clips, feature_set_id=fs, skill=0.5, seed=2)
+    f.promote(s, prod)
+    new = f.make_model_version(s, clip_ids=clips, feature_set_id=fs, skill=0.8, seed=3)
+    f.make_history(s, model_version_id=prod, last_date=DAY, days=10, n_calls=10)
+    batch = f.make_batch(s, model_version_id=prod, batch_date=DAY, n_calls=60, seed=4,
+                         failure_rate=0.1, call_names=[HOSTILE])
+    return {"prod": prod, "new": new, "batch": batch, "clips": clips}
+
+
+def _assert_self_contained(html: str) -> None:
+    assert html.startswith("<!DOCTYPE html>")
+    # Nothing is fetched: no external src/href, no stylesheet link, no CSS import or url().
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert not re.search(r"<link\b|@import|url\(", html, re.I)
+    assert "<script" not in html.lower()  # charts need no JavaScript; a hostile name stays text
+    assert "http://www.w3.org/2000/svg" in html or "<svg" not in html  # namespace only
+
+
+def test_render_autoescapes_everything_from_data() -> None:
+    ctx = {"kind": "index", "title": HOSTILE, "subtitle": "<b>x</b>", "meta": {"kind": "index"},
+           "generated_at": dt.datetime(2026, 1, 1), "root": "",
+           "groups": {"batch": [{"href": "batch-x.html", "title": "<img src=x onerror=1>",
+                                 "summary": "a & b", "size_kb": 1.0,
+                                 "modified": dt.datetime(2026, 1, 1)}], "model": [], "call": []}}
+    html = render("index.html.j2", ctx)
+    assert ESCAPED in html and HOSTILE not in html
+    assert "&lt;img src=x onerror=1&gt;" in html and "<img" not in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html
+    assert render("index.html.j2", ctx) == html  # pure: same input, same output
+
+
+def test_charts_escape_labels_and_draw_marks() -> None:
+    svg = str(charts.hbar_chart([(HOSTILE, 0.5), ("b", -0.2)], axis_label="<u>pp</u>"))
+    assert "<script" not in svg and "&lt;script&gt;" in svg and "&lt;u&gt;pp&lt;/u&gt;" in svg
+    assert svg.count("<rect") >= 2
+    heat = str(charts.heatmap([[3, 1], [0, 4]], ["a", "<b>"], ["a", "<b>"]))
+    assert "&lt;b&gt;" in heat and "75%" in heat and "100%" in heat
+    line = str(charts.line_chart([charts.Series("s", [0, 1, 2], [0.1, None, 0.3], markers=True)],
+                                 x_label="x", y_label="y"))
+    assert "<circle" in line
+    assert charts.nice_ticks(0, 1, 5) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def test_batch_report_escapes_file_names_and_is_self_contained(world: dict[str, object],
+                                                               db_session: Session,
+                                                               tmp_path: Path) -> None:
+    path = build.batch_report(db_session, DAY, tmp_path)
+    html = path.read_text()
+    _assert_self_contained(html)
+    assert ESCAPED in html and HOSTILE not in html
+    assert html.count("<svg") >= 4  # mix, trend, movers, sparklines
+    calls = queries.batch_calls(db_session, [world["batch"].batch_id])  # type: ignore[attr-defined]
+    escalated = calls[calls["escalated"].astype(bool)]
+    assert len(escalated) > 0
+    for call_id in escalated["id"]:  # every escalation links to its own section
+        assert f'href="#call-{call_id}"' in html and f'id="call-{call_id}"' in html
+    for rule in set(escalated["escalation_rule"]):
+        assert rule in html
+    failed = calls[calls["status"] == "failed"]
+    assert len(failed) > 0 and all(str(e) in html for e in set(failed["error"]))
+
+
+def test_batch_numbers_match_the_database(world: dict[str, object], db_session: Session) -> None:
+    ctx = build.batch_context(db_session, DAY)
+    row = db_session.execute(text(
+        "SELECT n_scored, n_failed, n_escalations FROM batches WHERE batch_date = :d"),
+        {"d": DAY}).one()
+    assert (ctx["n_scored"], ctx["n_failed"], ctx["n_escalated"]) == tuple(row)
+    ranked = [e["longest_negative_streak_s"] for e in ctx["escalations"]]
+    assert ranked == sorted(ranked, reverse=True)
+    trend = {r["label"]: r for r in ctx["trend_rows"]}
+    assert trend["calls"]["today"] == 60 and trend["calls"]["base7"] == 10
+    assert trend["calls"]["n30"] == 10  # ten nights of history, all inside the 30-night window
+    shares = dict(ctx["mix_rows"][0])
+    assert shares["role"] == "customer"
+    assert abs(sum(v for k, v in shares.items() if k != "role") - 1.0) < 1e-6
+    assert ctx["queues"]["has_history"] and ctx["queues"]["rows"]
+
+
+def test_first_night_without_history(db_session: Session, tmp_path: Path) -> None:
+    clips = f.make_corpus(db_session, n_actors=6, seed=9)
+    mv = f.make_model_version(db_session, clip_ids=clips, feature_set_id=f.make_feature_set(
+        db_session), with_metrics=False)
+    f.make_batch(db_session, model_version_id=mv, batch_date=DAY, n_calls=15, seed=1)
+    html = build.batch_report(db_session, DAY, tmp_path).read_text()
+    assert "No earlier nights" in html and "No history yet" in html
+    # A model with no metric rows still gets a readable report.
+    model_html = build.model_report(db_session, mv, tmp_path).read_text()
+    assert "training stored no confusion matrix" in model_html
+    assert "No model is promoted to production yet" in model_html
+
+
+def test_model_report_shows_speaker_independent_scores_and_comparison(
+        world: dict[str, object], db_session: Session, tmp_path: Path) -> None:
+    new = int(world["new"])  # type: ignore[call-overload]
+    ctx = build.model_context(db_session, new)
+    folds = db_session.execute(text(
+        "SELECT value FROM model_metrics WHERE model_version_id = :m AND metric = 'uar' "
+        "AND fold IS NOT NULL AND group_name IS NULL"), {"m": new}).scalars().all()
+    assert ctx["head"]["uar"]["mean"] == pytest.approx(sum(folds) / len(folds))
+    assert ctx["head"]["uar"]["std"] == pytest.approx(pd.Series(folds).std())
+    assert ctx["comparison"] is not None and not ctx["is_production"]
+    delta = ctx["comparison"]["rows"][0]["delta"]
+    assert delta is not None and delta > 0  # the new model (skill 0.8) beats production (0.5)
+    assert {g["name"] for g in ctx["groups"]} == {"sex", "age band", "race"}
+    html = build.model_report(db_session, new, tmp_path).read_text()
+    _assert_self_contained(html)
+    assert "speaker-independent" in html and "ROC curves" in html and "mfcc" in html
+    assert html.count("<svg") >= 8
+    prod_html = build.model_report(db_session, int(world["prod"]), tmp_path).read_text()  # type: ignore[call-overload]
+    assert "<strong>is</strong> the current production model" in prod_html
+
+
+def test_model_report_reads_the_training_part_layout(db_session: Session) -> None:
+    """uar_mean/uar_std rows and permutation importances (etl/train.py's layout) are used."""
+    clips = f.make_corpus(db_session, n_actors=6, seed=5)
+    mv = f.make_model_version(db_session, clip_ids=clips,
+                              feature_set_id=f.make_feature_set(db_session), seed=5)
+    db_session.execute(text(
+        "INSERT INTO model_metrics (model_version_id, metric, value, extra) VALUES "
+        "(:m, 'uar_mean', 0.6543, NULL), (:m, 'uar_std', 0.0321, NULL), "
+        "(:m, 'diagnostic_random_split_uar', 0.91, NULL)"), {"m": mv})
+    db_session.execute(text(
+        "UPDATE model_metrics SET group_name = 'feature', group_value = extra->>'feature', "
+        "extra = extra || '{\"method\": \"permutation_uar_drop_heldout\"}' "
+        "WHERE model_version_id = :m AND metric = 'feature_importance'"), {"m": mv})
+    ctx = build.model_context(db_session, mv)
+    assert ctx["head"]["uar"]["mean"] == pytest.approx(0.6543)
+    assert ctx["head"]["uar"]["std"] == pytest.approx(0.0321)
+    assert ctx["random_split_uar"] == pytest.approx(0.91)
+    assert "drop in UAR" in str(ctx["importance_chart"])
+    assert {g["name"] for g in ctx["groups"]} == {"sex", "age band", "race"}  # not "feature"
+
+
+def test_call_report_timeline(world: dict[str, object], db_session: Session,
+                              tmp_path: Path) -> None:
+    ids = world["batch"].call_ids  # type: ignore[attr-defined]
+    hostile_id = ids[0]
+    status = db_session.execute(text("SELECT status FROM calls WHERE id = :i"),
+                                {"i": hostile_id}).scalar_one()
+    html = build.call_report(db_session, hostile_id, tmp_path).read_text()
+    _assert_self_contained(html)
+    assert ESCAPED in html and HOSTILE not in html
+    assert ("Not scored" in html) == (status == "failed")
+    esc_id = db_session.execute(text(
+        "SELECT call_id FROM call_summaries WHERE escalated AND call_id = ANY(:i) "
+        "ORDER BY longest_negative_streak_s DESC LIMIT 1"), {"i": ids}).scalar_one()
+    path = build.call_report(db_session, esc_id, tmp_path)
+    html = path.read_text()
+    assert path.name == f"call-{esc_id}.html" and path.parent.name == "calls"
+    assert "⚑ escalation" in html and "customer talk" in html and "overtalk" in html
+    assert 'href="../index.html"' in html and f'href="../batch-{DAY.isoformat()}.html"' in html
+    n_segments = db_session.execute(text("SELECT count(*) FROM call_segments WHERE call_id = :i"),
+                                    {"i": esc_id}).scalar_one()
+    assert html.count("<g><title>") == n_segments  # one probability column per segment
+
+
+def test_escalation_window_follows_the_rule_metric() -> None:
+    segs = pd.DataFrame([
+        {"role": "customer", "start_s": 0.0, "end_s": 4.0, "emotion": "calm", "is_negative": False},
+        {"role": "customer", "start_s": 10.0, "end_s": 14.0, "emotion": "angry", "is_negative": True},
+        {"role": "customer", "start_s": 14.5, "end_s": 18.0, "emotion": "sad", "is_negative": True},
+        {"role": "customer", "start_s": 30.0, "end_s": 33.0, "emotion": "angry", "is_negative": True},
+        {"role": "agent", "start_s": 17.0, "end_s": 20.0, "emotion": "calm", "is_negative": False},
+    ])
+    options = {"rules": [{"name": "streaky", "metric": "longest_negative_streak_s"},
+                         {"name": "trendy", "metric": "customer_trend"},
+                         {"name": "talkover", "metric": "overtalk_share"}], "streak_gap_s": 2.0}
+    call = {"escalated": True, "duration_s": 60.0}
+    neg = {"angry", "sad"}
+    assert build.escalation_window({**call, "escalation_rule": "streaky"}, segs, neg,
+                                   options) == (10.0, 18.0)
+    assert build.escalation_window({**call, "escalation_rule": "trendy"}, segs, neg,
+                                   options) == (40.0, 60.0)
+    assert build.escalation_window({**call, "escalation_rule": "talkover"}, segs, neg,
+                                   options) == (17.0, 18.0)
+    assert build.escalation_window({**call, "escalated": False}, segs, neg, options) is None
+    stored = {**call, "escalation_rule": "x", "extra": {"escalation": {"start_s": 5, "end_s": 9}}}
+    assert build.escalation_window(stored, segs, neg, options) == (5.0, 9.0)
+
+
+def test_index_lists_every_report(world: dict[str, object], db_session: Session,
+                                  tmp_path: Path) -> None:
+    written = build.build_all(db_session, tmp_path)
+    html = (tmp_path / "index.html").read_text()
+    _assert_self_contained(html)
+    reports = [p for kind in ("model", "batch", "call") for p in written[kind]]
+    assert len(written["model"]) == 2 and len(written["batch"]) == 11
+    assert written["call"], "escalated calls get their own reports"
+    hrefs = set(re.findall(r'href="([^"#]+)"', html))
+    for path in reports:
+        assert path.relative_to(tmp_path).as_posix() in hrefs
+    assert all((tmp_path / h).exists() for h in hrefs)
+    # The batch report links each escalated call's full timeline, which exists.
+    batch_html = (tmp_path / build.batch_file(DAY)).read_text()
+    links = re.findall(r'href="(calls/call-\d+\.html)"', batch_html)
+    assert links and all((tmp_path / link).exists() for link in links)
+    # index_report(session, out_dir) (the interfaces' form) is the same thing.
+    assert build.index_report(db_session, tmp_path).read_text().count("<tr") == html.count("<tr")
+
+
+def test_unknown_things_raise_actionable_errors(world: dict[str, object],
+                                                db_session: Session, tmp_path: Path) -> None:
+    with pytest.raises(queries.ReportNotFoundError, match="Known: callcentre:1"):
+        queries.resolve_model(db_session, "nope")
+    assert queries.resolve_model(db_session, "production") == world["prod"]
+    assert queries.resolve_model(db_session, "callcentre:2") == world["new"]
+    with pytest.raises(queries.ReportNotFoundError, match=DAY.isoformat()):
+        build.batch_report(db_session, dt.date(1999, 1, 1), tmp_path)
+    with pytest.raises(queries.ReportNotFoundError, match="no call"):
+        queries.resolve_call(db_session, "999999999")
+    assert queries.resolve_call(db_session, HOSTILE) == world["batch"].call_ids[0]  # type: ignore[attr-defined]
+
+
+def test_cli_writes_reports_and_index(cli_env: dict[str, str], tmp_path: Path) -> None:
+    from ser.cli import app
+
+    engine = create_engine(cli_env["DATABASE_URL"])
+    with session_scope(engine) as s:
+        clips = f.make_corpus(s, n_actors=6, seed=2)
+        mv = f.make_model_version(s, clip_ids=clips, feature_set_id=f.make_feature_set(s))
+        f.promote(s, mv)
+        batch = f.make_batch(s, model_version_id=mv, batch_date=DAY, n_calls=20, seed=3)
+    engine.dispose()
+    out = tmp_path / "out"
+    runner = CliRunner()
+    for args in (["model", "production"], ["batch", "latest"], ["call", str(batch.call_ids[1])],
+                 ["index"]):
+        result = runner.invoke(app, ["report", *args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    assert (out / "index.html").exists() and (out / build.batch_file(DAY)).exists()
+    assert (out / build.model_file("callcentre", 1)).exists()
+    assert (out / build.call_file(batch.call_ids[1])).exists()
+    bad = runner.invoke(app, ["report", "batch", "2001-01-01", "--out", str(out)])
+    assert bad.exit_code == 2 and "no batch on 2001-01-01" in bad.output
+    bad = runner.invoke(app, ["report", "batch", "yesterday", "--out", str(out)])
+    assert bad.exit_code == 2 and "not a date" in bad.output
+
+
+def test_thousand_call_batch_renders_fast_and_small(db_session: Session, tmp_path: Path) -> None:
+    clips = f.make_corpus(db_session, n_actors=6, seed=8)
+    mv = f.make_model_version(db_session, clip_ids=clips,
+                              feature_set_id=f.make_feature_set(db_session), with_metrics=False)
+    f.make_history(db_session, model_version_id=mv, last_date=DAY, days=7, n_calls=5)
+    f.make_batch(db_session, model_version_id=mv, batch_date=DAY, n_calls=1000, seed=11,
+                 min_duration_s=60, max_duration_s=240)
+    start = time.perf_counter()
+    path = build.batch_report(db_session, DAY, tmp_path)
+    seconds = time.perf_counter() - start
+    size = path.stat().st_size
+    html = path.read_text()
+    assert html.count("<tr") > 1000  # every call is listed
+    assert seconds < 10, f"1,000-call batch report took {seconds:.1f} s"
+    assert size < 3 * 2**20, f"1,000-call batch report is {size / 2**20:.1f} MB"
