@@ -9,9 +9,9 @@ Plain functions, no Prefect (``flows/ingest.py`` wires them). Design points:
   hashing and header reads run in a thread pool (both release the GIL).
 * **Bulk writes.** Existing hashes of the corpus are read in one query; each chunk is written
   with a handful of executemany statements (clips, actors, errors, version flips).
-* **Transactions.** If the caller's session already has a transaction, everything is written in
-  it and the caller commits. Otherwise each chunk (``chunk_size`` files) is its own transaction,
-  so an interrupted ingest keeps whole chunks only and a rerun picks up the rest.
+* **Transactions belong to the caller.** Nothing here commits. :func:`iter_ingest_chunks`
+  writes one chunk (``chunk_size`` files) per step and yields, so the flow commits each chunk as
+  one transaction: an interrupted ingest keeps whole chunks only and a rerun picks up the rest.
 * **Bad input lands in ingest_errors** (path, CSV row, reason) and never stops the good files.
 """
 
@@ -22,7 +22,6 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,16 +240,58 @@ def _load_state(session: Session, corpus: str) -> _CorpusState:
     )
 
 
-@contextmanager
-def _unit(session: Session, own: bool) -> Iterator[None]:
-    """One chunk's transaction when we own them, else the caller's transaction."""
-    with session.begin() if own else nullcontext():
-        yield
-
-
 def _chunks(items: Sequence[Candidate], size: int) -> Iterator[Sequence[Candidate]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone:
+    """One chunk written (not committed): its size and the run's counts so far."""
+
+    files: int
+    counts: IngestCounts
+
+
+def iter_ingest_chunks(
+    session: Session,
+    *,
+    corpus: str,
+    candidates: Sequence[Candidate],
+    run_id: int,
+    label_source: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+) -> Iterator[ChunkDone]:
+    """Hash, read headers and write ``candidates`` as clips of ``corpus``, one chunk per step.
+
+    Each step leaves one chunk written in the session's current transaction; the caller commits
+    between steps (one transaction per chunk) or once at the end.
+
+    Parameters
+    ----------
+    candidates
+        Files with parsed labels, or with the reason they cannot be ingested.
+    workers
+        Threads hashing and reading headers (default: ``min(8, 2 * cpu_count)``).
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    state = _load_state(session, corpus)
+    counts = IngestCounts()
+    n_workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="ingest") as pool:
+        for chunk in _chunks(candidates, chunk_size):
+            scanned = list(pool.map(_scan, chunk))
+            part = _write_chunk(session, corpus=corpus, run_id=run_id,
+                                label_source=label_source, scanned=scanned, state=state)
+            counts.merge(part)
+            session.execute(
+                update(IngestRun).where(IngestRun.id == run_id).values(
+                    files_seen=counts.files_seen, added=counts.added,
+                    skipped=counts.skipped, failed=counts.failed,
+                    actors_added=counts.actors_added))
+            yield ChunkDone(files=len(chunk), counts=counts)
 
 
 def ingest_candidates(
@@ -264,38 +305,14 @@ def ingest_candidates(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
 ) -> IngestCounts:
-    """Hash, read headers and write ``candidates`` as clips of ``corpus`` in chunks.
-
-    Parameters
-    ----------
-    candidates
-        Files with parsed labels, or with the reason they cannot be ingested.
-    progress
-        Called with the number of files finished after each chunk (e.g. ``tqdm.update``).
-    workers
-        Threads hashing and reading headers (default: ``min(8, 2 * cpu_count)``).
-    """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be at least 1")
-    own = not session.in_transaction()
-    with _unit(session, own):
-        state = _load_state(session, corpus)
+    """All of :func:`iter_ingest_chunks` in the caller's transaction; ``progress(n_files)`` per chunk."""
     counts = IngestCounts()
-    n_workers = workers or min(8, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="ingest") as pool:
-        for chunk in _chunks(candidates, chunk_size):
-            scanned = list(pool.map(_scan, chunk))
-            with _unit(session, own):
-                part = _write_chunk(session, corpus=corpus, run_id=run_id,
-                                    label_source=label_source, scanned=scanned, state=state)
-                counts.merge(part)
-                session.execute(
-                    update(IngestRun).where(IngestRun.id == run_id).values(
-                        files_seen=counts.files_seen, added=counts.added,
-                        skipped=counts.skipped, failed=counts.failed,
-                        actors_added=counts.actors_added))
-            if progress is not None:
-                progress(len(chunk))
+    for done in iter_ingest_chunks(session, corpus=corpus, candidates=candidates, run_id=run_id,
+                                   label_source=label_source, chunk_size=chunk_size,
+                                   workers=workers):
+        counts = done.counts
+        if progress is not None:
+            progress(done.files)
     return counts
 
 

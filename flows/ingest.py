@@ -1,7 +1,7 @@
 """Ingest flow: demographics, crowd votes and clips of one corpus, recorded as an ingest run.
 
 Tasks are thin wrappers over ``etl.ingest``; each opens its own session and owns its
-transactions (the clips task commits chunk by chunk). No retries: ingest is idempotent, so the
+transactions (the clips task commits once per chunk, so an interrupted run keeps whole chunks). No retries: ingest is idempotent, so the
 retry for a failed run is simply running it again, and automatic retries would misreport counts.
 """
 
@@ -24,7 +24,7 @@ from etl.ingest import (
     check_folder,
     finish_run,
     folder_candidates,
-    ingest_candidates,
+    iter_ingest_chunks,
     load_demographics,
     load_votes,
     manifest_candidates,
@@ -94,11 +94,15 @@ def clips_task(run_id: int, corpus: str, path: str, show_progress: bool, chunk_s
         label_source = f"filename:{corpus}"
     bar = tqdm(total=len(candidates), unit="file", desc=f"ingest {corpus}", file=sys.stderr,
                disable=not show_progress, leave=False)
-    # No caller transaction: ingest_candidates commits each chunk on its own.
+    counts = IngestCounts()
     with bar, session_factory(get_engine())() as session:
-        return ingest_candidates(session, corpus=corpus, candidates=candidates, run_id=run_id,
-                                 label_source=label_source, progress=bar.update,
-                                 chunk_size=chunk_size, workers=workers)
+        for done in iter_ingest_chunks(session, corpus=corpus, candidates=candidates,
+                                       run_id=run_id, label_source=label_source,
+                                       chunk_size=chunk_size, workers=workers):
+            session.commit()  # one transaction per chunk
+            counts = done.counts
+            bar.update(done.files)
+    return counts
 
 
 @task(name="finish-ingest-run", cache_policy=NONE)

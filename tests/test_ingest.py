@@ -16,8 +16,11 @@ from db.models import Actor, Clip, IngestError, IngestRun, LabelVote
 from etl.ingest import (
     IngestCounts,
     IngestInputError,
+    check_folder,
     finish_run,
+    folder_candidates,
     ingest_folder,
+    iter_ingest_chunks,
     load_demographics,
     load_manifest,
     load_votes,
@@ -52,7 +55,16 @@ def _ingest(session: Session, corpus: str, root: Path, **kwargs: object) -> Inge
         session.commit()
     with session.begin():
         run_id = start_run(session, corpus=corpus, path=str(root))
-    counts = ingest_folder(session, corpus=corpus, root=root, run_id=run_id, **kwargs)  # type: ignore[arg-type]
+    progress = kwargs.pop("progress", None)
+    counts = IngestCounts()
+    for done in iter_ingest_chunks(session, corpus=corpus,
+                                   candidates=folder_candidates(corpus, check_folder(root)),
+                                   run_id=run_id, label_source=f"filename:{corpus}",
+                                   **kwargs):  # type: ignore[arg-type]
+        session.commit()  # the caller owns transactions: one per chunk, as in the flow
+        counts = done.counts
+        if progress is not None:
+            progress(done.files)  # type: ignore[operator]
     with session.begin():
         finish_run(session, run_id=run_id, counts=counts)
     return counts
