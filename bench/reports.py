@@ -1,0 +1,101 @@
+"""Benchmark: render time and size of reports over a 1,000-call synthetic night.
+
+Creates a throw-away database (on DATABASE_URL's server, else the embedded one under SER_HOME),
+inserts a model, 30 nights of history and one night of 1,000 scored calls with the test
+factories, renders each kind of report and prints JSON. Usage::
+
+    python -m bench.reports [--calls 1000] [--history 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import make_url, text
+
+from db.engine import make_engine, resolve_url, session_scope
+from db.migrate import upgrade
+from reports import build
+from tests.utils import factories as f
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--history", type=int, default=30, help="earlier nights (trends)")
+    args = parser.parse_args()
+
+    server = make_engine(resolve_url(), isolation_level="AUTOCOMMIT")
+    name = f"ser_bench_reports_{uuid.uuid4().hex[:8]}"
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server.url.render_as_string(hide_password=False)).set(database=name)
+    engine = make_engine(url.render_as_string(hide_password=False))
+    day = dt.date(2026, 3, 14)
+    try:
+        upgrade(engine)
+        t0 = time.perf_counter()
+        with session_scope(engine) as s:
+            clips = f.make_corpus(s, n_actors=24, seed=1)
+            fs = f.make_feature_set(s)
+            prod = f.make_model_version(s, clip_ids=clips, feature_set_id=fs, skill=0.6, seed=2)
+            f.promote(s, prod)
+            new = f.make_model_version(s, clip_ids=clips, feature_set_id=fs, skill=0.7, seed=3)
+            f.make_history(s, model_version_id=prod, last_date=day, days=args.history, n_calls=40)
+            batch = f.make_batch(s, model_version_id=prod, batch_date=day, n_calls=args.calls,
+                                 seed=4)
+        insert_s = time.perf_counter() - t0
+        with session_scope(engine) as s:
+            n_segments = s.execute(text(
+                "SELECT count(*) FROM call_segments cs JOIN calls c ON c.id = cs.call_id "
+                "WHERE c.batch_id = :b"), {"b": batch.batch_id}).scalar_one()
+            escalated = s.execute(text(
+                "SELECT call_id FROM call_summaries WHERE escalated AND call_id = ANY(:i) "
+                "ORDER BY longest_negative_streak_s DESC"), {"i": batch.call_ids}).scalars().all()
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp)
+                timings: dict[str, float] = {}
+                sizes: dict[str, int] = {}
+                t = time.perf_counter()
+                call_paths = [build.call_report(s, c, out) for c in escalated[:50]]
+                timings["call_report_mean_s"] = (time.perf_counter() - t) / max(len(call_paths), 1)
+                sizes["call_report_max_bytes"] = max((p.stat().st_size for p in call_paths),
+                                                     default=0)
+                t = time.perf_counter()
+                path = build.batch_report(s, day, out)
+                timings["batch_report_s"] = time.perf_counter() - t
+                sizes["batch_report_bytes"] = path.stat().st_size
+                t = time.perf_counter()
+                path = build.model_report(s, new, out)
+                timings["model_report_s"] = time.perf_counter() - t
+                sizes["model_report_bytes"] = path.stat().st_size
+                t = time.perf_counter()
+                path = build.index_report(out)
+                timings["index_report_s"] = time.perf_counter() - t
+                sizes["index_bytes"] = path.stat().st_size
+        print(json.dumps({
+            "benchmark": "reports",
+            "calls": args.calls,
+            "segments": int(n_segments),
+            "escalated": len(escalated),
+            "history_nights": args.history,
+            "factory_insert_s": round(insert_s, 2),
+            **{k: round(v, 3) for k, v in timings.items()},
+            **sizes,
+            "batch_report_mb": round(sizes["batch_report_bytes"] / 2**20, 2),
+        }, indent=2))
+    finally:
+        engine.dispose()
+        with server.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+if __name__ == "__main__":
+    main()
