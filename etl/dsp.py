@@ -108,6 +108,7 @@ def yin_from_power(
     tau_min: int,
     tau_max: int,
     threshold: float,
+    octave_ratio: float = 0.7,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """F0, voicing and HNR for every frame from the power spectrum of the same STFT.
 
@@ -117,7 +118,9 @@ def yin_from_power(
     ``r(tau)``. YIN's difference function is then ``d(tau) = 2 r(0) (1 - r(tau))`` and its
     cumulative-mean-normalised form ``d'(tau) = (1 - r(tau)) tau / sum_{j<=tau} (1 - r(j))``.
     The period is the first dip of ``d'`` under ``threshold`` in ``[tau_min, tau_max]``, refined
-    to the local minimum and by parabolic interpolation.
+    to the local minimum, replaced by the dip near twice that lag when that one is deeper than
+    ``octave_ratio`` times it (half-period errors of band-limited speech), and refined by
+    parabolic interpolation.
 
     Parameters
     ----------
@@ -151,6 +154,18 @@ def yin_from_power(
     idx = np.minimum(first[:, None] + np.arange(width)[None, :], search.shape[1] - 1)
     rows = np.arange(n_frames)[:, None]
     best = idx[np.arange(n_frames), np.argmin(search[rows, idx], axis=1)]
+    # Octave check: band-limited speech (no fundamental below 300 Hz on a phone line) can
+    # show a false first dip at half the period. Prefer the dip at twice the lag when it is
+    # clearly deeper.
+    double = 2 * (best + tau_min) - tau_min  # search column of lag 2 * tau
+    in_range = double + 2 < search.shape[1]
+    if in_range.any():
+        around = np.clip(double[:, None] + np.arange(-2, 3)[None, :], 0, search.shape[1] - 1)
+        at_double = search[rows, around]
+        pick = np.argmin(at_double, axis=1)
+        deeper = in_range & (at_double[np.arange(n_frames), pick]
+                             < octave_ratio * search[np.arange(n_frames), best])
+        best = np.where(deeper, around[np.arange(n_frames), pick], best)
     # parabolic interpolation around the minimum (in lag units)
     col = best + tau_min - 1  # column in cmndf
     left = cmndf[np.arange(n_frames), np.maximum(col - 1, 0)]

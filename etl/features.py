@@ -115,7 +115,7 @@ def _rich_params(channel: str) -> dict[str, Any]:
         "n_fft": 1024 if studio else 512,  # >= win + longest F0 lag: linear autocorrelation
         "band_hz": [low, high],
         "n_mels": 40 if studio else 26, "mel_fmin": low, "mel_fmax": high, "n_mfcc": 13,
-        "f0_min_hz": 60.0, "f0_max_hz": 500.0, "yin_threshold": 0.30,
+        "f0_min_hz": 60.0, "f0_max_hz": 500.0, "yin_threshold": 0.25, "yin_octave_ratio": 0.5,
         "rolloff": 0.85,
         "contrast_edges_hz": [float(round(x)) for x in np.geomspace(max(low, 100.0), high, 7)],
         "contrast_quantile": 0.10,
@@ -401,7 +401,7 @@ def _rich_lld_block(spectrum: np.ndarray, zcr: np.ndarray, prev_log_mel: np.ndar
         out[:, lay["contrast"].start + b] = 10.0 * np.log10((peak + eps) / (valley + eps))
     f0, voiced, hnr = dsp.yin_from_power(
         power, n_fft=p["n_fft"], sr=sr, window_ac=k.window_ac, tau_min=k.tau_min,
-        tau_max=k.tau_max, threshold=p["yin_threshold"])
+        tau_max=k.tau_max, threshold=p["yin_threshold"], octave_ratio=p["yin_octave_ratio"])
     voiced &= rms_db > p["silence_dbfs"]
     out[:, lay["f0"].start] = np.where(voiced, f0, 0.0)
     out[:, lay["voiced"].start] = voiced
@@ -864,10 +864,10 @@ def store_results(session: Session, *, feature_set_id: int,
             "SELECT clip_id, :fs, 0, -1, vals FROM _features_in "
             "ON CONFLICT DO NOTHING"), {"fs": feature_set_id}).rowcount
     if bad:
-        errors = session.execute(
-            pg_insert(FeatureError).on_conflict_do_nothing(),
+        errors = len(session.execute(
+            pg_insert(FeatureError).on_conflict_do_nothing().returning(FeatureError.clip_id),
             [{"clip_id": r.clip_id, "feature_set_id": feature_set_id, "reason": r.reason or "unknown"}
-             for r in bad]).rowcount
+             for r in bad]).all())
     return int(stored or 0), int(errors or 0)
 
 
