@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -97,7 +97,7 @@ class ScoringConfig:
     max_window_s: float = 4.0
     min_duration_s: float = 0.5
     max_duration_s: float = 3 * 3600.0
-    block_s: float = 300.0
+    block_s: float = 600.0
     context_s: float = 0.5
     vad: VadConfig = field(default_factory=VadConfig)
     streak_gap_s: float = 2.0
@@ -402,6 +402,7 @@ def score_recording(
                     is_negative=is_negative_class(label),
                     probabilities={c: round(float(p), 4)
                                    for c, p in zip(model.classes, proba[j], strict=True)}))
+    segments.sort(key=lambda seg: (seg.start_s, seg.role))
     timings["predict"] = time.perf_counter() - t2
 
     summary = summarise_call(segments, speech=speech, duration_s=duration,
@@ -762,8 +763,13 @@ def score_batch(
             model_version_id=model.model_version_id, entries=entries,
             options={**config.options(), "model_ref": model_ref},
             skip_done_elsewhere=skip_done_elsewhere)
-        total = session.execute(select(func.count()).select_from(Call).where(
-            Call.batch_id == batch_id)).scalar_one()
+        # what is left to do (a rerun of a finished batch starts no worker processes)
+        total = session.execute(text(
+            "SELECT count(*) FROM calls WHERE batch_id = :b AND (status = 'pending' OR "
+            "(status = 'claimed' AND claimed_at < now() - make_interval(secs => :stale)) OR "
+            "(:retry AND status = 'failed'))"),
+            {"b": batch_id, "stale": config.stale_claim_minutes * 60.0,
+             "retry": config.retry_failed}).scalar_one()
     # Choose the start method before tqdm starts its monitor thread (fork needs one thread).
     context = _pool_context(start_method) if workers > 1 and total > 1 else None
     bar = None
@@ -771,7 +777,9 @@ def score_batch(
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="calls", unit="call", leave=False)
-    if context is None:
+    if total == 0:
+        pass
+    elif context is None:
         run_worker(engine, batch_id=batch_id, model=model, config=config,
                    on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None)
     else:

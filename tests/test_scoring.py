@@ -325,6 +325,26 @@ def test_studio_model_on_phone_audio_is_recorded(engine: Engine, model_id: int,
     assert result.segments and {s.role for s in result.segments} == {"agent", "customer"}
 
 
+def test_block_processing_matches_one_block(engine: Engine, model_id: int,
+                                            batch_dir: Path) -> None:
+    """Long recordings are read in blocks with context; results match a single pass."""
+    from etl.registry import load_model
+
+    with session_scope(engine) as session:
+        model = load_model(session, str(model_id))
+    path = batch_dir / "call_0002.wav"
+    whole = score_recording(path, model=model, config=CONFIG)
+    blocks = score_recording(path, model=model,
+                             config=dataclasses.replace(CONFIG, block_s=5.0))
+    assert whole.speech == blocks.speech
+    assert [(s.role, s.start_s, s.end_s) for s in whole.segments] == \
+        [(s.role, s.start_s, s.end_s) for s in blocks.segments]
+    agree = np.mean([a.emotion == b.emotion for a, b in
+                     zip(whole.segments, blocks.segments, strict=True)])
+    assert agree >= 0.9
+    assert whole.summary.talk_customer_s == blocks.summary.talk_customer_s
+
+
 def test_nightly_inbox_skips_recordings_already_scored(engine: Engine, model_id: int,
                                                        bank: ClipBank, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"

@@ -1,0 +1,338 @@
+"""Nightly scoring benchmark: speed, memory and segment accuracy on held-out speakers. Prints JSON.
+
+1. A scratch embedded PostgreSQL in a temporary SER_HOME (stopped and deleted afterwards).
+2. Train through the project's own code: ingest RAVDESS actors 01-16 (``etl.ingest``), telephony
+   ``rich`` features (``flows.features.run_features``), a speaker-independent model
+   (``etl.train.train_model``, label scheme callcentre4), promoted to ``production``.
+3. Generate >= 2 hours of stereo 8 kHz calls (``etl.callgen``) from the clips of the held-out
+   actors 17-20 only, with pauses, overtalk and a simulated phone line.
+4. Score them end to end into PostgreSQL (``etl.scoring.score_batch``: 2 worker processes, no
+   Prefect) and report the real-time factor (call seconds per wall second; a stereo call's two
+   channels count once), peak RSS of this process and its children (sampled by a separate
+   monitor process; the PostgreSQL server is not included), and segment-level UAR against the
+   ground-truth timeline (each scored segment takes the emotion of the timeline utterance of its
+   role it overlaps most; utterances whose emotion the scheme excludes are not counted).
+5. An hour-long call (12 generated calls joined) scored alone, for memory on long recordings.
+6. Prefect's fixed cost, measured apart: the same (no-op) rerun in a fresh process, once as a
+   plain function call and once as ``score_batch_flow``.
+
+Usage: python bench/nightly.py [--ravdess PATH] [--hours 2] [--call-minutes 5] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Self
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
+TRAIN_ACTORS = range(1, 17)
+HELD_OUT = range(17, 21)
+SCHEME = "callcentre4"
+DAY = dt.date(2024, 1, 15)
+
+MONITOR = r"""
+import sys, time, psutil
+root = psutil.Process(int(sys.argv[1])); peak = 0
+while True:
+    try:
+        procs = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        break
+    total = 0
+    for p in procs:
+        try:
+            if not p.name().startswith("postgres"):
+                total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    peak = max(peak, total)
+    print(peak, flush=True)
+    time.sleep(0.05)
+"""
+
+
+class RssMonitor:
+    """Peak summed RSS of a process tree, sampled by a separate process (no thread here: the
+    scorer forks its workers only from a single-threaded process)."""
+
+    def __enter__(self) -> Self:
+        self.proc = subprocess.Popen([sys.executable, "-c", MONITOR, str(os.getpid())],
+                                     stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        out, _ = self.proc.communicate()
+        lines = [int(x) for x in out.split()] if out else [0]
+        # the monitor itself is a child: subtract its own footprint at start
+        self.peak_mib = max(lines) / 2**20
+
+
+def _link_actors(src: Path, dst: Path, actors: range) -> int:
+    """A RAVDESS-shaped folder of symlinks to the chosen actors' clips."""
+    n = 0
+    for actor in actors:
+        folder = dst / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for clip in sorted((src / f"Actor_{actor:02d}").glob("*")):
+            (folder / clip.name).symlink_to(clip.resolve())
+            n += 1
+    return n
+
+
+def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]:
+    from db.engine import session_scope
+    from etl.ingest import finish_run, ingest_folder, start_run
+    from etl.registry import set_alias
+    from etl.train import TrainConfig, train_model
+    from flows.features import run_features
+
+    out: dict[str, Any] = {}
+    corpus = tmp / "ravdess-train"
+    out["train_clips"] = _link_actors(ravdess, corpus, TRAIN_ACTORS)
+    start = time.perf_counter()
+    with session_scope(engine) as session:
+        run_id = start_run(session, corpus="ravdess", path=str(corpus))
+        counts = ingest_folder(session, corpus="ravdess", root=corpus, run_id=run_id)
+        finish_run(session, run_id=run_id, counts=counts)
+    out["ingest_seconds"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    report = run_features(set_name="rich", channel="telephony", corpus="ravdess",
+                          workers=workers, progress=False)
+    out["features_seconds"] = round(time.perf_counter() - start, 1)
+    out["feature_errors"] = report.errors
+    start = time.perf_counter()
+    with session_scope(engine) as session:
+        result = train_model(session, TrainConfig(channel="telephony", label_scheme=SCHEME,
+                                                  corpus="ravdess", feature_importance=False,
+                                                  search=False))
+        set_alias(session, result.model_version_id, reason="bench/nightly")
+    out["train_seconds"] = round(time.perf_counter() - start, 1)
+    out.update({"model": f"{result.name}:{result.version}", "algorithm": result.algorithm,
+                "label_scheme": result.label_scheme, "classes": result.classes,
+                "train_actors": f"{TRAIN_ACTORS.start:02d}-{TRAIN_ACTORS.stop - 1:02d}",
+                "cv_uar_train_actors": round(result.cv_uar, 3)})
+    return out
+
+
+def generate(ravdess: Path, out_dir: Path, *, hours: float, call_minutes: float) -> dict[str, Any]:
+    from etl.callgen import ClipBank, generate_calls
+
+    start = time.perf_counter()
+    bank = ClipBank.from_folder(ravdess, actors=HELD_OUT)
+    n_calls = max(1, round(hours * 60 / call_minutes))
+    calls = generate_calls(out_dir, n_calls=n_calls, minutes=call_minutes, bank=bank, seed=2024)
+    total = sum(c.duration_s for c in calls)
+    while total < hours * 3600:  # jitter may leave it short: top up with one more call each
+        extra = generate_calls(out_dir / f"extra{len(calls)}", n_calls=1, minutes=call_minutes,
+                               bank=bank, seed=len(calls))
+        calls += extra
+        total += extra[0].duration_s
+    return {"calls": len(calls), "audio_hours": round(total / 3600, 3),
+            "sample_rate": 8000, "channels": 2,
+            "held_out_actors": f"{HELD_OUT.start}-{HELD_OUT.stop - 1}",
+            "generate_seconds": round(time.perf_counter() - start, 1),
+            "timelines": {c.call_id if c.path.parent == out_dir else
+                          f"{c.path.parent.name}/{c.call_id}": str(c.timeline_path)
+                          for c in calls}}
+
+
+def segment_uar(engine: Any, batch_id: int, timelines: dict[str, str]) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    from etl.callgen import read_timeline
+    from etl.labels import map_emotion
+
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.call_key, s.role, s.start_s, s.end_s, s.emotion FROM call_segments s "
+            "JOIN calls c ON c.id = s.call_id WHERE c.batch_id = :b"), {"b": batch_id}).all()
+    truth_cache: dict[str, list[Any]] = {}
+    hits: dict[str, list[int]] = defaultdict(list)
+    for key, role, start, end, predicted in rows:
+        if key not in truth_cache:
+            truth_cache[key] = read_timeline(Path(timelines[key]))
+        events = [e for e in truth_cache[key] if e.role == role]
+        best = max(events, key=lambda e: min(end, e.end_s) - max(start, e.start_s), default=None)
+        if best is None or min(end, best.end_s) - max(start, best.start_s) <= 0:
+            continue  # a VAD false alarm: no utterance under it
+        label = map_emotion(SCHEME, best.emotion)
+        if label is not None:
+            hits[label].append(int(label == predicted))
+    recalls = {k: round(sum(v) / len(v), 3) for k, v in sorted(hits.items())}
+    n = sum(len(v) for v in hits.values())
+    return {"segment_uar": round(sum(recalls.values()) / len(recalls), 3) if recalls else None,
+            "segment_accuracy": round(sum(sum(v) for v in hits.values()) / n, 3) if n else None,
+            "segments_evaluated": n, "segments_scored": len(rows),
+            "recall_per_class": recalls, "chance_uar": round(1 / len(recalls), 3)}
+
+
+def vad_quality(timelines: dict[str, str], folder: Path, limit: int = 6) -> dict[str, float]:
+    """Frame-level VAD precision/recall against the timelines (first ``limit`` calls)."""
+    import numpy as np
+    import soundfile as sf
+
+    from etl.callgen import read_timeline
+    from etl.vad import detect_speech
+
+    tp = fp = fn = 0
+    for key, timeline_path in list(timelines.items())[:limit]:
+        y, sr = sf.read(str(folder / f"{key}.wav"), dtype="float32")
+        n = len(y) * 100 // sr + 1
+        for ch, role in enumerate(("agent", "customer")):
+            truth = np.zeros(n, bool)
+            found = np.zeros(n, bool)
+            for e in read_timeline(Path(timeline_path)):
+                if e.role == role:
+                    truth[int(e.start_s * 100):int(e.end_s * 100)] = True
+            for s, e in detect_speech(y[:, ch], sr):
+                found[int(s * 100):int(e * 100)] = True
+            tp += int((truth & found).sum())
+            fp += int((~truth & found).sum())
+            fn += int((truth & ~found).sum())
+    return {"vad_precision": round(tp / (tp + fp), 3), "vad_recall": round(tp / (tp + fn), 3)}
+
+
+def hour_long_call(calls_dir: Path, out: Path) -> float:
+    """Join 12 generated calls into one ~hour-long stereo file, block by block."""
+    import soundfile as sf
+
+    parts = sorted(calls_dir.glob("call_*.wav"))[:12]
+    with sf.SoundFile(str(out), "w", samplerate=8000, channels=2, subtype="PCM_16") as sink:
+        for part in parts:
+            with sf.SoundFile(str(part)) as src:
+                for block in src.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
+                    sink.write(block)
+    return sf.info(str(out)).duration
+
+
+def prefect_overhead(env: dict[str, str], calls_dir: Path) -> dict[str, float]:
+    """Wall time of the same no-op rerun in a fresh process: plain call vs Prefect flow run."""
+    plain = (
+        "import time; t = time.perf_counter()\n"
+        "import datetime as dt; from pathlib import Path\n"
+        "from db.engine import get_engine; from etl.scoring import score_batch\n"
+        f"score_batch(get_engine(), Path({str(calls_dir)!r}), batch_date=dt.date(2024, 1, 15))\n"
+        "print(time.perf_counter() - t)\n")
+    flow = (
+        "import time; t = time.perf_counter()\n"
+        "import datetime as dt\n"
+        "from ser.runtime import quiet_prefect; quiet_prefect()\n"
+        "from flows.nightly import score_batch_flow\n"
+        f"score_batch_flow({str(calls_dir)!r}, batch_date=dt.date(2024, 1, 15))\n"
+        "print(time.perf_counter() - t)\n")
+    results = {}
+    for name, code in (("plain_rerun_seconds", plain), ("prefect_rerun_seconds", flow)):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT), check=False,
+                              capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed: {proc.stderr[-2000:]}")
+        results[name] = round(wall, 2)
+    results["prefect_overhead_seconds"] = round(results["prefect_rerun_seconds"]
+                                                - results["plain_rerun_seconds"], 2)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--call-minutes", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-hour-call", action="store_true")
+    args = parser.parse_args()
+    if not args.ravdess.is_dir():
+        sys.exit(f"RAVDESS folder not found: {args.ravdess}")
+
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "workers": args.workers}
+    with tempfile.TemporaryDirectory(prefix="ser-bench-nightly-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["SER_HOME"] = str(tmp / "home")
+        os.environ.pop("DATABASE_URL", None)
+        os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
+        from db.engine import get_engine
+        from db.migrate import ensure_migrated
+        from ser.settings import get_settings
+
+        get_settings.cache_clear()
+        engine = get_engine()
+        ensure_migrated(engine)
+        try:
+            result["training"] = train(engine, args.ravdess, tmp, args.workers)
+            calls_dir = tmp / "calls"
+            generated = generate(args.ravdess, calls_dir, hours=args.hours,
+                                 call_minutes=args.call_minutes)
+            timelines = generated.pop("timelines")
+            result["calls"] = generated
+
+            from etl.scoring import score_batch
+
+            with RssMonitor() as monitor:
+                start = time.perf_counter()
+                report = score_batch(engine, calls_dir, batch_date=DAY, workers=args.workers)
+                wall = time.perf_counter() - start
+            audio = report.audio_seconds
+            result["scoring"] = {
+                "wall_seconds": round(wall, 2), "audio_seconds": round(audio, 1),
+                "real_time_factor": round(audio / wall, 1),
+                "target_real_time_factor": 300,
+                "hour_of_audio_seconds": round(3600 / (audio / wall), 2),
+                "peak_rss_mib": round(monitor.peak_mib, 1),
+                "scored": report.n_scored, "failed": report.n_failed,
+                "escalations": report.n_escalations,
+            }
+            result["accuracy"] = {**segment_uar(engine, report.batch_id, timelines),
+                                  **vad_quality(timelines, calls_dir)}
+            start = time.perf_counter()
+            again = score_batch(engine, calls_dir, batch_date=DAY, workers=args.workers)
+            result["rerun"] = {"seconds": round(time.perf_counter() - start, 2),
+                               "same_batch": again.batch_id == report.batch_id,
+                               "scored": again.n_scored}
+
+            if not args.skip_hour_call:
+                hour_dir = tmp / "hour"
+                hour_dir.mkdir()
+                seconds = hour_long_call(calls_dir, hour_dir / "hour_call.wav")
+                with RssMonitor() as monitor:
+                    start = time.perf_counter()
+                    hour = score_batch(engine, hour_dir, batch_date=DAY, workers=1)
+                    wall = time.perf_counter() - start
+                result["hour_long_call"] = {
+                    "audio_seconds": round(seconds, 1), "wall_seconds": round(wall, 2),
+                    "real_time_factor_one_worker": round(seconds / wall, 1),
+                    "peak_rss_mib": round(monitor.peak_mib, 1), "scored": hour.n_scored}
+
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            result["prefect"] = prefect_overhead(env, calls_dir)
+        finally:
+            engine.dispose()
+            _stop_embedded(get_settings().embedded_pgdata)
+    print(json.dumps(result, indent=2))
+
+
+def _stop_embedded(pgdata: Path) -> None:
+    """Stop the scratch server this benchmark started (only the one on our temporary pgdata)."""
+    import pgserver
+
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server.cleanup_mode = "stop"
+    server.cleanup()
+
+
+if __name__ == "__main__":
+    main()
