@@ -1,0 +1,66 @@
+"""Training flow: evaluate speaker-independently, register the model version, maybe promote it.
+
+Two thin tasks over ``etl.train`` / ``etl.registry``; each owns its transaction. Training and
+registering are one transaction (a failure registers nothing); promotion is a second one so a
+registered version survives a promotion problem. No retries: training is deterministic, a
+retry would fail the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from db.engine import get_engine, session_scope
+from etl.models_zoo import DEFAULT_ALGORITHM
+from etl.registry import DEFAULT_ALIAS, promote_if_better
+from etl.train import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig, train_model
+
+
+@task(name="train-and-register", cache_policy=NONE)
+def train_and_register(config: TrainConfig, name: str | None, show_progress: bool) -> dict[str, Any]:
+    with session_scope(get_engine()) as session:
+        result = train_model(session, config, name=name, progress=show_progress)
+    return result.as_dict()
+
+
+@task(name="promote-if-better", cache_policy=NONE)
+def promote_task(model_version_id: int, alias: str) -> dict[str, Any]:
+    with session_scope(get_engine()) as session:
+        decision = promote_if_better(session, model_version_id, alias=alias)
+    return asdict(decision)
+
+
+@flow(name="train")
+def train_flow(
+    labels: str | None = None,
+    model: str = DEFAULT_ALGORITHM,
+    feature_set: str = "rich",
+    channel: str = "studio",
+    corpus: str | None = None,
+    speaker_normalisation: bool = True,
+    class_balance: bool = True,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = DEFAULT_SEED,
+    search: bool = True,
+    feature_importance: bool = True,
+    diagnostic_random_split: bool = False,
+    name: str | None = None,
+    promote_if_better: bool = False,
+    alias: str = DEFAULT_ALIAS,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``model`` on stored features and register it; returns the result (+ promotion)."""
+    config = TrainConfig(
+        algorithm=model, label_scheme=labels, feature_set=feature_set, channel=channel,
+        corpus=corpus, speaker_normalisation=speaker_normalisation, class_balance=class_balance,
+        n_folds=folds, seed=seed, search=search, feature_importance=feature_importance,
+        diagnostic_random_split=diagnostic_random_split,
+    )
+    result = train_and_register(config, name, show_progress)
+    result["promotion"] = (promote_task(result["model_version_id"], alias)
+                           if promote_if_better else None)
+    return result

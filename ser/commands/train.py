@@ -1,0 +1,283 @@
+"""`ser train`, `ser models list|show|promote`, `ser predict`.
+
+``ser train`` checks the data first (one line, exit 2, before Prefect starts), then runs
+flows/train.py. ``ser models`` and ``ser predict`` are plain etl calls: no Prefect.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ser.runtime import fail, is_tty, open_database, quiet_prefect
+
+models_app = typer.Typer(help="Registered models: list, show, promote.", no_args_is_help=True)
+
+_FAMILIES = "xgboost, svm, logreg, rf, mlp, knn, voting"
+
+
+def train_cmd(
+    labels: Annotated[str | None, typer.Option(
+        "--labels", help="Label scheme (emotion8, emotion6, posneg, callcentre4). Default: the "
+                         "largest scheme the ingested clips fully cover.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help=f"Model family: {_FAMILIES}. Default: the best on unseen speakers.")] = None,
+    feature_set: Annotated[str, typer.Option("--set", help="Feature set name.")] = "rich",
+    channel: Annotated[str, typer.Option(
+        "--channel", help="Feature channel: studio, or telephony (8 kHz band-limited).")] = "studio",
+    corpus: Annotated[str | None, typer.Option(
+        "--corpus", help="Train on one corpus only (default: all, via canonical emotions).")] = None,
+    speaker_norm: Annotated[bool, typer.Option(
+        "--speaker-norm/--no-speaker-norm",
+        help="Z-score features per speaker (the big lever for unseen speakers).")] = True,
+    balance: Annotated[bool, typer.Option(
+        "--balance/--no-balance", help="Class-balanced weights.")] = True,
+    folds: Annotated[int, typer.Option(min=2, help="Actor-grouped CV folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for folds and models.")] = 0,
+    search: Annotated[bool, typer.Option(
+        "--search/--no-search", help="Nested grid search inside the training folds.")] = True,
+    importance: Annotated[bool, typer.Option(
+        "--importance/--no-importance", help="Permutation feature importance.")] = True,
+    random_split: Annotated[bool, typer.Option(
+        "--diagnostic-random-split", help="Also store a random-split UAR (labelled diagnostic; "
+                                          "leaks speakers, never the headline).")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Registered model name (default ser-SCHEME-SET-CHANNEL).")] = None,
+    promote: Annotated[bool, typer.Option(
+        "--promote-if-better", help="Point the alias at the new version if its UAR beats the "
+                                    "current one on the same folds (or there is none).")] = False,
+    alias: Annotated[str, typer.Option(help="Alias used by --promote-if-better.")] = "production",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train on stored features with speaker-independent CV and register a model version."""
+    from sqlalchemy.orm import Session
+
+    from etl.models_zoo import DEFAULT_ALGORITHM, get_algorithm
+    from etl.train import TrainConfig, TrainingDataError, preflight
+
+    family = model or DEFAULT_ALGORITHM
+    try:
+        get_algorithm(family)
+    except ValueError as exc:
+        fail(str(exc))
+    if channel not in ("studio", "telephony"):
+        fail(f"--channel must be studio or telephony, not {channel!r}")
+    config = TrainConfig(
+        algorithm=family, label_scheme=labels, feature_set=feature_set, channel=channel,
+        corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance, n_folds=folds,
+        seed=seed, search=search, feature_importance=importance,
+        diagnostic_random_split=random_split)
+    engine = open_database()
+    # Validate the data (rolled back: it may create the feature_sets row) before Prefect starts.
+    with Session(engine) as session, session.begin():
+        try:
+            check = preflight(session, config)
+        except TrainingDataError as exc:
+            session.rollback()
+            fail(str(exc))
+        session.rollback()
+    if not as_json:
+        typer.echo(f"training {family} on {check.n_clips} clips of {check.n_actors} actors, "
+                   f"{check.label_scheme} ({', '.join(check.classes)}), features "
+                   f"{feature_set}/{channel}, {folds} actor-grouped folds", err=True)
+    quiet_prefect()
+    from flows.train import train_flow  # slow import; keep `ser --help` fast
+
+    try:
+        result = train_flow(
+            labels=check.label_scheme, model=family, feature_set=feature_set, channel=channel,
+            corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance,
+            folds=folds, seed=seed, search=search, feature_importance=importance,
+            diagnostic_random_split=random_split, name=name, promote_if_better=promote,
+            alias=alias, show_progress=is_tty())
+    except TrainingDataError as exc:
+        fail(str(exc).splitlines()[0])
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    typer.echo(f"registered {result['name']} v{result['version']} (version id "
+               f"{result['model_version_id']}): UAR {result['cv_uar']:.3f} ± "
+               f"{result['cv_uar_std']:.3f} over {folds} folds of unseen actors; accuracy "
+               f"{result['pooled'].get('accuracy', float('nan')):.3f}, macro-F1 "
+               f"{result['pooled'].get('macro_f1', float('nan')):.3f}")
+    if "diagnostic_random_split_uar" in result["pooled"]:
+        typer.echo(f"diagnostic (speaker-leaking random split, not comparable): UAR "
+                   f"{result['pooled']['diagnostic_random_split_uar']:.3f}")
+    if result.get("promotion"):
+        typer.echo(result["promotion"]["message"])
+
+
+@models_app.command("list")
+def list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Registered model versions, newest first, with aliases and CV UAR."""
+    from db.engine import session_scope
+    from etl.registry import list_versions
+
+    with session_scope(open_database()) as session:
+        rows = list_versions(session)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo("no models registered yet; train one with `ser train`")
+        return
+    header = ("id", "name", "ver", "algorithm", "labels", "features", "spk-norm", "clips",
+              "UAR", "aliases", "created")
+    table = [[str(r["id"]), r["name"], str(r["version"]), r["algorithm"], r["label_scheme"],
+              f"{r['feature_set']}/{r['channel']} v{r['feature_set_version']}",
+              "yes" if r["speaker_normalisation"] else "no", str(r["n_clips"]),
+              "" if r["cv_uar"] is None else f"{r['cv_uar']:.3f}", ",".join(r["aliases"]),
+              r["created_at"].strftime("%Y-%m-%d %H:%M")] for r in rows]
+    typer.echo(_format_table(header, table))
+
+
+@models_app.command("show")
+def show_cmd(
+    ref: Annotated[str, typer.Argument(help="Alias, version id, or name:version.")] = "production",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Provenance and evaluation of one model version."""
+    from db.engine import session_scope
+    from etl.registry import ModelNotFoundError, describe_version
+
+    with session_scope(open_database()) as session:
+        try:
+            info = describe_version(session, ref)
+        except ModelNotFoundError as exc:
+            fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    for key in ("id", "name", "version", "aliases", "algorithm", "label_scheme", "classes",
+                "feature_set", "speaker_normalisation", "seed", "n_training_clips",
+                "training_set_sha256", "folds_sha256", "code_version", "created_at", "artifact"):
+        value = info[key]
+        typer.echo(f"{key:>22}: {', '.join(value) if isinstance(value, list) else value}")
+    typer.echo(f"{'cv UAR (fold mean)':>22}: {_num(info['cv_uar'])}")
+    typer.echo(f"{'fold UAR':>22}: " + ", ".join(f"{k}={v:.3f}" for k, v in
+                                                  info["fold_uar"].items()))
+    typer.echo(f"{'pooled':>22}: " + ", ".join(f"{k}={v:.3f}" for k, v in
+                                                info["pooled_metrics"].items()))
+    for label, values in info["per_class"].items():
+        typer.echo(f"{label:>22}: " + ", ".join(f"{k}={v:.3f}" for k, v in values.items()))
+    if info["group_uar"]:
+        typer.echo(f"{'UAR by group':>22}: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                      info["group_uar"].items()))
+    if info["top_features"]:
+        typer.echo(f"{'top features':>22}: " + ", ".join(f"{k} ({v:+.3f})" for k, v in
+                                                      info["top_features"].items()))
+    typer.echo(f"{'best params':>22}: {json.dumps(info['params'].get('best_params', {}))}")
+
+
+@models_app.command("promote")
+def promote_cmd(
+    ref: Annotated[str, typer.Argument(help="Version id, name:version or alias to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to point at it.")] = "production",
+    reason: Annotated[str | None, typer.Option(help="Why (stored in alias_history).")] = None,
+) -> None:
+    """Point ALIAS (default production) at a model version; the move is recorded."""
+    from db.engine import session_scope
+    from etl.registry import ModelNotFoundError, resolve_version, set_alias
+
+    with session_scope(open_database()) as session:
+        try:
+            target = resolve_version(session, ref)
+            previous = set_alias(session, target.id, alias=alias,
+                                 reason=reason or "manual promotion (ser models promote)")
+        except ModelNotFoundError as exc:
+            fail(str(exc))
+    before = f" (was version {previous})" if previous is not None else ""
+    typer.echo(f"{alias} -> version {target.id}{before}")
+
+
+def predict_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive).")],
+    model_ref: Annotated[str, typer.Option(
+        "--model", help="Alias, version id or name:version.")] = "production",
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    speaker_by: Annotated[str, typer.Option(
+        "--speaker-by", help="For speaker-normalised models: which files share a speaker: "
+                             "folder (default), all, or file.")] = "folder",
+) -> None:
+    """Predicted emotion and class probabilities per file (ingested or not). No Prefect."""
+    from sqlalchemy.orm import Session
+
+    from etl.artifacts import ArtifactError
+    from etl.predict import SPEAKER_BY, expand_paths, predict_files
+    from etl.registry import ModelNotFoundError, load_model
+
+    if fmt not in ("table", "csv", "json"):
+        fail(f"--format must be table, csv or json, not {fmt!r}")
+    if speaker_by not in SPEAKER_BY:
+        fail(f"--speaker-by must be one of {', '.join(SPEAKER_BY)}, not {speaker_by!r}")
+    try:
+        files = expand_paths(paths)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if not files:
+        fail("no audio files found in the given paths")
+    engine = open_database()
+    with Session(engine) as session:
+        try:
+            model = load_model(session, model_ref)
+        except (ModelNotFoundError, ArtifactError) as exc:
+            fail(str(exc))
+    predictions, notes = predict_files(model, files, speaker_by=speaker_by)
+    for note in notes:
+        typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(_render_predictions(predictions, model.classes, fmt, model.ref), nl=fmt != "csv")
+    if all(p.error for p in predictions):
+        raise typer.Exit(1)
+
+
+def _render_predictions(predictions: list[Any], classes: list[str], fmt: str, ref: str) -> str:
+    if fmt == "json":
+        return json.dumps({"model": ref, "classes": classes,
+                           "predictions": [p.__dict__ for p in predictions]}, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "emotion", "confidence", *(f"p_{c}" for c in classes), "error"])
+        for p in predictions:
+            writer.writerow([p.path, p.emotion or "", "" if p.confidence is None else
+                             f"{p.confidence:.4f}",
+                             *(f"{p.probabilities[c]:.4f}" if p.probabilities else ""
+                               for c in classes), p.error or ""])
+        return buffer.getvalue()
+    header = ("file", "emotion", "conf", *classes)
+    table = [[_short(p.path), p.emotion or f"ERROR: {p.error}",
+              "" if p.confidence is None else f"{p.confidence:.2f}",
+              *((f"{p.probabilities[c]:.2f}" for c in classes) if p.probabilities
+                else ("" for _ in classes))] for p in predictions]
+    return f"model {ref}\n" + _format_table(header, table)
+
+
+def _short(path: str, width: int = 48) -> str:
+    return path if len(path) <= width else "..." + path[-(width - 3):]
+
+
+def _format_table(header: tuple[str, ...], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.add_typer(models_app, name="models")
+    app.command("predict")(predict_cmd)
+
+
