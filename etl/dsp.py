@@ -24,6 +24,14 @@ def hann(length: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
 
 
+@lru_cache(maxsize=8)
+def hann64(length: int) -> np.ndarray:
+    """float64 periodic Hann exactly as ``scipy.signal.get_window("hann", length)`` (librosa's)."""
+    from scipy.signal import get_window
+
+    return np.asarray(get_window("hann", length, fftbins=True), dtype=np.float64)
+
+
 def frame_count(n_samples: int, hop: int) -> int:
     """Frames of a centred framing (frame ``i`` centred on sample ``i * hop``)."""
     return 1 + n_samples // hop
@@ -71,16 +79,20 @@ def iter_stft_blocks(
         yield first, raw, spectrum
 
 
-def librosa_stft_power(signal: np.ndarray, *, n_fft: int, hop: int) -> np.ndarray:
-    """|STFT|^2 exactly as ``librosa.stft(y, n_fft, hop, center=True, pad_mode="constant")``.
+def librosa_stft_magnitude(signal: np.ndarray, *, n_fft: int, hop: int) -> np.ndarray:
+    """|STFT| exactly as ``np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))`` (0.11 defaults).
+
+    librosa windows float32 frames with a float64 Hann window, so the FFT runs in float64 and
+    the result is stored as complex64; doing the same keeps the numbers identical to the last
+    bit in practice (which matters for chroma: its tuning estimate is an argmax over
+    0.01-semitone bins that a 1-ulp difference can flip).
 
     Returns float32 ``(K, F)`` (librosa's orientation, for the seed-compatible path).
     """
     padded = np.pad(signal.astype(np.float32, copy=False), n_fft // 2, mode="constant")
     frames = sliding_window_view(padded, n_fft)[::hop]
-    spectrum = sfft.rfft(frames * hann(n_fft), axis=1, overwrite_x=True)
-    power = spectrum.real ** 2 + spectrum.imag ** 2
-    return np.ascontiguousarray(power.T, dtype=np.float32)
+    spectrum = sfft.rfft(frames * hann64(n_fft), axis=1, overwrite_x=True)
+    return np.ascontiguousarray(np.abs(spectrum.astype(np.complex64)).T)
 
 
 def band_gain(n_fft: int, sr: int, low_hz: float, high_hz: float, skirt_hz: float = 50.0) -> np.ndarray:

@@ -593,12 +593,11 @@ def _seed_vector(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
 
     p, sr = spec.params, spec.sample_rate
     mel_fb, dct_m = _seed_kernels(spec)
-    power = dsp.librosa_stft_power(y, n_fft=p["n_fft"], hop=p["hop"])  # (K, F)
-    mel = mel_fb @ power  # (n_mels, F)
+    mag = dsp.librosa_stft_magnitude(y, n_fft=p["n_fft"], hop=p["hop"])  # (K, F)
+    mel = mel_fb @ (mag ** 2)  # (n_mels, F)
     log_mel = 10.0 * np.log10(np.maximum(mel, 1e-10))
     log_mel = np.maximum(log_mel, log_mel.max() - p["mfcc_top_db"])
     mfcc_mean = dct_m @ log_mel.mean(axis=1, dtype=np.float64)
-    mag = np.sqrt(power)
     tuning = float(librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=p["n_chroma"]))
     chroma = _chroma_filter(sr, p["n_fft"], tuning, p["n_chroma"]) @ mag
     norms = np.abs(chroma).max(axis=0)

@@ -89,12 +89,29 @@ _WORKER_PRELOAD = ["etl.features", "etl.dsp", "etl.audio", "scipy.fft", "scipy.n
                    "soxr", "soundfile", "librosa", "threadpoolctl"]
 
 
+_PREWARMED: dict[int, ProcessPoolExecutor] = {}
+
+
 def _local_pool(workers: int) -> ProcessPoolExecutor:
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(_WORKER_PRELOAD)
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+def _warm() -> None:
+    import etl.features  # noqa: F401 - already imported by the forkserver; just touch a worker
+
+
+def prewarm_pool(workers: int) -> None:
+    """Start the worker processes now (they import the extraction stack in the background)
+    so that their start-up overlaps the Prefect API server's; `run_features` picks them up."""
+    if workers > 1 and workers not in _PREWARMED:
+        pool = _local_pool(workers)
+        for _ in range(workers):
+            pool.submit(_warm)
+        _PREWARMED[workers] = pool
 
 
 def run_features(
@@ -125,6 +142,9 @@ def run_features(
         pending = count_pending(session, feature_set_id=fs_id, corpus=corpus)
     report = FeaturesReport(set_name, channel, fs_id, spec.n_features, pending=pending)
     if pending == 0:
+        for warm in _PREWARMED.values():
+            warm.shutdown(wait=False, cancel_futures=True)
+        _PREWARMED.clear()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -147,7 +167,7 @@ def run_features(
     pool: ProcessPoolExecutor | None = None
     if submit is None:
         if workers > 1:
-            pool = _local_pool(workers)
+            pool = _PREWARMED.pop(workers, None) or _local_pool(workers)
             submit = partial(pool.submit, extract_files, spec=spec)
         else:
             submit = partial(_Done.of, extract_files, spec=spec)

@@ -48,7 +48,12 @@ def features_cmd(
     options = dict(set_name=set_name, channel=channel, corpus=corpus, workers=workers,
                    chunk_size=chunk_size, retry_errors=retry_errors, progress=is_tty() or not as_json)
     if use_prefect:
-        quiet_prefect()
+        quiet_prefect()  # before anything imports prefect
+    if not dask_address:
+        from flows.features import prewarm_pool
+
+        prewarm_pool(workers or get_settings().workers)
+    if use_prefect:
         from flows.features import features_flow
 
         report = features_flow(**options, dask_address=dask_address)

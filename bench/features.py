@@ -1,0 +1,271 @@
+"""Feature benchmark on RAVDESS: the seed extractor vs `ser features`, side by side. Prints JSON.
+
+(1) ``seed``: the seed blog posts' extractor, one process: ``librosa.load`` at its default
+    22,050 Hz, then ``librosa.feature.mfcc(n_mfcc=40)``, ``chroma_stft(S=|stft|)`` and
+    ``melspectrogram`` means, each computing its own spectrogram (180 values per file).
+(2) ``project_<set>``: ``ser features --set <set>`` end to end as a user runs it (a new process:
+    Python start-up, Prefect flow, decode -> features -> COPY into PostgreSQL), against a scratch
+    embedded PostgreSQL in a temporary SER_HOME after ``ser ingest ravdess`` (clip rows are
+    inserted directly if the ingest command is unavailable). ``project_<set>_no_prefect`` is the
+    same work with ``--no-prefect`` (shows the flow's fixed start-up cost).
+
+Reported per run: files/s, real-time factor (audio seconds per wall second), peak RSS of the
+whole process tree (sampled every 50 ms), feature count, and ratios of files/s to (1).
+seed180 from the database is compared per file with (1): max abs error of the MFCC and chroma
+means, max relative error of mel means (bands above 1e-6 of the file's largest), correlation.
+
+Usage: python bench/features.py [--data DIR] [--limit N] [--workers 2] [--sets seed180,rich]
+``--limit`` restricts (1) to the first N files for quick runs (ratios then use its files/s);
+final numbers use all files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "ravdess"
+SER = str(Path(sys.executable).with_name("ser"))
+
+
+def _files(data: Path) -> list[Path]:
+    return sorted(p for p in data.rglob("*") if p.suffix.lower() in {".wav", ".flac"})
+
+
+class _PeakRss:
+    """Samples the RSS of a process and all its descendants; keeps the peak of the sum."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rss = _PeakRss(proc.pid)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    peak = rss.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return wall, peak, out
+
+
+def seed_worker(list_path: Path, out_path: Path) -> None:
+    """(1) The seed extractor; writes {path: vector} to an .npz."""
+    import librosa
+
+    paths = list_path.read_text().splitlines()
+    vectors = np.zeros((len(paths), 180), dtype=np.float32)
+    for i, path in enumerate(paths):
+        x, sample_rate = librosa.load(path)
+        stft = np.abs(librosa.stft(x))
+        mfccs = np.mean(librosa.feature.mfcc(y=x, sr=sample_rate, n_mfcc=40).T, axis=0)
+        chroma = np.mean(librosa.feature.chroma_stft(S=stft, sr=sample_rate).T, axis=0)
+        mel = np.mean(librosa.feature.melspectrogram(y=x, sr=sample_rate).T, axis=0)
+        vectors[i] = np.hstack((mfccs, chroma, mel))
+    np.savez(out_path, paths=np.array(paths), X=vectors)
+
+
+def _summary(name: str, n_files: int, audio_s: float, wall: float, peak: int, n_features: int,
+             base_fps: float | None) -> dict[str, Any]:
+    fps = n_files / wall
+    row = {"files": n_files, "wall_s": round(wall, 2), "files_per_s": round(fps, 2),
+           "realtime_factor": round(audio_s / wall, 1), "peak_rss_mb": round(peak / 2**20, 1),
+           "n_features": n_features}
+    if base_fps:
+        row["speedup_vs_seed"] = round(fps / base_fps, 2)
+    return row
+
+
+def _compare(db_paths: list[str], db_X: np.ndarray, seed: dict[str, np.ndarray]) -> dict[str, Any]:
+    mfcc_err, chroma_err, mel_err, corr = [], [], [], []
+    for path, ours in zip(db_paths, db_X, strict=True):
+        ref = seed.get(path)
+        if ref is None:
+            continue
+        mfcc_err.append(float(np.max(np.abs(ours[:40] - ref[:40]))))
+        chroma_err.append(float(np.max(np.abs(ours[40:52] - ref[40:52]))))
+        mel_ref = ref[52:]
+        big = mel_ref > 1e-6 * mel_ref.max()
+        mel_err.append(float(np.max(np.abs(ours[52:][big] - mel_ref[big]) / mel_ref[big])))
+        corr.append(float(np.corrcoef(ours, ref)[0, 1]))
+    if not corr:
+        return {"files_compared": 0}
+    return {
+        "files_compared": len(corr),
+        "mfcc_max_abs_err": {"median": float(np.median(mfcc_err)), "max": max(mfcc_err)},
+        "chroma_max_abs_err": {"median": float(np.median(chroma_err)), "max": max(chroma_err)},
+        "mel_max_rel_err": {"median": float(np.median(mel_err)), "max": max(mel_err)},
+        "correlation": {"min": min(corr), "median": float(np.median(corr))},
+        "tolerance": "MFCC |err| < 0.01, chroma |err| < 1e-4, mel rel err < 1e-2 (bands > 1e-6 of "
+                     "the file's largest), correlation > 0.99999",
+        "within_tolerance": bool(max(mfcc_err) < 0.01 and max(chroma_err) < 1e-4
+                                 and max(mel_err) < 1e-2 and min(corr) > 0.99999),
+    }
+
+
+def _insert_clips(env: dict[str, str], files: list[Path]) -> None:
+    """Fallback when `ser ingest` is not available: clip rows straight into the table."""
+    import soundfile as sf
+    from sqlalchemy import insert
+
+    from db.engine import get_engine, session_scope
+    from db.models import Clip
+    from etl.audio import sha256_file
+
+    os.environ.update(env)
+    rows = []
+    for path in files:
+        info = sf.info(str(path))
+        rows.append({"corpus": "ravdess", "path": str(path), "clip_name": path.stem,
+                     "sha256": sha256_file(path), "emotion": "unknown", "emotion_code": "00",
+                     "label_source": "bench", "sample_rate": info.samplerate,
+                     "channels": info.channels, "frames": info.frames,
+                     "duration_s": info.duration, "size_bytes": path.stat().st_size})
+    with session_scope(get_engine()) as session:
+        session.execute(insert(Clip), rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--limit", type=int, default=None, help="files for the seed baseline")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sets", default="seed180,rich")
+    parser.add_argument("--no-prefect-runs", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time --no-prefect runs")
+    parser.add_argument("--seed-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.seed_worker:
+        seed_worker(*args.seed_worker)
+        return
+
+    import soundfile as sf
+
+    files = _files(args.data)
+    if not files:
+        raise SystemExit(f"no audio under {args.data}")
+    audio_s = sum(sf.info(str(p)).duration for p in files)
+    seed_files = files[: args.limit] if args.limit else files
+    seed_audio_s = sum(sf.info(str(p)).duration for p in seed_files)
+    scratch = Path(tempfile.mkdtemp(prefix="ser-bench-features-"))
+    result: dict[str, Any] = {"data": str(args.data), "files": len(files),
+                              "audio_s": round(audio_s, 1), "workers": args.workers,
+                              "cpus": os.cpu_count(),
+                              "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        # (1) seed baseline
+        list_path = scratch / "files.txt"
+        list_path.write_text("\n".join(str(p) for p in seed_files))
+        wall, peak, _ = _timed([sys.executable, __file__, "--seed-worker", str(list_path),
+                                str(scratch / "seed.npz")], dict(os.environ))
+        result["seed"] = _summary("seed", len(seed_files), seed_audio_s, wall, peak, 180, None)
+        base_fps = len(seed_files) / wall
+        seed_npz = np.load(scratch / "seed.npz")
+        seed = {str(p): x for p, x in zip(seed_npz["paths"], seed_npz["X"], strict=True)}
+
+        # (2) project, scratch embedded PostgreSQL
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        env["SER_HOME"] = str(scratch / "home")
+        env["SER_WORKERS"] = str(args.workers)
+        t0 = time.perf_counter()
+        subprocess.run([SER, "db", "upgrade"], env=env, check=True, capture_output=True)
+        ingest = subprocess.run([SER, "ingest", "ravdess", str(args.data)], env=env,
+                                capture_output=True, text=True)
+        if ingest.returncode != 0:
+            _insert_clips(env, files)
+            result["ingest"] = f"ser ingest unavailable ({ingest.returncode}); rows inserted"
+        else:
+            result["ingest"] = f"ser ingest ravdess: {time.perf_counter() - t0:.1f} s (untimed)"
+        os.environ.update(env)
+        from db.engine import get_engine, session_scope
+        from etl.features import feature_spec, load_feature_matrix
+        from sqlalchemy import text
+
+        engine = get_engine()
+        for set_name in [s for s in args.sets.split(",") if s]:
+            spec = feature_spec(set_name)
+            variants = [("", [])] + ([("_no_prefect", ["--no-prefect"])] if args.no_prefect_runs else [])
+            for suffix, extra in variants:
+                with session_scope(engine) as session:  # fresh start for each variant
+                    session.execute(text(
+                        "DELETE FROM clip_features f USING feature_sets s WHERE "
+                        "s.id = f.feature_set_id AND s.name = :n"), {"n": set_name})
+                wall, peak, out = _timed([SER, "features", "--set", set_name, "--workers",
+                                          str(args.workers), "--json", *extra], env)
+                report = json.loads(out)
+                row = _summary(set_name, len(files), audio_s, wall, peak, spec.n_features, base_fps)
+                row.update({"stored": report["stored"], "errors": report["errors"],
+                            "flow_seconds": round(report["seconds"], 2)})
+                result[f"project_{set_name}{suffix}"] = row
+            if set_name == "seed180":
+                with session_scope(engine) as session:
+                    fs_id = session.scalar(text(
+                        "SELECT id FROM feature_sets WHERE name='seed180' AND channel='studio' "
+                        "AND params_hash = :h"), {"h": spec.params_hash})
+                    ids, X = load_feature_matrix(session, feature_set_id=fs_id)
+                    paths = dict(session.execute(text("SELECT id, path FROM clips")).all())
+                result["seed180_vs_seed"] = _compare([paths[int(i)] for i in ids], X, seed)
+        engine.dispose()
+        result["targets"] = {
+            "rich_3x_seed": result.get("project_rich", {}).get("speedup_vs_seed", 0) >= 3,
+            "seed180_5x_seed": result.get("project_seed180", {}).get("speedup_vs_seed", 0) >= 5,
+        }
+        result["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    finally:
+        try:
+            import pgserver
+
+            server = pgserver.get_server(scratch / "home" / "pgdata", cleanup_mode=None)
+            server.cleanup_mode = "stop"
+            server.cleanup()
+        except Exception:  # noqa: BLE001 - the scratch dir goes anyway
+            pass
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
