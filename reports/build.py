@@ -506,7 +506,14 @@ def _negative_runs(segs: pd.DataFrame, role: str, negative: set[str],
 
 def escalation_window(call: dict[str, Any], segments: pd.DataFrame, negative: set[str],
                       options: Any = None) -> tuple[float, float] | None:
-    """Where in the call the escalation rule fired, as (start_s, end_s); None if not escalated.
+    """Where in the call the escalation rule fired, as (start_s, end_s); None if not escalated."""
+    focus = escalation_focus(call, segments, negative, options)
+    return None if focus is None else (focus[0], focus[1])
+
+
+def escalation_focus(call: dict[str, Any], segments: pd.DataFrame, negative: set[str],
+                     options: Any = None) -> tuple[float, float, str] | None:
+    """(start_s, end_s, what the stretch is) for an escalated call; None if not escalated.
 
     The scorer's own record (``calls.extra.escalation.start_s/end_s``) wins when present.
     Otherwise the rule's metric (from the rules stored in ``batches.options``) says where:
@@ -521,7 +528,7 @@ def escalation_window(call: dict[str, Any], segments: pd.DataFrame, negative: se
     if rec and _finite(rec.get("start_s")) is not None:
         start = float(rec["start_s"])
         end = _finite(rec.get("end_s"))
-        return start, end if end is not None else start + 1.0
+        return start, end if end is not None else start + 1.0, "where the scorer says it fired"
     duration = _finite(call.get("duration_s")) or (
         float(segments["end_s"].max()) if len(segments) else 0.0)
     rule = str(call.get("escalation_rule") or "")
@@ -529,18 +536,20 @@ def escalation_window(call: dict[str, Any], segments: pd.DataFrame, negative: se
     gap = _finite(_extra(options).get("streak_gap_s")) or 2.0
     if metric in ("customer_trend", "customer_negative_last_third") or any(
             w in metric for w in ("trend", "worsen", "last_third")):
-        return 2 * duration / 3, duration
+        return 2 * duration / 3, duration, "the last third, where the customer got worse"
     if metric == "customer_negative_first_third":
-        return 0.0, duration / 3
+        return 0.0, duration / 3, "the first third of the call"
     if "overtalk" in metric:
         spans = _overtalk(segments)
         if spans:
-            return spans[0][0], spans[-1][1]
+            return spans[0][0], spans[-1][1], "from the first to the last overtalk"
     role = "agent" if metric.endswith("_agent") else "customer"
     run = _negative_runs(segments, role, negative, gap)
     if run is not None:
-        return run
-    return (0.0, duration) if duration else None
+        what = ("the longest negative streak" if "streak" in metric
+                else f"the {role}'s longest negative stretch (start listening here)")
+        return run[0], run[1], what
+    return (0.0, duration, "the whole call") if duration else None
 
 
 def _sparkline(call: dict[str, Any], segs: pd.DataFrame, negative: set[str],
@@ -618,7 +627,9 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
     trend_chart = None
     if has_history:
         offsets = [(d - batch_date).days for d in days["day"]]
-        ticks = [float(o) for o in range(-30, 1, 5)]
+        first = min(offsets)
+        step = 1 if first >= -10 else 5
+        ticks = [float(o) for o in range(0, first - 1, -step)][::-1]
         trend_chart = charts.line_chart(
             [charts.Series("escalation rate", offsets, list(days["escalation_rate"]), charts.ALERT,
                            markers=True),
@@ -627,13 +638,14 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
                            markers=True),
              charts.Series("agent negative share", offsets,
                            [_finite(v) for v in days["agent_negative"]], "#9aa5b1", dash="4 3")],
-            x_label="night (this batch highlighted)", y_label="share", x_range=(-30.5, 0.5),
+            x_label="night (this batch highlighted)", y_label="share",
+            x_range=(first - 0.5, 0.5),
             x_ticks=ticks, y_range=(0, max(0.1, min(1.0, 1.2 * max(
                 [v for c in ("escalation_rate", "customer_negative", "agent_negative")
                  for v in (_finite(x) for x in days[c]) if v is not None] or [0.1])))),
             x_tick_format=lambda v: (batch_date + dt.timedelta(days=int(v))).strftime("%d %b"),
             y_tick_format=lambda v: f"{v:.0%}", highlight_x=0.0, width=1000, height=280,
-            title="nightly escalation rate and negative shares, last 31 nights")
+            title="nightly escalation rate and negative shares, up to 31 nights")
 
     # Failures grouped by reason.
     failure_reasons = (failed.groupby(failed["error"].fillna("unknown")).size()
@@ -648,20 +660,23 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
     sections = []
     for rank, call in enumerate(escalated.to_dict("records"), start=1):
         call_segs = seg_groups.get(int(call["id"]), empty)
-        window = escalation_window(call, call_segs, negative, options.get(int(call["batch_id"])))
+        focus = escalation_focus(call, call_segs, negative, options.get(int(call["batch_id"])))
+        window = None if focus is None else (focus[0], focus[1])
         has_file = out_dir is not None and (Path(out_dir) / call_file(call["id"])).exists()
         sections.append({**call, "rank": rank, "window": window,
+                         "window_what": focus[2] if focus else None,
                          "spark": _sparkline(call, call_segs, negative, window),
                          "file": call_file(call["id"]) if has_file else None})
     rule_counts = (escalated.groupby("escalation_rule").size().sort_values(ascending=False)
                    .to_dict() if len(escalated) else {})
-    queues = _movers(session, batch_date, by="queue", min_calls=5)
-    agents = _movers(session, batch_date, by="agent_id", min_calls=3)
+    n_scored = len(scored)
+    # Small nights (the demo) still rank their groups; big nights ignore tiny groups.
+    queues = _movers(session, batch_date, by="queue", min_calls=max(2, min(5, n_scored // 20)))
+    agents = _movers(session, batch_date, by="agent_id", min_calls=max(2, min(3, n_scored // 50)))
     audio_s = float(batches["audio_seconds"].sum())
     wall = [(_finite((f - s).total_seconds()) if f is not None and s is not None else None)
             for s, f in zip(batches["started_at"], batches["finished_at"], strict=True)]
     wall_s = sum(w for w in wall if w) or None
-    n_scored = len(scored)
     return {
         "kind": "batch",
         "title": f"Nightly batch {batch_date.isoformat()}",
@@ -744,7 +759,8 @@ def call_context(session: Session, call_id: int) -> dict[str, Any]:
     # Negative classes at the bottom of each band, so the red mass reads as "how negative".
     band_order = [c for c in classes if c in negative] + [c for c in classes if c not in negative]
     duration = _finite(call["duration_s"]) or float(segs["end_s"].max() if len(segs) else 1.0)
-    window = escalation_window(call, segs, negative, call.get("batch_options"))
+    focus = escalation_focus(call, segs, negative, call.get("batch_options"))
+    window = None if focus is None else (focus[0], focus[1])
     segments = [charts.Segment(str(s.role), float(s.start_s), float(s.end_s),
                                s.probabilities if isinstance(s.probabilities, dict)
                                else json.loads(s.probabilities), str(s.emotion))
@@ -781,6 +797,7 @@ def call_context(session: Session, call_id: int) -> dict[str, Any]:
         "timeline": chart,
         "legend": charts.legend(charts.class_colors(band_order)),
         "window": window,
+        "window_what": focus[2] if focus else None,
         "n_segments": len(segs),
         "n_overtalk": len(overtalk),
         "mix_chart": charts.stacked_share_bars(mix_rows, band_order, title="emotion mix per role")

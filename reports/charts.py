@@ -524,21 +524,27 @@ def timeline(
 
     label = "emotion over time per speaker role"
     svg = _Svg(width, height, label)
-    if escalation is not None:
-        start, end, rule = escalation
-        x0, x1 = sx(max(start, 0.0)), sx(min(end, duration))
-        svg.rect(x0, top - 6, max(x1 - x0, 3.0), axis_y - top + 6, "#fde2e1",
-                 title=f"escalation: {rule} ({mmss(start)}–{mmss(end)})")
-        svg.line(x0, top - 14, x0, axis_y, ALERT, 1.5, dash="5 3")
-        svg.text(x0 + 4, top - 10, f"⚑ escalation: {rule} at {mmss(start)}", size=11, fill=ALERT,
-                 weight="600", anchor="end" if x0 > left + plot_w * 0.6 else "start")
-    # Probability bands.
     by_role: dict[str, list[Segment]] = {r: [] for r in roles}
     for seg in segments:
         by_role.setdefault(seg.role, []).append(seg)
+    # Backgrounds first, then the escalation shading over them, then the data on top.
+    for ri in range(len(roles)):
+        svg.rect(left, top + ri * (band_height + 14), plot_w, band_height, "#f7f8fa")
+    for ri in range(len(roles) + 1):
+        svg.rect(left, talk_top + ri * (lane_h + lane_gap), plot_w, lane_h, "#f0f2f5")
+    if escalation is not None:
+        start, end, rule = escalation
+        x0, x1 = sx(max(start, 0.0)), sx(min(end, duration))
+        svg.rect(x0, top - 6, max(x1 - x0, 3.0), axis_y - top + 6, ALERT,
+                 title=f"escalation: {rule} ({mmss(start)}–{mmss(end)})",
+                 extra=' fill-opacity="0.13"')
+        svg.line(x0, top - 14, x0, axis_y, ALERT, 1.5, dash="5 3")
+        svg.text(x0 + (-4 if x0 > left + plot_w * 0.6 else 4), top - 10,
+                 f"⚑ {rule} ({mmss(start)}–{mmss(end)})", size=11, fill=ALERT,
+                 weight="600", anchor="end" if x0 > left + plot_w * 0.6 else "start")
+    # Probability bands.
     for ri, role in enumerate(roles):
         y0 = top + ri * (band_height + 14)
-        svg.rect(left, y0, plot_w, band_height, "#f7f8fa")
         svg.text(left - 8, y0 + band_height / 2 + 4, role, anchor="end", size=12, weight="600")
         svg.text(left - 8, y0 + 9, "100%", anchor="end", size=9, fill=MUTED)
         svg.text(left - 8, y0 + band_height, "0%", anchor="end", size=9, fill=MUTED)
@@ -565,13 +571,11 @@ def timeline(
     # Talk lane: one row per role plus overtalk.
     for ri, role in enumerate(roles):
         y = talk_top + ri * (lane_h + lane_gap)
-        svg.rect(left, y, plot_w, lane_h, "#f0f2f5")
         svg.text(left - 8, y + lane_h - 2, f"{role} talk", anchor="end", size=10, fill=MUTED)
         for seg in by_role.get(role, []):
             svg.rect(sx(seg.start_s), y, max(sx(seg.end_s) - sx(seg.start_s), 0.8), lane_h,
                      "#5b6b7c")
     y = talk_top + len(roles) * (lane_h + lane_gap)
-    svg.rect(left, y, plot_w, lane_h, "#f0f2f5")
     svg.text(left - 8, y + lane_h - 2, "overtalk", anchor="end", size=10, fill=MUTED)
     for start, end in overtalk:
         svg.rect(sx(start), y, max(sx(end) - sx(start), 1.0), lane_h, ALERT,

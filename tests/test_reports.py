@@ -179,7 +179,7 @@ def test_call_report_timeline(world: dict[str, object], db_session: Session,
     path = build.call_report(db_session, esc_id, tmp_path)
     html = path.read_text()
     assert path.name == f"call-{esc_id}.html" and path.parent.name == "calls"
-    assert "⚑ escalation" in html and "customer talk" in html and "overtalk" in html
+    assert "⚑ customer_" in html and "customer talk" in html and "overtalk" in html
     assert 'href="../index.html"' in html and f'href="../batch-{DAY.isoformat()}.html"' in html
     n_segments = db_session.execute(text("SELECT count(*) FROM call_segments WHERE call_id = :i"),
                                     {"i": esc_id}).scalar_one()
