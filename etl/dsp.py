@@ -151,11 +151,15 @@ def yin_from_power(
         empty = np.zeros(0, np.float32)
         return empty, np.zeros(0, bool), empty
     ac = sfft.dct(power, type=1, axis=1)[:, : tau_max + 2]  # == n_fft * irfft(power)
-    energy = ac[:, :1]
-    r = ac / np.maximum(energy, EPS) / window_ac[None, : tau_max + 2]
-    one_minus = 1.0 - r[:, 1:]  # lags 1 .. tau_max + 1
-    lags = np.arange(1, tau_max + 2, dtype=np.float32)
-    cmndf = one_minus * lags / np.maximum(np.cumsum(one_minus, axis=1), EPS)
+    energy = ac[:, :1].copy()
+    # r = ac / r(0) / window_ac, in place (this kernel is a third of the per-frame cost)
+    r = np.multiply(ac, (1.0 / np.maximum(energy, EPS)).astype(ac.dtype))
+    r *= (1.0 / window_ac[: tau_max + 2]).astype(ac.dtype)
+    one_minus = np.subtract(1.0, r[:, 1:], dtype=ac.dtype)  # lags 1 .. tau_max + 1
+    cmndf = np.cumsum(one_minus, axis=1)
+    np.maximum(cmndf, EPS, out=cmndf)
+    np.divide(one_minus, cmndf, out=cmndf)
+    cmndf *= np.arange(1, tau_max + 2, dtype=ac.dtype)
     # search lags tau_min .. tau_max (column j of cmndf is lag j + 1)
     search = cmndf[:, tau_min - 1: tau_max]
     below = search < threshold
