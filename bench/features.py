@@ -266,16 +266,17 @@ def main() -> None:
         t0 = time.perf_counter()
         subprocess.run([SER, "db", "upgrade"], env=env, check=True, capture_output=True)
         ingest = subprocess.run([SER, "ingest", "ravdess", str(args.data)], env=env,
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)
         if ingest.returncode != 0:
             _insert_clips(env, files)
             result["ingest"] = f"ser ingest unavailable ({ingest.returncode}); rows inserted"
         else:
             result["ingest"] = f"ser ingest ravdess: {time.perf_counter() - t0:.1f} s (untimed)"
         os.environ.update(env)
+        from sqlalchemy import text
+
         from db.engine import get_engine, session_scope
         from etl.features import feature_spec, load_feature_matrix
-        from sqlalchemy import text
 
         engine = get_engine()
         for set_name in [s for s in args.sets.split(",") if s]:
@@ -318,8 +319,8 @@ def main() -> None:
             server = pgserver.get_server(scratch / "home" / "pgdata", cleanup_mode=None)
             server.cleanup_mode = "stop"
             server.cleanup()
-        except Exception:  # noqa: BLE001 - the scratch dir goes anyway
-            pass
+        except Exception as exc:  # noqa: BLE001 - the scratch dir goes anyway
+            print(f"warning: could not stop the scratch server: {exc}", file=sys.stderr)
         shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(result, indent=2))
 

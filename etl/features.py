@@ -395,7 +395,7 @@ def _rich_lld_block(spectrum: np.ndarray, zcr: np.ndarray, prev_log_mel: np.ndar
     q = p["contrast_quantile"]
     for b, sl in enumerate(k.contrast):
         sorted_p = np.sort(pb[:, sl], axis=1)
-        n_q = max(1, int(round(q * sorted_p.shape[1])))
+        n_q = max(1, round(q * sorted_p.shape[1]))
         valley = sorted_p[:, :n_q].mean(axis=1)
         peak = sorted_p[:, -n_q:].mean(axis=1)
         out[:, lay["contrast"].start + b] = 10.0 * np.log10((peak + eps) / (valley + eps))
@@ -547,7 +547,7 @@ def _timing(rms_db: np.ndarray, voiced: np.ndarray, n: int, hop_s: float, p: dic
         return np.zeros(6)
     ref = p95
     floor = max(ref - p["syllable_floor_db"], p["silence_dbfs"])
-    min_gap = max(1, int(round(p["syllable_min_gap_s"] / hop_s)))
+    min_gap = max(1, round(p["syllable_min_gap_s"] / hop_s))
     peaks = dsp.count_envelope_peaks(rms_db, floor_db=floor, min_gap=min_gap)
     v_start, v_stop = dsp.runs(voiced)
     u_start, u_stop = dsp.runs(~voiced)

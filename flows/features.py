@@ -235,10 +235,11 @@ def features_flow(
     from ser.settings import get_settings
 
     workers = workers or get_settings().workers
-    kwargs = dict(set_name=set_name, channel=channel, corpus=corpus, workers=workers,
-                  chunk_size=chunk_size, retry_errors=retry_errors, progress=progress)
+    kwargs: dict[str, Any] = {
+        "set_name": set_name, "channel": channel, "corpus": corpus, "workers": workers,
+        "chunk_size": chunk_size, "retry_errors": retry_errors, "progress": progress}
     if not dask_address:
-        return run_features(**kwargs).as_dict()  # type: ignore[arg-type]
+        return run_features(**kwargs).as_dict()
     from prefect_dask import DaskTaskRunner
 
     with DaskTaskRunner(address=dask_address) as runner:
@@ -246,4 +247,4 @@ def features_flow(
             return runner.submit(extract_chunk, parameters={
                 "items": chunk, "set_name": set_name, "channel": channel})
 
-        return run_features(**kwargs, submit=submit).as_dict()  # type: ignore[arg-type]
+        return run_features(**kwargs, submit=submit).as_dict()

@@ -280,7 +280,7 @@ def test_run_features_records_errors_is_idempotent_and_resumes(clip_db: list[int
                            chunk_size=1)
     assert (resumed.pending, resumed.stored, resumed.errors) == (2, 2, 0)
     with Session(engine) as session:
-        ids2, X2 = load_feature_matrix(session, feature_set_id=first.feature_set_id)
+        _, X2 = load_feature_matrix(session, feature_set_id=first.feature_set_id)
         np.testing.assert_allclose(X2, X, rtol=1e-5, atol=1e-5)  # workers give the same numbers
         n_rows = session.scalar(text("SELECT count(*) FROM clip_features"))
         assert n_rows == 4

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -45,8 +45,10 @@ def features_cmd(
     except ValueError as exc:
         fail(str(exc))
     dask_address = dask_address or get_settings().dask_address
-    options = dict(set_name=set_name, channel=channel, corpus=corpus, workers=workers,
-                   chunk_size=chunk_size, retry_errors=retry_errors, progress=is_tty() or not as_json)
+    options: dict[str, Any] = {
+        "set_name": set_name, "channel": channel, "corpus": corpus, "workers": workers,
+        "chunk_size": chunk_size, "retry_errors": retry_errors,
+        "progress": is_tty() or not as_json}
     if use_prefect:
         quiet_prefect()  # before anything imports prefect
     if not dask_address:
@@ -94,7 +96,7 @@ def _list_sets(engine: object) -> None:
                f"{'created':<10} {'clips':>7} {'errors':>6}")
     for r in rows:
         typer.echo(f"{r[0]:>4}  {r[1]:<10} {r[2]:<10} {r[3]:>3} {r[4]:>4}  {r[5]:<12}  "
-                   f"{str(r[6]):<10} {r[7]:>7} {r[8]:>6}")
+                   f"{r[6]!s:<10} {r[7]:>7} {r[8]:>6}")
 
 
 def register(app: typer.Typer) -> None:
