@@ -6,10 +6,11 @@
    (``etl.train.train_model``, label scheme callcentre4), promoted to ``production``.
 3. Generate >= 2 hours of stereo 8 kHz calls (``etl.callgen``) from the clips of the held-out
    actors 17-20 only, with pauses, overtalk and a simulated phone line.
-4. Score them end to end into PostgreSQL (``etl.scoring.score_batch``: 2 worker processes, no
-   Prefect) and report the real-time factor (call seconds per wall second; a stereo call's two
-   channels count once), peak RSS of this process and its children (sampled by a separate
-   monitor process; the PostgreSQL server is not included), and segment-level UAR against the
+4. Score them end to end into PostgreSQL in a fresh process (``etl.scoring.score_batch``: 2
+   worker processes, no Prefect) and report the real-time factor (call seconds per wall second;
+   a stereo call's two channels count once), peak memory of that process and its children
+   (summed RSS and summed PSS, sampled by a separate monitor process; the PostgreSQL server is
+   not included), and segment-level UAR against the
    ground-truth timeline (each scored segment takes the emotion of the timeline utterance of its
    role it overlaps most; utterances whose emotion the scheme excludes are not counted).
 5. An hour-long call (12 generated calls joined) scored alone, for memory on long recordings.
@@ -31,7 +32,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,42 +44,75 @@ SCHEME = "callcentre4"
 DAY = dt.date(2024, 1, 15)
 
 MONITOR = r"""
-import sys, time, psutil
-root = psutil.Process(int(sys.argv[1])); peak = 0
+import os, sys, time, psutil
+root = psutil.Process(int(sys.argv[1])); me = os.getpid(); peak_rss = peak_pss = 0
 while True:
     try:
         procs = [root] + root.children(recursive=True)
     except psutil.NoSuchProcess:
         break
-    total = 0
+    rss = pss = 0
     for p in procs:
         try:
-            if not p.name().startswith("postgres"):
-                total += p.memory_info().rss
+            if p.pid != me and not p.name().startswith("postgres"):
+                info = p.memory_full_info()
+                rss += info.rss
+                pss += info.pss
         except psutil.Error:
             pass
-    peak = max(peak, total)
-    print(peak, flush=True)
+    peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+    print(peak_rss, peak_pss, flush=True)
     time.sleep(0.05)
 """
 
+# Scoring runs in a fresh process, as `ser score` would: its memory is the scorer's alone.
+SCORE = r"""
+import json, sys, time, datetime as dt
+from pathlib import Path
+t0 = time.perf_counter()
+from db.engine import get_engine
+from etl.scoring import score_batch
+engine = get_engine()
+t1 = time.perf_counter()
+report = score_batch(engine, Path(sys.argv[1]), batch_date=dt.date(2024, 1, 15),
+                     workers=int(sys.argv[2]))
+print(json.dumps({**report.as_dict(), "startup_seconds": t1 - t0}))
+"""
 
-class RssMonitor:
-    """Peak summed RSS of a process tree, sampled by a separate process (no thread here: the
-    scorer forks its workers only from a single-threaded process)."""
 
-    def __enter__(self) -> Self:
-        self.proc = subprocess.Popen([sys.executable, "-c", MONITOR, str(os.getpid())],
-                                     stdout=subprocess.PIPE, text=True)
-        time.sleep(0.3)
-        return self
+def run_scoring(folder: Path, workers: int,
+                env: dict[str, str]) -> tuple[dict[str, Any], float, float, float]:
+    """Score ``folder`` in a fresh process: (report, process wall, peak RSS MiB, peak PSS MiB).
 
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        out, _ = self.proc.communicate()
-        lines = [int(x) for x in out.split()] if out else [0]
-        # the monitor itself is a child: subtract its own footprint at start
-        self.peak_mib = max(lines) / 2**20
+    RSS sums every process of the tree (pages shared after fork count once per process); PSS
+    splits shared pages among the processes sharing them (the physical total).
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", SCORE, str(folder), str(workers)], env=env,
+                            cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    monitor = subprocess.Popen([sys.executable, "-c", MONITOR, str(proc.pid)],
+                               stdout=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    monitor.terminate()
+    samples, _ = monitor.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"scoring failed: {err[-2000:]}")
+    values = [line.split() for line in samples.splitlines() if line.strip()] or [["0", "0"]]
+    return (json.loads(out.strip().splitlines()[-1]), wall,
+            max(int(v[0]) for v in values) / 2**20, max(int(v[1]) for v in values) / 2**20)
+
+
+def stage_seconds(engine: Any, batch_id: int) -> dict[str, float]:
+    """Where the workers' time went (per-call timings stored in calls.extra)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT key, sum(value::float) FROM calls, jsonb_each_text(extra -> 'seconds') "
+            "WHERE batch_id = :b GROUP BY key"), {"b": batch_id}).all()
+    return {k: round(v, 2) for k, v in sorted(rows)}
 
 
 def _link_actors(src: Path, dst: Path, actors: range) -> int:
@@ -282,42 +316,43 @@ def main() -> None:
 
             from etl.scoring import score_batch
 
-            with RssMonitor() as monitor:
-                start = time.perf_counter()
-                report = score_batch(engine, calls_dir, batch_date=DAY, workers=args.workers)
-                wall = time.perf_counter() - start
-            audio = report.audio_seconds
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            report, process_wall, rss, pss = run_scoring(calls_dir, args.workers, env)
+            wall, audio = report["wall_seconds"], report["audio_seconds"]
             result["scoring"] = {
-                "wall_seconds": round(wall, 2), "audio_seconds": round(audio, 1),
+                "audio_seconds": round(audio, 1),
+                "wall_seconds": round(wall, 2),
                 "real_time_factor": round(audio / wall, 1),
+                "process_wall_seconds": round(process_wall, 2),
+                "real_time_factor_incl_python_startup": round(audio / process_wall, 1),
                 "target_real_time_factor": 300,
-                "hour_of_audio_seconds": round(3600 / (audio / wall), 2),
-                "peak_rss_mib": round(monitor.peak_mib, 1),
-                "scored": report.n_scored, "failed": report.n_failed,
-                "escalations": report.n_escalations,
+                "seconds_per_hour_of_audio": round(3600 * wall / audio, 2),
+                "peak_rss_sum_mib": round(rss, 1),
+                "peak_pss_sum_mib": round(pss, 1),
+                "scored": report["n_scored"], "failed": report["n_failed"],
+                "escalations": report["n_escalations"],
+                "stage_seconds_summed_over_calls": stage_seconds(engine, report["batch_id"]),
             }
-            result["accuracy"] = {**segment_uar(engine, report.batch_id, timelines),
+            result["accuracy"] = {**segment_uar(engine, report["batch_id"], timelines),
                                   **vad_quality(timelines, calls_dir)}
             start = time.perf_counter()
             again = score_batch(engine, calls_dir, batch_date=DAY, workers=args.workers)
             result["rerun"] = {"seconds": round(time.perf_counter() - start, 2),
-                               "same_batch": again.batch_id == report.batch_id,
+                               "same_batch": again.batch_id == report["batch_id"],
                                "scored": again.n_scored}
 
             if not args.skip_hour_call:
                 hour_dir = tmp / "hour"
                 hour_dir.mkdir()
                 seconds = hour_long_call(calls_dir, hour_dir / "hour_call.wav")
-                with RssMonitor() as monitor:
-                    start = time.perf_counter()
-                    hour = score_batch(engine, hour_dir, batch_date=DAY, workers=1)
-                    wall = time.perf_counter() - start
+                hour, process_wall, rss, pss = run_scoring(hour_dir, 1, env)
                 result["hour_long_call"] = {
-                    "audio_seconds": round(seconds, 1), "wall_seconds": round(wall, 2),
-                    "real_time_factor_one_worker": round(seconds / wall, 1),
-                    "peak_rss_mib": round(monitor.peak_mib, 1), "scored": hour.n_scored}
+                    "audio_seconds": round(seconds, 1),
+                    "wall_seconds": round(hour["wall_seconds"], 2),
+                    "real_time_factor_one_worker": round(seconds / hour["wall_seconds"], 1),
+                    "peak_rss_sum_mib": round(rss, 1), "peak_pss_sum_mib": round(pss, 1),
+                    "scored": hour["n_scored"]}
 
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
             result["prefect"] = prefect_overhead(env, calls_dir)
         finally:
             engine.dispose()

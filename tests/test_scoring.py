@@ -391,3 +391,22 @@ def test_cli_score_and_deployment(cli_env: dict[str, str], engine: Engine, bank:
     assert deployment.parameters["inbox"] == str((tmp_path / "inbox").resolve())
     default = build_deployment()
     assert default.schedules[0].schedule.cron == "0 2 * * *"
+
+
+def test_nightly_flow_runs_under_prefect(cli_env: dict[str, str], engine: Engine, bank: ClipBank,
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.nightly import nightly_flow
+
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+    with session_scope(engine) as session:
+        train_tiny_model(session, bank=bank)
+    inbox = tmp_path / "inbox"
+    generate_calls(inbox / "today", n_calls=1, minutes=0.15, bank=bank, seed=41)
+    (inbox / "today" / "zero.wav").write_bytes(b"")
+    with prefect_test_harness():
+        report = nightly_flow(inbox=str(inbox), workers=1)
+    assert (report["n_calls"], report["n_scored"], report["n_failed"]) == (2, 1, 1)
+    assert report["batch_date"] == dt.date.today().isoformat()
+    assert report["source_path"] == str(inbox.resolve())
