@@ -29,8 +29,10 @@ from ser.settings import get_settings
 DEPLOYMENT_NAME = "nightly-scoring"
 
 
-def _config(rules: str | None, *, retry_failed: bool = False) -> ScoringConfig:
-    return ScoringConfig(rules=tuple(load_rules(rules)), retry_failed=retry_failed)
+def _config(rules: str | None, *, retry_failed: bool = False,
+            stale_minutes: float = 30.0) -> ScoringConfig:
+    return ScoringConfig(rules=tuple(load_rules(rules)), retry_failed=retry_failed,
+                         stale_claim_minutes=stale_minutes)
 
 
 @task(name="score-batch", cache_policy=NONE)
@@ -42,9 +44,11 @@ def score_batch_task(
     rules: str | None,
     skip_done_elsewhere: bool,
     retry_failed: bool,
+    stale_minutes: float = 30.0,
 ) -> dict[str, Any]:
     report = score_batch(get_engine(), Path(path), batch_date=batch_date, model_ref=model_ref,
-                         workers=workers, config=_config(rules, retry_failed=retry_failed),
+                         workers=workers, config=_config(rules, retry_failed=retry_failed,
+                                                         stale_minutes=stale_minutes),
                          skip_done_elsewhere=skip_done_elsewhere)
     return report.as_dict()
 
@@ -67,10 +71,12 @@ def score_batch_flow(
     workers: int | None = None,
     rules: str | None = None,
     retry_failed: bool = False,
+    stale_minutes: float = 30.0,
 ) -> dict[str, Any]:
     """Score every recording under ``path`` as one batch (idempotent, resumable)."""
     report = score_batch_task(path, batch_date or dt.date.today(), model_ref,
-                              workers or get_settings().workers, rules, False, retry_failed)
+                              workers or get_settings().workers, rules, False, retry_failed,
+                              stale_minutes)
     _publish(report)
     return report
 

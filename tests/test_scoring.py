@@ -377,6 +377,15 @@ def test_cli_score_and_deployment(cli_env: dict[str, str], engine: Engine, bank:
     as_json = runner.invoke(app, ["score", str(tmp_path / "b"), "--batch-date", "2024-03-06",
                                   "--workers", "1", "--json"])
     assert json.loads(as_json.output)["n_scored"] == 2
+    with engine.begin() as conn:  # a run killed a minute ago left a claim behind
+        conn.execute(text("UPDATE calls SET status = 'claimed', claimed_by = 'killed', "
+                          "claimed_at = now() - interval '1 minute' WHERE call_key = 'call_0001'"))
+    held = runner.invoke(app, ["score", str(tmp_path / "b"), "--batch-date", "2024-03-06",
+                               "--workers", "1"])
+    assert "1 calls still claimed" in held.output and "--stale-minutes 0" in held.output
+    taken = runner.invoke(app, ["score", str(tmp_path / "b"), "--batch-date", "2024-03-06",
+                                "--workers", "1", "--stale-minutes", "0"])
+    assert "2 scored, 1 failed" in taken.output and "still claimed" not in taken.output
     missing = runner.invoke(app, ["score", str(tmp_path / "b"), "--model", "nope:9"])
     assert missing.exit_code == 2 and "no model version matches" in missing.output
     bad_date = runner.invoke(app, ["score", str(tmp_path / "b"), "--batch-date", "yesterday"])

@@ -36,6 +36,9 @@ def score_cmd(
     rules: str | None = typer.Option(None, help="Escalation rules: a .json/.toml file or inline "
                                      "JSON (default $SER_ESCALATION_RULES or the built-ins)."),
     retry_failed: bool = typer.Option(False, help="Score again the calls that failed before."),
+    stale_minutes: float = typer.Option(
+        30.0, "--stale-minutes", min=0.0,
+        help="Take over claims older than this (a run that was killed); 0 = take over all."),
     prefect: bool = typer.Option(False, "--prefect",
                                  help="Run as a Prefect flow run (adds Prefect's startup time)."),
     as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON."),
@@ -64,13 +67,15 @@ def score_cmd(
             from flows.nightly import score_batch_flow
 
             report = score_batch_flow(str(path.resolve()), batch_date=date, model_ref=model,
-                                      workers=n_workers, rules=rules, retry_failed=retry_failed)
+                                      workers=n_workers, rules=rules, retry_failed=retry_failed,
+                                      stale_minutes=stale_minutes)
         else:
             from etl.scoring import ScoringConfig, score_batch
 
             report = score_batch(
                 engine, path, batch_date=date, model_ref=model, workers=n_workers,
-                config=ScoringConfig(rules=tuple(rule_list), retry_failed=retry_failed),
+                config=ScoringConfig(rules=tuple(rule_list), retry_failed=retry_failed,
+                                     stale_claim_minutes=stale_minutes),
                 progress=is_tty()).as_dict()
     except ModelNotFoundError as exc:
         fail(str(exc))
@@ -94,7 +99,8 @@ def _print_report(report: dict[str, object]) -> None:
         f"{report['n_failed']} failed, {report['n_escalations']} escalations; "
         f"{audio / 60:.1f} min of audio in {wall:.1f} s{speed}")
     if report["n_pending"]:
-        typer.echo(f"{report['n_pending']} calls still claimed by another run")
+        typer.echo(f"{report['n_pending']} calls still claimed by another run (if that run was "
+                   "killed, rerun with --stale-minutes 0 to take them over)")
     failures = report.get("failures") or {}
     assert isinstance(failures, dict)
     for key, reason in list(failures.items())[:MAX_FAILURE_LINES]:
