@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Floors for the per-speaker standard deviation. A feature that is (nearly) constant for one
-# speaker would otherwise explode to huge z-scores; the relative floor ties "nearly constant" to
-# the feature's scale across everything passed in, the absolute one guards all-zero columns.
+# Floor for the per-speaker standard deviation. A feature that is (nearly) constant for one
+# speaker would otherwise explode to huge z-scores. "Nearly constant" is relative to the typical
+# (median) within-speaker spread of that feature; the absolute floor guards all-zero columns.
 STD_FLOOR_ABS = 1e-6
-STD_FLOOR_REL = 1e-2
+STD_FLOOR_REL = 0.1
 
 
 def normalise_per_speaker(
@@ -50,20 +50,21 @@ def normalise_per_speaker(
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (rows, features); got shape {X.shape}")
-    keys = np.asarray(list(speakers) if not isinstance(speakers, np.ndarray) else speakers,
-                      dtype=object)
-    if keys.shape[0] != X.shape[0]:
-        raise ValueError(f"speakers has {keys.shape[0]} entries for {X.shape[0]} rows of X")
-    out = np.empty_like(X)
+    keys = [str(k) for k in speakers]  # str: mixed key types must still compare
+    if len(keys) != X.shape[0]:
+        raise ValueError(f"speakers has {len(keys)} entries for {X.shape[0]} rows of X")
     if X.shape[0] == 0:
-        return out.astype(np.float32)
-    floor = np.maximum(STD_FLOOR_REL * X.std(axis=0), STD_FLOOR_ABS)
-    # np.unique on object arrays needs comparable keys; map to strings for mixed types.
-    _, inverse = np.unique(np.array([str(k) for k in keys]), return_inverse=True)
-    for group in range(int(inverse.max()) + 1):
-        rows = inverse == group
-        block = X[rows]
-        mean = block.mean(axis=0)
-        std = np.maximum(block.std(axis=0), floor)
-        out[rows] = (block - mean) / std
+        return np.zeros(X.shape, dtype=np.float32)
+    _, inverse = np.unique(np.array(keys), return_inverse=True)
+    n_groups = int(inverse.max()) + 1
+    means = np.zeros((n_groups, X.shape[1]))
+    stds = np.zeros((n_groups, X.shape[1]))
+    for group in range(n_groups):
+        block = X[inverse == group]
+        means[group] = block.mean(axis=0)
+        stds[group] = block.std(axis=0)
+    spread = stds[np.bincount(inverse, minlength=n_groups) > 1]
+    typical = np.median(spread, axis=0) if len(spread) else np.zeros(X.shape[1])
+    floor = np.maximum(STD_FLOOR_REL * typical, STD_FLOOR_ABS)
+    out = (X - means[inverse]) / np.maximum(stds, floor)[inverse]
     return out.astype(np.float32)

@@ -56,7 +56,7 @@ def test_round_trip_gives_identical_predictions(
     db_session: Session, rich_fs: tuple[int, int], family: str,
 ) -> None:
     fs_id, n_features = rich_fs
-    X, y, groups = _toy(n_features)
+    X, y, _ = _toy(n_features)
     algorithm = ALGORITHMS[family]
     estimator = algorithm.build(0, True)
     estimator.fit(X, y, **algorithm.fit_params(y, balance=True))

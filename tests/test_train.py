@@ -1,0 +1,304 @@
+"""Training: actor-grouped folds, determinism, metrics layout, clear data errors, CLI, predict.
+
+One synthetic corpus (5 actors x 4 emotions, real ingest + feature code) is committed for the
+module; tests that train work in a rolled-back ``db_session`` on top of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from db.engine import session_scope
+from db.models import ModelMetric, ModelVersion
+from etl.normalise import normalise_per_speaker
+from etl.registry import load_model
+from etl.train import (
+    TrainConfig,
+    TrainingDataError,
+    choose_label_scheme,
+    folds_hash,
+    load_dataset,
+    make_folds,
+    train_model,
+)
+from tests.conftest import truncate_all
+from tests.utils.train_data import TrainData, populate
+
+# Fast settings: logistic regression, no search, no permutation importance unless a test needs it.
+FAST = TrainConfig(algorithm="logreg", n_folds=5, search=False, feature_importance=False)
+
+
+@pytest.fixture(scope="module")
+def train_data(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainData]:
+    truncate_all(engine)
+    with session_scope(engine) as session:
+        data = populate(session, tmp_path_factory.mktemp("corpus"),
+                        feature_sets=(("rich", "studio"), ("rich", "telephony")))
+    yield data
+    truncate_all(engine)
+
+
+# ------------------------------------------------------------------------------------------------
+# pure pieces
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_grouped_folds_never_share_actors(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, 12, 400)
+    y = rng.integers(0, 5, 400)
+    folds = make_folds(y, groups, n_folds=5, seed=seed)
+    assert set(folds) == set(range(5))
+    for k in range(5):
+        assert not set(groups[folds == k]) & set(groups[folds != k])
+    np.testing.assert_array_equal(folds, make_folds(y, groups, n_folds=5, seed=seed))
+
+
+def test_folds_hash_changes_with_assignment() -> None:
+    ids = np.arange(10)
+    folds = np.array([0, 1] * 5)
+    assert folds_hash(ids, folds) == folds_hash(ids[::-1], folds[::-1])  # order-free
+    assert folds_hash(ids, folds) != folds_hash(ids, folds[::-1])
+
+
+def test_normalise_per_speaker_uses_each_speakers_own_statistics() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(100, 5, (20, 3))
+    b = rng.normal(-50, 0.5, (10, 3))
+    Z = normalise_per_speaker(np.vstack([a, b]), ["a"] * 20 + ["b"] * 10)
+    np.testing.assert_allclose(Z[:20].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(Z[20:].std(0), 1, atol=1e-4)
+    constant = normalise_per_speaker(np.ones((4, 2)), [1, 1, 2, 2])
+    assert np.isfinite(constant).all() and not constant.any()
+    with pytest.raises(ValueError, match="speakers has 3 entries"):
+        normalise_per_speaker(np.ones((4, 2)), [1, 2, 3])
+
+
+# ------------------------------------------------------------------------------------------------
+# training on the database
+# ------------------------------------------------------------------------------------------------
+
+
+def test_default_scheme_is_largest_fully_covered(train_data: TrainData,
+                                                 db_session: Session) -> None:
+    # neutral/happy/sad/angry: emotion8 and emotion6 lack classes, callcentre4 (4) beats posneg.
+    assert choose_label_scheme(db_session) == "callcentre4"
+
+
+def test_training_registers_metrics_and_is_deterministic(
+    train_data: TrainData, db_session: Session,
+) -> None:
+    config = TrainConfig(algorithm="logreg", feature_importance=True)
+    first = train_model(db_session, config)
+    second = train_model(db_session, config)
+    assert (first.name, first.version, second.version) == ("ser-callcentre4-rich-studio", 1, 2)
+    assert first.folds_sha256 == second.folds_sha256
+    assert first.cv_uar == second.cv_uar and first.cv_uar > 0.6  # learnable synthetic corpus
+
+    def rows(mv_id: int) -> list[tuple[object, ...]]:
+        return [tuple(r) for r in db_session.execute(
+            select(ModelMetric.fold, ModelMetric.metric, ModelMetric.class_label,
+                   ModelMetric.group_name, ModelMetric.group_value, ModelMetric.value)
+            .where(ModelMetric.model_version_id == mv_id).order_by(ModelMetric.id)).all()]
+
+    a, b = rows(first.model_version_id), rows(second.model_version_id)
+    assert a == b
+
+    metrics = {(r[0], r[1], r[2], r[3]) for r in a}
+    for fold in (*range(5), None):
+        assert (fold, "uar", None, None) in metrics
+        assert (fold, "confusion", None, None) in metrics
+    for label in first.classes:
+        assert (None, "precision", label, None) in metrics
+        assert (None, "recall", label, None) in metrics
+        assert (None, "roc_auc", label, None) in metrics
+    assert (None, "uar", None, "sex") in metrics  # RAVDESS names imply sex
+    n_features = len(db_session.execute(
+        text("SELECT feature_names FROM feature_sets WHERE id = :id"),
+        {"id": first.feature_set_id}).scalar_one())
+    assert sum(1 for r in a if r[1] == "feature_importance" and r[3] == "feature") == n_features
+
+    curve = db_session.execute(select(ModelMetric.extra).where(
+        ModelMetric.model_version_id == first.model_version_id, ModelMetric.metric == "roc_auc",
+        ModelMetric.fold.is_(None))).scalars().first()
+    assert curve is not None and len(curve["fpr"]) == len(curve["tpr"]) >= 2
+
+    mv = db_session.get(ModelVersion, first.model_version_id)
+    assert mv is not None and mv.speaker_normalisation and mv.code_version
+    assert sorted(mv.training_clip_ids) == mv.training_clip_ids and len(mv.training_clip_ids) == 70
+
+
+def test_fold_actors_are_disjoint_in_stored_metrics(train_data: TrainData,
+                                                    db_session: Session) -> None:
+    result = train_model(db_session, FAST)
+    extras = db_session.execute(select(ModelMetric.fold, ModelMetric.extra).where(
+        ModelMetric.model_version_id == result.model_version_id, ModelMetric.metric == "uar",
+        ModelMetric.fold.is_not(None))).all()
+    actors = [set(extra["actor_ids"]) for _, extra in extras]
+    assert len(actors) == 5 and len(set().union(*actors)) == 5
+    assert all(not (x & y) for i, x in enumerate(actors) for y in actors[i + 1:])
+
+
+def test_telephony_model_with_speaker_normalisation(train_data: TrainData,
+                                                    db_session: Session) -> None:
+    config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
+                         feature_importance=False)
+    result = train_model(db_session, config)
+    model = load_model(db_session, str(result.model_version_id))
+    assert model.feature_spec.channel == "telephony" and model.speaker_normalisation
+    assert result.name == "ser-callcentre4-rich-telephony"
+    ids, X = db_session.execute(text(
+        "SELECT array_agg(f.clip_id ORDER BY f.clip_id), array_agg(c.actor_id ORDER BY f.clip_id) "
+        "FROM clip_features f JOIN clips c ON c.id = f.clip_id WHERE f.feature_set_id = :fs"),
+        {"fs": result.feature_set_id}).one()
+    from etl.features import load_feature_matrix
+
+    _, feats = load_feature_matrix(db_session, feature_set_id=result.feature_set_id)
+    proba = model.predict_proba(feats, speakers=X)
+    assert proba.shape == (len(ids), 4)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# clear errors, nothing registered
+# ------------------------------------------------------------------------------------------------
+
+
+def _n_versions(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(ModelVersion)) or 0)
+
+
+def test_one_actor_is_a_clear_error(train_data: TrainData, db_session: Session) -> None:
+    db_session.execute(text(
+        "UPDATE clips SET is_current = false WHERE actor_id <> (SELECT min(actor_id) FROM clips)"))
+    with pytest.raises(TrainingDataError, match=r"too few speakers: 1 actor\(s\) for 5"):
+        train_model(db_session, FAST)
+    assert _n_versions(db_session) == 0
+
+
+def test_missing_features_are_named(train_data: TrainData, db_session: Session) -> None:
+    fs = train_data.feature_set_ids[("rich", "studio")]
+    names = db_session.execute(text(
+        "DELETE FROM clip_features f USING clips c WHERE c.id = f.clip_id AND f.feature_set_id = :fs "
+        "AND c.id IN (SELECT id FROM clips ORDER BY id LIMIT 2) RETURNING c.clip_name"),
+        {"fs": fs}).scalars().all()
+    with pytest.raises(TrainingDataError, match="missing for 2 of 70") as info:
+        train_model(db_session, FAST)
+    assert all(name in str(info.value) for name in names)
+    assert "ser features --set rich --channel studio" in str(info.value)
+    assert _n_versions(db_session) == 0
+
+
+def test_empty_class_is_named(train_data: TrainData, db_session: Session) -> None:
+    with pytest.raises(TrainingDataError, match="no clips.*calm, disgust, fearful, surprised"):
+        train_model(db_session, TrainConfig(algorithm="logreg", label_scheme="emotion8"))
+    assert _n_versions(db_session) == 0
+
+
+def test_class_from_a_single_actor_is_refused(train_data: TrainData,
+                                              db_session: Session) -> None:
+    db_session.execute(text(
+        "UPDATE clips SET is_current = false WHERE emotion = 'sad' "
+        "AND actor_id <> (SELECT min(actor_id) FROM clips)"))
+    fs = train_data.feature_set_ids[("rich", "studio")]
+    with pytest.raises(TrainingDataError, match="'sad' is spoken by only 1 actor"):
+        load_dataset(db_session, label_scheme="callcentre4", feature_set_id=fs)
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI (train under a Prefect test harness; models and predict without Prefect)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def cli(train_data: TrainData, database_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """CLI against the module's committed corpus (cli_env would truncate it)."""
+    from db.engine import _engine_for
+    from ser.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SER_HOME", str(tmp_path / "ser-home"))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+    _engine_for.cache_clear()
+
+
+def test_cli_error_exits_2_before_prefect(cli: CliRunner) -> None:
+    from ser.cli import app
+
+    result = cli.invoke(app, ["train", "--labels", "emotion8", "--model", "logreg"])
+    assert result.exit_code == 2
+    assert "no clips" in result.output and "calm" in result.output
+    result = cli.invoke(app, ["train", "--model", "nope"])
+    assert result.exit_code == 2 and "unknown model family" in result.output
+
+
+@pytest.fixture()
+def clean_registry(engine: Engine) -> Iterator[None]:
+    """Drop what a committed test registered; the module's corpus stays."""
+    yield
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE model_versions, model_metrics, model_aliases, alias_history, "
+                          "registered_models RESTART IDENTITY CASCADE"))
+
+
+@pytest.mark.slow
+def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from ser.cli import app
+
+    with prefect_test_harness(server_startup_timeout=120):
+        result = cli.invoke(app, ["train", "--model", "logreg", "--no-search", "--no-importance",
+                                  "--promote-if-better"])
+    assert result.exit_code == 0, result.output
+    assert "registered ser-callcentre4-rich-studio v1" in result.output
+    assert re.search(r"promoted version \d+ to 'production'", result.output)
+
+
+def test_cli_models_and_predict(cli: CliRunner, train_data: TrainData, engine: Engine,
+                                clean_registry: None) -> None:
+    import json
+
+    from ser.cli import app
+
+    with session_scope(engine) as session:
+        trained = train_model(session, TrainConfig(algorithm="logreg", search=False,
+                                                   feature_importance=False))
+    version_id = trained.model_version_id
+    promoted = cli.invoke(app, ["models", "promote", str(version_id)])
+    assert promoted.exit_code == 0 and f"production -> version {version_id}" in promoted.output
+    listed = cli.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0 and "production" in listed.output
+    shown = cli.invoke(app, ["models", "show", "production"])
+    assert shown.exit_code == 0 and "folds_sha256" in shown.output
+    missing = cli.invoke(app, ["models", "show", "999"])
+    assert missing.exit_code == 2 and "no model version matches '999'" in missing.output
+
+    actor_dir = train_data.root / "Actor_01"
+    predicted = cli.invoke(app, ["predict", str(actor_dir), "--format", "json"])
+    assert predicted.exit_code == 0, predicted.output
+    rows = json.loads(predicted.output)["predictions"]
+    assert len(rows) == 14
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-3 for r in rows)
+    # A training actor, so mostly right: file -> features -> normalisation -> class is consistent.
+    truth = {"01": "calm", "03": "happy", "04": "sad", "05": "angry"}
+    hits = [truth[Path(r["path"]).name.split("-")[2]] == r["emotion"] for r in rows]
+    assert np.mean(hits) > 0.7
+
+    one = cli.invoke(app, ["predict", str(min(actor_dir.iterdir())), "--format", "csv"])
+    assert one.exit_code == 0 and "path,emotion,confidence,p_angry" in one.output
+    assert "fewer than 4 files" in one.output  # one file cannot be normalised per speaker
+    absent = cli.invoke(app, ["predict", "/no/such.wav"])
+    assert absent.exit_code == 2 and "no such file" in absent.output
