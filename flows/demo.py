@@ -51,6 +51,10 @@ class DemoConfig:
     call_actors: tuple[int, ...] = tuple(range(31, 37))  # not in the training corpus
     n_folds: int = 5
     workers: int = 2
+    # Demo nights are a few minutes of audio: scoring them in-process beats starting a worker
+    # pool inside a flow run (spawned workers re-import everything).
+    score_workers: int = 1
+    feature_workers: int = 1  # ~150 clips: in-process beats a pool's start-up
     seed: int = 7
 
     @staticmethod
@@ -59,7 +63,7 @@ class DemoConfig:
         return DemoConfig(corpus=DemoCorpusConfig(actors=tuple(range(1, 7)), sentences=2,
                                                   duration_s=1.6),
                           nights=2, calls_last_night=3, calls_earlier_nights=2,
-                          call_minutes=0.5, call_actors=(31, 32, 33), n_folds=3)
+                          call_minutes=0.5, call_actors=(31, 32, 33), n_folds=3, workers=1)
 
 
 Echo = Callable[[str], None]
@@ -217,10 +221,10 @@ def demo_flow(
                          demographics=str(corpus_dir / DEMOGRAPHICS_FILE), workers=config.workers)
     steps["ingest"] = report.as_dict()
     step("ingest", f"{report.total.added} clips added, {report.total.skipped} already known, "
-                   f"{report.total.actors_added} actors with demographics")
+                   f"{report.total.actors_added} new actors with demographics")
 
-    feats = features_flow("rich", "telephony", corpus="crema-d", workers=config.workers,
-                          progress=False)
+    feats = features_flow("rich", "telephony", corpus="crema-d",
+                          workers=config.feature_workers, progress=False)
     steps["features"] = feats
     step("features", f"rich/telephony: {feats['stored']} clips extracted, "
                      f"{feats['pending'] - feats['stored']} not stored; "
@@ -248,7 +252,7 @@ def demo_flow(
     for folder, _, _ in nights:
         day = dt.date.fromisoformat(Path(folder).name.removeprefix("night-"))
         scored.append(score_batch_flow(folder, batch_date=day, model_ref="production",
-                                       workers=config.workers))
+                                       workers=config.score_workers))
     steps["score"] = scored
     step("score", ", ".join(f"{r['batch_date']}: {r['n_scored']} scored, "
                             f"{r['n_escalations']} escalated" for r in scored))

@@ -28,13 +28,15 @@ def demo_cmd(
     """
     started = time.perf_counter()
     engine = open_database()  # starts the embedded server when DATABASE_URL is unset; migrates
+    typer.echo(f"[{time.perf_counter() - started:5.1f} s] database ready", err=True)
     quiet_prefect()
     from db.embedded import psql_url
     from etl.demo import DEMO_QUERIES
     from flows.demo import DemoConfig, demo_flow
 
-    typer.secho("ser demo: synthetic corpus -> model -> nightly calls -> reports", bold=True,
-                err=True)
+    typer.secho("ser demo: synthetic corpus -> model -> nightly calls -> reports "
+                "(Prefect's local API server starts first)", bold=True, err=True)
+    flow_started = time.perf_counter()
     try:
         result = demo_flow(config=DemoConfig.small() if small else DemoConfig(),
                            reports_dir=str(reports_dir.resolve()) if reports_dir else None)
@@ -45,6 +47,8 @@ def demo_cmd(
         typer.echo(json.dumps({**result, "database_url": url}, indent=2, default=str))
         return
     wall = time.perf_counter() - started
+    typer.echo(f"[{wall:5.1f} s] finished (flow {time.perf_counter() - flow_started:.1f} s)",
+               err=True)
     typer.echo("")
     typer.secho(f"Done in {wall:.0f} s.", bold=True)
     typer.echo(f"Reports (open in any browser, works offline):\n  {result['index']}")

@@ -1,0 +1,93 @@
+"""`ser demo --small` end to end in a fresh process, twice: it works, and the rerun adds nothing.
+
+The demo runs as a subprocess (as a user runs it), against the test database, with a fresh
+SER_HOME (so Prefect's home and the reports folder start empty, as on a new machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+pytestmark = pytest.mark.slow
+
+TABLES = ("clips", "actors", "clip_features", "model_versions", "model_metrics", "model_aliases",
+          "batches", "calls", "call_segments", "call_summaries")
+
+
+def _run_demo(env: dict[str, str]) -> tuple[dict[str, object], float, str]:
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "ser.cli", "demo", "--small", "--json"],
+                          env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parent.parent)
+    seconds = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), seconds, proc.stderr
+
+
+def _counts(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        counts = {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
+                  for t in TABLES}
+    engine.dispose()
+    return counts
+
+
+def test_demo_runs_end_to_end_and_is_idempotent(clean_db: str, tmp_path: Path) -> None:
+    home = tmp_path / "ser-home"
+    env = {**os.environ, "DATABASE_URL": clean_db, "SER_HOME": str(home),
+           "SER_REPORTS_DIR": str(tmp_path / "reports"), "PYTHONUNBUFFERED": "1"}
+    for key in [k for k in env if k.startswith("PREFECT_")]:
+        env.pop(key)  # the demo configures its own local, quiet Prefect home
+    first, first_s, stderr = _run_demo(env)
+
+    # Every step ran and left data behind.
+    for step in ("corpus", "ingest", "features", "train", "calls", "score", "reports"):
+        assert re.search(rf"\] {step}\b", stderr), f"no progress line for {step}"
+    counts = _counts(clean_db)
+    config = first["config"]
+    corpus = config["corpus"]  # type: ignore[index]
+    n_clips = len(corpus["actors"]) * 6 * corpus["sentences"]
+    assert counts["clips"] == n_clips and counts["clip_features"] == n_clips
+    assert counts["actors"] == len(corpus["actors"])  # demographics CSV matched every actor
+    assert counts["model_versions"] == 1 and counts["model_aliases"] == 1
+    assert counts["batches"] == config["nights"]  # type: ignore[index]
+    n_calls = config["calls_last_night"] + (config["nights"] - 1) * config[  # type: ignore[index]
+        "calls_earlier_nights"]
+    assert counts["calls"] == n_calls and counts["call_summaries"] >= n_calls - 1
+    assert counts["call_segments"] > 10 * n_calls
+    train = first["train"]
+    assert train["trained"] and train["label_scheme"] == "callcentre4"  # type: ignore[index]
+    assert 0.25 < float(train["cv_uar"]) <= 1.0  # type: ignore[index, arg-type]
+    # The demographic breakdown the model report shows comes from the CSV.
+    engine = create_engine(clean_db)
+    with engine.connect() as conn:
+        groups = set(conn.execute(text(
+            "SELECT DISTINCT group_name FROM model_metrics WHERE group_name IS NOT NULL")).scalars())
+    engine.dispose()
+    assert {"sex", "age_band", "race"} <= groups
+
+    # Reports: the index exists and links every report, which all exist.
+    index = Path(str(first["index"]))
+    assert index.exists() and index.parent == tmp_path / "reports"
+    html = index.read_text()
+    hrefs = re.findall(r'href="([^"#]+\.html)"', html)
+    assert any(h.startswith("model-") for h in hrefs)
+    assert sum(h.startswith("batch-") for h in hrefs) == config["nights"]  # type: ignore[index]
+    assert all((index.parent / h).exists() for h in hrefs)
+
+    # Second run: same data, nothing duplicated, no retraining, and quicker.
+    second, second_s, _ = _run_demo(env)
+    assert _counts(clean_db) == counts
+    assert not second["train"]["trained"]  # type: ignore[index]
+    assert second["ingest"]["added"] == 0 and second["features"]["stored"] == 0  # type: ignore[index]
+    assert second_s < first_s
