@@ -97,18 +97,18 @@ def write_demographics(path: Path, actors: Sequence[int]) -> Path:
 # Three questions an analyst might ask first, against the stable analytics views.
 DEMO_QUERIES: tuple[tuple[str, str], ...] = (
     ("The ten most severe escalations, with the rule that fired",
-     "SELECT call_key, batch_date, queue, agent_id, escalation_rule,\n"
+     ("SELECT call_key, batch_date, queue, agent_id, escalation_rule,\n"
      "       round(negative_share_customer::numeric, 2) AS customer_negative\n"
      "FROM analytics.escalations\n"
-     "ORDER BY longest_negative_streak_s DESC LIMIT 10;"),
+     "ORDER BY longest_negative_streak_s DESC LIMIT 10;")),
     ("How negative customers sounded, per queue and night",
-     "SELECT batch_date, queue,\n"
+     ("SELECT batch_date, queue,\n"
      "       round((sum(duration_s) FILTER (WHERE is_negative) / sum(duration_s))::numeric, 3)\n"
      "         AS customer_negative_share\n"
      "FROM analytics.segments WHERE role = 'customer'\n"
-     "GROUP BY batch_date, queue ORDER BY batch_date, queue;"),
+     "GROUP BY batch_date, queue ORDER BY batch_date, queue;")),
     ("Minutes of speech per role and predicted emotion",
-     "SELECT role, emotion, round(sum(speech_s)::numeric / 60, 1) AS minutes\n"
+     ("SELECT role, emotion, round(sum(speech_s)::numeric / 60, 1) AS minutes\n"
      "FROM analytics.daily_trends\n"
-     "GROUP BY role, emotion ORDER BY role, minutes DESC;"),
+     "GROUP BY role, emotion ORDER BY role, minutes DESC;")),
 )

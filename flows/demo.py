@@ -264,4 +264,24 @@ def demo_flow(
     steps["index"] = written["index"][0]
     steps["seconds"] = round(time.perf_counter() - started, 1)
     steps["config"] = asdict(config)
+    _summary_artifact(steps, trained, scored)
     return steps
+
+
+def _summary_artifact(steps: dict[str, Any], trained: dict[str, Any],
+                      scored: list[dict[str, Any]]) -> None:
+    """One Markdown artifact that tells the whole run at a glance in the Prefect UI."""
+    from prefect.artifacts import create_markdown_artifact
+
+    index = Path(steps["index"])
+    lines = [
+        "# ser demo", "",
+        (f"Model **{DEMO_MODEL}** (version id {trained['model_version_id']}, "
+         f"{trained['label_scheme']}): speaker-independent UAR **{trained['cv_uar']:.1%}**."), "",
+        "| night | calls scored | escalated | failed |", "|---|---|---|---|",
+        *[f"| {r['batch_date']} | {r['n_scored']} | {r['n_escalations']} | {r['n_failed']} |"
+          for r in scored],
+        "", f"Reports: [{index.name}]({index.as_uri()}) ({steps['reports']}).",
+    ]
+    create_markdown_artifact(key="demo-summary", markdown="\n".join(lines),
+                             description="what the demo did")

@@ -462,7 +462,7 @@ def _movers(session: Session, batch_date: dt.date, *, by: str, min_calls: int) -
     chart = charts.hbar_chart(
         [(r["name"], r["delta"]) for r in top],
         axis_label="change in customer negative share vs previous 7 nights (percentage points)",
-        fmt=lambda v: fmt_signed_pp(v).replace(" pp", ""),
+        fmt=lambda v: "0" if abs(v) < 1e-9 else fmt_signed_pp(v).replace(" pp", ""),
         colors=[charts.ALERT if r["delta"] > 0 else "#58a869" for r in top],
         width=520, label_width=110, title=f"{by} movers") if top else None
     if not has_history:  # first night: rank today's levels so the section is still useful
@@ -600,7 +600,7 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
     failed = calls[calls["status"] == "failed"]
     escalated = scored[scored["escalated"].astype(bool)].sort_values(
         ["longest_negative_streak_s", "negative_share_customer"], ascending=False)
-    model_ids = sorted(set(int(m) for m in batches["model_version_id"]))
+    model_ids = sorted({int(m) for m in batches["model_version_id"]})
     scheme_rows = [queries.model_overview(session, m) for m in model_ids]
     classes: list[str] = []
     negative: set[str] = set()
@@ -827,7 +827,7 @@ def call_report(session: Session, call_id: int, out_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 _META = re.compile(r'<meta name="ser-report" content="([^"]*)"')
-_TITLE = re.compile(r"<title>(.*?)</title>", re.S)
+_TITLE = re.compile(r"<title>(.*?)</title>", re.DOTALL)
 
 
 def _report_meta(path: Path) -> dict[str, Any] | None:

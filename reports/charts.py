@@ -487,7 +487,7 @@ def _time_ticks(duration: float) -> list[float]:
 
 
 def mmss(seconds: float) -> str:
-    total = int(round(seconds))
+    total = round(float(seconds))
     return f"{total // 60}:{total % 60:02d}"
 
 

@@ -37,7 +37,7 @@ def fmt_num(value: Any, digits: int = 2) -> str:
 def fmt_int(value: Any) -> str:
     if not _is_number(value):
         return "–"
-    return f"{int(round(float(value))):,}"
+    return f"{round(float(value)):,}"
 
 
 def fmt_signed_pp(value: Any, digits: int = 1) -> str:
@@ -51,7 +51,7 @@ def fmt_duration(seconds: Any) -> str:
     """Seconds -> 'm:ss' (or 'h:mm:ss')."""
     if not _is_number(seconds):
         return "–"
-    total = int(round(float(seconds)))
+    total = round(float(seconds))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
