@@ -229,7 +229,8 @@ def _groups(metrics: pd.DataFrame, overall: float | None) -> list[dict[str, Any]
                                        axis_label="UAR (unweighted average recall)",
                                        fmt=lambda v: f"{v:.2f}", colors=colors, max_value=1.0,
                                        reference=(overall, f"overall {overall:.2f}")
-                                       if overall is not None else None,
+                                       if overall is not None else None, width=500,
+                                       label_width=140,
                                        title=f"UAR by {GROUP_TITLES.get(name, name)}"),
             "flagged": flagged,
         })
@@ -353,6 +354,7 @@ def model_context(session: Session, model_version_id: int) -> dict[str, Any]:
         "roc_chart": roc_chart,
         "groups": _groups(metrics, uar["pooled"] if uar["pooled"] is not None else uar["mean"]),
         "importance_chart": imp_chart,
+        "importance_label": imp_label,
         "is_production": prod_id == model_version_id,
         "has_production": prod_id is not None,
         "comparison": comparison,

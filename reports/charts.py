@@ -177,10 +177,13 @@ def hbar_chart(
     ticks = nice_ticks(lo, hi if hi > lo else lo + 1, 5)
     lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
     value_width = 64.0
+    # Grow the label column to fit the longest (truncated) label: ~6.4 px per character at 11 px.
+    longest = max(min(len(label), 24) for label, _ in items)
+    label_width = min(max(label_width, 6.4 * longest + 12), 0.45 * width)
     plot_x0 = label_width
     plot_w = width - label_width - value_width
     gap = 6.0
-    top = 8.0
+    top = 22.0 if reference is not None else 8.0  # room for the reference line's label
     plot_h = len(items) * (bar_height + gap)
     height = top + plot_h + 40
 
@@ -210,8 +213,8 @@ def hbar_chart(
     svg.line(zero, top - 2, zero, top + plot_h, MUTED, 1)
     if reference is not None:
         rx = sx(reference[0])
-        svg.line(rx, top - 4, rx, top + plot_h, ALERT, 1.2, dash="4 3")
-        svg.text(rx + 3, top + plot_h + 26, reference[1], size=10, fill=ALERT)
+        svg.line(rx, top - 6, rx, top + plot_h, ALERT, 1.2, dash="4 3")
+        svg.text(rx, top - 9, reference[1], size=10, fill=ALERT, anchor="middle")
     svg.text(plot_x0 + plot_w / 2, height - 4, axis_label, anchor="middle", size=11, fill=MUTED)
     return svg.render()
 

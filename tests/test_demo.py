@@ -85,6 +85,13 @@ def test_demo_runs_end_to_end_and_is_idempotent(clean_db: str, tmp_path: Path) -
     assert sum(h.startswith("batch-") for h in hrefs) == config["nights"]  # type: ignore[index]
     assert all((index.parent / h).exists() for h in hrefs)
 
+    # Each report is linked from Prefect (link artifacts) plus one Markdown summary of the run.
+    import sqlite3
+
+    with sqlite3.connect(home / "prefect" / "prefect.db") as prefect_db:
+        keys = {k for (k,) in prefect_db.execute("SELECT key FROM artifact")}
+    assert {"demo-summary", "reports-index", "batch-report-2024-01-17"} <= keys
+
     # Second run: same data, nothing duplicated, no retraining, and quicker.
     second, second_s, _ = _run_demo(env)
     assert _counts(clean_db) == counts
