@@ -317,23 +317,28 @@ def score_recording(
     # Pass 1: stream the file through one VAD analyser per role channel.
     block_frames = _block_frames(info.sample_rate, info.channels, config.block_s)
     analysers: dict[int, FrameAnalyser] = {}
-    first_block: np.ndarray | None = None  # kept: a file of one block is decoded only once
+    # A file of one block is decoded once: its role channels are kept (contiguous) for pass 2.
+    first_channels: dict[int, np.ndarray] = {}
     n_blocks = n_frames = 0
     sr = info.sample_rate
-    peak = 0.0
     for block, sr in _iter_blocks(path, block_frames=block_frames):
         if not analysers:
             analysers = {ch: FrameAnalyser(sr, config.vad) for ch in roles}
-            first_block = block
         for ch, analyser in analysers.items():
-            analyser.feed(block[:, ch])
-        peak = max(peak, float(np.max(np.abs(block))) if block.size else 0.0)
+            channel = np.ascontiguousarray(block[:, ch])
+            analyser.feed(channel)
+            if n_blocks == 0:
+                first_channels[ch] = channel
         n_frames += len(block)
         n_blocks += 1
+        if n_blocks > 1:
+            first_channels = {}
     if n_frames == 0:
         raise CallError("no audio samples could be decoded")
     duration = n_frames / sr
-    if peak <= 1e-6:
+    loudest = max((float(a.energy_db.max()) for a in analysers.values() if a.energy_db.size),
+                  default=-200.0)
+    if loudest < -100.0:  # dBFS in the speech band: nothing but (digital) silence
         raise CallError("silent recording (digital silence)")
     speech = {roles[ch]: analyser.regions() for ch, analyser in analysers.items()}
     if not any(speech.values()):
@@ -356,29 +361,30 @@ def score_recording(
     rows: list[tuple[str, float, float]] = []
     feats: list[np.ndarray] = []
     valid_parts: list[np.ndarray] = []
-    whole = first_block if n_blocks == 1 else None
-    first_block = None
+    single = n_blocks == 1
     block_s = block_frames / sr
-    starts = np.arange(0.0, duration, block_s) if whole is None else np.array([0.0])
+    starts = np.arange(0.0, duration, block_s) if not single else np.array([0.0])
     for b0 in starts:
-        b1 = duration if whole is not None else b0 + block_s
+        b1 = duration if single else b0 + block_s
         todo = {ch: [w for w in ws if b0 <= w[0] < b1] for ch, ws in wins.items()}
         if not any(todo.values()):
             continue
-        if whole is not None:
-            data, offset = whole, 0.0
+        if single:
+            channels, offset = first_channels, 0.0
         else:
             offset = max(b0 - config.context_s, 0.0)
             end = min(b1 + config.max_window_s + config.context_s, duration)
             data, _ = _read_span(path, start_s=offset, end_s=end)
+            channels = {ch: np.ascontiguousarray(data[:, ch]) for ch in todo}
         for ch, ws in todo.items():
             if not ws:
                 continue
             shifted = [(s - offset, e - offset) for s, e in ws]
-            X, valid = extract_segments(np.ascontiguousarray(data[:, ch]), sr, spec, shifted)
+            X, valid = extract_segments(channels[ch], sr, spec, shifted)
             feats.append(X)
             valid_parts.append(valid)
             rows.extend((roles[ch], s, e) for s, e in ws)
+    first_channels = {}
     timings["features"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -686,6 +692,26 @@ def run_worker(
     return stats
 
 
+def warm_up(model: LoadedModel, *, sr: int = 8000, config: ScoringConfig = ScoringConfig()) -> None:
+    """Run every stage once on a short synthetic signal.
+
+    The first call through the feature code builds filter banks and FFT plans and touches lazy
+    imports (~0.8 s); doing it in the parent before forking means every worker starts warm.
+    """
+    from etl.features import extract_segments
+
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * sr) / sr
+    signal = (0.2 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+              + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    analyser = FrameAnalyser(sr, config.vad)
+    analyser.feed(signal)
+    analyser.regions()
+    X, valid = extract_segments(signal, sr, model.feature_spec, [(0.5, 2.5)])
+    if valid.any():
+        model.predict_proba(X[valid])
+
+
 def _process_worker(url: str, batch_id: int, model_version_id: int,
                     config: ScoringConfig) -> WorkerStats:
     """Entry point of a pool process: own engine, own model copy (nothing pickled from the DB)."""
@@ -772,6 +798,8 @@ def score_batch(
              "retry": config.retry_failed}).scalar_one()
     # Choose the start method before tqdm starts its monitor thread (fork needs one thread).
     context = _pool_context(start_method) if workers > 1 and total > 1 else None
+    if total:
+        warm_up(model, config=config)
     bar = None
     if progress:
         from tqdm import tqdm
