@@ -75,20 +75,24 @@ from etl.scoring import score_batch
 engine = get_engine()
 t1 = time.perf_counter()
 report = score_batch(engine, Path(sys.argv[1]), batch_date=dt.date(2024, 1, 15),
-                     workers=int(sys.argv[2]))
-print(json.dumps({**report.as_dict(), "startup_seconds": t1 - t0}))
+                     workers=int(sys.argv[2]), model_ref=sys.argv[3])
+import resource
+cpu = sum(getattr(resource.getrusage(who), f) for who in
+          (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
+print(json.dumps({**report.as_dict(), "startup_seconds": t1 - t0, "cpu_seconds": cpu}))
 """
 
 
-def run_scoring(folder: Path, workers: int,
-                env: dict[str, str]) -> tuple[dict[str, Any], float, float, float]:
+def run_scoring(folder: Path, workers: int, env: dict[str, str],
+                model_ref: str = "production") -> tuple[dict[str, Any], float, float, float]:
     """Score ``folder`` in a fresh process: (report, process wall, peak RSS MiB, peak PSS MiB).
 
     RSS sums every process of the tree (pages shared after fork count once per process); PSS
     splits shared pages among the processes sharing them (the physical total).
     """
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", SCORE, str(folder), str(workers)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", SCORE, str(folder), str(workers), model_ref],
+                            env=env,
                             cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     monitor = subprocess.Popen([sys.executable, "-c", MONITOR, str(proc.pid)],
@@ -125,6 +129,18 @@ def _link_actors(src: Path, dst: Path, actors: range) -> int:
             (folder / clip.name).symlink_to(clip.resolve())
             n += 1
     return n
+
+
+def train_unnormalised(engine: Any) -> str:
+    """The same model without per-speaker normalisation (registered, not promoted)."""
+    from db.engine import session_scope
+    from etl.train import TrainConfig, train_model
+
+    with session_scope(engine) as session:
+        result = train_model(session, TrainConfig(
+            channel="telephony", label_scheme=SCHEME, corpus="ravdess", feature_importance=False,
+            search=False, speaker_normalisation=False), name="bench-no-speaker-normalisation")
+    return str(result.model_version_id)
 
 
 def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]:
@@ -289,6 +305,9 @@ def main() -> None:
     parser.add_argument("--call-minutes", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-hour-call", action="store_true")
+    parser.add_argument("--compare-normalisation", action="store_true",
+                        help="also score the calls with a model trained without per-speaker "
+                             "normalisation (a second batch: the rescoring path)")
     args = parser.parse_args()
     if not args.ravdess.is_dir():
         sys.exit(f"RAVDESS folder not found: {args.ravdess}")
@@ -326,6 +345,10 @@ def main() -> None:
                 "process_wall_seconds": round(process_wall, 2),
                 "real_time_factor_incl_python_startup": round(audio / process_wall, 1),
                 "target_real_time_factor": 300,
+                # CPU time of the scoring process and its workers (imports included): what the
+                # run costs on 2 otherwise idle cores, whatever else the machine was doing
+                "cpu_seconds": round(report["cpu_seconds"], 1),
+                "real_time_factor_if_2_idle_cores": round(audio / (report["cpu_seconds"] / 2), 1),
                 "seconds_per_hour_of_audio": round(3600 * wall / audio, 2),
                 "peak_rss_sum_mib": round(rss, 1),
                 "peak_pss_sum_mib": round(pss, 1),
@@ -340,6 +363,13 @@ def main() -> None:
             result["rerun"] = {"seconds": round(time.perf_counter() - start, 2),
                                "same_batch": again.batch_id == report["batch_id"],
                                "scored": again.n_scored}
+
+            if args.compare_normalisation:
+                ref = train_unnormalised(engine)
+                other, _, _, _ = run_scoring(calls_dir, args.workers, env, model_ref=ref)
+                result["without_speaker_normalisation"] = {
+                    "batch_id": other["batch_id"], "separate_batch": other["batch_id"] !=
+                    report["batch_id"], **segment_uar(engine, other["batch_id"], timelines)}
 
             if not args.skip_hour_call:
                 hour_dir = tmp / "hour"

@@ -32,7 +32,7 @@ def _migration() -> ModuleType:
 
 def _doc_queries() -> list[str]:
     doc = (ROOT / "docs" / "analytics.md").read_text()
-    return re.findall(r"```sql\n(.*?)```", doc, flags=re.S)
+    return re.findall(r"```sql\n(.*?)```", doc, flags=re.DOTALL)
 
 
 @pytest.fixture()

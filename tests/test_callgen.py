@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ def test_calls_have_pauses_and_overtalk(bank: ClipBank) -> None:
                   for e in timeline if e.role == "customer" for a, b in agent_spans)
     assert overlap > 0.3
     starts = sorted((e.start_s, e.end_s) for e in timeline)
-    gaps = [s2 - e1 for (_, e1), (s2, _) in zip(starts, starts[1:], strict=False)]
+    gaps = [s2 - e1 for (_, e1), (s2, _) in itertools.pairwise(starts)]
     assert max(gaps) >= 0.2  # pauses between turns
 
 
