@@ -6,7 +6,7 @@
    (``etl.train.train_model``, label scheme callcentre4), promoted to ``production``.
 3. Generate >= 2 hours of stereo 8 kHz calls (``etl.callgen``) from the clips of the held-out
    actors 17-20 only, with pauses, overtalk and a simulated phone line.
-4. Score them end to end into PostgreSQL in a fresh process (``etl.scoring.score_batch``: 2
+4. Score them end to end into PostgreSQL in a fresh process (``flows.batch_runner.score_batch``: 2
    worker processes, no Prefect) and report the real-time factor (call seconds per wall second;
    a stereo call's two channels count once), peak memory of that process and its children
    (summed RSS and summed PSS, sampled by a separate monitor process; the PostgreSQL server is
@@ -71,7 +71,7 @@ import json, sys, time, datetime as dt
 from pathlib import Path
 t0 = time.perf_counter()
 from db.engine import get_engine
-from etl.scoring import score_batch
+from flows.batch_runner import score_batch
 engine = get_engine()
 t1 = time.perf_counter()
 report = score_batch(engine, Path(sys.argv[1]), batch_date=dt.date(2024, 1, 15),
@@ -274,7 +274,7 @@ def prefect_overhead(env: dict[str, str], calls_dir: Path) -> dict[str, float]:
     plain = (
         "import time; t = time.perf_counter()\n"
         "import datetime as dt; from pathlib import Path\n"
-        "from db.engine import get_engine; from etl.scoring import score_batch\n"
+        "from db.engine import get_engine; from flows.batch_runner import score_batch\n"
         f"score_batch(get_engine(), Path({str(calls_dir)!r}), batch_date=dt.date(2024, 1, 15))\n"
         "print(time.perf_counter() - t)\n")
     flow = (
@@ -333,7 +333,7 @@ def main() -> None:
             timelines = generated.pop("timelines")
             result["calls"] = generated
 
-            from etl.scoring import score_batch
+            from flows.batch_runner import score_batch
 
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             report, process_wall, rss, pss = run_scoring(calls_dir, args.workers, env)

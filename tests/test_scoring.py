@@ -25,12 +25,11 @@ from etl.scoring import (
     claim_next,
     discover_calls,
     register_batch,
-    run_worker,
-    score_batch,
     score_recording,
     write_result,
 )
 from etl.summaries import ScoredSegment, summarise_call
+from flows.batch_runner import run_worker, score_batch
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 

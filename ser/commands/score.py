@@ -70,7 +70,8 @@ def score_cmd(
                                       workers=n_workers, rules=rules, retry_failed=retry_failed,
                                       stale_minutes=stale_minutes)
         else:
-            from etl.scoring import ScoringConfig, score_batch
+            from etl.scoring import ScoringConfig
+            from flows.batch_runner import score_batch
 
             report = score_batch(
                 engine, path, batch_date=date, model_ref=model, workers=n_workers,
