@@ -171,7 +171,8 @@ def chromium() -> Iterator[Chromium]:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed (CI installs it: apt-get install chromium)")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    with tempfile.TemporaryDirectory(prefix="ser-chromium-") as profile:
+    # Chromium helpers may still be writing the profile as it exits: tolerate leftovers.
+    with tempfile.TemporaryDirectory(prefix="ser-chromium-", ignore_cleanup_errors=True) as profile:
         browser = Chromium(executable, Path(profile))
         try:
             yield browser
