@@ -4,8 +4,13 @@ Used by ``ser predict``: decode each file, extract the model's feature set (same
 channel simulation) and score it. When the model was trained with per-speaker normalisation, the
 files are normalised per speaker group: by default the files of one folder are one speaker (the
 layout of RAVDESS-like corpora and of per-agent exports); ``speaker_by="file"`` treats every file
-as its own speaker (only sensible with several files per speaker, so it is not the default) and
-``"all"`` treats everything given as one speaker.
+as its own speaker and ``"all"`` treats everything given as one speaker.
+
+A group with fewer than ``etl.normalise.MIN_ROWS_OWN_STATS`` files (a single clip, say) is
+normalised toward the statistics of the most similar training speakers (stored with the model),
+so a lone file still gets a sensible prediction (somewhat less accurate than with several clips of
+the speaker, who then is their own baseline). Models registered before those statistics were
+stored cannot do this: their small groups get a warning instead.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from etl.audio import AudioError, is_audio_path, load_audio
-from etl.normalise import normalise_per_speaker
+from etl.normalise import MIN_ROWS_OWN_STATS
 from etl.registry import LoadedModel
 
 SPEAKER_BY = ("folder", "all", "file")
-# Fewer files than this in a speaker group makes per-speaker statistics unreliable.
+# For models without stored speaker statistics: fewer files than this in a speaker group
+# makes its per-speaker statistics unreliable (and one file is normalised to all zeros).
 MIN_FILES_PER_SPEAKER = 4
 
 
@@ -93,6 +99,7 @@ def predict_files(
     if not ok:
         return out, notes
     X = np.vstack(rows).astype(np.float32)
+    keys: list[str] | None = None
     if model.speaker_normalisation:
         keys = [speaker_key(Path(paths[i]), speaker_by) for i in ok]
         for i, key in zip(ok, keys, strict=True):
@@ -100,14 +107,24 @@ def predict_files(
         sizes: dict[str, int] = {}
         for key in keys:
             sizes[key] = sizes.get(key, 0) + 1
-        small = {k: n for k, n in sizes.items() if n < MIN_FILES_PER_SPEAKER}
-        if small:
-            notes.append(
-                f"model {model.ref} normalises features per speaker; {len(small)} speaker group(s) "
-                f"(--speaker-by {speaker_by}) have fewer than {MIN_FILES_PER_SPEAKER} files, so "
-                f"their predictions are unreliable: pass several clips of each speaker together")
-        X = normalise_per_speaker(X, keys)
-    proba = model.model.predict_proba(X)
+        if model.speaker_population is None:
+            small = {k: n for k, n in sizes.items() if n < MIN_FILES_PER_SPEAKER}
+            if small:
+                notes.append(
+                    f"model {model.ref} normalises features per speaker; {len(small)} speaker "
+                    f"group(s) (--speaker-by {speaker_by}) have fewer than "
+                    f"{MIN_FILES_PER_SPEAKER} files, so their predictions are unreliable: pass "
+                    f"several clips of each speaker together (or retrain the model: newer models "
+                    f"handle single files)")
+        else:
+            small = {k: n for k, n in sizes.items() if n < MIN_ROWS_OWN_STATS}
+            if small:
+                notes.append(
+                    f"{len(small)} speaker group(s) (--speaker-by {speaker_by}) have fewer than "
+                    f"{MIN_ROWS_OWN_STATS} files: normalised toward the most similar training "
+                    f"speakers; {MIN_ROWS_OWN_STATS}+ clips of one speaker together are more "
+                    f"accurate")
+    proba = model.predict_proba(X, speakers=keys)
     for row, i in enumerate(ok):
         k = int(proba[row].argmax())
         out[i].emotion = model.classes[k]

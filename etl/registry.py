@@ -33,7 +33,7 @@ from db.models import (
     RegisteredModel,
 )
 from etl.artifacts import ARTIFACT_FORMAT, FittedModel, load_bundle, sha256_bytes
-from etl.normalise import normalise_per_speaker
+from etl.normalise import SpeakerPopulation, normalise_per_speaker
 
 if TYPE_CHECKING:
     from etl.features import FeatureSpec
@@ -52,6 +52,8 @@ class LoadedModel:
     ``predict_proba`` expects rows of ``feature_spec`` features. When ``speaker_normalisation`` is
     true the model was trained on per-speaker z-scored rows: either pass rows already normalised
     with :func:`etl.normalise.normalise_per_speaker`, or pass ``speakers=`` and it is done here.
+    ``speaker_population`` (stored at training time in ``params["speaker_population"]``; None
+    for models registered before it) lets speakers with only a few rows be normalised too.
     """
 
     model_version_id: int
@@ -65,6 +67,7 @@ class LoadedModel:
     algorithm: str
     cv_uar: float | None
     model: FittedModel
+    speaker_population: SpeakerPopulation | None = None
 
     def predict_proba(
         self, X: np.ndarray, *, speakers: Sequence[object] | None = None
@@ -76,11 +79,12 @@ class LoadedModel:
         X : ndarray, shape (n, n_features)
         speakers : sequence of length n, optional
             Speaker key per row; if given and the model uses speaker normalisation, rows are
-            normalised per speaker first. Ignored for models without speaker normalisation.
+            normalised per speaker first (small groups shrunk toward ``speaker_population``).
+            Ignored for models without speaker normalisation.
         """
         X = np.asarray(X, dtype=np.float32)
         if self.speaker_normalisation and speakers is not None:
-            X = normalise_per_speaker(X, speakers)
+            X = normalise_per_speaker(X, speakers, population=self.speaker_population)
         return self.model.predict_proba(X)
 
     def predict(self, X: np.ndarray, *, speakers: Sequence[object] | None = None) -> list[str]:
@@ -279,6 +283,7 @@ def load_model(session: Session, ref: str = DEFAULT_ALIAS) -> LoadedModel:
         feature_spec=feature_spec_for(session, mv.feature_set_id),
         speaker_normalisation=mv.speaker_normalisation, algorithm=mv.algorithm,
         cv_uar=mv.cv_uar, model=model,
+        speaker_population=SpeakerPopulation.from_json((mv.params or {}).get("speaker_population")),
     )
 
 
@@ -357,6 +362,16 @@ def promote_if_better(
                              current.id)
 
 
+def _summarised_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """``params`` with the (large) stored training-speaker statistics reduced to their size."""
+    out = dict(params or {})
+    population = SpeakerPopulation.from_json(out.get("speaker_population"))
+    if population is not None:
+        out["speaker_population"] = (f"{population.n_speakers} training speakers x "
+                                     f"{population.means.shape[1]} features")
+    return out
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -430,7 +445,7 @@ def describe_version(session: Session, ref: str) -> dict[str, Any]:
         "training_set_sha256": mv.training_set_sha256, "folds_sha256": mv.folds_sha256,
         "code_version": mv.code_version, "created_at": mv.created_at.isoformat(),
         "artifact": f"{mv.artifact_format}, {len(mv.artifact)} bytes, sha256 {mv.artifact_sha256}",
-        "params": mv.params, "cv_uar": mv.cv_uar, "pooled_metrics": headline,
+        "params": _summarised_params(mv.params), "cv_uar": mv.cv_uar, "pooled_metrics": headline,
         "per_class": per_class, "fold_uar": {int(f): v for f, v in folds},
         "group_uar": {f"{g}={v}": x for g, v, x in groups},
         "top_features": {f: v for f, v in importances},

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 from db.models import FeatureSet, LabelScheme, LabelSchemeClass
 from etl.artifacts import FittedModel, dump_bundle, from_estimator
 from etl.models_zoo import DEFAULT_ALGORITHM, Algorithm, get_algorithm
-from etl.normalise import normalise_per_speaker
+from etl.normalise import normalise_per_speaker, speaker_population
 
 log = logging.getLogger(__name__)
 
@@ -709,6 +709,10 @@ def _train_model(
         "corpus": config.corpus, "n_actors": dataset.n_actors,
         "excluded_feature_errors": dataset.excluded_feature_errors,
     }
+    if config.speaker_normalisation:
+        # Lets prediction normalise speakers with too few clips of their own (``ser predict
+        # clip.wav``) against similar training actors: see etl.normalise.MIN_ROWS_OWN_STATS.
+        params["speaker_population"] = speaker_population(dataset.X, dataset.groups).to_json()
     fsha = folds_hash(dataset.clip_ids, folds)
     model_name = name or default_model_name(scheme, config.feature_set, config.channel)
     cv_uar = float(np.mean(fold_uars))

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from db.models import ModelMetric, ModelVersion
-from etl.normalise import normalise_per_speaker
+from etl.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
 from etl.registry import load_model
 from etl.train import (
     TrainConfig,
@@ -81,6 +81,18 @@ def test_normalise_per_speaker_uses_each_speakers_own_statistics() -> None:
     assert np.isfinite(constant).all() and not constant.any()
     with pytest.raises(ValueError, match="speakers has 3 entries"):
         normalise_per_speaker(np.ones((4, 2)), [1, 2, 3])
+    # With stored training-speaker statistics: groups of 8+ rows still use only their own,
+    # a lone row is no longer erased to zeros, and the statistics survive their JSON form.
+    c = rng.normal(0, 1, (20, 3))
+    pop = SpeakerPopulation.from_json(
+        speaker_population(np.vstack([a, b, c]), ["a"] * 20 + ["b"] * 10 + ["c"] * 20).to_json())
+    assert pop is not None and pop.n_speakers == 3
+    np.testing.assert_allclose(normalise_per_speaker(a, [0] * 20, population=pop),
+                               normalise_per_speaker(a, [0] * 20), atol=1e-5)
+    lone = normalise_per_speaker(a[:1], ["x"], population=pop)
+    assert np.isfinite(lone).all() and np.abs(lone).max() > 0.1
+    with pytest.raises(ValueError, match="speaker statistics have 3 features"):
+        normalise_per_speaker(np.ones((2, 4)), [1, 2], population=pop)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,6 +295,8 @@ def test_cli_models_and_predict(cli: CliRunner, train_data: TrainData, engine: E
     assert listed.exit_code == 0 and "production" in listed.output
     shown = cli.invoke(app, ["models", "show", "production"])
     assert shown.exit_code == 0 and "folds_sha256" in shown.output
+    shown_json = json.loads(cli.invoke(app, ["models", "show", "production", "--json"]).output)
+    assert shown_json["params"]["speaker_population"] == "5 training speakers x 242 features"
     missing = cli.invoke(app, ["models", "show", "999"])
     assert missing.exit_code == 2 and "no model version matches '999'" in missing.output
 
@@ -299,6 +313,38 @@ def test_cli_models_and_predict(cli: CliRunner, train_data: TrainData, engine: E
 
     one = cli.invoke(app, ["predict", str(min(actor_dir.iterdir())), "--format", "csv"])
     assert one.exit_code == 0 and "path,emotion,confidence,p_angry" in one.output
-    assert "fewer than 4 files" in one.output  # one file cannot be normalised per speaker
+    # One file cannot be normalised against itself: it is normalised toward similar speakers.
+    assert "fewer than 8 files: normalised toward the most similar training" in one.output
     absent = cli.invoke(app, ["predict", "/no/such.wav"])
     assert absent.exit_code == 2 and "no such file" in absent.output
+
+
+def test_single_files_of_unseen_speakers_use_training_speaker_statistics(
+    train_data: TrainData, db_session: Session, tmp_path: Path,
+) -> None:
+    """``ser predict clip.wav`` on a speaker-normalised model: each file alone (its own speaker
+    group) is normalised toward the stored statistics of the most similar training speakers and
+    is nearly as accurate as scoring the speaker's whole folder; without them (models registered
+    before) a lone file is z-scored to all zeros and every file gets the same class."""
+    from etl.predict import predict_files
+    from etl.synth import write_ravdess_corpus
+
+    result = train_model(db_session, FAST)  # actors 1-5
+    model = load_model(db_session, str(result.model_version_id))
+    assert model.speaker_population is not None and model.speaker_population.n_speakers == 5
+    unseen = write_ravdess_corpus(tmp_path, actors=(6, 7, 8),
+                                  emotions=("neutral", "happy", "sad", "angry"), duration_s=1.5)
+    truth = {"01": "calm", "03": "happy", "04": "sad", "05": "angry"}
+
+    def accuracy(speaker_by: str) -> float:
+        predictions, _ = predict_files(model, unseen, speaker_by=speaker_by)
+        return float(np.mean([truth[Path(p.path).name.split("-")[2]] == p.emotion
+                              for p in predictions]))
+
+    by_folder, by_file = accuracy("folder"), accuracy("file")
+    model.speaker_population = None  # a model registered before speaker statistics
+    old_by_file = accuracy("file")
+    # Chance is 0.25; the majority class is 4/14 of the files.
+    assert by_folder > 0.6
+    assert by_file > 0.5 and by_file >= by_folder - 0.15, (by_folder, by_file)
+    assert old_by_file < 0.35, old_by_file
