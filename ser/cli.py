@@ -14,7 +14,7 @@ app = typer.Typer(
 )
 
 # Each module owns one command group; a missing module must not break the others.
-_COMMAND_MODULES = ("db", "ingest", "features", "train", "score", "report", "demo")
+_COMMAND_MODULES = ("db", "ingest", "features", "train", "score", "report", "demo", "prefect")
 
 for _name in _COMMAND_MODULES:
     try:

@@ -34,15 +34,30 @@ def open_database(*, migrate: bool = True) -> Engine:
 
 
 def quiet_prefect() -> None:
-    """Keep Prefect's ephemeral server local and its logging short."""
+    """Prepare Prefect for a CLI command that runs a flow: a quiet, local, reusable API server.
+
+    Unless the user set ``PREFECT_API_URL`` (or ``SER_PREFECT_SERVER=ephemeral``), flows talk to a
+    background Prefect server under ``$SER_HOME/prefect`` that later commands reuse (see
+    ``ser/prefect_server.py``); if it cannot start, Prefect's ephemeral mode is the fallback.
+    """
     import os
 
+    from ser.prefect_server import PrefectServerError, start_server
+
+    settings = get_settings()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
-    home = get_settings().home / "prefect"
+    home = settings.home / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))
+    if os.environ.get("PREFECT_API_URL") or settings.prefect_server != "local":
+        return
+    try:
+        os.environ["PREFECT_API_URL"] = start_server(home).api_url
+    except PrefectServerError as exc:
+        typer.secho(f"warning: {exc}; using Prefect's ephemeral mode", err=True,
+                    fg=typer.colors.YELLOW)
 
 
 def is_tty() -> bool:

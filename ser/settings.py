@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,7 +14,8 @@ class Settings(BaseSettings):
     """Runtime configuration.
 
     Environment variables (case-insensitive): ``DATABASE_URL``, ``SER_HOME``, ``SER_REPORTS_DIR``,
-    ``SER_DASK_ADDRESS``, ``SER_WORKERS``, ``SER_NIGHTLY_CRON``, ``SER_INBOX``.
+    ``SER_DASK_ADDRESS``, ``SER_WORKERS``, ``SER_NIGHTLY_CRON``, ``SER_INBOX``,
+    ``SER_PREFECT_SERVER``.
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
@@ -28,6 +30,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, alias="SER_WORKERS", ge=1)
     nightly_cron: str = Field(default="0 2 * * *", alias="SER_NIGHTLY_CRON")
     inbox: Path | None = Field(default=None, alias="SER_INBOX")
+    prefect_server: Literal["local", "ephemeral"] = Field(
+        default="local", alias="SER_PREFECT_SERVER",
+        description="local: a background Prefect server reused by every command; "
+        "ephemeral: Prefect's per-process temporary server.")
 
     @property
     def home(self) -> Path:

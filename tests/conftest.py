@@ -24,6 +24,10 @@ from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import Base
 
+# CLI commands in tests use Prefect's ephemeral mode (or a harness), never a lingering background
+# server; tests/test_prefect_server.py covers the background server on its own.
+os.environ.setdefault("SER_PREFECT_SERVER", "ephemeral")
+
 # Tables whose rows are seeded by migrations; never truncated between tests.
 SEEDED_TABLES = {"label_schemes", "label_scheme_classes"}
 

@@ -1,0 +1,36 @@
+"""The background Prefect server: started once, reused, stopped; flows run against it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ser.prefect_server import running_server, start_server, stop_server
+
+
+def test_server_is_started_once_reused_and_stopped(tmp_path: Path) -> None:
+    home = tmp_path / "prefect"
+    assert running_server(home) is None
+    first = start_server(home)
+    try:
+        assert running_server(home) == first
+        assert start_server(home) == first  # reused, not a second server
+        flow = (
+            "from prefect import flow\n"
+            "@flow\n"
+            "def ping() -> int:\n"
+            "    return 41 + 1\n"
+            "print(ping())\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", flow], capture_output=True, text=True, timeout=120,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(home),
+                 "PREFECT_API_URL": first.api_url, "PREFECT_LOGGING_LEVEL": "ERROR",
+                 "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip().endswith("42")
+    finally:
+        assert stop_server(home)
+    assert running_server(home) is None
+    assert not stop_server(home)
