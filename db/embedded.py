@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
         server = pgserver.get_server(pgdata, cleanup_mode=None)
-    except Exception as exc:  # noqa: BLE001 - surface one actionable message
+    except Exception as exc:
         raise EmbeddedServerError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
             "Set DATABASE_URL to use an existing server instead."

@@ -7,9 +7,10 @@ batch, call, segment, escalation.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
+    REAL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -21,7 +22,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    REAL,
     String,
     Text,
     UniqueConstraint,
@@ -41,7 +41,7 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSONB}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSONB}
 
 
 def _now() -> Any:

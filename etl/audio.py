@@ -74,7 +74,7 @@ def _read_info_audioread(path: Path, original: Exception) -> AudioInfo:
         import audioread
 
         with audioread.audio_open(str(path)) as handle:
-            frames = int(round(handle.duration * handle.samplerate))
+            frames = round(handle.duration * handle.samplerate)
             return AudioInfo(int(handle.samplerate), int(handle.channels), frames,
                              path.suffix.lower().lstrip("."))
     except Exception:  # noqa: BLE001

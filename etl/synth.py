@@ -96,7 +96,7 @@ def synthesize(
         return neutral + (value - neutral) * intensity
 
     rng = np.random.default_rng(seed)
-    n = int(round(duration_s * sr))
+    n = round(duration_s * sr)
     t = np.arange(n) / sr
     pad = 0.12  # leading/trailing silence, as in studio recordings
     speech = (t > pad) & (t < duration_s - pad)

@@ -12,8 +12,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, make_url, text
 
 from db.engine import make_engine
-from db.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
-from db.migrate import include_object
+from db.migrate import (
+    alembic_config,
+    current_revision,
+    downgrade,
+    head_revision,
+    include_object,
+    upgrade,
+)
 from db.models import Base
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import typer
-
 from urllib.parse import unquote
+
+import typer
 
 from db.embedded import psql_url
 from db.engine import get_engine
