@@ -39,6 +39,7 @@ def _run_twice(engine: Engine, corpus: str, root: Path, workers: int | None) -> 
                 run_id = start_run(session, corpus=corpus, path=str(root))
             counts = ingest_folder(session, corpus=corpus, root=root, run_id=run_id,
                                    workers=workers)
+            session.commit()  # etl never commits: the caller does
             with session.begin():
                 finish_run(session, run_id=run_id, counts=counts)
             seconds = time.perf_counter() - start

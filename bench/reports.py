@@ -4,7 +4,7 @@ Creates a throw-away database (on DATABASE_URL's server, else the embedded one u
 inserts a model, 30 nights of history and one night of 1,000 scored calls with the test
 factories, renders each kind of report and prints JSON. Usage::
 
-    python -m bench.reports [--calls 1000] [--history 30]
+    python bench/reports.py [--calls 1000] [--history 30]
 """
 
 from __future__ import annotations
@@ -12,10 +12,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and "reports" would be this
+# module; the project root (reports/, tests/) must win.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from sqlalchemy import make_url, text
 
