@@ -35,6 +35,7 @@ from etl.features import (
     pending_clips,
     store_results,
 )
+from flows.worker_pool import PREWARMED, local_pool
 
 DEFAULT_CHUNK_SIZE = 32
 
@@ -83,37 +84,6 @@ def _chunks(engine: Any, *, feature_set_id: int, corpus: str | None, chunk_size:
             yield rows[i: i + chunk_size]
 
 
-# Worker processes fork from a server that has already imported the extraction stack, so a
-# worker starts in milliseconds instead of re-importing numpy/scipy/librosa (seconds each).
-_WORKER_PRELOAD = ["etl.features", "etl.dsp", "etl.audio", "scipy.fft", "scipy.ndimage",
-                   "soxr", "soundfile", "librosa", "threadpoolctl"]
-
-
-_PREWARMED: dict[int, ProcessPoolExecutor] = {}
-
-
-def _local_pool(workers: int) -> ProcessPoolExecutor:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(_WORKER_PRELOAD)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-
-
-def _warm() -> None:
-    import etl.features  # noqa: F401 - already imported by the forkserver; just touch a worker
-
-
-def prewarm_pool(workers: int) -> None:
-    """Start the worker processes now (they import the extraction stack in the background)
-    so that their start-up overlaps the Prefect API server's; `run_features` picks them up."""
-    if workers > 1 and workers not in _PREWARMED:
-        pool = _local_pool(workers)
-        for _ in range(workers):
-            pool.submit(_warm)
-        _PREWARMED[workers] = pool
-
-
 def run_features(
     *,
     set_name: str = "rich",
@@ -142,9 +112,9 @@ def run_features(
         pending = count_pending(session, feature_set_id=fs_id, corpus=corpus)
     report = FeaturesReport(set_name, channel, fs_id, spec.n_features, pending=pending)
     if pending == 0:
-        for warm in _PREWARMED.values():
+        for warm in PREWARMED.values():
             warm.shutdown(wait=False, cancel_futures=True)
-        _PREWARMED.clear()
+        PREWARMED.clear()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -167,7 +137,7 @@ def run_features(
     pool: ProcessPoolExecutor | None = None
     if submit is None:
         if workers > 1:
-            pool = _PREWARMED.pop(workers, None) or _local_pool(workers)
+            pool = PREWARMED.pop(workers, None) or local_pool(workers)
             submit = partial(pool.submit, extract_files, spec=spec)
         else:
             submit = partial(_Done.of, extract_files, spec=spec)

@@ -49,12 +49,13 @@ def features_cmd(
         "set_name": set_name, "channel": channel, "corpus": corpus, "workers": workers,
         "chunk_size": chunk_size, "retry_errors": retry_errors,
         "progress": is_tty() or not as_json}
-    if use_prefect:
-        quiet_prefect()  # before anything imports prefect
     if not dask_address:
-        from flows.features import prewarm_pool
+        # First, so the workers import the extraction stack while this process imports Prefect.
+        from flows.worker_pool import prewarm_pool
 
         prewarm_pool(workers or get_settings().workers)
+    if use_prefect:
+        quiet_prefect()  # before anything imports prefect
     if use_prefect:
         from flows.features import features_flow
 

@@ -1,0 +1,39 @@
+"""The local feature-extraction worker pool, kept free of Prefect imports.
+
+``ser features`` starts it first thing, so the workers' imports (numpy, scipy, librosa) run in
+their own processes while the command itself imports Prefect and connects to its server.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+
+# Worker processes fork from a server that has already imported the extraction stack, so a
+# worker starts in milliseconds instead of re-importing numpy/scipy/librosa (seconds each).
+_WORKER_PRELOAD = ["etl.features", "etl.dsp", "etl.audio", "scipy.fft", "scipy.ndimage",
+                   "soxr", "soundfile", "librosa", "threadpoolctl"]
+
+
+PREWARMED: dict[int, ProcessPoolExecutor] = {}
+
+
+def local_pool(workers: int) -> ProcessPoolExecutor:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_WORKER_PRELOAD)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+def _warm() -> None:
+    import etl.features  # noqa: F401 - already imported by the forkserver; just touch a worker
+
+
+def prewarm_pool(workers: int) -> None:
+    """Start the worker processes now (they import the extraction stack in the background)
+    so that their start-up overlaps the Prefect API server's; `run_features` picks them up."""
+    if workers > 1 and workers not in PREWARMED:
+        pool = local_pool(workers)
+        for _ in range(workers):
+            pool.submit(_warm)
+        PREWARMED[workers] = pool
