@@ -324,11 +324,9 @@ def main() -> None:
 
         stop_server(scratch / "home" / "prefect")  # `ser ingest` started it; later runs reuse it
         try:
-            import pgserver
+            from db.embedded import stop_embedded
 
-            server = pgserver.get_server(scratch / "home" / "pgdata", cleanup_mode=None)
-            server.cleanup_mode = "stop"
-            server.cleanup()
+            stop_embedded(scratch / "home" / "pgdata")
         except Exception as exc:  # noqa: BLE001 - the scratch dir goes anyway
             print(f"warning: could not stop the scratch server: {exc}", file=sys.stderr)
         shutil.rmtree(scratch, ignore_errors=True)

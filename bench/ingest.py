@@ -61,6 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ser-bench-ingest-") as tmp:
         os.environ["SER_HOME"] = str(Path(tmp) / "home")
         os.environ.pop("DATABASE_URL", None)
+        from db.embedded import stop_embedded
         from db.engine import get_engine
         from db.migrate import ensure_migrated
         from ser.settings import get_settings
@@ -90,17 +91,8 @@ def main() -> None:
                                    **_run_twice(engine, "ravdess", synth, args.workers)}
         finally:
             engine.dispose()
-            _stop_embedded(get_settings().embedded_pgdata)
+            stop_embedded(get_settings().embedded_pgdata)
     print(json.dumps(result, indent=2))
-
-
-def _stop_embedded(pgdata: Path) -> None:
-    """Stop the scratch server this benchmark started (only the one on our temporary pgdata)."""
-    import pgserver
-
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
-    server.cleanup_mode = "stop"
-    server.cleanup()
 
 
 if __name__ == "__main__":

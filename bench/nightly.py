@@ -325,6 +325,7 @@ def main() -> None:
         os.environ["SER_HOME"] = str(tmp / "home")
         os.environ.pop("DATABASE_URL", None)
         os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
+        from db.embedded import stop_embedded
         from db.engine import get_engine
         from db.migrate import ensure_migrated
         from ser.settings import get_settings
@@ -393,17 +394,8 @@ def main() -> None:
             result["prefect"] = prefect_overhead(env, calls_dir)
         finally:
             engine.dispose()
-            _stop_embedded(get_settings().embedded_pgdata)
+            stop_embedded(get_settings().embedded_pgdata)
     print(json.dumps(result, indent=2))
-
-
-def _stop_embedded(pgdata: Path) -> None:
-    """Stop the scratch server this benchmark started (only the one on our temporary pgdata)."""
-    import pgserver
-
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
-    server.cleanup_mode = "stop"
-    server.cleanup()
 
 
 if __name__ == "__main__":

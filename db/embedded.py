@@ -57,3 +57,13 @@ def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE) -> str:
 def psql_url(sqlalchemy_url: str) -> str:
     """The same URL in the form `psql` accepts (no driver suffix)."""
     return sqlalchemy_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
+def stop_embedded(pgdata: Path) -> None:
+    """Stop the embedded server on ``pgdata`` (benchmarks' scratch servers; users keep theirs)."""
+    _quiet_platformdirs()
+    import pgserver
+
+    server = pgserver.get_server(pgdata.expanduser().resolve(), cleanup_mode=None)
+    server.cleanup_mode = "stop"
+    server.cleanup()
