@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 import time
 import warnings
@@ -121,6 +122,20 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="ser-bench-accuracy-"))
     os.environ["SER_HOME"] = str(home)
     os.environ.pop("DATABASE_URL", None)
+    try:
+        evaluate(args, home)
+    finally:
+        if args.home is None:  # our scratch home: stop its servers, then delete it
+            from db.embedded import stop_embedded
+            from ser.prefect_server import stop_server
+
+            stop_server(home / "prefect")
+            stop_embedded(home / "pgdata")
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def evaluate(args: argparse.Namespace, home: Path) -> None:
+    """Build features through the project pipeline in ``home``, then score every model."""
     pipeline_seconds = run_pipeline(args.data, home)
 
     from sklearn.metrics import balanced_accuracy_score
