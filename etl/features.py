@@ -587,10 +587,9 @@ def _seed_vector(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     Mirrors librosa 0.11: power mel (Slaney), ``power_to_db(ref=1, amin=1e-10, top_db=80)``
     then orthonormal DCT-II (the mean of a DCT is the DCT of the mean, so it is applied once);
     chroma of the *magnitude* (as the seed code passes ``S=np.abs(stft)``) with tuning
-    estimated by ``librosa.estimate_tuning`` on that magnitude and inf-norm per frame.
+    estimated as ``librosa.estimate_tuning`` does on that magnitude (`dsp.estimate_tuning`
+    reproduces it exactly) and inf-norm per frame.
     """
-    import librosa
-
     p, sr = spec.params, spec.sample_rate
     mel_fb, dct_m = _seed_kernels(spec)
     mag = dsp.librosa_stft_magnitude(y, n_fft=p["n_fft"], hop=p["hop"])  # (K, F)
@@ -598,7 +597,8 @@ def _seed_vector(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     log_mel = 10.0 * np.log10(np.maximum(mel, 1e-10))
     log_mel = np.maximum(log_mel, log_mel.max() - p["mfcc_top_db"])
     mfcc_mean = dct_m @ log_mel.mean(axis=1, dtype=np.float64)
-    tuning = float(librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=p["n_chroma"]))
+    # librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=n_chroma), bit for bit, ~10x faster
+    tuning = dsp.estimate_tuning(mag, sr=sr, bins_per_octave=p["n_chroma"])
     chroma = _chroma_filter(sr, p["n_fft"], tuning, p["n_chroma"]) @ mag
     norms = np.abs(chroma).max(axis=0)
     norms[norms < np.finfo(chroma.dtype).tiny] = 1.0

@@ -130,6 +130,46 @@ def test_seed180_matches_librosa_reference(speech: np.ndarray) -> None:
     assert np.corrcoef(ours, ref)[0, 1] > 0.999999
 
 
+@pytest.mark.filterwarnings("ignore:Trying to estimate tuning from empty frequency set")
+def test_fast_tuning_equals_librosa_exactly() -> None:
+    """dsp.estimate_tuning replaces librosa.estimate_tuning in seed180: equal to the last bit
+    (tuning is an argmax over 0.01-semitone bins, so near-equal is not good enough)."""
+    import librosa
+
+    from etl import dsp
+
+    tunings = set()
+    cases = [(emotion, actor, sr) for emotion, actor in (("angry", 3), ("sad", 8), ("happy", 11))
+             for sr in (22050, 8000)]
+    for emotion, actor, sr in cases:
+        y = synthesize(emotion, voice=Voice.for_actor(actor), seed=actor, sr=sr, duration_s=1.5)
+        n_fft = 2048 if sr == 22050 else 1024
+        for mag in (dsp.librosa_stft_magnitude(y, n_fft=n_fft, hop=n_fft // 4),  # float32
+                    np.abs(librosa.stft(y.astype(np.float64), n_fft=n_fft))):  # float64
+            ref = librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=12)
+            assert dsp.estimate_tuning(mag, sr=sr, bins_per_octave=12) == ref, (emotion, sr, mag.dtype)
+            tunings.add(float(ref))
+    assert len(tunings) >= 3  # the cases really differ
+    # a tone 23 cents sharp
+    t = np.arange(22050, dtype=np.float32) / 22050
+    tone = (np.sin(2 * np.pi * 440 * 2 ** (0.23 / 12) * t)
+            + 0.5 * np.sin(2 * np.pi * 660 * t)).astype(np.float32)
+    tone_mag = dsp.librosa_stft_magnitude(tone, n_fft=2048, hop=512)
+    assert dsp.estimate_tuning(tone_mag, sr=22050) == librosa.estimate_tuning(S=tone_mag, sr=22050) != 0.0
+    # the peaks themselves against librosa.piptrack; noise has thousands of peaks, enough to
+    # catch a float32-vs-float64 slip in the interpolation (the tuning alone may not move)
+    noise = np.abs(np.random.default_rng(0).standard_normal((1025, 60))).astype(np.float32)
+    for mag in (tone_mag, noise):
+        pitches, mags = librosa.piptrack(S=mag, sr=22050)
+        bins, frames, pitch, peak_mags = dsp.piptrack_peaks(mag, sr=22050)
+        assert np.array_equal(np.nonzero(pitches), (bins, frames))
+        assert np.array_equal(pitches[bins, frames], pitch)
+        assert np.array_equal(mags[bins, frames], peak_mags)
+    # nothing above fmin: both give 0.0
+    silent = np.zeros((1025, 20), np.float32)
+    assert dsp.estimate_tuning(silent, sr=22050) == librosa.estimate_tuning(S=silent, sr=22050) == 0.0
+
+
 def test_extract_segments_shapes_validity_and_agreement(speech: np.ndarray) -> None:
     spec = feature_spec("rich", "telephony")
     call = np.concatenate([speech, np.zeros(48000, np.float32), speech])  # 6 s
