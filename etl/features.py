@@ -597,7 +597,7 @@ def _seed_vector(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     log_mel = 10.0 * np.log10(np.maximum(mel, 1e-10))
     log_mel = np.maximum(log_mel, log_mel.max() - p["mfcc_top_db"])
     mfcc_mean = dct_m @ log_mel.mean(axis=1, dtype=np.float64)
-    # librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=n_chroma), bit for bit, ~10x faster
+    # librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=n_chroma), bit for bit, ~6x faster
     tuning = dsp.estimate_tuning(mag, sr=sr, bins_per_octave=p["n_chroma"])
     chroma = _chroma_filter(sr, p["n_fft"], tuning, p["n_chroma"]) @ mag
     norms = np.abs(chroma).max(axis=0)
