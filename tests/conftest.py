@@ -27,6 +27,9 @@ from db.models import Base
 # CLI commands in tests use Prefect's ephemeral mode (or a harness), never a lingering background
 # server; tests/test_prefect_server.py covers the background server on its own.
 os.environ.setdefault("SER_PREFECT_SERVER", "ephemeral")
+# Prefect gives its ephemeral server 20 s to start; on two busy cores (the suite runs Prefect
+# subprocesses side by side with extraction) it has been seen to need more.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 # Tables whose rows are seeded by migrations; never truncated between tests.
 SEEDED_TABLES = {"label_schemes", "label_scheme_classes"}
