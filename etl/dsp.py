@@ -14,6 +14,8 @@ import scipy.fft as sfft
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
+from etl.filters import hann64
+
 EPS = 1e-10
 
 
@@ -22,14 +24,6 @@ def hann(length: int) -> np.ndarray:
     """Periodic Hann window (what librosa/scipy use for STFTs), float32 ``(length,)``."""
     n = np.arange(length, dtype=np.float64)
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
-
-
-@lru_cache(maxsize=8)
-def hann64(length: int) -> np.ndarray:
-    """float64 periodic Hann exactly as ``scipy.signal.get_window("hann", length)`` (librosa's)."""
-    from scipy.signal import get_window
-
-    return np.asarray(get_window("hann", length, fftbins=True), dtype=np.float64)
 
 
 def frame_count(n_samples: int, hop: int) -> int:
@@ -74,8 +68,11 @@ def iter_stft_blocks(
             piece = np.concatenate([np.zeros(max(-lo, 0), np.float32), piece,
                                     np.zeros(max(hi - len(signal), 0), np.float32)])
         raw = sliding_window_view(piece, win_length)[::hop]
-        # scipy.fft keeps float32 (complex64) and is several times faster than numpy.fft here
-        spectrum = sfft.rfft(raw * window, n=n_fft, axis=1, overwrite_x=True)
+        # scipy.fft keeps float32 (complex64) and is several times faster than numpy.fft here;
+        # zero padding into a preallocated buffer is ~4x cheaper than rfft(..., n=n_fft)
+        padded = np.zeros((len(raw), n_fft), dtype=np.float32)
+        np.multiply(raw, window, out=padded[:, :win_length])
+        spectrum = sfft.rfft(padded, axis=1)
         yield first, raw, spectrum
 
 
@@ -91,7 +88,8 @@ def librosa_stft_magnitude(signal: np.ndarray, *, n_fft: int, hop: int) -> np.nd
     """
     padded = np.pad(signal.astype(np.float32, copy=False), n_fft // 2, mode="constant")
     frames = sliding_window_view(padded, n_fft)[::hop]
-    spectrum = sfft.rfft(frames * hann64(n_fft), axis=1, overwrite_x=True)
+    # (overwrite_x=True is ~4x slower here: scipy then takes a copying code path)
+    spectrum = sfft.rfft(frames * hann64(n_fft), axis=1)
     return np.ascontiguousarray(np.abs(spectrum.astype(np.complex64)).T)
 
 
@@ -395,5 +393,19 @@ def _pitch_tuning(frequencies: np.ndarray, *, resolution: float, bins_per_octave
     residual = np.mod(bins_per_octave * np.log2(frequencies / (440.0 / 16)), 1.0)
     residual[residual >= 0.5] -= 1.0  # 0.95 of a bin is -0.05 from the next one up
     edges = np.linspace(-0.5, 0.5, int(np.ceil(1.0 / resolution)) + 1)
-    counts, _ = np.histogram(residual, edges)
-    return float(edges[np.argmax(counts)])
+    return float(edges[np.argmax(_uniform_histogram(residual, edges))])
+
+
+def _uniform_histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.histogram(values, edges)[0]`` for evenly spaced ``edges``, ~6x faster.
+
+    The bin is computed arithmetically, then moved by one where rounding put a value on the
+    wrong side of an edge, so counts equal numpy's (half-open bins, the last one closed).
+    """
+    n_bins = len(edges) - 1
+    v = values[(values >= edges[0]) & (values <= edges[-1])]
+    idx = np.floor((v - edges[0]) * (n_bins / (edges[-1] - edges[0]))).astype(np.intp)
+    np.clip(idx, 0, n_bins - 1, out=idx)
+    idx -= v < edges[idx]
+    idx += (v >= edges[np.minimum(idx + 1, n_bins)]) & (idx < n_bins - 1)
+    return np.bincount(idx, minlength=n_bins)
