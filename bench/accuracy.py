@@ -141,7 +141,8 @@ def evaluate(args: argparse.Namespace, home: Path) -> None:
     from sklearn.metrics import balanced_accuracy_score
 
     from db.engine import get_engine, session_scope
-    from etl.features import ensure_feature_set, feature_spec
+    from etl.feature_store import ensure_feature_set
+    from etl.features import feature_spec
     from etl.train import (
         TrainConfig,
         cross_validate,

@@ -281,7 +281,8 @@ def main() -> None:
         from sqlalchemy import text
 
         from db.engine import get_engine, session_scope
-        from etl.features import feature_spec, load_feature_matrix
+        from etl.feature_store import load_feature_matrix
+        from etl.features import feature_spec
 
         engine = get_engine()
         for set_name in [s for s in args.sets.split(",") if s]:

@@ -202,7 +202,8 @@ def choose_label_scheme(session: Session, *, corpus: str | None = None) -> str:
 
 def resolve_feature_set(session: Session, *, name: str, channel: str) -> int:
     """feature_sets.id of the current parameters of feature set ``name`` on ``channel``."""
-    from etl.features import ensure_feature_set, feature_spec
+    from etl.feature_store import ensure_feature_set
+    from etl.features import feature_spec
 
     try:
         spec = feature_spec(name, channel)
@@ -228,7 +229,7 @@ def load_dataset(
         feature error); clips without an actor; fewer actors than folds; a class spoken by a
         single actor (it would be missing from that actor's training folds).
     """
-    from etl.features import load_feature_matrix
+    from etl.feature_store import load_feature_matrix
 
     feature_set = session.get(FeatureSet, feature_set_id)
     if feature_set is None:

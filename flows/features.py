@@ -25,16 +25,14 @@ from prefect.cache_policies import NONE
 from tqdm import tqdm
 
 from db.engine import get_engine, session_scope
-from etl.features import (
-    ClipResult,
+from etl.feature_store import (
     clear_errors,
     count_pending,
     ensure_feature_set,
-    extract_files,
-    feature_spec,
     pending_clips,
     store_results,
 )
+from etl.features import ClipResult, extract_files, feature_spec
 from flows.worker_pool import PREWARMED, local_pool
 
 DEFAULT_CHUNK_SIZE = 32

@@ -1,7 +1,8 @@
 """The local feature-extraction worker pool, kept free of Prefect imports.
 
-``ser features`` starts it first thing, so the workers' imports (numpy, scipy, librosa) run in
-their own processes while the command itself imports Prefect and connects to its server.
+``ser features`` starts it first thing, so the workers' imports (numpy, scipy.fft, soundfile,
+soxr) run in their own processes while the command itself imports Prefect and connects to its
+server. Workers import neither librosa nor the database layer (etl.filters has the filter banks).
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 
 # Worker processes fork from a server that has already imported the extraction stack, so a
-# worker starts in milliseconds instead of re-importing numpy/scipy/librosa (seconds each).
-_WORKER_PRELOAD = ["etl.features", "etl.dsp", "etl.audio", "scipy.fft", "scipy.ndimage",
-                   "soxr", "soundfile", "librosa", "threadpoolctl"]
+# worker starts in milliseconds instead of re-importing numpy/scipy (about a second).
+_WORKER_PRELOAD = ["etl.features", "etl.dsp", "etl.audio", "etl.filters", "scipy.fft",
+                   "scipy.ndimage", "scipy.sparse", "soxr", "soundfile", "threadpoolctl"]
 
 
 PREWARMED: dict[int, ProcessPoolExecutor] = {}

@@ -15,15 +15,13 @@ from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session
 
 from db.models import Clip, FeatureError, FeatureSet
+from etl.feature_store import ensure_feature_set, load_feature_matrix, store_results
 from etl.features import (
     ClipResult,
     FeatureExtractionError,
-    ensure_feature_set,
     extract,
     extract_segments,
     feature_spec,
-    load_feature_matrix,
-    store_results,
 )
 from etl.synth import Voice, synthesize
 

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from db.models import AliasHistory, ModelAlias, ModelVersion
 from etl.artifacts import ArtifactError, FittedModel, dump_bundle, from_estimator, load_bundle
-from etl.features import ensure_feature_set, feature_spec
+from etl.feature_store import ensure_feature_set
+from etl.features import feature_spec
 from etl.models_zoo import ALGORITHMS
 from etl.registry import (
     ModelNotFoundError,

@@ -172,7 +172,7 @@ def test_telephony_model_with_speaker_normalisation(train_data: TrainData,
         "SELECT array_agg(f.clip_id ORDER BY f.clip_id), array_agg(c.actor_id ORDER BY f.clip_id) "
         "FROM clip_features f JOIN clips c ON c.id = f.clip_id WHERE f.feature_set_id = :fs"),
         {"fs": result.feature_set_id}).one()
-    from etl.features import load_feature_matrix
+    from etl.feature_store import load_feature_matrix
 
     _, feats = load_feature_matrix(db_session, feature_set_id=result.feature_set_id)
     proba = model.predict_proba(feats, speakers=X)

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from etl.artifacts import dump_bundle, from_estimator
 from etl.callgen import ClipBank
-from etl.features import ensure_feature_set, extract, feature_spec
+from etl.feature_store import ensure_feature_set
+from etl.features import extract, feature_spec
 from etl.labels import map_emotion
 from etl.normalise import normalise_per_speaker
 from etl.registry import register_model_version, set_alias

@@ -13,7 +13,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from etl.features import ensure_feature_set, extract_files, feature_spec, store_results
+from etl.feature_store import ensure_feature_set, store_results
+from etl.features import extract_files, feature_spec
 from etl.ingest import finish_run, ingest_folder, start_run
 from etl.synth import write_ravdess_corpus
 

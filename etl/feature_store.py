@@ -1,0 +1,157 @@
+"""Feature vectors in PostgreSQL: feature set versions, pending clips, bulk writes, reads.
+
+``feature_sets`` holds each set's identity (name, channel, params hash) and ordered feature
+names; ``clip_features`` one ``real[]`` per (clip, set, segment); ``feature_errors`` the reason
+a clip has no vector. Functions here never commit; callers own transactions.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from db.models import FeatureError, FeatureSet
+from etl.features import ClipResult, FeatureSpec
+
+
+def ensure_feature_set(session: Session, spec: FeatureSpec) -> int:
+    """``feature_sets.id`` of ``spec``, creating the next version if its params are new."""
+    def lookup() -> int | None:
+        return session.scalar(select(FeatureSet.id).where(
+            FeatureSet.name == spec.name, FeatureSet.channel == spec.channel,
+            FeatureSet.params_hash == spec.params_hash))
+
+    existing = lookup()
+    if existing is not None:
+        return existing
+    version = (session.scalar(select(func.max(FeatureSet.version)).where(
+        FeatureSet.name == spec.name, FeatureSet.channel == spec.channel)) or 0) + 1
+    session.execute(pg_insert(FeatureSet).values(
+        name=spec.name, channel=spec.channel, version=version,
+        feature_names=list(spec.feature_names),
+        params={**spec.params, "sample_rate": spec.sample_rate},
+        params_hash=spec.params_hash).on_conflict_do_nothing())
+    created = lookup()
+    if created is None:  # a concurrent writer took this version number with other params
+        raise RuntimeError(f"could not register feature set {spec.name}/{spec.channel}; retry")
+    return created
+
+
+_PENDING_SQL = """
+SELECT c.id, c.path FROM clips c
+WHERE c.is_current AND c.id > :after AND (CAST(:corpus AS text) IS NULL OR c.corpus = :corpus)
+  AND NOT EXISTS (SELECT 1 FROM clip_features f WHERE f.clip_id = c.id
+                  AND f.feature_set_id = :fs AND f.seg_start_s = 0 AND f.seg_end_s = -1)
+  AND NOT EXISTS (SELECT 1 FROM feature_errors e WHERE e.clip_id = c.id AND e.feature_set_id = :fs)
+ORDER BY c.id LIMIT :limit
+"""
+
+
+def pending_clips(session: Session, *, feature_set_id: int, corpus: str | None = None,
+                  after_id: int = 0, limit: int = 1000) -> list[tuple[int, str]]:
+    """Next ``limit`` current clips (id > ``after_id``) with neither features nor an error.
+
+    Keyset pagination: callers stream chunks without holding every clip in memory.
+    """
+    rows = session.execute(text(_PENDING_SQL), {"after": after_id, "corpus": corpus,
+                                                "fs": feature_set_id, "limit": limit})
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def count_pending(session: Session, *, feature_set_id: int, corpus: str | None = None) -> int:
+    sql = f"SELECT count(*) FROM ({_PENDING_SQL.replace('LIMIT :limit', '')}) AS pending"
+    return int(session.scalar(text(sql), {"after": 0, "corpus": corpus, "fs": feature_set_id}) or 0)
+
+
+def _real_array_literal(values: np.ndarray) -> str:
+    # repr of a float32 widened to float64 round-trips exactly through PostgreSQL's real.
+    return "{" + ",".join(map(repr, values.astype(np.float64).tolist())) + "}"
+
+
+def store_results(session: Session, *, feature_set_id: int,
+                  results: Sequence[ClipResult]) -> tuple[int, int]:
+    """Bulk-write whole-clip vectors (COPY into a temp table, then INSERT .. ON CONFLICT DO
+    NOTHING) and error reasons. Idempotent. Returns ``(stored, errors)`` actually inserted.
+
+    Raises
+    ------
+    ValueError
+        a vector with NaN/inf (never stored) or of the wrong length.
+    """
+    good = [r for r in results if r.values is not None]
+    bad = [r for r in results if r.values is None]
+    stored = errors = 0
+    if good:
+        n_expected = session.scalar(select(func.cardinality(FeatureSet.feature_names)).where(
+            FeatureSet.id == feature_set_id))
+        buf = io.StringIO()
+        for r in good:
+            assert r.values is not None
+            if not np.isfinite(r.values).all():
+                raise ValueError(f"clip {r.clip_id}: refusing to store non-finite features")
+            if len(r.values) != n_expected:
+                raise ValueError(f"clip {r.clip_id}: {len(r.values)} values, feature set "
+                                 f"{feature_set_id} has {n_expected} names")
+            buf.write(f"{r.clip_id}\t{_real_array_literal(r.values)}\n")
+        buf.seek(0)
+        session.execute(text("CREATE TEMP TABLE IF NOT EXISTS _features_in "
+                             "(clip_id integer, vals real[]) ON COMMIT DELETE ROWS"))
+        session.execute(text("TRUNCATE _features_in"))
+        dbapi = session.connection().connection.dbapi_connection
+        assert dbapi is not None
+        with dbapi.cursor() as cur:
+            cur.copy_expert("COPY _features_in (clip_id, vals) FROM STDIN", buf)
+        stored = session.execute(text(
+            "INSERT INTO clip_features (clip_id, feature_set_id, seg_start_s, seg_end_s, values) "
+            "SELECT clip_id, :fs, 0, -1, vals FROM _features_in "
+            "ON CONFLICT DO NOTHING"), {"fs": feature_set_id}).rowcount
+    if bad:
+        errors = len(session.execute(
+            pg_insert(FeatureError).on_conflict_do_nothing().returning(FeatureError.clip_id),
+            [{"clip_id": r.clip_id, "feature_set_id": feature_set_id, "reason": r.reason or "unknown"}
+             for r in bad]).all())
+    return int(stored or 0), int(errors or 0)
+
+
+def clear_errors(session: Session, *, feature_set_id: int, corpus: str | None = None) -> int:
+    """Forget recorded errors so those clips are tried again. Returns rows deleted."""
+    return int(session.execute(text(
+        "DELETE FROM feature_errors e USING clips c WHERE e.clip_id = c.id "
+        "AND e.feature_set_id = :fs AND (CAST(:corpus AS text) IS NULL OR c.corpus = :corpus)"),
+        {"fs": feature_set_id, "corpus": corpus}).rowcount or 0)
+
+
+def load_feature_matrix(
+    session: Session,
+    *,
+    feature_set_id: int,
+    clip_ids: Sequence[int] | None = None,
+    corpus: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-clip feature rows of current clips, ordered by clip id.
+
+    Returns
+    -------
+    clip_ids : int64 ``(n,)``; X : float32 ``(n, n_features)``
+    """
+    sql = ("SELECT f.clip_id, f.values FROM clip_features f JOIN clips c ON c.id = f.clip_id "
+           "WHERE f.feature_set_id = :fs AND f.seg_start_s = 0 AND f.seg_end_s = -1 "
+           "AND c.is_current AND (CAST(:corpus AS text) IS NULL OR c.corpus = :corpus)")
+    params: dict[str, Any] = {"fs": feature_set_id, "corpus": corpus}
+    if clip_ids is not None:
+        sql += " AND f.clip_id = ANY(:ids)"
+        params["ids"] = [int(c) for c in clip_ids]
+    rows = session.execute(text(sql + " ORDER BY f.clip_id"), params).all()
+    n_feat = session.scalar(select(func.cardinality(FeatureSet.feature_names)).where(
+        FeatureSet.id == feature_set_id))
+    if n_feat is None:
+        raise ValueError(f"no feature set with id {feature_set_id}")
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    X = np.array([r[1] for r in rows], dtype=np.float32).reshape(len(rows), int(n_feat))
+    return ids, X
