@@ -2,7 +2,7 @@
 
 1. A scratch embedded PostgreSQL in a temporary SER_HOME (stopped and deleted afterwards).
 2. Train through the project's own code: ingest RAVDESS actors 01-16 (``etl.ingest``), telephony
-   ``rich`` features (``flows.features.run_features``), a speaker-independent model
+   ``rich`` features (``flows.feature_runner.run_features``), a speaker-independent model
    (``etl.train.train_model``, label scheme callcentre4), promoted to ``production``.
 3. Generate >= 2 hours of stereo 8 kHz calls (``etl.callgen``) from the clips of the held-out
    actors 17-20 only, with pauses, overtalk and a simulated phone line.
@@ -148,7 +148,7 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]
     from etl.ingest import finish_run, ingest_folder, start_run
     from etl.registry import set_alias
     from etl.train import TrainConfig, train_model
-    from flows.features import run_features
+    from flows.feature_runner import run_features
 
     out: dict[str, Any] = {}
     corpus = tmp / "ravdess-train"

@@ -15,26 +15,9 @@ _WORKER_PRELOAD = ["etl.features", "etl.dsp", "etl.audio", "etl.filters", "scipy
                    "scipy.ndimage", "scipy.sparse", "soxr", "soundfile", "threadpoolctl"]
 
 
-PREWARMED: dict[int, ProcessPoolExecutor] = {}
-
-
 def local_pool(workers: int) -> ProcessPoolExecutor:
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(_WORKER_PRELOAD)
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-
-
-def _warm() -> None:
-    import etl.features  # noqa: F401 - already imported by the forkserver; just touch a worker
-
-
-def prewarm_pool(workers: int) -> None:
-    """Start the worker processes now (they import the extraction stack in the background)
-    so that their start-up overlaps the Prefect API server's; `run_features` picks them up."""
-    if workers > 1 and workers not in PREWARMED:
-        pool = local_pool(workers)
-        for _ in range(workers):
-            pool.submit(_warm)
-        PREWARMED[workers] = pool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 
 import typer
 
@@ -26,9 +27,18 @@ for _name in _COMMAND_MODULES:
     _module.register(app)
 
 
-def main() -> None:  # pragma: no cover
+def main() -> None:  # pragma: no cover - the console script; tests call `app`
+    from ser.runtime import finish
+
     logging.basicConfig(level=logging.WARNING)
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+        finish(code)
+    finish(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,3 +64,41 @@ def quiet_prefect() -> None:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+_fast_exit = False
+
+
+def exit_fast_when_done() -> None:
+    """Ask `ser.cli.main` to end the process with ``os._exit`` once the command returns.
+
+    Interpreter shutdown after a flow takes 1-2 s on two cores (finalising the thousands of
+    modules Prefect, SQLAlchemy and scipy load, joining idle service threads); the command's
+    work is done and written by then. `finish` first flushes what would be lost: stdio,
+    logging, and Prefect's queued events and API logs. Only the real CLI process exits this
+    way (not `typer.testing.CliRunner`, which calls the app, not `main`).
+    """
+    global _fast_exit
+    _fast_exit = True
+
+
+def finish(code: int) -> None:
+    """End the CLI process: fast (`exit_fast_when_done`) or through normal shutdown."""
+    if not _fast_exit:
+        raise SystemExit(code)
+    import logging
+    import os
+
+    if "prefect" in sys.modules:
+        try:
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            EventsWorker.drain_all(timeout=10)
+            APILogWorker.drain_all(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - never turn a finished command into a failure
+            print(f"warning: Prefect events not flushed: {exc}", file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -295,7 +295,7 @@ def clip_db(cli_env: dict[str, str], engine: Engine, tmp_path: Path) -> Iterator
 
 
 def test_run_features_records_errors_is_idempotent_and_resumes(clip_db: list[int], engine: Engine) -> None:
-    from flows.features import run_features
+    from flows.feature_runner import run_features
 
     first = run_features(set_name="rich", channel="telephony", workers=1, progress=False,
                          chunk_size=3)

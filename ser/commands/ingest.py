@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from etl.corpora import CORPORA, FOLDER_CORPORA, MANIFEST, check_corpus
-from etl.ingest import DEFAULT_CHUNK_SIZE, IngestInputError, check_folder
 from ser.runtime import fail, is_tty, open_database, quiet_prefect
 
 MAX_PROBLEM_LINES = 20
@@ -24,8 +23,8 @@ def ingest_cmd(
         "--demographics", help="CREMA-D VideoDemographics.csv (ActorID, Age, Sex, ...).")] = None,
     votes: Annotated[Path | None, typer.Option(
         "--votes", help="CREMA-D tabulatedVotes.csv (crowd ratings -> label confidence).")] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Files per transaction.")] = (
-        DEFAULT_CHUNK_SIZE),
+    chunk_size: Annotated[int | None, typer.Option(
+        min=1, help="Files per transaction (default 500).")] = None,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Threads hashing files and reading headers.")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file or CSV row failed.")] = False,
@@ -39,6 +38,8 @@ def ingest_cmd(
 
     Re-running adds nothing; a changed file becomes a new version; bad files go to ingest_errors.
     """
+    from etl.ingest import DEFAULT_CHUNK_SIZE, IngestInputError  # ~0.3 s: only for this command
+
     try:
         corpus = check_corpus(corpus)
     except ValueError as exc:
@@ -55,7 +56,7 @@ def ingest_cmd(
             demographics=str(demographics.resolve()) if demographics else None,
             votes=str(votes.resolve()) if votes else None,
             show_progress=is_tty() or not as_json,
-            chunk_size=chunk_size,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
             workers=workers,
         )
     except (IngestInputError, ValueError) as exc:
@@ -73,6 +74,8 @@ def ingest_cmd(
 def _check_inputs(corpus: str, path: Path | None, demographics: Path | None,
                   votes: Path | None) -> None:
     """Fail fast (exit 2, one line) before starting Prefect or the database."""
+    from etl.ingest import IngestInputError, check_folder
+
     if (demographics or votes) and corpus != "crema-d":
         fail("--demographics/--votes read CREMA-D files; use them with corpus crema-d "
              "(other corpora's speakers come from file names, documentation or the manifest)")
