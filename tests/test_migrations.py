@@ -67,3 +67,17 @@ def test_models_and_migrations_agree(engine: Engine) -> None:
             conn, opts={"compare_type": True, "include_object": include_object})
         diff = compare_metadata(ctx, Base.metadata)
     assert diff == [], diff
+
+
+def test_script_head_without_alembic_equals_alembic_head(scratch_engine: Engine) -> None:
+    """ensure_migrated's cheap check reads the head from the version files; it must agree with
+    alembic, and an empty or behind database must still be migrated."""
+    from db.migrate import _stamped_revisions, ensure_migrated, script_head
+
+    assert script_head() == head_revision()
+    assert _stamped_revisions(scratch_engine) == []
+    ensure_migrated(scratch_engine)
+    assert current_revision(scratch_engine) == head_revision()
+    downgrade(scratch_engine, "-1")
+    ensure_migrated(scratch_engine)
+    assert _stamped_revisions(scratch_engine) == [head_revision()]
