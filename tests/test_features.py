@@ -352,3 +352,60 @@ def test_cli_features_and_flow(clip_db: list[int]) -> None:
         assert (report["stored"], report["errors"]) == (5, 2)
         assert features_flow(set_name="seed180", channel="telephony", workers=1,
                              progress=False)["pending"] == 0
+
+
+def test_run_started_before_the_writer_is_taken_over(clip_db: list[int], engine: Engine) -> None:
+    """`ser features` starts extracting before Prefect is imported; the writer (the flow) takes
+    that run over and stores everything once. A run nobody takes is stopped, writing nothing."""
+    from flows.feature_runner import RunKey, close_started, run_features, start_run, take_started
+
+    params = {"set_name": "seed180", "channel": "studio", "corpus": None, "workers": 2,
+              "chunk_size": 2}
+    orphan = start_run(**params, keep=True)
+    assert orphan.pending == 7
+    close_started()  # e.g. the flow could not start
+    assert take_started(RunKey(**params)) is None
+    with Session(engine) as session:
+        assert session.scalar(text("SELECT count(*) FROM clip_features")) == 0
+
+    started = start_run(**params, keep=True, max_ahead=2)  # at most 2 chunks ahead of writes
+    report = run_features(**params, progress=False)
+    assert report.started_before_s > 0
+    assert (report.pending, report.stored, report.errors) == (7, 5, 2)
+    assert take_started(RunKey(**params)) is None and started.pending == 7
+    again = run_features(**params, progress=False)
+    assert (again.pending, again.stored, again.errors) == (0, 0, 0)
+    # other parameters do not take over a started run (it is left for close_started)
+    start_run(**{**params, "chunk_size": 3}, keep=True)
+    assert run_features(**params, progress=False).pending == 0
+    close_started()
+
+
+def test_feeder_failure_reaches_the_writer(clip_db: list[int], engine: Engine) -> None:
+    from flows.feature_runner import run_features
+
+    def broken_submit(chunk: list[tuple[int, str]]) -> object:
+        raise RuntimeError("cluster went away")
+
+    with pytest.raises(RuntimeError, match="cluster went away"):
+        run_features(set_name="rich", channel="studio", progress=False, submit=broken_submit)
+
+
+def test_cli_process_exits_cleanly_and_prints_json(clip_db: list[int], cli_env: dict[str, str]) -> None:
+    """The console entry point ends with a fast exit after the command: output must be whole."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "ser.cli", "features", "--set", "seed180",
+                           "--channel", "telephony", "--no-prefect", "--json", "--workers", "2"],
+                          env={**os.environ, **cli_env}, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert (report["stored"], report["errors"]) == (5, 2)
+    bad = subprocess.run([sys.executable, "-m", "ser.cli", "features", "--set", "nope"],
+                         env={**os.environ, **cli_env}, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert bad.returncode == 2 and "unknown feature set" in bad.stderr
