@@ -100,7 +100,8 @@ def load_audio(
     try:
         with sf.SoundFile(str(path)) as handle:
             native_sr = handle.samplerate
-            handle.seek(int(start_s * native_sr))
+            if start_s > 0:  # a FLAC seek is not free, even to frame 0
+                handle.seek(int(start_s * native_sr))
             frames = -1 if duration_s is None else int(duration_s * native_sr)
             if handle.subtype == "PCM_16":
                 # Same numbers as libsndfile's float read (it scales by 2**-15 too; exact in
