@@ -89,9 +89,6 @@ class _Done:
     def result(self) -> Any:
         return self._value
 
-    def cancel(self) -> bool:
-        return False
-
     @classmethod
     def of(cls, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Done:
         return cls(fn(*args, **kwargs))
@@ -132,8 +129,9 @@ class FeatureRun:
                  engine: Any, submit: Callable[[Chunk], Any], pool: ProcessPoolExecutor | None,
                  max_ahead: int) -> None:
         self.key, self.spec, self.feature_set_id, self.pending = key, spec, feature_set_id, pending
+        self.engine = engine
         self.started = time.perf_counter()
-        self._engine, self._submit, self._pool = engine, submit, pool
+        self._submit, self._pool = submit, pool
         self._slots = threading.Semaphore(max_ahead)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = threading.Event()
@@ -145,7 +143,7 @@ class FeatureRun:
 
     def _feed(self) -> None:
         try:
-            for chunk in _chunks(self._engine, feature_set_id=self.feature_set_id,
+            for chunk in _chunks(self.engine, feature_set_id=self.feature_set_id,
                                  corpus=self.key.corpus, chunk_size=self.key.chunk_size):
                 while not self._slots.acquire(timeout=0.2):
                     if self._closed.is_set():
@@ -268,12 +266,11 @@ def run_features(
                         chunk_size=chunk_size, retry_errors=retry_errors, submit=submit)
     report = FeaturesReport(set_name, channel, run.feature_set_id, run.spec.n_features,
                             pending=run.pending, started_before_s=round(started_before, 3))
-    engine = get_engine()
     bar = tqdm(total=run.pending, unit="clip", desc=f"features {set_name}/{channel}",
                file=sys.stderr, disable=not progress or not run.pending, dynamic_ncols=True)
     try:
         for results in run.results():
-            with session_scope(engine) as session:
+            with session_scope(run.engine) as session:
                 stored, errors = store_results(session, feature_set_id=run.feature_set_id,
                                                results=results)
             report.stored += stored

@@ -1,8 +1,9 @@
 """The local feature-extraction worker pool, kept free of Prefect imports.
 
-``ser features`` starts it first thing, so the workers' imports (numpy, scipy.fft, soundfile,
-soxr) run in their own processes while the command itself imports Prefect and connects to its
-server. Workers import neither librosa nor the database layer (etl.filters has the filter banks).
+`flows.feature_runner.start_run` starts it before ``ser features`` imports Prefect, so the
+workers' imports (numpy, scipy.fft, soundfile, soxr) and their first chunks run while the command
+imports Prefect and starts the flow run. Workers import neither librosa nor the database layer
+(etl.filters has the filter banks).
 """
 
 from __future__ import annotations

@@ -34,10 +34,10 @@ def main() -> None:  # pragma: no cover - the console script; tests call `app`
     try:
         app()
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr)
-        finish(code)
+        if exc.code is None or isinstance(exc.code, int):
+            finish(exc.code or 0)
+        print(exc.code, file=sys.stderr)  # sys.exit("message") prints it and exits 1
+        finish(1)
     finish(0)
 
 
