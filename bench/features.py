@@ -95,6 +95,28 @@ def _busy_cpu_s() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine() -> dict[str, Any]:
+    """What the ratios were measured on: they move with the CPU (the seed is dominated by
+    librosa's Python overhead and BLAS threads, the project by FFTs, FLAC decoding and numpy's
+    SIMD loops), so a result is only comparable with runs on the same kind of machine."""
+    info: dict[str, Any] = {"cpus": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        fields = dict(line.split(":", 1) for line in text.splitlines()[:30] if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        flags = set(fields.get("flags", "").split())
+        info.update({"cpu_model": fields.get("model name"), "cpu_family": fields.get("cpu family"),
+                     "cpu_model_id": fields.get("model"),
+                     "simd": [f for f in ("avx2", "fma", "avx512f") if f in flags]})
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    info["python"] = sys.version.split()[0]
+    info.update({pkg: version(pkg) for pkg in ("numpy", "scipy", "librosa", "soundfile", "soxr")})
+    return info
+
+
 def _warm_page_cache(files: list[Path]) -> None:
     """Read every file once so no timed run pays for cold storage (the first run would)."""
     for path in files:
@@ -272,7 +294,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="ser-bench-features-"))
     result: dict[str, Any] = {"data": str(args.data), "files": len(files),
                               "audio_s": round(audio_s, 1), "workers": args.workers,
-                              "cpus": os.cpu_count(),
+                              "cpus": os.cpu_count(), "machine": _machine(),
                               "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
     _warm_page_cache(files)
     try:
