@@ -18,6 +18,7 @@ workers had been extracting before the flow took the run over (they start before
 imported); ``extraction_window_s`` the sum; the rest of ``wall_s`` is interpreter start-up,
 imports, Prefect and exit. ``speedup_vs_seed_excluding_startup`` compares that window with
 the seed's loop (its run minus Python start-up and the librosa import).
+``long_clip``: one 20-minute recording through `extract_files` per set (peak RSS, segments).
 seed180 from the database is compared per file with (1): max abs error of the MFCC and chroma
 means, max relative error of mel means (bands above 1e-6 of the file's largest), correlation.
 
@@ -242,6 +243,41 @@ def segments_speed(files: list[Path], *, minutes: float = 10.0, seed: int = 0) -
     return out
 
 
+def long_clip_memory(files: list[Path], scratch: Path, *, minutes: float = 20.0) -> dict[str, Any]:
+    """One long recording through `extract_files` (a fresh process per set, for its peak RSS).
+
+    The recording is RAVDESS speech (48 kHz, 16-bit mono FLAC) with 0.5-2.5 s pauses, as a
+    manifest of interviews or un-split calls would hold. Reports wall time, the process's peak
+    RSS (Python and numpy included) and the speech segments stored beside the clip vector.
+    """
+    import soundfile as sf
+
+    parts: list[np.ndarray] = []
+    total = 0
+    for i, path in enumerate(files):
+        y, _ = sf.read(str(path), dtype="int16")
+        parts += [y if y.ndim == 1 else y[:, 0], np.zeros(int(48000 * (0.5 + i % 3)), np.int16)]
+        total += len(parts[-2]) + len(parts[-1])
+        if total >= minutes * 60 * 48000:
+            break
+    path = scratch / "long.flac"
+    sf.write(str(path), np.concatenate(parts), 48000, subtype="PCM_16")
+    out: dict[str, Any] = {"minutes": round(total / 48000 / 60, 1), "sample_rate": 48000}
+    for set_name in ("rich", "seed180"):
+        code = ("import json, resource, sys, time\n"
+                f"sys.path.insert(0, {str(ROOT)!r})\n"
+                "from etl.features import extract_files, feature_spec\n"
+                "t = time.perf_counter()\n"
+                f"(r,) = extract_files([(1, {str(path)!r})], feature_spec({set_name!r}))\n"
+                "print(json.dumps({'seconds': round(time.perf_counter() - t, 2), "
+                "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "
+                "'segments': 0 if r.segments is None else len(r.segments), 'error': r.reason}))")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        out[set_name] = json.loads(run.stdout.strip().splitlines()[-1])
+    return out
+
+
 def _insert_clips(env: dict[str, str], files: list[Path]) -> None:
     """Fallback when `ser ingest` is not available: clip rows straight into the table."""
     import soundfile as sf
@@ -273,7 +309,7 @@ def main() -> None:
     parser.add_argument("--no-prefect-runs", action=argparse.BooleanOptionalAction, default=True,
                         help="also time --no-prefect runs")
     parser.add_argument("--segments-only", action="store_true",
-                        help="only the extract_segments speed test")
+                        help="only the extract_segments speed test and the long-clip run")
     parser.add_argument("--seed-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.seed_worker:
@@ -286,7 +322,9 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no audio under {args.data}")
     if args.segments_only:
-        print(json.dumps({"extract_segments": segments_speed(files)}, indent=2))
+        with tempfile.TemporaryDirectory(prefix="ser-bench-long-") as tmp:
+            print(json.dumps({"extract_segments": segments_speed(files),
+                              "long_clip": long_clip_memory(files, Path(tmp))}, indent=2))
         return
     audio_s = sum(sf.info(str(p)).duration for p in files)
     seed_files = files[: args.limit] if args.limit else files
@@ -369,6 +407,7 @@ def main() -> None:
                 result["seed180_vs_seed"] = _compare([paths[int(i)] for i in ids], X, seed)
         engine.dispose()
         result["extract_segments"] = segments_speed(files)
+        result["long_clip"] = long_clip_memory(files, scratch)
         result["cpu_bound_note"] = (
             "machine_busy_cpu_s / (cpus * wall_s) near 1 means every core was busy for the "
             "whole run: the end-to-end rate is bounded by total CPU work, start-up included")

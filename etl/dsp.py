@@ -84,13 +84,41 @@ def librosa_stft_magnitude(signal: np.ndarray, *, n_fft: int, hop: int) -> np.nd
     bit in practice (which matters for chroma: its tuning estimate is an argmax over
     0.01-semitone bins that a 1-ulp difference can flip).
 
-    Returns float32 ``(K, F)`` (librosa's orientation, for the seed-compatible path).
+    Returns float32 ``(K, F)`` (librosa's orientation, for the seed-compatible path). Memory is
+    ~50 bytes per bin and frame while it runs (~2 MB per second at 22,050 Hz): long signals go
+    through `iter_librosa_stft_magnitude` instead.
     """
     padded = np.pad(signal.astype(np.float32, copy=False), n_fft // 2, mode="constant")
     frames = sliding_window_view(padded, n_fft)[::hop]
+    return _magnitude(frames, n_fft)
+
+
+def _magnitude(frames: np.ndarray, n_fft: int) -> np.ndarray:
     # (overwrite_x=True is ~4x slower here: scipy then takes a copying code path)
     spectrum = sfft.rfft(frames * hann64(n_fft), axis=1)
     return np.ascontiguousarray(np.abs(spectrum.astype(np.complex64)).T)
+
+
+def iter_librosa_stft_magnitude(
+    signal: np.ndarray, *, n_fft: int, hop: int, block_frames: int = 2048
+) -> Iterator[np.ndarray]:
+    """`librosa_stft_magnitude` in blocks of frames, float32 ``(K, <= block_frames)`` each.
+
+    The same frames (centred, zero padded at both ends) and the same arithmetic per frame, so
+    ``np.concatenate(list(...), axis=1)`` equals `librosa_stft_magnitude`; memory stays at
+    one block however long the signal is.
+    """
+    y = signal.astype(np.float32, copy=False)
+    total = frame_count(len(y), hop)
+    half = n_fft // 2
+    for first in range(0, total, block_frames):
+        last = min(first + block_frames, total)
+        lo, hi = first * hop - half, (last - 1) * hop - half + n_fft  # samples of y it covers
+        piece = y[max(lo, 0): min(hi, len(y))]
+        if lo < 0 or hi > len(y):
+            piece = np.concatenate([np.zeros(max(-lo, 0), np.float32), piece,
+                                    np.zeros(max(hi - len(y), 0), np.float32)])
+        yield _magnitude(sliding_window_view(piece, n_fft)[::hop], n_fft)
 
 
 def band_gain(n_fft: int, sr: int, low_hz: float, high_hz: float, skirt_hz: float = 50.0) -> np.ndarray:
@@ -316,6 +344,16 @@ def estimate_tuning(
         as `piptrack_peaks`.
     """
     pitch, mags = piptrack_peaks(magnitude, sr=sr, fmin=fmin, fmax=fmax, threshold=threshold)[2:]
+    return tuning_from_peaks(pitch, mags, resolution=resolution, bins_per_octave=bins_per_octave)
+
+
+def tuning_from_peaks(pitch: np.ndarray, mags: np.ndarray, *, resolution: float = 0.01,
+                      bins_per_octave: int = 12) -> float:
+    """The tuning `estimate_tuning` derives from `piptrack_peaks`' ``(pitch, mags)`` ``(P,)``.
+
+    Peaks are found per frame, so the peaks of a long spectrogram are the concatenated peaks
+    of its blocks (in any order: a median and a histogram follow).
+    """
     # librosa keeps the pitched peaks at least as strong as their median magnitude
     voiced = pitch > 0
     picked = pitch[(mags >= np.median(mags[voiced])) & voiced] if voiced.any() else pitch[:0]

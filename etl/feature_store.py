@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import func, select, text
@@ -72,24 +72,31 @@ def count_pending(session: Session, *, feature_set_id: int, corpus: str | None =
 _PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 _FLOAT4_OID = 700
+WHOLE_CLIP = (0.0, -1.0)  # (seg_start_s, seg_end_s) of a whole-clip row
 
 
-def binary_copy_rows(clip_ids: Sequence[int], vectors: np.ndarray) -> bytes:
-    """``COPY ... (integer, real[]) FROM STDIN WITH (FORMAT binary)`` payload, built in numpy.
+def binary_copy_rows(clip_ids: Sequence[int], vectors: np.ndarray,
+                     bounds: np.ndarray | None = None) -> bytes:
+    """``COPY ... (integer, float8, float8, real[]) FROM STDIN WITH (FORMAT binary)`` payload.
 
-    Every row has the same array length, so the whole payload is one structured array: no
-    per-value text formatting in Python and no float parsing in the server (both were the cost
-    of the text format), and float32 values arrive bit for bit.
+    Rows are ``(clip_id, seg_start_s, seg_end_s, values)``; ``bounds`` float ``(n, 2)``
+    defaults to whole-clip rows. Every row has the same array length, so the whole payload is
+    one numpy structured array: no per-value text formatting in Python and no float parsing in
+    the server (both were the cost of the text format), and float32 values arrive bit for bit.
     """
     n_rows, n_values = vectors.shape
     row = np.dtype([("n_fields", ">i2"), ("id_len", ">i4"), ("clip_id", ">i4"),
+                    ("start_len", ">i4"), ("start", ">f8"), ("end_len", ">i4"), ("end", ">f8"),
                     ("array_len", ">i4"), ("ndim", ">i4"), ("has_null", ">i4"),
                     ("element_oid", ">u4"), ("dim", ">i4"), ("lower_bound", ">i4"),
                     ("values", [("len", ">i4"), ("value", ">f4")], (n_values,))])
     rows = np.zeros(n_rows, dtype=row)
-    rows["n_fields"] = 2
+    rows["n_fields"] = 4
     rows["id_len"] = 4
     rows["clip_id"] = np.asarray(clip_ids, dtype=np.int64)
+    rows["start_len"] = rows["end_len"] = 8
+    seg = np.broadcast_to(WHOLE_CLIP if bounds is None else bounds, (n_rows, 2))
+    rows["start"], rows["end"] = seg[:, 0], seg[:, 1]
     rows["array_len"] = 20 + 8 * n_values  # ndim .. lower_bound, then (len, value) pairs
     rows["ndim"] = 1
     rows["element_oid"] = _FLOAT4_OID
@@ -100,10 +107,26 @@ def binary_copy_rows(clip_ids: Sequence[int], vectors: np.ndarray) -> bytes:
     return _PGCOPY_HEADER + rows.tobytes() + _PGCOPY_TRAILER
 
 
+class StoreCounts(NamedTuple):
+    """Rows `store_results` actually inserted: whole-clip vectors, errors, segment vectors."""
+
+    stored: int
+    errors: int
+    segments: int = 0
+
+
+def _check_vector(clip_id: int, values: np.ndarray, n_expected: int) -> None:
+    if values.shape[-1] != n_expected:
+        raise ValueError(f"clip {clip_id}: {values.shape[-1]} values, the feature set has "
+                         f"{n_expected} names")
+    if not np.isfinite(values).all():
+        raise ValueError(f"clip {clip_id}: refusing to store non-finite features")
+
+
 def store_results(session: Session, *, feature_set_id: int,
-                  results: Sequence[ClipResult]) -> tuple[int, int]:
-    """Bulk-write whole-clip vectors (COPY into a temp table, then INSERT .. ON CONFLICT DO
-    NOTHING) and error reasons. Idempotent. Returns ``(stored, errors)`` actually inserted.
+                  results: Sequence[ClipResult]) -> StoreCounts:
+    """Bulk-write whole-clip vectors, the segment vectors of long clips (COPY into a temp
+    table, then INSERT .. ON CONFLICT DO NOTHING) and error reasons. Idempotent.
 
     Raises
     ------
@@ -112,37 +135,49 @@ def store_results(session: Session, *, feature_set_id: int,
     """
     good = [r for r in results if r.values is not None]
     bad = [r for r in results if r.values is None]
-    stored = errors = 0
+    stored = errors = segments = 0
     if good:
-        n_expected = session.scalar(select(func.cardinality(FeatureSet.feature_names)).where(
-            FeatureSet.id == feature_set_id))
+        n_expected = int(session.scalar(select(func.cardinality(FeatureSet.feature_names)).where(
+            FeatureSet.id == feature_set_id)) or 0)
+        ids: list[np.ndarray] = []
+        vectors: list[np.ndarray] = []
+        bounds: list[np.ndarray] = []
         for r in good:
             assert r.values is not None
-            if len(r.values) != n_expected:
-                raise ValueError(f"clip {r.clip_id}: {len(r.values)} values, feature set "
-                                 f"{feature_set_id} has {n_expected} names")
-            if not np.isfinite(r.values).all():
-                raise ValueError(f"clip {r.clip_id}: refusing to store non-finite features")
-        payload = binary_copy_rows([r.clip_id for r in good],
-                                   np.stack([r.values for r in good]).astype(np.float32))
-        session.execute(text("CREATE TEMP TABLE IF NOT EXISTS _features_in "
-                             "(clip_id integer, vals real[]) ON COMMIT DELETE ROWS"))
-        session.execute(text("TRUNCATE _features_in"))
+            _check_vector(r.clip_id, r.values, n_expected)
+            ids.append(np.array([r.clip_id]))
+            vectors.append(r.values[None, :])
+            bounds.append(np.array([WHOLE_CLIP]))
+            if r.segments is not None and r.segment_values is not None and len(r.segments):
+                _check_vector(r.clip_id, r.segment_values, n_expected)
+                ids.append(np.full(len(r.segments), r.clip_id))
+                vectors.append(r.segment_values)
+                bounds.append(r.segments)
+        payload = binary_copy_rows(np.concatenate(ids),
+                                   np.concatenate(vectors).astype(np.float32, copy=False),
+                                   np.concatenate(bounds))
+        session.execute(text(
+            "CREATE TEMP TABLE IF NOT EXISTS _feature_rows_in (clip_id integer, "
+            "seg_start_s double precision, seg_end_s double precision, vals real[]) "
+            "ON COMMIT DELETE ROWS"))
+        session.execute(text("TRUNCATE _feature_rows_in"))
         dbapi = session.connection().connection.dbapi_connection
         assert dbapi is not None
         with dbapi.cursor() as cur:
-            cur.copy_expert("COPY _features_in (clip_id, vals) FROM STDIN WITH (FORMAT binary)",
-                            io.BytesIO(payload))
-        stored = session.execute(text(
+            cur.copy_expert("COPY _feature_rows_in (clip_id, seg_start_s, seg_end_s, vals) "
+                            "FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload))
+        whole = session.execute(text(
             "INSERT INTO clip_features (clip_id, feature_set_id, seg_start_s, seg_end_s, values) "
-            "SELECT clip_id, :fs, 0, -1, vals FROM _features_in "
-            "ON CONFLICT DO NOTHING"), {"fs": feature_set_id}).rowcount
+            "SELECT clip_id, :fs, seg_start_s, seg_end_s, vals FROM _feature_rows_in "
+            "ON CONFLICT DO NOTHING RETURNING seg_end_s = -1"), {"fs": feature_set_id}).scalars().all()
+        stored = sum(whole)
+        segments = len(whole) - stored
     if bad:
         errors = len(session.execute(
             pg_insert(FeatureError).on_conflict_do_nothing().returning(FeatureError.clip_id),
             [{"clip_id": r.clip_id, "feature_set_id": feature_set_id, "reason": r.reason or "unknown"}
              for r in bad]).all())
-    return int(stored or 0), int(errors or 0)
+    return StoreCounts(int(stored), int(errors), int(segments))
 
 
 def clear_errors(session: Session, *, feature_set_id: int, corpus: str | None = None) -> int:

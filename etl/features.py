@@ -409,7 +409,9 @@ def _frame_zcr(y: np.ndarray, start_frame: int, stop_frame: int, win: int, hop: 
     lo = max(start_frame * hop - half, 0)
     hi = min((stop_frame - 1) * hop - half + win, len(y))
     piece = y[lo:hi]
-    crossings = np.concatenate([[0], np.cumsum(np.signbit(piece[1:]) != np.signbit(piece[:-1]))])
+    # int32: half the memory of the default int64 on hour-long signals, and exact
+    changes = np.signbit(piece[1:]) != np.signbit(piece[:-1])
+    crossings = np.concatenate([np.zeros(1, np.int32), np.cumsum(changes, dtype=np.int32)])
     starts = np.clip(np.arange(start_frame, stop_frame) * hop - half - lo, 0, len(piece) - 1)
     stops = np.clip(starts + win - 1, 0, len(piece) - 1)
     return ((crossings[stops] - crossings[starts]) / (win - 1)).astype(np.float32)
@@ -578,22 +580,67 @@ def _seed_vector(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     then orthonormal DCT-II (the mean of a DCT is the DCT of the mean, so it is applied once);
     chroma of the *magnitude* (as the seed code passes ``S=np.abs(stft)``) with tuning
     estimated as ``librosa.estimate_tuning`` does on that magnitude (`dsp.estimate_tuning`
-    reproduces it exactly) and inf-norm per frame.
+    reproduces it exactly) and inf-norm per frame. Signals longer than `SEED_BLOCK_FRAMES`
+    frames (~95 s at 22,050 Hz) go through `_seed_vector_blocks` (bounded memory).
     """
     p, sr = spec.params, spec.sample_rate
+    if dsp.frame_count(len(y), p["hop"]) > SEED_BLOCK_FRAMES:
+        return _seed_vector_blocks(y, spec)
     mel_fb, dct_m = _seed_kernels(spec)
     mag = dsp.librosa_stft_magnitude(y, n_fft=p["n_fft"], hop=p["hop"])  # (K, F)
     mel = np.asarray(mel_fb @ (mag * mag))  # (n_mels, F)
-    log_mel = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    log_mel = np.maximum(log_mel, log_mel.max() - p["mfcc_top_db"])
-    mfcc_mean = dct_m @ log_mel.mean(axis=1, dtype=np.float64)
+    mfcc_mean = _seed_mfcc_mean(mel, dct_m, p)
     # librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=n_chroma), bit for bit, ~6x faster
     tuning = dsp.estimate_tuning(mag, sr=sr, bins_per_octave=p["n_chroma"])
     chroma = filters.chroma(sr=sr, n_fft=p["n_fft"], tuning=tuning, n_chroma=p["n_chroma"]) @ mag
+    chroma_mean = _normalised_chroma(chroma).mean(axis=1)
+    return np.concatenate([mfcc_mean, chroma_mean, mel.mean(axis=1)]).astype(np.float32)
+
+
+# Frames per block of the seed180 STFT for long signals: ~16 MB of float64 frames at n_fft 2048.
+SEED_BLOCK_FRAMES = 4096
+
+
+def _seed_mfcc_mean(mel: np.ndarray, dct_m: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    log_mel = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    log_mel = np.maximum(log_mel, log_mel.max() - p["mfcc_top_db"])
+    return dct_m @ log_mel.mean(axis=1, dtype=np.float64)
+
+
+def _normalised_chroma(chroma: np.ndarray) -> np.ndarray:
     norms = np.abs(chroma).max(axis=0)
     norms[norms < np.finfo(chroma.dtype).tiny] = 1.0
-    chroma_mean = (chroma / norms).mean(axis=1)
-    return np.concatenate([mfcc_mean, chroma_mean, mel.mean(axis=1)]).astype(np.float32)
+    return chroma / norms
+
+
+def _seed_vector_blocks(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """`_seed_vector` of a long signal with memory bounded by one block of STFT frames.
+
+    Pass 1 keeps the mel spectrogram (128 floats a frame, ~22 KB per second) and the spectral
+    peaks; the tuning needs all peaks before any chroma exists, so pass 2 recomputes the STFT
+    for the chroma. Same numbers as the one-block path up to float summation order.
+    """
+    p, sr = spec.params, spec.sample_rate
+    mel_fb, dct_m = _seed_kernels(spec)
+    stft = {"n_fft": p["n_fft"], "hop": p["hop"], "block_frames": SEED_BLOCK_FRAMES}
+    mel_blocks: list[np.ndarray] = []
+    pitches: list[np.ndarray] = []
+    mags: list[np.ndarray] = []
+    for mag in dsp.iter_librosa_stft_magnitude(y, **stft):
+        mel_blocks.append(np.asarray(mel_fb @ (mag * mag)))
+        pitch, peak_mag = dsp.piptrack_peaks(mag, sr=sr)[2:]
+        pitches.append(pitch)
+        mags.append(peak_mag)
+    mel = np.concatenate(mel_blocks, axis=1)
+    del mel_blocks
+    tuning = dsp.tuning_from_peaks(np.concatenate(pitches), np.concatenate(mags),
+                                   bins_per_octave=p["n_chroma"])
+    chroma_fb = filters.chroma(sr=sr, n_fft=p["n_fft"], tuning=tuning, n_chroma=p["n_chroma"])
+    chroma_sum = np.zeros(p["n_chroma"])
+    for mag in dsp.iter_librosa_stft_magnitude(y, **stft):
+        chroma_sum += _normalised_chroma(chroma_fb @ mag).sum(axis=1, dtype=np.float64)
+    return np.concatenate([_seed_mfcc_mean(mel, dct_m, p), chroma_sum / mel.shape[1],
+                           mel.mean(axis=1, dtype=np.float64)]).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -683,7 +730,8 @@ def _extract_segments(
     y = _as_mono(signal)
     if not np.isfinite(y).all():
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    y = _to_analysis_rate(y, sr, spec, bandlimit=False)
+    # seed180 has no per-frame band gain: its telephony segments need the band-pass, as clips
+    y = _to_analysis_rate(y, sr, spec, bandlimit=spec.name == "seed180")
     rate, p = spec.sample_rate, spec.params
     if spec.name == "seed180":
         # seed180 is a clip baseline, not meant for calls: pooled per slice (one STFT each).
@@ -728,29 +776,74 @@ def _extract_segments(
 # --------------------------------------------------------------------------------------------
 
 
+# Clips longer than this (a user's manifest of long recordings; no corpus clip comes close) also
+# get one row per speech segment, cut as the nightly scorer cuts calls: VAD, then 1-4 s windows.
+LONG_CLIP_S = 30.0
+SEGMENT_MIN_S, SEGMENT_MAX_S = 1.0, 4.0
+
+
 @dataclass(frozen=True, slots=True)
 class ClipResult:
-    """Outcome for one clip: ``values`` float32 ``(n_features,)`` or a ``reason``."""
+    """Outcome for one clip: ``values`` float32 ``(n_features,)`` or a ``reason``.
+
+    A long clip (over `LONG_CLIP_S`) also carries its speech segments: ``segments`` float64
+    ``(S, 2)`` start/end seconds from the start of the file and ``segment_values`` float32
+    ``(S, n_features)``.
+    """
 
     clip_id: int
     values: np.ndarray | None
     reason: str | None = None
     audio_s: float = 0.0
+    segments: np.ndarray | None = None
+    segment_values: np.ndarray | None = None
+
+
+def speech_segments(signal: np.ndarray, sr: int, spec: FeatureSpec
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors of the speech segments of one long mono signal.
+
+    Segments are what the nightly scorer scores: speech regions from `etl.vad` cut into windows
+    of `SEGMENT_MIN_S`..`SEGMENT_MAX_S` seconds, featurised by `extract_segments`.
+
+    Returns
+    -------
+    bounds : float64 ``(S, 2)`` start/end in seconds; X : float32 ``(S, n_features)``
+    """
+    from etl.vad import detect_speech, windows
+
+    y = _as_mono(signal)
+    if not np.isfinite(y).all():
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    wins = windows(detect_speech(y, sr), min_s=SEGMENT_MIN_S, max_s=SEGMENT_MAX_S)
+    X, valid = extract_segments(y, sr, spec, wins)
+    bounds = np.asarray(wins, dtype=np.float64).reshape(-1, 2)
+    return bounds[valid], X[valid]
 
 
 def extract_files(items: Iterable[tuple[int, str]], spec: FeatureSpec) -> list[ClipResult]:
-    """Decode and extract each ``(clip_id, path)``; decode/extraction problems become reasons."""
+    """Decode and extract each ``(clip_id, path)``; decode/extraction problems become reasons.
+
+    Files are decoded straight to the analysis rate (long ones block by block, so memory
+    follows the analysis-rate signal, not the file's). Clips longer than `LONG_CLIP_S` also
+    get their `speech_segments`.
+    """
     results: list[ClipResult] = []
     for clip_id, path in items:
         try:
-            signal, sr = load_audio(Path(path), sr=None, mono=True)
+            signal, sr = load_audio(Path(path), sr=spec.sample_rate, mono=True)
         except (AudioError, OSError) as exc:
             results.append(ClipResult(clip_id, None, f"decode: {exc}".splitlines()[0][:500]))
             continue
+        audio_s = len(signal) / sr
         try:
             values = extract(signal, sr, spec)
         except FeatureExtractionError as exc:
-            results.append(ClipResult(clip_id, None, exc.reason, len(signal) / sr))
+            results.append(ClipResult(clip_id, None, exc.reason, audio_s))
             continue
-        results.append(ClipResult(clip_id, values, None, len(signal) / sr))
+        if audio_s > LONG_CLIP_S:
+            bounds, X = speech_segments(signal, sr, spec)
+            results.append(ClipResult(clip_id, values, None, audio_s, bounds, X))
+        else:
+            results.append(ClipResult(clip_id, values, None, audio_s))
     return results

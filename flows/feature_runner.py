@@ -61,6 +61,7 @@ class FeaturesReport:
     pending: int = 0
     stored: int = 0
     errors: int = 0
+    segments: int = 0  # segment vectors of long clips (etl.features.LONG_CLIP_S)
     audio_s: float = 0.0
     seconds: float = 0.0
     started_before_s: float = 0.0
@@ -271,10 +272,11 @@ def run_features(
     try:
         for results in run.results():
             with session_scope(run.engine) as session:
-                stored, errors = store_results(session, feature_set_id=run.feature_set_id,
-                                               results=results)
-            report.stored += stored
-            report.errors += errors
+                counts = store_results(session, feature_set_id=run.feature_set_id,
+                                       results=results)
+            report.stored += counts.stored
+            report.errors += counts.errors
+            report.segments += counts.segments
             report.audio_s += sum(r.audio_s for r in results)
             bar.update(len(results))
     finally:

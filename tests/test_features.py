@@ -266,8 +266,8 @@ def test_store_results_bulk_idempotent_and_refuses_nan(db_session: Session, tmp_
     good = [ClipResult(ids[0], np.arange(spec.n_features, dtype=np.float32) / 7),
             ClipResult(ids[1], np.ones(spec.n_features, np.float32))]
     bad = [ClipResult(ids[2], None, "silent: test")]
-    assert store_results(db_session, feature_set_id=fs, results=good + bad) == (2, 1)
-    assert store_results(db_session, feature_set_id=fs, results=good + bad) == (0, 0)
+    assert store_results(db_session, feature_set_id=fs, results=good + bad) == (2, 1, 0)
+    assert store_results(db_session, feature_set_id=fs, results=good + bad) == (0, 0, 0)
     got_ids, X = load_feature_matrix(db_session, feature_set_id=fs)
     assert got_ids.tolist() == ids[:2]
     np.testing.assert_array_equal(X[0], good[0].values)  # float32 round trip is exact
@@ -409,3 +409,102 @@ def test_cli_process_exits_cleanly_and_prints_json(clip_db: list[int], cli_env: 
                          env={**os.environ, **cli_env}, capture_output=True, text=True,
                          timeout=120, check=False)
     assert bad.returncode == 2 and "unknown feature set" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Long recordings: bounded-memory decode and seed180, speech segments stored per clip
+# --------------------------------------------------------------------------------------------
+
+
+def _long_speech(sr: int, *, utterances: int, pause_s: float = 1.5) -> np.ndarray:
+    """Synthetic utterances (2.5 s each, several emotions) separated by silent pauses."""
+    parts = []
+    for i in range(utterances):
+        emotion = ("angry", "sad", "happy", "neutral")[i % 4]
+        parts += [synthesize(emotion, voice=Voice.for_actor(i % 3 + 1), seed=i, sr=sr,
+                             duration_s=2.5), np.zeros(int(pause_s * sr), np.float32)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def test_blockwise_librosa_stft_equals_one_pass(speech: np.ndarray) -> None:
+    from etl import dsp
+
+    y = np.tile(speech, 3)
+    whole = dsp.librosa_stft_magnitude(y, n_fft=2048, hop=512)
+    blocks = list(dsp.iter_librosa_stft_magnitude(y, n_fft=2048, hop=512, block_frames=37))
+    assert len(blocks) > 3
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole)
+
+
+def test_seed180_of_a_long_signal_in_blocks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import etl.features as features
+
+    y = _long_speech(22050, utterances=6)
+    spec = feature_spec("seed180")
+    one_pass = features._seed_vector(y, spec)
+    monkeypatch.setattr(features, "SEED_BLOCK_FRAMES", 100)  # ~6 blocks, two passes
+    blocked = features._seed_vector(y, spec)
+    # mel and MFCC: same per-frame numbers, only the float32 mean's summation order differs;
+    # chroma: the tuning from the blocks' peaks is the same, so the chroma filters are too
+    np.testing.assert_allclose(blocked[:40], one_pass[:40], atol=1e-4)
+    np.testing.assert_allclose(blocked[40:52], one_pass[40:52], atol=1e-5)
+    np.testing.assert_allclose(blocked[52:], one_pass[52:], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("subtype", "channels", "suffix"),
+                         [("PCM_16", 2, ".wav"), ("PCM_16", 1, ".flac"), ("FLOAT", 1, ".wav")])
+def test_long_files_decode_in_blocks_to_the_same_samples(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subtype: str, channels: int,
+        suffix: str) -> None:
+    import etl.audio as audio
+
+    rng = np.random.default_rng(1)
+    x = (0.1 * rng.standard_normal((48000 * 25 + 77, channels))).astype(np.float32)
+    path = tmp_path / f"long{suffix}"
+    sf.write(str(path), x, 48000, subtype=subtype)
+    in_memory, _ = audio.load_audio(path, sr=16000)
+    monkeypatch.setattr(audio, "STREAM_DECODE_S", 2.0)  # 10 s blocks, and a last partial one
+    streamed, rate = audio.load_audio(path, sr=16000)
+    assert rate == 16000
+    np.testing.assert_array_equal(streamed, in_memory)
+
+
+def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
+                                               cli_env: dict[str, str]) -> None:
+    from etl.features import LONG_CLIP_S, extract_files
+    from flows.feature_runner import run_features
+
+    long_path = tmp_path / "long_call_like.wav"
+    y = _long_speech(16000, utterances=9)  # 36 s: over LONG_CLIP_S
+    assert len(y) / 16000 > LONG_CLIP_S
+    sf.write(str(long_path), y, 16000, subtype="PCM_16")
+    short_path = _write_clips(tmp_path / "short", n_speech=1)[0]
+    spec = feature_spec("rich", "telephony")
+    (long_result,) = extract_files([(1, str(long_path))], spec)
+    assert long_result.segments is not None and long_result.segment_values is not None
+    bounds = long_result.segments
+    # roughly one segment per utterance (2.5 s of speech, 1.5 s pauses), 1-4 s long, in order
+    assert 7 <= len(bounds) <= 12
+    assert np.all(np.diff(bounds[:, 0]) > 0)
+    assert np.all((bounds[:, 1] - bounds[:, 0] >= 1.0 - 1e-6) & (bounds[:, 1] - bounds[:, 0] <= 4.0 + 1e-6))
+    assert long_result.segment_values.shape == (len(bounds), spec.n_features)
+    assert np.isfinite(long_result.segment_values).all()
+    with Session(engine) as session, session.begin():
+        ids = _add_clips(session, [long_path, short_path])
+
+    first = run_features(set_name="rich", channel="telephony", workers=1, progress=False)
+    assert (first.pending, first.stored, first.errors, first.segments) == (2, 2, 0, len(bounds))
+    again = run_features(set_name="rich", channel="telephony", workers=1, progress=False)
+    assert (again.pending, again.stored, again.segments) == (0, 0, 0)
+    with Session(engine) as session:
+        rows = session.execute(text(
+            "SELECT clip_id, seg_start_s, seg_end_s, values FROM clip_features "
+            "WHERE feature_set_id = :fs AND seg_end_s >= 0 ORDER BY seg_start_s"),
+            {"fs": first.feature_set_id}).all()
+        assert {r[0] for r in rows} == {ids[0]}  # the short clip has only its whole-clip row
+        np.testing.assert_allclose([(r[1], r[2]) for r in rows], bounds)
+        np.testing.assert_array_equal(np.array([r[3] for r in rows], np.float32),
+                                      long_result.segment_values)
+        # training reads whole-clip rows only
+        got_ids, X = load_feature_matrix(session, feature_set_id=first.feature_set_id)
+        assert got_ids.tolist() == ids and X.shape == (2, spec.n_features)

@@ -77,6 +77,9 @@ def features_cmd(
                f"{report['n_features']} features): {report['stored']} stored, "
                f"{report['errors']} errors, {report['pending'] - report['stored'] - report['errors']} "
                f"skipped; {report['seconds']:.1f} s ({rate:.1f} clips/s)")
+    if report.get("segments"):
+        typer.echo(f"long clips: {report['segments']} speech segment vectors stored "
+                   f"(clip_features rows with seg_end_s >= 0)")
 
 
 def _list_sets(engine: object) -> None:
@@ -90,16 +93,18 @@ def _list_sets(engine: object) -> None:
             "left(s.params_hash, 12), s.created_at::date, "
             "(SELECT count(*) FROM clip_features f WHERE f.feature_set_id = s.id "
             " AND f.seg_start_s = 0 AND f.seg_end_s = -1), "
-            "(SELECT count(*) FROM feature_errors e WHERE e.feature_set_id = s.id) "
+            "(SELECT count(*) FROM feature_errors e WHERE e.feature_set_id = s.id), "
+            "(SELECT count(*) FROM clip_features f WHERE f.feature_set_id = s.id "
+            " AND f.seg_end_s >= 0) "
             "FROM feature_sets s ORDER BY s.name, s.channel, s.version")).all()
     if not rows:
         typer.echo("no feature sets yet: run `ser features`")
         return
     typer.echo(f"{'id':>4}  {'name':<10} {'channel':<10} {'ver':>3} {'n':>4}  {'hash':<12}  "
-               f"{'created':<10} {'clips':>7} {'errors':>6}")
+               f"{'created':<10} {'clips':>7} {'errors':>6} {'segments':>8}")
     for r in rows:
         typer.echo(f"{r[0]:>4}  {r[1]:<10} {r[2]:<10} {r[3]:>3} {r[4]:>4}  {r[5]:<12}  "
-                   f"{r[6]!s:<10} {r[7]:>7} {r[8]:>6}")
+                   f"{r[6]!s:<10} {r[7]:>7} {r[8]:>6} {r[9]:>8}")
 
 
 def register(app: typer.Typer) -> None:
