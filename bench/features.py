@@ -12,8 +12,10 @@
 Every file is read once before any timing (warm page cache for all runs alike), and the seed
 runs once untimed on 5 files first: librosa's first run ever compiles its numba kernels and
 caches them on disk, a one-time cost no user pays twice. The machine is a shared VM whose speed
-drifts by 10-20 % within minutes, so ``--repeat`` rounds (default 3) each run the seed and every
-project variant in turn; each row is its median run and ``walls_s`` lists them all.
+drifts by 10-20 % within minutes, so ``--repeat`` rounds (default 5) each run the seed and every
+project variant in turn; each row is its median run and ``walls_s`` lists them all. One untimed
+``ser features`` flow runs first too (the Prefect server's first run of a new flow is slow).
+``per_clip_cpu_ms``: a worker's CPU per clip by stage, in one process (see `per_clip_cost`).
 Reported per run: files/s, real-time factor (audio seconds per wall second), peak RSS of the
 whole process tree (sampled every 50 ms; the sum of RSS counts pages shared by forked workers
 more than once), feature count, machine-wide busy CPU seconds, and ratios of files/s to (1).
@@ -287,6 +289,50 @@ def long_clip_memory(files: list[Path], scratch: Path, *, minutes: float = 20.0)
     return out
 
 
+def per_clip_cost(files: list[Path], *, n: int = 300) -> dict[str, Any]:
+    """Where a worker's time goes, per clip, one process (BLAS single-threaded as in workers).
+
+    Stages are timed over ``n`` RAVDESS files (best of 2 passes): decoding the 48 kHz FLAC,
+    soxr HQ resampling, then for seed180 the float64 STFT, the tuning estimate and the rest
+    (mel, MFCC, chroma), and for rich the frame descriptors and their statistics. The first
+    three are fixed by the seed's own numbers (libFLAC's output, librosa.load's soxr_hq, and a
+    float64 STFT that keeps the tuning estimate identical).
+    """
+    from etl import dsp, features
+    from etl.audio import load_audio, resample
+
+    def best_of(fn: Any, items: list[Any]) -> float:
+        best = float("inf")
+        for _ in range(2):
+            started = time.process_time()
+            for item in items:
+                fn(item)
+            best = min(best, time.process_time() - started)
+        return round(best / len(items) * 1e3, 3)
+
+    paths = files[:n]
+    seed_spec, rich_spec = features.feature_spec("seed180"), features.feature_spec("rich")
+    p = seed_spec.params
+    with features._one_blas_thread():
+        native = [load_audio(path, sr=None)[0] for path in paths]
+        at_22k = [resample(y, 48000, 22050) for y in native]
+        at_16k = [resample(y, 48000, 16000) for y in native]
+        mags = [dsp.librosa_stft_magnitude(y, n_fft=p["n_fft"], hop=p["hop"]) for y in at_22k]
+        out = {
+            "clips": len(paths),
+            "decode_flac_48k": best_of(lambda path: load_audio(path, sr=None), paths),
+            "resample_soxr_hq_to_22050": best_of(lambda y: resample(y, 48000, 22050), native),
+            "resample_soxr_hq_to_16000": best_of(lambda y: resample(y, 48000, 16000), native),
+            "seed180_stft_float64": best_of(
+                lambda y: dsp.librosa_stft_magnitude(y, n_fft=p["n_fft"], hop=p["hop"]), at_22k),
+            "seed180_tuning": best_of(lambda m: dsp.estimate_tuning(m, sr=22050), mags),
+            "seed180_features_all": best_of(lambda y: features._seed_vector(y, seed_spec), at_22k),
+            "rich_features_all": best_of(
+                lambda y: features.extract(y, 16000, rich_spec), at_16k),
+        }
+    return out
+
+
 def _insert_clips(env: dict[str, str], files: list[Path]) -> None:
     """Fallback when `ser ingest` is not available: clip rows straight into the table."""
     import soundfile as sf
@@ -314,7 +360,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=None, help="files for the seed baseline")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=int, default=5,
                         help="rounds (seed and every project run); rows are median runs")
     parser.add_argument("--sets", default="seed180,rich")
     parser.add_argument("--no-prefect-runs", action=argparse.BooleanOptionalAction, default=True,
@@ -382,6 +428,10 @@ def main() -> None:
         engine = get_engine()
         set_names = [s for s in args.sets.split(",") if s]
         variants = [("", [])] + ([("_no_prefect", ["--no-prefect"])] if args.no_prefect_runs else [])
+        # The first `ser features` flow after the ingest flow has been seconds slower than any
+        # later one (the Prefect server's first run of a new flow): paid once, untimed.
+        subprocess.run([SER, "features", "--set", set_names[0], "--workers", str(args.workers),
+                        "--json"], env=env, check=True, capture_output=True)
         seed_runs: list[dict[str, Any]] = []
         project_runs: dict[str, list[dict[str, Any]]] = {}
         # Rounds interleave the seed and every project variant, so drift in the machine's speed
@@ -443,6 +493,8 @@ def main() -> None:
         engine.dispose()
         result["extract_segments"] = segments_speed(files)
         result["long_clip"] = long_clip_memory(files, scratch)
+        result["per_clip_cpu_ms"] = per_clip_cost(files)
+        result["per_clip_cpu_ms"]["seed_per_file_wall"] = round(seed_loop_s / len(seed_files) * 1e3, 2)
         result["cpu_bound_note"] = (
             "machine_busy_cpu_s / (cpus * wall_s) near 1 means every core was busy for the "
             "whole run: the end-to-end rate is bounded by total CPU work, start-up included")
