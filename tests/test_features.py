@@ -508,3 +508,20 @@ def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
         # training reads whole-clip rows only
         got_ids, X = load_feature_matrix(session, feature_set_id=first.feature_set_id)
         assert got_ids.tolist() == ids and X.shape == (2, spec.n_features)
+
+
+def test_long_bandlimit_pads_to_a_fast_length_with_the_same_band(monkeypatch: pytest.MonkeyPatch) -> None:
+    import etl.audio as audio
+
+    rng = np.random.default_rng(3)
+    y = (0.1 * rng.standard_normal(30011)).astype(np.float32)  # a prime length: Bluestein
+    exact = audio.bandlimit(y, 8000, low_hz=300.0, high_hz=3400.0)
+    monkeypatch.setattr(audio, "EXACT_BANDLIMIT_MAX", 1000)
+    padded = audio.bandlimit(y, 8000, low_hz=300.0, high_hz=3400.0)
+    assert padded.shape == exact.shape and padded.dtype == np.float32
+    # only the edges see the padding (the exact filter wraps the end onto the start)
+    inner = slice(800, -800)
+    np.testing.assert_allclose(padded[inner], exact[inner], atol=2e-3 * float(np.abs(exact).max()))
+    spectrum = np.abs(np.fft.rfft(padded)) ** 2
+    freqs = np.fft.rfftfreq(len(padded), 1 / 8000)
+    assert spectrum[(freqs < 200) | (freqs > 3500)].sum() < 1e-3 * spectrum.sum()
