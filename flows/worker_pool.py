@@ -3,11 +3,13 @@
 `flows.feature_runner.start_run` starts it before ``ser features`` imports Prefect, so the
 workers' imports (numpy, scipy.fft, soundfile, soxr) and their first chunks run while the command
 imports Prefect and starts the flow run. Workers import neither librosa nor the database layer
-(etl.filters has the filter banks).
+(etl.filters has the filter banks). The console script starts the forkserver even earlier
+(`start_forkserver`, from ``ser.entry``), before the CLI is imported.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 
 # Worker processes fork from a server that has already imported the extraction stack, so a
@@ -16,9 +18,20 @@ _WORKER_PRELOAD = ["etl.features", "etl.dsp", "etl.audio", "etl.filters", "scipy
                    "scipy.ndimage", "scipy.sparse", "soxr", "soundfile", "threadpoolctl"]
 
 
-def local_pool(workers: int) -> ProcessPoolExecutor:
-    import multiprocessing as mp
-
+def _context() -> mp.context.ForkServerContext:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(_WORKER_PRELOAD)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    return ctx  # type: ignore[return-value]
+
+
+def start_forkserver() -> None:
+    """Start the forkserver now (it imports `_WORKER_PRELOAD` in the background); a later
+    `local_pool` forks its workers from it. It exits with this process."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()
+
+
+def local_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context())

@@ -1,3 +1,4 @@
-from ser.cli import main
+from ser.entry import main
 
-main()
+if __name__ == "__main__":
+    main()

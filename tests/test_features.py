@@ -398,7 +398,8 @@ def test_cli_process_exits_cleanly_and_prints_json(clip_db: list[int], cli_env: 
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "ser.cli", "features", "--set", "seed180",
+    # `python -m ser` is the console script's path: its forkserver starts before the CLI loads
+    proc = subprocess.run([sys.executable, "-m", "ser", "features", "--set", "seed180",
                            "--channel", "telephony", "--no-prefect", "--json", "--workers", "2"],
                           env={**os.environ, **cli_env}, capture_output=True, text=True,
                           timeout=300, check=False)
@@ -409,6 +410,31 @@ def test_cli_process_exits_cleanly_and_prints_json(clip_db: list[int], cli_env: 
                          env={**os.environ, **cli_env}, capture_output=True, text=True,
                          timeout=120, check=False)
     assert bad.returncode == 2 and "unknown feature set" in bad.stderr
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    (["features"], {}, True),
+    (["features", "--set", "seed180", "--workers", "4"], {}, True),
+    (["features", "--workers", "1"], {}, False),
+    (["features", "--workers=1"], {}, False),
+    (["features"], {"SER_WORKERS": "1"}, False),
+    (["features", "--workers", "2"], {"SER_WORKERS": "1"}, True),
+    (["features", "--list"], {}, False),
+    (["features", "--dask-address", "tcp://x:8786"], {}, False),
+    (["features"], {"SER_DASK_ADDRESS": "tcp://x:8786"}, False),
+    (["score", "calls/"], {}, False),
+    ([], {}, False),
+])
+def test_console_script_starts_the_forkserver_only_for_local_feature_workers(
+        monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str],
+        expected: bool) -> None:
+    from ser.entry import _uses_local_workers
+
+    for name in ("SER_WORKERS", "SER_DASK_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _uses_local_workers(args) is expected
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,7 +463,7 @@ def test_blockwise_librosa_stft_equals_one_pass(speech: np.ndarray) -> None:
 
 
 def test_seed180_of_a_long_signal_in_blocks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    import etl.features as features
+    from etl import features
 
     y = _long_speech(22050, utterances=6)
     spec = feature_spec("seed180")
@@ -456,7 +482,7 @@ def test_seed180_of_a_long_signal_in_blocks_matches_one_pass(monkeypatch: pytest
 def test_long_files_decode_in_blocks_to_the_same_samples(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subtype: str, channels: int,
         suffix: str) -> None:
-    import etl.audio as audio
+    from etl import audio
 
     rng = np.random.default_rng(1)
     x = (0.1 * rng.standard_normal((48000 * 25 + 77, channels))).astype(np.float32)
@@ -511,7 +537,7 @@ def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
 
 
 def test_long_bandlimit_pads_to_a_fast_length_with_the_same_band(monkeypatch: pytest.MonkeyPatch) -> None:
-    import etl.audio as audio
+    from etl import audio
 
     rng = np.random.default_rng(3)
     y = (0.1 * rng.standard_normal(30011)).astype(np.float32)  # a prime length: Bluestein
