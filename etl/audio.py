@@ -21,6 +21,7 @@ TELEPHONY_RATE = 8000
 TELEPHONY_BAND_HZ = (300.0, 3400.0)
 # Mono files longer than this that are resampled on load are decoded in blocks (memory).
 STREAM_DECODE_S = 60.0
+STREAM_PREALLOCATE_MAX = 1 << 26  # samples (256 MB of float32: 70 min at 16 kHz)
 
 
 class AudioError(ValueError):
@@ -140,15 +141,18 @@ def _decode_resampled(handle: sf.SoundFile, sr: int, *, block_s: float = 10.0) -
     """
     stream = soxr.ResampleStream(handle.samplerate, sr, 1, dtype="float32", quality="HQ")
     block = max(1, int(block_s * handle.samplerate))
-    out = np.empty(int(np.ceil(handle.frames * sr / handle.samplerate)) + 64, dtype=np.float32)
+    # The header's length sizes the output; capped, because a streamed WAV may declare an
+    # absurd one (then the buffer grows as the samples really arrive).
+    expected = int(np.ceil(handle.frames * sr / handle.samplerate)) + 64
+    out = np.empty(min(expected, STREAM_PREALLOCATE_MAX), dtype=np.float32)
     n = 0
     while True:
         data = _read_block(handle, block)
         last = len(data) < block
         mixed = data.T.mean(axis=0) if data.shape[1] > 1 else data[:, 0]
         part = stream.resample_chunk(np.ascontiguousarray(mixed, dtype=np.float32), last=last)
-        if n + len(part) > len(out):  # the header under-counted frames
-            out = np.concatenate([out[:n], np.empty(len(part) + len(out) // 4, np.float32)])
+        if n + len(part) > len(out):  # more samples than the buffer: grow by half
+            out = np.concatenate([out[:n], np.empty(len(part) + len(out) // 2, np.float32)])
         out[n: n + len(part)] = part
         n += len(part)
         if last:

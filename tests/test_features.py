@@ -493,6 +493,10 @@ def test_long_files_decode_in_blocks_to_the_same_samples(
     streamed, rate = audio.load_audio(path, sr=16000)
     assert rate == 16000
     np.testing.assert_array_equal(streamed, in_memory)
+    # a header claiming more than the preallocation cap: the buffer grows as samples arrive
+    monkeypatch.setattr(audio, "STREAM_PREALLOCATE_MAX", 1000)
+    grown, _ = audio.load_audio(path, sr=16000)
+    np.testing.assert_array_equal(grown, in_memory)
 
 
 def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
