@@ -53,7 +53,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "ravdess"
 SER = str(Path(sys.executable).with_name("ser"))
-_LAST_BUSY_CPU_S = 0.0  # machine-wide busy CPU seconds during the last `_timed` command
 
 
 def _files(data: Path) -> list[Path]:
@@ -130,19 +129,20 @@ def _warm_page_cache(files: list[Path]) -> None:
         path.read_bytes()
 
 
-def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    global _LAST_BUSY_CPU_S
+def _timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run ``cmd``: wall seconds, peak RSS of its process tree, machine-wide busy CPU seconds
+    while it ran, and its stdout."""
     busy = _busy_cpu_s()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rss = _PeakRss(proc.pid)
     out, err = proc.communicate()
     wall = time.perf_counter() - started
-    _LAST_BUSY_CPU_S = _busy_cpu_s() - busy
+    busy = _busy_cpu_s() - busy
     peak = rss.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return wall, peak, out
+    return {"wall": wall, "peak": peak, "busy": busy, "out": out}
 
 
 def seed_worker(list_path: Path, out_path: Path) -> None:
@@ -438,20 +438,18 @@ def main() -> None:
         # (a shared VM) reaches both sides alike; each row is its median run.
         for round_no in range(args.repeat):
             npz = scratch / f"seed{round_no}.npz"
-            wall, peak, _ = _timed([sys.executable, __file__, "--seed-worker", str(list_path),
-                                    str(npz)], dict(os.environ))
-            seed_runs.append({"wall": wall, "peak": peak, "busy": _LAST_BUSY_CPU_S, "npz": npz})
+            seed_runs.append({**_timed([sys.executable, __file__, "--seed-worker",
+                                        str(list_path), str(npz)], dict(os.environ)), "npz": npz})
             for set_name in set_names:
                 for suffix, extra in variants:
                     with session_scope(engine) as session:  # fresh start for each run
                         session.execute(text(
                             "DELETE FROM clip_features f USING feature_sets s WHERE "
                             "s.id = f.feature_set_id AND s.name = :n"), {"n": set_name})
-                    wall, peak, out = _timed([SER, "features", "--set", set_name, "--workers",
-                                              str(args.workers), "--json", *extra], env)
+                    run = _timed([SER, "features", "--set", set_name, "--workers",
+                                  str(args.workers), "--json", *extra], env)
                     project_runs.setdefault(f"project_{set_name}{suffix}", []).append(
-                        {"wall": wall, "peak": peak, "busy": _LAST_BUSY_CPU_S,
-                         "report": json.loads(out)})
+                        {**run, "report": json.loads(run["out"])})
 
         seed_run = _median(seed_runs)
         seed_npz = np.load(seed_run["npz"])
@@ -473,23 +471,22 @@ def main() -> None:
             row.update({"walls_s": [round(r["wall"], 2) for r in runs],
                         "stored": report["stored"], "errors": report["errors"],
                         "flow_seconds": round(report["seconds"], 2),
-                        "workers_started_before_flow_s": report.get("started_before_s", 0.0),
+                        "workers_started_before_flow_s": round(
+                            report.get("started_before_s", 0.0), 3),
                         "extraction_window_s": round(window, 2),
                         "startup_and_exit_s": round(run["wall"] - window, 2),
                         # both sides without interpreter start-up and imports
                         "speedup_vs_seed_excluding_startup": round(
                             (report["pending"] / window) / (len(seed_files) / seed_loop_s), 2)})
             result[name] = row
-        for set_name in set_names:
-            spec = feature_spec(set_name)
-            if set_name == "seed180":
-                with session_scope(engine) as session:
-                    fs_id = session.scalar(text(
-                        "SELECT id FROM feature_sets WHERE name='seed180' AND channel='studio' "
-                        "AND params_hash = :h"), {"h": spec.params_hash})
-                    ids, X = load_feature_matrix(session, feature_set_id=fs_id)
-                    paths = dict(session.execute(text("SELECT id, path FROM clips")).all())
-                result["seed180_vs_seed"] = _compare([paths[int(i)] for i in ids], X, seed)
+        if "seed180" in set_names:  # the last seed180 run's vectors against the median seed run
+            with session_scope(engine) as session:
+                fs_id = session.scalar(text(
+                    "SELECT id FROM feature_sets WHERE name='seed180' AND channel='studio' "
+                    "AND params_hash = :h"), {"h": feature_spec("seed180").params_hash})
+                ids, X = load_feature_matrix(session, feature_set_id=fs_id)
+                paths = dict(session.execute(text("SELECT id, path FROM clips")).all())
+            result["seed180_vs_seed"] = _compare([paths[int(i)] for i in ids], X, seed)
         engine.dispose()
         result["extract_segments"] = segments_speed(files)
         result["long_clip"] = long_clip_memory(files, scratch)

@@ -31,6 +31,23 @@ def frame_count(n_samples: int, hop: int) -> int:
     return 1 + n_samples // hop
 
 
+def centred_frames(signal: np.ndarray, first: int, last: int, *, hop: int,
+                   width: int) -> np.ndarray:
+    """Frames ``[first, last)`` of a centred framing, ``(last - first, width)`` (a view).
+
+    Frame ``i`` covers samples ``[i*hop - width//2, i*hop - width//2 + width)``, zero padded
+    where it runs off either end (``librosa.stft(center=True, pad_mode="constant")``); only
+    the samples the frames touch are copied, so blocks of a long signal stay cheap.
+    """
+    lo = first * hop - width // 2
+    hi = (last - 1) * hop - width // 2 + width
+    piece = signal[max(lo, 0): max(min(hi, len(signal)), 0)]
+    if lo < 0 or hi > len(signal):
+        piece = np.concatenate([np.zeros(max(-lo, 0), piece.dtype), piece,
+                                np.zeros(max(hi - len(signal), 0), piece.dtype)])
+    return sliding_window_view(piece, width)[::hop]
+
+
 def iter_stft_blocks(
     signal: np.ndarray,
     *,
@@ -56,18 +73,10 @@ def iter_stft_blocks(
     """
     total = frame_count(len(signal), hop)
     stop = total if stop_frame is None else min(stop_frame, total)
-    half = win_length // 2
     window = hann(win_length)
     for first in range(start_frame, stop, block_frames):
         last = min(first + block_frames, stop)
-        # Only the samples this block touches, padded where it runs off either end.
-        lo = first * hop - half
-        hi = (last - 1) * hop - half + win_length
-        piece = signal[max(lo, 0): max(min(hi, len(signal)), 0)]
-        if lo < 0 or hi > len(signal):
-            piece = np.concatenate([np.zeros(max(-lo, 0), np.float32), piece,
-                                    np.zeros(max(hi - len(signal), 0), np.float32)])
-        raw = sliding_window_view(piece, win_length)[::hop]
+        raw = centred_frames(signal, first, last, hop=hop, width=win_length)
         # scipy.fft keeps float32 (complex64) and is several times faster than numpy.fft here;
         # zero padding into a preallocated buffer is ~4x cheaper than rfft(..., n=n_fft)
         padded = np.zeros((len(raw), n_fft), dtype=np.float32)
@@ -88,9 +97,8 @@ def librosa_stft_magnitude(signal: np.ndarray, *, n_fft: int, hop: int) -> np.nd
     ~50 bytes per bin and frame while it runs (~2 MB per second at 22,050 Hz): long signals go
     through `iter_librosa_stft_magnitude` instead.
     """
-    padded = np.pad(signal.astype(np.float32, copy=False), n_fft // 2, mode="constant")
-    frames = sliding_window_view(padded, n_fft)[::hop]
-    return _magnitude(frames, n_fft)
+    y = signal.astype(np.float32, copy=False)
+    return _magnitude(centred_frames(y, 0, frame_count(len(y), hop), hop=hop, width=n_fft), n_fft)
 
 
 def _magnitude(frames: np.ndarray, n_fft: int) -> np.ndarray:
@@ -110,15 +118,9 @@ def iter_librosa_stft_magnitude(
     """
     y = signal.astype(np.float32, copy=False)
     total = frame_count(len(y), hop)
-    half = n_fft // 2
     for first in range(0, total, block_frames):
         last = min(first + block_frames, total)
-        lo, hi = first * hop - half, (last - 1) * hop - half + n_fft  # samples of y it covers
-        piece = y[max(lo, 0): min(hi, len(y))]
-        if lo < 0 or hi > len(y):
-            piece = np.concatenate([np.zeros(max(-lo, 0), np.float32), piece,
-                                    np.zeros(max(hi - len(y), 0), np.float32)])
-        yield _magnitude(sliding_window_view(piece, n_fft)[::hop], n_fft)
+        yield _magnitude(centred_frames(y, first, last, hop=hop, width=n_fft), n_fft)
 
 
 def band_gain(n_fft: int, sr: int, low_hz: float, high_hz: float, skirt_hz: float = 50.0) -> np.ndarray:

@@ -139,15 +139,13 @@ def store_results(session: Session, *, feature_set_id: int,
     if good:
         n_expected = int(session.scalar(select(func.cardinality(FeatureSet.feature_names)).where(
             FeatureSet.id == feature_set_id)) or 0)
-        ids: list[np.ndarray] = []
-        vectors: list[np.ndarray] = []
-        bounds: list[np.ndarray] = []
+        # whole-clip rows first, then the segment rows of long clips
+        ids = [np.array([r.clip_id for r in good])]
+        vectors = [np.stack([r.values for r in good if r.values is not None])]
+        bounds = [np.tile(WHOLE_CLIP, (len(good), 1))]
         for r in good:
             assert r.values is not None
             _check_vector(r.clip_id, r.values, n_expected)
-            ids.append(np.array([r.clip_id]))
-            vectors.append(r.values[None, :])
-            bounds.append(np.array([WHOLE_CLIP]))
             if r.segments is not None and r.segment_values is not None and len(r.segments):
                 _check_vector(r.clip_id, r.segment_values, n_expected)
                 ids.append(np.full(len(r.segments), r.clip_id))

@@ -804,7 +804,9 @@ def speech_segments(signal: np.ndarray, sr: int, spec: FeatureSpec
     """Feature vectors of the speech segments of one long mono signal.
 
     Segments are what the nightly scorer scores: speech regions from `etl.vad` cut into windows
-    of `SEGMENT_MIN_S`..`SEGMENT_MAX_S` seconds, featurised by `extract_segments`.
+    of `SEGMENT_MIN_S`..`SEGMENT_MAX_S` seconds, featurised by `extract_segments` (which mixes
+    down and repairs non-finite samples itself; `extract_files` calls this only for clips that
+    `extract` accepted).
 
     Returns
     -------
@@ -812,11 +814,8 @@ def speech_segments(signal: np.ndarray, sr: int, spec: FeatureSpec
     """
     from etl.vad import detect_speech, windows
 
-    y = _as_mono(signal)
-    if not np.isfinite(y).all():
-        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    wins = windows(detect_speech(y, sr), min_s=SEGMENT_MIN_S, max_s=SEGMENT_MAX_S)
-    X, valid = extract_segments(y, sr, spec, wins)
+    wins = windows(detect_speech(_as_mono(signal), sr), min_s=SEGMENT_MIN_S, max_s=SEGMENT_MAX_S)
+    X, valid = extract_segments(signal, sr, spec, wins)
     bounds = np.asarray(wins, dtype=np.float64).reshape(-1, 2)
     return bounds[valid], X[valid]
 
