@@ -266,7 +266,7 @@ def run_features(
         run = start_run(set_name=set_name, channel=channel, corpus=corpus, workers=workers,
                         chunk_size=chunk_size, retry_errors=retry_errors, submit=submit)
     report = FeaturesReport(set_name, channel, run.feature_set_id, run.spec.n_features,
-                            pending=run.pending, started_before_s=round(started_before, 3))
+                            pending=run.pending, started_before_s=started_before)
     bar = tqdm(total=run.pending, unit="clip", desc=f"features {set_name}/{channel}",
                file=sys.stderr, disable=not progress or not run.pending, dynamic_ncols=True)
     try:
