@@ -1,7 +1,8 @@
 """Audio I/O shared by ingest, features and scoring.
 
 Headers are read without decoding (soundfile.info; audioread only as a fallback for MP3 and
-friends), content is identified by sha256, decoding goes through soundfile and resampling through
+friends), content is identified by sha256, decoding goes through soundfile (whole 16-bit FLAC
+files through miniaudio's dr_flac, which gives the same samples faster) and resampling through
 soxr. Signals are float32, shape ``(n,)`` for mono or ``(channels, n)`` for multichannel.
 """
 
@@ -15,6 +16,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 from scipy.fft import next_fast_len
+
+try:
+    import miniaudio
+except ImportError:  # pragma: no cover - a platform without its wheel decodes through soundfile
+    miniaudio = None
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif"})
 TELEPHONY_RATE = 8000
@@ -107,9 +113,12 @@ def load_audio(
             if (mono and sr is not None and sr != native_sr and start_s == 0
                     and duration_s is None and handle.frames > STREAM_DECODE_S * native_sr):
                 return _decode_resampled(handle, sr), sr
-            if start_s > 0:  # a FLAC seek is not free, even to frame 0
-                handle.seek(int(start_s * native_sr))
-            data = _read_block(handle, -1 if duration_s is None else int(duration_s * native_sr))
+            whole_file = start_s == 0 and duration_s is None
+            data = _read_flac16(path, handle) if whole_file else None
+            if data is None:
+                if start_s > 0:  # a FLAC seek is not free, even to frame 0
+                    handle.seek(int(start_s * native_sr))
+                data = _read_block(handle, -1 if whole_file else int(duration_s * native_sr))
     except Exception as exc:  # noqa: BLE001 - fall back to librosa/audioread for MP3 etc.
         data, native_sr = _load_fallback(path, exc, start_s=start_s, duration_s=duration_s)
     signal = data.T  # (channels, n)
@@ -130,6 +139,26 @@ def _read_block(handle: sf.SoundFile, frames: int) -> np.ndarray:
         data = handle.read(frames=frames, dtype="int16", always_2d=True)
         return np.multiply(data, np.float32(1.0 / 32768.0), dtype=np.float32)
     return handle.read(frames=frames, dtype="float32", always_2d=True)
+
+
+def _read_flac16(path: Path, handle: sf.SoundFile) -> np.ndarray | None:
+    """A whole 16-bit FLAC file as `_read_block` returns it, decoded by dr_flac (miniaudio).
+
+    dr_flac gives the same int16 samples as libFLAC behind libsndfile (checked on all 1,200
+    RAVDESS files; tested) in less than half the CPU: decoding was the largest single cost of
+    extracting a corpus clip. None (the caller reads through soundfile) for anything else, or
+    when the two decoders disagree on the file's shape.
+    """
+    if miniaudio is None or handle.format != "FLAC" or handle.subtype != "PCM_16":
+        return None
+    try:
+        decoded = miniaudio.flac_read_file_s16(str(path))
+    except miniaudio.MiniaudioError:
+        return None
+    if decoded.nchannels != handle.channels or decoded.num_frames != handle.frames:
+        return None
+    data = np.frombuffer(decoded.samples, dtype=np.int16).reshape(-1, decoded.nchannels)
+    return np.multiply(data, np.float32(1.0 / 32768.0), dtype=np.float32)
 
 
 def _decode_resampled(handle: sf.SoundFile, sr: int, *, block_s: float = 10.0) -> np.ndarray:

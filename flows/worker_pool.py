@@ -15,7 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 # Worker processes fork from a server that has already imported the extraction stack, so a
 # worker starts in milliseconds instead of re-importing numpy/scipy (about a second).
 _WORKER_PRELOAD = ["etl.features", "etl.dsp", "etl.audio", "etl.filters", "scipy.fft",
-                   "scipy.ndimage", "scipy.sparse", "soxr", "soundfile", "threadpoolctl"]
+                   "scipy.ndimage", "scipy.sparse", "soxr", "soundfile", "miniaudio",
+                   "threadpoolctl"]
 
 
 def _context() -> mp.context.ForkServerContext:

@@ -528,6 +528,39 @@ def test_long_files_decode_in_blocks_to_the_same_samples(
     np.testing.assert_array_equal(grown, in_memory)
 
 
+@pytest.mark.parametrize(("subtype", "channels"), [("PCM_16", 1), ("PCM_16", 2), ("PCM_24", 1)])
+def test_flac_fast_decoder_gives_libsndfiles_samples(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subtype: str, channels: int) -> None:
+    """Whole 16-bit FLAC files decode through dr_flac (miniaudio), to libsndfile's samples
+    exactly; other bit depths, windows and a file dr_flac rejects go through soundfile."""
+    from etl import audio
+
+    rng = np.random.default_rng(2)
+    x = np.clip(0.3 * rng.standard_normal((48000 + 123, channels)), -1, 1).astype(np.float32)
+    path = tmp_path / "clip.flac"
+    sf.write(str(path), x, 48000, subtype=subtype)
+    reference = sf.read(str(path), dtype="float32", always_2d=True)[0]
+    with sf.SoundFile(str(path)) as handle:
+        fast = audio._read_flac16(path, handle)
+    if subtype == "PCM_16":
+        assert fast is not None
+        np.testing.assert_array_equal(fast, reference)
+    else:
+        assert fast is None  # 24-bit: libsndfile's own scaling, not int16
+    decoded, rate = audio.load_audio(path, sr=None, mono=False)
+    np.testing.assert_array_equal(decoded, reference.T)  # (channels, n)
+    assert rate == 48000
+    window, _ = audio.load_audio(path, sr=None, mono=False, start_s=0.5, duration_s=0.25)
+    np.testing.assert_array_equal(window, reference[24000:36000].T)
+
+    def broken(_path: str) -> None:
+        raise audio.miniaudio.DecodeError("bad frame")
+
+    monkeypatch.setattr(audio.miniaudio, "flac_read_file_s16", broken)
+    fallback, _ = audio.load_audio(path, sr=None, mono=False)
+    np.testing.assert_array_equal(fallback, decoded)
+
+
 def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
                                                cli_env: dict[str, str]) -> None:
     from etl.features import LONG_CLIP_S, extract_files
