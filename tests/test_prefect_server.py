@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ser.prefect_server import running_server, start_server, stop_server
 
 
@@ -34,3 +36,23 @@ def test_server_is_started_once_reused_and_stopped(tmp_path: Path) -> None:
         assert stop_server(home)
     assert running_server(home) is None
     assert not stop_server(home)
+
+
+def test_cli_flows_run_without_heartbeats_unless_the_user_asks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's heartbeat thread made every flow end with up to 1 s of idle; `ser` commands
+    turn it off, but a frequency the user set wins (either of Prefect's names for it)."""
+    from prefect.settings import get_current_settings
+
+    from ser.runtime import flow_settings
+
+    for name in ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"):
+        monkeypatch.delenv(name, raising=False)
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None  # Prefect's own default is on
+    with flow_settings():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == default
+    monkeypatch.setenv("PREFECT_RUNNER_HEARTBEAT_FREQUENCY", "45")  # read by Prefect at import
+    with flow_settings():  # left to Prefect
+        assert get_current_settings().flows.heartbeat_frequency == default

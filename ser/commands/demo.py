@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 import typer
 
-from ser.runtime import fail, open_database, quiet_prefect
+from ser.runtime import fail, flow_settings, open_database, quiet_prefect
 
 
 def demo_cmd(
@@ -38,8 +38,9 @@ def demo_cmd(
                 "(Prefect's local API server starts first)", bold=True, err=True)
     flow_started = time.perf_counter()
     try:
-        result = demo_flow(config=DemoConfig.small() if small else DemoConfig(),
-                           reports_dir=str(reports_dir.resolve()) if reports_dir else None)
+        with flow_settings():
+            result = demo_flow(config=DemoConfig.small() if small else DemoConfig(),
+                               reports_dir=str(reports_dir.resolve()) if reports_dir else None)
     except ValueError as exc:  # a data problem the user can act on (e.g. training data)
         fail(str(exc).splitlines()[0])
     url = unquote(psql_url(engine.url.render_as_string(hide_password=False)))

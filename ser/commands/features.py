@@ -7,7 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from ser.runtime import exit_fast_when_done, fail, is_tty, open_database, quiet_prefect
+from ser.runtime import (
+    exit_fast_when_done,
+    fail,
+    flow_settings,
+    is_tty,
+    open_database,
+    quiet_prefect,
+)
 
 
 def features_cmd(
@@ -63,7 +70,8 @@ def features_cmd(
             quiet_prefect()  # before anything imports prefect
             from flows.features import features_flow
 
-            report = features_flow(**options, dask_address=dask_address)
+            with flow_settings():
+                report = features_flow(**options, dask_address=dask_address)
         else:
             report = run_features(**options).as_dict()
     finally:

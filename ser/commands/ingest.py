@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from etl.corpora import CORPORA, FOLDER_CORPORA, MANIFEST, check_corpus
-from ser.runtime import fail, is_tty, open_database, quiet_prefect
+from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 MAX_PROBLEM_LINES = 20
 
@@ -50,15 +50,16 @@ def ingest_cmd(
     from flows.ingest import ingest_flow  # Prefect import is slow; keep `ser --help` fast
 
     try:
-        report = ingest_flow(
-            corpus,
-            path=str(path.resolve()) if path else None,
-            demographics=str(demographics.resolve()) if demographics else None,
-            votes=str(votes.resolve()) if votes else None,
-            show_progress=is_tty() or not as_json,
-            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
-            workers=workers,
-        )
+        with flow_settings():
+            report = ingest_flow(
+                corpus,
+                path=str(path.resolve()) if path else None,
+                demographics=str(demographics.resolve()) if demographics else None,
+                votes=str(votes.resolve()) if votes else None,
+                show_progress=is_tty() or not as_json,
+                chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+                workers=workers,
+            )
     except (IngestInputError, ValueError) as exc:
         fail(str(exc).splitlines()[0])
     total = report.total

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ser.runtime import fail, is_tty, open_database, quiet_prefect
+from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 MAX_FAILURE_LINES = 20
 
@@ -66,9 +66,10 @@ def score_cmd(
             quiet_prefect()
             from flows.nightly import score_batch_flow
 
-            report = score_batch_flow(str(path.resolve()), batch_date=date, model_ref=model,
-                                      workers=n_workers, rules=rules, retry_failed=retry_failed,
-                                      stale_minutes=stale_minutes)
+            with flow_settings():
+                report = score_batch_flow(
+                    str(path.resolve()), batch_date=date, model_ref=model, workers=n_workers,
+                    rules=rules, retry_failed=retry_failed, stale_minutes=stale_minutes)
         else:
             from etl.scoring import ScoringConfig
             from flows.batch_runner import score_batch

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ser.runtime import fail, is_tty, open_database, quiet_prefect
+from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 models_app = typer.Typer(help="Registered models: list, show, promote.", no_args_is_help=True)
 
@@ -89,12 +89,13 @@ def train_cmd(
     from flows.train import train_flow  # slow import; keep `ser --help` fast
 
     try:
-        result = train_flow(
-            labels=check.label_scheme, model=family, feature_set=feature_set, channel=channel,
-            corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance,
-            folds=folds, seed=seed, search=search, feature_importance=importance,
-            diagnostic_random_split=random_split, name=name, promote_if_better=promote,
-            alias=alias, show_progress=is_tty())
+        with flow_settings():
+            result = train_flow(
+                labels=check.label_scheme, model=family, feature_set=feature_set, channel=channel,
+                corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance,
+                folds=folds, seed=seed, search=search, feature_importance=importance,
+                diagnostic_random_split=random_split, name=name, promote_if_better=promote,
+                alias=alias, show_progress=is_tty())
     except TrainingDataError as exc:
         fail(str(exc).splitlines()[0])
     if as_json:
