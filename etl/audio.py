@@ -15,16 +15,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-from scipy.fft import next_fast_len
 
 try:
     import miniaudio
 except ImportError:  # pragma: no cover - a platform without its wheel decodes through soundfile
     miniaudio = None
 
+from etl.feature_sets import TELEPHONY_BAND_HZ, TELEPHONY_RATE
+
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif"})
-TELEPHONY_RATE = 8000
-TELEPHONY_BAND_HZ = (300.0, 3400.0)
 # Mono files longer than this that are resampled on load are decoded in blocks (memory).
 STREAM_DECODE_S = 60.0
 STREAM_PREALLOCATE_MAX = 1 << 26  # samples (256 MB of float32: 70 min at 16 kHz)
@@ -224,6 +223,8 @@ def bandlimit(signal: np.ndarray, sr: int, *, low_hz: float, high_hz: float) -> 
     `EXACT_BANDLIMIT_MAX` are zero padded to a fast length first (the result then differs only
     within a few tens of ms of the end); shorter ones keep their exact length and numbers.
     """
+    from scipy.fft import next_fast_len  # imported here: scipy.fft costs ~0.15 s of CPU
+
     n = signal.shape[-1]
     n_fft = n if n <= EXACT_BANDLIMIT_MAX else next_fast_len(n, real=True)
     spectrum = np.fft.rfft(signal, n=n_fft, axis=-1)

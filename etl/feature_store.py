@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db.models import FeatureError, FeatureSet
-from etl.features import ClipResult, FeatureSpec
+from etl.feature_sets import ClipResult, FeatureSpec
 
 
 def ensure_feature_set(session: Session, spec: FeatureSpec) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from db.engine import get_engine, session_scope
+from etl.feature_sets import ClipResult, FeatureSpec, feature_spec
 from etl.feature_store import (
     clear_errors,
     count_pending,
@@ -38,8 +39,7 @@ from etl.feature_store import (
     pending_clips,
     store_results,
 )
-from etl.features import ClipResult, FeatureSpec, extract_files, feature_spec
-from flows.worker_pool import local_pool
+from flows.worker_pool import extract_chunk, local_pool
 
 DEFAULT_CHUNK_SIZE = 32
 # Chunks extracted but not yet written, at most: ~2,000 clips of results (~2 MB for rich), enough
@@ -202,7 +202,7 @@ def start_run(
 ) -> FeatureRun:
     """Register the feature set, count pending clips and start extracting them.
 
-    ``submit(chunk) -> future`` runs `extract_files` somewhere; by default a local forkserver
+    ``submit(chunk) -> future`` runs `extract_chunk` somewhere; by default a local forkserver
     pool of ``workers`` processes (in-process for ``workers == 1``). ``keep=True`` parks the run
     for a later `run_features` with the same parameters (`take_started`).
     """
@@ -218,9 +218,9 @@ def start_run(
     if submit is None:
         if workers > 1 and pending:
             pool = local_pool(workers)
-            submit = partial(pool.submit, extract_files, spec=spec)
+            submit = partial(pool.submit, extract_chunk, spec=spec)
         else:
-            submit = partial(_Done.of, extract_files, spec=spec)
+            submit = partial(_Done.of, extract_chunk, spec=spec)
     key = RunKey(set_name, channel, corpus, workers, chunk_size)
     run = FeatureRun(key=key, spec=spec, feature_set_id=fs_id, pending=pending, engine=engine,
                      submit=submit, pool=pool, max_ahead=max_ahead)

@@ -13,14 +13,15 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from etl.features import ClipResult, extract_files, feature_spec
+from etl.feature_sets import ClipResult, feature_spec
 from flows.feature_runner import DEFAULT_CHUNK_SIZE, run_features
+from flows.worker_pool import extract_chunk as extract_files_chunk
 
 
 @task(name="extract-features-chunk", retries=1, cache_policy=NONE)
 def extract_chunk(items: list[tuple[int, str]], set_name: str, channel: str) -> list[ClipResult]:
     """Decode and extract one chunk of files (runs in a worker process)."""
-    return extract_files(items, feature_spec(set_name, channel))
+    return extract_files_chunk(items, feature_spec(set_name, channel))
 
 
 @flow(name="features", log_prints=False)

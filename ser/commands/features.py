@@ -40,7 +40,7 @@ def features_cmd(
     Re-running is a no-op; an interrupted run resumes. Silent or too-short clips are recorded
     in feature_errors with the reason.
     """
-    from etl.features import feature_spec
+    from etl.feature_sets import feature_spec
     from ser.settings import get_settings
 
     engine = open_database()
