@@ -106,20 +106,22 @@ def load_audio(
     (signal, sample_rate)
         signal has shape ``(n,)`` when ``mono`` else ``(channels, n)``.
     """
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            native_sr = handle.samplerate
-            if (mono and sr is not None and sr != native_sr and start_s == 0
-                    and duration_s is None and handle.frames > STREAM_DECODE_S * native_sr):
-                return _decode_resampled(handle, sr), sr
-            whole_file = start_s == 0 and duration_s is None
-            data = _read_flac16(path, handle) if whole_file else None
-            if data is None:
+    whole_file = start_s == 0 and duration_s is None
+    fast = _read_flac16(path) if whole_file else None
+    if fast is not None:
+        data, native_sr = fast
+    else:
+        try:
+            with sf.SoundFile(str(path)) as handle:
+                native_sr = handle.samplerate
+                if (mono and sr is not None and sr != native_sr and whole_file
+                        and handle.frames > STREAM_DECODE_S * native_sr):
+                    return _decode_resampled(handle, sr), sr
                 if start_s > 0:  # a FLAC seek is not free, even to frame 0
                     handle.seek(int(start_s * native_sr))
                 data = _read_block(handle, -1 if whole_file else int(duration_s * native_sr))
-    except Exception as exc:  # noqa: BLE001 - fall back to librosa/audioread for MP3 etc.
-        data, native_sr = _load_fallback(path, exc, start_s=start_s, duration_s=duration_s)
+        except Exception as exc:  # noqa: BLE001 - fall back to librosa/audioread for MP3 etc.
+            data, native_sr = _load_fallback(path, exc, start_s=start_s, duration_s=duration_s)
     signal = data.T  # (channels, n)
     if mono:
         signal = signal.mean(axis=0) if signal.shape[0] > 1 else signal[0]
@@ -140,24 +142,30 @@ def _read_block(handle: sf.SoundFile, frames: int) -> np.ndarray:
     return handle.read(frames=frames, dtype="float32", always_2d=True)
 
 
-def _read_flac16(path: Path, handle: sf.SoundFile) -> np.ndarray | None:
-    """A whole 16-bit FLAC file as `_read_block` returns it, decoded by dr_flac (miniaudio).
+def _read_flac16(path: Path) -> tuple[np.ndarray, int] | None:
+    """A whole 16-bit FLAC file as `_read_block` would return it, and its rate, via dr_flac.
 
-    dr_flac gives the same int16 samples as libFLAC behind libsndfile (checked on all 1,200
-    RAVDESS files; tested) in less than half the CPU: decoding was the largest single cost of
-    extracting a corpus clip. None (the caller reads through soundfile) for anything else, or
-    when the two decoders disagree on the file's shape.
+    dr_flac (miniaudio) gives the same int16 samples as libFLAC behind libsndfile (checked on
+    all 1,200 RAVDESS files; tested) in less than half the CPU, and reads the header without
+    libsndfile's open (~0.2 ms a file): decoding was the largest single cost of extracting a
+    corpus clip. None, and the caller goes through soundfile, for any other file: not FLAC,
+    not 16-bit (libsndfile's own scaling), longer than `STREAM_DECODE_S` (those stream), or
+    not decodable or not the length its header declares.
     """
-    if miniaudio is None or handle.format != "FLAC" or handle.subtype != "PCM_16":
+    if miniaudio is None or path.suffix.lower() != ".flac":
         return None
     try:
+        info = miniaudio.flac_get_file_info(str(path))
+        if (info.sample_format != miniaudio.SampleFormat.SIGNED16
+                or not 0 < info.num_frames <= STREAM_DECODE_S * info.sample_rate):
+            return None
         decoded = miniaudio.flac_read_file_s16(str(path))
     except miniaudio.MiniaudioError:
         return None
-    if decoded.nchannels != handle.channels or decoded.num_frames != handle.frames:
+    if (decoded.num_frames, decoded.nchannels) != (info.num_frames, info.nchannels):
         return None
     data = np.frombuffer(decoded.samples, dtype=np.int16).reshape(-1, decoded.nchannels)
-    return np.multiply(data, np.float32(1.0 / 32768.0), dtype=np.float32)
+    return np.multiply(data, np.float32(1.0 / 32768.0), dtype=np.float32), int(info.sample_rate)
 
 
 def _decode_resampled(handle: sf.SoundFile, sr: int, *, block_s: float = 10.0) -> np.ndarray:
