@@ -466,6 +466,24 @@ def test_console_script_starts_the_forkserver_only_for_local_feature_workers(
     assert _uses_local_workers(args) is expected
 
 
+def test_the_writing_process_never_imports_the_extraction_stack() -> None:
+    """`ser features` registers sets, feeds workers and unpickles their results without
+    scipy or the decoders (their imports would compete with the workers for the CPU)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pickle, numpy as np\n"
+            "import ser.commands.features, flows.feature_runner, etl.feature_store\n"
+            "from etl.feature_sets import ClipResult, feature_spec\n"
+            "feature_spec('rich'); feature_spec('seed180', 'telephony')\n"
+            "pickle.loads(pickle.dumps(ClipResult(1, np.zeros(3, np.float32))))\n"
+            "print(sorted(m for m in ('scipy', 'soundfile', 'soxr', 'miniaudio', 'librosa',\n"
+            "                         'etl.features', 'etl.audio') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
+
+
 # --------------------------------------------------------------------------------------------
 # Long recordings: bounded-memory decode and seed180, speech segments stored per clip
 # --------------------------------------------------------------------------------------------
