@@ -48,6 +48,9 @@ def quiet_prefect() -> None:
 
     settings = get_settings()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's client-side telemetry too: call-centre machines should not phone home unasked
+    # (and this network is closed). DO_NOT_TRACK=0 set by the user keeps it on.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
     # Prefect's default of 20 s is too short for an ephemeral server on two busy cores.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -346,6 +347,8 @@ def test_cli_runs_the_flow(prefect_harness: None, runner: CliRunner, cli_env: di
 
     for key in ("PREFECT_LOGGING_LEVEL", "PREFECT_HOME"):  # quiet_prefect sets these
         monkeypatch.setenv(key, {"PREFECT_LOGGING_LEVEL": "WARNING"}.get(key, str(tmp_path)))
+    monkeypatch.setenv("DO_NOT_TRACK", "")  # recorded, so teardown restores it ...
+    monkeypatch.delenv("DO_NOT_TRACK")  # ... after quiet_prefect's default below
     paths = write_cremad_fixture(tmp_path / "AudioWAV", actors=(1001, 1002), sentences=("DFA",))
     write_bad_files(tmp_path / "AudioWAV", names={"corrupt": "1001_IEO_ANG_XX.wav",
                                                   "empty": "1001_IEO_SAD_XX.wav",
@@ -357,6 +360,7 @@ def test_cli_runs_the_flow(prefect_harness: None, runner: CliRunner, cli_env: di
 
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert os.environ["DO_NOT_TRACK"] == "1"  # no Prefect telemetry unless the user asks
     report = json.loads(result.stdout[result.stdout.index("{"):])
     assert (report["added"], report["actors_added"], report["votes_added"]) == (6, 3, 6)
     assert report["failed"] == 3 + 3  # corrupt, empty, txt + three malformed CSV rows
