@@ -160,7 +160,7 @@ def _read_flac16(path: Path) -> tuple[np.ndarray, int] | None:
                 or not 0 < info.num_frames <= STREAM_DECODE_S * info.sample_rate):
             return None
         decoded = miniaudio.flac_read_file_s16(str(path))
-    except miniaudio.MiniaudioError:
+    except (miniaudio.MiniaudioError, OSError):  # soundfile's path words the error as ever
         return None
     if (decoded.num_frames, decoded.nchannels) != (info.num_frames, info.nchannels):
         return None

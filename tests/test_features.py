@@ -576,6 +576,8 @@ def test_flac_fast_decoder_gives_libsndfiles_samples(
     monkeypatch.setattr(audio.miniaudio, "flac_read_file_s16", broken)
     fallback, _ = audio.load_audio(path, sr=None, mono=False)
     np.testing.assert_array_equal(fallback, decoded)
+    with pytest.raises(audio.AudioError, match="cannot decode"):  # worded as for any file
+        audio.load_audio(tmp_path / "missing.flac", sr=None)
 
 
 def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
