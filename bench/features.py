@@ -119,7 +119,8 @@ def _machine() -> dict[str, Any]:
     from importlib.metadata import version
 
     info["python"] = sys.version.split()[0]
-    info.update({pkg: version(pkg) for pkg in ("numpy", "scipy", "librosa", "soundfile", "soxr")})
+    info.update({pkg: version(pkg) for pkg in ("numpy", "scipy", "librosa", "soundfile", "soxr",
+                                                "miniaudio")})
     return info
 
 
