@@ -31,14 +31,6 @@ SPECTRAL_LLDS = ("rms_db", "centroid_hz", "bandwidth_hz", "rolloff_hz", "flatnes
 CHROMA_NAMES = ("C", "Cs", "D", "Ds", "E", "F", "Fs", "G", "Gs", "A", "As", "B")
 
 
-class FeatureExtractionError(ValueError):
-    """A signal has no usable content (silent, too short, non-finite). ``reason`` is stored."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class FeatureSpec:
     """Everything that defines a feature set version.
@@ -161,7 +153,7 @@ def feature_spec(name: str = "rich", channel: str = "studio") -> FeatureSpec:
 class ClipResult:
     """Outcome for one clip: ``values`` float32 ``(n_features,)`` or a ``reason``.
 
-    A long clip (over `LONG_CLIP_S`) also carries its speech segments: ``segments`` float64
+    A long clip (over `etl.features.LONG_CLIP_S`) also carries its speech segments: ``segments`` float64
     ``(S, 2)`` start/end seconds from the start of the file and ``segment_values`` float32
     ``(S, n_features)``.
     """

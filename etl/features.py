@@ -18,7 +18,9 @@ A feature set's identity is ``(name, channel, params_hash)``; the hash covers th
 rate, every parameter, the ordered feature names and an algorithm revision, so any change
 creates a new ``feature_sets`` version while old rows stay valid.
 
-No database here (worker processes import this module; storage is `etl.feature_store`).
+The definitions (names, parameters, hashes, `ClipResult`) live in the light `etl.feature_sets`
+and are re-exported here. No database here (worker processes import this module; storage is
+`etl.feature_store`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from etl.feature_sets import (
     TELEPHONY_BAND_HZ,
     TELEPHONY_RATE,
     ClipResult,
-    FeatureExtractionError,
     FeatureSpec,
     feature_spec,
 )
@@ -54,6 +55,15 @@ __all__ = [  # the definitions from etl.feature_sets are re-exported
     "FeatureExtractionError", "FeatureSpec", "extract", "extract_files", "extract_segments",
     "feature_spec", "speech_segments",
 ]
+
+
+class FeatureExtractionError(ValueError):
+    """A signal has no usable content (silent, too short, non-finite). ``reason`` is stored."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 
 # --------------------------------------------------------------------------------------------
 # Signal preparation
