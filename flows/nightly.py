@@ -8,8 +8,7 @@ overhead would cost more than scoring a short call.
 - :func:`nightly_flow` scores whatever arrived in the inbox (``Settings.inbox_path``) since the
   last run: files already scored (or failed) with the same model version in an earlier batch
   are skipped; per-day subfolders and new files are picked up.
-- :func:`build_deployment` / :func:`serve` put ``nightly_flow`` on a cron schedule
-  (``Settings.nightly_cron``, default 02:00) as a Prefect deployment (``ser serve``).
+- ``flows.schedule`` puts ``nightly_flow`` on a cron schedule (``ser serve``).
 """
 
 from __future__ import annotations
@@ -98,38 +97,3 @@ def nightly_flow(
     print(f"nightly batch {report['batch_id']}: {report['n_scored']} scored, "
           f"{report['n_failed']} failed, {report['n_escalations']} escalations")
     return report
-
-
-def deployment_options(
-    *,
-    name: str = DEPLOYMENT_NAME,
-    cron: str | None = None,
-    inbox: str | None = None,
-    model_ref: str = "production",
-    workers: int | None = None,
-    rules: str | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments shared by ``nightly_flow.serve`` and ``nightly_flow.to_deployment``."""
-    settings = get_settings()
-    parameters: dict[str, Any] = {"inbox": str(Path(inbox).expanduser().resolve()) if inbox
-                                  else str(settings.inbox_path), "model_ref": model_ref}
-    if workers:
-        parameters["workers"] = workers
-    if rules:
-        parameters["rules"] = rules
-    return {"name": name, "cron": cron or settings.nightly_cron, "parameters": parameters,
-            "description": "Score new call recordings in the inbox with the production model.",
-            "tags": ["ser", "nightly"]}
-
-
-def build_deployment(**kwargs: Any) -> Any:
-    """The deployment object of :func:`nightly_flow` on ``cron`` (default Settings.nightly_cron).
-
-    Returns a ``prefect.deployments.runner.RunnerDeployment``; building it needs no server.
-    """
-    return nightly_flow.to_deployment(**deployment_options(**kwargs))
-
-
-def serve(**kwargs: Any) -> None:  # pragma: no cover - blocks until interrupted
-    """Run the nightly deployment in this process (``ser serve``); blocks."""
-    nightly_flow.serve(**deployment_options(**kwargs))

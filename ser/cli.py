@@ -15,7 +15,8 @@ app = typer.Typer(
 )
 
 # Each module owns one command group; a missing module must not break the others.
-_COMMAND_MODULES = ("db", "ingest", "features", "train", "score", "report", "demo", "prefect")
+_COMMAND_MODULES = ("db", "ingest", "features", "train", "score", "serve", "report", "demo",
+                    "prefect")
 
 for _name in _COMMAND_MODULES:
     try:

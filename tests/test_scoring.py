@@ -390,7 +390,8 @@ def test_cli_score_and_deployment(cli_env: dict[str, str], engine: Engine, bank:
     bad_date = runner.invoke(app, ["score", str(tmp_path / "b"), "--batch-date", "yesterday"])
     assert bad_date.exit_code == 2
 
-    from flows.nightly import build_deployment, nightly_flow
+    from flows.nightly import nightly_flow
+    from flows.schedule import build_deployment
 
     deployment = build_deployment(cron="30 1 * * *", inbox=str(tmp_path / "inbox"))
     assert deployment.name == "nightly-scoring"

@@ -1,0 +1,44 @@
+"""The nightly flow as a Prefect deployment on a cron schedule (``ser serve``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flows.nightly import DEPLOYMENT_NAME, nightly_flow
+from ser.settings import get_settings
+
+
+def deployment_options(
+    *,
+    name: str = DEPLOYMENT_NAME,
+    cron: str | None = None,
+    inbox: str | None = None,
+    model_ref: str = "production",
+    workers: int | None = None,
+    rules: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments shared by ``nightly_flow.serve`` and ``nightly_flow.to_deployment``."""
+    settings = get_settings()
+    parameters: dict[str, Any] = {"inbox": str(Path(inbox).expanduser().resolve()) if inbox
+                                  else str(settings.inbox_path), "model_ref": model_ref}
+    if workers:
+        parameters["workers"] = workers
+    if rules:
+        parameters["rules"] = rules
+    return {"name": name, "cron": cron or settings.nightly_cron, "parameters": parameters,
+            "description": "Score new call recordings in the inbox with the production model.",
+            "tags": ["ser", "nightly"]}
+
+
+def build_deployment(**kwargs: Any) -> Any:
+    """The deployment object of :func:`nightly_flow` on ``cron`` (default Settings.nightly_cron).
+
+    Returns a ``prefect.deployments.runner.RunnerDeployment``; building it needs no server.
+    """
+    return nightly_flow.to_deployment(**deployment_options(**kwargs))
+
+
+def serve(**kwargs: Any) -> None:  # pragma: no cover - blocks until interrupted
+    """Run the nightly deployment in this process (``ser serve``); blocks."""
+    nightly_flow.serve(**deployment_options(**kwargs))
