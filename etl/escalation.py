@@ -12,6 +12,11 @@ JSON in that variable (``SER_ESCALATION_RULES='[{"name": ..., "metric": ..., "op
 "threshold": ...}]'``). A TOML file holds ``[[rules]]`` tables; a JSON file holds a list or
 ``{"rules": [...]}``. A rule whose metric is None for a call (e.g. a mono call with no customer
 speech) does not fire.
+
+A model version trained with calibration stores an *operating point* (rules and a confidence
+floor chosen on its training speakers, :mod:`etl.calibration`); scoring uses it when no rules are
+configured (:func:`resolve_operating_point`). Rules given by the user always win; models without
+an operating point use the built-in defaults and abstain nothing.
 """
 
 from __future__ import annotations
@@ -132,3 +137,50 @@ def rules_as_data(rules: Sequence[EscalationRule]) -> list[dict[str, object]]:
     """JSON-ready form (stored with each batch so a result says which rules made it)."""
     return [{"name": r.name, "metric": r.metric, "op": r.op, "threshold": r.threshold}
             for r in rules]
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """The rules and confidence floor a batch is scored with, and where they came from."""
+
+    rules: tuple[EscalationRule, ...]
+    confidence_floor: float
+    source: str  # "configured", "model", "defaults"
+
+
+def is_builtin_default(rules: Sequence[EscalationRule] | None) -> bool:
+    """True for None or the built-in rule objects themselves (what :func:`load_rules` returns
+    when nothing is configured); a user's file with the same numbers is configured, not this."""
+    return rules is None or (len(rules) == len(DEFAULT_RULES)
+                             and all(a is b for a, b in zip(rules, DEFAULT_RULES, strict=True)))
+
+
+def resolve_operating_point(
+    configured: Sequence[EscalationRule] | None,
+    calibration: Mapping[str, object] | None,
+    *,
+    confidence_floor: float | None = None,
+) -> OperatingPoint:
+    """Rules and floor for scoring with a model whose calibration record is ``calibration``.
+
+    Parameters
+    ----------
+    configured
+        Rules from ``--rules`` / ``$SER_ESCALATION_RULES``; None (or the built-in defaults that
+        :func:`load_rules` returns when nothing is set) means "not configured".
+    calibration
+        ``model_versions.params["calibration"]`` (None for models trained before it).
+    confidence_floor
+        Explicit floor (overrides the model's); None = the model's, or 0 (abstain nothing).
+    """
+    point = (calibration or {}).get("operating_point")
+    stored = point if isinstance(point, Mapping) else None
+    model_floor = float(stored.get("confidence_floor") or 0.0) if stored else 0.0  # type: ignore[arg-type]
+    floor = float(confidence_floor) if confidence_floor is not None else model_floor
+    if not is_builtin_default(configured):
+        assert configured is not None
+        return OperatingPoint(tuple(configured), floor, "configured")
+    if stored and stored.get("rules"):
+        return OperatingPoint(tuple(rules_from_data(list(stored["rules"]))), floor,  # type: ignore[call-overload]
+                              "model")
+    return OperatingPoint(DEFAULT_RULES, floor, "defaults")

@@ -14,6 +14,14 @@ Definitions (all durations in seconds; shares in [0, 1]):
 - customer trend: customer negative share (time-weighted) in the last third of the call minus the
   first third; > 0 means the customer got more negative. None if the customer has no scored speech
   in either third.
+- abstained segments: scored windows whose confidence is below the model's confidence floor.
+  They are kept (with their emotion) but do not count in any of the emotion numbers above:
+  neither negative nor in the denominators, and they neither extend nor break a streak.
+- customer scored share (coverage): share of the customer's detected speech covered by scored
+  windows (abstained included); None without customer speech.
+- customer confidence mean: time-weighted mean confidence of the customer's scored windows
+  (abstained included); None without a scored customer window.
+- customer abstained share: share of the customer's scored time that was abstained.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ class ScoredSegment:
     confidence: float
     is_negative: bool
     probabilities: Mapping[str, float] = field(default_factory=dict)
+    abstained: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -59,6 +68,9 @@ class SummaryStats:
     customer_negative_last_third: float | None
     customer_trend: float | None
     emotion_mix: dict[str, dict[str, float]]
+    customer_scored_share: float | None = None
+    customer_confidence_mean: float | None = None
+    customer_abstained_share: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -159,7 +171,9 @@ def summarise_call(
         raise ValueError("duration_s must be positive")
     by_role: dict[str, list[ScoredSegment]] = {}
     for seg in segments:
-        by_role.setdefault(seg.role, []).append(seg)
+        if not seg.abstained:
+            by_role.setdefault(seg.role, []).append(seg)
+    all_cust = [seg for seg in segments if seg.role == "customer"]
     agent = union_regions(speech.get("agent", ()))
     customer = union_regions(speech.get("customer", ()))
     anyone = union_regions([*agent, *customer, *(r for role, regs in speech.items()
@@ -183,7 +197,28 @@ def summarise_call(
         customer_negative_last_third=_round(last),
         customer_trend=_round(last - first) if first is not None and last is not None else None,
         emotion_mix={role: emotion_mix(segs) for role, segs in sorted(by_role.items())},
+        **coverage_stats(all_cust, speech=customer),
     )
+
+
+def coverage_stats(segments: Sequence[ScoredSegment], *,
+                   speech: Sequence[Region]) -> dict[str, float | None]:
+    """Coverage, mean confidence and abstained share of one role's scored windows.
+
+    ``segments`` are the role's scored windows (abstained included); ``speech`` its merged VAD
+    regions. Keys are the ``customer_*`` fields of :class:`SummaryStats`.
+    """
+    talk = _length(speech)
+    scored = _length(intersect_regions(union_regions((s.start_s, s.end_s) for s in segments),
+                                       speech))
+    weight = sum(s.duration_s for s in segments)
+    return {
+        "customer_scored_share": _round(min(scored / talk, 1.0)) if talk > 0 else None,
+        "customer_confidence_mean": _round(sum(s.confidence * s.duration_s for s in segments)
+                                           / weight) if weight > 0 else None,
+        "customer_abstained_share": _round(sum(s.duration_s for s in segments if s.abstained)
+                                           / weight) if weight > 0 else None,
+    }
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

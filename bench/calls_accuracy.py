@@ -1,0 +1,382 @@
+"""Phone-call accuracy on unseen speakers, measured as a new user would. Prints JSON.
+
+Protocol
+1. A scratch ``SER_HOME`` with the embedded PostgreSQL (stopped and deleted afterwards).
+2. ``ser ingest ravdess`` on a folder of symlinks to RAVDESS actors 01-16 only (training speakers).
+3. Per variant, ``ser features`` and ``ser train --labels SCHEME`` through the CLI:
+   ``default`` = no further options (what the README tells a user), ``studio`` = ``--channel
+   studio`` (the studio default before phone-robust training), ``telephony`` = ``--channel
+   telephony``. Everything a model chooses (calibration, operating point) is chosen on actors
+   01-16 inside ``ser train``.
+4. ``ser calls generate`` >= 60 stereo 8 kHz phone calls from actors 17-20 only (held out: never
+   seen in training or in any choice), with pauses, overtalk, line noise and whatever non-speech
+   the generator adds; turn-level truth in ``*.timeline.csv``.
+5. ``ser score`` per model version (one batch each), then per (variant, scheme):
+
+   - customer-turn UAR: a turn is a run of consecutive customer utterances of one emotion with no
+     agent utterance starting in between; its prediction is the duration-weighted majority of the
+     customer segments overlapping it (abstained segments excluded); turns whose emotion the
+     scheme excludes are not counted; balanced accuracy over the turns that got a prediction.
+   - turn coverage: share of all customer turns overlapped by >= 1 scored segment (and by >= 1
+     non-abstained segment).
+   - escalation rate, precision and recall: a call is truly escalated when its customer is mostly
+     negative (> 50 % of the customer's timeline speech is angry/sad/fearful/disgust); predicted
+     = ``call_summaries.escalated``. Also the escalation rate per generator scenario.
+   - VAD false accepts: scored segments that overlap no utterance of their own role, by the
+     non-speech type they overlap most (timeline rows that are not agent/customer speech).
+
+Usage: python bench/calls_accuracy.py [--schemes emotion8,callcentre4,posneg]
+       [--variants default,studio] [--n-calls 60] [--minutes 2] [--workers 2]
+Run an older checkout's copy of this file (its own ``bench/``) to measure that code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
+TRAIN_ACTORS = range(1, 17)
+HELD_OUT = range(17, 21)
+SCHEMES = ("emotion8", "callcentre4", "posneg")
+VARIANT_OPTIONS: dict[str, list[str]] = {
+    "default": [], "studio": ["--channel", "studio"], "telephony": ["--channel", "telephony"]}
+BATCH_DATE = "2024-01-15"
+TARGETS = {"customer_turn_uar": {"emotion8": 0.50, "callcentre4": 0.70},
+           "turn_coverage": 0.95, "escalation_precision": 0.8, "escalation_recall": 0.6}
+
+
+def ser(args: list[str], env: dict[str, str], *, timeout: float = 3600) -> str:
+    """Run the ``ser`` CLI of this checkout; stdout (raises with stderr on failure)."""
+    proc = subprocess.run([sys.executable, "-m", "ser", *args], env=env, cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ser {' '.join(args)} failed ({proc.returncode}):\n"
+                           f"{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def _json_tail(out: str) -> dict[str, Any]:
+    """The JSON object a ``--json`` command printed (after any log lines)."""
+    start = out.find("{")
+    return json.loads(out[start:])
+
+
+def link_actors(src: Path, dst: Path, actors: range) -> int:
+    n = 0
+    for actor in actors:
+        folder = dst / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for clip in sorted((src / f"Actor_{actor:02d}").glob("*")):
+            (folder / clip.name).symlink_to(clip.resolve())
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# Truth from the generator's timelines
+# --------------------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def customer_turns(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive customer utterances of one emotion, no agent utterance starting between."""
+    turns: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for e in sorted(events, key=lambda r: r["start_s"]):
+        if e["role"] == "agent":
+            current = None
+        elif e["role"] == "customer":
+            if current is not None and current["emotion"] == e["emotion"]:
+                current["end_s"] = max(current["end_s"], e["end_s"])
+                current["speech_s"] += e["end_s"] - e["start_s"]
+            else:
+                current = {"start_s": e["start_s"], "end_s": e["end_s"],
+                           "emotion": e["emotion"], "speech_s": e["end_s"] - e["start_s"]}
+                turns.append(current)
+    return turns
+
+
+def load_truth(calls_dir: Path) -> dict[str, dict[str, Any]]:
+    from etl.labels import CANONICAL_EMOTIONS, NEGATIVE_EMOTIONS
+
+    meta = {r["call_id"]: r for r in read_rows(calls_dir / "calls.csv")}
+    truth: dict[str, dict[str, Any]] = {}
+    for call_id, row in meta.items():
+        events = []
+        for r in read_rows(calls_dir / f"{call_id}.timeline.csv"):
+            events.append({**r, "start_s": float(r["start_s"]), "end_s": float(r["end_s"])})
+        speech = [e for e in events if e["role"] in ("agent", "customer")
+                  and e["emotion"] in CANONICAL_EMOTIONS]
+        other = [e for e in events if e not in speech]
+        cust = [e for e in speech if e["role"] == "customer"]
+        total = sum(e["end_s"] - e["start_s"] for e in cust)
+        negative = sum(e["end_s"] - e["start_s"] for e in cust if e["emotion"] in NEGATIVE_EMOTIONS)
+        share = negative / total if total > 0 else 0.0
+        truth[call_id] = {"scenario": row.get("scenario", ""), "speech": speech,
+                          "nonspeech": other, "turns": customer_turns(speech),
+                          "customer_negative_share": share, "escalated": share > 0.5}
+    return truth
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics of one scored batch
+# --------------------------------------------------------------------------------------------
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def balanced_accuracy(pairs: list[tuple[str, str]]) -> tuple[float | None, dict[str, float]]:
+    hits: dict[str, list[int]] = defaultdict(list)
+    for true, pred in pairs:
+        hits[true].append(int(true == pred))
+    recalls = {k: round(sum(v) / len(v), 3) for k, v in sorted(hits.items())}
+    return (round(sum(recalls.values()) / len(recalls), 3) if recalls else None), recalls
+
+
+def batch_metrics(engine: Any, batch_id: int, scheme: str,
+                  truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    from etl.labels import map_emotion
+
+    with engine.connect() as conn:
+        seg_cols = set(conn.execute(text(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'call_segments'")).scalars())
+        abst = "s.abstained" if "abstained" in seg_cols else "false"
+        segs = conn.execute(text(
+            f"SELECT c.call_key, s.role, s.start_s, s.end_s, s.emotion, s.confidence, {abst} "
+            "FROM call_segments s JOIN calls c ON c.id = s.call_id "
+            "JOIN batches b ON b.id = c.batch_id AND b.model_version_id = s.model_version_id "
+            "WHERE c.batch_id = :b"), {"b": batch_id}).all()
+        summaries = [dict(r._mapping) for r in conn.execute(text(
+            "SELECT c.call_key, c.status, s.* FROM calls c JOIN batches b ON b.id = c.batch_id "
+            "LEFT JOIN call_summaries s ON s.call_id = c.id "
+            "AND s.model_version_id = b.model_version_id WHERE c.batch_id = :b"),
+            {"b": batch_id})]
+    by_call: dict[str, list[Any]] = defaultdict(list)
+    for row in segs:
+        by_call[row.call_key].append(row)
+
+    pairs: list[tuple[str, str]] = []
+    n_turns = covered = covered_confident = 0
+    fa: dict[str, dict[str, float]] = defaultdict(lambda: {"segments": 0, "seconds": 0.0})
+    nonspeech_events: dict[str, int] = defaultdict(int)
+    for key, t in truth.items():
+        cust = [s for s in by_call.get(key, []) if s.role == "customer"]
+        for turn in t["turns"]:
+            n_turns += 1
+            votes: dict[str, float] = defaultdict(float)
+            any_seg = False
+            for s in cust:
+                ov = _overlap(s.start_s, s.end_s, turn["start_s"], turn["end_s"])
+                if ov > 0:
+                    any_seg = True
+                    if not s[6]:
+                        votes[s.emotion] += ov
+            covered += any_seg
+            covered_confident += bool(votes)
+            label = map_emotion(scheme, turn["emotion"])
+            if label is not None and votes:
+                pairs.append((label, max(votes, key=votes.__getitem__)))
+        for e in t["nonspeech"]:
+            nonspeech_events[e["emotion"] or e["role"]] += 1
+        for s in by_call.get(key, []):
+            own = [e for e in t["speech"] if e["role"] == s.role]
+            if any(_overlap(s.start_s, s.end_s, e["start_s"], e["end_s"]) > 0 for e in own):
+                continue
+            best = max(t["nonspeech"], default=None,
+                       key=lambda e: _overlap(s.start_s, s.end_s, e["start_s"], e["end_s"]))
+            kind = ("no_event" if best is None or _overlap(
+                s.start_s, s.end_s, best["start_s"], best["end_s"]) <= 0
+                else best["emotion"] or best["role"])
+            fa[kind]["segments"] += 1
+            fa[kind]["seconds"] = round(fa[kind]["seconds"] + s.end_s - s.start_s, 2)
+
+    uar, recalls = balanced_accuracy(pairs)
+    scored = [r for r in summaries if r["status"] == "scored"]
+    tp = sum(1 for r in scored if r["escalated"] and truth[r["call_key"]]["escalated"])
+    n_pred = sum(1 for r in scored if r["escalated"])
+    n_true = sum(1 for r in scored if truth[r["call_key"]]["escalated"])
+    per_scenario: dict[str, list[int]] = defaultdict(list)
+    rules: dict[str, int] = defaultdict(int)
+    for r in scored:
+        per_scenario[truth[r["call_key"]]["scenario"]].append(int(bool(r["escalated"])))
+        if r["escalated"]:
+            rules[r["escalation_rule"]] += 1
+    out: dict[str, Any] = {
+        "customer_turn_uar": uar, "customer_turns_evaluated": len(pairs),
+        "recall_per_class": recalls,
+        "chance_uar": round(1 / len(recalls), 3) if recalls else None,
+        "customer_turns": n_turns,
+        "turn_coverage": round(covered / n_turns, 3) if n_turns else None,
+        "turn_coverage_confident": round(covered_confident / n_turns, 3) if n_turns else None,
+        "calls_scored": len(scored), "calls_failed": len(summaries) - len(scored),
+        "truly_escalated": n_true, "escalated": n_pred,
+        "escalation_rate": round(n_pred / len(scored), 3) if scored else None,
+        "escalation_precision": round(tp / n_pred, 3) if n_pred else None,
+        "escalation_recall": round(tp / n_true, 3) if n_true else None,
+        "escalation_rate_per_scenario": {k: round(sum(v) / len(v), 3)
+                                         for k, v in sorted(per_scenario.items())},
+        "calm_calls_escalated": sum(per_scenario.get("calm", [])),
+        "escalations_by_rule": dict(sorted(rules.items())),
+        "segments_scored": len(segs),
+        "segments_abstained": sum(1 for s in segs if s[6]),
+        "vad_false_accepts": {k: dict(v) for k, v in sorted(fa.items())},
+        "nonspeech_events": dict(sorted(nonspeech_events.items())),
+    }
+    for col in ("customer_scored_share", "customer_confidence_mean", "customer_abstained_share"):
+        values = [r[col] for r in scored if r.get(col) is not None]
+        if values:
+            out[f"mean_{col}"] = round(sum(values) / len(values), 3)
+    return out
+
+
+def model_info(engine: Any, model_version_id: int) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            "SELECT v.id, v.cv_uar, v.params, s.name AS feature_set, s.channel "
+            "FROM model_versions v JOIN feature_sets s ON s.id = v.feature_set_id "
+            "WHERE v.id = :m"), {"m": model_version_id}).one()
+    info: dict[str, Any] = {"model_version_id": row.id, "feature_set": row.feature_set,
+                            "channel": row.channel,
+                            "cv_uar_train_actors": round(float(row.cv_uar), 3)}
+    calib = (row.params or {}).get("calibration")
+    if calib:
+        info["calibration"] = {k: calib.get(k) for k in ("method", "ece_before", "ece_after",
+                                                         "log_loss_before", "log_loss_after")}
+        op = calib.get("operating_point")
+        if op:
+            info["operating_point"] = {k: op.get(k) for k in (
+                "rules", "confidence_floor", "escalation_rate", "precision", "recall",
+                "cv_precision", "cv_recall")}
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
+    parser.add_argument("--schemes", default=",".join(SCHEMES))
+    parser.add_argument("--variants", default="default,studio",
+                        help=f"comma list of {', '.join(VARIANT_OPTIONS)}")
+    parser.add_argument("--n-calls", type=int, default=60)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="use this folder as the scratch space and keep it")
+    args = parser.parse_args()
+    schemes = [s for s in args.schemes.split(",") if s]
+    variants = [v for v in args.variants.split(",") if v]
+    if not args.ravdess.is_dir():
+        sys.exit(f"RAVDESS folder not found: {args.ravdess}")
+    if unknown := set(variants) - set(VARIANT_OPTIONS):
+        sys.exit(f"unknown variants {sorted(unknown)}")
+
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "protocol": "train: RAVDESS actors 01-16 via the ser CLI; test: ser calls generate from "
+                    "actors 17-20 (held out), scored with ser score",
+        "code_root": str(ROOT), "cpus": os.cpu_count(), "targets": TARGETS,
+        "options": {"schemes": schemes, "variants": variants, "n_calls": args.n_calls,
+                    "minutes": args.minutes, "seed": args.seed}}
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="ser-bench-calls-") as tmp_name:
+        tmp = args.keep or Path(tmp_name)
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "SER_HOME": str(tmp / "home"), "PYTHONPATH": str(ROOT),
+               "SER_WORKERS": str(args.workers), "PREFECT_HOME": str(tmp / "prefect")}
+        env.pop("DATABASE_URL", None)
+        env.pop("SER_ESCALATION_RULES", None)
+        os.environ.update({k: env[k] for k in ("SER_HOME", "PREFECT_HOME")})
+        os.environ.pop("DATABASE_URL", None)
+        from db.embedded import stop_embedded
+        from db.engine import get_engine
+        from ser.settings import get_settings
+
+        get_settings.cache_clear()
+        engine = None
+        try:
+            t = time.perf_counter()
+            train_dir, test_dir = tmp / "ravdess-01-16", tmp / "ravdess-17-20"
+            result["train_clips"] = link_actors(args.ravdess, train_dir, TRAIN_ACTORS)
+            link_actors(args.ravdess, test_dir, HELD_OUT)
+            ser(["ingest", "ravdess", str(train_dir)], env)
+            seconds["ingest"] = round(time.perf_counter() - t, 1)
+
+            t = time.perf_counter()
+            calls_dir = tmp / "calls"
+            ser(["calls", "generate", str(calls_dir), "--n-calls", str(args.n_calls),
+                 "--minutes", str(args.minutes), "--source", str(test_dir),
+                 "--seed", str(args.seed)], env)
+            truth = load_truth(calls_dir)
+            seconds["generate"] = round(time.perf_counter() - t, 1)
+            scen: dict[str, int] = defaultdict(int)
+            for t_ in truth.values():
+                scen[t_["scenario"]] += 1
+            result["calls"] = {
+                "n_calls": len(truth), "held_out_actors": "17-20",
+                "scenarios": dict(sorted(scen.items())),
+                "truly_escalated": sum(t_["escalated"] for t_ in truth.values()),
+                "customer_turns": sum(len(t_["turns"]) for t_ in truth.values())}
+
+            engine = get_engine()
+            results: dict[str, dict[str, Any]] = {}
+            for variant in variants:
+                t = time.perf_counter()
+                channel = VARIANT_OPTIONS[variant]
+                ser(["features", *channel], env)
+                seconds[f"features_{variant}"] = round(time.perf_counter() - t, 1)
+                for scheme in schemes:
+                    t = time.perf_counter()
+                    trained = _json_tail(ser(["train", "--labels", scheme, *channel, "--json"],
+                                             env))
+                    mv = int(trained.get("model_version_id") or trained["id"])
+                    seconds[f"train_{variant}_{scheme}"] = round(time.perf_counter() - t, 1)
+                    t = time.perf_counter()
+                    report = _json_tail(ser(["score", str(calls_dir), "--model", str(mv),
+                                             "--batch-date", BATCH_DATE, "--json"], env))
+                    wall = time.perf_counter() - t
+                    seconds[f"score_{variant}_{scheme}"] = round(wall, 1)
+                    entry = {**model_info(engine, mv),
+                             **batch_metrics(engine, int(report["batch_id"]), scheme, truth),
+                             "scoring_real_time_factor": round(
+                                 report["audio_seconds"] / max(report["wall_seconds"], 1e-9), 1)}
+                    results.setdefault(variant, {})[scheme] = entry
+                    print(f"{variant}/{scheme}: uar {entry['customer_turn_uar']} coverage "
+                          f"{entry['turn_coverage']} escalated {entry['escalated']}/"
+                          f"{entry['calls_scored']} precision {entry['escalation_precision']} "
+                          f"recall {entry['escalation_recall']}", file=sys.stderr, flush=True)
+            result["results"] = results
+        finally:
+            if engine is not None:
+                engine.dispose()
+            stop_embedded(get_settings().embedded_pgdata)
+    seconds["total"] = round(time.perf_counter() - started, 1)
+    result["seconds"] = seconds
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
