@@ -382,6 +382,8 @@ class CallSegment(Base):
     confidence: Mapped[float] = mapped_column(Float)
     is_negative: Mapped[bool] = mapped_column(Boolean)
     probabilities: Mapped[dict[str, Any]] = mapped_column()
+    # below the model's confidence floor: kept, but neither negative nor counted in summaries
+    abstained: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class CallSummary(Base):
@@ -403,6 +405,9 @@ class CallSummary(Base):
     customer_negative_last_third: Mapped[float | None] = mapped_column(Float)
     customer_trend: Mapped[float | None] = mapped_column(Float)
     emotion_mix: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    customer_scored_share: Mapped[float | None] = mapped_column(Float)
+    customer_confidence_mean: Mapped[float | None] = mapped_column(Float)
+    customer_abstained_share: Mapped[float | None] = mapped_column(Float)
     escalated: Mapped[bool] = mapped_column(Boolean, server_default="false")
     escalation_rule: Mapped[str | None] = mapped_column(String(64))
     escalation_reason: Mapped[str | None] = mapped_column(Text)

@@ -44,7 +44,15 @@ from sqlalchemy.orm import Session
 
 from db.models import Batch, Call, CallSummary
 from etl.audio import is_audio_path, load_audio, read_info, sha256_file
-from etl.escalation import DEFAULT_RULES, Escalation, EscalationRule, evaluate, rules_as_data
+from etl.escalation import (
+    Escalation,
+    EscalationRule,
+    OperatingPoint,
+    evaluate,
+    is_builtin_default,
+    resolve_operating_point,
+    rules_as_data,
+)
 from etl.labels import is_negative_class
 from etl.summaries import ScoredSegment, SummaryStats, summarise_call
 from etl.vad import FrameAnalyser, Region, VadConfig, is_narrowband, windows
@@ -85,6 +93,13 @@ class ScoringConfig:
         Audio decoded per block (bounds memory on long recordings).
     stale_claim_minutes
         A claim older than this is considered abandoned (its worker died) and is taken over.
+    rules
+        Escalation rules; None (or the built-in defaults :func:`etl.escalation.load_rules`
+        returns when nothing is configured) = the model's stored operating point, else the
+        built-in defaults (models trained without one).
+    confidence_floor
+        Segments whose top probability is below it are abstained; None = the model's operating
+        point (0 for models without one).
     """
 
     stereo_roles: tuple[str, str] = ("agent", "customer")
@@ -98,14 +113,31 @@ class ScoringConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     streak_gap_s: float = 2.0
     stale_claim_minutes: float = 30.0
-    rules: tuple[EscalationRule, ...] = DEFAULT_RULES
+    rules: tuple[EscalationRule, ...] | None = None
     retry_failed: bool = False
+    confidence_floor: float | None = None
 
     def options(self) -> dict[str, Any]:
-        """JSON-ready record stored in ``batches.options``."""
+        """JSON-ready record stored in ``batches.options`` (``"rules": "model"`` = the model's
+        operating point or, for a model without one, the built-in defaults)."""
         data = asdict(self)
-        data["rules"] = rules_as_data(self.rules)
+        data["rules"] = "model" if is_builtin_default(self.rules) else rules_as_data(
+            self.rules or ())
         return data
+
+    def operating_point(self, model: LoadedModel) -> OperatingPoint:
+        """Rules and confidence floor for ``model`` (see ``rules`` and ``confidence_floor``)."""
+        return resolve_operating_point(self.rules, model_calibration(model),
+                                       confidence_floor=self.confidence_floor)
+
+
+def model_calibration(model: object) -> Mapping[str, Any] | None:
+    """The calibration record of a loaded model (None for models trained without one)."""
+    record = getattr(model, "calibration", None)
+    if record is None:
+        params = getattr(model, "params", None)
+        record = params.get("calibration") if isinstance(params, Mapping) else None
+    return record if isinstance(record, Mapping) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +281,8 @@ class CallResult:
     summary: SummaryStats
     escalation: Escalation | None
     seconds: dict[str, float] = field(default_factory=dict)
+    confidence_floor: float = 0.0
+    rules_source: str = "defaults"
 
 
 def _block_frames(sr: int, channels: int, block_s: float) -> int:
@@ -383,6 +417,7 @@ def score_recording(
     timings["features"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
+    point = config.operating_point(model)
     segments: list[ScoredSegment] = []
     if rows:
         X = np.concatenate(feats)
@@ -397,12 +432,16 @@ def score_recording(
             for j, i in enumerate(keep):
                 role, start, end = rows[i]
                 label = model.classes[int(best[j])]
+                confidence = float(proba[j, best[j]])
+                # below the floor the label is kept but trusted for nothing (not negative)
+                abstained = confidence < point.confidence_floor
                 segments.append(ScoredSegment(
                     role=role, start_s=round(start, 3), end_s=round(end, 3), emotion=label,
-                    confidence=round(float(proba[j, best[j]]), 4),
-                    is_negative=is_negative_class(label),
+                    confidence=round(confidence, 4),
+                    is_negative=is_negative_class(label) and not abstained,
                     probabilities={c: round(float(p), 4)
-                                   for c, p in zip(model.classes, proba[j], strict=True)}))
+                                   for c, p in zip(model.classes, proba[j], strict=True)},
+                    abstained=abstained))
     segments.sort(key=lambda seg: (seg.start_s, seg.role))
     timings["predict"] = time.perf_counter() - t2
 
@@ -412,7 +451,8 @@ def score_recording(
         sample_rate=sr, channels=info.channels, duration_s=duration, sha256=digest,
         roles=roles, bandwidth="narrowband" if narrow else "wideband", warnings=warnings,
         speech=speech, segments=segments, summary=summary,
-        escalation=evaluate(summary, config.rules), seconds=timings)
+        escalation=evaluate(summary, point.rules), seconds=timings,
+        confidence_floor=point.confidence_floor, rules_source=point.source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,7 +565,8 @@ def _copy_segments(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
     with raw.cursor() as cursor:  # type: ignore[union-attr]
         cursor.copy_expert(
             "COPY call_segments (call_id, model_version_id, role, start_s, end_s, emotion, "
-            "confidence, is_negative, probabilities) FROM STDIN WITH (FORMAT csv)", buffer)
+            "confidence, is_negative, probabilities, abstained) FROM STDIN WITH (FORMAT csv)",
+            buffer)
 
 
 def write_result(session: Session, *, call_id: int, worker: str, model_version_id: int,
@@ -538,7 +579,9 @@ def write_result(session: Session, *, call_id: int, worker: str, model_version_i
              "roles": {str(k): v for k, v in result.roles.items()},
              "talk_s": {role: round(sum(e - s for s, e in regs), 3)
                         for role, regs in result.speech.items()},
-             "seconds": {k: round(v, 4) for k, v in result.seconds.items()}}
+             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+             "escalation_rules": result.rules_source,
+             "confidence_floor": result.confidence_floor}
     owned = _own(session, call_id=call_id, worker=worker, values={
         "status": "scored", "sha256": result.sha256, "sample_rate": result.sample_rate,
         "channels": result.channels, "duration_s": result.duration_s, "error": None,
@@ -552,7 +595,8 @@ def write_result(session: Session, *, call_id: int, worker: str, model_version_i
     if result.segments:
         _copy_segments(session, [
             (call_id, model_version_id, s.role, s.start_s, s.end_s, s.emotion, s.confidence,
-             "t" if s.is_negative else "f", json.dumps(dict(s.probabilities)))
+             "t" if s.is_negative else "f", json.dumps(dict(s.probabilities)),
+             "t" if s.abstained else "f")
             for s in result.segments])
     stats = result.summary.as_dict()
     values = {**stats, "call_id": call_id, "model_version_id": model_version_id,
@@ -616,5 +660,5 @@ def finalise_batch(session: Session, *, batch_id: int, wall_seconds: float = 0.0
                        {k: v or "" for k, v in failures.items()})
 
 
-def with_rules(config: ScoringConfig, rules: Sequence[EscalationRule]) -> ScoringConfig:
-    return replace(config, rules=tuple(rules))
+def with_rules(config: ScoringConfig, rules: Sequence[EscalationRule] | None) -> ScoringConfig:
+    return replace(config, rules=None if rules is None else tuple(rules))
