@@ -12,16 +12,19 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 STARTUP_TIMEOUT_S = 90.0
 
@@ -142,3 +145,137 @@ def stop_server(home: Path, *, timeout_s: float = 15.0) -> bool:
     if _alive(info.pid):
         os.killpg(info.pid, signal.SIGKILL)
     return True
+
+
+# A server-side failure in Prefect's log: an ERROR/CRITICAL record from one of its services (the
+# scheduler, the late-runs marker, ...). Telemetry cannot reach a closed network and says so at
+# ERROR level; that says nothing about the server's health.
+_LOG_RECORD = re.compile(
+    r"^(?P<time>\d\d:\d\d:\d\d\.\d+) \| (?P<level>ERROR|CRITICAL)\s*\| (?P<logger>[\w.]+) - "
+    r"(?P<message>.*)$")
+_IGNORED_LOGGERS = ("prefect.server.services.telemetry",)
+_LOG_TAIL_BYTES = 2 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """The last server-side error in the log: when, where, and the exception line."""
+
+    time: str
+    logger: str
+    message: str
+    exception: str | None
+
+
+def last_server_error(log: Path) -> ServerError | None:
+    """The last ERROR record of a Prefect service in ``log`` (with its traceback's last line).
+
+    Only the log's tail is read: a server left running for months keeps a long log.
+    """
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(log.stat().st_size - _LOG_TAIL_BYTES, 0))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    found: ServerError | None = None
+    for i, line in enumerate(lines):
+        match = _LOG_RECORD.match(line)
+        if match is None or match["logger"].startswith(_IGNORED_LOGGERS):
+            continue
+        exception = None
+        for follow in lines[i + 1:]:
+            if _LOG_RECORD.match(follow) or re.match(r"^\d\d:\d\d:\d\d\.\d+ \|", follow):
+                break
+            if follow and not follow.startswith((" ", "\t", "Traceback", "The above",
+                                                 "During handling")):
+                exception = follow.strip()
+        found = ServerError(match["time"], match["logger"], match["message"].strip(), exception)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHealth:
+    """What ``ser prefect status`` reports about a Prefect API server."""
+
+    api_url: str
+    source: str  # "PREFECT_API_URL" or "background server (pid N)"
+    healthy: bool
+    version: str | None = None
+    deployments: int | None = None
+    scheduled_runs: int | None = None
+    last_error: ServerError | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["last_error"] = (None if self.last_error is None else
+                              {k: getattr(self.last_error, k)
+                               for k in self.last_error.__dataclass_fields__})
+        return data
+
+
+def _api(api_url: str, path: str, body: dict[str, Any] | None = None,
+         timeout: float = 5.0) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{api_url.rstrip('/')}/{path}", data=data, method="GET" if body is None else "POST",
+        headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+def check_server(api_url: str, *, source: str, log: Path | None = None) -> ServerHealth:
+    """Health, version, deployments and scheduled runs of the server at ``api_url``.
+
+    The count of scheduled runs is the scheduler's output: a deployment with an active schedule
+    and no scheduled run means the scheduler is failing (its error is then in ``last_error``).
+    The filter bodies send ``limit``/``sort`` as null, as Prefect's own CLI does: a server that
+    rejects them also breaks ``prefect flow-run ls`` and the UI.
+    """
+    problems: list[str] = []
+    try:
+        healthy = bool(_api(api_url, "health"))
+    except (OSError, ValueError) as exc:
+        return ServerHealth(api_url, source, False, problems=[f"not reachable: {exc}"],
+                            last_error=last_server_error(log) if log else None)
+    version = deployments = scheduled = None
+    try:
+        version = str(_api(api_url, "admin/version"))
+        found = _api(api_url, "deployments/filter", {"limit": None, "sort": None, "offset": 0})
+        deployments = len(found)
+        scheduled = int(_api(api_url, "flow_runs/count", {
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}))
+        if any(d.get("schedules") and not d.get("paused") for d in found) and scheduled == 0:
+            problems.append("deployments have active schedules but no run is scheduled "
+                            "(the scheduler is failing; see last error)")
+    except urllib.error.HTTPError as exc:
+        problems.append(f"the API rejected a query Prefect's CLI makes: HTTP {exc.code} "
+                        f"{exc.read()[:300].decode('utf-8', 'replace')}")
+    except (OSError, ValueError) as exc:
+        problems.append(f"API query failed: {exc}")
+    return ServerHealth(api_url, source, healthy, version, deployments, scheduled,
+                        last_server_error(log) if log else None, problems)
+
+
+class EphemeralServerError(PrefectServerError):
+    """Only Prefect's temporary in-process server is available; schedules cannot run there."""
+
+
+def serving_api(home: Path, *, mode: str) -> tuple[str, str]:
+    """The persistent API server a schedule runs on: ``(api_url, source)``.
+
+    ``PREFECT_API_URL`` wins; else the background server under ``home`` (started if needed).
+    Prefect's ephemeral server lives only as long as one command and has no scheduler, so a
+    deployment served on it never fires: with ``mode == "ephemeral"`` this refuses.
+    """
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url, "PREFECT_API_URL"
+    if mode != "local":
+        raise EphemeralServerError(
+            "SER_PREFECT_SERVER=ephemeral gives only a temporary Prefect server, where schedules "
+            "never fire; unset it (ser serve then uses the background server) or set "
+            "PREFECT_API_URL to a Prefect server of your own")
+    info = start_server(home)
+    return info.api_url, f"background server (pid {info.pid}, log {home / 'server.log'})"

@@ -1,4 +1,4 @@
-"""`ser serve`: the nightly scoring deployment on a cron schedule."""
+"""`ser serve`: the nightly scoring deployment on a cron schedule, on a persistent Prefect server."""
 
 from __future__ import annotations
 
@@ -18,24 +18,63 @@ def serve_cmd(
     name: str = typer.Option("nightly-scoring", help="Deployment name."),
     workers: int | None = typer.Option(None, min=1, help="Worker processes per run."),
     rules: str | None = typer.Option(None, help="Escalation rules file or inline JSON."),
+    install: bool = typer.Option(
+        False, "--install", help="Write a systemd unit that runs this schedule as a service "
+        "(survives reboots) instead of serving now."),
+    unit_dir: Annotated[Path | None, typer.Option(
+        help="Where --install writes the unit (default /etc/systemd/system as root, else "
+        "~/.config/systemd/user).")] = None,
 ) -> None:
-    """Serve the nightly scoring flow on a cron schedule over the inbox (blocks; Ctrl-C stops)."""
-    from prefect.client.schemas.schedules import CronSchedule
+    """Serve the nightly scoring flow on a cron schedule over the inbox (blocks; Ctrl-C stops).
 
+    The schedule runs on a persistent Prefect server: PREFECT_API_URL if set, else the
+    background server (`ser prefect status`). Prefect's temporary (ephemeral) server has no
+    scheduler, so with SER_PREFECT_SERVER=ephemeral this refuses.
+    """
+    import os
+
+    from ser.prefect_server import PrefectServerError, serving_api
     from ser.settings import get_settings
 
-    schedule = cron or get_settings().nightly_cron
+    settings = get_settings()
+    schedule = cron or settings.nightly_cron
+    folder = (inbox.expanduser().resolve() if inbox else settings.inbox_path)
+    if not install:
+        open_database()
+        # Before Prefect is imported: its settings (the API URL) are fixed when it loads.
+        try:
+            api_url, source = serving_api(settings.home / "prefect",
+                                          mode=settings.prefect_server)
+        except PrefectServerError as exc:
+            fail(str(exc))
+        os.environ["PREFECT_API_URL"] = api_url
+        quiet_prefect()
+    from prefect.client.schemas.schedules import CronSchedule
+
     try:
         CronSchedule(cron=schedule)
     except ValueError:
         fail(f"invalid cron expression {schedule!r} (e.g. '0 2 * * *' for 02:00)")
-    open_database()
-    quiet_prefect()
+    if install:
+        from ser.service import install_service
+
+        args = ["--cron", schedule, "--inbox", str(folder), "--model", model, "--name", name]
+        args += ["--workers", str(workers)] if workers else []
+        args += ["--rules", rules] if rules else []
+        service = install_service(serve_args=args, home=settings.home, unit_dir=unit_dir)
+        typer.echo(f"wrote {service.unit_path} (environment in {service.env_path}, mode 0600)")
+        typer.echo("to start it now and at every boot:")
+        for step in service.next_steps():
+            typer.echo(f"  {step}")
+        return
     from flows.schedule import serve
 
-    typer.echo(f"serving {name}: {schedule} over {inbox or get_settings().inbox_path}")
-    serve(name=name, cron=schedule, inbox=str(inbox) if inbox else None, model_ref=model,
-          workers=workers, rules=rules)
+    folder.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"serving {name}: {schedule} over {folder}")
+    typer.echo(f"Prefect server: {api_url} ({source}); runs: prefect flow-run ls, or the UI at "
+               f"{api_url.removesuffix('/api')}")
+    serve(name=name, cron=schedule, inbox=str(folder), model_ref=model, workers=workers,
+          rules=rules)
 
 
 def register(app: typer.Typer) -> None:
