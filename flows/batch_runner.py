@@ -1,9 +1,10 @@
 """The caller side of nightly scoring: engine, transactions and worker processes.
 
-``etl.scoring`` holds the work (discover, register, claim, score, write, summarise) as functions
-that take a session and never commit. This module owns the transactions around them: one short
-transaction per claim and one per result, so a crash loses at most the call in hand (its claim
-goes stale and another run takes it over). ``score_batch`` runs workers in processes that claim
+``etl.inbox`` (discover), ``etl.claims`` (register, lease, claim) and ``etl.scoring`` (score,
+write, summarise) hold the work as functions that take a session and never commit. This module
+owns the transactions around them: one short transaction per claim and one per result, so a
+crash loses at most the call in hand (its worker's lease ends with it, so the next run takes the
+call at once). ``score_batch`` runs workers in processes that claim
 calls from the database, so overlapping runs share the work instead of repeating it. It has no
 Prefect dependency: ``ser score`` calls it directly and ``flows/nightly.py`` wraps it in a flow.
 """
@@ -17,25 +18,33 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
 
 from db.engine import make_engine, session_scope
 from etl.audio import AudioError
+from etl.claims import (
+    Lease,
+    LeaseLostError,
+    claim_next,
+    count_work,
+    mark_rejected,
+    register_batch,
+)
+from etl.inbox import OUTSIDE, contained, discover_calls, relative_reason
 from etl.scoring import (
     BatchReport,
     CallError,
     ScoringConfig,
-    claim_next,
-    discover_calls,
     finalise_batch,
     mark_failed,
-    register_batch,
     score_recording,
     write_result,
 )
@@ -54,6 +63,35 @@ DEFAULT_CONFIG = ScoringConfig()
 # --------------------------------------------------------------------------------------------
 
 
+class DatabaseLostError(RuntimeError):
+    """The database went away during a run (a rerun resumes; nothing scored is lost)."""
+
+
+def describe_server(url: URL | str) -> str:
+    """``user@host:port/database`` of ``url``, never its password."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url) if isinstance(url, str) else url
+    host = u.host or str(u.query.get("host") or "localhost")
+    port = f":{u.port}" if u.port else ""
+    return f"{u.username + '@' if u.username else ''}{host}{port}/{u.database or ''}"
+
+
+def _lost(url: URL | str, exc: BaseException) -> DatabaseLostError:
+    detail = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DatabaseLostError(
+        f"lost the database {describe_server(url)} ({detail}); rerun the same command when it "
+        "is back: it resumes where this run stopped (calls already scored are kept)")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database connection is gone (not a bug or bad data)."""
+    if isinstance(exc, (DatabaseLostError, LeaseLostError, sa_exc.OperationalError,
+                        sa_exc.InterfaceError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
 @dataclass(slots=True)
 class WorkerStats:
     worker: str
@@ -67,6 +105,10 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns() % 1_000_000}"
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def run_worker(
     engine: Engine,
     *,
@@ -76,47 +118,65 @@ def run_worker(
     worker: str | None = None,
     max_calls: int | None = None,
     on_call: Callable[[int, str], None] | None = None,
+    root: Path | None = None,
+    allowed_roots: Sequence[Path] = (),
 ) -> WorkerStats:
     """Claim and score calls of ``batch_id`` until none is left (or ``max_calls`` done).
 
-    One short transaction per claim and one per result, so a crash loses at most the call in
-    hand (its claim goes stale and another run takes it over).
+    The worker holds a :class:`etl.claims.Lease` for its lifetime, so its claims are free the
+    moment it dies and are never taken while it lives. One short transaction per claim and one
+    per result, so a crash loses at most the call in hand. With ``root``, a file that no longer
+    resolves inside it (or ``allowed_roots``) is failed as outside the batch folder, unopened,
+    and reasons name files relative to ``root``.
     """
     stats = WorkerStats(worker or worker_name())
     stale = config.stale_claim_minutes * 60.0
-    while max_calls is None or len(stats.scored) + len(stats.failed) < max_calls:
-        with session_scope(engine) as session:
-            claimed = claim_next(session, batch_id=batch_id, worker=stats.worker,
-                                 stale_after_s=stale, retry_failed=config.retry_failed)
-        if claimed is None:
-            break
-        try:
-            result = score_recording(claimed.path, model=model,
-                                     channel_roles=claimed.channel_roles, config=config)
-        except (AudioError, CallError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            status = "failed"
-        except Exception as exc:  # one bad recording must not stop the batch
-            log.exception("unexpected error scoring %s", claimed.path)
-            reason = f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            status = "failed"
-        else:
-            status = "scored"
-        with session_scope(engine) as session:
-            if status == "scored":
-                ok = write_result(session, call_id=claimed.id, worker=stats.worker,
-                                  model_version_id=model.model_version_id, result=result)
+    base = None if root is None else (root.parent if root.is_file() else root)
+    with Lease(engine, name=stats.worker) as lease:
+        stats.worker = lease.owner
+        while max_calls is None or len(stats.scored) + len(stats.failed) < max_calls:
+            lease.check()
+            with session_scope(engine) as session:
+                claimed = claim_next(session, batch_id=batch_id, worker=lease.owner,
+                                     stale_after_s=stale, retry_failed=config.retry_failed)
+            if claimed is None:
+                break
+            rejected = root is not None and not contained(claimed.path, root=root,
+                                                          allowed_roots=allowed_roots)
+            if rejected:
+                reason, status = f"{OUTSIDE}: the file now resolves elsewhere", "failed"
             else:
-                ok = mark_failed(session, call_id=claimed.id, worker=stats.worker, reason=reason)
-        if not ok:
-            stats.lost.append(claimed.id)
-        elif status == "scored":
-            stats.scored.append(claimed.id)
-            stats.audio_seconds += result.duration_s
-        else:
-            stats.failed.append(claimed.id)
-        if on_call is not None:
-            on_call(claimed.id, status)
+                try:
+                    result = score_recording(claimed.path, model=model,
+                                             channel_roles=claimed.channel_roles, config=config)
+                except (AudioError, CallError) as exc:
+                    reason, status = _first_line(exc), "failed"
+                except Exception as exc:  # one bad recording must not stop the batch
+                    log.exception("unexpected error scoring %s", claimed.call_key)
+                    reason, status = f"unexpected {type(exc).__name__}: {_first_line(exc)}", "failed"
+                else:
+                    status = "scored"
+            if status == "failed" and base is not None:
+                reason = relative_reason(reason, root=base)
+            with session_scope(engine) as session:
+                if status == "scored":
+                    ok = write_result(session, call_id=claimed.id, worker=lease.owner,
+                                      model_version_id=model.model_version_id, result=result)
+                elif rejected:
+                    ok = mark_rejected(session, call_id=claimed.id, worker=lease.owner,
+                                       reason=reason)
+                else:
+                    ok = mark_failed(session, call_id=claimed.id, worker=lease.owner,
+                                     reason=reason)
+            if not ok:
+                stats.lost.append(claimed.id)
+            elif status == "scored":
+                stats.scored.append(claimed.id)
+                stats.audio_seconds += result.duration_s
+            else:
+                stats.failed.append(claimed.id)
+            if on_call is not None:
+                on_call(claimed.id, status)
     return stats
 
 
@@ -141,8 +201,13 @@ def warm_up(model: LoadedModel, *, sr: int = 8000, config: ScoringConfig = DEFAU
 
 
 def _process_worker(url: str, batch_id: int, model_version_id: int,
-                    config: ScoringConfig) -> WorkerStats:
-    """Entry point of a pool process: own engine, own model copy (nothing pickled from the DB)."""
+                    config: ScoringConfig, root: Path | None = None,
+                    allowed_roots: Sequence[Path] = ()) -> WorkerStats:
+    """Entry point of a pool process: own engine, own model copy (nothing pickled from the DB).
+
+    A lost database is raised as :class:`DatabaseLostError` (one picklable line) rather than
+    the driver's exception and its traceback.
+    """
     from threadpoolctl import threadpool_limits
 
     from etl.registry import load_model
@@ -153,7 +218,12 @@ def _process_worker(url: str, batch_id: int, model_version_id: int,
     try:
         with session_scope(engine) as session:
             model = load_model(session, str(model_version_id))
-        return run_worker(engine, batch_id=batch_id, model=model, config=config)
+        return run_worker(engine, batch_id=batch_id, model=model, config=config, root=root,
+                          allowed_roots=allowed_roots)
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise _lost(engine.url, exc) from None
+        raise
     finally:
         engine.dispose()
 
@@ -186,6 +256,21 @@ def _pool_context(start_method: str = "auto") -> multiprocessing.context.BaseCon
     return context
 
 
+@dataclass(frozen=True, slots=True)
+class RunReport(BatchReport):
+    """The batch's counts plus what this run did (a resumed run scores only the rest).
+
+    ``run_audio_seconds / wall_seconds`` is this run's speed; ``n_held`` counts calls live
+    runs still hold (not failures: those runs will finish them).
+    """
+
+    run_scored: int = 0
+    run_failed: int = 0
+    run_audio_seconds: float = 0.0
+    n_held: int = 0
+    n_rejected: int = 0
+
+
 def score_batch(
     engine: Engine,
     path: Path,
@@ -198,18 +283,59 @@ def score_batch(
     source_path: str | None = None,
     progress: bool = False,
     start_method: str = "auto",
-) -> BatchReport:
+    strict: bool = False,
+    allowed_roots: Sequence[Path] = (),
+) -> RunReport:
     """Score every recording under ``path`` with ``model_ref``; resumable and idempotent.
 
     ``workers`` > 1 runs that many processes, each claiming calls from the database, so two
     overlapping invocations (or a rerun after a crash) share the work instead of repeating it.
+    Only files inside ``path`` (or ``allowed_roots``) are read; rejected ``calls.csv`` rows
+    become failed calls (``strict``: refuse the batch instead, registering nothing).
+
+    Raises
+    ------
+    ValueError
+        ``path`` missing, a calls.csv without its columns, or (``strict``) a rejected row.
+    DatabaseLostError
+        The database went away; rerunning resumes.
     """
+    try:
+        return _score_batch(engine, path, batch_date=batch_date, model_ref=model_ref,
+                            workers=workers, config=config,
+                            skip_done_elsewhere=skip_done_elsewhere, source_path=source_path,
+                            progress=progress, start_method=start_method, strict=strict,
+                            allowed_roots=allowed_roots)
+    except DatabaseLostError:
+        raise
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise _lost(engine.url, exc) from None
+        raise
+
+
+def _score_batch(
+    engine: Engine,
+    path: Path,
+    *,
+    batch_date: dt.date | None,
+    model_ref: str,
+    workers: int,
+    config: ScoringConfig,
+    skip_done_elsewhere: bool,
+    source_path: str | None,
+    progress: bool,
+    start_method: str,
+    strict: bool,
+    allowed_roots: Sequence[Path],
+) -> RunReport:
     from etl.registry import load_model
 
     started = time.perf_counter()
     path = Path(path).expanduser().resolve()
     batch_date = batch_date or dt.date.today()
-    entries = discover_calls(path, config=config)
+    entries = discover_calls(path, config=config, strict=strict, allowed_roots=allowed_roots)
+    stale = config.stale_claim_minutes * 60.0
     with session_scope(engine) as session:
         model = load_model(session, model_ref)
         batch_id = register_batch(
@@ -218,12 +344,8 @@ def score_batch(
             options={**config.options(), "model_ref": model_ref},
             skip_done_elsewhere=skip_done_elsewhere)
         # what is left to do (a rerun of a finished batch starts no worker processes)
-        total = session.execute(text(
-            "SELECT count(*) FROM calls WHERE batch_id = :b AND (status = 'pending' OR "
-            "(status = 'claimed' AND claimed_at < now() - make_interval(secs => :stale)) OR "
-            "(:retry AND status = 'failed'))"),
-            {"b": batch_id, "stale": config.stale_claim_minutes * 60.0,
-             "retry": config.retry_failed}).scalar_one()
+        total, _held = count_work(session, batch_id=batch_id, stale_after_s=stale,
+                                  retry_failed=config.retry_failed)
     # Choose the start method before tqdm starts its monitor thread (fork needs one thread).
     context = _pool_context(start_method) if workers > 1 and total > 1 else None
     if total:
@@ -233,16 +355,20 @@ def score_batch(
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="calls", unit="call", leave=False)
+    stats: list[WorkerStats] = []
     if total == 0:
         pass
     elif context is None:
-        run_worker(engine, batch_id=batch_id, model=model, config=config,
-                   on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None)
+        stats.append(run_worker(
+            engine, batch_id=batch_id, model=model, config=config, root=path,
+            allowed_roots=allowed_roots,
+            on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None))
     else:
         url = engine.url.render_as_string(hide_password=False)
         with cf.ProcessPoolExecutor(max_workers=min(workers, total),
                                     mp_context=context) as pool:
-            futures = [pool.submit(_process_worker, url, batch_id, model.model_version_id, config)
+            futures = [pool.submit(_process_worker, url, batch_id, model.model_version_id, config,
+                                   path, tuple(allowed_roots))
                        for _ in range(min(workers, total))]
             done_before = 0
             while True:
@@ -253,13 +379,19 @@ def score_batch(
                     done_before = done_now
                 if not pending:
                     break
-            for future in finished:
-                future.result()  # re-raise a worker crash (database down, ...)
+            # re-raise a worker's failure (database lost, ...) once every worker has stopped
+            stats.extend(future.result() for future in finished)
     if bar is not None:
         bar.close()
     with session_scope(engine) as session:
-        return finalise_batch(session, batch_id=batch_id,
-                              wall_seconds=time.perf_counter() - started)
+        report = finalise_batch(session, batch_id=batch_id,
+                                wall_seconds=time.perf_counter() - started)
+        _claimable, held = count_work(session, batch_id=batch_id, stale_after_s=stale)
+    base = {f.name: getattr(report, f.name) for f in fields(BatchReport)}
+    return RunReport(**base, run_scored=sum(len(s.scored) for s in stats),
+                     run_failed=sum(len(s.failed) for s in stats),
+                     run_audio_seconds=sum(s.audio_seconds for s in stats), n_held=held,
+                     n_rejected=sum(e.rejected for e in entries))
 
 
 def _count_done(engine: Engine, batch_id: int) -> int:

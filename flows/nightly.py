@@ -9,6 +9,10 @@ overhead would cost more than scoring a short call.
   last run: files already scored (or failed) with the same model version in an earlier batch
   are skipped; per-day subfolders and new files are picked up.
 - ``flows.schedule`` puts ``nightly_flow`` on a cron schedule (``ser serve``).
+
+A lost database is retried with backoff (:data:`DB_RETRY_DELAYS_S`; a retry resumes, nothing is
+scored twice) before the task gives up. ``nightly_flow`` ends ``Failed`` when any call of the
+batch failed (the report is still its result and its artifact), ``Completed`` otherwise.
 """
 
 from __future__ import annotations
@@ -17,16 +21,29 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import Task, flow, task
 from prefect.cache_policies import NONE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import Completed, Failed, State
 
 from db.engine import get_engine
 from etl.escalation import load_rules
 from etl.scoring import ScoringConfig
-from flows.batch_runner import score_batch
+from flows.batch_runner import is_connection_error, score_batch
 from ser.settings import get_settings
 
 DEPLOYMENT_NAME = "nightly-scoring"
+# Waits before each retry of a batch whose database went away (a restart, a failover).
+DB_RETRY_DELAYS_S = [30, 120, 480]
+
+
+def _database_lost(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> bool:
+    """Retry only a lost database; a bad calls.csv or a missing model will not fix itself."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - the task's own exception, re-raised by result()
+        return is_connection_error(exc)
+    return False
 
 
 def _config(rules: str | None, *, retry_failed: bool = False,
@@ -35,7 +52,8 @@ def _config(rules: str | None, *, retry_failed: bool = False,
                          stale_claim_minutes=stale_minutes)
 
 
-@task(name="score-batch", cache_policy=NONE)
+@task(name="score-batch", cache_policy=NONE, retries=len(DB_RETRY_DELAYS_S),
+      retry_delay_seconds=DB_RETRY_DELAYS_S, retry_condition_fn=_database_lost)
 def score_batch_task(
     path: str,
     batch_date: dt.date,
@@ -45,12 +63,22 @@ def score_batch_task(
     skip_done_elsewhere: bool,
     retry_failed: bool,
     stale_minutes: float = 30.0,
+    strict: bool = False,
 ) -> dict[str, Any]:
     report = score_batch(get_engine(), Path(path), batch_date=batch_date, model_ref=model_ref,
                          workers=workers, config=_config(rules, retry_failed=retry_failed,
                                                          stale_minutes=stale_minutes),
-                         skip_done_elsewhere=skip_done_elsewhere)
+                         skip_done_elsewhere=skip_done_elsewhere, strict=strict,
+                         allowed_roots=get_settings().batch_root_paths)
     return report.as_dict()
+
+
+def outcome(report: dict[str, Any]) -> State[Any]:
+    """``Failed`` when calls failed, else ``Completed``; the report is the state's data."""
+    if report["n_failed"]:
+        return Failed(message=f"{report['n_failed']} of {report['n_calls']} calls failed "
+                      f"in batch {report['batch_id']}", data=report)
+    return Completed(message=f"{report['n_scored']} calls scored", data=report)
 
 
 def _publish(report: dict[str, Any]) -> None:
@@ -72,11 +100,16 @@ def score_batch_flow(
     rules: str | None = None,
     retry_failed: bool = False,
     stale_minutes: float = 30.0,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """Score every recording under ``path`` as one batch (idempotent, resumable)."""
+    """Score every recording under ``path`` as one batch (idempotent, resumable).
+
+    Returns the report whatever happened to the calls (the caller judges ``n_failed``; the
+    CLI turns it into exit code 1); the scheduled :func:`nightly_flow` ends Failed instead.
+    """
     report = score_batch_task(path, batch_date or dt.date.today(), model_ref,
                               workers or get_settings().workers, rules, False, retry_failed,
-                              stale_minutes)
+                              stale_minutes, strict)
     _publish(report)
     return report
 
@@ -87,8 +120,12 @@ def nightly_flow(
     model_ref: str = "production",
     workers: int | None = None,
     rules: str | None = None,
-) -> dict[str, Any]:
-    """Score what arrived in the inbox since the last run, as today's batch."""
+) -> State[Any]:
+    """Score what arrived in the inbox since the last run, as today's batch.
+
+    Ends ``Failed`` if any call failed (``Completed`` otherwise); the report dict is the result
+    either way (``flow(..., return_state=True).result(raise_on_failure=False)``).
+    """
     folder = Path(inbox).expanduser() if inbox else get_settings().inbox_path
     folder.mkdir(parents=True, exist_ok=True)
     report = score_batch_task(str(folder.resolve()), dt.date.today(), model_ref,
@@ -96,4 +133,4 @@ def nightly_flow(
     _publish(report)
     print(f"nightly batch {report['batch_id']}: {report['n_scored']} scored, "
           f"{report['n_failed']} failed, {report['n_escalations']} escalations")
-    return report
+    return outcome(report)

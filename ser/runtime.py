@@ -26,12 +26,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def open_database(*, migrate: bool = True) -> Engine:
     """The engine for DATABASE_URL or the embedded server, migrated to head unless told not to."""
+    engine: Engine | None = None
     try:
         engine = get_engine(get_settings())
         if migrate:
             ensure_migrated(engine)
     except Exception as exc:  # noqa: BLE001 - connection problems are user-facing
-        fail(f"cannot open the database: {exc}".splitlines()[0])
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+        where = ""
+        if engine is not None:
+            from flows.batch_runner import describe_server
+
+            where = f" {describe_server(engine.url)}"
+        fail(f"cannot open the database{where}: {detail[0]}")
     return engine
 
 

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
 
     Environment variables (case-insensitive): ``DATABASE_URL``, ``SER_HOME``, ``SER_REPORTS_DIR``,
     ``SER_DASK_ADDRESS``, ``SER_WORKERS``, ``SER_NIGHTLY_CRON``, ``SER_INBOX``,
-    ``SER_PREFECT_SERVER``.
+    ``SER_PREFECT_SERVER``, ``SER_BATCH_ROOTS``.
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, alias="SER_WORKERS", ge=1)
     nightly_cron: str = Field(default="0 2 * * *", alias="SER_NIGHTLY_CRON")
     inbox: Path | None = Field(default=None, alias="SER_INBOX")
+    batch_roots: str | None = Field(
+        default=None, alias="SER_BATCH_ROOTS",
+        description="Folders outside a batch folder that its calls.csv may point into "
+        "(separated by ':'); by default a batch reads only files inside its own folder.")
     prefect_server: Literal["local", "ephemeral"] = Field(
         default="local", alias="SER_PREFECT_SERVER",
         description="local: a background Prefect server reused by every command; "
@@ -46,6 +50,14 @@ class Settings(BaseSettings):
     @property
     def reports_path(self) -> Path:
         return (self.reports_dir or self.home / "reports").expanduser().resolve()
+
+    @property
+    def batch_root_paths(self) -> tuple[Path, ...]:
+        """``SER_BATCH_ROOTS`` as resolved folders (empty: only the batch folder itself)."""
+        import os
+
+        parts = (self.batch_roots or "").split(os.pathsep)
+        return tuple(Path(p).expanduser().resolve() for p in parts if p.strip())
 
     @property
     def inbox_path(self) -> Path:

@@ -12,6 +12,10 @@ import typer
 from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 MAX_FAILURE_LINES = 20
+# Exit codes of `ser score` (docs/operations.md): cron and schedulers tell the three apart.
+EXIT_ALL_SCORED = 0
+EXIT_CALLS_FAILED = 1
+EXIT_COULD_NOT_RUN = 2
 
 calls_app = typer.Typer(help="Synthetic call recordings (tests, demo, benchmark).",
                         no_args_is_help=True)
@@ -36,9 +40,13 @@ def score_cmd(
     rules: str | None = typer.Option(None, help="Escalation rules: a .json/.toml file or inline "
                                      "JSON (default $SER_ESCALATION_RULES or the built-ins)."),
     retry_failed: bool = typer.Option(False, help="Score again the calls that failed before."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse the whole batch (registering nothing) if any calls.csv "
+        "row is bad, duplicated or points outside the batch folder, instead of failing that row."),
     stale_minutes: float = typer.Option(
-        30.0, "--stale-minutes", min=0.0,
-        help="Take over claims older than this (a run that was killed); 0 = take over all."),
+        30.0, "--stale-minutes", min=0.0, hidden=True,
+        help="Only for claims left by versions without claim leases: take those over after "
+        "this many minutes. Claims of this version are free as soon as their run dies."),
     prefect: bool = typer.Option(False, "--prefect",
                                  help="Run as a Prefect flow run (adds Prefect's startup time)."),
     as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON."),
@@ -46,10 +54,16 @@ def score_cmd(
     """Score one batch of call recordings now and print a short summary.
 
     Re-running the same batch (same folder, date and model) adds nothing and resumes an
-    interrupted run; another model version makes a separate batch.
+    interrupted run (a killed run's calls are taken over at once, a live run's never); another
+    model version makes a separate batch. Only files inside PATH (or SER_BATCH_ROOTS) are read.
+
+    Exit codes: 0 every call scored; 1 the run finished but some calls failed (reasons
+    printed); 2 could not run (bad arguments or calls.csv, no model, database unreachable or
+    lost: rerun to resume).
     """
     from etl.escalation import load_rules
     from etl.registry import ModelNotFoundError
+    from flows.batch_runner import DatabaseLostError
     from ser.settings import get_settings
 
     if not path.exists():
@@ -69,7 +83,8 @@ def score_cmd(
             with flow_settings():
                 report = score_batch_flow(
                     str(path.resolve()), batch_date=date, model_ref=model, workers=n_workers,
-                    rules=rules, retry_failed=retry_failed, stale_minutes=stale_minutes)
+                    rules=rules, retry_failed=retry_failed, stale_minutes=stale_minutes,
+                    strict=strict)
         else:
             from etl.scoring import ScoringConfig
             from flows.batch_runner import score_batch
@@ -78,31 +93,45 @@ def score_cmd(
                 engine, path, batch_date=date, model_ref=model, workers=n_workers,
                 config=ScoringConfig(rules=tuple(rule_list), retry_failed=retry_failed,
                                      stale_claim_minutes=stale_minutes),
-                progress=is_tty()).as_dict()
+                progress=is_tty(), strict=strict,
+                allowed_roots=get_settings().batch_root_paths).as_dict()
+    except DatabaseLostError as exc:
+        fail(str(exc), code=EXIT_COULD_NOT_RUN)
     except ModelNotFoundError as exc:
-        fail(str(exc))
-    except ValueError as exc:  # bad calls.csv, missing folder
-        fail(str(exc).splitlines()[0])
+        fail(str(exc), code=EXIT_COULD_NOT_RUN)
+    except ValueError as exc:  # bad calls.csv, missing folder, --strict refusal
+        fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
+    except Exception as exc:
+        from flows.batch_runner import is_connection_error
+
+        if is_connection_error(exc):  # e.g. raised inside the Prefect flow run
+            fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
+        raise
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_report(report)
-    if report["n_failed"] and not report["n_scored"]:
-        raise typer.Exit(1)
+    if report["n_failed"]:
+        raise typer.Exit(EXIT_CALLS_FAILED)
 
 
 def _print_report(report: dict[str, object]) -> None:
     audio = float(report["audio_seconds"])  # type: ignore[arg-type]
     wall = float(report["wall_seconds"])  # type: ignore[arg-type]
-    speed = f" ({audio / wall:.0f}x real time)" if wall > 0 and audio > 0 else ""
+    # speed: only what this run scored (a resumed run did not score the earlier calls)
+    run_audio = float(report.get("run_audio_seconds", audio))  # type: ignore[arg-type]
+    run_scored = report.get("run_scored", report["n_scored"])
+    speed = f", {run_audio / wall:.0f}x real time" if wall > 0 and run_audio > 0 else ""
     typer.echo(
         f"batch {report['batch_id']} ({report['batch_date']}, model version "
         f"{report['model_version_id']}): {report['n_calls']} calls, {report['n_scored']} scored, "
         f"{report['n_failed']} failed, {report['n_escalations']} escalations; "
-        f"{audio / 60:.1f} min of audio in {wall:.1f} s{speed}")
-    if report["n_pending"]:
-        typer.echo(f"{report['n_pending']} calls still claimed by another run (if that run was "
-                   "killed, rerun with --stale-minutes 0 to take them over)")
+        f"{audio / 60:.1f} min of audio; this run scored {run_scored} calls "
+        f"({run_audio / 60:.1f} min) in {wall:.1f} s{speed}")
+    held = report.get("n_held", report["n_pending"])
+    if held:
+        typer.echo(f"{held} calls are being scored by another run that is still working; "
+                   "they are its to finish (if it dies they are free at once: rerun)")
     failures = report.get("failures") or {}
     assert isinstance(failures, dict)
     for key, reason in list(failures.items())[:MAX_FAILURE_LINES]:
