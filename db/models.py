@@ -193,6 +193,8 @@ class ClipFeatures(Base):
     )
     seg_start_s: Mapped[float] = mapped_column(Float, primary_key=True, server_default="0")
     seg_end_s: Mapped[float] = mapped_column(Float, primary_key=True, server_default="-1")
+    # 0 = the clip as recorded; 1..n = augmented copies (feature sets with params["augment"])
+    variant: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="0")
     values: Mapped[list[float]] = mapped_column(ARRAY(REAL))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 

@@ -21,6 +21,17 @@ TELEPHONY_BAND_HZ = (300.0, 3400.0)
 
 SET_NAMES = ("rich", "seed180")
 CHANNELS = ("studio", "telephony")
+# Augmented companion sets: "<base>+<augmentation>", e.g. "rich+phone" holds phone-line copies
+# of every clip (etl.augment), stored as clip_features rows with variant 1..copies.
+AUGMENT_SEP = "+"
+AUGMENTATIONS = ("phone",)
+# Copies of each training clip through a simulated phone line (etl.augment.PHONE_CHAIN).
+PHONE_COPIES = 2
+AUGMENT_SEED = 0
+# Level normalisation of the rich set: each unit (a clip, or a whole call channel) is scaled so
+# its 95th-percentile 25 ms frame level sits at the target, so loudness alone carries no class.
+LEVEL_NORM = {"method": "p95_frame_db", "frame_s": 0.025, "percentile": 95.0,
+              "target_dbfs": -20.0}
 # Bump when extraction code changes values for the same parameters (it is part of the hash).
 ALGORITHM_REVISION = 1
 
@@ -87,6 +98,7 @@ def _rich_params(channel: str) -> dict[str, Any]:
         "silence_dbfs": -60.0, "trim_top_db": 40.0, "min_duration_s": 0.25,
         "syllable_min_gap_s": 0.08, "syllable_floor_db": 12.0, "pause_floor_db": 30.0,
         "telephony": None if studio else {"rate": TELEPHONY_RATE, "band_hz": list(TELEPHONY_BAND_HZ)},
+        "level_norm": dict(LEVEL_NORM),
     }
 
 
@@ -130,21 +142,54 @@ def _seed_names(p: dict[str, Any]) -> list[str]:
             + [f"mel_{i + 1:03d}_mean" for i in range(p["n_mels"])])
 
 
-@lru_cache(maxsize=8)
+def split_set_name(name: str) -> tuple[str, str | None]:
+    """``"rich+phone"`` -> ``("rich", "phone")``; ``"rich"`` -> ``("rich", None)``."""
+    base, sep, augmentation = name.partition(AUGMENT_SEP)
+    return base, (augmentation if sep else None)
+
+
+def augmented_set_name(name: str, augmentation: str = "phone") -> str:
+    """Name of the augmented companion set of ``name`` (``rich`` -> ``rich+phone``)."""
+    return f"{split_set_name(name)[0]}{AUGMENT_SEP}{augmentation}"
+
+
+def _augment_params(augmentation: str) -> dict[str, Any]:
+    from etl.augment import chain_spec  # light: the chain's JSON description only
+
+    return {"name": augmentation, "copies": PHONE_COPIES, "seed": AUGMENT_SEED,
+            "chain": chain_spec(augmentation)}
+
+
+@lru_cache(maxsize=16)
 def feature_spec(name: str = "rich", channel: str = "studio") -> FeatureSpec:
     """The current spec of feature set ``name`` for ``channel``.
+
+    ``name`` may name an augmented companion set, ``"rich+phone"``: the ``rich`` parameters plus
+    ``params["augment"]`` (the augmentation chain, copies and seed), so a change of the chain is
+    a new version. Only the telephony channel has the phone augmentation.
 
     Raises
     ------
     ValueError
-        unknown set or channel (the message lists the known ones).
+        unknown set, augmentation or channel (the message lists the known ones).
     """
-    if name not in SET_NAMES:
-        raise ValueError(f"unknown feature set {name!r}; known: {', '.join(SET_NAMES)}")
+    base, augmentation = split_set_name(name)
+    if base not in SET_NAMES:
+        raise ValueError(f"unknown feature set {name!r}; known: {', '.join(SET_NAMES)} (and "
+                         f"{', '.join(f'rich{AUGMENT_SEP}{a}' for a in AUGMENTATIONS)})")
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
-    params = _rich_params(channel) if name == "rich" else _seed_params(channel)
-    names = _rich_names(params) if name == "rich" else _seed_names(params)
+    if augmentation is not None:
+        if augmentation not in AUGMENTATIONS or base != "rich":
+            raise ValueError(f"unknown augmented set {name!r}; known: "
+                             f"{', '.join(f'rich{AUGMENT_SEP}{a}' for a in AUGMENTATIONS)}")
+        if channel != "telephony":
+            raise ValueError(f"{name!r} simulates a phone line: it exists for --channel "
+                             f"telephony only")
+    params = _rich_params(channel) if base == "rich" else _seed_params(channel)
+    names = _rich_names(params) if base == "rich" else _seed_names(params)
+    if augmentation is not None:
+        params["augment"] = _augment_params(augmentation)
     sr = int(params["sample_rate"])
     return FeatureSpec(name, channel, sr, params, names, _hash_spec(name, channel, sr, params, names))
 
@@ -155,7 +200,8 @@ class ClipResult:
 
     A long clip (over `etl.features.LONG_CLIP_S`) also carries its speech segments: ``segments`` float64
     ``(S, 2)`` start/end seconds from the start of the file and ``segment_values`` float32
-    ``(S, n_features)``.
+    ``(S, n_features)``. A clip of an augmented set carries ``variants`` float32
+    ``(copies, n_features)``, stored as variants 1..copies (``values`` is ``variants[0]``).
     """
 
     clip_id: int
@@ -164,3 +210,4 @@ class ClipResult:
     audio_s: float = 0.0
     segments: np.ndarray | None = None
     segment_values: np.ndarray | None = None
+    variants: np.ndarray | None = None

@@ -53,7 +53,7 @@ __all__ = [  # the definitions from etl.feature_sets are re-exported
     "ALGORITHM_REVISION", "CHANNELS", "CHROMA_NAMES", "LONG_CLIP_S", "SET_NAMES",
     "SPECTRAL_LLDS", "STATS8", "TELEPHONY_BAND_HZ", "TELEPHONY_RATE", "ClipResult",
     "FeatureExtractionError", "FeatureSpec", "extract", "extract_files", "extract_segments",
-    "feature_spec", "speech_segments",
+    "feature_spec", "normalise_level", "speech_segments",
 ]
 
 
@@ -101,8 +101,30 @@ def _loudest_frame_dbfs(y: np.ndarray, sr: int, frame_s: float = 0.025) -> float
     return float(10 * np.log10(float(energy.max()) + 1e-20))
 
 
+def normalise_level(y: np.ndarray, sr: int, level_norm: dict[str, Any] | None) -> np.ndarray:
+    """``y`` scaled so its ``percentile``-th 25 ms frame level is ``target_dbfs`` (float32 ``(n,)``).
+
+    One gain for the whole unit (a clip, or a call channel): loudness relative to the rest of
+    the unit survives, the recording's or the line's absolute level does not. ``level_norm``
+    None (feature sets stored before it) returns ``y`` unchanged. A unit with no frame above
+    -120 dBFS is left as it is (the silence checks reject it).
+    """
+    if not level_norm or len(y) == 0:
+        return y
+    frame = max(1, int(float(level_norm["frame_s"]) * sr))
+    n = max(len(y) // frame, 1)
+    piece = y[: n * frame] if len(y) >= frame else y
+    energy = np.square(piece.reshape(n, -1), dtype=np.float32).mean(axis=1)
+    level = 10.0 * np.log10(float(np.percentile(energy, float(level_norm["percentile"]))) + 1e-20)
+    if level < -120.0:
+        return y
+    gain = 10.0 ** ((float(level_norm["target_dbfs"]) - level) / 20.0)
+    return (y * np.float32(gain)).astype(np.float32, copy=False)
+
+
 def _prepare(signal: np.ndarray, sr: int, spec: FeatureSpec) -> np.ndarray:
-    """Mono, analysis rate, checked for silence, trimmed (rich), checked for length."""
+    """Mono, analysis rate, checked for silence, level-normalised and trimmed (rich), checked
+    for length."""
     if sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
     y = _as_mono(signal)
@@ -117,6 +139,7 @@ def _prepare(signal: np.ndarray, sr: int, spec: FeatureSpec) -> np.ndarray:
         raise FeatureExtractionError(
             f"silent: loudest 25 ms frame at {max(loudest, -200.0):.1f} dBFS "
             f"(threshold {p['silence_dbfs']:.0f} dBFS)")
+    y = normalise_level(y, rate, p.get("level_norm"))
     if p.get("trim_top_db") is not None:
         y = trim_silence(y, rate, top_db=float(p["trim_top_db"]))
     if len(y) < p["min_duration_s"] * rate:
@@ -627,6 +650,8 @@ def _extract_segments(
         return X, valid
 
     y = y - y.mean()  # DC-free, as extract() does per clip
+    # one gain per channel: a loud line or talker is not an angry one (rich sets since level_norm)
+    y = normalise_level(y, rate, p.get("level_norm"))
     hop = p["hop"]
     fps = rate / hop
     total = dsp.frame_count(len(y), hop)
@@ -694,6 +719,7 @@ def extract_files(items: Iterable[tuple[int, str]], spec: FeatureSpec) -> list[C
     get their `speech_segments`.
     """
     results: list[ClipResult] = []
+    augment_params = spec.params.get("augment")
     for clip_id, path in items:
         try:
             signal, sr = load_audio(Path(path), sr=spec.sample_rate, mono=True)
@@ -701,6 +727,9 @@ def extract_files(items: Iterable[tuple[int, str]], spec: FeatureSpec) -> list[C
             results.append(ClipResult(clip_id, None, f"decode: {exc}".splitlines()[0][:500]))
             continue
         audio_s = len(signal) / sr
+        if augment_params:
+            results.append(_augmented_result(clip_id, signal, sr, spec, augment_params, audio_s))
+            continue
         try:
             values = extract(signal, sr, spec)
         except FeatureExtractionError as exc:
@@ -712,3 +741,23 @@ def extract_files(items: Iterable[tuple[int, str]], spec: FeatureSpec) -> list[C
         else:
             results.append(ClipResult(clip_id, values, None, audio_s))
     return results
+
+
+def _augmented_result(clip_id: int, signal: np.ndarray, sr: int, spec: FeatureSpec,
+                      augment_params: dict[str, Any], audio_s: float) -> ClipResult:
+    """Whole-clip vectors of every augmented copy of one clip (`etl.augment`), or the reason
+    one copy failed (then none is stored: a clip has all its copies or an error)."""
+    from etl.augment import augment_copies
+
+    mono = _as_mono(signal)
+    if not np.isfinite(mono).all():
+        return ClipResult(clip_id, None, "non-finite samples in the signal", audio_s)
+    rows = []
+    for k, copy in enumerate(augment_copies(mono, sr, clip_key=clip_id, params=augment_params),
+                             start=1):
+        try:
+            rows.append(extract(copy, sr, spec))
+        except FeatureExtractionError as exc:
+            return ClipResult(clip_id, None, f"augmented copy {k}: {exc.reason}", audio_s)
+    variants = np.stack(rows).astype(np.float32)
+    return ClipResult(clip_id, variants[0], None, audio_s, variants=variants)
