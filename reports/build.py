@@ -693,6 +693,7 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
         "n_failed": len(failed),
         "n_escalated": len(escalated),
         "escalation_rate": _rate(len(escalated), n_scored),
+        "trust": _trust(scored),
         "audio_hours": audio_s / 3600,
         "speed": (audio_s / wall_s) if wall_s else None,
         "failure_reasons": failure_reasons,
@@ -753,6 +754,23 @@ def _overtalk(segs: pd.DataFrame) -> list[tuple[float, float]]:
     return out
 
 
+def _trust(scored: pd.DataFrame) -> dict[str, float | None]:
+    """Talk-weighted customer coverage and abstained share, mean confidence, over scored calls
+    (None when no call has the numbers, e.g. batches scored before they were stored)."""
+    out: dict[str, float | None] = {"coverage": None, "confidence": None, "abstained": None}
+    if "customer_scored_share" not in scored or not len(scored):
+        return out
+    talk = pd.to_numeric(scored["talk_customer_s"], errors="coerce").fillna(0.0)
+    for key, col in (("coverage", "customer_scored_share"),
+                     ("confidence", "customer_confidence_mean"),
+                     ("abstained", "customer_abstained_share")):
+        values = pd.to_numeric(scored[col], errors="coerce")
+        mask = values.notna() & (talk > 0)
+        if mask.any():
+            out[key] = float((values[mask] * talk[mask]).sum() / talk[mask].sum())
+    return out
+
+
 def call_context(session: Session, call_id: int) -> dict[str, Any]:
     call = queries.call_detail(session, call_id)
     segs = queries.call_segments(session, call_id, int(call["model_version_id"]))
@@ -785,6 +803,7 @@ def call_context(session: Session, call_id: int) -> dict[str, Any]:
         segs_table.append({"role": s.role, "start_s": float(s.start_s), "end_s": float(s.end_s),
                            "emotion": s.emotion, "confidence": float(s.confidence),
                            "negative": _negative_mass(probs, negative),
+                           "abstained": bool(getattr(s, "abstained", False)),
                            "in_window": bool(window and s.role == "customer"
                                              and float(s.end_s) > window[0]
                                              and float(s.start_s) < window[1])})
@@ -801,6 +820,7 @@ def call_context(session: Session, call_id: int) -> dict[str, Any]:
         "window": window,
         "window_what": focus[2] if focus else None,
         "n_segments": len(segs),
+        "n_abstained": int(segs["abstained"].sum()) if "abstained" in segs else 0,
         "n_overtalk": len(overtalk),
         "mix_chart": charts.stacked_share_bars(mix_rows, band_order, title="emotion mix per role")
         if mix_rows else None,

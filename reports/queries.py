@@ -141,7 +141,8 @@ def batch_calls(session: Session, batch_ids: list[int]) -> pd.DataFrame:
                s.negative_share_agent, s.negative_share_customer, s.longest_negative_streak_s,
                s.customer_negative_first_third, s.customer_negative_last_third, s.customer_trend,
                coalesce(s.escalated, false) AS escalated, s.escalation_rule, s.escalation_reason,
-               s.model_version_id
+               s.model_version_id, s.customer_scored_share, s.customer_confidence_mean,
+               s.customer_abstained_share
         FROM calls c
         JOIN batches b ON b.id = c.batch_id
         LEFT JOIN call_summaries s ON s.call_id = c.id AND s.model_version_id = b.model_version_id
@@ -224,7 +225,8 @@ def call_detail(session: Session, call_id: int) -> dict[str, Any]:
                s.negative_share_agent, s.negative_share_customer, s.longest_negative_streak_s,
                s.customer_negative_first_third, s.customer_negative_last_third, s.customer_trend,
                s.emotion_mix, coalesce(s.escalated, false) AS escalated, s.escalation_rule,
-               s.escalation_reason
+               s.escalation_reason, s.customer_scored_share, s.customer_confidence_mean,
+               s.customer_abstained_share
         FROM calls c
         JOIN batches b ON b.id = c.batch_id
         JOIN model_versions mv ON mv.id = b.model_version_id
@@ -251,7 +253,7 @@ def resolve_call(session: Session, ref: str) -> int:
 
 def call_segments(session: Session, call_id: int, model_version_id: int) -> pd.DataFrame:
     return _frame(session, """
-        SELECT role, start_s, end_s, emotion, confidence, is_negative, probabilities
+        SELECT role, start_s, end_s, emotion, confidence, is_negative, probabilities, abstained
         FROM call_segments WHERE call_id = :id AND model_version_id = :mv
         ORDER BY start_s, role""", id=call_id, mv=model_version_id)
 
