@@ -2,6 +2,13 @@
 
 The server is started on demand and left running (cleanup_mode=None) so that later commands
 reuse it instantly; it listens on a Unix socket only, never on a TCP port.
+
+Trust model: ``pgserver``'s ``initdb`` trusts every local connection, so whoever can open the
+socket (in ``$SER_HOME``, a 0700 directory of the user running ser) logs in as any role,
+``postgres`` (superuser, no password) included. That is right for one user on their own machine
+and is kept for the owner; but analyst logins (members of ``ser_analyst``, made by
+``ser db analyst add``) must authenticate with their password (scram-sha-256): see
+:func:`ensure_password_auth`. Anyone needing more should run a real server (``DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,34 @@ def _quiet_platformdirs() -> None:
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
 
 
+HBA_BEGIN = "# >>> ser: analyst logins authenticate with a password"
+HBA_END = "# <<< ser"
+# First match wins in pg_hba.conf: these lines go above initdb's "trust" lines. "+ser_analyst"
+# matches members of the role (superusers only if they are members), so the owner keeps trust.
+HBA_BLOCK = f"""{HBA_BEGIN}
+local   all             +ser_analyst                            scram-sha-256
+host    all             +ser_analyst    127.0.0.1/32            scram-sha-256
+host    all             +ser_analyst    ::1/128                 scram-sha-256
+{HBA_END}
+"""
+
+
+def ensure_password_auth(pgdata: Path) -> bool:
+    """Put :data:`HBA_BLOCK` at the top of ``pgdata/pg_hba.conf``; True if the file changed
+    (the server must then reload its configuration)."""
+    hba = Path(pgdata) / "pg_hba.conf"
+    if not hba.is_file():
+        return False
+    current = hba.read_text()
+    if HBA_BEGIN in current:
+        return False
+    tmp = hba.with_suffix(".conf.tmp")
+    tmp.write_text(HBA_BLOCK + current)
+    tmp.chmod(hba.stat().st_mode & 0o777)
+    tmp.replace(hba)
+    return True
+
+
 def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE) -> str:
     """Start (or reuse) the embedded server under ``pgdata``; return a psycopg2 URL for ``database``.
 
@@ -47,6 +82,8 @@ def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE) -> str:
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
             "Set DATABASE_URL to use an existing server instead."
         ) from exc
+    if ensure_password_auth(pgdata):
+        server.psql("SELECT pg_reload_conf();")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "1 row" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')

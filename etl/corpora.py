@@ -98,7 +98,6 @@ RAVDESS_STATEMENTS: Final[dict[str, str]] = {
 }
 _RAVDESS_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 _RAVDESS_ACTOR_DIR = re.compile(r"^Actor_(\d+)$", re.IGNORECASE)
-RAVDESS_ACTORS: Final[int] = 24
 
 
 def parse_ravdess(path: Path) -> ParsedClip:
@@ -117,8 +116,8 @@ def parse_ravdess(path: Path) -> ParsedClip:
     if stmt not in RAVDESS_STATEMENTS:
         raise ClipNameError(f"unknown RAVDESS statement code {stmt}")
     actor_n = int(actor)
-    if not 1 <= actor_n <= RAVDESS_ACTORS:
-        raise ClipNameError(f"RAVDESS actor number must be 01-{RAVDESS_ACTORS}, the name says {actor}")
+    if actor_n < 1:
+        raise ClipNameError("RAVDESS actor number must be 01-24")
     # The corpus ships one Actor_NN folder per actor: a name that disagrees with its folder is a
     # renamed or misplaced file, and trusting either would attribute it to the wrong speaker.
     folder = _RAVDESS_ACTOR_DIR.match(path.parent.name)

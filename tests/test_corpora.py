@@ -163,3 +163,15 @@ def test_emotion_aliases_and_sex() -> None:
         "female", "male", None)
     with pytest.raises(ValueError):
         sex_from_text("robot")
+
+
+@pytest.mark.parametrize("path", ["Actor_13/03-01-05-02-01-01-99.wav",
+                                  "actor_13/03-01-05-02-01-01-12.flac"])
+def test_ravdess_name_must_agree_with_its_actor_folder(path: str) -> None:
+    with pytest.raises(ClipNameError, match="folder"):
+        parse_clip_name("ravdess", Path(path))
+    # the same name in its own folder, or in a folder that is not Actor_NN, is fine
+    stem = Path(path).stem
+    actor = stem[-2:]
+    assert parse_clip_name("ravdess", Path(f"Actor_{actor}/{stem}.wav")).actor_code == actor
+    assert parse_clip_name("ravdess", Path(f"incoming/{stem}.wav")).actor_code == actor

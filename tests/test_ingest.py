@@ -374,3 +374,19 @@ def test_cli_runs_the_flow(prefect_harness: None, runner: CliRunner, cli_env: di
     assert result.exit_code == 0, result.output
     assert "0 added" in result.stdout and "6 already present" in result.stdout
     assert "empty file (0 bytes)" in result.stdout
+
+
+def test_ravdess_file_in_another_actors_folder_is_an_error_not_an_actor(
+        db_session: Session, tmp_path: Path) -> None:
+    root = tmp_path / "ravdess"
+    write_ravdess_fixture(root, actors=[13], emotions=("happy",))
+    stray = write_clip(root / "Actor_13" / "03-01-05-02-01-01-99.wav")  # actor 99 in Actor_13
+
+    counts = _ingest(db_session, "ravdess", root)
+
+    assert counts.failed == 1
+    errors = dict(db_session.execute(select(IngestError.path, IngestError.reason)).tuples().all())
+    assert errors == {str(stray): "name says actor 99 but the file is in folder Actor_13"}
+    assert set(db_session.scalars(select(Actor.actor_code))) == {"13"}  # no phantom actor 99
+    assert db_session.scalar(select(func.count()).select_from(Clip).where(
+        Clip.clip_name == stray.stem)) == 0

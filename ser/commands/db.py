@@ -1,10 +1,16 @@
-"""`ser db upgrade | downgrade REV | current | url`."""
+"""`ser db upgrade | downgrade REV | current | url`, `ser db analyst add | limits`."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
+import re
 from urllib.parse import unquote
 
 import typer
+from sqlalchemy import Connection, text
 
 from db.embedded import psql_url
 from db.engine import get_engine
@@ -45,6 +51,137 @@ def url_cmd() -> None:
     """Print the connection URL (psql-ready)."""
     engine = get_engine()
     typer.echo(unquote(psql_url(engine.url.render_as_string(hide_password=False))))
+
+
+analyst_app = typer.Typer(help="Analyst logins (members of the read-only role ser_analyst).",
+                          no_args_is_help=True)
+db_app.add_typer(analyst_app, name="analyst")
+
+ANALYST_ROLE = "ser_analyst"
+LIMIT_NAMES = ("statement_timeout", "idle_in_transaction_session_timeout", "temp_file_limit")
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCRAM_ITERATIONS = 4096
+
+
+def scram_sha256(password: str, *, salt: bytes | None = None,
+                 iterations: int = _SCRAM_ITERATIONS) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of ``password`` (RFC 5802/7677), computed here so the
+    clear password never reaches the server (nor its statement log)."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}$"
+            f"{b64(hashlib.sha256(client_key).digest()).decode()}:{b64(server_key).decode()}")
+
+
+def analyst_limits(conn: Connection) -> dict[str, str]:
+    """The limits set on ser_analyst in this database (the values new logins get)."""
+    rows = conn.execute(text(
+        "SELECT unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = "
+        "s.setrole WHERE r.rolname = :r AND s.setdatabase = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database())"), {"r": ANALYST_ROLE}).scalars()
+    pairs = (row.split("=", 1) for row in rows)
+    return {k: v for k, v in pairs if k in LIMIT_NAMES}
+
+
+def _set_limits(conn: Connection, role: str, limits: dict[str, str]) -> None:
+    database = conn.execute(text("SELECT current_database()")).scalar_one()
+    for name, value in limits.items():
+        if name not in LIMIT_NAMES:
+            raise ValueError(f"unknown limit {name!r}")
+        # the role and database quoted as identifiers, the value as a literal, by the server
+        sql = conn.execute(text(f"SELECT format('ALTER ROLE %I IN DATABASE %I SET {name} = %L', "
+                                ":role, :db, :value)"),
+                           {"role": role, "db": database, "value": value}).scalar_one()
+        _run_built(conn, sql)
+
+
+def _run_built(conn: Connection, sql: str) -> None:
+    """Run a statement the server built with format(): as it is, with no bind parsing (a
+    SCRAM verifier contains ':' and '$')."""
+    with conn.connection.cursor() as cursor:
+        cursor.execute(sql)
+
+
+def _login_members(conn: Connection) -> list[str]:
+    return list(conn.execute(text(
+        "SELECT m.rolname FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid "
+        "JOIN pg_roles m ON m.oid = am.member WHERE g.rolname = :r AND m.rolcanlogin "
+        "AND NOT m.rolsuper ORDER BY 1"), {"r": ANALYST_ROLE}).scalars())
+
+
+@analyst_app.command("add")
+def analyst_add_cmd(
+    name: str = typer.Argument(..., help="Login name (lower case letters, digits, _)."),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
+                                 envvar="SER_ANALYST_PASSWORD",
+                                 help="Password (prompted if not given; or SER_ANALYST_PASSWORD)."),
+) -> None:
+    """Create (or update) an analyst login with a password: member of ser_analyst, with its
+    session limits. On the embedded server such logins must give their password."""
+    if not _ROLE_NAME.match(name) or name in ("postgres", ANALYST_ROLE):
+        fail(f"login name {name!r} is not allowed: use lower case letters, digits and _")
+    if len(password) < 8:
+        fail("the password must have at least 8 characters")
+    engine = open_database()
+    with engine.begin() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"),
+                            {"r": ANALYST_ROLE}).first():
+            fail(f"role {ANALYST_ROLE} does not exist (run `ser db upgrade` as a user who may "
+                 "create roles)")
+        exists = conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"),
+                              {"r": name}).first()
+        if exists is not None and exists.rolsuper:
+            fail(f"{name} is a superuser; analyst logins must not be")
+        verb = "ALTER" if exists is not None else "CREATE"
+        _run_built(conn, conn.execute(text(
+            f"SELECT format('{verb} ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+            "PASSWORD %L', :n, :p)"), {"n": name, "p": scram_sha256(password)}).scalar_one())
+        conn.execute(text(f'GRANT {ANALYST_ROLE} TO "{name}"'))
+        limits = analyst_limits(conn)
+        _set_limits(conn, name, limits)
+    url = make_url_for(engine.url.render_as_string(hide_password=False), name)
+    typer.echo(f"analyst login {name} {'updated' if exists is not None else 'created'} "
+               f"(member of {ANALYST_ROLE}; "
+               f"{', '.join(f'{k}={v}' for k, v in limits.items()) or 'no limits'})\n"
+               f'connect: psql "{url}"')
+
+
+def make_url_for(url: str, user: str) -> str:
+    """``url`` for ``user`` without a password, psql-ready."""
+    from sqlalchemy.engine import make_url
+
+    return unquote(psql_url(make_url(url).set(username=user, password=None)
+                            .render_as_string(hide_password=False)))
+
+
+@analyst_app.command("limits")
+def analyst_limits_cmd(
+    statement_timeout: str | None = typer.Option(
+        None, help="Longest statement, e.g. 5min, 30s (0 = none)."),
+    idle_timeout: str | None = typer.Option(
+        None, "--idle-timeout", help="idle_in_transaction_session_timeout, e.g. 10min."),
+    temp_file_limit: str | None = typer.Option(
+        None, help="Temporary file space per session, e.g. 2GB (-1 = none; needs a superuser)."),
+) -> None:
+    """Show, or set, the session limits of ser_analyst and every analyst login (this database)."""
+    wanted = {k: v for k, v in zip(LIMIT_NAMES, (statement_timeout, idle_timeout,
+                                                 temp_file_limit), strict=True) if v is not None}
+    engine = open_database()
+    try:
+        with engine.begin() as conn:
+            members = _login_members(conn)
+            if wanted:
+                for role in (ANALYST_ROLE, *members):
+                    _set_limits(conn, role, wanted)
+            limits = analyst_limits(conn)
+    except Exception as exc:  # noqa: BLE001 - a bad value or privilege is the user's to fix
+        fail(str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+    typer.echo(", ".join(f"{k}={limits.get(k, 'unset')}" for k in LIMIT_NAMES)
+               + f" for {ANALYST_ROLE} and {len(members)} login(s)"
+               + (f": {', '.join(members)}" if members else ""))
 
 
 def register(app: typer.Typer) -> None:
