@@ -432,12 +432,13 @@ def score_recording(
             for j, i in enumerate(keep):
                 role, start, end = rows[i]
                 label = model.classes[int(best[j])]
-                confidence = float(proba[j, best[j]])
+                # rounded as stored, so "confidence < floor" in the table is the abstain rule
+                confidence = round(float(proba[j, best[j]]), 4)
                 # below the floor the label is kept but trusted for nothing (not negative)
                 abstained = confidence < point.confidence_floor
                 segments.append(ScoredSegment(
                     role=role, start_s=round(start, 3), end_s=round(end, 3), emotion=label,
-                    confidence=round(confidence, 4),
+                    confidence=confidence,
                     is_negative=is_negative_class(label) and not abstained,
                     probabilities={c: round(float(p), 4)
                                    for c, p in zip(model.classes, proba[j], strict=True)},

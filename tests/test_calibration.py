@@ -1,0 +1,112 @@
+"""Calibration on held-out speakers and the escalation operating point (pure, synthetic data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from etl.calibration import (
+    apply_calibration,
+    choose_operating_point,
+    expected_calibration_error,
+    fit_calibration,
+    log_loss,
+    pseudo_calls,
+)
+from etl.escalation import rules_from_data
+
+CLASSES = ["angry", "calm", "happy", "sad"]  # callcentre4: angry and sad are negative
+
+
+def _data(*, n_speakers: int = 12, per_speaker: int = 48, signal: float = 1.5,
+          sharpen: float = 3.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold-like probabilities: informative logits, made over-confident by ``sharpen``."""
+    rng = np.random.default_rng(seed)
+    n = n_speakers * per_speaker
+    y = np.tile(np.arange(len(CLASSES)), n // len(CLASSES))
+    groups = np.repeat(np.arange(100, 100 + n_speakers), per_speaker)
+    logits = rng.normal(size=(n, len(CLASSES)))
+    logits[np.arange(n), y] += signal
+    p = np.exp(sharpen * logits)
+    return p / p.sum(axis=1, keepdims=True), y, groups
+
+
+def test_calibration_lowers_ece_on_overconfident_probabilities() -> None:
+    proba, y, groups = _data(per_speaker=100)
+    record = fit_calibration(proba, y, classes=CLASSES, groups=groups)
+    json.dumps(record)  # stored as-is in model_versions.params
+    assert record["method"] in ("temperature", "vector")
+    assert record["ece_after"] < 0.5 * record["ece_before"]
+    assert record["log_loss_after"] < record["log_loss_before"]
+    assert record["cv_log_loss"]["none"] == pytest.approx(record["log_loss_before"], abs=1e-3)
+    # applied at scoring time: rows still sum to 1, the ranking of a row's classes is kept for a
+    # temperature, and new data from the same source is better calibrated
+    fresh, y2, _ = _data(per_speaker=100, seed=1)
+    calibrated = apply_calibration(record, fresh)
+    assert calibrated.shape == fresh.shape
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1.0, atol=1e-9)
+    assert expected_calibration_error(calibrated, y2) < expected_calibration_error(fresh, y2)
+    assert log_loss(calibrated, y2) < log_loss(fresh, y2)
+    if record["method"] == "temperature":
+        assert record["params"]["temperature"] > 1.5  # over-confident -> soften
+        np.testing.assert_array_equal(calibrated.argmax(axis=1), fresh.argmax(axis=1))
+
+
+def test_no_record_or_none_leaves_probabilities_unchanged() -> None:
+    proba, y, groups = _data(n_speakers=2)
+    assert apply_calibration(None, proba) is proba
+    record = fit_calibration(proba, y, classes=CLASSES, groups=groups)
+    assert record["method"] == "none" and "speaker" in record["reason"]
+    assert record["operating_point"] is None
+    np.testing.assert_array_equal(apply_calibration(record, proba), proba)
+    with pytest.raises(ValueError, match="classes"):
+        apply_calibration({"method": "vector", "params": {"weights": [1.0, 1.0],
+                                                          "bias": [0.0, 0.0]}}, proba)
+    with pytest.raises(ValueError, match="oof_proba"):
+        fit_calibration(proba[:, :3], y, classes=CLASSES, groups=groups)
+
+
+def test_operating_point_meets_precision_target_and_is_usable_rules() -> None:
+    proba, y, groups = _data(signal=2.5, sharpen=1.0)
+    record = fit_calibration(proba, y, classes=CLASSES, groups=groups)
+    point = record["operating_point"]
+    assert point is not None and point["meets_target"]
+    assert point["precision"] >= 0.8 and point["recall"] >= 0.6
+    assert point["cv_precision"] is not None and point["cv_recall"] is not None
+    assert point["calm_escalation_rate"] <= 0.1
+    assert 0.0 <= point["confidence_floor"] < 1.0
+    rules = rules_from_data(point["rules"])
+    assert rules[0].metric == "negative_share_customer" and rules[-1].name == "overtalk"
+
+
+def test_operating_point_uses_only_the_training_speakers() -> None:
+    proba, y, groups = _data()
+    calls = pseudo_calls(proba, y, classes=CLASSES, groups=groups, per_speaker=5)
+    assert {c["speaker"] for c in calls} == set(groups)
+    rows_by_speaker = {g: set(np.flatnonzero(groups == g)) for g in set(groups)}
+    # each pseudo-call's customer is one speaker: its confidences come from that speaker's clips
+    conf = proba.max(axis=1)
+    for call in calls[:20]:
+        own = {round(float(conf[i]), 12) for i in rows_by_speaker[call["speaker"]]}
+        assert {round(float(c), 12) for c in call["confidence"]} <= own
+    # the choice depends on these rows only: same inputs, same point; other speakers' rows change it
+    a = choose_operating_point(proba, y, classes=CLASSES, groups=groups)
+    b = choose_operating_point(proba, y, classes=CLASSES, groups=groups)
+    assert a == b
+    keep = groups < 106
+    c = choose_operating_point(proba[keep], y[keep], classes=CLASSES, groups=groups[keep])
+    assert c is not None and c["n_speakers"] == 6 and a is not None and a["n_speakers"] == 12
+
+
+def test_uninformative_predictions_do_not_claim_the_target() -> None:
+    rng = np.random.default_rng(3)
+    y = np.tile(np.arange(4), 120)
+    groups = np.repeat(np.arange(10), 48)
+    proba = rng.dirichlet(np.ones(4), size=len(y))
+    point = choose_operating_point(proba, y, classes=CLASSES, groups=groups)
+    assert point is not None
+    assert point["cv_precision"] is None or point["cv_precision"] < 0.8
+    # a scheme without a negative class has no escalation decision to tune
+    assert choose_operating_point(proba, y, classes=["a", "b", "c", "d"], groups=groups) is None
