@@ -108,7 +108,9 @@ def start_server(home: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> ServerI
         port = _free_port()
         env = {**os.environ, "PREFECT_HOME": str(home),
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "PREFECT_SERVER_API_HOST": "127.0.0.1"}
+               "PREFECT_SERVER_API_HOST": "127.0.0.1",
+               # The UI's own API address: Prefect's default (port 4200) is not this server.
+               "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
         env.pop("PREFECT_API_URL", None)
         log = (home / "server.log").open("ab")
         process = subprocess.Popen(

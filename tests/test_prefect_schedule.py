@@ -128,14 +128,17 @@ def test_the_scheduler_creates_a_run_that_scores_the_inbox(scheduled: Scheduled)
 
 def test_prefect_cli_lists_runs_deployments_and_artifacts(scheduled: Scheduled) -> None:
     outputs = {}
-    for args in (["flow-run", "ls"], ["deployment", "ls"], ["artifact", "ls"]):
-        result = subprocess.run([sys.executable, "-m", "prefect", *args], env=scheduled.env,
+    env = {**scheduled.env, "COLUMNS": "250"}  # rich truncates names in a narrow terminal
+    for args in (["flow-run", "ls"], ["flow-run", "ls", "--state", "COMPLETED"],
+                 ["deployment", "ls"], ["artifact", "ls"]):
+        result = subprocess.run([sys.executable, "-m", "prefect", *args], env=env,
                                 capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, (args, result.stdout[-1500:], result.stderr[-1500:])
-        outputs[args[0]] = result.stdout
-    assert scheduled.run["name"][:12] in outputs["flow-run"]
-    assert DEPLOYMENT in outputs["deployment"]
-    assert "nightly-batch" in outputs["artifact"]
+        outputs[" ".join(args)] = result.stdout
+    assert "SCHEDULED" in outputs["flow-run ls"]  # the runs the scheduler made ahead
+    assert scheduled.run["name"] in outputs["flow-run ls --state COMPLETED"]
+    assert DEPLOYMENT in outputs["deployment ls"]
+    assert "nightly-batch" in outputs["artifact ls"]
     log = scheduled.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
     assert last_server_error(scheduled.log) is None
@@ -161,8 +164,15 @@ def test_ser_prefect_status_reports_a_healthy_scheduler(scheduled: Scheduled,
 
 
 @pytest.mark.browser
-def test_prefect_ui_runs_page_lists_the_runs(scheduled: Scheduled) -> None:
+def test_prefect_ui_runs_page_lists_the_runs(scheduled: Scheduled,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import test_reports_browser
     from tests.test_reports_browser import Chromium, find_chromium
+
+    # The UI is served on loopback: no dead proxy in front of it (the reports test needs one).
+    monkeypatch.setattr(test_reports_browser, "CHROMIUM_FLAGS", [
+        *(f for f in test_reports_browser.CHROMIUM_FLAGS if not f.startswith("--proxy")),
+        "--no-proxy-server"])
 
     executable = find_chromium()
     if executable is None:
