@@ -7,6 +7,10 @@
   or ``"name:version"`` and returns a :class:`LoadedModel` whose artifact was sha256-verified and
   rebuilt from skops / XGBoost UBJ (never unpickled).
 - ``set_alias`` / ``promote_if_better`` move aliases and record every move in alias_history.
+- ``resolve_scoring_model(session, ref, bandwidth=...)`` picks the model for the audio's
+  channel: ``<alias>-telephony`` (then ``<alias>`` if it is a telephony model) for narrowband
+  audio, ``<alias>-studio`` / ``<alias>`` / ``<alias>-telephony`` for wideband. A studio model
+  is never applied to narrowband audio unless asked for (:class:`ModelChannelError`).
 
 Functions take a Session and never commit: callers own the transaction.
 """
@@ -45,6 +49,19 @@ class ModelNotFoundError(ValueError):
     """A model reference (alias, version id, name:version) matches no model version."""
 
 
+class ModelChannelError(ModelNotFoundError):
+    """The model a reference names was trained for another channel than the audio's."""
+
+
+BANDWIDTHS = ("narrowband", "wideband")
+CHANNEL_OF_BANDWIDTH = {"narrowband": "telephony", "wideband": "studio"}
+
+
+def channel_alias(alias: str, channel: str) -> str:
+    """The per-channel alias of ``alias``: ``production`` -> ``production-telephony``."""
+    return f"{alias}-{channel}"
+
+
 @dataclass
 class LoadedModel:
     """A registered model version ready to score feature rows.
@@ -54,6 +71,9 @@ class LoadedModel:
     with :func:`etl.normalise.normalise_per_speaker`, or pass ``speakers=`` and it is done here.
     ``speaker_population`` (stored at training time in ``params["speaker_population"]``; None
     for models registered before it) lets speakers with only a few rows be normalised too.
+    ``calibration`` (``params["calibration"]``, `etl.calibration`; None for models registered
+    before it) is applied by ``predict_proba``. ``channel`` is the feature channel the model
+    was trained on (``studio`` or ``telephony``).
     """
 
     model_version_id: int
@@ -68,6 +88,8 @@ class LoadedModel:
     cv_uar: float | None
     model: FittedModel
     speaker_population: SpeakerPopulation | None = None
+    calibration: dict[str, Any] | None = None
+    channel: str = "studio"
 
     def predict_proba(
         self, X: np.ndarray, *, speakers: Sequence[object] | None = None
@@ -85,7 +107,12 @@ class LoadedModel:
         X = np.asarray(X, dtype=np.float32)
         if self.speaker_normalisation and speakers is not None:
             X = normalise_per_speaker(X, speakers, population=self.speaker_population)
-        return self.model.predict_proba(X)
+        proba = self.model.predict_proba(X)
+        if self.calibration is None:
+            return proba
+        from etl.calibration import apply_calibration
+
+        return apply_calibration(self.calibration, proba)
 
     def predict(self, X: np.ndarray, *, speakers: Sequence[object] | None = None) -> list[str]:
         """Predicted class label per row."""
@@ -273,18 +300,95 @@ def load_model(session: Session, ref: str = DEFAULT_ALIAS) -> LoadedModel:
     etl.artifacts.ArtifactError
         The stored bytes do not match their sha256, or contain untrusted types.
     """
-    mv = resolve_version(session, ref)
+    return load_version(session, resolve_version(session, ref))
+
+
+def load_version(session: Session, mv: ModelVersion) -> LoadedModel:
+    """`load_model` of a resolved version (e.g. from :func:`resolve_scoring_model`)."""
     registered = session.get(RegisteredModel, mv.registered_model_id)
     assert registered is not None
     model = load_bundle(bytes(mv.artifact), expected_sha256=mv.artifact_sha256)
+    spec = feature_spec_for(session, mv.feature_set_id)
+    calibration = (mv.params or {}).get("calibration")
     return LoadedModel(
         model_version_id=mv.id, name=registered.name, version=mv.version,
         classes=list(mv.classes), label_scheme=mv.label_scheme, feature_set_id=mv.feature_set_id,
-        feature_spec=feature_spec_for(session, mv.feature_set_id),
+        feature_spec=spec,
         speaker_normalisation=mv.speaker_normalisation, algorithm=mv.algorithm,
         cv_uar=mv.cv_uar, model=model,
         speaker_population=SpeakerPopulation.from_json((mv.params or {}).get("speaker_population")),
+        calibration=dict(calibration) if isinstance(calibration, dict) else None,
+        channel=spec.channel,
     )
+
+
+def model_channel(session: Session, mv: ModelVersion) -> str:
+    """The feature channel (``studio``/``telephony``) model version ``mv`` was trained on."""
+    row = session.get(FeatureSet, mv.feature_set_id)
+    if row is None:
+        raise ModelNotFoundError(f"feature set id {mv.feature_set_id} does not exist")
+    return str(row.channel)
+
+
+def resolve_scoring_model(
+    session: Session, ref: str = DEFAULT_ALIAS, *, bandwidth: str,
+    allow_channel_mismatch: bool = False,
+) -> ModelVersion:
+    """The model version to score audio of ``bandwidth`` with, given the user's ``ref``.
+
+    ``ref`` an alias (``production``): narrowband audio takes ``production-telephony``, else
+    ``production`` if that is a telephony model; wideband audio takes ``production-studio``,
+    else ``production``, else ``production-telephony`` (a telephony model hears wideband audio
+    band-limited, as it was trained). ``ref`` a version id or ``name:version``: that version,
+    checked against the audio.
+
+    Parameters
+    ----------
+    bandwidth : "narrowband" (phone audio: 8 kHz or nothing above ~3.4 kHz) or "wideband"
+    allow_channel_mismatch : score narrowband audio with a studio model anyway (the caller
+        should record a warning); default refuses
+
+    Raises
+    ------
+    ModelChannelError
+        Only a studio model is available for narrowband audio (the message says what to do).
+    ModelNotFoundError
+        ``ref`` matches nothing.
+    """
+    if bandwidth not in BANDWIDTHS:
+        raise ValueError(f"bandwidth must be one of {', '.join(BANDWIDTHS)}, not {bandwidth!r}")
+    ref = ref.strip()
+    narrow = bandwidth == "narrowband"
+    is_alias = not ref.isdigit() and ":" not in ref
+    if is_alias:
+        order = ([channel_alias(ref, "telephony"), ref] if narrow else
+                 [channel_alias(ref, "studio"), ref, channel_alias(ref, "telephony")])
+        for name in order:
+            mv = alias_target(session, name)
+            if mv is not None and (not narrow or model_channel(session, mv) == "telephony"):
+                return mv
+    mv = resolve_version(session, ref)  # raises ModelNotFoundError when nothing matches
+    if narrow and model_channel(session, mv) != "telephony" and not allow_channel_mismatch:
+        registered = session.get(RegisteredModel, mv.registered_model_id)
+        label = f"{registered.name if registered else '?'} v{mv.version} (id {mv.id})"
+        where = (f"alias {ref!r} points at a studio-trained model {label} and no "
+                 f"{channel_alias(ref, 'telephony')!r} alias is set" if is_alias
+                 else f"{ref!r} is a studio-trained model {label}")
+        raise ModelChannelError(
+            f"narrowband (phone) audio: {where}; its scores on phone audio are not trustworthy. Train a telephony model (`ser "
+            f"features` then `ser train`, whose defaults train for phone audio; the first one "
+            f"becomes {channel_alias(DEFAULT_ALIAS, 'telephony')!r}) or point an alias at one "
+            f"(`ser models promote ID --alias {channel_alias(DEFAULT_ALIAS, 'telephony')}`)")
+    return mv
+
+
+def load_scoring_model(
+    session: Session, ref: str = DEFAULT_ALIAS, *, bandwidth: str,
+    allow_channel_mismatch: bool = False,
+) -> LoadedModel:
+    """:func:`resolve_scoring_model`, loaded."""
+    return load_version(session, resolve_scoring_model(
+        session, ref, bandwidth=bandwidth, allow_channel_mismatch=allow_channel_mismatch))
 
 
 # ------------------------------------------------------------------------------------------------

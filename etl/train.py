@@ -16,7 +16,16 @@ Pipeline (``train_model``):
    sex / age band / race where the actors table has them; permutation feature importance on the
    held-out folds.
 5. The final model is searched and fitted on all rows, serialised (etl/artifacts.py) and
-   registered with everything above (etl/registry.py).
+   registered with everything above (etl/registry.py), with a probability calibration fitted
+   on the out-of-fold probabilities (etl/calibration.py) in ``params["calibration"]``.
+
+Phone-robust training (``TrainConfig.augment``, the ``ser train`` default): every clip also
+brings its phone-line copies (feature set ``rich+phone``, `etl.augment`; computed here when
+missing). Folds are made on the clips, and a copy always sits in its clip's fold, so no copy
+of a held-out speaker is ever trained on; metrics are reported on the held-out clips as recorded
+(``uar``, comparable with studio models on the same folds) and on their phone copies
+(``uar_phone``). Speaker normalisation groups rows by (actor, variant): the copies of a speaker
+are normalised together, as one call channel is at scoring time.
 
 Nothing here commits; nothing here imports Prefect.
 """
@@ -81,6 +90,7 @@ class TrainConfig:
     search: bool = True  # nested grid search inside the training folds
     feature_importance: bool = True
     diagnostic_random_split: bool = False
+    augment: bool = False  # also train on the phone-line copies (rich+phone); telephony only
 
 
 @dataclass
@@ -106,10 +116,59 @@ class Dataset:
     clip_sha256: list[str]
     demographics: dict[str, list[str | None]] = field(default_factory=dict)
     excluded_feature_errors: int = 0
+    augmented: AugmentedRows | None = None
 
     @property
     def n_actors(self) -> int:
         return int(np.unique(self.groups).size)
+
+
+@dataclass
+class AugmentedRows:
+    """Augmented copies of a dataset's rows (phone-line copies, variants 1..n).
+
+    Attributes
+    ----------
+    feature_set_id : the augmented set (e.g. ``rich+phone``)
+    row : int64 (m,) index of the dataset row each copy was made from
+    variant : int64 (m,) copy number (1..n)
+    X : float32 (m, n_features)
+    """
+
+    feature_set_id: int
+    row: np.ndarray
+    variant: np.ndarray
+    X: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Stacked:
+    """Dataset rows then their augmented copies, as training and evaluation see them.
+
+    ``source`` (N,) is the dataset row of each row (itself for the first ``n`` rows), ``keys``
+    (N,) the speaker-normalisation group: the actor for recorded rows, (actor, variant) for
+    copies."""
+
+    X: np.ndarray
+    y: np.ndarray
+    actors: np.ndarray
+    keys: np.ndarray
+    source: np.ndarray
+    n: int
+
+
+def stack_rows(dataset: Dataset) -> Stacked:
+    n = len(dataset.y)
+    if dataset.augmented is None or len(dataset.augmented.row) == 0:
+        return Stacked(dataset.X, dataset.y, dataset.groups, dataset.groups,
+                       np.arange(n), n)
+    aug = dataset.augmented
+    actors = np.concatenate([dataset.groups, dataset.groups[aug.row]])
+    variant = np.concatenate([np.zeros(n, np.int64), aug.variant])
+    return Stacked(X=np.concatenate([dataset.X, aug.X]),
+                   y=np.concatenate([dataset.y, dataset.y[aug.row]]), actors=actors,
+                   keys=actors * 1000 + variant, source=np.concatenate([np.arange(n), aug.row]),
+                   n=n)
 
 
 @dataclass
@@ -118,6 +177,7 @@ class CVResult:
     proba: np.ndarray  # float (n, K) out-of-fold probabilities
     fold_params: list[dict[str, Any]]
     fold_models: list[FittedModel]
+    aug_proba: np.ndarray | None = None  # float (m, K) of the augmented copies, if any
 
 
 @dataclass
@@ -136,6 +196,7 @@ class TrainResult:
     pooled: dict[str, float]
     folds_sha256: str
     params: dict[str, Any]
+    channel: str = "studio"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -293,6 +354,76 @@ def load_dataset(
     return dataset
 
 
+def augmented_feature_set(session: Session, config: TrainConfig) -> int:
+    """feature_sets.id of the phone-augmented companion of ``config``'s feature set."""
+    from etl.feature_sets import augmented_set_name
+
+    if config.feature_set != "rich" or config.channel != "telephony":
+        raise TrainingDataError(
+            f"phone-line augmentation trains telephony models on rich features; got "
+            f"{config.feature_set}/{config.channel} (use --channel telephony, or --no-augment)")
+    return resolve_feature_set(session, name=augmented_set_name(config.feature_set),
+                               channel=config.channel)
+
+
+def compute_missing_augmented(session: Session, *, clip_ids: np.ndarray, feature_set_id: int,
+                              progress: bool = False, chunk_size: int = 32) -> int:
+    """Extract and store the augmented copies of ``clip_ids`` that have neither copies nor a
+    recorded error in ``feature_set_id`` (in this process). Returns clips computed.
+
+    ``ser features`` computes them (in parallel) already; this makes ``ser train`` work
+    after a ``ser features`` run that skipped them.
+    """
+    from etl.feature_store import store_results
+    from etl.features import extract_files
+    from etl.registry import feature_spec_for
+
+    todo = session.execute(text(
+        "SELECT c.id, c.path FROM clips c WHERE c.id = ANY(:ids) "
+        "AND NOT EXISTS (SELECT 1 FROM clip_features f WHERE f.clip_id = c.id "
+        "  AND f.feature_set_id = :fs AND f.variant > 0) "
+        "AND NOT EXISTS (SELECT 1 FROM feature_errors e WHERE e.clip_id = c.id "
+        "  AND e.feature_set_id = :fs) ORDER BY c.id"),
+        {"ids": [int(c) for c in clip_ids], "fs": feature_set_id}).all()
+    if not todo:
+        return 0
+    spec = feature_spec_for(session, feature_set_id)
+    items = [(int(r[0]), str(r[1])) for r in todo]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), unit="clip", desc=f"features {spec.name}/{spec.channel}",
+               disable=not progress, leave=False)
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start: start + chunk_size]
+        store_results(session, feature_set_id=feature_set_id, results=extract_files(chunk, spec))
+        bar.update(len(chunk))
+    bar.close()
+    return len(items)
+
+
+def attach_augmented(session: Session, dataset: Dataset, *, feature_set_id: int) -> Dataset:
+    """``dataset`` with the stored augmented copies of its clips (clips without copies, e.g.
+    whose augmentation failed, train on as recorded only)."""
+    from etl.feature_store import load_variant_matrix
+
+    ids, variant, X = load_variant_matrix(session, feature_set_id=feature_set_id,
+                                          clip_ids=dataset.clip_ids.tolist(),
+                                          variants="augmented")
+    row = np.searchsorted(dataset.clip_ids, ids)
+    keep = (row < len(dataset.clip_ids)) & (dataset.clip_ids[np.minimum(
+        row, len(dataset.clip_ids) - 1)] == ids)
+    if not keep.any():
+        raise TrainingDataError(f"no augmented copies are stored in feature set id "
+                                f"{feature_set_id}; run `ser features` first")
+    missing = len(dataset.clip_ids) - np.unique(ids[keep]).size
+    if missing:
+        log.warning("%d clip(s) have no phone-line copies (see feature_errors); they train as "
+                    "recorded only", missing)
+    dataset.augmented = AugmentedRows(feature_set_id=feature_set_id, row=row[keep],
+                                      variant=variant[keep], X=X[keep])
+    return dataset
+
+
 def check_dataset(dataset: Dataset, *, n_folds: int) -> None:
     """Enough actors for ``n_folds`` grouped folds, every class present and spoken by >= 2 actors."""
     if n_folds < 2:
@@ -361,6 +492,11 @@ def training_set_hash(dataset: Dataset) -> str:
     payload = {"feature_set_id": dataset.feature_set_id, "scheme": dataset.label_scheme,
                "rows": [[int(c), s, dataset.classes[int(y)]] for c, s, y in
                         zip(dataset.clip_ids, dataset.clip_sha256, dataset.y, strict=True)]}
+    if dataset.augmented is not None:  # the copies are training rows too
+        payload["augmented"] = {"feature_set_id": dataset.augmented.feature_set_id,
+                                "rows": [[int(r), int(v)] for r, v in zip(
+                                    dataset.augmented.row, dataset.augmented.variant,
+                                    strict=True)]}
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -400,12 +536,17 @@ def fit_estimator(
 def cross_validate(
     dataset: Dataset, config: TrainConfig, folds: np.ndarray, *, progress: bool = False,
 ) -> CVResult:
-    """Out-of-fold probabilities from nested, actor-grouped cross-validation."""
+    """Out-of-fold probabilities from nested, actor-grouped cross-validation.
+
+    Augmented copies (``dataset.augmented``) follow their clip's fold: trained on with it,
+    held out with it (``CVResult.aug_proba``).
+    """
     algorithm = get_algorithm(config.algorithm)
-    Xp = prepare_features(dataset.X, dataset.groups,
-                          speaker_normalisation=config.speaker_normalisation)
+    rows = stack_rows(dataset)
+    Xp = prepare_features(rows.X, rows.keys, speaker_normalisation=config.speaker_normalisation)
+    row_folds = folds[rows.source]
     n_classes = len(dataset.classes)
-    proba = np.zeros((len(dataset.y), n_classes))
+    proba = np.zeros((len(rows.y), n_classes))
     fold_params: list[dict[str, Any]] = []
     fold_models: list[FittedModel] = []
     n_folds = int(folds.max()) + 1
@@ -415,17 +556,63 @@ def cross_validate(
 
         iterator = tqdm(iterator, desc=f"cv {config.algorithm}", unit="fold", leave=False)
     for k in iterator:
-        train, test = folds != k, folds == k
-        if set(dataset.groups[train]) & set(dataset.groups[test]):  # by construction never
+        train, test = row_folds != k, row_folds == k
+        if set(rows.actors[train]) & set(rows.actors[test]):  # by construction never
             raise AssertionError("an actor is in both training and test folds")
         estimator, chosen = fit_estimator(
-            algorithm, Xp[train], dataset.y[train], dataset.groups[train], seed=config.seed,
+            algorithm, Xp[train], rows.y[train], rows.actors[train], seed=config.seed,
             balance=config.class_balance, search=config.search)
         model = from_estimator(estimator, classes=dataset.classes, n_features=Xp.shape[1])
         proba[test] = model.predict_proba(Xp[test])
         fold_params.append(_jsonable(chosen))
         fold_models.append(model)
-    return CVResult(folds=folds, proba=proba, fold_params=fold_params, fold_models=fold_models)
+    return CVResult(folds=folds, proba=proba[: rows.n], fold_params=fold_params,
+                    fold_models=fold_models,
+                    aug_proba=proba[rows.n:] if len(rows.y) > rows.n else None)
+
+
+def phone_metric_rows(dataset: Dataset, cv: CVResult) -> list[dict[str, Any]]:
+    """UAR, accuracy and macro-F1 on the phone-line copies of held-out clips, per fold and
+    pooled (``uar_phone``, ``accuracy_phone``, ``macro_f1_phone``, ``uar_phone_mean``)."""
+    aug = dataset.augmented
+    if aug is None or cv.aug_proba is None:
+        return []
+    y, folds, K = dataset.y[aug.row], cv.folds[aug.row], len(dataset.classes)
+    rows: list[dict[str, Any]] = []
+    fold_uars = []
+    for k in range(int(cv.folds.max()) + 1):
+        test = folds == k
+        if not test.any():
+            continue
+        uar = _scores(y[test], cv.aug_proba[test], K)["uar"]
+        fold_uars.append(uar)
+        rows.append({"fold": k, "metric": "uar_phone", "value": uar,
+                     "extra": {"n": int(test.sum())}})
+    for name, value in _scores(y, cv.aug_proba, K).items():
+        rows.append({"fold": None, "metric": f"{name}_phone", "value": value,
+                     "extra": {"n": len(y), "copies_per_clip": int(aug.variant.max())}
+                     if name == "uar" else None})
+    rows.append({"fold": None, "metric": "uar_phone_mean", "value": float(np.mean(fold_uars)),
+                 "extra": {"per_fold": fold_uars}})
+    return rows
+
+
+def calibration_record(dataset: Dataset, cv: CVResult, *, seed: int) -> dict[str, Any]:
+    """`etl.calibration.fit_calibration` on the out-of-fold probabilities of the audio the
+    model is for: the phone copies when trained with them, else the recorded clips."""
+    from etl.calibration import fit_calibration
+
+    if dataset.augmented is not None and cv.aug_proba is not None:
+        proba, y = cv.aug_proba, dataset.y[dataset.augmented.row]
+        groups, audio = dataset.groups[dataset.augmented.row], "phone copies"
+    else:
+        proba, y, groups, audio = cv.proba, dataset.y, dataset.groups, "recorded clips"
+    try:
+        record = fit_calibration(proba, y, classes=dataset.classes, groups=groups, seed=seed)
+    except ValueError as exc:  # too little data to fit one: the model scores uncalibrated
+        log.warning("no calibration: %s", exc)
+        return {"method": "none", "reason": str(exc)[:300], "fitted_on": audio}
+    return {**record, "fitted_on": audio}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -596,8 +783,9 @@ def random_split_diagnostic(
 # ------------------------------------------------------------------------------------------------
 
 
-def default_model_name(label_scheme: str, feature_set: str, channel: str) -> str:
-    return f"ser-{label_scheme}-{feature_set}-{channel}"
+def default_model_name(label_scheme: str, feature_set: str, channel: str,
+                       augment: bool = False) -> str:
+    return f"ser-{label_scheme}-{feature_set}{'+phone' if augment else ''}-{channel}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,6 +805,8 @@ def preflight(session: Session, config: TrainConfig) -> Preflight:
     """
     get_algorithm(config.algorithm)
     scheme = config.label_scheme or choose_label_scheme(session, corpus=config.corpus)
+    if config.augment:
+        augmented_feature_set(session, config)  # the combination is valid (copies: computed later)
     fs_id = resolve_feature_set(session, name=config.feature_set, channel=config.channel)
     dataset = load_dataset(session, label_scheme=scheme, feature_set_id=fs_id,
                            corpus=config.corpus, n_folds=config.n_folds)
@@ -676,15 +866,22 @@ def _train_model(
                                              channel=config.channel)
     dataset = load_dataset(session, label_scheme=scheme, feature_set_id=feature_set_id,
                            corpus=config.corpus, n_folds=config.n_folds)
+    if config.augment:
+        aug_fs = augmented_feature_set(session, config)
+        compute_missing_augmented(session, clip_ids=dataset.clip_ids, feature_set_id=aug_fs,
+                                  progress=progress)
+        attach_augmented(session, dataset, feature_set_id=aug_fs)
     folds = make_folds(dataset.y, dataset.groups, n_folds=config.n_folds, seed=config.seed)
     cv = cross_validate(dataset, config, folds, progress=progress)
     metrics = evaluation_metrics(dataset, cv)
+    metrics.extend(phone_metric_rows(dataset, cv))
     if config.feature_importance:
         metrics.extend(permutation_importance_cv(dataset, config, cv))
+    calibration = calibration_record(dataset, cv, seed=config.seed)
 
-    Xp = prepare_features(dataset.X, dataset.groups,
-                          speaker_normalisation=config.speaker_normalisation)
-    estimator, chosen = fit_estimator(algorithm, Xp, dataset.y, dataset.groups, seed=config.seed,
+    rows = stack_rows(dataset)
+    Xp = prepare_features(rows.X, rows.keys, speaker_normalisation=config.speaker_normalisation)
+    estimator, chosen = fit_estimator(algorithm, Xp, rows.y, rows.actors, seed=config.seed,
                                       balance=config.class_balance, search=config.search)
     if config.diagnostic_random_split:
         metrics.append(random_split_diagnostic(dataset, config, chosen))
@@ -696,7 +893,8 @@ def _train_model(
     pooled = {m["metric"]: float(m["value"]) for m in metrics
               if m.get("fold") is None and m.get("group_name") is None
               and m.get("class_label") is None and m["metric"] in
-              ("uar", "accuracy", "macro_f1", "roc_auc_macro", "diagnostic_random_split_uar")}
+              ("uar", "accuracy", "macro_f1", "roc_auc_macro", "diagnostic_random_split_uar",
+               "uar_phone", "accuracy_phone", "macro_f1_phone", "uar_phone_mean")}
     params = {
         "algorithm": algorithm.name,
         "estimator": _jsonable(_shallow_params(estimator)),
@@ -709,13 +907,23 @@ def _train_model(
         "fold_splitter": "StratifiedGroupKFold(shuffle=True) by actor",
         "corpus": config.corpus, "n_actors": dataset.n_actors,
         "excluded_feature_errors": dataset.excluded_feature_errors,
+        "channel": config.channel,
+        "calibration": _jsonable(calibration),
     }
+    if dataset.augmented is not None:
+        aug = dataset.augmented
+        params["augment"] = {
+            "feature_set_id": aug.feature_set_id, "n_rows": len(aug.row),
+            "copies_per_clip": int(aug.variant.max()),
+            "normalisation_groups": "(actor, variant)",
+            "folds": "copies follow their clip's actor-grouped fold"}
     if config.speaker_normalisation:
         # Lets prediction normalise speakers with too few clips of their own (``ser predict
         # clip.wav``) against similar training actors: see etl.normalise.MIN_ROWS_OWN_STATS.
-        params["speaker_population"] = speaker_population(dataset.X, dataset.groups).to_json()
+        params["speaker_population"] = speaker_population(rows.X, rows.keys).to_json()
     fsha = folds_hash(dataset.clip_ids, folds)
-    model_name = name or default_model_name(scheme, config.feature_set, config.channel)
+    model_name = name or default_model_name(scheme, config.feature_set, config.channel,
+                                            augment=dataset.augmented is not None)
     cv_uar = float(np.mean(fold_uars))
     mv = register_model_version(
         session, name=model_name, algorithm=algorithm.name, params=params,
@@ -730,6 +938,7 @@ def _train_model(
         label_scheme=scheme, feature_set_id=feature_set_id, classes=dataset.classes,
         n_clips=len(dataset.y), n_actors=dataset.n_actors, cv_uar=cv_uar,
         cv_uar_std=float(np.std(fold_uars)), pooled=pooled, folds_sha256=fsha, params=params,
+        channel=config.channel,
     )
 
 

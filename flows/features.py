@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from etl.feature_sets import ClipResult, feature_spec
+from etl.feature_sets import ClipResult, augmented_set_name, feature_spec
 from flows.feature_runner import DEFAULT_CHUNK_SIZE, run_features
 from flows.worker_pool import extract_chunk as extract_files_chunk
 
@@ -27,13 +27,14 @@ def extract_chunk(items: list[tuple[int, str]], set_name: str, channel: str) -> 
 @flow(name="features", log_prints=False)
 def features_flow(
     set_name: str = "rich",
-    channel: str = "studio",
+    channel: str = "telephony",
     corpus: str | None = None,
     dask_address: str | None = None,
     workers: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     retry_errors: bool = False,
     progress: bool = True,
+    augment: bool = False,
 ) -> dict[str, Any]:
     """Compute feature set ``set_name``/``channel`` for every current clip that lacks it.
 
@@ -45,10 +46,12 @@ def features_flow(
     workers : local worker processes (default: settings ``SER_WORKERS``)
     chunk_size : files per task
     retry_errors : forget recorded errors of this set first, so those clips are tried again
+    augment : also compute the phone-augmented companion set (``rich+phone``: copies of each
+        clip through a simulated phone line, what `ser train` trains telephony models on)
 
     Returns
     -------
-    `FeaturesReport` as a dict.
+    `FeaturesReport` as a dict; with ``augment``, the companion's under ``"augmented"``.
 
     Notes
     -----
@@ -64,13 +67,22 @@ def features_flow(
     kwargs: dict[str, Any] = {
         "set_name": set_name, "channel": channel, "corpus": corpus, "workers": workers,
         "chunk_size": chunk_size, "retry_errors": retry_errors, "progress": progress}
+    names = [set_name] + ([augmented_set_name(set_name)] if augment else [])
+    reports: list[dict[str, Any]] = []
     if not dask_address:
-        return run_features(**kwargs).as_dict()
-    from prefect_dask import DaskTaskRunner
+        reports = [run_features(**(kwargs | {"set_name": n})).as_dict() for n in names]
+    else:
+        from prefect_dask import DaskTaskRunner
 
-    with DaskTaskRunner(address=dask_address) as runner:
-        def submit(chunk: list[tuple[int, str]]) -> Any:
-            return runner.submit(extract_chunk, parameters={
-                "items": chunk, "set_name": set_name, "channel": channel})
+        with DaskTaskRunner(address=dask_address) as runner:
+            for n in names:
+                def submit(chunk: list[tuple[int, str]], n: str = n) -> Any:
+                    return runner.submit(extract_chunk, parameters={
+                        "items": chunk, "set_name": n, "channel": channel})
 
-        return run_features(**kwargs, submit=submit).as_dict()
+                reports.append(run_features(**(kwargs | {"set_name": n}),
+                                            submit=submit).as_dict())
+    report = reports[0]
+    if augment:
+        report["augmented"] = reports[1]
+    return report

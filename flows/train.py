@@ -4,6 +4,11 @@ Two thin tasks over ``etl.train`` / ``etl.registry``; each owns its transaction.
 registering are one transaction (a failure registers nothing); promotion is a second one so a
 registered version survives a promotion problem. No retries: training is deterministic, a
 retry would fail the same way.
+
+The first model of a channel also becomes that channel's alias (``production-telephony`` or
+``production-studio``, `etl.registry.channel_alias`) when none is set, so ``ser score`` finds
+a model that matches the audio's channel right after the first ``ser train``
+(`etl.registry.resolve_scoring_model`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from prefect.cache_policies import NONE
 
 from db.engine import get_engine, session_scope
 from etl.models_zoo import DEFAULT_ALGORITHM
-from etl.registry import DEFAULT_ALIAS, promote_if_better
+from etl.registry import DEFAULT_ALIAS, alias_target, channel_alias, promote_if_better, set_alias
 from etl.train import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig, train_model
 
 
@@ -34,12 +39,24 @@ def promote_task(model_version_id: int, alias: str) -> dict[str, Any]:
     return asdict(decision)
 
 
+@task(name="channel-alias", cache_policy=NONE)
+def channel_alias_task(model_version_id: int, alias: str, channel: str) -> str | None:
+    """Point ``<alias>-<channel>`` at the version if that alias is unset; returns it if moved."""
+    name = channel_alias(alias, channel)
+    with session_scope(get_engine()) as session:
+        if alias_target(session, name) is not None:
+            return None
+        set_alias(session, model_version_id, alias=name,
+                  reason=f"first {channel} model (ser train)")
+    return name
+
+
 @flow(name="train")
 def train_flow(
     labels: str | None = None,
     model: str = DEFAULT_ALGORITHM,
     feature_set: str = "rich",
-    channel: str = "studio",
+    channel: str = "telephony",
     corpus: str | None = None,
     speaker_normalisation: bool = True,
     class_balance: bool = True,
@@ -52,15 +69,23 @@ def train_flow(
     promote_if_better: bool = False,
     alias: str = DEFAULT_ALIAS,
     show_progress: bool = False,
+    augment: bool = True,
+    channel_alias_if_unset: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model`` on stored features and register it; returns the result (+ promotion)."""
+    """Train ``model`` on stored features and register it; returns the result (+ promotion).
+
+    ``augment`` (telephony only) trains on the phone-line copies too (`etl.train`).
+    """
     config = TrainConfig(
         algorithm=model, label_scheme=labels, feature_set=feature_set, channel=channel,
         corpus=corpus, speaker_normalisation=speaker_normalisation, class_balance=class_balance,
         n_folds=folds, seed=seed, search=search, feature_importance=feature_importance,
         diagnostic_random_split=diagnostic_random_split,
+        augment=augment and channel == "telephony" and feature_set == "rich",
     )
     result = train_and_register(config, name, show_progress)
     result["promotion"] = (promote_task(result["model_version_id"], alias)
                            if promote_if_better else None)
+    result["channel_alias"] = (channel_alias_task(result["model_version_id"], alias, channel)
+                               if channel_alias_if_unset else None)
     return result

@@ -180,6 +180,42 @@ def test_telephony_model_with_speaker_normalisation(train_data: TrainData,
     np.testing.assert_allclose(proba.sum(1), 1, atol=1e-6)
 
 
+def test_phone_robust_training_uses_copies_and_stores_calibration(
+        train_data: TrainData, db_session: Session) -> None:
+    """The `ser train` default: telephony clips plus their phone-line copies (computed here when
+    missing), copies in their clip's fold, phone metrics, calibration stored and loaded."""
+    from etl.feature_sets import feature_spec
+    from etl.feature_store import ensure_feature_set, load_variant_matrix
+
+    config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
+                         feature_importance=False, augment=True)
+    result = train_model(db_session, config)
+    assert result.name == "ser-callcentre4-rich+phone-telephony"
+    aug_fs = ensure_feature_set(db_session, feature_spec("rich+phone", "telephony"))
+    ids, variant, _ = load_variant_matrix(db_session, feature_set_id=aug_fs)
+    assert set(variant.tolist()) == {1, 2} and len(ids) == 2 * result.n_clips
+    params = result.params
+    assert params["augment"]["feature_set_id"] == aug_fs
+    assert params["augment"]["n_rows"] == 2 * result.n_clips
+    assert params["calibration"]["fitted_on"] == "phone copies"
+    assert "method" in params["calibration"]
+    assert 0.0 <= result.pooled["uar_phone"] <= 1.0
+    phone_folds = db_session.execute(select(ModelMetric.fold).where(
+        ModelMetric.model_version_id == result.model_version_id,
+        ModelMetric.metric == "uar_phone", ModelMetric.fold.is_not(None))).scalars().all()
+    assert sorted(phone_folds) == list(range(config.n_folds))
+    plain = train_model(db_session, TrainConfig(algorithm="logreg", channel="telephony",
+                                                search=False, feature_importance=False))
+    # the same clips make the same folds: the studio-era headline stays comparable
+    assert plain.folds_sha256 == result.folds_sha256
+    assert "uar_phone" not in plain.pooled
+    model = load_model(db_session, str(result.model_version_id))
+    assert model.calibration == params["calibration"] and model.channel == "telephony"
+    with pytest.raises(TrainingDataError, match="telephony"):
+        train_model(db_session, TrainConfig(algorithm="logreg", channel="studio", search=False,
+                                            feature_importance=False, augment=True))
+
+
 # ------------------------------------------------------------------------------------------------
 # clear errors, nothing registered
 # ------------------------------------------------------------------------------------------------
@@ -274,9 +310,18 @@ def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None) -> None:
     with prefect_test_harness(server_startup_timeout=120):
         result = cli.invoke(app, ["train", "--model", "logreg", "--no-search", "--no-importance",
                                   "--promote-if-better"])
+        studio = cli.invoke(app, ["train", "--model", "logreg", "--no-search",
+                                  "--no-importance", "--channel", "studio"])
     assert result.exit_code == 0, result.output
-    assert "registered ser-callcentre4-rich-studio v1" in result.output
+    # the defaults train for phone audio: telephony features plus their phone-line copies
+    assert "features rich/telephony + phone-line copies" in result.output
+    assert "registered ser-callcentre4-rich+phone-telephony v1" in result.output
+    assert "on phone-line copies of the held-out actors' clips: UAR" in result.output
     assert re.search(r"promoted version \d+ to 'production'", result.output)
+    assert re.search(r"production-telephony -> version \d+ \(first telephony model", result.output)
+    assert studio.exit_code == 0, studio.output
+    assert "registered ser-callcentre4-rich-studio v1" in studio.output
+    assert "phone-line" not in studio.output
 
 
 def test_cli_models_and_predict(cli: CliRunner, train_data: TrainData, engine: Engine,

@@ -1,4 +1,8 @@
-"""`ser features [--set NAME] [--channel studio|telephony] [--corpus C] [--workers N] [--dask-address A]`."""
+"""`ser features [--set NAME] [--channel telephony|studio] [--augment/--no-augment] [--corpus C] [--workers N] [--dask-address A]`.
+
+The defaults compute what `ser train`'s defaults train on: ``rich`` on the telephony channel and
+its phone-augmented companion ``rich+phone`` (copies of each clip through a simulated line).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,12 @@ from ser.runtime import (
 def features_cmd(
     set_name: Annotated[str, typer.Option("--set", help="Feature set: rich (default) or seed180.")] = "rich",
     channel: Annotated[str, typer.Option(
-        help="studio, or telephony (8 kHz, 300-3400 Hz, what a phone line delivers).")] = "studio",
+        help="telephony (8 kHz, 300-3400 Hz, what a phone line delivers; the default, as for "
+             "`ser train`), or studio.")] = "telephony",
+    augment: Annotated[bool, typer.Option(
+        "--augment/--no-augment",
+        help="With rich/telephony, also compute the phone-augmented copies (rich+phone) that "
+             "`ser train` trains on.")] = True,
     corpus: Annotated[str | None, typer.Option(help="Only clips of this corpus.")] = None,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Local worker processes (default SER_WORKERS).")] = None,
@@ -51,6 +60,7 @@ def features_cmd(
         feature_spec(set_name, channel)
     except ValueError as exc:
         fail(str(exc))
+    augment = augment and set_name == "rich" and channel == "telephony"
     dask_address = dask_address or get_settings().dask_address
     workers = workers or get_settings().workers
     options: dict[str, Any] = {
@@ -71,9 +81,14 @@ def features_cmd(
             from flows.features import features_flow
 
             with flow_settings():
-                report = features_flow(**options, dask_address=dask_address)
+                report = features_flow(**options, dask_address=dask_address, augment=augment)
         else:
             report = run_features(**options).as_dict()
+            if augment:
+                from etl.feature_sets import augmented_set_name
+
+                report["augmented"] = run_features(
+                    **(options | {"set_name": augmented_set_name(set_name)})).as_dict()
     finally:
         close_started()
     exit_fast_when_done()
@@ -88,6 +103,11 @@ def features_cmd(
     if report.get("segments"):
         typer.echo(f"long clips: {report['segments']} speech segment vectors stored "
                    f"(clip_features rows with seg_end_s >= 0)")
+    aug = report.get("augmented")
+    if aug:
+        typer.echo(f"{aug['feature_set']}/{channel} (feature set {aug['feature_set_id']}, phone-"
+                   f"line copies): {aug['stored']} clips stored, {aug['errors']} errors; "
+                   f"{aug['seconds']:.1f} s")
 
 
 def _list_sets(engine: object) -> None:
@@ -99,7 +119,7 @@ def _list_sets(engine: object) -> None:
         rows = session.execute(text(
             "SELECT s.id, s.name, s.channel, s.version, cardinality(s.feature_names), "
             "left(s.params_hash, 12), s.created_at::date, "
-            "(SELECT count(*) FROM clip_features f WHERE f.feature_set_id = s.id "
+            "(SELECT count(DISTINCT f.clip_id) FROM clip_features f WHERE f.feature_set_id = s.id "
             " AND f.seg_start_s = 0 AND f.seg_end_s = -1), "
             "(SELECT count(*) FROM feature_errors e WHERE e.feature_set_id = s.id), "
             "(SELECT count(*) FROM clip_features f WHERE f.feature_set_id = s.id "

@@ -29,7 +29,12 @@ def train_cmd(
         "--model", help=f"Model family: {_FAMILIES}. Default: the best on unseen speakers.")] = None,
     feature_set: Annotated[str, typer.Option("--set", help="Feature set name.")] = "rich",
     channel: Annotated[str, typer.Option(
-        "--channel", help="Feature channel: studio, or telephony (8 kHz band-limited).")] = "studio",
+        "--channel", help="Feature channel: telephony (8 kHz band-limited, for phone calls; "
+                          "the default), or studio.")] = "telephony",
+    augment: Annotated[bool, typer.Option(
+        "--augment/--no-augment",
+        help="Telephony: also train on phone-line copies of every clip (rich+phone features: "
+             "codecs, line noise, level changes, dropouts).")] = True,
     corpus: Annotated[str | None, typer.Option(
         "--corpus", help="Train on one corpus only (default: all, via canonical emotions).")] = None,
     speaker_norm: Annotated[bool, typer.Option(
@@ -67,11 +72,12 @@ def train_cmd(
         fail(str(exc))
     if channel not in ("studio", "telephony"):
         fail(f"--channel must be studio or telephony, not {channel!r}")
+    augment = augment and channel == "telephony" and feature_set == "rich"
     config = TrainConfig(
         algorithm=family, label_scheme=labels, feature_set=feature_set, channel=channel,
         corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance, n_folds=folds,
         seed=seed, search=search, feature_importance=importance,
-        diagnostic_random_split=random_split)
+        diagnostic_random_split=random_split, augment=augment)
     engine = open_database()
     # Validate the data (rolled back: it may create the feature_sets row) before Prefect starts.
     with Session(engine) as session, session.begin():
@@ -84,7 +90,8 @@ def train_cmd(
     if not as_json:
         typer.echo(f"training {family} on {check.n_clips} clips of {check.n_actors} actors, "
                    f"{check.label_scheme} ({', '.join(check.classes)}), features "
-                   f"{feature_set}/{channel}, {folds} actor-grouped folds", err=True)
+                   f"{feature_set}/{channel}{' + phone-line copies' if augment else ''}, "
+                   f"{folds} actor-grouped folds", err=True)
     quiet_prefect()
     from flows.train import train_flow  # slow import; keep `ser --help` fast
 
@@ -95,7 +102,7 @@ def train_cmd(
                 corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance,
                 folds=folds, seed=seed, search=search, feature_importance=importance,
                 diagnostic_random_split=random_split, name=name, promote_if_better=promote,
-                alias=alias, show_progress=is_tty())
+                alias=alias, show_progress=is_tty(), augment=augment)
     except TrainingDataError as exc:
         fail(str(exc).splitlines()[0])
     if as_json:
@@ -106,6 +113,16 @@ def train_cmd(
                f"{result['cv_uar_std']:.3f} over {folds} folds of unseen actors; accuracy "
                f"{result['pooled'].get('accuracy', float('nan')):.3f}, macro-F1 "
                f"{result['pooled'].get('macro_f1', float('nan')):.3f}")
+    if "uar_phone" in result["pooled"]:
+        typer.echo(f"on phone-line copies of the held-out actors' clips: UAR "
+                   f"{result['pooled']['uar_phone']:.3f}")
+    calibration = result["params"].get("calibration") or {}
+    if calibration.get("method") not in (None, "none"):
+        typer.echo(f"calibration: {calibration['method']} (fitted on out-of-fold "
+                   f"{calibration.get('fitted_on', 'predictions')})")
+    if result.get("channel_alias"):
+        typer.echo(f"{result['channel_alias']} -> version {result['model_version_id']} (first "
+                   f"{channel} model; `ser score` uses it for matching audio)")
     if "diagnostic_random_split_uar" in result["pooled"]:
         typer.echo(f"diagnostic (speaker-leaking random split, not comparable): UAR "
                    f"{result['pooled']['diagnostic_random_split_uar']:.3f}")
