@@ -5,6 +5,7 @@ a low-bitrate lossy codec), line noise, the talker's level and the line's gain, 
 dropouts. `augment` passes one clip through a random draw of that line; the draw is fixed by
 ``(clip_key, copy, seed)`` so the same clip, copy index and seed always give the same samples.
 
+Each copy starts from the clip at a nominal speech level, then the line's gains apply.
 The chain (`PHONE_CHAIN`) is data: `chain_spec` returns its JSON description, which the
 augmented feature set (``rich+phone``, `etl.feature_sets.feature_spec`) stores in its params,
 so a change of the chain is a new feature set version. Nothing here imports audiomentations
@@ -31,6 +32,9 @@ import numpy as np
 
 # (transform, parameters) in the order the line applies them; "G711" is ours (see module doc).
 PHONE_CHAIN: tuple[tuple[str, dict[str, Any]], ...] = (
+    # the clip at a nominal speech level first (its 95th-percentile 25 ms frame at -20 dBFS),
+    # so the gains below span real line levels whatever the recording's own level was
+    ("NominalLevel", {"target_dbfs": -20.0, "percentile": 95.0, "frame_s": 0.025}),
     # the talker's level and the line's gain, then a level change inside the clip
     ("Gain", {"min_gain_db": -15.0, "max_gain_db": 12.0, "p": 1.0}),
     ("GainTransition", {"min_gain_db": -9.0, "max_gain_db": 6.0, "min_duration": 0.2,
@@ -117,11 +121,28 @@ def g711_roundtrip(y: np.ndarray, *, law: str = "mu") -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def nominal_level(y: np.ndarray, *, sr: int, target_dbfs: float, percentile: float,
+                  frame_s: float) -> np.ndarray:
+    """``y`` scaled so its ``percentile``-th ``frame_s`` frame level is ``target_dbfs``."""
+    frame = max(1, int(frame_s * sr))
+    n = len(y) // frame
+    if n == 0:
+        return y
+    energy = np.square(y[: n * frame].reshape(n, frame), dtype=np.float64).mean(axis=1)
+    level = 10.0 * np.log10(float(np.percentile(energy, percentile)) + 1e-20)
+    if level < -120.0:  # digital silence: nothing to scale
+        return y
+    return (y * 10.0 ** ((target_dbfs - level) / 20.0)).astype(np.float32)
+
+
 def _build(step: tuple[str, dict[str, Any]]) -> Any:
     import audiomentations as am
 
     kind, params = step
     params = dict(params)
+    if kind == "NominalLevel":
+        return am.Lambda(transform=lambda samples, sample_rate: nominal_level(
+            samples, sr=sample_rate, **params), p=1.0)
     if kind == "G711":
         law, p = params["law"], params["p"]
         return am.Lambda(transform=lambda samples, sample_rate: g711_roundtrip(samples, law=law),
