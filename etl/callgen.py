@@ -21,7 +21,7 @@ dtmf       customer  key presses (two-tone DTMF digits) answering the IVR, and a
                      number typed in mid-call
 hold       agent     hold music (chords, bass, melody; a few with a hi-hat) while the agent
                      is away; the customer is silent
-babble     either    background talkers (3-5 other voices mixed, 12-22 dB below the speaker)
+babble     either    background talkers (5-8 other voices mixed, 12-22 dB below the speaker)
                      over a stretch of the call, in the customer's room or the call centre
 =========  ========  =================================================================
 
@@ -441,7 +441,7 @@ def babble(bank: ClipBank, duration_s: float, *, rng: np.random.Generator, talke
             clip = pool[int(rng.integers(len(pool)))].signal
             stop = min(pos + len(clip), n)
             out[pos:stop] += gain * clip[: stop - pos]
-            pos = stop + round(float(rng.uniform(0.1, 0.8)) * bank.sr)
+            pos = stop + round(float(rng.uniform(0.05, 0.5)) * bank.sr)
     return _at_level(out, level_dbfs)
 
 
@@ -557,7 +557,7 @@ def _add_babble(plan: _NonSpeechPlan, bank: ClipBank, out: np.ndarray, *,
             continue
         length = plan.duration_s * float(rng.uniform(0.25, 0.6))
         start = float(rng.uniform(0.0, plan.duration_s - length))
-        talkers = int(rng.integers(3, 6))
+        talkers = int(rng.integers(5, 9))  # a crowd; one competing talker is speech
         below = float(rng.uniform(*cfg.babble_below_db))
         noise = babble(bank, length, rng=rng, talkers=talkers, exclude_actors=exclude,
                        level_dbfs=-24.0 - below)

@@ -1,23 +1,41 @@
-"""Voice-activity detection for call channels: band energy + spectral flatness, with hangover.
+"""Voice-activity detection for call channels: band energy + spectral flatness, with hangover,
+and the rejection of the non-speech that calls carry (tones, music, background talkers).
 
-Frames (32 ms, 20 ms hop) get two numbers: energy in the telephone speech band (300-3400 Hz) and
-spectral flatness in that band (geometric / arithmetic mean of the power spectrum; near 1 for
-white noise, low for voiced speech with its harmonics and formants). A frame is speech when it is
-clearly above the channel's noise floor and not noise-like (or so loud that flatness does not
-matter). Decisions are smoothed with a hangover (speech continues a little after the last
-speech frame), gaps shorter than ``min_silence_s`` are bridged and bursts shorter than
-``min_speech_s`` dropped.
+Frames (32 ms, 20 ms hop) get these numbers, all in the telephone speech band (300-3400 Hz):
+
+- **energy** (dBFS) and **spectral flatness** (geometric / arithmetic mean of the power spectrum;
+  near 1 for white noise, low for voiced speech with its harmonics and formants);
+- **tone share**: the largest share of the band's power within one bin of a standard signalling
+  tone pair: the 12 DTMF digits (ITU-T Q.23) and the common call-progress tones (ring-back,
+  dial and busy tones: 350-620 Hz pairs and 425 Hz, ITU-T E.180). Tones score ~1; voiced speech
+  spreads its power over many harmonics (a share over any two fixed frequencies is rare);
+- **persistent share**: the share of the band's power in spectral peaks that have stayed in the
+  same place (+-1 bin) for ``persist_s``. Music holds notes and chords; the harmonics of speech
+  move with its pitch.
+
+A frame is a speech candidate when it is clearly above the channel's noise floor and not
+noise-like (or so loud that flatness does not matter), as before; ``detector = "webrtc"`` takes
+the WebRTC VAD's decision instead (``webrtcvad-wheels``). Candidates are then rejected when they
+are signalling tones, or when music (persistent share averaged over ``music_context_s``) is
+playing.
+Decisions are smoothed with a hangover (speech continues a little after the last speech frame),
+gaps shorter than ``min_silence_s`` are bridged and bursts shorter than ``min_speech_s`` dropped.
+**Background talk** is rejected too: frames whose level barely moves over a second (a crowd of
+voices fills the pauses between syllables that one voice has) and sits ``babble_below_db``
+under the channel's foreground speech level are not the speaker. docs/vad.md has the measurements behind each default.
 
 Long recordings are processed block by block: :class:`FrameAnalyser` keeps only the samples of
-the last partial frame between blocks, so the per-frame numbers are exactly those of one pass
-over the whole channel, while memory stays at one block. The per-frame arrays it keeps are
-small (50 frames/s, a few floats each: ~1.5 MB per channel-hour).
+the last partial frame (and the last ``persist_s`` of peak maps) between blocks, so the
+per-frame numbers are exactly those of one pass over the whole channel, while memory stays at
+one block. The per-frame arrays it keeps are small (50 frames/s, a few floats each: ~3 MB per
+channel-hour).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -29,11 +47,20 @@ Region = tuple[float, float]
 NARROWBAND_MAX_SR = 11025
 NARROWBAND_HIGH_SHARE = 1e-4  # wideband speech: ~1e-2..1e-1; phone audio resampled up: ~1e-10
 
+DETECTORS: tuple[str, ...] = ("energy", "webrtc")
+WEBRTC_RATES: tuple[int, ...] = (8000, 16000, 32000, 48000)
+
 
 @dataclass(frozen=True, slots=True)
 class VadConfig:
-    """VAD thresholds. dB values are relative to full scale (dBFS) unless said otherwise."""
+    """VAD thresholds. dB values are relative to full scale (dBFS) unless said otherwise.
 
+    ``detector`` picks the frame decision: ``"energy"`` (band energy + flatness, no dependency)
+    or ``"webrtc"`` (the WebRTC VAD at ``webrtc_mode`` 0-3, needs ``webrtcvad-wheels``). The
+    non-speech rejections apply to both; ``reject_nonspeech=False`` turns them all off.
+    """
+
+    detector: str = "energy"
     frame_s: float = 0.032  # 256 samples at 8 kHz: an FFT size, no padding
     hop_s: float = 0.020  # 50 frames/s is plenty for speech/pause decisions (and 2x cheaper)
     band_hz: tuple[float, float] = (300.0, 3400.0)
@@ -46,17 +73,61 @@ class VadConfig:
     min_speech_s: float = 0.20
     min_silence_s: float = 0.25
     chunk_frames: int = 8192  # frames per FFT batch (bounds memory at high sample rates)
+    webrtc_mode: int = 2
+    reject_nonspeech: bool = True
+    tone_max: float = 0.80  # frames with more of their power at one signalling tone pair ...
+    tone_spread_max: float = 0.05  # ... and little anywhere else are tones
+    persist_s: float = 0.40  # a spectral peak this steady is a held note
+    music_context_s: float = 1.0  # persistent share averaged over this (centred)
+    music_max: float = 0.10  # ... above this, music is playing
+    babble_context_s: float = 1.0  # background talk: the level's std over this (centred) ...
+    babble_modulation_db: float = 6.0  # ... below this, and the level ...
+    babble_below_db: float = 12.0  # ... this far under the foreground
 
     def __post_init__(self) -> None:
         if not 0 < self.hop_s <= self.frame_s:
             raise ValueError("VadConfig needs 0 < hop_s <= frame_s")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"VadConfig.detector {self.detector!r}: choose one of "
+                             f"{', '.join(DETECTORS)}")
+        if self.webrtc_mode not in (0, 1, 2, 3):
+            raise ValueError("VadConfig.webrtc_mode must be 0, 1, 2 or 3")
+
+
+DTMF_HZ: tuple[tuple[float, float], ...] = tuple(
+    (low, high) for low in (697.0, 770.0, 852.0, 941.0) for high in (1209.0, 1336.0, 1477.0, 1633.0))
+# ring-back US / UK, dial US, busy US, the single 425 Hz and 400 Hz tones of most of the world
+PROGRESS_HZ: tuple[tuple[float, ...], ...] = (
+    (440.0, 480.0), (400.0, 450.0), (350.0, 440.0), (480.0, 620.0), (425.0,), (400.0,))
+
+
+def _tone_masks(freqs: np.ndarray) -> np.ndarray:
+    """float32 ``(n_bins, n_tones)``: 1 where a bin is within one bin of a tone's frequencies."""
+    step = float(freqs[1] - freqs[0])
+    tones = (*DTMF_HZ, *PROGRESS_HZ)
+    masks = np.zeros((len(freqs), len(tones)), dtype=np.float32)
+    for j, pair in enumerate(tones):
+        for f in pair:
+            masks[np.abs(freqs - f) <= 1.5 * step, j] = 1.0
+    return masks
+
+
+def _load_webrtc(mode: int) -> Any:
+    try:
+        import webrtcvad
+    except ImportError as exc:  # an optional detector: say how to get it
+        raise ValueError("VadConfig(detector='webrtc') needs the webrtcvad-wheels package: "
+                         "pip install webrtcvad-wheels") from exc
+    return webrtcvad.Vad(mode)
 
 
 @dataclass
 class FrameAnalyser:
-    """Streaming per-frame band energy and flatness for one mono channel.
+    """Streaming per-frame band energy, flatness, tone and persistent shares (and, with
+    ``detector="webrtc"``, WebRTC decisions) for one mono channel.
 
-    Feed consecutive blocks with :meth:`feed`; read ``energy_db`` / ``flatness`` at the end.
+    Feed consecutive blocks with :meth:`feed`; read the per-frame arrays or :meth:`regions` at
+    the end.
     """
 
     sr: int
@@ -64,6 +135,10 @@ class FrameAnalyser:
     _carry: np.ndarray = field(init=False, repr=False)
     _energy: list[np.ndarray] = field(init=False, default_factory=list, repr=False)
     _flatness: list[np.ndarray] = field(init=False, default_factory=list, repr=False)
+    _tone: list[np.ndarray] = field(init=False, default_factory=list, repr=False)
+    _spread: list[np.ndarray] = field(init=False, default_factory=list, repr=False)
+    _persistent: list[np.ndarray] = field(init=False, default_factory=list, repr=False)
+    _webrtc: list[np.ndarray] = field(init=False, default_factory=list, repr=False)
     _high_power: float = field(init=False, default=0.0)
     _total_power: float = field(init=False, default=0.0)
     n_samples: int = field(init=False, default=0)
@@ -78,13 +153,27 @@ class FrameAnalyser:
         # contiguous bin ranges as slices: views, not fancy-index copies
         in_band = np.flatnonzero((freqs >= low) & (freqs <= min(high, self.sr / 2)))
         self.band = slice(int(in_band[0]), int(in_band[-1]) + 1)
+        self._tone_masks = _tone_masks(freqs[self.band])
         self.high = slice(int(np.searchsorted(freqs, 4000.0, side="right")), len(freqs))
         self._carry = np.zeros(0, dtype=np.float32)
+        self._persist_frames = max(round(self.config.persist_s / self.config.hop_s), 1)
+        self._peak_history = np.zeros((0, in_band.size), dtype=bool)
+        self._webrtc_vad: Any = None
+        if self.config.detector == "webrtc":
+            if self.sr not in WEBRTC_RATES:
+                raise ValueError(f"the webrtc detector takes {WEBRTC_RATES} Hz audio, not "
+                                 f"{self.sr} Hz; use detector='energy' or resample")
+            if round(self.config.hop_s * 1000) not in (10, 20, 30):
+                raise ValueError("the webrtc detector needs hop_s of 0.01, 0.02 or 0.03")
+            self._webrtc_vad = _load_webrtc(self.config.webrtc_mode)
+            self._webrtc_carry = np.zeros(0, dtype=np.int16)
 
     def feed(self, block: np.ndarray) -> None:
         """Add the next ``(n,)`` samples of the channel."""
         block = np.asarray(block, dtype=np.float32)
         self.n_samples += len(block)
+        if self._webrtc_vad is not None:
+            self._feed_webrtc(block)
         buffer = np.concatenate([self._carry, block]) if len(self._carry) else block
         if len(buffer) < self.frame:
             self._carry = buffer.copy()
@@ -96,14 +185,56 @@ class FrameAnalyser:
             self._analyse(frames[i:i + step])
         self._carry = buffer[n_frames * self.hop:].copy()
 
+    def _feed_webrtc(self, block: np.ndarray) -> None:
+        pcm = (np.clip(block, -1.0, 1.0) * 32767.0).astype(np.int16)
+        buffer = np.concatenate([self._webrtc_carry, pcm]) if len(self._webrtc_carry) else pcm
+        n = len(buffer) // self.hop
+        data = buffer[: n * self.hop].tobytes()
+        size = 2 * self.hop
+        is_speech = self._webrtc_vad.is_speech
+        self._webrtc.append(np.fromiter(
+            (is_speech(data[i * size:(i + 1) * size], self.sr) for i in range(n)),
+            dtype=bool, count=n))
+        self._webrtc_carry = buffer[n * self.hop:].copy()
+
     def _analyse(self, frames: np.ndarray) -> None:
         spectrum = scipy.fft.rfft(frames * self.window, n=self.n_fft, axis=1)
         power = spectrum.real ** 2 + spectrum.imag ** 2  # float32 (n_frames, n_bins)
         band = power[:, self.band] + 1e-12
-        self._energy.append(10.0 * np.log10(band.mean(axis=1) * 2.0 / self.frame))
-        self._flatness.append(np.exp(np.log(band).mean(axis=1)) / band.mean(axis=1))
+        mean = band.mean(axis=1)
+        total = band.sum(axis=1)
+        self._energy.append(10.0 * np.log10(mean * 2.0 / self.frame))
+        self._flatness.append(np.exp(np.log(band).mean(axis=1)) / mean)
+        at_tones = band @ self._tone_masks  # (n_frames, n_tones)
+        best = np.argmax(at_tones, axis=1)
+        self._tone.append((at_tones[np.arange(len(best)), best] / total).astype(np.float32))
+        strong = band > band.max(axis=1, keepdims=True) * 1e-3  # within 30 dB of the peak bin
+        strong &= self._tone_masks[:, best].T == 0
+        self._spread.append(strong.mean(axis=1).astype(np.float32))
+        self._persistent.append((self._persistent_power(band, mean) / total).astype(np.float32))
         self._high_power += float(power[:, self.high].sum())
         self._total_power += float(power.sum())
+
+    def _persistent_power(self, band: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """Power in bins that held a prominent peak (+-1 bin) in each of the last
+        ``persist_s`` of frames, this one included."""
+        peak = np.zeros(band.shape, dtype=bool)
+        inner = band[:, 1:-1]
+        peak[:, 1:-1] = (inner >= band[:, :-2]) & (inner >= band[:, 2:]) & (
+            inner > 4.0 * mean[:, None])
+        near = peak.copy()
+        near[:, 1:] |= peak[:, :-1]
+        near[:, :-1] |= peak[:, 1:]
+        k = self._persist_frames
+        history = np.concatenate([self._peak_history, near]) if len(self._peak_history) else near
+        counts = np.cumsum(np.concatenate([np.zeros((1, near.shape[1]), np.int32),
+                                           history.astype(np.int32)]), axis=0)
+        offset = len(history) - len(near)  # rows of history before this chunk
+        rows = np.arange(offset, len(history))
+        lo = np.maximum(rows + 1 - k, 0)
+        steady = (counts[rows + 1] - counts[lo]) >= k
+        self._peak_history = history[-(k - 1):].copy() if k > 1 else history[:0]
+        return np.where(steady, band, 0.0).sum(axis=1)
 
     @property
     def energy_db(self) -> np.ndarray:
@@ -116,6 +247,32 @@ class FrameAnalyser:
         return np.concatenate(self._flatness) if self._flatness else np.zeros(0, np.float32)
 
     @property
+    def tone_share(self) -> np.ndarray:
+        """float32 ``(n_frames,)`` largest share of band power at a signalling tone, in [0, 1]."""
+        return np.concatenate(self._tone) if self._tone else np.zeros(0, np.float32)
+
+    @property
+    def tone_spread(self) -> np.ndarray:
+        """float32 ``(n_frames,)`` share of bins off the best tone pair within 30 dB of the
+        peak bin, in [0, 1]."""
+        return np.concatenate(self._spread) if self._spread else np.zeros(0, np.float32)
+
+    @property
+    def persistent_share(self) -> np.ndarray:
+        """float32 ``(n_frames,)`` share of band power in peaks steady for ``persist_s``."""
+        return (np.concatenate(self._persistent) if self._persistent
+                else np.zeros(0, np.float32))
+
+    @property
+    def webrtc_speech(self) -> np.ndarray | None:
+        """bool ``(n_frames,)`` WebRTC decisions (``detector="webrtc"`` only, else None)."""
+        if self._webrtc_vad is None:
+            return None
+        flags = np.concatenate(self._webrtc) if self._webrtc else np.zeros(0, bool)
+        n = len(self.energy_db)
+        return np.concatenate([flags, np.zeros(max(n - len(flags), 0), bool)])[:n]
+
+    @property
     def high_band_share(self) -> float:
         """Share of the channel's power above 4 kHz (0 when the rate cannot carry any)."""
         return self._high_power / self._total_power if self._total_power > 0 else 0.0
@@ -123,7 +280,9 @@ class FrameAnalyser:
     def regions(self) -> list[Region]:
         """Speech regions ``[(start_s, end_s), ...]`` of everything fed so far."""
         return decide(self.energy_db, self.flatness, sr=self.sr, frame=self.frame,
-                      hop=self.hop, config=self.config, n_samples=self.n_samples)
+                      hop=self.hop, config=self.config, n_samples=self.n_samples,
+                      tone=self.tone_share, tone_spread=self.tone_spread, persistent=self.persistent_share,
+                      candidates=self.webrtc_speech)
 
 
 def decide(
@@ -135,16 +294,30 @@ def decide(
     hop: int,
     config: VadConfig,
     n_samples: int,
+    tone: np.ndarray | None = None,
+    tone_spread: np.ndarray | None = None,
+    persistent: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
 ) -> list[Region]:
-    """Turn per-frame energy and flatness into smoothed speech regions (seconds)."""
+    """Turn per-frame numbers (all ``(n_frames,)``) into smoothed speech regions (seconds).
+
+    ``candidates`` (bool) replaces the energy/flatness frame decision (another detector's);
+    ``tone``, ``tone_spread`` and ``persistent`` feed the non-speech rejections when given.
+    """
     if len(energy_db) == 0:
         return []
     floor = float(np.percentile(energy_db, 10))
     loud = float(np.percentile(energy_db, 99))
     threshold = max(floor + config.energy_margin_db, loud - config.dynamic_range_db,
                     config.min_level_dbfs)
-    speech = (energy_db > threshold) & (
-        (flatness < config.flatness_max) | (energy_db > floor + config.loud_override_db))
+    if candidates is None:
+        speech = (energy_db > threshold) & (
+            (flatness < config.flatness_max) | (energy_db > floor + config.loud_override_db))
+    else:
+        speech = candidates & (energy_db > config.min_level_dbfs)
+    if config.reject_nonspeech and speech.any():
+        speech &= ~_nonspeech_frames(tone, tone_spread, persistent, config=config, n=len(speech))
+        speech &= ~_background_frames(energy_db, speech, config=config)
     # Hangover: a frame is speech if any speech frame started within the last `hang` frames.
     hang = round(config.hangover_s / config.hop_s)
     if hang > 0 and speech.any():
@@ -154,8 +327,54 @@ def decide(
     runs = _runs(speech)
     duration = n_samples / sr
     regions = [(s * hop / sr, min((e - 1) * hop / sr + frame / sr, duration)) for s, e in runs]
-    return clean_regions(regions, min_speech_s=config.min_speech_s,
-                         min_silence_s=config.min_silence_s)
+    regions = clean_regions(regions, min_speech_s=config.min_speech_s,
+                            min_silence_s=config.min_silence_s)
+    return regions
+
+
+def _nonspeech_frames(tone: np.ndarray | None, tone_spread: np.ndarray | None,
+                      persistent: np.ndarray | None, *,
+                      config: VadConfig, n: int) -> np.ndarray:
+    """bool ``(n,)``: tone frames (and the two frames either side, which straddle the tone's
+    edges), and frames while music plays."""
+    out = np.zeros(n, dtype=bool)
+    if tone is not None and tone_spread is not None:
+        tones = (tone[:n] > config.tone_max) & (tone_spread[:n] < config.tone_spread_max)
+        out |= _centred_mean(tones.astype(np.float64), 5) > 0
+    if persistent is not None and len(persistent):
+        width = max(round(config.music_context_s / config.hop_s), 1)
+        kernel = np.ones(width) / width
+        smoothed = np.convolve(persistent[:n].astype(np.float64), kernel, mode="same")
+        out |= smoothed > config.music_max
+    return out
+
+
+def _centred_mean(x: np.ndarray, width: int) -> np.ndarray:
+    """Mean of ``x`` over a centred window of ``width`` frames (shorter at the ends)."""
+    counts = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    idx = np.arange(len(x))
+    lo = np.clip(idx - width // 2, 0, len(x))
+    hi = np.clip(idx + width - width // 2, 0, len(x))
+    return (counts[hi] - counts[lo]) / np.maximum(hi - lo, 1)
+
+
+def _background_frames(energy_db: np.ndarray, speech: np.ndarray, *,
+                       config: VadConfig) -> np.ndarray:
+    """bool ``(n,)``: frames of background talk (or other steady sound) under the speaker.
+
+    One voice's energy swings by 10-20 dB within a second (syllables, pauses); a crowd of
+    voices, like music or a fan, fills those dips. A frame is background when its level moves
+    little around it (std over ``babble_context_s``) and it sits ``babble_below_db`` under the
+    channel's foreground level (p90 of the speech candidates): a steady *foreground* (speech on
+    a noisy line) is kept.
+    """
+    width = max(round(config.babble_context_s / config.hop_s), 2)
+    e = energy_db.astype(np.float64)
+    mean = _centred_mean(e, width)
+    spread = np.sqrt(np.maximum(_centred_mean(e * e, width) - mean * mean, 0.0))
+    foreground = float(np.percentile(energy_db[speech], 90))
+    return (spread < config.babble_modulation_db) & (
+        energy_db < foreground - config.babble_below_db)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
