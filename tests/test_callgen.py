@@ -13,14 +13,22 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from etl.callgen import (
+    NONSPEECH_KINDS,
     SCENARIOS,
     CallGenConfig,
     ClipBank,
+    TimelineEvent,
+    babble,
     compose_call,
+    dtmf_sequence,
     generate_calls,
+    hold_music,
     mulaw_roundtrip,
     read_timeline,
+    ringback_tone,
+    speech_events,
     telephone_line,
+    write_timeline,
 )
 from etl.synth import write_ravdess_corpus
 
@@ -50,7 +58,9 @@ def test_generate_writes_stereo_calls_timelines_and_manifest(bank: ClipBank, tmp
         assert {e.role for e in timeline} == {"agent", "customer"}
         assert all(0 <= e.start_s < e.end_s <= info.duration for e in timeline)
         early, late = SCENARIOS[call.scenario]
-        assert {e.emotion for e in timeline if e.role == "customer"} <= set(early) | set(late)
+        assert {e.emotion for e in speech_events(timeline, role="customer")} <= set(early) | set(
+            late)
+        timeline = speech_events(timeline)
         # the agent's audio is on the left: alone, its speech is far louder there than right
         y, sr = sf.read(str(call.path), dtype="float32")
         alone = [a for a in timeline if a.role == "agent" and not any(
@@ -69,9 +79,97 @@ def test_generation_is_deterministic(bank: ClipBank, tmp_path: Path) -> None:
     assert [_sha(x.path) for x in a] != [_sha(x.path) for x in c]
 
 
+def test_nonspeech_is_in_the_timeline_on_its_channel(bank: ClipBank) -> None:
+    channel_of = {"ringback": {"agent"}, "ivr": {"agent"}, "hold": {"agent"},
+                  "dtmf": {"customer"}, "babble": {"agent", "customer"}}
+    seen: set[str] = set()
+    for seed in range(8):
+        signal, timeline, *_ = compose_call(bank, duration_s=120.0, seed=seed)
+        for e in timeline:
+            if e.is_speech:
+                assert e.emotion and e.actor > 0
+                continue
+            seen.add(e.kind)
+            assert e.role in channel_of[e.kind] and e.emotion == "" and e.actor == 0
+            # the event is audible on its channel: its span is far above the digital silence
+            span = signal[("agent", "customer").index(e.role),
+                          int(e.start_s * 8000):int(e.end_s * 8000)]
+            assert np.sqrt(np.mean(span ** 2)) > 1e-3, e
+        # the IVR and ring-back come before the agent's greeting
+        first_agent = min(e.start_s for e in speech_events(timeline, role="agent"))
+        assert all(e.end_s <= first_agent for e in timeline if e.kind in ("ringback", "ivr"))
+    assert seen == set(NONSPEECH_KINDS)
+
+
+def test_nonspeech_off_gives_speech_only_calls(bank: ClipBank) -> None:
+    quiet = CallGenConfig(nonspeech=0.0)
+    _, timeline, *_ = compose_call(bank, duration_s=120.0, seed=3, config=quiet)
+    assert timeline and all(e.is_speech for e in timeline)
+    _, noisy, *_ = compose_call(bank, duration_s=120.0, seed=3)
+    assert any(not e.is_speech for e in noisy)
+    # the same seed gives the same conversation (scenario, speakers, clips), non-speech or not
+    assert [(e.role, e.emotion, e.clip) for e in speech_events(noisy)][:3] == [
+        (e.role, e.emotion, e.clip) for e in timeline][:3]
+    with pytest.raises(ValueError, match="nonspeech"):
+        CallGenConfig(nonspeech=3.0)
+
+
+def test_nonspeech_generation_is_deterministic_per_seed(bank: ClipBank) -> None:
+    a, ta, *_ = compose_call(bank, duration_s=90.0, seed=21)
+    b, tb, *_ = compose_call(bank, duration_s=90.0, seed=21)
+    _, tc, *_ = compose_call(bank, duration_s=90.0, seed=22)
+    assert np.array_equal(a, b) and ta == tb
+    assert ta != tc
+    rng = np.random.default_rng
+    assert np.array_equal(hold_music(3.0, 8000, rng=rng(1)), hold_music(3.0, 8000, rng=rng(1)))
+    assert not np.array_equal(hold_music(3.0, 8000, rng=rng(1)),
+                              hold_music(3.0, 8000, rng=rng(2)))
+    assert np.array_equal(babble(bank, 4.0, rng=rng(5), talkers=5),
+                          babble(bank, 4.0, rng=rng(5), talkers=5))
+
+
+def test_signalling_tones_have_the_standard_frequencies() -> None:
+    sr = 8000
+    tone = dtmf_sequence("1", sr, rng=np.random.default_rng(0), level_dbfs=-16.0)
+    spectrum = np.abs(np.fft.rfft(tone, n=8 * sr))
+    freqs = np.fft.rfftfreq(8 * sr, 1 / sr)
+    top = sorted(freqs[np.argsort(spectrum)[-200:]])
+    assert any(abs(f - 697) < 3 for f in top) and any(abs(f - 1209) < 3 for f in top)
+    assert 20 * np.log10(np.sqrt(np.mean(tone ** 2))) == pytest.approx(-16.0, abs=0.1)
+    ring = ringback_tone(sr, style="us", cycles=2)
+    assert len(ring) == round((2.0 + 4.0 + 2.0) * sr)  # ring, pause, ring
+    assert np.abs(ring[round(3.0 * sr):round(5.0 * sr)]).max() == 0.0
+
+
+def test_timeline_round_trip_and_old_format(tmp_path: Path) -> None:
+    events = [TimelineEvent("agent", 0.5, 2.25, "calm", 3, "03-01-02-01-01-01-03"),
+              TimelineEvent("agent", 3.0, 9.5, "", 0, "hold:music", "hold"),
+              TimelineEvent("customer", 10.0, 11.2, "", 0, "dtmf:1234", "dtmf")]
+    path = tmp_path / "t.timeline.csv"
+    write_timeline(path, events)
+    assert read_timeline(path) == events
+    with path.open() as handle:
+        assert next(csv.reader(handle)) == ["role", "start_s", "end_s", "emotion", "actor",
+                                            "clip", "kind"]
+    old = tmp_path / "old.timeline.csv"  # written before non-speech existed: six columns
+    old.write_text("role,start_s,end_s,emotion,actor,clip\n"
+                   "agent,0.500,2.250,calm,3,03-01-02-01-01-01-03\n"
+                   "customer,2.400,4.000,angry,4,03-01-05-01-01-01-04\n")
+    loaded = read_timeline(old)
+    assert [e.kind for e in loaded] == ["speech", "speech"] and loaded[0] == events[0]
+    bad = tmp_path / "bad.timeline.csv"
+    bad.write_text("role,start_s,end_s,emotion,actor,clip,kind\nagent,0,1,,0,x,jingle\n")
+    with pytest.raises(ValueError, match="unknown kind 'jingle'"):
+        read_timeline(bad)
+    bad.write_text("who,when\nagent,0\n")
+    with pytest.raises(ValueError, match="not a call timeline"):
+        read_timeline(bad)
+
+
 def test_calls_have_pauses_and_overtalk(bank: ClipBank) -> None:
     config = CallGenConfig(overlap_probability=0.6)
     _, timeline, _, agent, customer = compose_call(bank, duration_s=60.0, seed=1, config=config)
+    timeline = speech_events(timeline)
     assert agent != customer
     agent_spans = [(e.start_s, e.end_s) for e in timeline if e.role == "agent"]
     overlap = sum(max(0.0, min(e.end_s, b) - max(e.start_s, a))
