@@ -7,7 +7,8 @@ Calibration
     Candidates are ``none``, ``temperature`` (one temperature on the log-probabilities) and
     ``vector`` (a weight and a bias per class, lightly regularised toward the identity). Each is
     cross-fitted over speaker groups (fit on some speakers' out-of-fold probabilities, applied to
-    the others'); the one with the lowest cross-fitted log-loss is refitted on all speakers.
+    the others'); of those whose cross-fitted ECE is not worse than uncalibrated, the one with
+    the lowest cross-fitted log-loss is refitted on all speakers.
     ``ece_before``/``ece_after`` are the top-label expected calibration error (15 equal-width
     bins) of the raw and of the cross-fitted calibrated probabilities, so "after" is measured on
     speakers the calibrator did not see.
@@ -207,12 +208,16 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
     folds = _group_folds(groups, n_folds=min(5, n_speakers), seed=seed)
     crossed = {m: cross_fit(m, proba, y, folds) for m in METHODS}
     cv_loss = {m: round(log_loss(p, y), 4) for m, p in crossed.items()}
-    # lowest cross-fitted log-loss; ties go to the simpler method (METHODS is in that order)
-    method = min(METHODS, key=lambda m: (cv_loss[m], METHODS.index(m)))
+    cv_ece = {m: round(expected_calibration_error(p, y), 4) for m, p in crossed.items()}
+    # lowest cross-fitted log-loss among the maps that do not worsen the held-out ECE (a
+    # log-loss gain can come from reshuffling the non-top classes while the confidences that
+    # the floor and the reports use get worse); ties go to the simpler method
+    allowed = [m for m in METHODS if cv_ece[m] <= cv_ece["none"]]
+    method = min(allowed, key=lambda m: (cv_loss[m], METHODS.index(m)))
     calibrated = crossed[method]
     record = {
         **base, "method": method, "params": _fit_method(method, proba, y),
-        "cv_log_loss": cv_loss,
+        "cv_log_loss": cv_loss, "cv_ece": cv_ece,
         "log_loss_after": cv_loss[method],
         "ece_after": round(expected_calibration_error(calibrated, y), 4),
         "protocol": f"chosen by speaker-grouped {int(folds.max()) + 1}-fold cross-fitted "

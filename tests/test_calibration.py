@@ -39,6 +39,7 @@ def test_calibration_lowers_ece_on_overconfident_probabilities() -> None:
     json.dumps(record)  # stored as-is in model_versions.params
     assert record["method"] in ("temperature", "vector")
     assert record["ece_after"] < 0.5 * record["ece_before"]
+    assert record["cv_ece"][record["method"]] <= record["cv_ece"]["none"]
     assert record["log_loss_after"] < record["log_loss_before"]
     assert record["cv_log_loss"]["none"] == pytest.approx(record["log_loss_before"], abs=1e-3)
     # applied at scoring time: rows still sum to 1, the ranking of a row's classes is kept for a
