@@ -26,7 +26,7 @@ import operator
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from etl.summaries import SummaryStats
@@ -46,6 +46,9 @@ class EscalationRule:
     threshold: float
     op: str = ">="
     description: str = ""
+    # marks the built-in defaults (survives pickling to worker processes, unlike identity), so
+    # "nothing configured" can give way to a model's operating point; not part of equality
+    builtin: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -66,13 +69,13 @@ class EscalationRule:
 
 DEFAULT_RULES: tuple[EscalationRule, ...] = (
     EscalationRule("customer_negative_share", "negative_share_customer", 0.5,
-                   description="customer negative for half of their speech"),
+                   description="customer negative for half of their speech", builtin=True),
     EscalationRule("customer_negative_streak", "longest_negative_streak_s", 20.0,
-                   description="customer negative for 20 s in a row"),
+                   description="customer negative for 20 s in a row", builtin=True),
     EscalationRule("customer_worsening", "customer_trend", 0.3,
-                   description="customer much more negative at the end than at the start"),
+                   description="customer much more negative at the end than at the start", builtin=True),
     EscalationRule("overtalk", "overtalk_share", 0.2,
-                   description="both talking at once for a fifth of the call"),
+                   description="both talking at once for a fifth of the call", builtin=True),
 )
 
 
@@ -149,10 +152,10 @@ class OperatingPoint:
 
 
 def is_builtin_default(rules: Sequence[EscalationRule] | None) -> bool:
-    """True for None or the built-in rule objects themselves (what :func:`load_rules` returns
-    when nothing is configured); a user's file with the same numbers is configured, not this."""
+    """True for None or the built-in rules (what :func:`load_rules` returns when nothing is
+    configured); a user's file with the same numbers is configured, not this."""
     return rules is None or (len(rules) == len(DEFAULT_RULES)
-                             and all(a is b for a, b in zip(rules, DEFAULT_RULES, strict=True)))
+                             and all(r.builtin for r in rules) and tuple(rules) == DEFAULT_RULES)
 
 
 def resolve_operating_point(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -71,6 +73,9 @@ def test_configured_rules_win_and_old_models_use_the_defaults() -> None:
     assert mine.confidence_floor == 0.55
     assert resolve_operating_point(None, point, confidence_floor=0.0).confidence_floor == 0.0
     assert resolve_operating_point(None, {"method": "none"}).source == "defaults"
+    # worker processes get the config pickled: "nothing configured" must survive that
+    pickled = pickle.loads(pickle.dumps(ScoringConfig(rules=tuple(load_rules(None)))))
+    assert pickled.operating_point(SimpleNamespace(calibration=point)).source == "model"
 
 
 @pytest.fixture(scope="module")
