@@ -79,10 +79,13 @@ class VadConfig:
     tone_spread_max: float = 0.05  # ... and little anywhere else are tones
     persist_s: float = 0.40  # a spectral peak this steady is a held note
     music_context_s: float = 1.0  # persistent share averaged over this (centred)
-    music_max: float = 0.10  # ... above this, music is playing
+    music_max: float = 0.10  # ... above this, and a level as steady as background talk's
+    # (std < music_modulation_db over babble_context_s), music is playing: speech whose pitch
+    # holds still (synthetic or sung-out vowels) still has syllables
+    music_modulation_db: float = 6.0
     babble_context_s: float = 1.0  # background talk: the level's std over this (centred) ...
     babble_modulation_db: float = 6.0  # ... below this, and the level ...
-    babble_below_db: float = 12.0  # ... this far under the foreground
+    babble_below_db: float = 21.0  # ... this far under the foreground (p99 of candidates)
 
     def __post_init__(self) -> None:
         if not 0 < self.hop_s <= self.frame_s:
@@ -315,9 +318,14 @@ def decide(
             (flatness < config.flatness_max) | (energy_db > floor + config.loud_override_db))
     else:
         speech = candidates & (energy_db > config.min_level_dbfs)
+    spread = np.zeros(0)
+    foreground = 0.0
     if config.reject_nonspeech and speech.any():
-        speech &= ~_nonspeech_frames(tone, tone_spread, persistent, config=config, n=len(speech))
-        speech &= ~_background_frames(energy_db, speech, config=config)
+        spread = _level_spread(energy_db, max(round(config.babble_context_s / config.hop_s), 2))
+        foreground = float(np.percentile(energy_db[speech], 99))
+        speech &= ~_nonspeech_frames(tone, tone_spread, persistent, spread, config=config,
+                                     n=len(speech))
+        speech &= ~_background_frames(energy_db, spread, foreground, config=config)
     # Hangover: a frame is speech if any speech frame started within the last `hang` frames.
     hang = round(config.hangover_s / config.hop_s)
     if hang > 0 and speech.any():
@@ -333,7 +341,7 @@ def decide(
 
 
 def _nonspeech_frames(tone: np.ndarray | None, tone_spread: np.ndarray | None,
-                      persistent: np.ndarray | None, *,
+                      persistent: np.ndarray | None, level_spread: np.ndarray, *,
                       config: VadConfig, n: int) -> np.ndarray:
     """bool ``(n,)``: tone frames (and the two frames either side, which straddle the tone's
     edges), and frames while music plays."""
@@ -345,7 +353,7 @@ def _nonspeech_frames(tone: np.ndarray | None, tone_spread: np.ndarray | None,
         width = max(round(config.music_context_s / config.hop_s), 1)
         kernel = np.ones(width) / width
         smoothed = np.convolve(persistent[:n].astype(np.float64), kernel, mode="same")
-        out |= smoothed > config.music_max
+        out |= (smoothed > config.music_max) & (level_spread[:n] < config.music_modulation_db)
     return out
 
 
@@ -358,22 +366,32 @@ def _centred_mean(x: np.ndarray, width: int) -> np.ndarray:
     return (counts[hi] - counts[lo]) / np.maximum(hi - lo, 1)
 
 
-def _background_frames(energy_db: np.ndarray, speech: np.ndarray, *,
+def _level_spread(energy_db: np.ndarray, width: int) -> np.ndarray:
+    """float64 ``(n,)`` std of the frame energy (dB) over a centred window of ``width``."""
+    e = energy_db.astype(np.float64)
+    mean = _centred_mean(e, width)
+    return np.sqrt(np.maximum(_centred_mean(e * e, width) - mean * mean, 0.0))
+
+
+def _is_background(energy_db: np.ndarray, level_spread: np.ndarray, region: Region, *,
+                   sr: int, hop: int, foreground: float, config: VadConfig) -> bool:
+    i0 = int(region[0] * sr / hop)
+    i1 = max(int(region[1] * sr / hop), i0 + 1)
+    return (float(np.percentile(energy_db[i0:i1], 90)) < foreground - config.babble_below_db
+            and float(np.median(level_spread[i0:i1])) < config.babble_modulation_db)
+
+
+def _background_frames(energy_db: np.ndarray, level_spread: np.ndarray, foreground: float, *,
                        config: VadConfig) -> np.ndarray:
     """bool ``(n,)``: frames of background talk (or other steady sound) under the speaker.
 
     One voice's energy swings by 10-20 dB within a second (syllables, pauses); a crowd of
     voices, like music or a fan, fills those dips. A frame is background when its level moves
     little around it (std over ``babble_context_s``) and it sits ``babble_below_db`` under the
-    channel's foreground level (p90 of the speech candidates): a steady *foreground* (speech on
-    a noisy line) is kept.
+    channel's ``foreground`` level (p99 of the speech candidates: the speaker's loud syllables): a steady *foreground*
+    (speech on a noisy line) is kept.
     """
-    width = max(round(config.babble_context_s / config.hop_s), 2)
-    e = energy_db.astype(np.float64)
-    mean = _centred_mean(e, width)
-    spread = np.sqrt(np.maximum(_centred_mean(e * e, width) - mean * mean, 0.0))
-    foreground = float(np.percentile(energy_db[speech], 90))
-    return (spread < config.babble_modulation_db) & (
+    return (level_spread < config.babble_modulation_db) & (
         energy_db < foreground - config.babble_below_db)
 
 

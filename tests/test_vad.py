@@ -9,7 +9,16 @@ import pytest
 import soundfile as sf
 
 from etl.audio import bandlimit, resample, to_telephony
-from etl.callgen import ClipBank, generate_calls
+from etl.callgen import (
+    ClipBank,
+    babble,
+    dtmf_sequence,
+    generate_calls,
+    hold_music,
+    ringback_tone,
+    speech_events,
+    telephone_line,
+)
 from etl.synth import Voice, synthesize
 from etl.vad import (
     FrameAnalyser,
@@ -19,6 +28,8 @@ from etl.vad import (
     is_narrowband,
     windows,
 )
+
+DETECTORS = ("energy", "webrtc")
 
 RES = 0.01  # 10 ms grid for precision/recall
 
@@ -37,18 +48,32 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> list:
                           bank=bank, seed=11)
 
 
-def test_vad_finds_speech_in_generated_calls(calls: list) -> None:
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_vad_finds_speech_in_generated_calls(calls: list, detector: str) -> None:
     for call in calls:
         y, sr = sf.read(str(call.path), dtype="float32")
         n = int(len(y) / sr / RES) + 1
         for channel, role in enumerate(("agent", "customer")):
-            truth = _mask([(e.start_s, e.end_s) for e in call.timeline if e.role == role], n)
-            found = _mask(detect_speech(y[:, channel], sr), n)
-            precision = (truth & found).sum() / found.sum()
+            truth = _mask([(e.start_s, e.end_s) for e in speech_events(call.timeline, role=role)],
+                          n)
+            # IVR prompts are speech to the ear, and crowds are only partly rejected (both are
+            # measured per kind in bench/vad.py): neither a hit nor a false alarm here
+            excluded = _mask([(e.start_s, e.end_s) for e in call.timeline
+                              if e.kind in ("ivr", "babble") and e.role == role], n)
+            found = _mask(detect_speech(y[:, channel], sr, config=VadConfig(detector=detector)),
+                          n)
+            judged = found & ~excluded
+            precision = (truth & judged).sum() / judged.sum()
             recall = (truth & found).sum() / truth.sum()
-            # hangover and bridged in-turn pauses cost some precision by design
+            # hangover and bridged in-turn pauses cost some precision by design; quiet, steady
+            # speech under a crowd loses some frames to the background rule, never whole turns
             assert precision > 0.85, (call.call_id, role, precision)
-            assert recall > 0.93, (call.call_id, role, recall)
+            # (WebRTC mode 2 also starts late on quiet synthetic sad speech)
+            assert recall > (0.85 if detector == "energy" else 0.7), (call.call_id, role, recall)
+            wins = windows(detect_speech(y[:, channel], sr, config=VadConfig(detector=detector)))
+            for e in speech_events(call.timeline, role=role):
+                assert any(min(w[1], e.end_s) - max(w[0], e.start_s) > 0 for w in wins), (
+                    call.call_id, role, e)
 
 
 def test_block_streaming_equals_one_pass(calls: list) -> None:
@@ -61,7 +86,76 @@ def test_block_streaming_equals_one_pass(calls: list) -> None:
         blocks.feed(channel[start:start + 12_345])
     np.testing.assert_allclose(blocks.energy_db, whole.energy_db, atol=1e-4)
     np.testing.assert_allclose(blocks.flatness, whole.flatness, atol=1e-5)
+    np.testing.assert_allclose(blocks.tone_share, whole.tone_share, atol=1e-5)
+    np.testing.assert_allclose(blocks.tone_spread, whole.tone_spread, atol=1e-6)
+    # the peak history carried between blocks makes persistence exactly one pass's
+    np.testing.assert_allclose(blocks.persistent_share, whole.persistent_share, atol=1e-5)
     assert blocks.regions() == whole.regions()
+    webrtc = VadConfig(detector="webrtc")
+    whole_w, blocks_w = FrameAnalyser(sr, webrtc), FrameAnalyser(sr, webrtc)
+    whole_w.feed(channel)
+    for start in range(0, len(channel), 12_345):
+        blocks_w.feed(channel[start:start + 12_345])
+    assert np.array_equal(whole_w.webrtc_speech, blocks_w.webrtc_speech)
+    assert len(whole_w.webrtc_speech) == len(whole_w.energy_db)
+    assert blocks_w.regions() == whole_w.regions()
+
+
+SR = 8000
+SPEECH_END_S, NONSPEECH_S = 9.0, (10.0, 24.0)
+
+
+@pytest.fixture(scope="module")
+def bank() -> ClipBank:
+    return ClipBank.synthetic(actors=range(1, 8), per_emotion=1)
+
+
+def _speaker_then(bank: ClipBank, kind: str) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Actor 1 talks for 9 s (three utterances), then 14 s of one non-speech kind alone, all
+    through the telephone line: ``(signal (n,), utterance spans)``."""
+    rng = np.random.default_rng(7)
+    n = round(26.0 * SR)
+    signal = np.zeros(n, np.float32)
+    spans, t = [], 0.5
+    for emotion in ("neutral", "calm", "angry"):
+        clip = bank.pick(rng, actor=1, emotion=emotion).signal
+        stop = min(round(t * SR) + len(clip), round(SPEECH_END_S * SR))
+        signal[round(t * SR):stop] += clip[: stop - round(t * SR)]
+        spans.append((t, stop / SR))
+        t = stop / SR + 0.6
+    length = NONSPEECH_S[1] - NONSPEECH_S[0]
+    if kind == "dtmf":
+        other = np.concatenate([dtmf_sequence("0123456789*#", SR, rng=rng, level_dbfs=-14.0),
+                                np.zeros(SR, np.float32),
+                                dtmf_sequence("4815162342", SR, rng=rng, level_dbfs=-18.0)])
+    elif kind == "ringback":
+        other = np.concatenate([ringback_tone(SR, style="us", cycles=2), np.zeros(SR),
+                                ringback_tone(SR, style="uk", cycles=2)]).astype(np.float32)
+    elif kind == "hold":
+        other = hold_music(length, SR, rng=rng, level_dbfs=-24.0)
+    else:  # a crowd of eight other voices 20 dB under the speaker
+        other = babble(bank, length, rng=rng, talkers=8, exclude_actors=(1,), level_dbfs=-44.0)
+    i0 = round(NONSPEECH_S[0] * SR)
+    other = other[: n - i0]
+    signal[i0:i0 + len(other)] += other
+    return telephone_line(signal, SR, seed=3), spans
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("kind", ["dtmf", "ringback", "hold", "babble"])
+def test_nonspeech_is_rejected_and_speech_kept(bank: ClipBank, kind: str, detector: str) -> None:
+    signal, spans = _speaker_then(bank, kind)
+    regions = detect_speech(signal, SR, config=VadConfig(detector=detector))
+    for start, end in spans:  # every utterance gets a scorable window
+        assert any(min(w[1], end) - max(w[0], start) > 0.5 for w in windows(regions)), (
+            kind, start, end, regions)
+    accepted = sum(max(0.0, min(e, NONSPEECH_S[1]) - max(s, NONSPEECH_S[0] + 0.3))
+                   for s, e in regions)
+    assert accepted < (1.5 if kind == "babble" else 1.0), (kind, regions)
+    assert not [w for w in windows(regions) if w[0] >= NONSPEECH_S[0]], (kind, regions)
+    # without the rejections the same detector takes the non-speech for speech
+    raw = detect_speech(signal, SR, config=VadConfig(detector=detector, reject_nonspeech=False))
+    assert sum(max(0.0, min(e, NONSPEECH_S[1]) - max(s, NONSPEECH_S[0])) for s, e in raw) > 3.0
 
 
 def test_silence_and_noise_are_not_speech() -> None:
@@ -115,3 +209,9 @@ def test_narrowband_detection() -> None:
 def test_config_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         VadConfig(frame_s=0.01, hop_s=0.02)
+    with pytest.raises(ValueError, match="detector 'silero'"):
+        VadConfig(detector="silero")
+    with pytest.raises(ValueError, match="webrtc_mode"):
+        VadConfig(detector="webrtc", webrtc_mode=5)
+    with pytest.raises(ValueError, match="not 22050 Hz"):
+        FrameAnalyser(22050, VadConfig(detector="webrtc"))
