@@ -481,8 +481,9 @@ def _negative_mass(probabilities: Any, negative: set[str]) -> float:
 def _rule_metrics(options: Any) -> dict[str, str]:
     """rule name -> summary metric, from the rules the scorer stored with the batch."""
     opts = _extra(options)
-    return {str(r.get("name")): str(r.get("metric")) for r in opts.get("rules") or []
-            if isinstance(r, dict)}
+    rules = opts.get("rules")  # "model": the model's operating point (same rule names)
+    return {str(r.get("name")): str(r.get("metric")) for r in
+            (rules if isinstance(rules, list) else []) if isinstance(r, dict)}
 
 
 def _negative_runs(segs: pd.DataFrame, role: str, negative: set[str],
