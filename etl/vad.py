@@ -104,15 +104,22 @@ PROGRESS_HZ: tuple[tuple[float, ...], ...] = (
     (440.0, 480.0), (400.0, 450.0), (350.0, 440.0), (480.0, 620.0), (425.0,), (400.0,))
 
 
-def _tone_masks(freqs: np.ndarray) -> np.ndarray:
-    """float32 ``(n_bins, n_tones)``: 1 where a bin is within one bin of a tone's frequencies."""
+def _tone_intervals(freqs: np.ndarray) -> np.ndarray:
+    """int ``(n_tones, 2, 2)``: per tone, up to two ``[lo, hi)`` bin ranges within one bin of
+    its frequencies (merged when they touch; an empty second range when merged or single)."""
     step = float(freqs[1] - freqs[0])
-    tones = (*DTMF_HZ, *PROGRESS_HZ)
-    masks = np.zeros((len(freqs), len(tones)), dtype=np.float32)
-    for j, pair in enumerate(tones):
-        for f in pair:
-            masks[np.abs(freqs - f) <= 1.5 * step, j] = 1.0
-    return masks
+    out = np.zeros((len(DTMF_HZ) + len(PROGRESS_HZ), 2, 2), dtype=np.intp)
+    for j, tone in enumerate((*DTMF_HZ, *PROGRESS_HZ)):
+        ranges: list[list[int]] = []
+        for f in tone:
+            near = np.flatnonzero(np.abs(freqs - f) <= 1.5 * step)
+            lo, hi = int(near[0]), int(near[-1]) + 1
+            if ranges and lo <= ranges[-1][1]:
+                ranges[-1][1] = max(ranges[-1][1], hi)
+            else:
+                ranges.append([lo, hi])
+        out[j, : len(ranges)] = ranges
+    return out
 
 
 def _load_webrtc(mode: int) -> Any:
@@ -156,11 +163,12 @@ class FrameAnalyser:
         # contiguous bin ranges as slices: views, not fancy-index copies
         in_band = np.flatnonzero((freqs >= low) & (freqs <= min(high, self.sr / 2)))
         self.band = slice(int(in_band[0]), int(in_band[-1]) + 1)
-        self._tone_masks = _tone_masks(freqs[self.band])
+        self._tones = _tone_intervals(freqs[self.band])
         self.high = slice(int(np.searchsorted(freqs, 4000.0, side="right")), len(freqs))
         self._carry = np.zeros(0, dtype=np.float32)
         self._persist_frames = max(round(self.config.persist_s / self.config.hop_s), 1)
-        self._peak_history = np.zeros((0, in_band.size), dtype=bool)
+        # zero rows stand for the time before the first frame: nothing was steady then
+        self._peak_history = np.zeros((self._persist_frames - 1, in_band.size), dtype=bool)
         self._webrtc_vad: Any = None
         if self.config.detector == "webrtc":
             if self.sr not in WEBRTC_RATES:
@@ -208,12 +216,19 @@ class FrameAnalyser:
         total = band.sum(axis=1)
         self._energy.append(10.0 * np.log10(mean * 2.0 / self.frame))
         self._flatness.append(np.exp(np.log(band).mean(axis=1)) / mean)
-        at_tones = band @ self._tone_masks  # (n_frames, n_tones)
+        # sums over the tones' bin ranges from cumulative sums: the ranges are a few bins each
+        lo, hi = self._tones[:, :, 0], self._tones[:, :, 1]  # (n_tones, 2)
+        cum = np.concatenate([np.zeros((len(band), 1), np.float64),
+                              np.cumsum(band, axis=1, dtype=np.float64)], axis=1)
+        at_tones = (cum[:, hi] - cum[:, lo]).sum(axis=2)  # (n_frames, n_tones)
         best = np.argmax(at_tones, axis=1)
         self._tone.append((at_tones[np.arange(len(best)), best] / total).astype(np.float32))
         strong = band > band.max(axis=1, keepdims=True) * 1e-3  # within 30 dB of the peak bin
-        strong &= self._tone_masks[:, best].T == 0
-        self._spread.append(strong.mean(axis=1).astype(np.float32))
+        cum_strong = np.concatenate([np.zeros((len(band), 1), np.int32),
+                                     np.cumsum(strong, axis=1, dtype=np.int32)], axis=1)
+        rows = np.arange(len(best))[:, None]
+        inside = (cum_strong[rows, hi[best]] - cum_strong[rows, lo[best]]).sum(axis=1)
+        self._spread.append(((cum_strong[:, -1] - inside) / band.shape[1]).astype(np.float32))
         self._persistent.append((self._persistent_power(band, mean) / total).astype(np.float32))
         self._high_power += float(power[:, self.high].sum())
         self._total_power += float(power.sum())
@@ -229,15 +244,12 @@ class FrameAnalyser:
         near[:, 1:] |= peak[:, :-1]
         near[:, :-1] |= peak[:, 1:]
         k = self._persist_frames
-        history = np.concatenate([self._peak_history, near]) if len(self._peak_history) else near
-        counts = np.cumsum(np.concatenate([np.zeros((1, near.shape[1]), np.int32),
-                                           history.astype(np.int32)]), axis=0)
-        offset = len(history) - len(near)  # rows of history before this chunk
-        rows = np.arange(offset, len(history))
-        lo = np.maximum(rows + 1 - k, 0)
-        steady = (counts[rows + 1] - counts[lo]) >= k
-        self._peak_history = history[-(k - 1):].copy() if k > 1 else history[:0]
-        return np.where(steady, band, 0.0).sum(axis=1)
+        history = np.concatenate([self._peak_history, near])  # k - 1 rows before this chunk
+        counts = np.concatenate([np.zeros((1, near.shape[1]), np.int32),
+                                 np.cumsum(history, axis=0, dtype=np.int32)])
+        steady = (counts[k:] - counts[:-k]) >= k  # (n_frames, n_bins)
+        self._peak_history = history[len(history) - (k - 1):].copy()
+        return (band * steady).sum(axis=1)
 
     @property
     def energy_db(self) -> np.ndarray:
