@@ -335,18 +335,19 @@ def test_cli_features_and_flow(clip_db: list[int]) -> None:
     runner = CliRunner()
     bad = runner.invoke(app, ["features", "--set", "nope"])
     assert bad.exit_code == 2 and "unknown feature set" in bad.output
-    done = runner.invoke(app, ["features", "--set", "seed180", "--channel", "studio",
-                               "--no-prefect", "--json", "--workers", "1"])
+    done = runner.invoke(app, ["features", "--set", "seed180", "--no-prefect", "--json",
+                               "--workers", "1"])
     assert done.exit_code == 0, done.output
     # seed180 does not trim (like the seed code) and accepts 0.1 s: the 0.15 s tone is stored
     assert '"stored": 5' in done.output and '"errors": 2' in done.output
     assert '"augmented"' not in done.output  # phone copies only for rich/telephony
     listed = runner.invoke(app, ["features", "--list"])
     assert "seed180" in listed.output and listed.exit_code == 0
-    # the defaults compute what `ser train`'s defaults need: rich/telephony and its copies
+    # telephony computes what `ser train`'s defaults need: rich/telephony and its copies
     import json
 
-    default = runner.invoke(app, ["features", "--no-prefect", "--json", "--workers", "1"])
+    default = runner.invoke(app, ["features", "--channel", "telephony", "--no-prefect",
+                                  "--json", "--workers", "1"])
     assert default.exit_code == 0, default.output
     report = json.loads(default.output)
     assert (report["feature_set"], report["channel"]) == ("rich", "telephony")

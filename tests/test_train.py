@@ -302,10 +302,14 @@ def clean_registry(engine: Engine) -> Iterator[None]:
 
 
 @pytest.mark.slow
-def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None) -> None:
+def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None, engine: Engine) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from ser.cli import app
+
+    with session_scope(engine) as session:  # no phone-line copies yet: `ser train` makes them
+        session.execute(text("DELETE FROM clip_features f USING feature_sets s WHERE "
+                             "s.id = f.feature_set_id AND s.name = 'rich+phone'"))
 
     with prefect_test_harness(server_startup_timeout=120):
         result = cli.invoke(app, ["train", "--model", "logreg", "--no-search", "--no-importance",
@@ -314,6 +318,8 @@ def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None) -> None:
                                   "--no-importance", "--channel", "studio"])
     assert result.exit_code == 0, result.output
     # the defaults train for phone audio: telephony features plus their phone-line copies
+    assert re.search(r"features rich\+phone/telephony: \d+ clips computed, 0 errors",
+                     result.output)
     assert "features rich/telephony + phone-line copies" in result.output
     assert "registered ser-callcentre4-rich+phone-telephony v1" in result.output
     assert "on phone-line copies of the held-out actors' clips: UAR" in result.output

@@ -1,7 +1,8 @@
-"""`ser features [--set NAME] [--channel telephony|studio] [--augment/--no-augment] [--corpus C] [--workers N] [--dask-address A]`.
+"""`ser features [--set NAME] [--channel studio|telephony] [--augment/--no-augment] [--corpus C] [--workers N] [--dask-address A]`.
 
-The defaults compute what `ser train`'s defaults train on: ``rich`` on the telephony channel and
-its phone-augmented companion ``rich+phone`` (copies of each clip through a simulated line).
+``--channel telephony`` also computes the phone-augmented companion ``rich+phone`` (copies of
+each clip through a simulated line), which `ser train`'s defaults train on (``ser train``
+computes whatever of both is missing itself).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from ser.runtime import (
 def features_cmd(
     set_name: Annotated[str, typer.Option("--set", help="Feature set: rich (default) or seed180.")] = "rich",
     channel: Annotated[str, typer.Option(
-        help="telephony (8 kHz, 300-3400 Hz, what a phone line delivers; the default, as for "
-             "`ser train`), or studio.")] = "telephony",
+        help="studio, or telephony (8 kHz, 300-3400 Hz, what a phone line delivers; what "
+             "`ser train` trains on by default).")] = "studio",
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment",
         help="With rich/telephony, also compute the phone-augmented copies (rich+phone) that "

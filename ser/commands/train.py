@@ -57,6 +57,10 @@ def train_cmd(
         "--promote-if-better", help="Point the alias at the new version if its UAR beats the "
                                     "current one on the same folds (or there is none).")] = False,
     alias: Annotated[str, typer.Option(help="Alias used by --promote-if-better.")] = "production",
+    compute_features: Annotated[bool, typer.Option(
+        "--compute-features/--no-compute-features",
+        help="First compute the features this training needs where clips lack them (as `ser "
+             "features` would, with its workers).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train on stored features with speaker-independent CV and register a model version."""
@@ -79,6 +83,9 @@ def train_cmd(
         seed=seed, search=search, feature_importance=importance,
         diagnostic_random_split=random_split, augment=augment)
     engine = open_database()
+    if compute_features:
+        _compute_missing_features(feature_set, channel, augment=augment, corpus=corpus,
+                                  quiet=as_json)
     # Validate the data (rolled back: it may create the feature_sets row) before Prefect starts.
     with Session(engine) as session, session.begin():
         try:
@@ -128,6 +135,26 @@ def train_cmd(
                    f"{result['pooled']['diagnostic_random_split_uar']:.3f}")
     if result.get("promotion"):
         typer.echo(result["promotion"]["message"])
+
+
+def _compute_missing_features(feature_set: str, channel: str, *, augment: bool,
+                              corpus: str | None, quiet: bool) -> None:
+    """Extract what training needs and clips lack (a no-op when `ser features` already ran)."""
+    from etl.feature_sets import augmented_set_name, feature_spec
+    from flows.feature_runner import run_features
+    from ser.settings import get_settings
+
+    names = [feature_set] + ([augmented_set_name(feature_set)] if augment else [])
+    for name in names:
+        try:
+            feature_spec(name, channel)
+        except ValueError as exc:
+            fail(str(exc))
+        report = run_features(set_name=name, channel=channel, corpus=corpus,
+                              workers=get_settings().workers, progress=is_tty() and not quiet)
+        if report.pending and not quiet:
+            typer.echo(f"features {name}/{channel}: {report.stored} clips computed, "
+                       f"{report.errors} errors ({report.seconds:.1f} s)", err=True)
 
 
 @models_app.command("list")
