@@ -23,7 +23,9 @@ Protocol
      negative (> 50 % of the customer's timeline speech is angry/sad/fearful/disgust); predicted
      = ``call_summaries.escalated``. Also the escalation rate per generator scenario.
    - VAD false accepts: scored segments that overlap no utterance of their own role, by the
-     non-speech type they overlap most (timeline rows that are not agent/customer speech).
+     ``kind`` of the non-speech event on that channel they overlap most (hold, dtmf, ringback,
+     babble, ivr; ``no_event`` = line noise or a pause), with how many events of that kind got
+     at least one scored segment (``nonspeech_events`` counts the events).
 
 Usage: python bench/calls_accuracy.py [--schemes emotion8,callcentre4,posneg]
        [--variants default,studio] [--n-calls 60] [--minutes 2] [--workers 2]
@@ -123,7 +125,8 @@ def load_truth(calls_dir: Path) -> dict[str, dict[str, Any]]:
         for r in read_rows(calls_dir / f"{call_id}.timeline.csv"):
             events.append({**r, "start_s": float(r["start_s"]), "end_s": float(r["end_s"])})
         speech = [e for e in events if e["role"] in ("agent", "customer")
-                  and e["emotion"] in CANONICAL_EMOTIONS]
+                  and e["emotion"] in CANONICAL_EMOTIONS
+                  and (e.get("kind") or "speech") == "speech"]
         other = [e for e in events if e not in speech]
         cust = [e for e in speech if e["role"] == "customer"]
         total = sum(e["end_s"] - e["start_s"] for e in cust)
@@ -179,7 +182,8 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
 
     pairs: list[tuple[str, str]] = []
     n_turns = covered = covered_confident = 0
-    fa: dict[str, dict[str, float]] = defaultdict(lambda: {"segments": 0, "seconds": 0.0})
+    fa: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"segments": 0, "seconds": 0.0, "events_with_false_accept": 0})
     nonspeech_events: dict[str, int] = defaultdict(int)
     for key, t in truth.items():
         cust = [s for s in by_call.get(key, []) if s.role == "customer"]
@@ -198,17 +202,24 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
             label = map_emotion(scheme, turn["emotion"])
             if label is not None and votes:
                 pairs.append((label, max(votes, key=votes.__getitem__)))
+        hit_events: set[int] = set()
         for e in t["nonspeech"]:
-            nonspeech_events[e["emotion"] or e["role"]] += 1
+            nonspeech_events[e.get("kind") or "unknown"] += 1
         for s in by_call.get(key, []):
             own = [e for e in t["speech"] if e["role"] == s.role]
             if any(_overlap(s.start_s, s.end_s, e["start_s"], e["end_s"]) > 0 for e in own):
                 continue
-            best = max(t["nonspeech"], default=None,
+            # a scored window on no speech of its role: blame the non-speech on that channel
+            on_channel = [e for e in t["nonspeech"] if e["role"] == s.role]
+            best = max(on_channel, default=None,
                        key=lambda e: _overlap(s.start_s, s.end_s, e["start_s"], e["end_s"]))
-            kind = ("no_event" if best is None or _overlap(
-                s.start_s, s.end_s, best["start_s"], best["end_s"]) <= 0
-                else best["emotion"] or best["role"])
+            if best is None or _overlap(s.start_s, s.end_s, best["start_s"], best["end_s"]) <= 0:
+                kind = "no_event"
+            else:
+                kind = best.get("kind") or "unknown"
+                if id(best) not in hit_events:
+                    hit_events.add(id(best))
+                    fa[kind]["events_with_false_accept"] += 1
             fa[kind]["segments"] += 1
             fa[kind]["seconds"] = round(fa[kind]["seconds"] + s.end_s - s.start_s, 2)
 
