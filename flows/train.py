@@ -6,9 +6,9 @@ registered version survives a promotion problem. No retries: training is determi
 retry would fail the same way.
 
 The first model of a channel also becomes that channel's alias (``production-telephony`` or
-``production-studio``, `etl.registry.channel_alias`) when none is set, so ``ser score`` finds
-a model that matches the audio's channel right after the first ``ser train``
-(`etl.registry.resolve_scoring_model`).
+``production-studio``, `etl.registry.channel_alias`) when none is set, and ``production``
+itself when no model holds it yet, so ``ser score`` finds a model that matches the audio's
+channel right after the first ``ser train`` (`etl.registry.resolve_scoring_model`).
 """
 
 from __future__ import annotations
@@ -40,15 +40,17 @@ def promote_task(model_version_id: int, alias: str) -> dict[str, Any]:
 
 
 @task(name="channel-alias", cache_policy=NONE)
-def channel_alias_task(model_version_id: int, alias: str, channel: str) -> str | None:
-    """Point ``<alias>-<channel>`` at the version if that alias is unset; returns it if moved."""
-    name = channel_alias(alias, channel)
+def channel_alias_task(model_version_id: int, alias: str, channel: str) -> list[str]:
+    """Point ``<alias>-<channel>``, and ``<alias>`` itself, at the version where unset; returns
+    the aliases set."""
+    moved = []
     with session_scope(get_engine()) as session:
-        if alias_target(session, name) is not None:
-            return None
-        set_alias(session, model_version_id, alias=name,
-                  reason=f"first {channel} model (ser train)")
-    return name
+        for name, why in ((channel_alias(alias, channel), f"first {channel} model"),
+                          (alias, f"first model ({channel})")):
+            if alias_target(session, name) is None:
+                set_alias(session, model_version_id, alias=name, reason=f"{why} (ser train)")
+                moved.append(name)
+    return moved
 
 
 @flow(name="train")
@@ -86,6 +88,6 @@ def train_flow(
     result = train_and_register(config, name, show_progress)
     result["promotion"] = (promote_task(result["model_version_id"], alias)
                            if promote_if_better else None)
-    result["channel_alias"] = (channel_alias_task(result["model_version_id"], alias, channel)
-                               if channel_alias_if_unset else None)
+    result["aliases_set"] = (channel_alias_task(result["model_version_id"], alias, channel)
+                             if channel_alias_if_unset else [])
     return result

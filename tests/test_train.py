@@ -328,6 +328,9 @@ def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None, engine: E
     assert studio.exit_code == 0, studio.output
     assert "registered ser-callcentre4-rich-studio v1" in studio.output
     assert "phone-line" not in studio.output
+    # production already set: only the studio channel's alias is new
+    assert re.search(r"^production-studio -> version \d+ \(first studio model", studio.output,
+                     re.MULTILINE)
 
 
 def test_cli_models_and_predict(cli: CliRunner, train_data: TrainData, engine: Engine,

@@ -127,9 +127,9 @@ def train_cmd(
     if calibration.get("method") not in (None, "none"):
         typer.echo(f"calibration: {calibration['method']} (fitted on out-of-fold "
                    f"{calibration.get('fitted_on', 'predictions')})")
-    if result.get("channel_alias"):
-        typer.echo(f"{result['channel_alias']} -> version {result['model_version_id']} (first "
-                   f"{channel} model; `ser score` uses it for matching audio)")
+    if result.get("aliases_set"):
+        typer.echo(f"{', '.join(result['aliases_set'])} -> version {result['model_version_id']} "
+                   f"(first {channel} model; `ser score` uses it for matching audio)")
     if "diagnostic_random_split_uar" in result["pooled"]:
         typer.echo(f"diagnostic (speaker-leaking random split, not comparable): UAR "
                    f"{result['pooled']['diagnostic_random_split_uar']:.3f}")
