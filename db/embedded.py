@@ -56,9 +56,14 @@ def ensure_password_auth(pgdata: Path) -> bool:
     current = hba.read_text()
     if HBA_BEGIN in current:
         return False
+    # the server may run as another user (pgserver does when started by root): the new file
+    # keeps the old one's owner and mode, or the server could no longer read it
+    st = hba.stat()
     tmp = hba.with_suffix(".conf.tmp")
     tmp.write_text(HBA_BLOCK + current)
-    tmp.chmod(hba.stat().st_mode & 0o777)
+    tmp.chmod(st.st_mode & 0o777)
+    if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+        os.chown(tmp, st.st_uid, st.st_gid)
     tmp.replace(hba)
     return True
 
