@@ -60,6 +60,7 @@ class Lease:
         self._engine = engine
         self.name = name[:100]
         self.key = 0
+        self.started_at: dt.datetime | None = None  # the server's clock when the lock was taken
         self._conn: Connection | None = None
 
     @property
@@ -73,9 +74,10 @@ class Lease:
         rng = random.SystemRandom()
         for _ in range(100):
             key = rng.randrange(1, 2**31)
-            if conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k)"),
-                            {"ns": LOCK_NAMESPACE, "k": key}).scalar_one():
-                self._conn, self.key = conn, key
+            row = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k) AS ok, now() AS t"),
+                               {"ns": LOCK_NAMESPACE, "k": key}).one()
+            if row.ok:
+                self._conn, self.key, self.started_at = conn, key, row.t
                 return self
         conn.close()
         raise LeaseLostError("could not take a claim lease (100 lock keys in use)")
@@ -128,7 +130,9 @@ _FREE_CLAIM = """
 
 _CLAIMABLE = f"""
 (c.status = 'pending' OR {_FREE_CLAIM}
- OR (:retry AND c.status = 'failed' AND (c.extra ->> 'rejected') IS NULL))
+ OR (CAST(:retry_before AS timestamptz) IS NOT NULL AND c.status = 'failed'
+     AND (c.extra ->> 'rejected') IS NULL
+     AND (c.claimed_at IS NULL OR c.claimed_at < CAST(:retry_before AS timestamptz))))
 """
 
 _CLAIM_SQL = text(f"""
@@ -161,27 +165,29 @@ class ClaimedCall:
 
 def claim_next(session: Session, *, batch_id: int, worker: str,
                stale_after_s: float = LEGACY_STALE_S,
-               retry_failed: bool = False) -> ClaimedCall | None:
+               retry_failed_before: dt.datetime | None = None) -> ClaimedCall | None:
     """Claim the next pending (or orphaned) call of the batch for ``worker``; None when done.
 
     ``worker`` is a :attr:`Lease.owner` (``name#key``): the claim lives exactly as long as
     that lease. ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers take different rows
     without waiting; commit right after so the claim is visible to the others.
     ``stale_after_s`` only ages out claims without a lease key (older versions).
+    ``retry_failed_before`` (``--retry-failed``): also claim failed calls last tried before
+    that time (the run's start), so a call failing again in this run is not retried forever.
     """
     row = session.execute(_CLAIM_SQL, {"batch": batch_id, "worker": worker,
                                        "stale": float(stale_after_s),
-                                       "retry": retry_failed}).first()
+                                       "retry_before": retry_failed_before}).first()
     if row is None:
         return None
     return ClaimedCall(row.id, row.call_key, Path(row.path), dict(row.channel_roles or {}))
 
 
 def count_work(session: Session, *, batch_id: int, stale_after_s: float = LEGACY_STALE_S,
-               retry_failed: bool = False) -> tuple[int, int]:
+               retry_failed_before: dt.datetime | None = None) -> tuple[int, int]:
     """``(claimable, held)``: calls a new worker could claim now, and calls live runs hold."""
     row = session.execute(_COUNT_SQL, {"batch": batch_id, "stale": float(stale_after_s),
-                                       "retry": retry_failed}).one()
+                                       "retry_before": retry_failed_before}).one()
     return int(row.claimable), int(row.held)
 
 

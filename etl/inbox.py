@@ -215,18 +215,20 @@ def discover_calls(
                     add(CallEntry(key, Path(raw), line=number,
                                   error=f"{where}: empty {'call_id' if not call_id else 'file'}"))
                     continue
+                candidate = Path(raw).expanduser() if raw.startswith("~") else folder / raw
+                try:
+                    path = candidate.resolve()
+                except (OSError, RuntimeError):
+                    path = None
                 if key in first_line:
+                    if path is not None and is_inside(path, roots):
+                        listed.add(path)  # this row accounts for the file: not scored by name
                     dup = f"{key}#line{number}"
                     add(CallEntry(dup, Path(raw), line=number, error=(
                         f"{where}: duplicate call_id {call_id!r} (first on line "
                         f"{first_line[key]}); this row was not scored")))
                     continue
                 first_line[key] = number
-                candidate = Path(raw).expanduser() if raw.startswith("~") else folder / raw
-                try:
-                    path = candidate.resolve()
-                except (OSError, RuntimeError):
-                    path = None
                 if path is None or not is_inside(path, roots):
                     add(CallEntry(key, Path(raw), line=number,
                                   error=f"{OUTSIDE}: {where} ({_why_outside(raw)})"))

@@ -120,6 +120,7 @@ def run_worker(
     on_call: Callable[[int, str], None] | None = None,
     root: Path | None = None,
     allowed_roots: Sequence[Path] = (),
+    retry_before: dt.datetime | None = None,
 ) -> WorkerStats:
     """Claim and score calls of ``batch_id`` until none is left (or ``max_calls`` done).
 
@@ -127,18 +128,20 @@ def run_worker(
     moment it dies and are never taken while it lives. One short transaction per claim and one
     per result, so a crash loses at most the call in hand. With ``root``, a file that no longer
     resolves inside it (or ``allowed_roots``) is failed as outside the batch folder, unopened,
-    and reasons name files relative to ``root``.
+    and reasons name files relative to ``root``. With ``config.retry_failed``, calls that failed
+    before ``retry_before`` (default: when this worker started) are tried again, once.
     """
     stats = WorkerStats(worker or worker_name())
     stale = config.stale_claim_minutes * 60.0
     base = None if root is None else (root.parent if root.is_file() else root)
     with Lease(engine, name=stats.worker) as lease:
         stats.worker = lease.owner
+        retry = (retry_before or lease.started_at) if config.retry_failed else None
         while max_calls is None or len(stats.scored) + len(stats.failed) < max_calls:
             lease.check()
             with session_scope(engine) as session:
                 claimed = claim_next(session, batch_id=batch_id, worker=lease.owner,
-                                     stale_after_s=stale, retry_failed=config.retry_failed)
+                                     stale_after_s=stale, retry_failed_before=retry)
             if claimed is None:
                 break
             rejected = root is not None and not contained(claimed.path, root=root,
@@ -202,7 +205,8 @@ def warm_up(model: LoadedModel, *, sr: int = 8000, config: ScoringConfig = DEFAU
 
 def _process_worker(url: str, batch_id: int, model_version_id: int,
                     config: ScoringConfig, root: Path | None = None,
-                    allowed_roots: Sequence[Path] = ()) -> WorkerStats:
+                    allowed_roots: Sequence[Path] = (),
+                    retry_before: dt.datetime | None = None) -> WorkerStats:
     """Entry point of a pool process: own engine, own model copy (nothing pickled from the DB).
 
     A lost database is raised as :class:`DatabaseLostError` (one picklable line) rather than
@@ -219,7 +223,7 @@ def _process_worker(url: str, batch_id: int, model_version_id: int,
         with session_scope(engine) as session:
             model = load_model(session, str(model_version_id))
         return run_worker(engine, batch_id=batch_id, model=model, config=config, root=root,
-                          allowed_roots=allowed_roots)
+                          allowed_roots=allowed_roots, retry_before=retry_before)
     except Exception as exc:
         if is_connection_error(exc):
             raise _lost(engine.url, exc) from None
@@ -343,9 +347,12 @@ def _score_batch(
             model_version_id=model.model_version_id, entries=entries,
             options={**config.options(), "model_ref": model_ref},
             skip_done_elsewhere=skip_done_elsewhere)
+        # --retry-failed retries what failed before this run, once
+        retry_before = (session.execute(text("SELECT now()")).scalar_one()
+                        if config.retry_failed else None)
         # what is left to do (a rerun of a finished batch starts no worker processes)
         total, _held = count_work(session, batch_id=batch_id, stale_after_s=stale,
-                                  retry_failed=config.retry_failed)
+                                  retry_failed_before=retry_before)
     # Choose the start method before tqdm starts its monitor thread (fork needs one thread).
     context = _pool_context(start_method) if workers > 1 and total > 1 else None
     if total:
@@ -361,14 +368,14 @@ def _score_batch(
     elif context is None:
         stats.append(run_worker(
             engine, batch_id=batch_id, model=model, config=config, root=path,
-            allowed_roots=allowed_roots,
+            allowed_roots=allowed_roots, retry_before=retry_before,
             on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None))
     else:
         url = engine.url.render_as_string(hide_password=False)
         with cf.ProcessPoolExecutor(max_workers=min(workers, total),
                                     mp_context=context) as pool:
             futures = [pool.submit(_process_worker, url, batch_id, model.model_version_id, config,
-                                   path, tuple(allowed_roots))
+                                   path, tuple(allowed_roots), retry_before)
                        for _ in range(min(workers, total))]
             done_before = 0
             while True:
