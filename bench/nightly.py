@@ -203,7 +203,7 @@ def generate(ravdess: Path, out_dir: Path, *, hours: float, call_minutes: float)
 def segment_uar(engine: Any, batch_id: int, timelines: dict[str, str]) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from etl.callgen import read_timeline
+    from etl.callgen import read_timeline, speech_events
     from etl.labels import map_emotion
 
     with engine.connect() as conn:
@@ -215,7 +215,7 @@ def segment_uar(engine: Any, batch_id: int, timelines: dict[str, str]) -> dict[s
     for key, role, start, end, predicted in rows:
         if key not in truth_cache:
             truth_cache[key] = read_timeline(Path(timelines[key]))
-        events = [e for e in truth_cache[key] if e.role == role]
+        events = speech_events(truth_cache[key], role=role)
         best = max(events, key=lambda e: min(end, e.end_s) - max(start, e.start_s), default=None)
         if best is None or min(end, best.end_s) - max(start, best.start_s) <= 0:
             continue  # a VAD false alarm: no utterance under it
@@ -235,7 +235,7 @@ def vad_quality(timelines: dict[str, str], folder: Path, limit: int = 6) -> dict
     import numpy as np
     import soundfile as sf
 
-    from etl.callgen import read_timeline
+    from etl.callgen import read_timeline, speech_events
     from etl.vad import detect_speech
 
     tp = fp = fn = 0
@@ -245,9 +245,8 @@ def vad_quality(timelines: dict[str, str], folder: Path, limit: int = 6) -> dict
         for ch, role in enumerate(("agent", "customer")):
             truth = np.zeros(n, bool)
             found = np.zeros(n, bool)
-            for e in read_timeline(Path(timeline_path)):
-                if e.role == role:
-                    truth[int(e.start_s * 100):int(e.end_s * 100)] = True
+            for e in speech_events(read_timeline(Path(timeline_path)), role=role):
+                truth[int(e.start_s * 100):int(e.end_s * 100)] = True
             for s, e in detect_speech(y[:, ch], sr):
                 found[int(s * 100):int(e * 100)] = True
             tp += int((truth & found).sum())
