@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -216,6 +217,7 @@ def _process_worker(url: str, batch_id: int, model_version_id: int,
 
     from etl.registry import load_model
 
+    _die_with_parent()
     # BLAS/OpenMP threads would fight the other worker processes for the same cores.
     threadpool_limits(1)
     engine = make_engine(url, poolclass=_null_pool())
@@ -230,6 +232,23 @@ def _process_worker(url: str, batch_id: int, model_version_id: int,
         raise
     finally:
         engine.dispose()
+
+
+def _die_with_parent() -> None:
+    """On Linux, end this worker when the run that started it is killed (even ``kill -9``):
+    an orphan would keep its lease, so its calls would wait for it instead of being free for
+    the next run at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl (unusual libc): orphans finish the batch
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _null_pool() -> Any:
