@@ -73,9 +73,12 @@ def describe_server(url: URL | str) -> str:
     from sqlalchemy.engine import make_url
 
     u = make_url(url) if isinstance(url, str) else url
-    host = u.host or str(u.query.get("host") or "localhost")
+    user = f"{u.username}@" if u.username else ""
+    socket_dir = None if u.host else u.query.get("host")
+    if socket_dir:  # a Unix socket (the embedded server)
+        return f"{user}/{u.database or ''} (socket in {socket_dir})"
     port = f":{u.port}" if u.port else ""
-    return f"{u.username + '@' if u.username else ''}{host}{port}/{u.database or ''}"
+    return f"{user}{u.host or 'localhost'}{port}/{u.database or ''}"
 
 
 def _lost(url: URL | str, exc: BaseException) -> DatabaseLostError:
