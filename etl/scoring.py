@@ -1,22 +1,20 @@
-"""Nightly scoring of call recordings: discover, register, claim, score, write, summarise.
+"""Nightly scoring of call recordings: score one recording, write its result, count the batch.
 
-The pieces, in the order a batch goes through them:
+A batch goes through, in order:
 
-1. :func:`discover_calls` reads a folder (and its subfolders) into :class:`CallEntry` rows, from
-   ``calls.csv`` where present, else from file names.
-2. :func:`register_batch` upserts the ``batches`` row (unique on source path, batch date and
-   model version) and one ``calls`` row per entry (unique on batch and call key), all pending.
-   Re-registering the same batch adds nothing, so a rerun is idempotent.
-3. Workers (``flows.batch_runner.run_worker``, one per process) repeatedly :func:`claim_next` a pending call
-   (``FOR UPDATE SKIP LOCKED``; claims older than ``stale_claim_minutes`` are taken over, which
-   is how a killed run resumes), score it with :func:`score_recording` (pure compute, no
-   database) and write the result in one transaction per call (:func:`write_result`), guarded
-   so that a worker whose claim was taken over cannot write. A call that cannot be scored is
-   marked failed with its reason (:func:`mark_failed`); the rest of the batch goes on.
+1. ``etl.inbox.discover_calls``: the folder (and its subfolders) into ``CallEntry`` rows, from
+   ``calls.csv`` where present, else from file names; files outside the batch and bad rows
+   become failed entries with their reason.
+2. ``etl.claims.register_batch``: the ``batches`` row and one pending ``calls`` row per entry
+   (idempotent); workers ``etl.claims.claim_next`` calls under a lease (a PostgreSQL advisory
+   lock held as long as the worker lives, so a dead run's claims are free at once).
+3. :func:`score_recording` (pure compute, no database) and :func:`write_result` (one
+   transaction per call, guarded so that a worker whose claim is gone cannot write); a call
+   that cannot be scored is :func:`mark_failed` with its reason, and the batch goes on.
 4. :func:`finalise_batch` counts what happened into the batch row.
 
-Nothing here commits: ``flows/batch_runner.py`` (the caller) owns the engine, one transaction per
-claim and per result, and the worker processes; ``flows/nightly.py`` wraps it in Prefect.
+Nothing here commits: ``flows/batch_runner.py`` (the caller) owns the engine, the transactions
+and the worker processes; ``flows/nightly.py`` wraps it in Prefect.
 
 Memory stays bounded for hour-long recordings: the VAD streams the file block by block and the
 features are computed per block of windows (with context overlap), so only one block of audio
@@ -32,7 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Call, CallSummary
-from etl.audio import is_audio_path, load_audio, read_info, sha256_file
+from etl.audio import AudioError, load_audio, read_info, sha256_file
 from etl.escalation import (
     Escalation,
     EscalationRule,
@@ -55,15 +53,13 @@ from etl.escalation import (
 )
 from etl.labels import is_negative_class
 from etl.summaries import ScoredSegment, SummaryStats, summarise_call
-from etl.vad import FrameAnalyser, Region, VadConfig, is_narrowband, windows
+from etl.vad import NARROWBAND_MAX_SR, FrameAnalyser, Region, VadConfig, is_narrowband, windows
 
 if TYPE_CHECKING:
     from etl.registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "calls.csv"
-_CHANNEL_WORDS = {"left": 0, "l": 0, "0": 0, "ch0": 0, "right": 1, "r": 1, "1": 1, "ch1": 1}
 
 
 class CallError(ValueError):
@@ -100,6 +96,9 @@ class ScoringConfig:
     confidence_floor
         Segments whose top probability is below it are abstained; None = the model's operating
         point (0 for models without one).
+    allow_channel_mismatch
+        Score phone (narrowband) audio with a studio-trained model anyway, with a warning; by
+        default such a call fails, because a studio model on phone audio flags almost every call.
     """
 
     stereo_roles: tuple[str, str] = ("agent", "customer")
@@ -116,6 +115,7 @@ class ScoringConfig:
     rules: tuple[EscalationRule, ...] | None = None
     retry_failed: bool = False
     confidence_floor: float | None = None
+    allow_channel_mismatch: bool = False
 
     def options(self) -> dict[str, Any]:
         """JSON-ready record stored in ``batches.options`` (``"rules": "model"`` = the model's
@@ -145,103 +145,25 @@ def model_calibration(model: object) -> Mapping[str, Any] | None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CallEntry:
-    """One recording to score, as found in a batch folder."""
+def batch_bandwidth(paths: Iterable[Path], *, sample: int = 8) -> str:
+    """``"narrowband"`` when any of the first ``sample`` readable headers is at a phone rate.
 
-    call_key: str
-    path: Path
-    agent_id: str | None = None
-    queue: str | None = None
-    started_at: dt.datetime | None = None
-    channel_roles: dict[str, str] = field(default_factory=dict)  # {"0": "agent", ...}
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_channel_roles(row: Mapping[str, str], *,
-                        stereo_roles: tuple[str, str]) -> dict[str, str]:
-    """Channel roles from a calls.csv row: ``customer_channel``/``agent_channel`` (left, right,
-    0, 1) or ``channel_roles`` ("agent,customer": role per channel in order). Empty = default."""
-    explicit = (row.get("channel_roles") or "").strip()
-    if explicit:
-        roles = [r.strip() for r in explicit.replace(";", ",").split(",") if r.strip()]
-        return {str(i): role for i, role in enumerate(roles)}
-    for role in ("customer", "agent"):
-        value = (row.get(f"{role}_channel") or "").strip().lower()
-        if value:
-            if value not in _CHANNEL_WORDS:
-                raise ValueError(f"{role}_channel {value!r} is not left/right/0/1")
-            channel = _CHANNEL_WORDS[value]
-            other = "agent" if role == "customer" else "customer"
-            return {str(channel): role, str(1 - channel): other}
-    return {}
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value or not value.strip():
-        return None
-    parsed = dt.datetime.fromisoformat(value.strip())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def discover_calls(root: Path, *, config: ScoringConfig = ScoringConfig()) -> list[CallEntry]:
-    """Every recording under ``root`` (a folder, searched recursively, or a single file).
-
-    In each folder a ``calls.csv`` (columns ``call_id, file`` and optionally ``agent_id, queue,
-    started_at, customer_channel | agent_channel | channel_roles``) describes its recordings;
-    audio files it does not list are still scored, keyed by their path relative to ``root``.
-    A row whose file is missing is kept: it fails with that reason instead of vanishing.
-
-    Raises
-    ------
-    ValueError
-        ``root`` does not exist, or a calls.csv lacks the required columns.
+    Chooses which channel's model scores the batch (``etl.registry.resolve_scoring_model``);
+    phone audio stored at a wideband rate is caught per call by :func:`score_recording`, which
+    measures the band itself.
     """
-    root = Path(root).expanduser().resolve()
-    if root.is_file():
-        return [CallEntry(root.stem, root)]
-    if not root.is_dir():
-        raise ValueError(f"batch path {root} does not exist")
-    entries: dict[str, CallEntry] = {}
-    listed: set[Path] = set()
-    for manifest in sorted(root.rglob(MANIFEST)):
-        folder = manifest.parent
-        prefix = "" if folder == root else folder.relative_to(root).as_posix() + "/"
-        with manifest.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"call_id", "file"} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"{manifest} lacks column(s) {sorted(missing)}; "
-                                 "it needs call_id,file[,agent_id,queue,started_at,"
-                                 "customer_channel]")
-            for number, row in enumerate(reader, start=2):
-                try:
-                    path = (folder / row["file"].strip()).resolve()
-                    entry = CallEntry(
-                        call_key=prefix + row["call_id"].strip(),
-                        path=path,
-                        agent_id=(row.get("agent_id") or "").strip() or None,
-                        queue=(row.get("queue") or "").strip() or None,
-                        started_at=_parse_time(row.get("started_at")),
-                        channel_roles=parse_channel_roles(row, stereo_roles=config.stereo_roles),
-                        extra={k: v for k, v in row.items()
-                               if k and k not in _KNOWN_COLUMNS and v not in (None, "")},
-                    )
-                except ValueError as exc:
-                    raise ValueError(f"{manifest} line {number}: {exc}") from None
-                entries[entry.call_key] = entry
-                listed.add(path)
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p)):
-        resolved = path.resolve()
-        if resolved in listed:
+    seen = 0
+    for path in paths:
+        try:
+            info = read_info(path)
+        except (AudioError, OSError):
             continue
-        key = path.relative_to(root).with_suffix("").as_posix()
-        entries.setdefault(key, CallEntry(key, resolved))
-    return sorted(entries.values(), key=lambda e: e.call_key)
-
-
-_KNOWN_COLUMNS = {"call_id", "file", "agent_id", "queue", "started_at", "customer_channel",
-                  "agent_channel", "channel_roles"}
+        if info.sample_rate <= NARROWBAND_MAX_SR:
+            return "narrowband"
+        seen += 1
+        if seen >= sample:
+            break
+    return "wideband"
 
 
 def resolve_roles(channels: int, explicit: Mapping[str, str], *,
@@ -379,8 +301,12 @@ def score_recording(
     warnings: list[str] = []
     spec = model.feature_spec
     if narrow and spec.channel == "studio":
-        warnings.append(f"narrowband audio scored by studio-trained model {model.name} "
-                        f"v{model.version}; retrain on telephony features to match")
+        mismatch = (f"narrowband (phone) audio and studio-trained model {model.name} "
+                    f"v{model.version}")
+        if not config.allow_channel_mismatch:
+            raise CallError(f"{mismatch}: score with a telephony model (ser train, the default, "
+                            "makes one and sets production-telephony) or allow the mismatch")
+        warnings.append(f"{mismatch}; retrain on telephony features to match")
         log.warning("%s: %s", path.name, warnings[-1])
 
     # Pass 2: features per role for its windows, block by block with context on both sides.
@@ -459,86 +385,6 @@ def score_recording(
 # --------------------------------------------------------------------------------------------
 # Database: batch registration, claims, results
 # --------------------------------------------------------------------------------------------
-
-
-def register_batch(
-    session: Session,
-    *,
-    source_path: str,
-    batch_date: dt.date,
-    model_version_id: int,
-    entries: Sequence[CallEntry],
-    options: Mapping[str, Any] | None = None,
-    skip_done_elsewhere: bool = False,
-) -> int:
-    """Upsert the batch row and its pending call rows; return ``batches.id``.
-
-    With ``skip_done_elsewhere`` (the nightly inbox), recordings whose path was already scored
-    (or failed) with this model version in any batch are left out.
-    """
-    stmt = pg_insert(Batch).values(
-        batch_date=batch_date, source_path=source_path, model_version_id=model_version_id,
-        options=dict(options or {}),
-    ).on_conflict_do_nothing(index_elements=["source_path", "batch_date", "model_version_id"])
-    session.execute(stmt)
-    batch_id = session.execute(select(Batch.id).where(
-        Batch.source_path == source_path, Batch.batch_date == batch_date,
-        Batch.model_version_id == model_version_id)).scalar_one()
-    if skip_done_elsewhere and entries:
-        done = set(session.execute(
-            select(Call.path).join(Batch, Batch.id == Call.batch_id).where(
-                Batch.model_version_id == model_version_id, Batch.id != batch_id,
-                Call.status.in_(("scored", "failed")),
-                Call.path.in_([str(e.path) for e in entries]))).scalars())
-        entries = [e for e in entries if str(e.path) not in done]
-    if entries:
-        session.execute(
-            pg_insert(Call).on_conflict_do_nothing(index_elements=["batch_id", "call_key"]),
-            [{"batch_id": batch_id, "call_key": e.call_key, "path": str(e.path),
-              "agent_id": e.agent_id, "queue": e.queue, "started_at": e.started_at,
-              "channel_roles": e.channel_roles, "extra": e.extra} for e in entries])
-    session.execute(text("UPDATE batches SET n_calls = (SELECT count(*) FROM calls "
-                         "WHERE batch_id = :b), status = 'running', finished_at = NULL "
-                         "WHERE id = :b"), {"b": batch_id})
-    return batch_id
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedCall:
-    id: int
-    call_key: str
-    path: Path
-    channel_roles: dict[str, str]
-
-
-_CLAIM_SQL = text("""
-UPDATE calls SET status = 'claimed', claimed_by = :worker, claimed_at = now(), error = NULL
-WHERE id = (
-    SELECT id FROM calls
-    WHERE batch_id = :batch
-      AND (status = 'pending'
-           OR (status = 'claimed' AND claimed_at < now() - make_interval(secs => :stale))
-           OR (:retry AND status = 'failed'))
-    ORDER BY id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
-RETURNING id, call_key, path, channel_roles
-""")
-
-
-def claim_next(session: Session, *, batch_id: int, worker: str,
-               stale_after_s: float = 1800.0, retry_failed: bool = False) -> ClaimedCall | None:
-    """Claim the next pending (or abandoned) call of the batch for ``worker``; None when done.
-
-    ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers take different rows without waiting;
-    commit right after so the claim is visible to the others.
-    """
-    row = session.execute(_CLAIM_SQL, {"batch": batch_id, "worker": worker,
-                                       "stale": float(stale_after_s),
-                                       "retry": retry_failed}).first()
-    if row is None:
-        return None
-    return ClaimedCall(row.id, row.call_key, Path(row.path), dict(row.channel_roles or {}))
 
 
 def _own(session: Session, *, call_id: int, worker: str, values: Mapping[str, Any]) -> bool:
@@ -659,7 +505,3 @@ def finalise_batch(session: Session, *, batch_id: int, wall_seconds: float = 0.0
                        counts.n_calls, counts.n_scored, counts.n_failed, counts.n_pending,
                        counts.n_escalations, float(counts.audio_seconds), wall_seconds,
                        {k: v or "" for k, v in failures.items()})
-
-
-def with_rules(config: ScoringConfig, rules: Sequence[EscalationRule] | None) -> ScoringConfig:
-    return replace(config, rules=None if rules is None else tuple(rules))

@@ -44,6 +44,7 @@ from etl.scoring import (
     BatchReport,
     CallError,
     ScoringConfig,
+    batch_bandwidth,
     finalise_batch,
     mark_failed,
     score_recording,
@@ -355,7 +356,7 @@ def _score_batch(
     strict: bool,
     allowed_roots: Sequence[Path],
 ) -> RunReport:
-    from etl.registry import load_model
+    from etl.registry import load_scoring_model
 
     started = time.perf_counter()
     path = Path(path).expanduser().resolve()
@@ -363,7 +364,11 @@ def _score_batch(
     entries = discover_calls(path, config=config, strict=strict, allowed_roots=allowed_roots)
     stale = config.stale_claim_minutes * 60.0
     with session_scope(engine) as session:
-        model = load_model(session, model_ref)
+        # An alias resolves per channel: phone audio gets the telephony model, never silently
+        # a studio one (ModelChannelError says how to get one).
+        model = load_scoring_model(
+            session, model_ref, bandwidth=batch_bandwidth(e.path for e in entries if not e.error),
+            allow_channel_mismatch=config.allow_channel_mismatch)
         batch_id = register_batch(
             session, source_path=source_path or str(path), batch_date=batch_date,
             model_version_id=model.model_version_id, entries=entries,

@@ -305,18 +305,31 @@ def test_process_pool_and_new_model_version_keep_results_apart(engine: Engine, m
     assert all(r[1] == 1 and r[2] > 10 for r in rows)
 
 
-def test_studio_model_on_phone_audio_is_recorded(engine: Engine, model_id: int,
-                                                 batch_dir: Path) -> None:
+def test_studio_model_on_phone_audio_fails_unless_allowed(engine: Engine, model_id: int,
+                                                          batch_dir: Path) -> None:
     from etl.features import feature_spec
     from etl.registry import load_model
+    from etl.scoring import CallError
 
     with session_scope(engine) as session:
         model = load_model(session, str(model_id))
     studio = dataclasses.replace(model, feature_spec=feature_spec("rich", "studio"))
-    result = score_recording(batch_dir / "call_0001.wav", model=studio, config=CONFIG)
+    with pytest.raises(CallError, match="narrowband .* studio-trained .* telephony model"):
+        score_recording(batch_dir / "call_0001.wav", model=studio, config=CONFIG)
+    allowed = dataclasses.replace(CONFIG, allow_channel_mismatch=True)
+    result = score_recording(batch_dir / "call_0001.wav", model=studio, config=allowed)
     assert result.bandwidth == "narrowband"
     assert result.warnings and "studio" in result.warnings[0]
     assert result.segments and {s.role for s in result.segments} == {"agent", "customer"}
+
+
+def test_batch_bandwidth_from_headers(batch_dir: Path, tmp_path: Path) -> None:
+    from etl.scoring import batch_bandwidth
+
+    wide = tmp_path / "wide.wav"
+    sf.write(wide, np.zeros(16000, dtype=np.float32), 16000)
+    assert batch_bandwidth([tmp_path / "missing.wav", wide]) == "wideband"
+    assert batch_bandwidth([wide, *sorted(batch_dir.glob("*.wav"))]) == "narrowband"
 
 
 def test_block_processing_matches_one_block(engine: Engine, model_id: int,
