@@ -167,18 +167,14 @@ def test_ser_prefect_status_reports_a_healthy_scheduler(scheduled: Scheduled,
 def test_prefect_ui_runs_page_lists_the_runs(scheduled: Scheduled,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from tests import test_reports_browser
-    from tests.test_reports_browser import Chromium, find_chromium
+    from tests.test_reports_browser import Chromium, require_chromium
 
     # The UI is served on loopback: no dead proxy in front of it (the reports test needs one).
     monkeypatch.setattr(test_reports_browser, "CHROMIUM_FLAGS", [
         *(f for f in test_reports_browser.CHROMIUM_FLAGS if not f.startswith("--proxy")),
         "--no-proxy-server"])
 
-    executable = find_chromium()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (CI installs it: apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    executable = require_chromium()
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="ser-chromium-", ignore_cleanup_errors=True) as profile:

@@ -164,13 +164,19 @@ class Chromium:
                 self.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Chromium]:
+def require_chromium() -> str:
+    """Chromium's path; skip the test without it (fail on CI, which installs it)."""
     executable = find_chromium()
     if executable is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed (CI installs it: apt-get install chromium)")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return executable
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Chromium]:
+    executable = require_chromium()
     # Chromium helpers may still be writing the profile as it exits: tolerate leftovers.
     with tempfile.TemporaryDirectory(prefix="ser-chromium-", ignore_cleanup_errors=True) as profile:
         browser = Chromium(executable, Path(profile))
