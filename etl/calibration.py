@@ -24,11 +24,20 @@ Operating point
     the choice is the highest recall at precision >= ``target_precision``. ``cv_precision`` and
     ``cv_recall`` come from choosing on the pseudo-calls of some speakers and counting on the
     others' (speaker-grouped folds), an honest estimate for unseen speakers of the same corpus.
+
+    A speaker-normalised model's out-of-fold clip predictions were normalised over each
+    speaker's whole balanced set of clips, but scoring normalises each call's customer over that
+    call's own segments, whose emotions are not balanced (a calm call's mean *is* calm). Taken
+    from the clip predictions, pseudo-calls would therefore be optimistic. Training passes a
+    ``rescore`` function instead: it normalises each pseudo-call's clips together, as scoring
+    normalises a call's role (same shrinkage toward the fold's training population), and
+    predicts them with the fold model that never saw the speaker; the calibration map, cross-
+    fitted so it never saw the speaker either, is applied on top.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +59,11 @@ TREND_GRID = (None, 0.3, 0.5)
 FLOOR_QUANTILES = (0.0, 0.1, 0.2, 0.3)  # abstain at most ~30 % of segments
 PSEUDO_CALLS_PER_SPEAKER = 30
 STREAK_GAP_S = 2.0
+
+# ``rescore(rows, call)``: raw (uncalibrated) probabilities, shape (n, n_classes), of the clips
+# ``rows`` (n,) (indices into the out-of-fold arrays) when each pseudo-call's clips (``call``
+# (n,), the pseudo-call of each row) are normalised together as one speaker, as scoring does.
+Rescore = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,7 +181,8 @@ def cross_fit(method: str, proba: np.ndarray, y: np.ndarray, folds: np.ndarray) 
 
 
 def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[str],
-                    groups: np.ndarray, seed: int = 0) -> dict[str, Any]:
+                    groups: np.ndarray, seed: int = 0,
+                    rescore: Rescore | None = None) -> dict[str, Any]:
     """Fit calibration (and the operating point) on out-of-fold probabilities.
 
     Parameters
@@ -180,6 +195,11 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
         Class names in column order.
     groups : ndarray, shape (n_clips,)
         Speaker (actor) per clip.
+    rescore : callable, optional
+        For speaker-normalised models: predicts pseudo-call clips normalised per pseudo-call
+        (see :data:`Rescore`); the operating point is then chosen on those predictions, mapped
+        by the calibrator cross-fitted without the speaker. None: the out-of-fold clip
+        predictions as they are (right for models without speaker normalisation).
 
     Returns
     -------
@@ -224,8 +244,28 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
                     "log-loss on out-of-fold probabilities; *_after measured cross-fitted "
                     "(calibrator never saw the speaker)",
     }
+    call_proba = None
+    if rescore is not None:
+        def call_proba(rows: np.ndarray, call: np.ndarray) -> np.ndarray:
+            raw = np.asarray(rescore(rows, call), dtype=np.float64)
+            if raw.shape != (len(rows), len(classes)):
+                raise ValueError(f"rescore gave shape {raw.shape} for {len(rows)} rows of "
+                                 f"{len(classes)} classes")
+            # the calibrator of the row's speaker fold, fitted on the other speakers only
+            out = np.empty_like(raw)
+            row_fold = folds[rows]
+            for k in np.unique(row_fold):
+                fit = ~(folds == k)
+                mapping = _fit_method(method, proba[fit], y[fit])
+                out[row_fold == k] = _apply(method, mapping, raw[row_fold == k])
+            return out
     record["operating_point"] = choose_operating_point(calibrated, y, classes=classes,
-                                                       groups=groups, seed=seed)
+                                                       groups=groups, seed=seed,
+                                                       call_proba=call_proba)
+    if record["operating_point"] is not None:
+        record["operating_point"]["pseudo_call_normalisation"] = (
+            "per pseudo-call, as scoring normalises a call's role" if rescore is not None
+            else "none (clip predictions as they are)")
     return record
 
 
@@ -262,8 +302,8 @@ def pseudo_calls(proba: np.ndarray, y: np.ndarray, *, classes: Sequence[str],
     -------
     list of dict
         ``speaker``, ``scenario``, ``truth`` (customer mostly negative), ``start``/``end``
-        (n_segments,) seconds, ``negative`` (n,) predicted negative, ``confidence`` (n,),
-        ``duration_s``.
+        (n_segments,) seconds, ``rows`` (n,) the clip (row of ``proba``) of each segment,
+        ``negative`` (n,) predicted negative, ``confidence`` (n,), ``duration_s``.
     """
     negative_class = np.array([is_negative_class(c) for c in classes])
     true_negative = negative_class[y]
@@ -311,6 +351,7 @@ def pseudo_calls(proba: np.ndarray, y: np.ndarray, *, classes: Sequence[str],
             calls.append({
                 "speaker": speaker, "scenario": scenario, "duration_s": duration,
                 "truth": bool(dur[tn].sum() > 0.5 * dur.sum()), "start": s, "end": e,
+                "rows": np.array(picks, dtype=np.int64),
                 "negative": negative_class[pred[picks]], "confidence": conf[picks]})
     return calls
 
@@ -396,7 +437,8 @@ def rules_for(share: float, streak: float | None, trend: float | None) -> list[d
 def choose_operating_point(proba: np.ndarray, y: np.ndarray, *, classes: Sequence[str],
                            groups: np.ndarray, seed: int = 0,
                            target_precision: float = TARGET_PRECISION,
-                           per_speaker: int = PSEUDO_CALLS_PER_SPEAKER) -> dict[str, Any] | None:
+                           per_speaker: int = PSEUDO_CALLS_PER_SPEAKER,
+                           call_proba: Rescore | None = None) -> dict[str, Any] | None:
     """Escalation rules and confidence floor chosen on pseudo-calls of the training speakers.
 
     Parameters
@@ -405,6 +447,10 @@ def choose_operating_point(proba: np.ndarray, y: np.ndarray, *, classes: Sequenc
         Calibrated out-of-fold probabilities (each speaker scored by a model that never saw it).
     y, groups : ndarray, shape (n_clips,)
         Class index and speaker per clip.
+    call_proba : callable, optional
+        ``call_proba(rows, call)`` -> calibrated probabilities (n, n_classes) of every pseudo-
+        call segment, its clips normalised per pseudo-call (see :data:`Rescore`); replaces the
+        clip predictions ``proba`` in the pseudo-calls (and in the confidence-floor grid).
 
     Returns
     -------
@@ -423,6 +469,14 @@ def choose_operating_point(proba: np.ndarray, y: np.ndarray, *, classes: Sequenc
         return None
     truth = np.array([c["truth"] for c in calls])
     conf = proba.max(axis=1)
+    if call_proba is not None and calls:
+        rows = np.concatenate([c["rows"] for c in calls])
+        call = np.concatenate([np.full(len(c["rows"]), i) for i, c in enumerate(calls)])
+        rescored = np.asarray(call_proba(rows, call), dtype=np.float64)
+        negative_pred = negative_class[rescored.argmax(axis=1)]
+        conf = rescored.max(axis=1)
+        for i, c in enumerate(calls):
+            c["negative"], c["confidence"] = negative_pred[call == i], conf[call == i]
     floors = sorted({round(float(np.quantile(conf, q)), 3) if q > 0 else 0.0
                      for q in FLOOR_QUANTILES})
     grid = _grid()

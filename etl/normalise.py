@@ -56,10 +56,18 @@ class SpeakerPopulation:
         Each training speaker's mean raw feature row.
     stds : ndarray, shape (n_speakers, n_features)
         Each training speaker's feature standard deviation (what a per-speaker z-score divides by).
+    prior_rows : float
+        Weight of the prior in the shrinkage, in rows (``PRIOR_ROWS`` by default).
+    min_rows_own : float
+        Groups with fewer rows are shrunk (``MIN_ROWS_OWN_STATS`` by default); ``inf`` shrinks
+        every group, e.g. a call channel of 30 segments whose emotions are not balanced, so its
+        own mean would absorb the emotion (a calm call would read half negative).
     """
 
     means: np.ndarray
     stds: np.ndarray
+    prior_rows: float = PRIOR_ROWS
+    min_rows_own: float = MIN_ROWS_OWN_STATS
 
     @property
     def n_speakers(self) -> int:
@@ -93,7 +101,13 @@ class SpeakerPopulation:
         def rows(a: np.ndarray) -> list[list[float]]:
             return [[float(f"{v:.6g}") for v in row] for row in a]
 
-        return {"speaker_means": rows(self.means), "speaker_stds": rows(self.stds)}
+        out: dict[str, Any] = {"speaker_means": rows(self.means),
+                               "speaker_stds": rows(self.stds)}
+        if (self.prior_rows, self.min_rows_own) != (PRIOR_ROWS, MIN_ROWS_OWN_STATS):
+            out["prior_rows"] = float(self.prior_rows)
+            # None = every group is shrunk (JSON has no infinity)
+            out["min_rows_own"] = None if np.isinf(self.min_rows_own) else self.min_rows_own
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> SpeakerPopulation | None:
@@ -105,11 +119,17 @@ class SpeakerPopulation:
         if means.shape != stds.shape or means.ndim != 2 or not len(means):
             raise ValueError(f"stored speaker statistics are malformed: means {means.shape}, "
                              f"stds {stds.shape}")
-        return cls(means=means, stds=stds)
+        prior_rows = float(data.get("prior_rows", PRIOR_ROWS))
+        min_rows = data.get("min_rows_own", MIN_ROWS_OWN_STATS)
+        if prior_rows < 0:
+            raise ValueError(f"stored prior_rows must be >= 0, not {prior_rows}")
+        return cls(means=means, stds=stds, prior_rows=prior_rows,
+                   min_rows_own=np.inf if min_rows is None else float(min_rows))
 
 
 def speaker_population(
-    X: np.ndarray, speakers: Sequence[object] | np.ndarray,
+    X: np.ndarray, speakers: Sequence[object] | np.ndarray, *,
+    prior_rows: float = PRIOR_ROWS, min_rows_own: float = MIN_ROWS_OWN_STATS,
 ) -> SpeakerPopulation:
     """Per-speaker statistics of raw (un-normalised) training rows.
 
@@ -117,6 +137,8 @@ def speaker_population(
     ----------
     X : ndarray, shape (n_rows, n_features)
     speakers : sequence, length n_rows
+    prior_rows, min_rows_own
+        How groups are shrunk toward these statistics later (:class:`SpeakerPopulation`).
 
     Only speakers with at least ``MIN_ROWS_OWN_STATS`` rows are kept (their statistics are the
     reliable ones), unless there are none: then those with 2+ rows.
@@ -133,7 +155,10 @@ def speaker_population(
         keep = counts >= 2
     if not keep.any():
         raise ValueError("speaker statistics need at least one speaker with 2+ rows")
-    return SpeakerPopulation(means=means[keep], stds=stds[keep])
+    if prior_rows < 0:
+        raise ValueError(f"prior_rows must be >= 0, not {prior_rows}")
+    return SpeakerPopulation(means=means[keep], stds=stds[keep], prior_rows=float(prior_rows),
+                             min_rows_own=float(min_rows_own))
 
 
 def normalise_per_speaker(
@@ -152,9 +177,10 @@ def normalise_per_speaker(
         A speaker key per row (actor id, "call 17 / customer", a folder name, ...). Rows with the
         same key are normalised together.
     population : SpeakerPopulation, optional
-        Training-speaker statistics. A speaker with fewer than ``MIN_ROWS_OWN_STATS`` rows is
-        then normalised with a blend of its own statistics and a prior (the ``NEAREST_SPEAKERS``
-        training speakers nearest its mean row), ``w = n / (n + PRIOR_ROWS)``: mean
+        Training-speaker statistics. A speaker with fewer than ``population.min_rows_own``
+        rows (``MIN_ROWS_OWN_STATS`` unless the model chose otherwise) is then normalised with a
+        blend of its own statistics and a prior (the ``NEAREST_SPEAKERS`` training speakers
+        nearest its mean row), ``w = n / (n + population.prior_rows)``: mean
         ``w*own + (1-w)*prior`` and variance ``w*own_var + (1-w)*prior_std**2``. Without it such
         a speaker uses only its own statistics; a single row then becomes all zeros (correct but
         uninformative).
@@ -184,10 +210,10 @@ def normalise_per_speaker(
         typical = population.typical_std if population is not None else np.zeros(X.shape[1])
     floor = np.maximum(STD_FLOOR_REL * typical, STD_FLOOR_ABS)
     if population is not None:
-        small = counts < MIN_ROWS_OWN_STATS
+        small = counts < population.min_rows_own
         if small.any():
             prior_mean, prior_std = population.prior(means[small])
-            w = (counts[small] / (counts[small] + PRIOR_ROWS))[:, None]
+            w = (counts[small] / (counts[small] + population.prior_rows))[:, None]
             means[small] = w * means[small] + (1 - w) * prior_mean
             stds[small] = np.sqrt(w * stds[small] ** 2 + (1 - w) * prior_std**2)
     out = (X - means[inverse]) / np.maximum(stds, floor)[inverse]

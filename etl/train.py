@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,7 +58,7 @@ from sqlalchemy.orm import Session
 from db.models import FeatureSet, LabelScheme, LabelSchemeClass
 from etl.artifacts import FittedModel, dump_bundle, from_estimator
 from etl.models_zoo import DEFAULT_ALGORITHM, Algorithm, get_algorithm
-from etl.normalise import normalise_per_speaker, speaker_population
+from etl.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,18 @@ class TrainConfig:
     feature_importance: bool = True
     diagnostic_random_split: bool = False
     augment: bool = False  # also train on the phone-line copies (rich+phone); telephony only
+    # Speaker-normalised models: None = at prediction a group (a call's role) with at least
+    # etl.normalise.MIN_ROWS_OWN_STATS rows uses its own statistics; a number = every group is
+    # shrunk toward the nearest training speakers with this many prior rows (SpeakerPopulation).
+    speaker_prior_rows: float | None = None
+
+    def population_shrinkage(self) -> dict[str, float]:
+        """``speaker_population`` keyword arguments for this config's prediction-time shrinkage."""
+        if self.speaker_prior_rows is None:
+            return {}
+        if self.speaker_prior_rows < 0:
+            raise ValueError(f"speaker_prior_rows must be >= 0, not {self.speaker_prior_rows}")
+        return {"prior_rows": float(self.speaker_prior_rows), "min_rows_own": float("inf")}
 
 
 @dataclass
@@ -597,9 +610,51 @@ def phone_metric_rows(dataset: Dataset, cv: CVResult) -> list[dict[str, Any]]:
     return rows
 
 
-def calibration_record(dataset: Dataset, cv: CVResult, *, seed: int) -> dict[str, Any]:
+def pseudo_call_rescorer(dataset: Dataset, cv: CVResult, *,
+                         shrinkage: dict[str, float] | None = None,
+                         ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """`etl.calibration.Rescore` for a speaker-normalised model: pseudo-call clips normalised
+    together per pseudo-call, as scoring normalises one role of a call (with the same shrinkage
+    toward the fold's training population), then predicted by the fold model that never saw
+    their speaker. ``shrinkage``: :meth:`TrainConfig.population_shrinkage`.
+
+    Row indices are those of the calibration arrays (:func:`calibration_record`): the phone
+    copies when the model trained on them, else the recorded clips.
+    """
+    rows = stack_rows(dataset)
+    row_folds = cv.folds[rows.source]
+    offset = rows.n if dataset.augmented is not None and cv.aug_proba is not None else 0
+    populations: dict[int, SpeakerPopulation] = {}
+
+    def population(k: int) -> SpeakerPopulation:
+        if k not in populations:  # the speakers fold model k was trained on
+            train = row_folds != k
+            populations[k] = speaker_population(rows.X[train], rows.keys[train],
+                                                **(shrinkage or {}))
+        return populations[k]
+
+    def rescore(index: np.ndarray, call: np.ndarray) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64) + offset
+        call = np.asarray(call)
+        out = np.empty((len(index), len(dataset.classes)))
+        fold = row_folds[index]
+        for k in np.unique(fold):
+            mask = fold == k
+            Xn = normalise_per_speaker(rows.X[index[mask]], call[mask],
+                                       population=population(int(k)))
+            out[mask] = cv.fold_models[int(k)].predict_proba(Xn)
+        return out
+
+    return rescore
+
+
+def calibration_record(dataset: Dataset, cv: CVResult, *, seed: int,
+                       speaker_normalisation: bool = False,
+                       shrinkage: dict[str, float] | None = None) -> dict[str, Any]:
     """`etl.calibration.fit_calibration` on the out-of-fold probabilities of the audio the
-    model is for: the phone copies when trained with them, else the recorded clips."""
+    model is for: the phone copies when trained with them, else the recorded clips. With
+    ``speaker_normalisation`` the operating point's pseudo-calls are normalised per pseudo-call
+    (:func:`pseudo_call_rescorer`), as scoring normalises a call."""
     from etl.calibration import fit_calibration
 
     if dataset.augmented is not None and cv.aug_proba is not None:
@@ -607,8 +662,11 @@ def calibration_record(dataset: Dataset, cv: CVResult, *, seed: int) -> dict[str
         groups, audio = dataset.groups[dataset.augmented.row], "phone copies"
     else:
         proba, y, groups, audio = cv.proba, dataset.y, dataset.groups, "recorded clips"
+    rescore = (pseudo_call_rescorer(dataset, cv, shrinkage=shrinkage)
+               if speaker_normalisation else None)
     try:
-        record = fit_calibration(proba, y, classes=dataset.classes, groups=groups, seed=seed)
+        record = fit_calibration(proba, y, classes=dataset.classes, groups=groups, seed=seed,
+                                 rescore=rescore)
     except ValueError as exc:  # too little data to fit one: the model scores uncalibrated
         log.warning("no calibration: %s", exc)
         return {"method": "none", "reason": str(exc)[:300], "fitted_on": audio}
@@ -877,7 +935,9 @@ def _train_model(
     metrics.extend(phone_metric_rows(dataset, cv))
     if config.feature_importance:
         metrics.extend(permutation_importance_cv(dataset, config, cv))
-    calibration = calibration_record(dataset, cv, seed=config.seed)
+    calibration = calibration_record(dataset, cv, seed=config.seed,
+                                     speaker_normalisation=config.speaker_normalisation,
+                                     shrinkage=config.population_shrinkage())
 
     rows = stack_rows(dataset)
     Xp = prepare_features(rows.X, rows.keys, speaker_normalisation=config.speaker_normalisation)
@@ -920,7 +980,8 @@ def _train_model(
     if config.speaker_normalisation:
         # Lets prediction normalise speakers with too few clips of their own (``ser predict
         # clip.wav``) against similar training actors: see etl.normalise.MIN_ROWS_OWN_STATS.
-        params["speaker_population"] = speaker_population(rows.X, rows.keys).to_json()
+        params["speaker_population"] = speaker_population(
+            rows.X, rows.keys, **config.population_shrinkage()).to_json()
     fsha = folds_hash(dataset.clip_ids, folds)
     model_name = name or default_model_name(scheme, config.feature_set, config.channel,
                                             augment=dataset.augmented is not None)

@@ -111,3 +111,40 @@ def test_uninformative_predictions_do_not_claim_the_target() -> None:
     assert point["cv_precision"] is None or point["cv_precision"] < 0.8
     # a scheme without a negative class has no escalation decision to tune
     assert choose_operating_point(proba, y, classes=["a", "b", "c", "d"], groups=groups) is None
+
+
+def test_rescored_pseudo_calls_replace_the_clip_predictions() -> None:
+    """A speaker-normalised model's pseudo-calls are predicted per pseudo-call (``rescore``):
+    the operating point is chosen on those predictions, calibrated by the map of other speakers."""
+    proba, y, groups = _data(signal=2.5, sharpen=1.0)
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def honest(rows: np.ndarray, call: np.ndarray) -> np.ndarray:
+        seen.append((rows, call))
+        return proba[rows]  # the same predictions: the same decisions as without rescore
+
+    plain = fit_calibration(proba, y, classes=CLASSES, groups=groups)
+    same = fit_calibration(proba, y, classes=CLASSES, groups=groups, rescore=honest)
+    assert plain["operating_point"]["pseudo_call_normalisation"].startswith("none")
+    assert same["operating_point"]["pseudo_call_normalisation"].startswith("per pseudo-call")
+    rows, call = seen[0]
+    assert rows.shape == call.shape and rows.dtype.kind == "i"
+    for c in np.unique(call):  # every pseudo-call is one speaker's clips
+        assert len(set(groups[rows[call == c]])) == 1
+    # cross-fitted calibration of the rescored rows is close to the refitted map's
+    assert abs(same["operating_point"]["precision"] - plain["operating_point"]["precision"]) < 0.1
+
+    def calm_reads_negative(rows: np.ndarray, call: np.ndarray) -> np.ndarray:
+        # what per-call normalisation does to a calm call: everything leans negative
+        out = np.full((len(rows), len(CLASSES)), 0.1)
+        out[:, CLASSES.index("angry")] = 0.7
+        return out
+
+    skewed = fit_calibration(proba, y, classes=CLASSES, groups=groups,
+                             rescore=calm_reads_negative)
+    point = skewed["operating_point"]
+    assert point is not None and not point["meets_target"]
+    assert point["calm_escalation_rate"] > 0.5 or point["escalation_rate"] == 0.0
+    with pytest.raises(ValueError, match="rescore gave shape"):
+        fit_calibration(proba, y, classes=CLASSES, groups=groups,
+                        rescore=lambda rows, call: proba[rows][:, :2])

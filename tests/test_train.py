@@ -21,12 +21,17 @@ from db.models import ModelMetric, ModelVersion
 from etl.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
 from etl.registry import load_model
 from etl.train import (
+    CVResult,
+    Dataset,
     TrainConfig,
     TrainingDataError,
+    calibration_record,
     choose_label_scheme,
+    cross_validate,
     folds_hash,
     load_dataset,
     make_folds,
+    pseudo_call_rescorer,
     train_model,
 )
 from tests.conftest import truncate_all
@@ -402,3 +407,103 @@ def test_single_files_of_unseen_speakers_use_training_speaker_statistics(
     assert by_folder > 0.6
     assert by_file > 0.5 and by_file >= by_folder - 0.15, (by_folder, by_file)
     assert old_by_file < 0.35, old_by_file
+
+
+# ------------------------------------------------------------------------------------------------
+# the operating point's pseudo-calls are normalised as scoring normalises a call
+# ------------------------------------------------------------------------------------------------
+
+
+def _synthetic_dataset(*, n_speakers: int = 8, per_class: int = 10,
+                       seed: int = 0) -> Dataset:
+    """Speakers with their own offsets; emotion moves 3 features from the speaker's baseline."""
+    rng = np.random.default_rng(seed)
+    classes = ["angry", "calm", "happy", "sad"]
+    y = np.tile(np.repeat(np.arange(4), per_class), n_speakers)
+    groups = np.repeat(np.arange(1, n_speakers + 1), 4 * per_class)
+    offsets = rng.normal(0, 4, (n_speakers, 6))
+    effect = np.zeros((4, 6))
+    effect[0, :3], effect[2, :3], effect[3, :3] = (2, 2, 2), (1, -1, 1), (-2, -2, -1)
+    X = offsets[groups - 1] + effect[y] + rng.normal(0, 0.6, (len(y), 6))
+    return Dataset(clip_ids=np.arange(len(y)), X=X.astype(np.float32), y=y, groups=groups,
+                   classes=classes, feature_names=[f"f{i}" for i in range(6)],
+                   feature_set_id=0, label_scheme="callcentre4",
+                   clip_sha256=["0" * 64] * len(y))
+
+
+def _cv(dataset: Dataset, config: TrainConfig) -> CVResult:
+    folds = make_folds(dataset.y, dataset.groups, n_folds=4, seed=0)
+    return cross_validate(dataset, config, folds)
+
+
+def test_pseudo_calls_are_normalised_per_call_like_scoring() -> None:
+    """A calm-only call normalised over itself reads far less calm than its clips did when each
+    speaker was normalised over its whole balanced set: the rescorer reproduces scoring."""
+    dataset = _synthetic_dataset()
+    config = TrainConfig(algorithm="logreg", search=False, feature_importance=False)
+    cv = _cv(dataset, config)
+    rescore = pseudo_call_rescorer(dataset, cv)
+    calm = dataset.classes.index("calm")
+    # one calm-only pseudo-call per speaker (10 clips: own statistics, as a call channel)
+    rows = np.flatnonzero(dataset.y == calm)
+    call = dataset.groups[rows]
+    proba = rescore(rows, call)
+    assert proba.shape == (len(rows), 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    # exactly what the fold model gives for the call normalised on its own
+    first = rows[call == 1]
+    k = int(cv.folds[first[0]])
+    train = cv.folds != k
+    expected = cv.fold_models[k].predict_proba(normalise_per_speaker(
+        dataset.X[first], np.zeros(len(first)),
+        population=speaker_population(dataset.X[train], dataset.groups[train])))
+    np.testing.assert_allclose(proba[call == 1], expected, atol=1e-6)
+    clip_calm = float(np.mean(cv.proba[rows].argmax(axis=1) == calm))
+    call_calm = float(np.mean(proba.argmax(axis=1) == calm))
+    assert clip_calm > 0.8 and call_calm < clip_calm - 0.3, (clip_calm, call_calm)
+    # a model with a strong population prior: its pseudo-calls get the same shrinkage
+    strong = TrainConfig(algorithm="logreg", search=False, feature_importance=False,
+                         speaker_prior_rows=200.0)
+    shrunk = pseudo_call_rescorer(dataset, cv, shrinkage=strong.population_shrinkage())
+    expected = cv.fold_models[k].predict_proba(normalise_per_speaker(
+        dataset.X[first], np.zeros(len(first)), population=speaker_population(
+            dataset.X[train], dataset.groups[train], **strong.population_shrinkage())))
+    np.testing.assert_allclose(shrunk(rows, call)[call == 1], expected, atol=1e-6)
+    assert not np.allclose(expected, proba[call == 1], atol=1e-3)
+
+
+def test_operating_point_of_a_speaker_normalised_model_uses_rescored_pseudo_calls() -> None:
+    dataset = _synthetic_dataset(n_speakers=8, per_class=16)
+    for norm in (True, False):
+        config = TrainConfig(algorithm="logreg", search=False, feature_importance=False,
+                             speaker_normalisation=norm)
+        cv = _cv(dataset, config)
+        record = calibration_record(dataset, cv, seed=0, speaker_normalisation=norm)
+        point = record["operating_point"]
+        assert point is not None
+        assert point["pseudo_call_normalisation"].startswith(
+            "per pseudo-call" if norm else "none")
+
+
+def test_population_prior_shrinks_every_group_and_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    train = rng.normal(0, 1, (120, 3)) + np.repeat(rng.normal(0, 2, (6, 3)), 20, axis=0)
+    speakers = np.repeat(np.arange(6), 20)
+    default = speaker_population(train, speakers)
+    assert "prior_rows" not in default.to_json()  # records of older models stay as they were
+    strong = speaker_population(train, speakers, prior_rows=100.0, min_rows_own=np.inf)
+    data = strong.to_json()
+    assert data["prior_rows"] == 100.0 and data["min_rows_own"] is None
+    back = SpeakerPopulation.from_json(data)
+    assert back is not None and back.prior_rows == 100.0 and np.isinf(back.min_rows_own)
+    old = SpeakerPopulation.from_json(default.to_json())
+    assert old is not None and (old.prior_rows, old.min_rows_own) == (8, 8)
+    # a call channel of 30 calm-ish rows shifted by +3: own statistics erase the shift, the
+    # strong prior keeps most of it
+    call = rng.normal(3, 0.3, (30, 3))
+    own = normalise_per_speaker(call, ["c"] * 30, population=default)
+    prior = normalise_per_speaker(call, ["c"] * 30, population=back)
+    np.testing.assert_allclose(own.mean(axis=0), 0, atol=1e-5)
+    assert (prior.mean(axis=0) > 0.5).all()
+    with pytest.raises(ValueError, match="prior_rows"):
+        TrainConfig(speaker_prior_rows=-1.0).population_shrinkage()
