@@ -69,6 +69,13 @@ INNER_FOLDS = 3
 IMPORTANCE_ROWS_PER_FOLD = 160
 IMPORTANCE_REPEATS = 2
 ROC_POINTS = 40
+# Call (telephony) models: speaker-normalised, and every role of a call is shrunk toward the
+# nearest training speakers with this many prior rows (a 2-minute call's customer has ~20-40
+# segments, so own statistics weigh 17-29 %). Its own statistics alone absorb the call's
+# emotion (a calm customer z-scored against a calm call reads half negative). Chosen on calls
+# of training speakers only: bench/calls_accuracy.py selection mode, docs/features.md
+# "Training for calls".
+CALL_SPEAKER_PRIOR_ROWS = 100.0
 
 
 class TrainingDataError(ValueError):
@@ -92,16 +99,25 @@ class TrainConfig:
     feature_importance: bool = True
     diagnostic_random_split: bool = False
     augment: bool = False  # also train on the phone-line copies (rich+phone); telephony only
-    # Speaker-normalised models: None = at prediction a group (a call's role) with at least
+    # Speaker-normalised models, at prediction: None = a group (a call's role) with at least
     # etl.normalise.MIN_ROWS_OWN_STATS rows uses its own statistics; a number = every group is
-    # shrunk toward the nearest training speakers with this many prior rows (SpeakerPopulation).
-    speaker_prior_rows: float | None = None
+    # shrunk toward the nearest training speakers with this many prior rows (SpeakerPopulation);
+    # "auto" = CALL_SPEAKER_PRIOR_ROWS for telephony, None for studio.
+    speaker_prior_rows: float | str | None = "auto"
+
+    def __post_init__(self) -> None:
+        prior = self.speaker_prior_rows
+        if prior == "auto":
+            prior = CALL_SPEAKER_PRIOR_ROWS if self.channel == "telephony" else None
+        elif isinstance(prior, str):
+            raise ValueError(f"speaker_prior_rows must be a number, None or 'auto', not {prior!r}")
+        object.__setattr__(self, "speaker_prior_rows", None if prior is None else float(prior))
 
     def population_shrinkage(self) -> dict[str, float]:
         """``speaker_population`` keyword arguments for this config's prediction-time shrinkage."""
         if self.speaker_prior_rows is None:
             return {}
-        if self.speaker_prior_rows < 0:
+        if float(self.speaker_prior_rows) < 0:
             raise ValueError(f"speaker_prior_rows must be >= 0, not {self.speaker_prior_rows}")
         return {"prior_rows": float(self.speaker_prior_rows), "min_rows_own": float("inf")}
 

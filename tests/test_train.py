@@ -21,6 +21,7 @@ from db.models import ModelMetric, ModelVersion
 from etl.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
 from etl.registry import load_model
 from etl.train import (
+    CALL_SPEAKER_PRIOR_ROWS,
     CVResult,
     Dataset,
     TrainConfig,
@@ -173,6 +174,12 @@ def test_telephony_model_with_speaker_normalisation(train_data: TrainData,
     model = load_model(db_session, str(result.model_version_id))
     assert model.feature_spec.channel == "telephony" and model.speaker_normalisation
     assert result.name == "ser-callcentre4-rich-telephony"
+    # the call default: every call role shrunk toward the training population (docs/features.md)
+    population = model.speaker_population
+    assert population is not None and population.prior_rows == CALL_SPEAKER_PRIOR_ROWS
+    assert np.isinf(population.min_rows_own)
+    point = result.params["calibration"]["operating_point"]
+    assert point is None or point["pseudo_call_normalisation"].startswith("per pseudo-call")
     ids, X = db_session.execute(text(
         "SELECT array_agg(f.clip_id ORDER BY f.clip_id), array_agg(c.actor_id ORDER BY f.clip_id) "
         "FROM clip_features f JOIN clips c ON c.id = f.clip_id WHERE f.feature_set_id = :fs"),
@@ -507,3 +514,16 @@ def test_population_prior_shrinks_every_group_and_round_trips() -> None:
     assert (prior.mean(axis=0) > 0.5).all()
     with pytest.raises(ValueError, match="prior_rows"):
         TrainConfig(speaker_prior_rows=-1.0).population_shrinkage()
+
+
+def test_call_models_default_to_population_shrinkage() -> None:
+    """Chosen on calls of training speakers (docs/features.md): telephony models shrink every
+    call role toward the training population; studio models keep per-speaker statistics."""
+    assert TrainConfig(channel="telephony").speaker_prior_rows == CALL_SPEAKER_PRIOR_ROWS
+    assert TrainConfig(channel="telephony").population_shrinkage() == {
+        "prior_rows": CALL_SPEAKER_PRIOR_ROWS, "min_rows_own": float("inf")}
+    assert TrainConfig().speaker_prior_rows is None and TrainConfig().population_shrinkage() == {}
+    assert TrainConfig(channel="telephony", speaker_prior_rows=None).population_shrinkage() == {}
+    assert TrainConfig(speaker_prior_rows=20).speaker_prior_rows == 20.0
+    with pytest.raises(ValueError, match="auto"):
+        TrainConfig(speaker_prior_rows="strong")
