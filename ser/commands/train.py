@@ -39,7 +39,10 @@ def train_cmd(
         "--corpus", help="Train on one corpus only (default: all, via canonical emotions).")] = None,
     speaker_norm: Annotated[bool, typer.Option(
         "--speaker-norm/--no-speaker-norm",
-        help="Z-score features per speaker (the big lever for unseen speakers).")] = True,
+        help="Z-score features per speaker (the big lever for unseen speakers). Telephony "
+             "models also shrink each call role's statistics toward the nearest training "
+             "speakers' (100 prior rows), so a calm call does not read half negative: chosen "
+             "on calls of training speakers, see docs/features.md 'Training for calls'.")] = True,
     balance: Annotated[bool, typer.Option(
         "--balance/--no-balance", help="Class-balanced weights.")] = True,
     folds: Annotated[int, typer.Option(min=2, help="Actor-grouped CV folds.")] = 5,
