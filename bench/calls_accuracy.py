@@ -63,16 +63,29 @@ SCHEMES = ("emotion8", "callcentre4", "posneg")
 # per variant: options of ``ser features`` and extra options of ``ser train``
 VARIANT_OPTIONS: dict[str, list[str]] = {
     "default": [], "studio": ["--channel", "studio"], "telephony": ["--channel", "telephony"],
-    "speaker_norm": [], "no_speaker_norm": [], "population_prior": []}
+    "speaker_norm": [], "no_speaker_norm": [], "population_prior": ["--channel", "telephony"]}
 VARIANT_TRAIN_OPTIONS: dict[str, list[str]] = {
     "speaker_norm": ["--speaker-norm"], "no_speaker_norm": ["--no-speaker-norm"]}
 # Variants trained in this process with etl.train.train_model (the code ``ser train`` runs)
-# because the CLI has no option for them yet; they need the features an earlier CLI variant
-# computed, so list them after one (e.g. ``speaker_norm,population_prior``).
+# because the CLI has no option for them yet: ``population_prior`` (every call role shrunk with
+# 100 prior rows, the call default) and ``population_prior_N`` (N prior rows).
 POPULATION_PRIOR_ROWS = 100.0
 IN_PROCESS_TRAIN: dict[str, dict[str, Any]] = {
     "population_prior": {"speaker_normalisation": True,
                          "speaker_prior_rows": POPULATION_PRIOR_ROWS}}
+
+
+def variant_known(variant: str) -> bool:
+    return variant in VARIANT_OPTIONS or in_process_options(variant) is not None
+
+
+def in_process_options(variant: str) -> dict[str, Any] | None:
+    if variant in IN_PROCESS_TRAIN:
+        return IN_PROCESS_TRAIN[variant]
+    head, _, rows = variant.rpartition("_")
+    if head == "population_prior" and rows.isdigit():
+        return {"speaker_normalisation": True, "speaker_prior_rows": float(rows)}
+    return None
 BATCH_DATE = "2024-01-15"
 TARGETS = {"customer_turn_uar": {"emotion8": 0.50, "callcentre4": 0.70},
            "turn_coverage": 0.95, "escalation_precision": 0.8, "escalation_recall": 0.6}
@@ -358,7 +371,7 @@ def main() -> None:
     parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
     parser.add_argument("--schemes", default=",".join(SCHEMES))
     parser.add_argument("--variants", default="default,studio",
-                        help=f"comma list of {', '.join(VARIANT_OPTIONS)}")
+                        help=f"comma list of {', '.join(VARIANT_OPTIONS)}, population_prior_N")
     parser.add_argument("--n-calls", type=int, default=60)
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=2)
@@ -374,7 +387,7 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v]
     if not args.ravdess.is_dir():
         sys.exit(f"RAVDESS folder not found: {args.ravdess}")
-    if unknown := set(variants) - set(VARIANT_OPTIONS):
+    if unknown := {v for v in variants if not variant_known(v)}:
         sys.exit(f"unknown variants {sorted(unknown)}")
     try:
         train_actors, call_actors = parse_actors(args.train_actors), parse_actors(args.call_actors)
@@ -444,13 +457,13 @@ def main() -> None:
             results: dict[str, dict[str, Any]] = {}
             for variant in variants:
                 t = time.perf_counter()
-                channel = VARIANT_OPTIONS[variant]
+                channel = VARIANT_OPTIONS.get(variant, VARIANT_OPTIONS["population_prior"])
                 ser(["features", *channel], env)
                 seconds[f"features_{variant}"] = round(time.perf_counter() - t, 1)
                 for scheme in schemes:
                     t = time.perf_counter()
-                    if variant in IN_PROCESS_TRAIN:
-                        mv = train_in_process(engine, scheme, IN_PROCESS_TRAIN[variant])
+                    if (options := in_process_options(variant)) is not None:
+                        mv = train_in_process(engine, scheme, options)
                     else:
                         trained = _json_tail(ser(["train", "--labels", scheme, *channel,
                                                   *VARIANT_TRAIN_OPTIONS.get(variant, []),
