@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from etl.audio import AudioError, is_audio_path, load_audio
-from etl.normalise import MIN_ROWS_OWN_STATS
 from etl.registry import LoadedModel
 
 SPEAKER_BY = ("folder", "all", "file")
@@ -116,14 +115,18 @@ def predict_files(
                     f"{MIN_FILES_PER_SPEAKER} files, so their predictions are unreliable: pass "
                     f"several clips of each speaker together (or retrain the model: newer models "
                     f"handle single files)")
+        elif np.isinf(model.speaker_population.min_rows_own):
+            # Call models shrink every group toward the training population, whatever its size.
+            notes.append(f"model {model.ref} normalises each speaker group toward the most "
+                         "similar training speakers")
         else:
-            small = {k: n for k, n in sizes.items() if n < MIN_ROWS_OWN_STATS}
+            min_rows = int(model.speaker_population.min_rows_own)
+            small = {k: n for k, n in sizes.items() if n < min_rows}
             if small:
                 notes.append(
                     f"{len(small)} speaker group(s) (--speaker-by {speaker_by}) have fewer than "
-                    f"{MIN_ROWS_OWN_STATS} files: normalised toward the most similar training "
-                    f"speakers; {MIN_ROWS_OWN_STATS}+ clips of one speaker together are more "
-                    f"accurate")
+                    f"{min_rows} files: normalised toward the most similar training "
+                    f"speakers; {min_rows}+ clips of one speaker together are more accurate")
     proba = model.predict_proba(X, speakers=keys)
     for row, i in enumerate(ok):
         k = int(proba[row].argmax())
