@@ -57,6 +57,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.nightly import link_actors
+
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 HELD_OUT = range(17, 21)
 SCHEMES = ("emotion8", "callcentre4", "posneg")
@@ -138,17 +140,6 @@ def actor_span(actors: list[int]) -> str:
         if a is not None:
             start = prev = a
     return ",".join(parts)
-
-
-def link_actors(src: Path, dst: Path, actors: range | list[int]) -> int:
-    n = 0
-    for actor in actors:
-        folder = dst / f"Actor_{actor:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for clip in sorted((src / f"Actor_{actor:02d}").glob("*")):
-            (folder / clip.name).symlink_to(clip.resolve())
-            n += 1
-    return n
 
 
 # --------------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def stage_seconds(engine: Any, batch_id: int) -> dict[str, float]:
     return {k: round(v, 2) for k, v in sorted(rows)}
 
 
-def _link_actors(src: Path, dst: Path, actors: range) -> int:
+def link_actors(src: Path, dst: Path, actors: range | list[int]) -> int:
     """A RAVDESS-shaped folder of symlinks to the chosen actors' clips."""
     n = 0
     for actor in actors:
@@ -152,7 +152,7 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]
 
     out: dict[str, Any] = {}
     corpus = tmp / "ravdess-train"
-    out["train_clips"] = _link_actors(ravdess, corpus, TRAIN_ACTORS)
+    out["train_clips"] = link_actors(ravdess, corpus, TRAIN_ACTORS)
     start = time.perf_counter()
     with session_scope(engine) as session:
         run_id = start_run(session, corpus="ravdess", path=str(corpus))
