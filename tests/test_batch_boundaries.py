@@ -215,13 +215,19 @@ def test_nightly_task_retries_only_a_lost_database() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _three_pending_calls(engine: Engine, model_id: int, bank: ClipBank, folder: Path, *,
+                        seed: int, day: dt.date) -> int:
+    """Generate three short calls in ``folder`` and register them as a pending batch."""
+    generate_calls(folder, n_calls=3, minutes=0.15, bank=bank, seed=seed)
+    with session_scope(engine) as session:
+        return register_batch(session, source_path=str(folder.resolve()), batch_date=day,
+                              model_version_id=model_id, entries=discover_calls(folder))
+
+
 def test_live_claims_are_never_taken_and_dead_ones_are_free_at_once(
         engine: Engine, model_id: int, bank: ClipBank, tmp_path: Path) -> None:
-    generate_calls(tmp_path, n_calls=3, minutes=0.15, bank=bank, seed=14)
     day = dt.date(2024, 5, 6)
-    with session_scope(engine) as session:
-        batch_id = register_batch(session, source_path=str(tmp_path.resolve()), batch_date=day,
-                                  model_version_id=model_id, entries=discover_calls(tmp_path))
+    batch_id = _three_pending_calls(engine, model_id, bank, tmp_path, seed=14, day=day)
     lease = Lease(engine, name="other-run").acquire()
     with session_scope(engine) as session:
         held = claim_next(session, batch_id=batch_id, worker=lease.owner)
@@ -239,11 +245,8 @@ def test_live_claims_are_never_taken_and_dead_ones_are_free_at_once(
 
 def test_kill_9_run_is_resumed_by_the_next_run_without_flags(
         engine: Engine, model_id: int, bank: ClipBank, tmp_path: Path) -> None:
-    generate_calls(tmp_path, n_calls=3, minutes=0.15, bank=bank, seed=15)
     day = dt.date(2024, 5, 7)
-    with session_scope(engine) as session:
-        batch_id = register_batch(session, source_path=str(tmp_path.resolve()), batch_date=day,
-                                  model_version_id=model_id, entries=discover_calls(tmp_path))
+    batch_id = _three_pending_calls(engine, model_id, bank, tmp_path, seed=15, day=day)
     # a run that claims two calls and then hangs (mid-scoring), killed with SIGKILL
     script = textwrap.dedent(f"""
         import sys, time
