@@ -22,9 +22,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etl.audio import is_audio_path
+
+if TYPE_CHECKING:
+    from etl.scoring import ScoringConfig
 
 MANIFEST = "calls.csv"
 OUTSIDE = "outside the batch folder"
@@ -140,7 +143,7 @@ def _why_outside(raw: str) -> str:
 def discover_calls(
     root: Path,
     *,
-    config: Any = None,
+    config: ScoringConfig | None = None,
     strict: bool = False,
     allowed_roots: Sequence[Path] = (),
 ) -> list[CallEntry]:
@@ -173,7 +176,7 @@ def discover_calls(
         ``root`` does not exist; a calls.csv lacks the required columns; with ``strict``, any
         rejected entry (the message names the file and line).
     """
-    stereo_roles = tuple(getattr(config, "stereo_roles", ROLES))
+    stereo_roles = config.stereo_roles if config is not None else ROLES
     root = Path(root).expanduser().resolve()
     if root.is_file():
         return [CallEntry(root.stem, root)]
