@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from etl.feature_sets import PHONE_COPIES
+
 pytestmark = pytest.mark.slow
 
 TABLES = ("clips", "actors", "clip_features", "model_versions", "model_metrics", "model_aliases",
@@ -57,7 +59,11 @@ def test_demo_runs_end_to_end_and_is_idempotent(clean_db: str, tmp_path: Path) -
     config = first["config"]
     corpus = config["corpus"]  # type: ignore[index]
     n_clips = len(corpus["actors"]) * 6 * corpus["sentences"]
-    assert counts["clips"] == n_clips and counts["clip_features"] == n_clips
+    # each clip as recorded (rich), and phone-line copies (rich+phone) of the clips callcentre4
+    # trains on: 4 of CREMA-D's 6 emotions (disgust and fearful are left out)
+    n_trained = len(corpus["actors"]) * 4 * corpus["sentences"]
+    assert counts["clips"] == n_clips
+    assert counts["clip_features"] == n_clips + PHONE_COPIES * n_trained
     assert counts["actors"] == len(corpus["actors"])  # demographics CSV matched every actor
     assert counts["model_versions"] == 1 and counts["model_aliases"] == 1
     assert counts["batches"] == config["nights"]  # type: ignore[index]
