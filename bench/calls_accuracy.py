@@ -171,7 +171,8 @@ def customer_turns(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def load_truth(calls_dir: Path) -> dict[str, dict[str, Any]]:
-    from etl.labels import CANONICAL_EMOTIONS, NEGATIVE_EMOTIONS
+    from etl.callgen import customer_negative_share, read_timeline
+    from etl.labels import CANONICAL_EMOTIONS, ESCALATED_SHARE
 
     meta = {r["call_id"]: r for r in read_rows(calls_dir / "calls.csv")}
     truth: dict[str, dict[str, Any]] = {}
@@ -183,13 +184,11 @@ def load_truth(calls_dir: Path) -> dict[str, dict[str, Any]]:
                   and e["emotion"] in CANONICAL_EMOTIONS
                   and (e.get("kind") or "speech") == "speech"]
         other = [e for e in events if e not in speech]
-        cust = [e for e in speech if e["role"] == "customer"]
-        total = sum(e["end_s"] - e["start_s"] for e in cust)
-        negative = sum(e["end_s"] - e["start_s"] for e in cust if e["emotion"] in NEGATIVE_EMOTIONS)
-        share = negative / total if total > 0 else 0.0
+        share = customer_negative_share(read_timeline(calls_dir / f"{call_id}.timeline.csv"))
         truth[call_id] = {"scenario": row.get("scenario", ""), "speech": speech,
                           "nonspeech": other, "turns": customer_turns(speech),
-                          "customer_negative_share": share, "escalated": share > 0.5}
+                          "customer_negative_share": share,
+                          "escalated": share > ESCALATED_SHARE}
     return truth
 
 

@@ -21,9 +21,16 @@ Operating point
     polarity. A pseudo-call is truly escalated when more than half of its customer speech is
     negative. The grid covers the customer negative-share, negative-streak and trend thresholds
     and a confidence floor (segments below it are abstained: neither negative nor counted);
-    the choice is the highest recall at precision >= ``target_precision``. ``cv_precision`` and
-    ``cv_recall`` come from choosing on the pseudo-calls of some speakers and counting on the
-    others' (speaker-grouped folds), an honest estimate for unseen speakers of the same corpus.
+    the choice is the highest recall at precision >= ``target_precision`` where the recall
+    target is reachable too, else the highest F0.5. ``cv_precision`` and ``cv_recall`` come from
+    choosing on the calls of some speakers and counting on the others' (speaker-grouped folds),
+    an honest estimate for unseen speakers of the same corpus. The rules are on the customer's
+    emotion only (the overtalk rule stays a built-in default, never part of a model's point).
+
+    ``ser train`` for phone calls goes one step further (:mod:`etl.training_calls`): the same
+    selection runs on *generated phone calls* of the training speakers, each scored by the fold
+    model that never heard them; pseudo-calls remain the fallback (and are kept beside it as
+    ``operating_point_pseudo_calls``).
 
     A speaker-normalised model's out-of-fold clip predictions were normalised over each
     speaker's whole balanced set of clips, but scoring normalises each call's customer over that
@@ -44,7 +51,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from etl.labels import is_negative_class
+from etl.labels import ESCALATED_SHARE, NEGATIVE_EMOTIONS, is_negative_class
 
 EPS = 1e-6
 N_BINS = 15
@@ -52,7 +59,7 @@ METHODS = ("none", "temperature", "vector")
 VECTOR_L2 = 1e-2
 TARGET_PRECISION = 0.8
 TARGET_RECALL = 0.6
-# Customer-emotion rule grid; the overtalk rule is not an emotion decision and stays as built in.
+# Customer-emotion rule grid (the operating point escalates on the customer's emotion only).
 SHARE_GRID = tuple(np.round(np.arange(0.30, 0.851, 0.05), 2))
 STREAK_GRID = (None, 10.0, 15.0, 20.0, 30.0, 45.0)
 TREND_GRID = (None, 0.3, 0.5)
@@ -130,7 +137,7 @@ def _fit_vector(logp: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return {"weights": [float(v) for v in res.x[:k]], "bias": [float(v) for v in res.x[k:]]}
 
 
-def _fit_method(method: str, proba: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def fit_map(method: str, proba: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     if method == "none":
         return {}
     if method == "temperature":
@@ -170,7 +177,7 @@ def cross_fit(method: str, proba: np.ndarray, y: np.ndarray, folds: np.ndarray) 
     out = np.empty_like(proba, dtype=np.float64)
     for k in np.unique(folds):
         test = folds == k
-        params = _fit_method(method, proba[~test], y[~test])
+        params = fit_map(method, proba[~test], y[~test])
         out[test] = _apply(method, params, proba[test])
     return out
 
@@ -236,7 +243,7 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
     method = min(allowed, key=lambda m: (cv_loss[m], METHODS.index(m)))
     calibrated = crossed[method]
     record = {
-        **base, "method": method, "params": _fit_method(method, proba, y),
+        **base, "method": method, "params": fit_map(method, proba, y),
         "cv_log_loss": cv_loss, "cv_ece": cv_ece,
         "log_loss_after": cv_loss[method],
         "ece_after": round(expected_calibration_error(calibrated, y), 4),
@@ -256,7 +263,7 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
             row_fold = folds[rows]
             for k in np.unique(row_fold):
                 fit = ~(folds == k)
-                mapping = _fit_method(method, proba[fit], y[fit])
+                mapping = fit_map(method, proba[fit], y[fit])
                 out[row_fold == k] = _apply(method, mapping, raw[row_fold == k])
             return out
     record["operating_point"] = choose_operating_point(calibrated, y, classes=classes,
@@ -284,7 +291,6 @@ def apply_calibration(record: Mapping[str, Any] | None, proba: np.ndarray) -> np
 def _scenarios() -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
     """Negative probability (early, late) per generator scenario, and the scenario weights."""
     from etl.callgen import SCENARIO_WEIGHTS, SCENARIOS
-    from etl.labels import NEGATIVE_EMOTIONS
 
     def neg(pool: Sequence[str]) -> float:
         return sum(e in NEGATIVE_EMOTIONS for e in pool) / len(pool)
@@ -350,7 +356,7 @@ def pseudo_calls(proba: np.ndarray, y: np.ndarray, *, classes: Sequence[str],
             tn = np.array(truth_neg)
             calls.append({
                 "speaker": speaker, "scenario": scenario, "duration_s": duration,
-                "truth": bool(dur[tn].sum() > 0.5 * dur.sum()), "start": s, "end": e,
+                "truth": bool(dur[tn].sum() > ESCALATED_SHARE * dur.sum()), "start": s, "end": e,
                 "rows": np.array(picks, dtype=np.int64),
                 "negative": negative_class[pred[picks]], "confidence": conf[picks]})
     return calls
@@ -402,21 +408,31 @@ def _fire(metrics: np.ndarray, grid: Sequence[tuple[float, float | None, float |
 
 
 def _select(tp: np.ndarray, npred: np.ndarray, npos: int, *, target_precision: float,
-            n_rules: np.ndarray) -> int:
-    """Index of the best grid point: highest recall at precision >= target (ties: higher
-    precision, fewer escalations, fewer rules); if none reaches it, the highest precision."""
+            n_rules: np.ndarray, target_recall: float = TARGET_RECALL) -> int:
+    """Index of the best grid point.
+
+    Where some point reaches precision >= ``target_precision`` at recall >= ``target_recall``:
+    the highest recall at that precision (ties: higher precision, fewer escalations, fewer
+    rules). Otherwise the highest F0.5 (precision weighted twice): a point that only reaches
+    the precision by flagging a handful of calls is noise on speakers it was not chosen on.
+    """
     precision = np.where(npred > 0, tp / np.maximum(npred, 1), 0.0)
     recall = tp / max(npos, 1)
     ok = precision >= target_precision
-    if ok.any():
+    if (ok & (recall >= target_recall)).any():
         keys = [(-recall[i], -precision[i], npred[i], n_rules[i]) for i in np.flatnonzero(ok)]
         return int(np.flatnonzero(ok)[min(range(len(keys)), key=keys.__getitem__)])
-    keys = [(-precision[i], -recall[i], n_rules[i]) for i in range(len(tp))]
+    f_half = 1.25 * precision * recall / np.maximum(0.25 * precision + recall, 1e-12)
+    keys = [(-round(float(f_half[i]), 9), -precision[i], n_rules[i]) for i in range(len(tp))]
     return min(range(len(keys)), key=keys.__getitem__)
 
 
 def rules_for(share: float, streak: float | None, trend: float | None) -> list[dict[str, Any]]:
-    """The operating point's rules as :func:`etl.escalation.rules_from_data` data."""
+    """The operating point's rules as :func:`etl.escalation.rules_from_data` data.
+
+    Customer-emotion rules only: the truth they are chosen against is the customer's emotion,
+    and overtalk (a fixed built-in threshold, never chosen) fired on calls whose customer was
+    calm. Users who want it escalate on it with their own rules."""
     rules: list[dict[str, Any]] = [{
         "name": "customer_negative_share", "metric": "negative_share_customer", "op": ">=",
         "threshold": float(share),
@@ -429,8 +445,6 @@ def rules_for(share: float, streak: float | None, trend: float | None) -> list[d
         rules.append({"name": "customer_worsening", "metric": "customer_trend", "op": ">=",
                       "threshold": float(trend),
                       "description": "customer much more negative at the end than at the start"})
-    rules.append({"name": "overtalk", "metric": "overtalk_share", "op": ">=", "threshold": 0.2,
-                  "description": "both talking at once for a fifth of the call"})
     return rules
 
 
@@ -464,11 +478,8 @@ def choose_operating_point(proba: np.ndarray, y: np.ndarray, *, classes: Sequenc
         return None
     calls = pseudo_calls(proba, y, classes=classes, groups=groups, seed=seed,
                          per_speaker=per_speaker)
-    speakers = np.array([c["speaker"] for c in calls])
-    if len(np.unique(speakers)) < 3:
+    if len({c["speaker"] for c in calls}) < 3:
         return None
-    truth = np.array([c["truth"] for c in calls])
-    conf = proba.max(axis=1)
     if call_proba is not None and calls:
         rows = np.concatenate([c["rows"] for c in calls])
         call = np.concatenate([np.full(len(c["rows"]), i) for i, c in enumerate(calls)])
@@ -477,6 +488,33 @@ def choose_operating_point(proba: np.ndarray, y: np.ndarray, *, classes: Sequenc
         conf = rescored.max(axis=1)
         for i, c in enumerate(calls):
             c["negative"], c["confidence"] = negative_pred[call == i], conf[call == i]
+    else:
+        conf = proba.max(axis=1)
+    return select_operating_point(
+        calls, confidences=conf, seed=seed, target_precision=target_precision,
+        protocol=f"{per_speaker} pseudo-calls per training speaker from cross-fitted "
+                 "calibrated out-of-fold clip predictions (generator scenarios and weights); "
+                 "truth = customer > 50 % negative; highest recall at precision >= "
+                 f"{target_precision:g} (else highest F0.5); cv_* chosen on other speakers' "
+                 "pseudo-calls (speaker-grouped folds)")
+
+
+def select_operating_point(calls: Sequence[Mapping[str, Any]], *, confidences: np.ndarray,
+                           seed: int = 0, target_precision: float = TARGET_PRECISION,
+                           protocol: str) -> dict[str, Any] | None:
+    """Rules and confidence floor with the highest recall at precision >= ``target_precision``
+    on ``calls`` (customer sides: ``speaker``, ``scenario``, ``truth``, ``start``/``end``
+    seconds, ``negative`` and ``confidence`` per segment, ``duration_s``).
+
+    ``confidences``: the segment confidences whose quantiles (:data:`FLOOR_QUANTILES`) are the
+    candidate floors. ``cv_precision``/``cv_recall``: chosen on some speakers' calls, counted on
+    the others' (speaker-grouped folds). None with calls of fewer than 3 speakers.
+    """
+    speakers = np.array([c["speaker"] for c in calls])
+    if len(np.unique(speakers)) < 3:
+        return None
+    truth = np.array([bool(c["truth"]) for c in calls])
+    conf = np.asarray(confidences, dtype=np.float64)
     floors = sorted({round(float(np.quantile(conf, q)), 3) if q > 0 else 0.0
                      for q in FLOOR_QUANTILES})
     grid = _grid()
@@ -494,7 +532,7 @@ def choose_operating_point(proba: np.ndarray, y: np.ndarray, *, classes: Sequenc
 
     best = choose(np.ones(len(calls), dtype=bool))
     tp, npred, npos = _counts(flat[best], truth)
-    # honest estimate: choose on other speakers' pseudo-calls, count on the held-out speakers'
+    # honest estimate: choose on other speakers' calls, count on the held-out speakers'
     folds = _group_folds(speakers, n_folds=min(4, len(np.unique(speakers))), seed=seed + 1)
     cv_tp = cv_pred = 0
     for k in np.unique(folds):
@@ -514,13 +552,10 @@ def choose_operating_point(proba: np.ndarray, y: np.ndarray, *, classes: Sequenc
         "calm_escalation_rate": round(float(flat[best, calm].mean()), 4) if calm.any() else None,
         "cv_precision": round(cv_tp / cv_pred, 4) if cv_pred else None,
         "cv_recall": round(cv_tp / max(int(npos), 1), 4),
-        "target_precision": target_precision,
-        "meets_target": bool(npred and tp / npred >= target_precision),
-        "n_pseudo_calls": len(calls), "n_truly_escalated": int(npos),
+        "target_precision": target_precision, "target_recall": TARGET_RECALL,
+        "meets_target": bool(npred and tp / npred >= target_precision
+                             and tp / max(int(npos), 1) >= TARGET_RECALL),
+        "n_calls": len(calls), "n_truly_escalated": int(npos),
         "n_speakers": len(np.unique(speakers)),
-        "protocol": f"{per_speaker} pseudo-calls per training speaker from cross-fitted "
-                    "calibrated out-of-fold clip predictions (generator scenarios and weights); "
-                    "truth = customer > 50 % negative; highest recall at precision >= "
-                    f"{target_precision:g}; cv_* chosen on other speakers' pseudo-calls "
-                    "(speaker-grouped folds)",
+        "protocol": protocol,
     }

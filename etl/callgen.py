@@ -69,6 +69,7 @@ from etl.audio import (
     resample,
     trim_silence,
 )
+from etl.labels import ESCALATED_SHARE, NEGATIVE_EMOTIONS
 from etl.synth import RAVDESS_CODES, Voice, hash_seed, synthesize
 
 ROLES: tuple[str, str] = ("agent", "customer")
@@ -164,10 +165,18 @@ class ClipBank:
         return sorted(self._by_emotion)
 
     def pick(self, rng: np.random.Generator, *, actor: int, emotion: str) -> LabelledClip:
-        """A random clip of ``emotion`` by ``actor`` (any actor's if this one has none)."""
+        """A random clip of ``emotion`` by ``actor`` (any actor's if this one has none). A
+        source without that emotion at all (CREMA-D has no calm) gives a clip of the same
+        polarity (negative or not), this actor's if possible; the timeline names the clip's
+        own emotion."""
         pool = self._by_key.get((actor, emotion)) or self._by_emotion.get(emotion)
         if not pool:
-            raise ValueError(f"no clip of emotion {emotion!r}; the source has {self.emotions}")
+            negative = emotion in NEGATIVE_EMOTIONS
+            alike = [c for c in self.clips if (c.emotion in NEGATIVE_EMOTIONS) == negative]
+            pool = [c for c in alike if c.actor == actor] or alike
+        if not pool:
+            raise ValueError(f"no clip of emotion {emotion!r} or of its polarity; the source "
+                             f"has {self.emotions}")
         return pool[int(rng.integers(len(pool)))]
 
     @classmethod
@@ -190,7 +199,7 @@ class ClipBank:
             raise ValueError(f"clip source {root} is not a folder")
         wanted_actors = set(actors) if actors is not None else None
         wanted_emotions = set(emotions) if emotions is not None else None
-        clips: list[LabelledClip] = []
+        sources: list[tuple[str, int, str, Path]] = []
         for path in sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p)):
             match = _RAVDESS_NAME.match(path.stem)
             if not match or match.group(3) not in RAVDESS_EMOTIONS:
@@ -199,14 +208,30 @@ class ClipBank:
             if (wanted_actors is not None and actor not in wanted_actors) or (
                     wanted_emotions is not None and emotion not in wanted_emotions):
                 continue
+            sources.append((path.stem, actor, emotion, path))
+        return cls.from_paths(sources, sr=sr, top_db=top_db)
+
+    @classmethod
+    def from_paths(
+        cls,
+        sources: Iterable[tuple[str, int, str, Path]],
+        *,
+        sr: int = 8000,
+        top_db: float = 30.0,
+    ) -> ClipBank:
+        """Load ``(name, actor, canonical emotion, path)`` clips, resampled to ``sr`` and trimmed
+        to their speech (``top_db`` below the peak) so that the timeline marks speech, not the
+        studio silence around it; each actor levelled (:func:`level_actors`)."""
+        clips: list[LabelledClip] = []
+        for name, actor, emotion, path in sources:
             try:
-                signal, _ = load_audio(path, sr=sr, mono=True)
+                signal, _ = load_audio(Path(path), sr=sr, mono=True)
             except AudioError:
                 continue  # one unreadable clip must not stop the generator
             signal = trim_silence(signal, sr, top_db=top_db)
             if len(signal) < int(0.3 * sr):
                 continue
-            clips.append(LabelledClip(path.stem, actor, emotion, signal))
+            clips.append(LabelledClip(name, int(actor), emotion, signal))
         return cls(level_actors(clips), sr=sr)
 
     @classmethod
@@ -628,8 +653,8 @@ def compose_call(
             channel = ROLES.index(role)
             out[channel, start:start + len(clip.signal)] += gain * clip.signal
             end_t = (start + len(clip.signal)) / sr
-            timeline.append(TimelineEvent(role, round(start / sr, 3), round(end_t, 3), emotion,
-                                          clip.actor, clip.name))
+            timeline.append(TimelineEvent(role, round(start / sr, 3), round(end_t, 3),
+                                          clip.emotion, clip.actor, clip.name))
             last_end = end_t
             t = end_t + (float(rng.uniform(*config.in_turn_gap_s)) if k < n_utt - 1 else 0.0)
         if stop:
@@ -652,6 +677,24 @@ def compose_call(
         _add_babble(plan, bank, out, exclude=exclude, events=timeline)
     timeline.sort(key=lambda e: (e.start_s, e.role, e.kind))
     return out, timeline, scenario, agent_actor, customer_actor
+
+
+def customer_negative_share(timeline: Iterable[TimelineEvent]) -> float:
+    """Share of the customer's speech time whose emotion is negative (0 without customer speech).
+
+    A call is *truly escalated* when this exceeds 0.5 (:data:`ESCALATED_SHARE`): the truth the
+    escalation operating point is chosen against and the calls benchmark counts against.
+    """
+    total = negative = 0.0
+    for event in speech_events(timeline, role="customer"):
+        length = event.end_s - event.start_s
+        total += length
+        negative += length if event.emotion in NEGATIVE_EMOTIONS else 0.0
+    return negative / total if total > 0 else 0.0
+
+
+def truly_escalated(timeline: Iterable[TimelineEvent]) -> bool:
+    return customer_negative_share(timeline) > ESCALATED_SHARE
 
 
 def speech_events(timeline: Iterable[TimelineEvent], *,

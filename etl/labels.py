@@ -23,6 +23,9 @@ CANONICAL_EMOTIONS: Final[tuple[str, ...]] = (
 )
 
 NEGATIVE_EMOTIONS: Final[frozenset[str]] = frozenset({"sad", "angry", "fearful", "disgust"})
+# A call is truly escalated when more than this share of its customer's speech is negative: the
+# truth escalation operating points are chosen against and benchmarks count against.
+ESCALATED_SHARE: Final[float] = 0.5
 
 # scheme -> (description, {canonical emotion: class label}); emotions absent are excluded.
 LABEL_SCHEMES: Final[dict[str, tuple[str, dict[str, str]]]] = {

@@ -79,7 +79,9 @@ def test_operating_point_meets_precision_target_and_is_usable_rules() -> None:
     assert point["calm_escalation_rate"] <= 0.1
     assert 0.0 <= point["confidence_floor"] < 1.0
     rules = rules_from_data(point["rules"])
-    assert rules[0].metric == "negative_share_customer" and rules[-1].name == "overtalk"
+    assert rules[0].metric == "negative_share_customer"
+    # the model's point escalates on the customer's emotion, never on overtalk
+    assert all(r.metric != "overtalk_share" for r in rules)
 
 
 def test_operating_point_uses_only_the_training_speakers() -> None:
@@ -148,3 +150,17 @@ def test_rescored_pseudo_calls_replace_the_clip_predictions() -> None:
     with pytest.raises(ValueError, match="rescore gave shape"):
         fit_calibration(proba, y, classes=CLASSES, groups=groups,
                         rescore=lambda rows, call: proba[rows][:, :2])
+
+
+def test_a_precision_reached_only_by_a_handful_of_calls_gives_way_to_f_half() -> None:
+    from etl.calibration import _select
+
+    npos = 40
+    # grid points: (true positives, escalations)
+    tp = np.array([4, 20, 30, 40])
+    npred = np.array([5, 28, 50, 100])  # precision 0.8 at recall 0.1; 0.71 at 0.5; ...
+    n_rules = np.ones(4, dtype=int)
+    assert _select(tp, npred, npos, target_precision=0.8, n_rules=n_rules) == 1
+    # where the precision target is met at the recall target, the highest such recall wins
+    tp2, npred2 = np.array([4, 26, 30]), np.array([5, 32, 50])  # 0.81 at 0.65
+    assert _select(tp2, npred2, npos, target_precision=0.8, n_rules=np.ones(3, int)) == 1

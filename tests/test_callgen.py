@@ -20,6 +20,7 @@ from etl.callgen import (
     TimelineEvent,
     babble,
     compose_call,
+    customer_negative_share,
     dtmf_sequence,
     generate_calls,
     hold_music,
@@ -28,6 +29,7 @@ from etl.callgen import (
     ringback_tone,
     speech_events,
     telephone_line,
+    truly_escalated,
     write_timeline,
 )
 from etl.synth import write_ravdess_corpus
@@ -204,6 +206,51 @@ def test_clip_bank_reads_ravdess_names(tmp_path: Path) -> None:
     assert bank.sr == 8000 and all(c.signal.dtype == np.float32 for c in bank.clips)
     with pytest.raises(ValueError, match="no labelled clips"):
         ClipBank.from_folder(tmp_path, actors=[99])
+
+
+def test_clip_bank_from_paths_is_the_folder_bank(tmp_path: Path) -> None:
+    files = write_ravdess_corpus(tmp_path, actors=[3, 4], emotions=("neutral", "angry"),
+                                 duration_s=1.0)
+    folder = ClipBank.from_folder(tmp_path)
+    sources = [(f.stem, int(f.stem[-2:]), {"01": "neutral", "05": "angry"}[f.stem[6:8]], f)
+               for f in sorted(files)]
+    listed = ClipBank.from_paths(sources)
+    assert [c.name for c in listed.clips] == [c.name for c in folder.clips]
+    for a, b in zip(listed.clips, folder.clips, strict=True):
+        np.testing.assert_array_equal(a.signal, b.signal)
+    # an unreadable file is skipped, not fatal
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"nope")
+    assert len(ClipBank.from_paths([*sources, ("broken", 3, "angry", broken)]).clips) == len(
+        sources)
+
+
+def test_a_missing_emotion_takes_a_clip_of_its_polarity(tmp_path: Path) -> None:
+    """A corpus without calm or disgust clips still makes every scenario; the timeline names
+    the clip's own emotion, so the truth follows what was really said."""
+    bank = ClipBank.synthetic(actors=range(1, 4), per_emotion=1,
+                              emotions=("neutral", "happy", "angry", "sad"))
+    for scenario in SCENARIOS:
+        _, timeline, *_ = compose_call(bank, duration_s=40.0, seed=3, scenario=scenario)
+        said = {e.emotion for e in speech_events(timeline)}
+        assert said <= {"neutral", "happy", "angry", "sad"}
+    with pytest.raises(ValueError, match="polarity"):
+        ClipBank.synthetic(actors=[1], per_emotion=1, emotions=("neutral",)).pick(
+            np.random.default_rng(0), actor=1, emotion="angry")
+
+
+def test_truth_is_the_customers_negative_speech_share() -> None:
+    def utt(role: str, start: float, end: float, emotion: str, kind: str = "speech"
+            ) -> TimelineEvent:
+        return TimelineEvent(role, start, end, emotion, 1, "c", kind)
+
+    timeline = [utt("customer", 0, 3, "angry"), utt("customer", 4, 6, "calm"),
+                utt("agent", 6, 20, "angry"), utt("customer", 20, 30, "", kind="dtmf")]
+    assert customer_negative_share(timeline) == pytest.approx(0.6)
+    assert truly_escalated(timeline)
+    assert not truly_escalated([*timeline, utt("customer", 30, 32, "sad"),
+                                utt("customer", 32, 38, "happy")])  # 5 of 13 s negative
+    assert customer_negative_share([utt("agent", 0, 2, "angry")]) == 0.0
 
 
 def test_cli_generate(tmp_path: Path) -> None:
