@@ -104,6 +104,11 @@ class TrainConfig:
     # shrunk toward the nearest training speakers with this many prior rows (SpeakerPopulation);
     # "auto" = CALL_SPEAKER_PRIOR_ROWS for telephony, None for studio.
     speaker_prior_rows: float | str | None = "auto"
+    # > 0: choose the escalation operating point on this many generated phone calls of the
+    # training speakers, each scored by the fold model that never heard them
+    # (etl.training_calls; `ser train` does for telephony); 0: on pseudo-calls of clips only.
+    operating_point_calls: int = 0
+    operating_point_call_minutes: float = 2.0
 
     def __post_init__(self) -> None:
         prior = self.speaker_prior_rows
@@ -689,6 +694,41 @@ def calibration_record(dataset: Dataset, cv: CVResult, *, seed: int,
     return {**record, "fitted_on": audio}
 
 
+def calls_operating_point(session: Session, dataset: Dataset, cv: CVResult,
+                          config: TrainConfig, calibration: dict[str, Any], *,
+                          progress: bool = False) -> dict[str, Any] | None:
+    """The operating point chosen on ``config.operating_point_calls`` generated phone calls of
+    the training speakers (:mod:`etl.training_calls`); None when they cannot be made (audio
+    gone, too few speakers): the pseudo-call point then stays."""
+    from etl.registry import feature_spec_for
+    from etl.training_calls import (
+        FoldCalibration,
+        TrainingCallsPlan,
+        operating_point_on_calls,
+        score_training_calls,
+    )
+
+    if dataset.augmented is not None and cv.aug_proba is not None:
+        rows = dataset.augmented.row
+        proba, y, folds = cv.aug_proba, dataset.y[rows], cv.folds[rows]
+    else:
+        proba, y, folds = cv.proba, dataset.y, cv.folds
+    method = str(calibration.get("method") or "none")
+    fold_calibration = (FoldCalibration(method, proba, y, folds) if method != "none" else None)
+    plan = TrainingCallsPlan(n_calls=config.operating_point_calls,
+                             minutes=config.operating_point_call_minutes, seed=config.seed)
+    try:
+        calls = score_training_calls(
+            session, dataset, cv, spec=feature_spec_for(session, dataset.feature_set_id),
+            speaker_normalisation=config.speaker_normalisation,
+            shrinkage=config.population_shrinkage(), calibration=fold_calibration,
+            algorithm=config.algorithm, corpus=config.corpus, plan=plan, progress=progress)
+    except ValueError as exc:
+        log.warning("escalation operating point stays on pseudo-calls: %s", exc)
+        return None
+    return operating_point_on_calls(calls, seed=config.seed, plan=plan)
+
+
 # ------------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------------
@@ -954,6 +994,12 @@ def _train_model(
     calibration = calibration_record(dataset, cv, seed=config.seed,
                                      speaker_normalisation=config.speaker_normalisation,
                                      shrinkage=config.population_shrinkage())
+    if config.operating_point_calls > 0 and calibration.get("operating_point") is not None:
+        point = calls_operating_point(session, dataset, cv, config, calibration,
+                                      progress=progress)
+        if point is not None:
+            calibration["operating_point_pseudo_calls"] = calibration["operating_point"]
+            calibration["operating_point"] = point
 
     rows = stack_rows(dataset)
     Xp = prepare_features(rows.X, rows.keys, speaker_normalisation=config.speaker_normalisation)

@@ -73,10 +73,13 @@ def train_flow(
     show_progress: bool = False,
     augment: bool = True,
     channel_alias_if_unset: bool = True,
+    operating_point_calls: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` on stored features and register it; returns the result (+ promotion).
 
     ``augment`` (telephony only) trains on the phone-line copies too (`etl.train`).
+    ``operating_point_calls`` (telephony only): choose the escalation operating point on that
+    many generated calls of the training speakers (`etl.training_calls`).
     """
     config = TrainConfig(
         algorithm=model, label_scheme=labels, feature_set=feature_set, channel=channel,
@@ -84,6 +87,7 @@ def train_flow(
         n_folds=folds, seed=seed, search=search, feature_importance=feature_importance,
         diagnostic_random_split=diagnostic_random_split,
         augment=augment and channel == "telephony" and feature_set == "rich",
+        operating_point_calls=operating_point_calls if channel == "telephony" else 0,
     )
     result = train_and_register(config, name, show_progress)
     result["promotion"] = (promote_task(result["model_version_id"], alias)

@@ -228,6 +228,54 @@ def test_phone_robust_training_uses_copies_and_stores_calibration(
                                             feature_importance=False, augment=True))
 
 
+def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
+        train_data: TrainData, db_session: Session) -> None:
+    """`ser train` for calls: the escalation point comes from generated phone calls of the
+    training speakers, each scored by the fold model that never heard its customer."""
+    from etl.registry import feature_spec_for
+    from etl.training_calls import TrainingCallsPlan, score_training_calls
+
+    config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
+                         feature_importance=False, operating_point_calls=10,
+                         operating_point_call_minutes=0.3)
+    result = train_model(db_session, config)
+    calibration = result.params["calibration"]
+    point = calibration["operating_point"]
+    assert point["chosen_on"] == "generated calls" and point["n_calls"] == 10
+    assert "generated" in point["protocol"] and point["n_speakers"] == 5
+    assert calibration["operating_point_pseudo_calls"]["protocol"].startswith("30 pseudo-calls")
+    assert all(r["metric"] != "overtalk_share" for r in point["rules"])
+    # scoring reads it like any operating point
+    model = load_model(db_session, str(result.model_version_id))
+    from etl.scoring import ScoringConfig
+
+    assert ScoringConfig().operating_point(model).source == "model"
+
+    dataset = load_dataset(db_session, label_scheme=result.label_scheme,
+                           feature_set_id=result.feature_set_id, corpus=None, n_folds=5)
+    folds = make_folds(dataset.y, dataset.groups, n_folds=5, seed=0)
+    cv = cross_validate(dataset, config, folds)
+    calls = score_training_calls(
+        db_session, dataset, cv, spec=feature_spec_for(db_session, dataset.feature_set_id),
+        speaker_normalisation=True, shrinkage=config.population_shrinkage(), calibration=None,
+        algorithm="logreg", plan=TrainingCallsPlan(n_calls=5, minutes=0.3))
+    assert len(calls) == 5 and {c["fold"] for c in calls} == set(range(5))
+    for call in calls:
+        # every clip of the customer is held out of the fold model that scored the call
+        assert set(folds[dataset.groups == call["speaker"]]) == {call["fold"]}
+        assert len(call["start"]) == len(call["negative"]) == len(call["confidence"]) > 0
+    # without the clips' audio the pseudo-call point stays
+    for path in train_data.files:
+        path.rename(path.with_suffix(".gone"))
+    try:
+        plain = train_model(db_session, config)
+    finally:
+        for path in train_data.files:
+            path.with_suffix(".gone").rename(path)
+    kept = plain.params["calibration"]["operating_point"]
+    assert kept["protocol"].startswith("30 pseudo-calls") and "chosen_on" not in kept
+
+
 # ------------------------------------------------------------------------------------------------
 # clear errors, nothing registered
 # ------------------------------------------------------------------------------------------------

@@ -60,6 +60,12 @@ def train_cmd(
         "--promote-if-better", help="Point the alias at the new version if its UAR beats the "
                                     "current one on the same folds (or there is none).")] = False,
     alias: Annotated[str, typer.Option(help="Alias used by --promote-if-better.")] = "production",
+    operating_point_calls: Annotated[int, typer.Option(
+        "--operating-point-calls", min=0,
+        help="Telephony: choose the escalation rules and confidence floor on this many "
+             "generated 2-minute phone calls of the training speakers, each scored by the "
+             "cross-validation model that never heard them (0: on pseudo-calls of the clips "
+             "only). Needs the clips' audio.")] = 100,
     compute_features: Annotated[bool, typer.Option(
         "--compute-features/--no-compute-features",
         help="First compute the features this training needs where clips lack them (as `ser "
@@ -84,7 +90,8 @@ def train_cmd(
         algorithm=family, label_scheme=labels, feature_set=feature_set, channel=channel,
         corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance, n_folds=folds,
         seed=seed, search=search, feature_importance=importance,
-        diagnostic_random_split=random_split, augment=augment)
+        diagnostic_random_split=random_split, augment=augment,
+        operating_point_calls=operating_point_calls if channel == "telephony" else 0)
     engine = open_database()
     if compute_features:
         _compute_missing_features(feature_set, channel, augment=augment, corpus=corpus,
@@ -112,7 +119,8 @@ def train_cmd(
                 corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance,
                 folds=folds, seed=seed, search=search, feature_importance=importance,
                 diagnostic_random_split=random_split, name=name, promote_if_better=promote,
-                alias=alias, show_progress=is_tty(), augment=augment)
+                alias=alias, show_progress=is_tty(), augment=augment,
+                operating_point_calls=config.operating_point_calls)
     except TrainingDataError as exc:
         fail(str(exc).splitlines()[0])
     if as_json:
@@ -130,6 +138,14 @@ def train_cmd(
     if calibration.get("method") not in (None, "none"):
         typer.echo(f"calibration: {calibration['method']} (fitted on out-of-fold "
                    f"{calibration.get('fitted_on', 'predictions')})")
+    point = calibration.get("operating_point") or {}
+    if point.get("rules"):
+        rules = " or ".join(f"{r['metric']} {r['op']} {r['threshold']:g}" for r in point["rules"])
+        typer.echo(f"escalation: {rules}, confidence floor {point['confidence_floor']:g}; on "
+                   f"{point.get('n_calls', '?')} {point.get('chosen_on', 'pseudo-calls')} of the "
+                   f"training speakers: rate {point['escalation_rate']:.2f}, precision "
+                   f"{point['cv_precision'] if point['cv_precision'] is not None else 'n/a'} at "
+                   f"recall {point['cv_recall']} (chosen on other speakers' calls)")
     if result.get("aliases_set"):
         typer.echo(f"{', '.join(result['aliases_set'])} -> version {result['model_version_id']} "
                    f"(first {channel} model; `ser score` uses it for matching audio)")
