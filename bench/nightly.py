@@ -363,6 +363,12 @@ def main() -> None:
                 "escalations": report["n_escalations"],
                 "stage_seconds_summed_over_calls": stage_seconds(engine, report["batch_id"]),
             }
+            stages = result["scoring"]["stage_seconds_summed_over_calls"]
+            # conversation metrics (turns, interruptions, silences, loudness, rate): issue 16
+            # allows them <= 10 % of the scoring time
+            result["scoring"]["conversation_metrics_share"] = round(
+                stages.get("metrics", 0.0) / max(sum(v for k, v in stages.items()
+                                                     if k != "metrics"), 1e-9), 4)
             result["accuracy"] = {**segment_uar(engine, report["batch_id"], timelines),
                                   **vad_quality(timelines, calls_dir)}
             start = time.perf_counter()

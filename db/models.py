@@ -414,3 +414,51 @@ class CallSummary(Base):
     escalation_rule: Mapped[str | None] = mapped_column(String(64))
     escalation_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    # Conversation metrics (etl/call_metrics.py); NULL for calls scored before they existed.
+    negative_share_agent_q1: Mapped[float | None] = mapped_column(Float)
+    negative_share_agent_q2: Mapped[float | None] = mapped_column(Float)
+    negative_share_agent_q3: Mapped[float | None] = mapped_column(Float)
+    negative_share_agent_q4: Mapped[float | None] = mapped_column(Float)
+    negative_share_customer_q1: Mapped[float | None] = mapped_column(Float)
+    negative_share_customer_q2: Mapped[float | None] = mapped_column(Float)
+    negative_share_customer_q3: Mapped[float | None] = mapped_column(Float)
+    negative_share_customer_q4: Mapped[float | None] = mapped_column(Float)
+    turns_agent: Mapped[int | None] = mapped_column(Integer)
+    turns_customer: Mapped[int | None] = mapped_column(Integer)
+    turn_mean_agent_s: Mapped[float | None] = mapped_column(Float)
+    turn_mean_customer_s: Mapped[float | None] = mapped_column(Float)
+    turn_longest_agent_s: Mapped[float | None] = mapped_column(Float)
+    turn_longest_customer_s: Mapped[float | None] = mapped_column(Float)
+    agent_response_latency_s: Mapped[float | None] = mapped_column(Float)
+    interruptions_by_agent: Mapped[int | None] = mapped_column(Integer)
+    interruptions_by_customer: Mapped[int | None] = mapped_column(Integer)
+    interruption_overlap_s: Mapped[float | None] = mapped_column(Float)
+    long_silence_count: Mapped[int | None] = mapped_column(Integer)
+    long_silence_s: Mapped[float | None] = mapped_column(Float)
+    long_silence_longest_s: Mapped[float | None] = mapped_column(Float)
+    loudness_agent_dbfs: Mapped[float | None] = mapped_column(Float)
+    loudness_customer_dbfs: Mapped[float | None] = mapped_column(Float)
+    loudness_change_agent_db: Mapped[float | None] = mapped_column(Float)
+    loudness_change_customer_db: Mapped[float | None] = mapped_column(Float)
+    speaking_rate_agent: Mapped[float | None] = mapped_column(Float)
+    speaking_rate_customer: Mapped[float | None] = mapped_column(Float)
+
+
+class CallEvent(Base):
+    """A turn, interruption or long silence of one call, as measured with one model version's
+    scoring run (kinds and values: etl/call_metrics.py)."""
+
+    __tablename__ = "call_events"
+    __table_args__ = (
+        CheckConstraint("kind IN ('turn', 'interruption', 'silence')", name="kind_valid"),
+        Index("ix_call_events_call_id_model_version_id", "call_id", "model_version_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    role: Mapped[str | None] = mapped_column(String(16))  # the interrupter; NULL for silence
+    kind: Mapped[str] = mapped_column(String(16))
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Batch, Call, CallSummary
 from etl.audio import AudioError, load_audio, read_info, sha256_file
+from etl.call_metrics import CallEvent, CallMetrics, MetricsConfig, RoleEnergy, compute_call_metrics
 from etl.escalation import (
     Escalation,
     EscalationRule,
@@ -99,6 +100,9 @@ class ScoringConfig:
     allow_channel_mismatch
         Score phone (narrowband) audio with a studio-trained model anyway, with a warning; by
         default such a call fails, because a studio model on phone audio flags almost every call.
+    metrics
+        Thresholds of the conversation metrics (turns, interruptions, long silences, speaking
+        rate: :mod:`etl.call_metrics`).
     """
 
     stereo_roles: tuple[str, str] = ("agent", "customer")
@@ -116,6 +120,7 @@ class ScoringConfig:
     retry_failed: bool = False
     confidence_floor: float | None = None
     allow_channel_mismatch: bool = False
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def options(self) -> dict[str, Any]:
         """JSON-ready record stored in ``batches.options`` (``"rules": "model"`` = the model's
@@ -202,6 +207,8 @@ class CallResult:
     segments: list[ScoredSegment]
     summary: SummaryStats
     escalation: Escalation | None
+    metrics: CallMetrics
+    events: list[CallEvent]
     seconds: dict[str, float] = field(default_factory=dict)
     confidence_floor: float = 0.0
     rules_source: str = "defaults"
@@ -374,11 +381,19 @@ def score_recording(
 
     summary = summarise_call(segments, speech=speech, duration_s=duration,
                              streak_gap_s=config.streak_gap_s)
+    t3 = time.perf_counter()
+    # the VAD's frame energies: loudness and speaking rate need no second decode
+    energy = {roles[ch]: RoleEnergy(a.energy_db, hop_s=a.hop / sr, frame_s=a.frame / sr)
+              for ch, a in analysers.items()}
+    metrics, events = compute_call_metrics(segments, speech=speech, energy=energy,
+                                           duration_s=duration, config=config.metrics)
+    timings["metrics"] = time.perf_counter() - t3
     return CallResult(
         sample_rate=sr, channels=info.channels, duration_s=duration, sha256=digest,
         roles=roles, bandwidth="narrowband" if narrow else "wideband", warnings=warnings,
         speech=speech, segments=segments, summary=summary,
-        escalation=evaluate(summary, point.rules), seconds=timings,
+        escalation=evaluate(summary, point.rules), metrics=metrics, events=events,
+        seconds=timings,
         confidence_floor=point.confidence_floor, rules_source=point.source)
 
 
@@ -402,8 +417,14 @@ def mark_failed(session: Session, *, call_id: int, worker: str, reason: str) -> 
                 values={"status": "failed", "error": reason[:2000]})
 
 
-def _copy_segments(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY segment rows into call_segments (one round trip per call)."""
+SEGMENT_COLUMNS = ("call_id", "model_version_id", "role", "start_s", "end_s", "emotion",
+                   "confidence", "is_negative", "probabilities", "abstained")
+EVENT_COLUMNS = ("call_id", "model_version_id", "role", "kind", "start_s", "end_s", "value")
+
+
+def _copy_rows(session: Session, *, table: str, columns: Sequence[str],
+               rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY rows into ``table`` (one round trip per call); None is written as NULL."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerows(rows)
@@ -411,14 +432,12 @@ def _copy_segments(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
     raw = session.connection().connection.dbapi_connection
     with raw.cursor() as cursor:  # type: ignore[union-attr]
         cursor.copy_expert(
-            "COPY call_segments (call_id, model_version_id, role, start_s, end_s, emotion, "
-            "confidence, is_negative, probabilities, abstained) FROM STDIN WITH (FORMAT csv)",
-            buffer)
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
 
 
 def write_result(session: Session, *, call_id: int, worker: str, model_version_id: int,
                  result: CallResult) -> bool:
-    """Segments, summary and the call's final state in the caller's transaction.
+    """Segments, events, summary and the call's final state in the caller's transaction.
 
     Returns False (writing nothing) if this worker no longer holds the claim.
     """
@@ -437,15 +456,20 @@ def write_result(session: Session, *, call_id: int, worker: str, model_version_i
     if not owned:
         return False
     # a rescore of the same call with the same model replaces its rows
-    session.execute(text("DELETE FROM call_segments WHERE call_id = :c AND model_version_id = :m"),
-                    {"c": call_id, "m": model_version_id})
+    for table in ("call_segments", "call_events"):
+        session.execute(text(f"DELETE FROM {table} WHERE call_id = :c AND model_version_id = :m"),
+                        {"c": call_id, "m": model_version_id})
     if result.segments:
-        _copy_segments(session, [
+        _copy_rows(session, table="call_segments", columns=SEGMENT_COLUMNS, rows=[
             (call_id, model_version_id, s.role, s.start_s, s.end_s, s.emotion, s.confidence,
              "t" if s.is_negative else "f", json.dumps(dict(s.probabilities)),
              "t" if s.abstained else "f")
             for s in result.segments])
-    stats = result.summary.as_dict()
+    if result.events:
+        _copy_rows(session, table="call_events", columns=EVENT_COLUMNS, rows=[
+            (call_id, model_version_id, e.role, e.kind, e.start_s, e.end_s, e.value)
+            for e in result.events])
+    stats = {**result.summary.as_dict(), **result.metrics.as_dict()}
     values = {**stats, "call_id": call_id, "model_version_id": model_version_id,
               "escalated": result.escalation is not None,
               "escalation_rule": result.escalation.rule if result.escalation else None,
