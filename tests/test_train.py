@@ -373,7 +373,7 @@ def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None, engine: E
 
     with prefect_test_harness(server_startup_timeout=120):
         result = cli.invoke(app, ["train", "--model", "logreg", "--no-search", "--no-importance",
-                                  "--promote-if-better"])
+                                  "--promote-if-better", "--operating-point-calls", "5"])
         studio = cli.invoke(app, ["train", "--model", "logreg", "--no-search",
                                   "--no-importance", "--channel", "studio"])
     assert result.exit_code == 0, result.output
@@ -383,6 +383,9 @@ def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None, engine: E
     assert "features rich/telephony + phone-line copies" in result.output
     assert "registered ser-callcentre4-rich+phone-telephony v1" in result.output
     assert "on phone-line copies of the held-out actors' clips: UAR" in result.output
+    # the escalation point, chosen on generated calls of the training speakers
+    assert re.search(r"escalation: negative_share_customer >= [\d.]+.*on 5 generated calls of "
+                     r"the training speakers", result.output), result.output
     assert re.search(r"promoted version \d+ to 'production'", result.output)
     assert re.search(r"production-telephony -> version \d+ \(first telephony model", result.output)
     assert studio.exit_code == 0, studio.output
