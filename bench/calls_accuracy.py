@@ -461,8 +461,14 @@ def main() -> None:
                         mv = int(trained.get("model_version_id") or trained["id"])
                     seconds[f"train_{variant}_{scheme}"] = round(time.perf_counter() - t, 1)
                     t = time.perf_counter()
-                    report = _json_tail(ser(["score", str(calls_dir), "--model", str(mv),
-                                             "--batch-date", BATCH_DATE, "--json"], env))
+                    try:
+                        report = _json_tail(ser(["score", str(calls_dir), "--model", str(mv),
+                                                 "--batch-date", BATCH_DATE, "--json"], env))
+                    except RuntimeError as exc:  # e.g. a studio model refused on phone audio
+                        results.setdefault(variant, {})[scheme] = {
+                            **model_info(engine, mv),
+                            "score_error": str(exc).strip().splitlines()[-1][:300]}
+                        continue
                     wall = time.perf_counter() - t
                     seconds[f"score_{variant}_{scheme}"] = round(wall, 1)
                     entry = {**model_info(engine, mv),
