@@ -49,6 +49,7 @@ from etl.escalation import (
     OperatingPoint,
     evaluate,
     is_builtin_default,
+    metric_values,
     resolve_operating_point,
     rules_as_data,
 )
@@ -392,7 +393,7 @@ def score_recording(
         sample_rate=sr, channels=info.channels, duration_s=duration, sha256=digest,
         roles=roles, bandwidth="narrowband" if narrow else "wideband", warnings=warnings,
         speech=speech, segments=segments, summary=summary,
-        escalation=evaluate(summary, point.rules), metrics=metrics, events=events,
+        escalation=evaluate(metric_values(summary, metrics), point.rules), metrics=metrics, events=events,
         seconds=timings,
         confidence_floor=point.confidence_floor, rules_source=point.source)
 

@@ -473,6 +473,29 @@ def _movers(session: Session, batch_date: dt.date, *, by: str, min_calls: int) -
     return {"rows": top, "chart": chart, "has_history": has_history}
 
 
+# Agents listed in each ranking of the batch report's conversation section.
+AGENT_RANK_ROWS = 10
+
+
+def _agent_conversation(session: Session, batch_ids: list[int]) -> dict[str, Any]:
+    """Agents ranked by the interruptions they made and by the dead air on their calls, with
+    the customer negative share and escalation rate beside them (calls with metrics only)."""
+    df = queries.agent_conversation(session, batch_ids)
+    rows = [{k: (_finite(v) if k != "agent_id" else str(v)) for k, v in r.items()}
+            for r in df.to_dict("records")]
+    for r in rows:
+        r["dead_air_per_call_s"] = _rate(r["dead_air_s"] or 0.0, r["calls"] or 0.0)
+        r["interruptions_per_call"] = _rate(r["agent_interruptions"] or 0.0, r["calls"] or 0.0)
+    by_interruptions = sorted(rows, key=lambda r: (-(r["interruptions_per_call"] or 0.0),
+                                                   -(r["agent_interruptions"] or 0.0),
+                                                   r["agent_id"]))
+    by_dead_air = sorted(rows, key=lambda r: (-(r["dead_air_per_call_s"] or 0.0),
+                                              r["agent_id"]))
+    return {"n_agents": len(rows), "n_calls": int(sum(r["calls"] or 0 for r in rows)),
+            "by_interruptions": by_interruptions[:AGENT_RANK_ROWS],
+            "by_dead_air": by_dead_air[:AGENT_RANK_ROWS]}
+
+
 def _negative_mass(probabilities: Any, negative: set[str]) -> float:
     probs = probabilities if isinstance(probabilities, dict) else json.loads(probabilities or "{}")
     return float(sum(float(v) for k, v in probs.items() if k in negative))
@@ -676,6 +699,7 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
     # Small nights (the demo) still rank their groups; big nights ignore tiny groups.
     queues = _movers(session, batch_date, by="queue", min_calls=max(2, min(5, n_scored // 20)))
     agents = _movers(session, batch_date, by="agent_id", min_calls=max(2, min(3, n_scored // 50)))
+    conversation = _agent_conversation(session, ids)
     audio_s = float(batches["audio_seconds"].sum())
     wall = [(_finite((f - s).total_seconds()) if f is not None and s is not None else None)
             for s, f in zip(batches["started_at"], batches["finished_at"], strict=True)]
@@ -712,6 +736,7 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
         "has_history": has_history,
         "queues": queues,
         "agents": agents,
+        "agent_conversation": conversation,
         "headline": _batch_headline(len(calls), n_scored, len(failed), len(escalated), trend_rows,
                                     queues),
         "calls": calls.to_dict("records"),
@@ -772,6 +797,19 @@ def _trust(scored: pd.DataFrame) -> dict[str, float | None]:
     return out
 
 
+def _conversation(session: Session, call: dict[str, Any]) -> charts.Conversation:
+    """Quarters, interruptions and long silences of a call (its stored metrics and events)."""
+    events = queries.call_events(session, int(call["id"]), int(call["model_version_id"]))
+    quarters = [{role: _finite(call.get(f"negative_share_{role}_q{k}"))
+                 for role in ("customer", "agent")} for k in range(1, 5)]
+    return charts.Conversation(
+        quarters=quarters,
+        interruptions=[(float(e.start_s), float(e.end_s), str(e.role))
+                       for e in events.itertuples() if e.kind == "interruption"],
+        silences=[(float(e.start_s), float(e.end_s))
+                  for e in events.itertuples() if e.kind == "silence"])
+
+
 def call_context(session: Session, call_id: int) -> dict[str, Any]:
     call = queries.call_detail(session, call_id)
     segs = queries.call_segments(session, call_id, int(call["model_version_id"]))
@@ -788,9 +826,11 @@ def call_context(session: Session, call_id: int) -> dict[str, Any]:
                 for s in segs.itertuples()]
     roles = ["customer", "agent"] + sorted(set(segs["role"]) - {"customer", "agent"})
     overtalk = _overtalk(segs)
+    conversation = _conversation(session, call)
     chart = charts.timeline(
         segments, duration_s=duration, classes=band_order, roles=roles, overtalk=overtalk,
-        escalation=(window[0], window[1], str(call["escalation_rule"])) if window else None)
+        escalation=(window[0], window[1], str(call["escalation_rule"])) if window else None,
+        conversation=conversation)
     mix = call["emotion_mix"] if isinstance(call["emotion_mix"], dict) else {}
     mix_rows = []
     for role in roles:
@@ -827,6 +867,10 @@ def call_context(session: Session, call_id: int) -> dict[str, Any]:
         if mix_rows else None,
         "stored_mix": mix,
         "segments": segs_table,
+        "conversation": conversation,
+        "has_conversation": _finite(call.get("interruptions_by_agent")) is not None,
+        "quarter_rows": [{"role": role, "shares": [q.get(role) for q in conversation.quarters]}
+                         for role in ("customer", "agent")],
         "batch_file": "../" + batch_file(call["batch_date"]),
         "meta": {"kind": "call", "sort": f"{call['batch_date']} {call['call_key']}",
                  "escalated": bool(call["escalated"]),

@@ -502,6 +502,7 @@ def timeline(
     roles: Sequence[str] = ("customer", "agent"),
     overtalk: Sequence[tuple[float, float]] = (),
     escalation: tuple[float, float, str] | None = None,
+    conversation: Conversation | None = None,
     width: float = 960,
     band_height: float = 86,
 ) -> Markup:
@@ -510,7 +511,8 @@ def timeline(
     Each scored segment is drawn as a column whose coloured layers are the class probabilities
     (bottom = first class). Blank stretches are silence in that role. Below: who spoke when,
     with overtalk (both roles at once) in red. ``escalation`` = (start_s, end_s, label) shades
-    the stretch where the rule fired.
+    the stretch where the rule fired. ``conversation`` adds the four quarters (boundaries and
+    each role's negative share in them) and lanes for the interruptions and long silences.
     """
     duration = max(float(duration_s), max((s.end_s for s in segments), default=0.0), 1.0)
     colors = class_colors(classes)
@@ -518,7 +520,8 @@ def timeline(
     plot_w = width - left - right
     lane_h, lane_gap = 12.0, 4.0
     talk_top = top + len(roles) * (band_height + 14)
-    talk_h = (len(roles) + 1) * (lane_h + lane_gap)
+    n_lanes = len(roles) + 1 + (2 if conversation is not None else 0)
+    talk_h = n_lanes * (lane_h + lane_gap)
     axis_y = talk_top + talk_h + 2
     height = axis_y + 40
 
@@ -533,7 +536,7 @@ def timeline(
     # Backgrounds first, then the escalation shading over them, then the data on top.
     for ri in range(len(roles)):
         svg.rect(left, top + ri * (band_height + 14), plot_w, band_height, "#f7f8fa")
-    for ri in range(len(roles) + 1):
+    for ri in range(n_lanes):
         svg.rect(left, talk_top + ri * (lane_h + lane_gap), plot_w, lane_h, "#f0f2f5")
     if escalation is not None:
         start, end, rule = escalation
@@ -583,6 +586,10 @@ def timeline(
     for start, end in overtalk:
         svg.rect(sx(start), y, max(sx(end) - sx(start), 1.0), lane_h, ALERT,
                  title=f"overtalk {mmss(start)}–{mmss(end)}")
+    if conversation is not None:
+        _conversation_marks(svg, conversation, roles=roles, sx=sx, duration=duration,
+                            top=top, band_height=band_height, lane_top=y + lane_h + lane_gap,
+                            lane_h=lane_h, lane_gap=lane_gap, axis_y=axis_y, left=left)
     # Time axis.
     svg.line(left, axis_y, left + plot_w, axis_y, MUTED)
     for tick in _time_ticks(duration):
@@ -591,6 +598,49 @@ def timeline(
     svg.text(left + plot_w / 2, axis_y + 32, "time into the call (m:ss)", anchor="middle", size=11,
              fill=MUTED)
     return svg.render()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Conversation marks for :func:`timeline` (seconds from the call's start).
+
+    ``quarters``: four ``{role: negative share or None}``; ``interruptions``: ``(start, end,
+    interrupting role)``; ``silences``: ``(start, end)`` of the long silences.
+    """
+
+    quarters: Sequence[Mapping[str, float | None]] = ()
+    interruptions: Sequence[tuple[float, float, str]] = ()
+    silences: Sequence[tuple[float, float]] = ()
+
+
+ROLE_COLORS = {"agent": "#5b6b7c", "customer": ALERT}
+
+
+def _conversation_marks(svg: _Svg, conv: Conversation, *, roles: Sequence[str],
+                        sx: Callable[[float], float], duration: float, top: float,
+                        band_height: float, lane_top: float, lane_h: float, lane_gap: float,
+                        axis_y: float, left: float) -> None:
+    """Quarter boundaries and shares over the bands; interruption and silence lanes below."""
+    quarter = duration / 4.0
+    for k in range(1, 4):
+        svg.line(sx(k * quarter), top - 4, sx(k * quarter), axis_y, MUTED, 1, dash="2 4")
+    for k, shares in enumerate(conv.quarters[:4]):
+        for ri, role in enumerate(roles):
+            share = shares.get(role)
+            label = f"Q{k + 1} neg. {100 * share:.0f}%" if share is not None else f"Q{k + 1} –"
+            svg.text(sx(k * quarter) + 4, top + ri * (band_height + 14) - 2, label, size=9,
+                     fill=ALERT if share is not None and share >= 0.5 else MUTED)
+    y = lane_top
+    svg.text(left - 8, y + lane_h - 2, "interruptions", anchor="end", size=10, fill=MUTED)
+    for start, end, role in conv.interruptions:
+        svg.rect(sx(start), y, max(sx(end) - sx(start), 3.0), lane_h,
+                 ROLE_COLORS.get(role, ACCENT),
+                 title=f"{role} interrupts at {mmss(start)} ({end - start:.1f} s overlap)")
+    y += lane_h + lane_gap
+    svg.text(left - 8, y + lane_h - 2, "long silence", anchor="end", size=10, fill=MUTED)
+    for start, end in conv.silences:
+        svg.rect(sx(start), y, max(sx(end) - sx(start), 1.0), lane_h, "#c9a227",
+                 title=f"silence {mmss(start)}–{mmss(end)} ({end - start:.1f} s)")
 
 
 def sparkline(

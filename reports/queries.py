@@ -226,7 +226,12 @@ def call_detail(session: Session, call_id: int) -> dict[str, Any]:
                s.customer_negative_first_third, s.customer_negative_last_third, s.customer_trend,
                s.emotion_mix, coalesce(s.escalated, false) AS escalated, s.escalation_rule,
                s.escalation_reason, s.customer_scored_share, s.customer_confidence_mean,
-               s.customer_abstained_share
+               s.customer_abstained_share, s.negative_share_agent_q1, s.negative_share_agent_q2,
+               s.negative_share_agent_q3, s.negative_share_agent_q4,
+               s.negative_share_customer_q1, s.negative_share_customer_q2,
+               s.negative_share_customer_q3, s.negative_share_customer_q4,
+               s.interruptions_by_agent, s.interruptions_by_customer, s.interruption_overlap_s,
+               s.long_silence_count, s.long_silence_s, s.long_silence_longest_s
         FROM calls c
         JOIN batches b ON b.id = c.batch_id
         JOIN model_versions mv ON mv.id = b.model_version_id
@@ -256,6 +261,38 @@ def call_segments(session: Session, call_id: int, model_version_id: int) -> pd.D
         SELECT role, start_s, end_s, emotion, confidence, is_negative, probabilities, abstained
         FROM call_segments WHERE call_id = :id AND model_version_id = :mv
         ORDER BY start_s, role""", id=call_id, mv=model_version_id)
+
+
+def call_events(session: Session, call_id: int, model_version_id: int, *,
+                kinds: tuple[str, ...] = ("interruption", "silence")) -> pd.DataFrame:
+    """The call's event rows of ``kinds`` (empty for calls scored before events existed)."""
+    return _frame(session, """
+        SELECT role, kind, start_s, end_s, value FROM call_events
+        WHERE call_id = :id AND model_version_id = :mv AND kind = ANY(:kinds)
+        ORDER BY start_s, kind""", id=call_id, mv=model_version_id, kinds=list(kinds))
+
+
+def agent_conversation(session: Session, batch_ids: list[int]) -> pd.DataFrame:
+    """Per agent over the batches' scored calls that have conversation metrics: interruptions
+    by the agent, dead air (long silences), and the customer negative share beside them."""
+    return _frame(session, """
+        SELECT c.agent_id, count(*) AS calls,
+               sum(s.interruptions_by_agent) AS agent_interruptions,
+               sum(s.interruptions_by_customer) AS customer_interruptions,
+               sum(s.interruptions_by_agent) * 3600.0 / nullif(sum(s.talk_agent_s), 0)
+                   AS agent_interruptions_per_talk_hour,
+               sum(s.long_silence_s) AS dead_air_s,
+               sum(s.long_silence_count) AS long_silences,
+               max(s.long_silence_longest_s) AS longest_silence_s,
+               sum(s.negative_share_customer * s.talk_customer_s) / nullif(sum(s.talk_customer_s)
+                   FILTER (WHERE s.negative_share_customer IS NOT NULL), 0) AS customer_negative,
+               avg(s.escalated::int) AS escalation_rate
+        FROM calls c
+        JOIN batches b ON b.id = c.batch_id
+        JOIN call_summaries s ON s.call_id = c.id AND s.model_version_id = b.model_version_id
+        WHERE c.batch_id = ANY(:ids) AND c.status = 'scored' AND c.agent_id IS NOT NULL
+          AND s.interruptions_by_agent IS NOT NULL
+        GROUP BY c.agent_id ORDER BY c.agent_id""", ids=batch_ids)
 
 
 def negative_classes(session: Session, label_scheme: str) -> set[str]:

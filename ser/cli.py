@@ -16,7 +16,7 @@ app = typer.Typer(
 
 # Each module owns one command group; a missing module must not break the others.
 _COMMAND_MODULES = ("db", "ingest", "features", "train", "score", "serve", "report", "demo",
-                    "prefect")
+                    "prefect", "rules")
 
 for _name in _COMMAND_MODULES:
     try:

@@ -283,3 +283,83 @@ def test_thousand_call_batch_renders_fast_and_small(db_session: Session, tmp_pat
     assert html.count("<tr") > 1000  # every call is listed
     assert seconds < 10, f"1,000-call batch report took {seconds:.1f} s"
     assert size < 3 * 2**20, f"1,000-call batch report is {size / 2**20:.1f} MB"
+
+
+# --------------------------------------------------------------------------------------------
+# Conversation metrics in the reports (quarters, interruptions, dead air)
+# --------------------------------------------------------------------------------------------
+
+
+def _add_conversation(session: Session, batch_id: int) -> dict[str, tuple[int, float]]:
+    """Give the batch's scored calls conversation metrics and events, as scoring stores them:
+    agent ``i`` (in agent order) interrupts ``i`` times per call and leaves ``10 * i`` s of dead
+    air. Returns agent -> (interruptions per call, dead air per call)."""
+    calls = session.execute(text(
+        "SELECT c.id, c.agent_id, s.model_version_id, s.duration_s FROM calls c "
+        "JOIN call_summaries s ON s.call_id = c.id WHERE c.batch_id = :b ORDER BY c.id"),
+        {"b": batch_id}).all()
+    agents = sorted({c.agent_id for c in calls})
+    per_agent = {a: (i % 4, 10.0 * (3 - i % 4)) for i, a in enumerate(agents)}
+    for c in calls:
+        n_int, dead = per_agent[c.agent_id]
+        session.execute(text(
+            "UPDATE call_summaries SET interruptions_by_agent = :n, interruptions_by_customer = 1,"
+            " interruption_overlap_s = :n * 0.5, long_silence_count = 1, long_silence_s = :d, "
+            "long_silence_longest_s = :d, turns_agent = 5, negative_share_customer_q1 = 0.1, "
+            "negative_share_customer_q4 = 0.9, negative_share_agent_q2 = 0.25 "
+            "WHERE call_id = :c"), {"n": n_int, "d": dead, "c": c.id})
+        rows = [{"c": c.id, "m": c.model_version_id, "r": "agent", "k": "interruption",
+                 "s": 20.0 + k, "e": 20.5 + k, "v": 0.5} for k in range(n_int)]
+        rows.append({"c": c.id, "m": c.model_version_id, "r": None, "k": "silence", "s": 5.0,
+                     "e": 5.0 + dead, "v": dead})
+        session.execute(text("INSERT INTO call_events (call_id, model_version_id, role, kind, "
+                             "start_s, end_s, value) VALUES (:c, :m, :r, :k, :s, :e, :v)"), rows)
+    return per_agent
+
+
+def test_batch_report_ranks_agents_by_interruptions_and_dead_air(
+        world: dict[str, object], db_session: Session, tmp_path: Path) -> None:
+    batch_id = world["batch"].batch_id  # type: ignore[attr-defined]
+    html = build.batch_report(db_session, DAY, tmp_path).read_text()
+    assert "Agents: interruptions and dead air" in html and "--recompute-summaries" in html
+    per_agent = _add_conversation(db_session, batch_id)
+    ctx = build.batch_context(db_session, DAY)
+    ranked = ctx["agent_conversation"]["by_interruptions"]
+    assert [r["interruptions_per_call"] for r in ranked] == sorted(
+        (float(v[0]) for v in per_agent.values()), reverse=True)[:len(ranked)]
+    assert ranked[0]["interruptions_per_call"] == 3.0
+    dead = ctx["agent_conversation"]["by_dead_air"]
+    assert dead[0]["dead_air_per_call_s"] == 30.0 and dead[-1]["dead_air_per_call_s"] >= 0.0
+    assert ctx["agent_conversation"]["n_agents"] == len(per_agent)
+    html = build.batch_report(db_session, DAY, tmp_path).read_text()
+    _assert_self_contained(html)
+    section = html.split('id="agent-conversation"', 1)[1].split("</section>", 1)[0]
+    assert "Interruptions by the agent" in section and "Dead air" in section
+    assert "--recompute-summaries" not in section
+    assert section.index(ranked[0]["agent_id"]) < section.index(ranked[-1]["agent_id"])
+
+
+def test_call_report_marks_quarters_interruptions_and_silences(
+        world: dict[str, object], db_session: Session, tmp_path: Path) -> None:
+    batch_id = world["batch"].batch_id  # type: ignore[attr-defined]
+    per_agent = _add_conversation(db_session, batch_id)
+    call = db_session.execute(text(
+        "SELECT c.id, c.agent_id FROM calls c JOIN call_summaries s ON s.call_id = c.id "
+        "WHERE c.batch_id = :b AND s.interruptions_by_agent = 3 ORDER BY c.id LIMIT 1"),
+        {"b": batch_id}).one()
+    html = build.call_report(db_session, call.id, tmp_path).read_text()
+    _assert_self_contained(html)
+    assert html.count("Q1 neg. 10%") == 1 and "Q4 neg. 90%" in html  # the customer's band
+    assert "Q2 neg. 25%" in html and "Q3 –" in html  # the agent's; no share in Q3
+    assert html.count("agent interrupts at 0:2") == 3 and "interruptions" in html
+    dead = per_agent[call.agent_id][1]
+    assert f"silence 0:05–{charts.mmss(5.0 + dead)} ({dead:.1f} s)" in html
+    assert "long silence" in html and "by the agent 3 · by the customer 1" in html
+    assert "3 interruptions and 1 long silences" in html
+    # a call scored before the metrics existed says how to fill them in
+    other = db_session.execute(text(
+        "SELECT c.id FROM calls c JOIN call_summaries s ON s.call_id = c.id WHERE s.call_id "
+        "<> :c AND c.status = 'scored' ORDER BY c.id LIMIT 1"), {"c": call.id}).scalar_one()
+    db_session.execute(text("UPDATE call_summaries SET interruptions_by_agent = NULL WHERE "
+                            "call_id = :c"), {"c": other})
+    assert "--recompute-summaries" in build.call_report(db_session, other, tmp_path).read_text()

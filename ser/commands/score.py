@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
+
+if TYPE_CHECKING:
+    from etl.escalation import EscalationRule
 
 MAX_FAILURE_LINES = 20
 # Exit codes of `ser score` (docs/operations.md): cron and schedulers tell the three apart.
@@ -34,8 +37,8 @@ def score_cmd(
     path: Annotated[Path, typer.Argument(help="Folder of call recordings (searched recursively, "
                                          "calls.csv optional) or one recording.")],
     batch_date: str | None = typer.Option(None, "--batch-date", help="YYYY-MM-DD (default today)."),
-    model: str = typer.Option("production", "--model",
-                              help="Alias, model version id, or name:version."),
+    model: str | None = typer.Option(None, "--model", help="Alias, model version id, or "
+                                     "name:version (default production)."),
     workers: int | None = typer.Option(None, min=1, help="Worker processes (default SER_WORKERS)."),
     rules: str | None = typer.Option(None, help="Escalation rules: a .json/.toml file or inline "
                                      "JSON (default $SER_ESCALATION_RULES or the built-ins)."),
@@ -50,6 +53,11 @@ def score_cmd(
     prefect: bool = typer.Option(False, "--prefect",
                                  help="Run as a Prefect flow run (adds Prefect's startup time)."),
     as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON."),
+    recompute_summaries: bool = typer.Option(
+        False, "--recompute-summaries", help="Do not score: recompute the summaries, "
+        "conversation metrics and escalations (current rules) of the batch already scored "
+        "from PATH on --batch-date, from its stored segments and a voice-activity pass over "
+        "the audio (with --model: only that model's batch)."),
 ) -> None:
     """Score one batch of call recordings now and print a short summary.
 
@@ -73,6 +81,10 @@ def score_cmd(
         rule_list = load_rules(rules)
     except ValueError as exc:
         fail(str(exc))
+    if recompute_summaries:
+        _recompute(path, date=date, model=model, rule_list=rule_list, as_json=as_json)
+        return
+    model = model or "production"
     n_workers = workers or get_settings().workers
     engine = open_database()
     try:
@@ -112,6 +124,39 @@ def score_cmd(
     else:
         _print_report(report)
     if report["n_failed"]:
+        raise typer.Exit(EXIT_CALLS_FAILED)
+
+
+def _recompute(path: Path, *, date: dt.date, model: str | None, rule_list: list[EscalationRule],
+               as_json: bool) -> None:
+    """`ser score PATH --recompute-summaries`: the batch's summaries again, no re-scoring."""
+    from db.engine import session_scope
+    from etl.recompute import run_recompute
+    from etl.registry import ModelNotFoundError, resolve_version
+
+    engine = open_database()
+    try:
+        with session_scope(engine) as session:
+            mv_id = resolve_version(session, model).id if model else None
+    except ModelNotFoundError as exc:
+        fail(str(exc), code=EXIT_COULD_NOT_RUN)
+    report = run_recompute(lambda: session_scope(engine), batch_date=date,
+                           source_path=str(path.expanduser().resolve()),
+                           model_version_id=mv_id, rules=rule_list, progress=is_tty())
+    if not report.batch_ids:
+        fail(f"no scored calls from {path} on {date.isoformat()}"
+             + (f" with model {model}" if model else "") + "; score them first",
+             code=EXIT_COULD_NOT_RUN)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        typer.echo(f"recomputed {report.n_recomputed} of {report.n_calls} scored calls "
+                   f"(batch{'es' if len(report.batch_ids) > 1 else ''} "
+                   f"{', '.join(map(str, report.batch_ids))}): {report.n_escalations} "
+                   f"escalations, {report.n_changed} calls changed their escalation")
+        for key, reason in list(report.failures.items())[:MAX_FAILURE_LINES]:
+            typer.echo(f"  failed {key}: {reason}")
+    if report.failures:
         raise typer.Exit(EXIT_CALLS_FAILED)
 
 
