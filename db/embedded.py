@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -68,6 +69,47 @@ def ensure_password_auth(pgdata: Path) -> bool:
     return True
 
 
+def _memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    except (ValueError, OSError, AttributeError):  # not every platform reports it
+        return 4096
+
+
+def analytics_settings(*, memory_mb: int | None = None) -> dict[str, str]:
+    """Server settings for analytics on one machine (docs/analytics.md, "Embedded server").
+
+    initdb's defaults assume a tiny shared box and spinning disks: 4 MB ``work_mem`` makes a
+    month of trends sort on disk, and ``random_page_cost = 4`` steers date-window queries away
+    from their indexes. ``effective_cache_size`` is half the machine's memory (the OS page cache
+    holds the data; it is a planner hint, nothing is allocated).
+    """
+    memory = memory_mb if memory_mb is not None else _memory_mb()
+    return {
+        "work_mem": "64MB",
+        "maintenance_work_mem": "256MB",
+        "random_page_cost": "1.1",
+        "effective_io_concurrency": "200",
+        "effective_cache_size": f"{max(memory // 2, 512)}MB",
+    }
+
+
+def ensure_analytics_settings(pgdata: Path, psql: Callable[[str], str]) -> bool:
+    """``ALTER SYSTEM SET`` each of :func:`analytics_settings` that ``postgresql.auto.conf`` does
+    not set yet (so a value the owner changed with ALTER SYSTEM is kept); True if any was set
+    (the server must then reload its configuration)."""
+    try:
+        current = (Path(pgdata) / "postgresql.auto.conf").read_text()
+    except OSError:  # a server running as another user: leave its configuration alone
+        return False
+    present = {line.split("=", 1)[0].strip() for line in current.splitlines() if "=" in line}
+    missing = {k: v for k, v in analytics_settings().items() if k not in present}
+    for name, value in missing.items():
+        # one statement per call: ALTER SYSTEM refuses to run inside a transaction block
+        psql(f"ALTER SYSTEM SET {name} = '{value}';")
+    return bool(missing)
+
+
 def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE) -> str:
     """Start (or reuse) the embedded server under ``pgdata``; return a psycopg2 URL for ``database``.
 
@@ -87,7 +129,9 @@ def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE) -> str:
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
             "Set DATABASE_URL to use an existing server instead."
         ) from exc
-    if ensure_password_auth(pgdata):
+    changed = ensure_password_auth(pgdata)
+    changed = ensure_analytics_settings(pgdata, server.psql) or changed
+    if changed:
         server.psql("SELECT pg_reload_conf();")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "1 row" not in exists:

@@ -357,6 +357,10 @@ class Call(Base):
     agent_id: Mapped[str | None] = mapped_column(String(64), index=True)
     queue: Mapped[str | None] = mapped_column(String(64), index=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The day the call belongs to: the UTC date of started_at, else the batch date. Filled by
+    # the trigger calls_call_date when the row is written (migration 819c813532a8), so every
+    # writer and every session agrees on it and date filters can use the index.
+    call_date: Mapped[dt.date] = mapped_column(Date, index=True)
     channel_roles: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     sample_rate: Mapped[int | None] = mapped_column(Integer)
     channels: Mapped[int | None] = mapped_column(Integer)
@@ -462,3 +466,27 @@ class CallEvent(Base):
     start_s: Mapped[float] = mapped_column(Float)
     end_s: Mapped[float] = mapped_column(Float)
     value: Mapped[float | None] = mapped_column(Float)
+
+
+class DailyEmotionRollup(Base):
+    """Scored speech per day, queue, agent, role, emotion and model version (what
+    ``analytics.daily_trends`` reads); rewritten per day by ``etl.rollup.refresh_rollup``.
+
+    ``segments_pruned``: the day's segments were deleted (``ser db prune``); its rows are kept
+    as they are and no longer recomputed.
+    """
+
+    __tablename__ = "daily_emotion_rollup"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    call_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    queue: Mapped[str | None] = mapped_column(String(64))
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    emotion: Mapped[str] = mapped_column(String(32))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    calls: Mapped[int] = mapped_column(BigInteger)
+    segments: Mapped[int] = mapped_column(BigInteger)
+    speech_s: Mapped[float] = mapped_column(Float)
+    abstained_s: Mapped[float] = mapped_column(Float)
+    segments_pruned: Mapped[bool] = mapped_column(Boolean, server_default="false")

@@ -54,6 +54,7 @@ from etl.escalation import (
     rules_as_data,
 )
 from etl.labels import is_negative_class
+from etl.rollup import refresh_rollup
 from etl.summaries import ScoredSegment, SummaryStats, summarise_call
 from etl.vad import NARROWBAND_MAX_SR, FrameAnalyser, Region, VadConfig, is_narrowband, windows
 
@@ -522,6 +523,7 @@ def finalise_batch(session: Session, *, batch_id: int, wall_seconds: float = 0.0
                status = CASE WHEN :n_pending = 0 THEN 'done' ELSE 'partial' END,
                finished_at = now()
         WHERE id = :b"""), {**counts._asdict(), "b": batch_id})
+    refresh_rollup(session, batch_id=batch_id)
     batch = session.get(Batch, batch_id)
     assert batch is not None
     failures = dict(session.execute(select(Call.call_key, Call.error).where(

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from etl.rollup import refresh_rollup
 from tests.utils.factories import make_feature_set, make_model_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,7 @@ def scored(db_session: Session) -> Iterator[dict[str, int]]:
         "escalation_reason) VALUES (:c, :mv, 60, 4, 10, 0.7, 0, 0.8, 4, 0.5, true, "
         "'customer_negative_share', 'negative_share_customer = 0.8 >= 0.5')"),
         {"c": ids["c1"], "mv": mv})
+    refresh_rollup(s, batch_id=batch)  # as etl.scoring.finalise_batch does at the end of a batch
     yield {"model_version_id": mv, "batch_id": batch, **ids}
 
 

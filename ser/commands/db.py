@@ -1,8 +1,9 @@
-"""`ser db upgrade | downgrade REV | current | url`, `ser db analyst add | limits`."""
+"""`ser db upgrade | downgrade REV | current | url | prune`, `ser db analyst add | limits`."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import os
@@ -13,7 +14,7 @@ import typer
 from sqlalchemy import Connection, text
 
 from db.embedded import psql_url
-from db.engine import get_engine
+from db.engine import get_engine, session_scope
 from db.migrate import current_revision, downgrade, head_revision, upgrade
 from ser.runtime import fail, open_database
 
@@ -51,6 +52,35 @@ def url_cmd() -> None:
     """Print the connection URL (psql-ready)."""
     engine = get_engine()
     typer.echo(unquote(psql_url(engine.url.render_as_string(hide_password=False))))
+
+
+@db_app.command("prune")
+def prune_cmd(
+    segments_before: str = typer.Option(
+        ..., "--segments-before", metavar="DATE",
+        help="Delete the segments of calls whose call_date is before DATE (YYYY-MM-DD)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete old call segments; calls, summaries, events and the daily rollup stay."""
+    from etl.rollup import count_prunable, prune_segments
+
+    try:
+        before = dt.date.fromisoformat(segments_before)
+    except ValueError:
+        fail(f"--segments-before {segments_before!r} is not a date (YYYY-MM-DD)")
+    engine = open_database()
+    with session_scope(engine) as session:
+        n = count_prunable(session, before=before)
+    if n == 0:
+        typer.echo(f"no segments of calls before {before}")
+        return
+    if not yes:
+        typer.confirm(f"delete {n:,} segments of calls before {before} (calls, summaries and "
+                      "analytics.daily_trends keep them)?", abort=True)
+    with session_scope(engine) as session:
+        report = prune_segments(session, before=before)
+    typer.echo(f"deleted {report.segments:,} segments of calls before {before}; "
+               f"{report.frozen_rollup_rows:,} rollup rows kept as they are")
 
 
 analyst_app = typer.Typer(help="Analyst logins (members of the read-only role ser_analyst).",

@@ -1,0 +1,325 @@
+"""Analyst queries against a growing history: does a fixed window stay as fast? Prints JSON.
+
+1. A scratch embedded PostgreSQL in a temporary SER_HOME (stopped and deleted afterwards),
+   migrated to head, with the server settings ``ser`` gives it (``db.embedded``).
+2. Synthetic scored history loaded with COPY, one transaction per night ending today: a batch,
+   ``--calls-per-night`` calls (100 agents in 10 queues), their summaries and
+   ``--segments-per-call`` segments each (half agent, half customer, six emotions), and the
+   night's rollup through ``etl.rollup.refresh_rollup`` as the nightly flow does it. Foreign-key
+   triggers are off while loading (``session_replication_role = replica``), so ``call_date`` is
+   written by the loader with the trigger's rule. Sizes grow: the first size's nights, then
+   older nights up to the next size, ANALYZE after each.
+3. At each size every SQL query of README.md and docs/analytics.md, plus named queries for the
+   windows analysts use (escalations last 7 days, trends all and last 30 days, agents all and
+   last 30 days, one queue-day's emotion mix from the segments and from the rollup, one call's
+   segments by id), timed warm: one untimed run, then the best of ``--repeats``.
+
+``call_events`` is not loaded (its documented queries run on an empty table).
+
+Usage: python bench/analytics_scale.py [--nights 30,120,365] [--calls-per-night 2000]
+       [--segments-per-call 40] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+EMOTIONS = ("angry", "calm", "happy", "sad", "neutral", "fearful")
+NEGATIVE = {"angry", "sad", "fearful"}
+N_AGENTS = 100
+N_QUEUES = 10
+RULES = ("customer_negative_share", "customer_negative_streak", "customer_worsening", "overtalk")
+
+# Named queries: (name, fixed window?, SQL). Windows end today, as the loaded history does.
+NAMED: tuple[tuple[str, bool, str], ...] = (
+    ("escalations_last_7_days", True, """
+        SELECT queue, escalation_rule, count(*) AS calls FROM analytics.escalations
+        WHERE call_date >= current_date - 7 GROUP BY queue, escalation_rule
+        ORDER BY calls DESC"""),
+    ("daily_angry_share_all_history", False, """
+        SELECT day, queue, round((sum(speech_s) FILTER (WHERE emotion = 'angry')
+               / NULLIF(sum(speech_s), 0))::numeric, 3) FROM analytics.daily_trends
+        WHERE role = 'customer' GROUP BY day, queue ORDER BY day, queue"""),
+    ("daily_angry_share_last_30_days", True, """
+        SELECT day, queue, round((sum(speech_s) FILTER (WHERE emotion = 'angry')
+               / NULLIF(sum(speech_s), 0))::numeric, 3) FROM analytics.daily_trends
+        WHERE role = 'customer' AND day >= current_date - 30 GROUP BY day, queue
+        ORDER BY day, queue"""),
+    ("agents_most_negative_all_history", False, """
+        SELECT agent_id, count(*) AS calls,
+               round(avg(negative_share_customer)::numeric, 3) AS negative
+        FROM analytics.calls WHERE status = 'scored' AND negative_share_customer IS NOT NULL
+        GROUP BY agent_id ORDER BY negative DESC"""),
+    ("agents_most_negative_last_30_days", True, """
+        SELECT agent_id, count(*) AS calls,
+               round(avg(negative_share_customer)::numeric, 3) AS avg_customer_negative,
+               round(avg(escalated::int)::numeric, 3) AS escalation_rate
+        FROM analytics.calls WHERE status = 'scored' AND negative_share_customer IS NOT NULL
+          AND call_date >= current_date - 30
+        GROUP BY agent_id HAVING count(*) >= 1 ORDER BY avg_customer_negative DESC"""),
+    ("queue_day_emotion_mix_segments", True, """
+        SELECT emotion, count(*) AS segments, sum(duration_s) AS speech_s
+        FROM analytics.segments
+        WHERE queue = 'queue-03' AND call_date = current_date - 3 AND role = 'customer'
+        GROUP BY emotion ORDER BY emotion"""),
+    ("queue_day_emotion_mix_rollup", True, """
+        SELECT emotion, sum(segments) AS segments, sum(speech_s) AS speech_s
+        FROM analytics.daily_trends
+        WHERE queue = 'queue-03' AND day = current_date - 3 AND role = 'customer'
+        GROUP BY emotion ORDER BY emotion"""),
+    ("one_call_segments_by_id", True, """
+        SELECT role, start_s, end_s, emotion, confidence FROM analytics.segments
+        WHERE call_id = (SELECT max(id) FROM public.calls) ORDER BY start_s, role"""),
+)
+
+
+def documented_queries() -> list[tuple[str, str]]:
+    """Every SQL statement in README.md and docs/analytics.md, named by file and position."""
+    found: list[tuple[str, str]] = []
+    for name in ("README.md", "docs/analytics.md"):
+        blocks = re.findall(r"```sql\n(.*?)```", (ROOT / name).read_text(), flags=re.DOTALL)
+        statements = [s.strip() for block in blocks for s in re.split(r";\s*(?:\n|$)", block)]
+        found.extend((f"{name}#{i}", s) for i, s in enumerate(x for x in statements if x))
+    return found
+
+
+class Loader:
+    """Writes synthetic nights with COPY on one raw psycopg2 connection."""
+
+    def __init__(self, conn: Any, *, model_version_id: int, calls_per_night: int,
+                 segments_per_call: int, seed: int = 0) -> None:
+        self.conn = conn
+        self.mv = model_version_id
+        self.calls_per_night = calls_per_night
+        self.segments_per_call = segments_per_call
+        self.rng = np.random.default_rng(seed)
+        self.next_call_id = 1
+        # one probability vector per top emotion (the queries never read them)
+        self.probabilities: list[str] = []
+        for top in range(len(EMOTIONS)):
+            p = self.rng.dirichlet(np.ones(len(EMOTIONS)))
+            p[top] += 1.0
+            p /= p.sum()
+            self.probabilities.append(json.dumps(
+                {x: round(float(v), 3) for x, v in zip(EMOTIONS, p, strict=True)}))
+
+    def _copy(self, table: str, columns: str, text: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)",
+                            io.StringIO(text))
+
+    def night(self, day: dt.date) -> int:
+        """Load one night's batch; return its id (the caller commits)."""
+        rng, n, k = self.rng, self.calls_per_night, self.segments_per_call
+        with self.conn.cursor() as cur:
+            cur.execute("INSERT INTO batches (batch_date, source_path, model_version_id, status, "
+                        "n_calls, n_scored) VALUES (%s, %s, %s, 'done', %s, %s) RETURNING id",
+                        (day, f"/srv/inbox/{day}", self.mv, n, n))
+            batch_id = int(cur.fetchone()[0])
+        ids = np.arange(self.next_call_id, self.next_call_id + n)
+        self.next_call_id += n
+        agents = rng.integers(0, N_AGENTS, n)
+        seconds = np.sort(rng.integers(8 * 3600, 20 * 3600, n))
+        durations = rng.uniform(60.0, 480.0, n)
+        midnight = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
+        calls = "".join(
+            f"{cid},{batch_id},c{cid:09d}.wav,/srv/inbox/{day}/c{cid:09d}.wav,"
+            f"agent-{a:03d},queue-{a % N_QUEUES:02d},"
+            f"{(midnight + dt.timedelta(seconds=int(s))).isoformat()},{day},"
+            f"\"{{\"\"0\"\": \"\"agent\"\", \"\"1\"\": \"\"customer\"\"}}\",8000,2,{d:.2f},scored\n"
+            for cid, a, s, d in zip(ids, agents, seconds, durations, strict=True))
+        self._copy("calls", "id, batch_id, call_key, path, agent_id, queue, started_at, "
+                   "call_date, channel_roles, sample_rate, channels, duration_s, status", calls)
+        negative = rng.beta(2, 5, n)
+        escalated = negative > 0.55
+        summaries = "".join(
+            f"{cid},{self.mv},{d:.2f},{d * 0.35:.2f},{d * 0.4:.2f},0.25,{o:.3f},0.1,{ng:.3f},"
+            f"{ng * 40:.1f},{ng * 0.9:.3f},{ng * 1.1:.3f},{ng * 0.2:.3f},{'t' if e else 'f'},"
+            f"{RULES[cid % 4] if e else ''},{'fired' if e else ''},0.95,0.8,0.05,"
+            f"{ng * 0.9:.3f},{ng:.3f},{ng:.3f},{ng * 1.1:.3f},{t},{t},{i},{j},"
+            f"{rng_rate:.2f},{lc:.1f}\n"
+            for cid, d, ng, e, o, t, i, j, rng_rate, lc in zip(
+                ids, durations, negative, escalated, rng.uniform(0, 0.3, n),
+                rng.integers(5, 60, n), rng.integers(0, 8, n), rng.integers(0, 8, n),
+                rng.uniform(2.5, 6.0, n), rng.normal(0, 3, n), strict=True))
+        self._copy("call_summaries", "call_id, model_version_id, duration_s, talk_agent_s, "
+                   "talk_customer_s, silence_share, overtalk_share, negative_share_agent, "
+                   "negative_share_customer, longest_negative_streak_s, "
+                   "customer_negative_first_third, customer_negative_last_third, customer_trend, "
+                   "escalated, escalation_rule, escalation_reason, customer_scored_share, "
+                   "customer_confidence_mean, customer_abstained_share, "
+                   "negative_share_customer_q1, negative_share_customer_q2, "
+                   "negative_share_customer_q3, negative_share_customer_q4, turns_agent, "
+                   "turns_customer, interruptions_by_agent, interruptions_by_customer, "
+                   "speaking_rate_agent, loudness_change_customer_db", summaries)
+        # k segments per call, alternating roles in 3 s windows; customers of negative calls
+        # lean to the negative emotions
+        seg_call = np.repeat(ids, k)
+        seg_no = np.tile(np.arange(k), n)
+        start = seg_no * 3.0
+        customer = seg_no % 2 == 1
+        lean = np.repeat(negative, k)
+        picks = rng.integers(0, len(EMOTIONS), n * k)
+        angry = customer & (rng.random(n * k) < lean)
+        picks[angry] = 0
+        confidence = rng.uniform(0.3, 0.95, n * k)
+        out = io.StringIO()
+        probabilities = [p.replace('"', '""') for p in self.probabilities]
+        for cid, c, s, p, conf in zip(seg_call, customer, start, picks, confidence, strict=True):
+            emotion = EMOTIONS[p]
+            out.write(f"{cid},{self.mv},{'customer' if c else 'agent'},{s:.1f},{s + 2.8:.1f},"
+                      f"{emotion},{conf:.3f},{'t' if emotion in NEGATIVE and conf >= 0.35 else 'f'},"
+                      f"\"{probabilities[p]}\",{'t' if conf < 0.35 else 'f'}\n")
+        self._copy("call_segments", "call_id, model_version_id, role, start_s, end_s, emotion, "
+                   "confidence, is_negative, probabilities, abstained", out.getvalue())
+        return batch_id
+
+
+def _seed_model(conn: Any) -> int:
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO feature_sets (name, version, feature_names, params, params_hash) "
+                    "VALUES ('rich', 1, ARRAY['f0'], '{}', repeat('0', 64)) RETURNING id")
+        fs = cur.fetchone()[0]
+        cur.execute("INSERT INTO registered_models (name) VALUES ('bench') RETURNING id")
+        rm = cur.fetchone()[0]
+        cur.execute(
+            "INSERT INTO model_versions (registered_model_id, version, algorithm, feature_set_id, "
+            "label_scheme, classes, training_clip_ids, training_set_sha256, code_version, "
+            "artifact_format, artifact, artifact_sha256) VALUES (%s, 1, 'logreg', %s, "
+            "(SELECT min(name) FROM label_schemes), %s, '{}', repeat('0', 64), 'bench', 'skops', "
+            "'\\x00', repeat('0', 64)) RETURNING id", (rm, fs, list(EMOTIONS)))
+        return int(cur.fetchone()[0])
+
+
+def _time(conn: Any, sql: str, *, repeats: int) -> tuple[float, int]:
+    """Best of ``repeats`` warm runs in milliseconds, and the row count."""
+    best, rows = float("inf"), 0
+    with conn.cursor() as cur:
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            cur.execute(sql)
+            rows = len(cur.fetchall())
+            if i:  # the first run only warms the cache
+                best = min(best, (time.perf_counter() - t0) * 1000)
+    return round(best, 2), rows
+
+
+def _sizes(conn: Any) -> dict[str, str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT c.relname, pg_size_pretty(pg_total_relation_size(c.oid)) FROM "
+                    "pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname IN "
+                    "('calls', 'call_segments', 'call_summaries', 'daily_emotion_rollup') "
+                    "ORDER BY 1")
+        return dict(cur.fetchall())
+
+
+def run(engine: Any, *, nights: list[int], calls_per_night: int, segments_per_call: int,
+        repeats: int) -> dict[str, Any]:
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from etl.rollup import refresh_rollup
+
+    results: list[dict[str, Any]] = []
+    with engine.connect() as sa_conn, engine.connect().execution_options(
+            isolation_level="AUTOCOMMIT") as reader:
+        conn = sa_conn.connection.driver_connection  # COPY goes through psycopg2 itself
+        session = Session(bind=sa_conn)
+        mv = _seed_model(conn)
+        conn.commit()
+        loader = Loader(conn, model_version_id=mv, calls_per_night=calls_per_night,
+                        segments_per_call=segments_per_call)
+        queries = [(name, window, sql) for name, window, sql in NAMED]
+        queries += [(name, False, sql) for name, sql in documented_queries()]
+        today = dt.date.today()
+        loaded = 0
+        settings = {name: reader.exec_driver_sql(f"SHOW {name}").scalar_one()
+                    for name in ("work_mem", "random_page_cost", "effective_cache_size", "jit")}
+        rdb = reader.connection.driver_connection
+        for target in sorted(nights):
+            t0 = time.perf_counter()
+            refresh_s = 0.0
+            for age in range(loaded + 1, target + 1):  # each size adds older nights
+                sa_conn.execute(text("SET LOCAL session_replication_role = replica"))
+                batch_id = loader.night(today - dt.timedelta(days=age))
+                t1 = time.perf_counter()
+                refresh_rollup(session, batch_id=batch_id)
+                refresh_s += time.perf_counter() - t1
+                sa_conn.commit()
+            load_s = time.perf_counter() - t0
+            n_new, loaded = target - loaded, target
+            reader.exec_driver_sql("SELECT setval('calls_id_seq', (SELECT max(id) FROM calls))")
+            reader.exec_driver_sql("VACUUM ANALYZE")
+            timings: dict[str, Any] = {}
+            for name, window, sql in queries:
+                ms, rows = _time(rdb, sql, repeats=repeats)
+                timings[name] = {"ms": ms, "rows": rows, "fixed_window": window}
+            results.append({"nights": target, "calls": target * calls_per_night,
+                            "segments": target * calls_per_night * segments_per_call,
+                            "load_s": round(load_s, 1),
+                            "rollup_refresh_ms_per_night": round(
+                                refresh_s * 1000 / max(n_new, 1), 1),
+                            "sizes": _sizes(rdb), "queries": timings})
+            # each size as soon as it is measured: a long run's early sizes survive an abort
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        session.close()
+    first = results[0]["queries"]
+    last = results[-1]["queries"]
+    ratio = {name: round(last[name]["ms"] / max(first[name]["ms"], 0.01), 2)
+             for name in last if last[name]["fixed_window"]}
+    return {"settings": settings, "calls_per_night": calls_per_night,
+            "segments_per_call": segments_per_call, "repeats": repeats, "runs": results,
+            f"fixed_window_ratio_{results[-1]['nights']}_vs_{results[0]['nights']}": ratio,
+            "queries_over_100ms_at_largest": sorted(
+                name for name, t in last.items() if t["ms"] >= 100)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nights", default="30,120,365",
+                        help="history sizes to measure, comma-separated (default 30,120,365)")
+    parser.add_argument("--calls-per-night", type=int, default=2000)
+    parser.add_argument("--segments-per-call", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    nights = sorted({int(x) for x in args.nights.split(",") if x.strip()})
+    if not nights or nights[0] < 8:
+        sys.exit("--nights: sizes of at least 8 nights (the windows reach 7 days back)")
+
+    with tempfile.TemporaryDirectory(prefix="ser-bench-analytics-") as tmp_name:
+        os.environ["SER_HOME"] = str(Path(tmp_name) / "home")
+        os.environ.pop("DATABASE_URL", None)
+        from db.embedded import stop_embedded
+        from db.engine import get_engine
+        from db.migrate import ensure_migrated
+        from ser.settings import get_settings
+
+        get_settings.cache_clear()
+        engine = get_engine()
+        ensure_migrated(engine)
+        try:
+            result = run(engine, nights=nights, calls_per_night=args.calls_per_night,
+                         segments_per_call=args.segments_per_call, repeats=args.repeats)
+        finally:
+            engine.dispose()
+            stop_embedded(get_settings().embedded_pgdata)
+    print(json.dumps({"cpus": os.cpu_count(), **result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
