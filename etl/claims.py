@@ -20,8 +20,11 @@ Nothing here commits: the caller owns the transactions (one per claim, one per r
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import random
+import socket
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,67 @@ LEGACY_STALE_S = 1800.0
 
 class LeaseLostError(RuntimeError):
     """The connection holding a worker's lease is gone (its claims are free for others)."""
+
+
+# --------------------------------------------------------------------------------------------
+# One run per host and batch
+# --------------------------------------------------------------------------------------------
+
+# Second advisory-lock namespace: a host's turn at a batch (see HostTurn).
+TURN_NAMESPACE = (LOCK_NAMESPACE + 1) & 0x7FFF_FFFF
+
+
+def turn_key(host: str, batch_id: int) -> int:
+    """A stable 31-bit key for (host, batch)."""
+    digest = hashlib.sha256(f"{host}\0{batch_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+class HostTurn:
+    """This host's turn at scoring a batch: one run per host at a time.
+
+    A run's worker processes already use the host's cores; a second run of the same batch on
+    the same host would only add processes competing for them (and pay its start-up again), so
+    it waits for the turn instead and then scores whatever is left: nothing when the first run
+    finished, everything it had not scored when it died (the lock is released with its
+    connection, like a lease). Runs on other hosts take their own turn and share the work
+    through the claims.
+    """
+
+    def __init__(self, engine: Engine, *, batch_id: int, host: str | None = None,
+                 poll_s: float = 0.25) -> None:
+        self._engine = engine
+        self.key = turn_key(host or socket.gethostname(), batch_id)
+        self.poll_s = poll_s
+        self.waited_s = 0.0
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Self:
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        started = time.monotonic()
+        try:
+            # polled rather than blocking in pg_advisory_lock, so Ctrl-C stops a waiting run
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k)"),
+                                   {"ns": TURN_NAMESPACE, "k": self.key}).scalar_one():
+                time.sleep(self.poll_s)
+        except BaseException:
+            conn.close()
+            raise
+        self.waited_s = time.monotonic() - started
+        self._conn = conn
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute(text("SELECT pg_advisory_unlock(:ns, :k)"),
+                               {"ns": TURN_NAMESPACE, "k": self.key})
+        except Exception as error:  # noqa: BLE001 - a dead connection released the lock already
+            log.debug("host turn %s: unlock failed (%s)", self.key, error)
+        finally:
+            self._conn.close()
+            self._conn = None
 
 
 # --------------------------------------------------------------------------------------------

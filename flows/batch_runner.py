@@ -5,7 +5,8 @@ write, summarise) hold the work as functions that take a session and never commi
 owns the transactions around them: one short transaction per claim and one per result, so a
 crash loses at most the call in hand (its worker's lease ends with it, so the next run takes the
 call at once). ``score_batch`` runs workers in processes that claim
-calls from the database, so overlapping runs share the work instead of repeating it. It has no
+calls from the database, so overlapping runs share the work instead of repeating it; one run
+per host at a time (a second run on the same host waits its turn, then scores what is left). It has no
 Prefect dependency: ``ser score`` calls it directly and ``flows/nightly.py`` wraps it in a flow.
 """
 
@@ -30,8 +31,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 from db.engine import make_engine, session_scope
+from db.models import ModelVersion
 from etl.audio import AudioError
 from etl.claims import (
+    HostTurn,
     Lease,
     LeaseLostError,
     claim_next,
@@ -296,6 +299,7 @@ class RunReport(BatchReport):
     run_audio_seconds: float = 0.0
     n_held: int = 0
     n_rejected: int = 0
+    waited_seconds: float = 0.0  # for another run of this batch on this host to finish
 
 
 def score_batch(
@@ -315,8 +319,10 @@ def score_batch(
 ) -> RunReport:
     """Score every recording under ``path`` with ``model_ref``; resumable and idempotent.
 
-    ``workers`` > 1 runs that many processes, each claiming calls from the database, so two
-    overlapping invocations (or a rerun after a crash) share the work instead of repeating it.
+    ``workers`` > 1 runs that many processes, each claiming calls from the database, so
+    overlapping invocations on different hosts (or a rerun after a crash) share the work
+    instead of repeating it; on one host a second run waits for the first one's turn
+    (:class:`etl.claims.HostTurn`) and then scores only what is left.
     Only files inside ``path`` (or ``allowed_roots``) are read; rejected ``calls.csv`` rows
     become failed calls (``strict``: refuse the batch instead, registering nothing).
 
@@ -356,7 +362,7 @@ def _score_batch(
     strict: bool,
     allowed_roots: Sequence[Path],
 ) -> RunReport:
-    from etl.registry import load_scoring_model
+    from etl.registry import resolve_scoring_model
 
     started = time.perf_counter()
     path = Path(path).expanduser().resolve()
@@ -366,44 +372,87 @@ def _score_batch(
     with session_scope(engine) as session:
         # An alias resolves per channel: phone audio gets the telephony model, never silently
         # a studio one (ModelChannelError says how to get one).
-        model = load_scoring_model(
+        version = resolve_scoring_model(
             session, model_ref, bandwidth=batch_bandwidth(e.path for e in entries if not e.error),
             allow_channel_mismatch=config.allow_channel_mismatch)
+        model_version_id = version.id
         batch_id = register_batch(
             session, source_path=source_path or str(path), batch_date=batch_date,
-            model_version_id=model.model_version_id, entries=entries,
+            model_version_id=model_version_id, entries=entries,
             options={**config.options(), "model_ref": model_ref},
             skip_done_elsewhere=skip_done_elsewhere)
         # --retry-failed retries what failed before this run, once
         retry_before = (session.execute(text("SELECT now()")).scalar_one()
                         if config.retry_failed else None)
-        # what is left to do (a rerun of a finished batch starts no worker processes)
+        # what is left to do (a rerun of a finished batch loads no model, starts no workers)
         total, _held = count_work(session, batch_id=batch_id, stale_after_s=stale,
                                   retry_failed_before=retry_before)
+    stats: list[WorkerStats] = []
+    waited = 0.0
+    if total:
+        with HostTurn(engine, batch_id=batch_id) as turn:
+            waited = turn.waited_s
+            stats = _score_claims(engine, batch_id=batch_id, model_version_id=model_version_id,
+                                  path=path, workers=workers, config=config,
+                                  retry_before=retry_before, progress=progress,
+                                  start_method=start_method, allowed_roots=allowed_roots)
+    with session_scope(engine) as session:
+        report = finalise_batch(session, batch_id=batch_id,
+                                wall_seconds=time.perf_counter() - started)
+        _claimable, held = count_work(session, batch_id=batch_id, stale_after_s=stale)
+    base = {f.name: getattr(report, f.name) for f in fields(BatchReport)}
+    return RunReport(**base, run_scored=sum(len(s.scored) for s in stats),
+                     run_failed=sum(len(s.failed) for s in stats),
+                     run_audio_seconds=sum(s.audio_seconds for s in stats), n_held=held,
+                     n_rejected=sum(e.rejected for e in entries), waited_seconds=round(waited, 2))
+
+
+def _score_claims(
+    engine: Engine,
+    *,
+    batch_id: int,
+    model_version_id: int,
+    path: Path,
+    workers: int,
+    config: ScoringConfig,
+    retry_before: dt.datetime | None,
+    progress: bool,
+    start_method: str,
+    allowed_roots: Sequence[Path],
+) -> list[WorkerStats]:
+    """Score what is claimable now (this host's turn is held): the model is loaded only when
+    a run before this one on the host left work."""
+    from etl.registry import load_version
+
+    with session_scope(engine) as session:
+        total, _held = count_work(session, batch_id=batch_id,
+                                  stale_after_s=config.stale_claim_minutes * 60.0,
+                                  retry_failed_before=retry_before)
+        if not total:
+            return []
+        version = session.get(ModelVersion, model_version_id)
+        assert version is not None
+        model = load_version(session, version)
     # Choose the start method before tqdm starts its monitor thread (fork needs one thread).
     context = _pool_context(start_method) if workers > 1 and total > 1 else None
-    if total:
-        warm_up(model, config=config)
+    warm_up(model, config=config)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="calls", unit="call", leave=False)
-    stats: list[WorkerStats] = []
-    if total == 0:
-        pass
-    elif context is None:
-        stats.append(run_worker(
-            engine, batch_id=batch_id, model=model, config=config, root=path,
-            allowed_roots=allowed_roots, retry_before=retry_before,
-            on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None))
-    else:
+    try:
+        if context is None:
+            return [run_worker(
+                engine, batch_id=batch_id, model=model, config=config, root=path,
+                allowed_roots=allowed_roots, retry_before=retry_before,
+                on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None)]
         url = engine.url.render_as_string(hide_password=False)
-        with cf.ProcessPoolExecutor(max_workers=min(workers, total),
-                                    mp_context=context) as pool:
-            futures = [pool.submit(_process_worker, url, batch_id, model.model_version_id, config,
+        n_workers = min(workers, total)
+        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+            futures = [pool.submit(_process_worker, url, batch_id, model_version_id, config,
                                    path, tuple(allowed_roots), retry_before)
-                       for _ in range(min(workers, total))]
+                       for _ in range(n_workers)]
             done_before = 0
             while True:
                 finished, pending = cf.wait(futures, timeout=1.0)
@@ -414,18 +463,10 @@ def _score_batch(
                 if not pending:
                     break
             # re-raise a worker's failure (database lost, ...) once every worker has stopped
-            stats.extend(future.result() for future in finished)
-    if bar is not None:
-        bar.close()
-    with session_scope(engine) as session:
-        report = finalise_batch(session, batch_id=batch_id,
-                                wall_seconds=time.perf_counter() - started)
-        _claimable, held = count_work(session, batch_id=batch_id, stale_after_s=stale)
-    base = {f.name: getattr(report, f.name) for f in fields(BatchReport)}
-    return RunReport(**base, run_scored=sum(len(s.scored) for s in stats),
-                     run_failed=sum(len(s.failed) for s in stats),
-                     run_audio_seconds=sum(s.audio_seconds for s in stats), n_held=held,
-                     n_rejected=sum(e.rejected for e in entries))
+            return [future.result() for future in finished]
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _count_done(engine: Engine, batch_id: int) -> int:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from db.engine import make_engine, session_scope
 from etl.callgen import ClipBank, generate_calls
-from etl.claims import Lease, claim_next, register_batch
+from etl.claims import HostTurn, Lease, claim_next, register_batch
 from etl.inbox import OUTSIDE, discover_calls
 from etl.scoring import ScoringConfig
 from flows.batch_runner import DatabaseLostError, score_batch
@@ -241,6 +241,32 @@ def test_live_claims_are_never_taken_and_dead_ones_are_free_at_once(
     lease.release()  # its owner is gone: the next run takes the call, no flag needed
     report = score_batch(engine, tmp_path, batch_date=day, workers=1, config=CONFIG)
     assert (report.n_scored, report.n_held, report.run_scored) == (3, 0, 1)
+
+
+def test_a_second_run_on_the_host_waits_its_turn_then_scores_only_what_is_left(
+        engine: Engine, model_id: int, bank: ClipBank, tmp_path: Path) -> None:
+    import threading
+
+    day = dt.date(2024, 5, 10)
+    batch_id = _three_pending_calls(engine, model_id, bank, tmp_path, seed=17, day=day)
+    first = HostTurn(engine, batch_id=batch_id).__enter__()  # another run's turn on this host
+    reports: list[object] = []
+    waiting = threading.Thread(target=lambda: reports.append(score_batch(
+        engine, tmp_path, batch_date=day, workers=1, config=CONFIG)))
+    waiting.start()
+    waiting.join(timeout=1.5)
+    assert waiting.is_alive() and not reports  # it waits instead of competing for the cores
+    assert all(c["status"] == "pending" for c in _calls(engine, batch_id).values())
+    # other hosts (other keys) and other batches take their own turn meanwhile
+    with HostTurn(engine, batch_id=batch_id, host="another-host") as other:
+        assert other.waited_s < 1.0
+    first.__exit__(None, None, None)  # ended (finished, failed or killed): the turn is free
+    waiting.join(timeout=120)
+    report = reports[0]
+    assert report.run_scored == 3 and report.waited_seconds >= 1.0  # type: ignore[attr-defined]
+    # a run after a finished one loads no model and starts nothing
+    again = score_batch(engine, tmp_path, batch_date=day, workers=1, config=CONFIG)
+    assert again.run_scored == 0 and again.waited_seconds == 0.0
 
 
 def test_kill_9_run_is_resumed_by_the_next_run_without_flags(

@@ -173,6 +173,10 @@ def _print_report(report: dict[str, object]) -> None:
         f"{report['n_failed']} failed, {report['n_escalations']} escalations; "
         f"{audio / 60:.1f} min of audio; this run scored {run_scored} calls "
         f"({run_audio / 60:.1f} min) in {wall:.1f} s{speed}")
+    waited = float(report.get("waited_seconds") or 0.0)  # type: ignore[arg-type]
+    if waited >= 1.0:
+        typer.echo(f"waited {waited:.0f} s for another run of this batch on this host (one run "
+                   "per host scores a batch; this one then scored what was left)")
     held = report.get("n_held", report["n_pending"])
     if held:
         typer.echo(f"{held} calls are being scored by another run that is still working; "
