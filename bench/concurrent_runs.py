@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,20 @@ def n_scored(engine: Any, day: str) -> int:
         return int(conn.execute(text(
             "SELECT count(*) FROM calls c JOIN batches b ON b.id = c.batch_id "
             "WHERE b.batch_date = :d AND c.status = 'scored'"), {"d": day}).scalar_one())
+
+
+def fresh_days(engine: Any) -> Iterator[str]:
+    """Batch dates no batch of this home has used yet (a kept home is measured again)."""
+    import datetime as dt
+
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        last = conn.execute(text("SELECT max(batch_date) FROM batches")).scalar_one()
+    day = max(last or dt.date(2030, 1, 1), dt.date(2030, 1, 1))
+    while True:
+        day += dt.timedelta(days=1)
+        yield day.isoformat()
 
 
 def timed_runs(calls: Path, day: str, runs: int, workers: int,
@@ -161,11 +176,11 @@ def main() -> None:
                      str(args.minutes), "--source", str(args.ravdess), "--actors", CALL_ACTORS,
                      "--seed", "15"], env)
             engine = get_engine()
+            days = fresh_days(engine)
             pairs = []
             reference: dict[str, int] = {}
-            for r in range(args.repeats):
-                one_day = f"2030-01-{(r % 28) + 1:02d}"
-                many_day = f"2030-02-{(r % 28) + 1:02d}"
+            for _ in range(args.repeats):
+                one_day, many_day = next(days), next(days)
                 one = timed_runs(calls, one_day, 1, args.workers, env)
                 many = timed_runs(calls, many_day, args.runs, args.workers, env)
                 reference = segment_counts(engine, one_day)
@@ -177,7 +192,7 @@ def main() -> None:
                                   n or 0 for n in many["calls_scored_per_run"]) == args.calls})
             result["pairs"] = pairs
             result["ratio_median"] = sorted(p["ratio"] for p in pairs)[len(pairs) // 2]
-            killed_day = "2030-03-01"
+            killed_day = next(days)
             killed = killed_then_rerun(engine, calls, killed_day, args.calls, args.workers, env)
             killed["identical_segment_counts"] = segment_counts(engine, killed_day) == reference
             result["killed"] = killed
