@@ -200,6 +200,9 @@ def main() -> None:
         finally:
             if engine is not None:
                 engine.dispose()
+            # `ser train` started the scratch home's background Prefect server
+            subprocess.run([sys.executable, "-m", "ser", "prefect", "stop"], env=env,
+                           cwd=str(ROOT), capture_output=True, check=False)
             stop_embedded(get_settings().embedded_pgdata)
     print(json.dumps(result, indent=2))
 

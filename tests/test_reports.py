@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -268,20 +267,20 @@ def test_cli_writes_reports_and_index(cli_env: dict[str, str], tmp_path: Path) -
     assert bad.exit_code == 2 and "not a date" in bad.output
 
 
-def test_thousand_call_batch_renders_fast_and_small(db_session: Session, tmp_path: Path) -> None:
+def test_thousand_call_batch_lists_every_call_and_stays_small(db_session: Session,
+                                                              tmp_path: Path) -> None:
+    """Its render time is measured by bench/reports.py, not asserted here (a timed test fails
+    on a busy machine, not on slow code)."""
     clips = f.make_corpus(db_session, n_actors=6, seed=8)
     mv = f.make_model_version(db_session, clip_ids=clips,
                               feature_set_id=f.make_feature_set(db_session), with_metrics=False)
     f.make_history(db_session, model_version_id=mv, last_date=DAY, days=7, n_calls=5)
     f.make_batch(db_session, model_version_id=mv, batch_date=DAY, n_calls=1000, seed=11,
                  min_duration_s=60, max_duration_s=240)
-    start = time.perf_counter()
     path = build.batch_report(db_session, DAY, tmp_path)
-    seconds = time.perf_counter() - start
     size = path.stat().st_size
     html = path.read_text()
     assert html.count("<tr") > 1000  # every call is listed
-    assert seconds < 10, f"1,000-call batch report took {seconds:.1f} s"
     assert size < 3 * 2**20, f"1,000-call batch report is {size / 2**20:.1f} MB"
 
 
