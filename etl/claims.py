@@ -62,6 +62,16 @@ def turn_key(host: str, batch_id: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
+def _unlock_and_close(conn: Connection, *, namespace: int, key: int) -> None:
+    """Release a session advisory lock and close its connection."""
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock(:ns, :k)"), {"ns": namespace, "k": key})
+    except Exception as exc:  # noqa: BLE001 - a dead connection released the lock already
+        log.debug("advisory lock (%d, %d): unlock failed (%s)", namespace, key, exc)
+    finally:
+        conn.close()
+
+
 class HostTurn:
     """This host's turn at scoring a batch: one run per host at a time.
 
@@ -97,15 +107,8 @@ class HostTurn:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._conn is None:
-            return
-        try:
-            self._conn.execute(text("SELECT pg_advisory_unlock(:ns, :k)"),
-                               {"ns": TURN_NAMESPACE, "k": self.key})
-        except Exception as error:  # noqa: BLE001 - a dead connection released the lock already
-            log.debug("host turn %s: unlock failed (%s)", self.key, error)
-        finally:
-            self._conn.close()
+        if self._conn is not None:
+            _unlock_and_close(self._conn, namespace=TURN_NAMESPACE, key=self.key)
             self._conn = None
 
 
@@ -157,15 +160,8 @@ class Lease:
                                  "was lost") from exc
 
     def release(self) -> None:
-        if self._conn is None:
-            return
-        try:
-            self._conn.execute(text("SELECT pg_advisory_unlock(:ns, :k)"),
-                               {"ns": LOCK_NAMESPACE, "k": self.key})
-        except Exception as exc:  # noqa: BLE001 - a dead connection released the lock already
-            log.debug("lease %s: unlock failed (%s)", self.owner, exc)
-        finally:
-            self._conn.close()
+        if self._conn is not None:
+            _unlock_and_close(self._conn, namespace=LOCK_NAMESPACE, key=self.key)
             self._conn = None
 
     def __enter__(self) -> Self:

@@ -101,3 +101,20 @@ def cli_env(clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     yield env
     get_settings.cache_clear()
     _engine_for.cache_clear()
+
+
+@pytest.fixture()
+def scratch_engine(database_url: str) -> Iterator[Engine]:
+    """A separate empty database (for migration round trips that must not disturb the others)."""
+    url = make_url(database_url)
+    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False),
+                        isolation_level="AUTOCOMMIT")
+    name = f"ser_scratch_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    eng = make_engine(url.set(database=name).render_as_string(hide_password=False))
+    yield eng
+    eng.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

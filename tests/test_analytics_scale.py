@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, inspect, make_url, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from db.engine import make_engine, session_scope
+from db.engine import session_scope
 from db.migrate import downgrade, head_revision, upgrade
 from etl.rollup import prune_segments
 from etl.scoring import finalise_batch
@@ -214,21 +212,6 @@ def test_prune_command(cli_env: dict[str, str], engine: Engine) -> None:
         assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == 4
         assert conn.execute(text("SELECT count(*) FROM analytics.daily_trends")).scalar_one() > 0
 
-
-@pytest.fixture()
-def scratch_engine(database_url: str) -> Iterator[Engine]:
-    url = make_url(database_url)
-    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False),
-                        isolation_level="AUTOCOMMIT")
-    name = f"ser_scale_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    eng = make_engine(url.set(database=name).render_as_string(hide_password=False))
-    yield eng
-    eng.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _view_definitions(conn: Connection) -> dict[str, str]:

@@ -6,16 +6,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, inspect, make_url, text
+from sqlalchemy import Engine, inspect, text
 
-from db.engine import make_engine, session_scope
+from db.engine import session_scope
 from db.migrate import downgrade, upgrade
 from db.models import CallSummary
 from etl.audio import resample
@@ -436,21 +435,6 @@ def test_analyst_reads_call_events_and_the_appended_columns(engine: Engine) -> N
 # Migration: downgrade restores the previous schema exactly
 # --------------------------------------------------------------------------------------------
 
-
-@pytest.fixture()
-def scratch_engine(database_url: str) -> Iterator[Engine]:
-    url = make_url(database_url)
-    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False),
-                        isolation_level="AUTOCOMMIT")
-    name = f"ser_mig_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    eng = make_engine(url.set(database=name).render_as_string(hide_password=False))
-    yield eng
-    eng.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _schema(engine: Engine) -> Mapping[str, object]:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, make_url, text
+from sqlalchemy import Engine, inspect, text
 
-from db.engine import make_engine
 from db.migrate import (
     alembic_config,
     current_revision,
@@ -21,23 +16,6 @@ from db.migrate import (
     upgrade,
 )
 from db.models import Base
-
-
-@pytest.fixture()
-def scratch_engine(database_url: str) -> Iterator[Engine]:
-    """A separate empty database so the round trip does not disturb other tests."""
-    url = make_url(database_url)
-    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False),
-                        isolation_level="AUTOCOMMIT")
-    name = f"ser_mig_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    eng = make_engine(url.set(database=name).render_as_string(hide_password=False))
-    yield eng
-    eng.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_single_head() -> None:
