@@ -148,6 +148,20 @@ def finish_run(session: Session, *, run_id: int, counts: IngestCounts,
 # --------------------------------------------------------------------------------------------
 
 
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Non-hidden files under ``root``, following symlinked folders (a folder of links to actor
+    folders is a common way to pick speakers); each real folder is walked once, so a link back
+    up the tree ends instead of looping."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, names in os.walk(root, followlinks=True):
+        stat = os.stat(dirpath)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        yield from (Path(dirpath) / name for name in names if not name.startswith("."))
+
+
 def discover_files(root: Path) -> list[Path]:
     """Every regular, non-hidden file under ``root`` (or ``root`` itself), sorted.
 
@@ -162,12 +176,7 @@ def discover_files(root: Path) -> list[Path]:
     root = Path(root).resolve()
     if root.is_file():
         return [root]
-    files = sorted(
-        Path(dirpath) / name
-        for dirpath, dirnames, names in os.walk(root)
-        for name in names
-        if not name.startswith(".")
-    )
+    files = sorted(_walk_files(root))
     if not files:
         raise IngestInputError(f"no files under {root}")
     return files

@@ -135,6 +135,20 @@ def test_reingest_adds_nothing(db_session: Session, ravdess_dir: Path) -> None:
     assert runs == [(N_RAVDESS, 0), (0, N_RAVDESS)]
 
 
+def test_a_folder_of_links_to_actor_folders_is_followed_without_looping(
+        db_session: Session, ravdess_dir: Path, tmp_path: Path) -> None:
+    links = tmp_path / "picked"
+    links.mkdir()
+    actors = sorted(p for p in ravdess_dir.iterdir() if p.is_dir())
+    for actor in actors:
+        (links / actor.name).symlink_to(actor.resolve(), target_is_directory=True)
+    # a link back up the tree must not loop
+    (links / "loop").symlink_to(links, target_is_directory=True)
+    counts = _ingest(db_session, "ravdess", links)
+    assert counts.added == N_RAVDESS  # every clip once, through the links
+    assert _n_clips(db_session, "ravdess", current_only=False) == N_RAVDESS
+
+
 def test_changed_content_is_a_new_version(db_session: Session, tmp_path: Path) -> None:
     root = tmp_path / "rav"
     paths = write_ravdess_fixture(root, actors=[1], emotions=("sad",))
