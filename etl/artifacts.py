@@ -16,11 +16,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "ser-bundle-v1"
 
@@ -105,6 +108,32 @@ def from_estimator(estimator: Any, *, classes: list[str], n_features: int) -> Fi
     return FittedModel(classes, [estimator], [1.0], n_features)
 
 
+# The libraries whose numbers a bundle depends on: the estimators' own code (scikit-learn,
+# XGBoost), their arrays (NumPy) and the features fed to them (librosa's filter banks).
+VERSIONED_LIBRARIES = ("numpy", "scikit-learn", "xgboost", "librosa")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of :data:`VERSIONED_LIBRARIES` (recorded in every new bundle)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for dist in VERSIONED_LIBRARIES:
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def version_changes(trained: dict[str, str]) -> list[str]:
+    """One line per library whose major version differs from the one a bundle was trained
+    with (bundles from before versions were recorded have none to compare)."""
+    now = library_versions()
+    return [f"{dist} {then} at training, {now[dist]} now" for dist, then in sorted(trained.items())
+            if dist in now and then.split(".")[0] != now[dist].split(".")[0]]
+
+
 def _is_xgboost(member: Any) -> bool:
     return type(member).__module__.startswith("xgboost")
 
@@ -115,7 +144,8 @@ def dump_bundle(model: FittedModel) -> bytes:
 
     buffer = io.BytesIO()
     manifest: dict[str, Any] = {"format": ARTIFACT_FORMAT, "classes": model.classes,
-                                "n_features": model.n_features, "members": []}
+                                "n_features": model.n_features, "members": [],
+                                "versions": library_versions()}
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for index, (weight, member) in enumerate(zip(model.weights, model.members, strict=True)):
             if _is_xgboost(member):
@@ -158,6 +188,11 @@ def load_bundle(data: bytes, *, expected_sha256: str) -> FittedModel:
             manifest = json.loads(archive.read("manifest.json"))
             if manifest.get("format") != ARTIFACT_FORMAT:
                 raise ArtifactError(f"unknown artifact format {manifest.get('format')!r}")
+            changes = version_changes(manifest.get("versions") or {})
+            if changes:
+                log.warning("model bundle trained with other major library versions (%s): its "
+                            "scores may differ from those measured at training; retrain to be "
+                            "sure", "; ".join(changes))
             members: list[Any] = []
             weights: list[float] = []
             for entry in manifest["members"]:

@@ -105,6 +105,42 @@ def test_untrusted_types_are_refused() -> None:
         load_bundle(data, expected_sha256=sha256_bytes(data))
 
 
+def test_bundles_record_library_versions_and_warn_on_a_major_change(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import io
+    import json
+    import zipfile
+
+    from etl.artifacts import library_versions, sha256_bytes
+
+    X, y, _ = _toy(5)
+    model = from_estimator(ALGORITHMS["logreg"].build(0, False).fit(X, y), classes=CLASSES,
+                           n_features=5)
+    data = dump_bundle(model)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["versions"] == library_versions()
+    assert {"numpy", "scikit-learn"} <= set(manifest["versions"])
+    with caplog.at_level("WARNING", logger="etl.artifacts"):
+        load_bundle(data, expected_sha256=sha256_bytes(data))
+    assert "major library versions" not in caplog.text
+    # the same bundle as if trained with numpy 1.x and scikit-learn 0.x
+    old = {**manifest, "versions": {**manifest["versions"], "numpy": "1.26.4",
+                                    "scikit-learn": "0.24.2"}}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(buffer, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, json.dumps(old) if item.filename == "manifest.json"
+                         else src.read(item.filename))
+    patched = buffer.getvalue()
+    with caplog.at_level("WARNING", logger="etl.artifacts"):
+        load_bundle(patched, expected_sha256=sha256_bytes(patched))
+    now = library_versions()
+    assert f"scikit-learn 0.24.2 at training, {now['scikit-learn']} now" in caplog.text
+    if not now["numpy"].startswith("1."):
+        assert f"numpy 1.26.4 at training, {now['numpy']} now" in caplog.text
+
+
 def test_references_resolve_and_unknown_is_clear(
     db_session: Session, rich_fs: tuple[int, int],
 ) -> None:
