@@ -23,13 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from sqlalchemy import delete, insert, text, update
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.models import CallEvent as CallEventRow
-from db.models import CallSummary
-from etl.audio import AudioError, sha256_file
+from etl.audio import AudioError, read_info, sha256_file
 from etl.call_metrics import CallEvent, CallMetrics, MetricsConfig, RoleEnergy, compute_call_metrics
 from etl.escalation import (
     Escalation,
@@ -40,9 +37,9 @@ from etl.escalation import (
     resolve_operating_point,
     rules_as_data,
 )
-from etl.scoring import CallError, ScoringConfig, _block_frames, _iter_blocks
+from etl.scoring import CallError, ScoringConfig, replace_events, voice_pass, write_summary
 from etl.summaries import ScoredSegment, SummaryStats, summarise_call
-from etl.vad import FrameAnalyser, Region, VadConfig
+from etl.vad import Region, VadConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,32 +137,16 @@ def plan_recompute(
 def voice_activity(path: Path, *, roles: Mapping[int, str],
                    config: ScoringConfig) -> tuple[dict[str, list[Region]], dict[str, RoleEnergy],
                                                    float]:
-    """``(speech regions per role, frame energies per role, duration s)`` of one recording.
-
-    The first pass of :func:`etl.scoring.score_recording` alone: the same blocks and the same
-    analysers, so the regions are the ones the call was scored with.
-    """
-    from etl.audio import read_info
-
+    """``(speech regions per role, frame energies per role, duration s)`` of one recording:
+    the first pass of :func:`etl.scoring.score_recording` alone, so the regions are the ones
+    the call was scored with."""
     info = read_info(path)
     if not roles or max(roles) >= info.channels:
         raise CallError(f"stored channel roles {roles} do not fit the file's {info.channels} "
                         "channel(s)")
-    analysers: dict[int, FrameAnalyser] = {}
-    n_frames, sr = 0, info.sample_rate
-    block_frames = _block_frames(info.sample_rate, info.channels, config.block_s)
-    for block, sr in _iter_blocks(path, block_frames=block_frames):
-        if not analysers:
-            analysers = {ch: FrameAnalyser(sr, config.vad) for ch in roles}
-        for ch, analyser in analysers.items():
-            analyser.feed(np.ascontiguousarray(block[:, ch]))
-        n_frames += len(block)
-    if n_frames == 0:
-        raise CallError("no audio samples could be decoded")
-    speech = {roles[ch]: a.regions() for ch, a in analysers.items()}
-    energy = {roles[ch]: RoleEnergy(a.energy_db, hop_s=a.hop / sr, frame_s=a.frame / sr)
-              for ch, a in analysers.items()}
-    return speech, energy, n_frames / sr
+    voice = voice_pass(path, roles=roles, channels=info.channels, sample_rate=info.sample_rate,
+                       config=config)
+    return voice.speech(), voice.energy(), voice.duration_s
 
 
 def stored_segments(session: Session, *, call_id: int,
@@ -208,16 +189,9 @@ def recompute_call(session: Session, target: RecomputeTarget) -> Recomputed:
 
 def _write(session: Session, target: RecomputeTarget, result: Recomputed) -> None:
     key = {"call_id": target.call_id, "model_version_id": target.model_version_id}
-    session.execute(update(CallSummary).filter_by(**key).values(
-        **result.summary.as_dict(), **result.metrics.as_dict(),
-        escalated=result.escalation is not None,
-        escalation_rule=result.escalation.rule if result.escalation else None,
-        escalation_reason=result.escalation.reason if result.escalation else None))
-    session.execute(delete(CallEventRow).filter_by(**key))
-    if result.events:
-        session.execute(insert(CallEventRow), [
-            {**key, "role": e.role, "kind": e.kind, "start_s": e.start_s, "end_s": e.end_s,
-             "value": e.value} for e in result.events])
+    write_summary(session, **key, summary=result.summary, metrics=result.metrics,
+                  escalation=result.escalation)
+    replace_events(session, **key, events=result.events)
     session.execute(text(
         "UPDATE calls SET extra = coalesce(extra, '{}'::jsonb) || "
         "jsonb_build_object('escalation_rules', CAST(:src AS text)) WHERE id = :c"),

@@ -244,6 +244,66 @@ def _read_span(path: Path, *, start_s: float, end_s: float) -> tuple[np.ndarray,
     return np.atleast_2d(signal).T, sr
 
 
+@dataclass(slots=True)
+class VoicePass:
+    """Pass 1 over a recording: one VAD analyser per role channel, fed block by block.
+
+    ``first_block`` keeps the role channels of a file that fits one block (so it is decoded
+    once: scoring's feature pass reuses them); it is empty for longer files.
+    """
+
+    analysers: dict[int, FrameAnalyser]
+    roles: dict[int, str]
+    sr: int
+    n_frames: int
+    block_frames: int
+    first_block: dict[int, np.ndarray]
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_frames / self.sr
+
+    def speech(self) -> dict[str, list[Region]]:
+        """Speech regions per role."""
+        return {self.roles[ch]: a.regions() for ch, a in self.analysers.items()}
+
+    def energy(self) -> dict[str, RoleEnergy]:
+        """Frame energies per role (what loudness and speaking rate are computed from)."""
+        return {self.roles[ch]: RoleEnergy(a.energy_db, hop_s=a.hop / self.sr,
+                                           frame_s=a.frame / self.sr)
+                for ch, a in self.analysers.items()}
+
+
+def voice_pass(path: Path, *, roles: Mapping[int, str], channels: int, sample_rate: int,
+               config: ScoringConfig) -> VoicePass:
+    """Stream ``path`` through a :class:`~etl.vad.FrameAnalyser` per role channel.
+
+    Raises
+    ------
+    CallError
+        nothing could be decoded.
+    """
+    block_frames = _block_frames(sample_rate, channels, config.block_s)
+    analysers: dict[int, FrameAnalyser] = {}
+    first_block: dict[int, np.ndarray] = {}
+    n_frames = 0
+    sr = sample_rate
+    for index, (block, sr) in enumerate(_iter_blocks(path, block_frames=block_frames)):
+        if not analysers:
+            analysers = {ch: FrameAnalyser(sr, config.vad) for ch in roles}
+        for ch, analyser in analysers.items():
+            channel = np.ascontiguousarray(block[:, ch])
+            analyser.feed(channel)
+            if index == 0:
+                first_block[ch] = channel
+        n_frames += len(block)
+        if index == 1:
+            first_block = {}
+    if n_frames == 0:
+        raise CallError("no audio samples could be decoded")
+    return VoicePass(analysers, dict(roles), sr, n_frames, block_frames, first_block)
+
+
 def score_recording(
     path: Path,
     *,
@@ -275,32 +335,14 @@ def score_recording(
     digest = sha256_file(path)
 
     # Pass 1: stream the file through one VAD analyser per role channel.
-    block_frames = _block_frames(info.sample_rate, info.channels, config.block_s)
-    analysers: dict[int, FrameAnalyser] = {}
-    # A file of one block is decoded once: its role channels are kept (contiguous) for pass 2.
-    first_channels: dict[int, np.ndarray] = {}
-    n_blocks = n_frames = 0
-    sr = info.sample_rate
-    for block, sr in _iter_blocks(path, block_frames=block_frames):
-        if not analysers:
-            analysers = {ch: FrameAnalyser(sr, config.vad) for ch in roles}
-        for ch, analyser in analysers.items():
-            channel = np.ascontiguousarray(block[:, ch])
-            analyser.feed(channel)
-            if n_blocks == 0:
-                first_channels[ch] = channel
-        n_frames += len(block)
-        n_blocks += 1
-        if n_blocks > 1:
-            first_channels = {}
-    if n_frames == 0:
-        raise CallError("no audio samples could be decoded")
-    duration = n_frames / sr
+    voice = voice_pass(path, roles=roles, channels=info.channels, sample_rate=info.sample_rate,
+                       config=config)
+    analysers, sr, duration = voice.analysers, voice.sr, voice.duration_s
     loudest = max((float(a.energy_db.max()) for a in analysers.values() if a.energy_db.size),
                   default=-200.0)
     if loudest < -100.0:  # dBFS in the speech band: nothing but (digital) silence
         raise CallError("silent recording (digital silence)")
-    speech = {roles[ch]: analyser.regions() for ch, analyser in analysers.items()}
+    speech = voice.speech()
     if not any(speech.values()):
         raise CallError("no speech found (silent or noise-only recording)")
     timings["vad"] = time.perf_counter() - t0
@@ -325,8 +367,8 @@ def score_recording(
     rows: list[tuple[str, float, float]] = []
     feats: list[np.ndarray] = []
     valid_parts: list[np.ndarray] = []
-    single = n_blocks == 1
-    block_s = block_frames / sr
+    single = bool(voice.first_block)
+    block_s = voice.block_frames / sr
     starts = np.arange(0.0, duration, block_s) if not single else np.array([0.0])
     for b0 in starts:
         b1 = duration if single else b0 + block_s
@@ -334,7 +376,7 @@ def score_recording(
         if not any(todo.values()):
             continue
         if single:
-            channels, offset = first_channels, 0.0
+            channels, offset = voice.first_block, 0.0
         else:
             offset = max(b0 - config.context_s, 0.0)
             end = min(b1 + config.max_window_s + config.context_s, duration)
@@ -348,7 +390,7 @@ def score_recording(
             feats.append(X)
             valid_parts.append(valid)
             rows.extend((roles[ch], s, e) for s, e in ws)
-    first_channels = {}
+    voice.first_block.clear()
     timings["features"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -385,9 +427,7 @@ def score_recording(
                              streak_gap_s=config.streak_gap_s)
     t3 = time.perf_counter()
     # the VAD's frame energies: loudness and speaking rate need no second decode
-    energy = {roles[ch]: RoleEnergy(a.energy_db, hop_s=a.hop / sr, frame_s=a.frame / sr)
-              for ch, a in analysers.items()}
-    metrics, events = compute_call_metrics(segments, speech=speech, energy=energy,
+    metrics, events = compute_call_metrics(segments, speech=speech, energy=voice.energy(),
                                            duration_s=duration, config=config.metrics)
     timings["metrics"] = time.perf_counter() - t3
     return CallResult(
@@ -458,29 +498,44 @@ def write_result(session: Session, *, call_id: int, worker: str, model_version_i
     if not owned:
         return False
     # a rescore of the same call with the same model replaces its rows
-    for table in ("call_segments", "call_events"):
-        session.execute(text(f"DELETE FROM {table} WHERE call_id = :c AND model_version_id = :m"),
-                        {"c": call_id, "m": model_version_id})
+    session.execute(text("DELETE FROM call_segments WHERE call_id = :c AND model_version_id = :m"),
+                    {"c": call_id, "m": model_version_id})
     if result.segments:
         _copy_rows(session, table="call_segments", columns=SEGMENT_COLUMNS, rows=[
             (call_id, model_version_id, s.role, s.start_s, s.end_s, s.emotion, s.confidence,
              "t" if s.is_negative else "f", json.dumps(dict(s.probabilities)),
              "t" if s.abstained else "f")
             for s in result.segments])
-    if result.events:
+    replace_events(session, call_id=call_id, model_version_id=model_version_id,
+                   events=result.events)
+    write_summary(session, call_id=call_id, model_version_id=model_version_id,
+                  summary=result.summary, metrics=result.metrics, escalation=result.escalation)
+    return True
+
+
+def replace_events(session: Session, *, call_id: int, model_version_id: int,
+                   events: Sequence[CallEvent]) -> None:
+    """The call's ``call_events`` rows for this model version, replaced by ``events``."""
+    session.execute(text("DELETE FROM call_events WHERE call_id = :c AND model_version_id = :m"),
+                    {"c": call_id, "m": model_version_id})
+    if events:
         _copy_rows(session, table="call_events", columns=EVENT_COLUMNS, rows=[
             (call_id, model_version_id, e.role, e.kind, e.start_s, e.end_s, e.value)
-            for e in result.events])
-    stats = {**result.summary.as_dict(), **result.metrics.as_dict()}
-    values = {**stats, "call_id": call_id, "model_version_id": model_version_id,
-              "escalated": result.escalation is not None,
-              "escalation_rule": result.escalation.rule if result.escalation else None,
-              "escalation_reason": result.escalation.reason if result.escalation else None}
+            for e in events])
+
+
+def write_summary(session: Session, *, call_id: int, model_version_id: int,
+                  summary: SummaryStats, metrics: CallMetrics,
+                  escalation: Escalation | None) -> None:
+    """Insert or replace the call's ``call_summaries`` row for this model version."""
+    values = {**summary.as_dict(), **metrics.as_dict(), "call_id": call_id,
+              "model_version_id": model_version_id, "escalated": escalation is not None,
+              "escalation_rule": escalation.rule if escalation else None,
+              "escalation_reason": escalation.reason if escalation else None}
     stmt = pg_insert(CallSummary).values(**values)
     session.execute(stmt.on_conflict_do_update(
         index_elements=["call_id", "model_version_id"],
         set_={k: stmt.excluded[k] for k in values if k not in ("call_id", "model_version_id")}))
-    return True
 
 
 @dataclass(frozen=True, slots=True)
