@@ -36,7 +36,7 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -631,6 +631,22 @@ def phone_metric_rows(dataset: Dataset, cv: CVResult) -> list[dict[str, Any]]:
     return rows
 
 
+def fold_population(rows: Stacked, cv: CVResult, k: int, *,
+                    shrinkage: Mapping[str, float] | None = None) -> SpeakerPopulation:
+    """The speakers fold model ``k`` was trained on, as a population to shrink a call's roles
+    toward (``shrinkage``: :meth:`TrainConfig.population_shrinkage`)."""
+    train = cv.folds[rows.source] != k
+    return speaker_population(rows.X[train], rows.keys[train], **(shrinkage or {}))
+
+
+def calibration_rows(dataset: Dataset, cv: CVResult) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(out-of-fold probabilities, dataset row of each, audio)`` the calibration is fitted on:
+    the phone copies when the model trained on them, else the recorded clips."""
+    if dataset.augmented is not None and cv.aug_proba is not None:
+        return cv.aug_proba, dataset.augmented.row, "phone copies"
+    return cv.proba, np.arange(len(dataset.y)), "recorded clips"
+
+
 def pseudo_call_rescorer(dataset: Dataset, cv: CVResult, *,
                          shrinkage: dict[str, float] | None = None,
                          ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -648,10 +664,8 @@ def pseudo_call_rescorer(dataset: Dataset, cv: CVResult, *,
     populations: dict[int, SpeakerPopulation] = {}
 
     def population(k: int) -> SpeakerPopulation:
-        if k not in populations:  # the speakers fold model k was trained on
-            train = row_folds != k
-            populations[k] = speaker_population(rows.X[train], rows.keys[train],
-                                                **(shrinkage or {}))
+        if k not in populations:
+            populations[k] = fold_population(rows, cv, k, shrinkage=shrinkage)
         return populations[k]
 
     def rescore(index: np.ndarray, call: np.ndarray) -> np.ndarray:
@@ -678,11 +692,8 @@ def calibration_record(dataset: Dataset, cv: CVResult, *, seed: int,
     (:func:`pseudo_call_rescorer`), as scoring normalises a call."""
     from etl.calibration import fit_calibration
 
-    if dataset.augmented is not None and cv.aug_proba is not None:
-        proba, y = cv.aug_proba, dataset.y[dataset.augmented.row]
-        groups, audio = dataset.groups[dataset.augmented.row], "phone copies"
-    else:
-        proba, y, groups, audio = cv.proba, dataset.y, dataset.groups, "recorded clips"
+    proba, rows, audio = calibration_rows(dataset, cv)
+    y, groups = dataset.y[rows], dataset.groups[rows]
     rescore = (pseudo_call_rescorer(dataset, cv, shrinkage=shrinkage)
                if speaker_normalisation else None)
     try:
@@ -708,13 +719,10 @@ def calls_operating_point(session: Session, dataset: Dataset, cv: CVResult,
         score_training_calls,
     )
 
-    if dataset.augmented is not None and cv.aug_proba is not None:
-        rows = dataset.augmented.row
-        proba, y, folds = cv.aug_proba, dataset.y[rows], cv.folds[rows]
-    else:
-        proba, y, folds = cv.proba, dataset.y, cv.folds
+    proba, rows, _audio = calibration_rows(dataset, cv)
     method = str(calibration.get("method") or "none")
-    fold_calibration = (FoldCalibration(method, proba, y, folds) if method != "none" else None)
+    fold_calibration = (FoldCalibration(method, proba, dataset.y[rows], cv.folds[rows])
+                        if method != "none" else None)
     plan = TrainingCallsPlan(n_calls=config.operating_point_calls,
                              minutes=config.operating_point_call_minutes, seed=config.seed)
     try:

@@ -32,7 +32,7 @@ from etl.labels import is_negative_class
 if TYPE_CHECKING:
     from etl.features import FeatureSpec
     from etl.registry import LoadedModel
-    from etl.train import CVResult, Dataset
+    from etl.train import CVResult, Dataset, Stacked
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +66,17 @@ class FoldCalibration:
                                                          self.y[keep])}
 
 
-def fold_model(dataset: Dataset, cv: CVResult, k: int, *, spec: FeatureSpec,
+def fold_model(dataset: Dataset, cv: CVResult, k: int, *, rows: Stacked, spec: FeatureSpec,
                speaker_normalisation: bool, shrinkage: Mapping[str, float],
                calibration: FoldCalibration | None, algorithm: str) -> LoadedModel:
     """Fold ``k``'s model as scoring loads a registered one: same features, its own training
-    speakers' population, a calibration map that never saw fold ``k``."""
-    from etl.normalise import speaker_population
+    speakers' population (``rows``: the dataset as trained on, :func:`etl.train.stack_rows`),
+    a calibration map that never saw fold ``k``."""
     from etl.registry import LoadedModel
-    from etl.train import stack_rows
+    from etl.train import fold_population
 
-    population = None
-    if speaker_normalisation:
-        rows = stack_rows(dataset)
-        train = cv.folds[rows.source] != k
-        population = speaker_population(rows.X[train], rows.keys[train], **shrinkage)
+    population = (fold_population(rows, cv, k, shrinkage=shrinkage)
+                  if speaker_normalisation else None)
     return LoadedModel(
         model_version_id=0, name=f"fold-{k}", version=0, classes=list(dataset.classes),
         label_scheme=dataset.label_scheme, feature_set_id=dataset.feature_set_id,
@@ -147,7 +144,9 @@ def score_training_calls(
     from etl.callgen import CallGenConfig, ClipBank, generate_calls
     from etl.scoring import ScoringConfig, score_recording
     from etl.synth import hash_seed
+    from etl.train import stack_rows
 
+    rows = stack_rows(dataset)
     n_folds = int(cv.folds.max()) + 1
     per_fold = np.full(n_folds, plan.n_calls // n_folds)
     per_fold[: plan.n_calls % n_folds] += 1
@@ -172,7 +171,7 @@ def score_training_calls(
                 log.warning("operating-point calls: fold %d has no calls (%s)", k, exc)
                 bar.update(int(per_fold[k]))
                 continue
-            model = fold_model(dataset, cv, k, spec=spec,
+            model = fold_model(dataset, cv, k, rows=rows, spec=spec,
                                speaker_normalisation=speaker_normalisation,
                                shrinkage=shrinkage, calibration=calibration, algorithm=algorithm)
             for call in generated:
