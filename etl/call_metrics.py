@@ -44,7 +44,7 @@ from itertools import pairwise
 import numpy as np
 from scipy.signal import find_peaks
 
-from etl.summaries import ScoredSegment, negative_share, union_regions
+from etl.summaries import ScoredSegment, negative_share, round_or_none, union_regions
 from etl.vad import Region
 
 ROLES: tuple[str, str] = ("agent", "customer")
@@ -173,7 +173,7 @@ def quarter_negative_shares(segments: Sequence[ScoredSegment], *,
         mine = [s for s in segments if s.role == role and not s.abstained]
         for k in range(4):
             end = (k + 1) * quarter if k < 3 else duration_s + 1e-6
-            out[f"negative_share_{role}_q{k + 1}"] = _round(
+            out[f"negative_share_{role}_q{k + 1}"] = round_or_none(
                 negative_share(mine, start=k * quarter, end=end))
     return out
 
@@ -216,7 +216,7 @@ def turn_stats(turns: Sequence[Turn], *,
     lengths = [t.duration_s for t in turns if t.role == role]
     if not lengths:
         return 0, None, None
-    return len(lengths), _round(float(np.mean(lengths)), 3), _round(max(lengths), 3)
+    return len(lengths), round_or_none(float(np.mean(lengths)), 3), round_or_none(max(lengths), 3)
 
 
 def response_latency(turns: Sequence[Turn], *, responder: str = "agent",
@@ -227,7 +227,7 @@ def response_latency(turns: Sequence[Turn], *, responder: str = "agent",
     """
     gaps = [nxt.start_s - prev.end_s for prev, nxt in pairwise(turns)
             if prev.role == to and nxt.role == responder and nxt.start_s > prev.end_s]
-    return _round(float(np.mean(gaps)), 3) if gaps else None
+    return round_or_none(float(np.mean(gaps)), 3) if gaps else None
 
 
 def find_interruptions(turns: Sequence[Turn], *, min_s: float = 0.3) -> list[CallEvent]:
@@ -300,7 +300,7 @@ def loudness(energy: RoleEnergy, mask: np.ndarray, *,
     first = power_mean_db(energy.energy_db[mask & (times < third)])
     last = power_mean_db(energy.energy_db[mask & (times >= 2 * third)])
     change = last - first if first is not None and last is not None else None
-    return _round(level, 2), _round(change, 2)
+    return round_or_none(level, 2), round_or_none(change, 2)
 
 
 def turn_levels(energy: RoleEnergy | None, mask: np.ndarray,
@@ -333,7 +333,7 @@ def speaking_rate(energy: RoleEnergy, mask: np.ndarray, *,
     smoothed = 10.0 * np.log10(np.convolve(power, np.ones(width) / width, mode="same") + 1e-20)
     peaks, _ = find_peaks(smoothed, prominence=config.syllable_prominence_db,
                           distance=max(round(config.syllable_min_gap_s / energy.hop_s), 1))
-    return _round(float(mask[peaks].sum()) / speech_s, 2)
+    return round_or_none(float(mask[peaks].sum()) / speech_s, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,6 +414,3 @@ def _events(turns: Sequence[Turn], interruptions: Sequence[CallEvent],
                     for t, v in zip(mine, levels, strict=True))
     return sorted(rows, key=lambda r: (r.start_s, EVENT_KINDS.index(r.kind), r.role or ""))
 
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(float(value), digits)

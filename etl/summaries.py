@@ -190,12 +190,12 @@ def summarise_call(
         talk_customer_s=round(_length(customer), 3),
         silence_share=round(float(np.clip(1.0 - _length(anyone) / duration_s, 0.0, 1.0)), 4),
         overtalk_share=round(float(np.clip(_length(both) / duration_s, 0.0, 1.0)), 4),
-        negative_share_agent=_round(negative_share(by_role.get("agent", []))),
-        negative_share_customer=_round(negative_share(cust)),
+        negative_share_agent=round_or_none(negative_share(by_role.get("agent", []))),
+        negative_share_customer=round_or_none(negative_share(cust)),
         longest_negative_streak_s=round(longest_negative_streak(cust, gap_s=streak_gap_s), 3),
-        customer_negative_first_third=_round(first),
-        customer_negative_last_third=_round(last),
-        customer_trend=_round(last - first) if first is not None and last is not None else None,
+        customer_negative_first_third=round_or_none(first),
+        customer_negative_last_third=round_or_none(last),
+        customer_trend=round_or_none(last - first) if first is not None and last is not None else None,
         emotion_mix={role: emotion_mix(segs) for role, segs in sorted(by_role.items())},
         **coverage_stats(all_cust, speech=customer),
     )
@@ -213,13 +213,13 @@ def coverage_stats(segments: Sequence[ScoredSegment], *,
                                        speech))
     weight = sum(s.duration_s for s in segments)
     return {
-        "customer_scored_share": _round(min(scored / talk, 1.0)) if talk > 0 else None,
-        "customer_confidence_mean": _round(sum(s.confidence * s.duration_s for s in segments)
+        "customer_scored_share": round_or_none(min(scored / talk, 1.0)) if talk > 0 else None,
+        "customer_confidence_mean": round_or_none(sum(s.confidence * s.duration_s for s in segments)
                                            / weight) if weight > 0 else None,
-        "customer_abstained_share": _round(sum(s.duration_s for s in segments if s.abstained)
+        "customer_abstained_share": round_or_none(sum(s.duration_s for s in segments if s.abstained)
                                            / weight) if weight > 0 else None,
     }
 
 
-def _round(value: float | None, digits: int = 4) -> float | None:
+def round_or_none(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
