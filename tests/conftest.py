@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from db.embedded import start_embedded
 from db.engine import make_engine
@@ -89,18 +91,37 @@ def clean_db(engine: Engine, database_url: str) -> Iterator[str]:
     truncate_all(engine)
 
 
-@pytest.fixture()
-def cli_env(clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+@contextmanager
+def _cli_settings(database_url: str, home: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Settings (and their cached engine) pointed at the test database for in-process CLI runs."""
     from db.engine import _engine_for
     from ser.settings import get_settings
 
-    env = {"DATABASE_URL": clean_db, "SER_HOME": str(tmp_path / "ser-home")}
+    env = {"DATABASE_URL": database_url, "SER_HOME": str(home)}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SER_ESCALATION_RULES", raising=False)  # never a developer's own rules
     get_settings.cache_clear()
-    yield env
-    get_settings.cache_clear()
-    _engine_for.cache_clear()
+    try:
+        yield env
+    finally:
+        get_settings.cache_clear()
+        _engine_for.cache_clear()
+
+
+@pytest.fixture()
+def cli_env(clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    with _cli_settings(clean_db, tmp_path / "ser-home", monkeypatch) as env:
+        yield env
+
+
+@pytest.fixture()
+def db_cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """The CLI on the test database *keeping* its rows (cli_env empties them): for modules that
+    set data up once and run commands on it."""
+    with _cli_settings(database_url, tmp_path / "ser-home", monkeypatch):
+        yield CliRunner()
 
 
 @pytest.fixture()

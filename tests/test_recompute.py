@@ -47,20 +47,6 @@ def batch(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     truncate_all(engine)
 
 
-@pytest.fixture()
-def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    from db.engine import _engine_for
-    from ser.settings import get_settings
-
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("SER_HOME", str(tmp_path / "ser-home"))
-    monkeypatch.delenv("SER_ESCALATION_RULES", raising=False)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
-    _engine_for.cache_clear()
-
-
 def _rows(engine: Engine, sql: str, **params: object) -> list[dict[str, object]]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(text(sql), params).mappings()]
@@ -91,7 +77,7 @@ def _forget(engine: Engine) -> None:
 
 
 def test_recompute_restores_what_scoring_stored(batch: Path, engine: Engine,
-                                                cli: CliRunner) -> None:
+                                                db_cli: CliRunner) -> None:
     from ser.cli import app
 
     fresh, events, segments = _rows(engine, SUMMARY_SQL, d=DAY), _events(engine), \
@@ -100,9 +86,9 @@ def test_recompute_restores_what_scoring_stored(batch: Path, engine: Engine,
     assert any(e[3] == "silence" for e in events) and all(r["turns_agent"] for r in fresh)
     _forget(engine)
     assert all(r["turns_agent"] is None for r in _rows(engine, SUMMARY_SQL, d=DAY))
-    result = cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat()])
+    result = db_cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat()])
     assert "recomputed" not in result.output  # without the flag it is a normal (no-op) rerun
-    result = cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat(),
+    result = db_cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat(),
                               "--recompute-summaries"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("recomputed 2 of 2 scored calls (batch ")
@@ -119,14 +105,14 @@ def test_recompute_restores_what_scoring_stored(batch: Path, engine: Engine,
 
 
 def test_recompute_applies_current_rules_and_reports_missing_audio(
-        batch: Path, engine: Engine, cli: CliRunner, tmp_path: Path) -> None:
+        batch: Path, engine: Engine, db_cli: CliRunner, tmp_path: Path) -> None:
     from ser.cli import app
 
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rules]]\nname = "talked_and_paused"\nall = [\n'
                      '  { metric = "turns_agent", op = ">=", threshold = 1 },\n'
                      '  { metric = "long_silence_count", op = ">=", threshold = 1 },\n]\n')
-    result = cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat(),
+    result = db_cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat(),
                               "--recompute-summaries", "--rules", str(rules), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -150,7 +136,7 @@ def test_recompute_applies_current_rules_and_reports_missing_audio(
     moved = Path(targets[0].path).rename(tmp_path / "moved.wav")
     try:
         before = _rows(engine, SUMMARY_SQL, d=DAY)
-        result = cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat(),
+        result = db_cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat(),
                                   "--recompute-summaries"])
         assert result.exit_code == 1, result.output
         assert f"failed {targets[0].call_key}: recording not found" in result.output
@@ -164,7 +150,7 @@ def test_recompute_applies_current_rules_and_reports_missing_audio(
     assert report.n_recomputed == 2 and not report.failures
     assert all(r["escalation_rule"] != "talked_and_paused"
                for r in _rows(engine, SUMMARY_SQL, d=DAY))
-    result = cli.invoke(app, ["score", str(batch), "--batch-date", "2001-01-01",
+    result = db_cli.invoke(app, ["score", str(batch), "--batch-date", "2001-01-01",
                               "--recompute-summaries"])
     assert result.exit_code == 2 and "no scored calls" in result.output
 

@@ -204,26 +204,12 @@ def scored(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     truncate_all(engine)
 
 
-@pytest.fixture()
-def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    """The CLI on the test database, keeping the module's scored batch (no truncation)."""
-    from db.engine import _engine_for
-    from ser.settings import get_settings
-
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("SER_HOME", str(tmp_path / "ser-home"))
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
-    _engine_for.cache_clear()
-
-
-def test_cli_rules_check(cli: CliRunner, tmp_path: Path) -> None:
+def test_cli_rules_check(db_cli: CliRunner, tmp_path: Path) -> None:
     from ser.cli import app
 
     good = tmp_path / "rules.toml"
     good.write_text(COMPOUND_TOML)
-    result = cli.invoke(app, ["rules", "check", str(good)])
+    result = db_cli.invoke(app, ["rules", "check", str(good)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("angry_end_interrupted  all(negative_share_customer_q4 >= 0.5, "
@@ -233,11 +219,11 @@ def test_cli_rules_check(cli: CliRunner, tmp_path: Path) -> None:
     assert lines[-1] == f"3 rules OK in {good}"
     bad = tmp_path / "bad.toml"
     bad.write_text(COMPOUND_TOML.replace("interruptions_by_agent", "interrupts"))
-    result = cli.invoke(app, ["rules", "check", str(bad)])
+    result = db_cli.invoke(app, ["rules", "check", str(bad)])
     assert result.exit_code == 2
     assert "escalation rule 'angry_end_interrupted', all[2]: unknown metric 'interrupts'" in (
         result.output)
-    result = cli.invoke(app, ["rules", "check", str(tmp_path / "missing.toml")])
+    result = db_cli.invoke(app, ["rules", "check", str(tmp_path / "missing.toml")])
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
@@ -249,12 +235,12 @@ def _stored(engine: Engine) -> list[dict[str, object]]:
 
 
 def test_preview_with_the_scoring_rules_reproduces_the_stored_escalations(
-        scored: Path, engine: Engine, cli: CliRunner, tmp_path: Path) -> None:
+        scored: Path, engine: Engine, db_cli: CliRunner, tmp_path: Path) -> None:
     from ser.cli import app
 
     rules_file = tmp_path / "defaults.json"
     rules_file.write_text(json.dumps(rules_as_data(DEFAULT_RULES)))
-    result = cli.invoke(app, ["rules", "preview", str(rules_file), "--batch-date",
+    result = db_cli.invoke(app, ["rules", "preview", str(rules_file), "--batch-date",
                               DAY.isoformat(), "--json"])
     assert result.exit_code == 0, result.output
     preview = json.loads(result.output)
@@ -267,7 +253,7 @@ def test_preview_with_the_scoring_rules_reproduces_the_stored_escalations(
 
 
 def test_preview_compound_rule_on_conversation_metrics(scored: Path, engine: Engine,
-                                                       cli: CliRunner, tmp_path: Path) -> None:
+                                                       db_cli: CliRunner, tmp_path: Path) -> None:
     from ser.cli import app
 
     rows = _stored(engine)
@@ -295,15 +281,15 @@ def test_preview_compound_rule_on_conversation_metrics(scored: Path, engine: Eng
 
     rules_file = tmp_path / "rules.json"
     rules_file.write_text(json.dumps(rule_data))
-    result = cli.invoke(app, ["rules", "preview", str(rules_file), "--batch-date",
+    result = db_cli.invoke(app, ["rules", "preview", str(rules_file), "--batch-date",
                               DAY.isoformat(), "--model", "production"])
     assert result.exit_code == 0, result.output
     assert f"chatty_agent: {len(expected)} call" in result.output
     assert "never: 0 calls" in result.output
     assert all(f"    {key}  agent " in result.output for key in expected)
     assert f"{len(expected)} of 3 calls would escalate" in result.output
-    result = cli.invoke(app, ["rules", "preview", str(rules_file), "--batch-date", "2001-01-01"])
+    result = db_cli.invoke(app, ["rules", "preview", str(rules_file), "--batch-date", "2001-01-01"])
     assert result.exit_code == 2 and "no scored calls on 2001-01-01" in result.output
-    result = cli.invoke(app, ["rules", "preview", str(rules_file), "--batch-date",
+    result = db_cli.invoke(app, ["rules", "preview", str(rules_file), "--batch-date",
                               DAY.isoformat(), "--model", "nope"])
     assert result.exit_code == 2 and "no model version matches 'nope'" in result.output

@@ -328,18 +328,9 @@ def test_class_from_a_single_actor_is_refused(train_data: TrainData,
 
 
 @pytest.fixture()
-def cli(train_data: TrainData, database_url: str, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+def cli(train_data: TrainData, db_cli: CliRunner) -> CliRunner:
     """CLI against the module's committed corpus (cli_env would truncate it)."""
-    from db.engine import _engine_for
-    from ser.settings import get_settings
-
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("SER_HOME", str(tmp_path / "ser-home"))
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
-    _engine_for.cache_clear()
+    return db_cli
 
 
 def test_cli_error_exits_2_before_prefect(cli: CliRunner) -> None:
