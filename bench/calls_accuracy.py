@@ -46,9 +46,7 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -58,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.nightly import link_actors
+from bench.scratch import scratch_home, ser
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 HELD_OUT = range(17, 21)
@@ -91,16 +90,6 @@ def in_process_options(variant: str) -> dict[str, Any] | None:
 BATCH_DATE = "2024-01-15"
 TARGETS = {"customer_turn_uar": {"emotion8": 0.50, "callcentre4": 0.70},
            "turn_coverage": 0.95, "escalation_precision": 0.8, "escalation_recall": 0.6}
-
-
-def ser(args: list[str], env: dict[str, str], *, timeout: float = 3600) -> str:
-    """Run the ``ser`` CLI of this checkout; stdout (raises with stderr on failure)."""
-    proc = subprocess.run([sys.executable, "-m", "ser", *args], env=env, cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ser {' '.join(args)} failed ({proc.returncode}):\n"
-                           f"{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout
 
 
 def _json_tail(out: str) -> dict[str, Any]:
@@ -404,20 +393,10 @@ def main() -> None:
                     "minutes": args.minutes, "seed": args.seed,
                     "train_actors": train_span, "call_actors": call_span}}
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="ser-bench-calls-") as tmp_name:
-        tmp = args.keep or Path(tmp_name)
-        tmp.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SER_HOME": str(tmp / "home"), "PYTHONPATH": str(ROOT),
-               "SER_WORKERS": str(args.workers), "PREFECT_HOME": str(tmp / "prefect")}
-        env.pop("DATABASE_URL", None)
-        env.pop("SER_ESCALATION_RULES", None)
-        os.environ.update({k: env[k] for k in ("SER_HOME", "PREFECT_HOME")})
-        os.environ.pop("DATABASE_URL", None)
-        from db.embedded import stop_embedded
+    with scratch_home(args.keep, prefix="ser-bench-calls-",
+                      extra_env={"SER_WORKERS": str(args.workers)}) as (tmp, env):
         from db.engine import get_engine
-        from ser.settings import get_settings
 
-        get_settings.cache_clear()
         engine = None
         try:
             t = time.perf_counter()
@@ -484,10 +463,6 @@ def main() -> None:
         finally:
             if engine is not None:
                 engine.dispose()
-            # `ser train` started the scratch home's background Prefect server
-            subprocess.run([sys.executable, "-m", "ser", "prefect", "stop"], env=env,
-                           cwd=str(ROOT), capture_output=True, check=False)
-            stop_embedded(get_settings().embedded_pgdata)
     seconds["total"] = round(time.perf_counter() - started, 1)
     result["seconds"] = seconds
     print(json.dumps(result, indent=2))

@@ -30,7 +30,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,19 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.nightly import link_actors
+from bench.scratch import scratch_home, ser
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 TRAIN_ACTORS = range(1, 17)
 CALL_ACTORS = "17-20"
-
-
-def ser(args: list[str], env: dict[str, str]) -> str:
-    proc = subprocess.run([sys.executable, "-m", "ser", *args], env=env, cwd=str(ROOT),
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ser {' '.join(args)} failed ({proc.returncode}):\n"
-                           f"{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout
 
 
 def start_score(calls: Path, day: str, workers: int, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -150,19 +141,9 @@ def main() -> None:
                     "the embedded PostgreSQL; one run, then "
                     f"{args.runs} started together, then one kill -9'd and rerun",
         "cpus": os.cpu_count(), "target_ratio": 1.5}
-    with tempfile.TemporaryDirectory(prefix="ser-bench-concurrent-") as tmp_name:
-        tmp = args.keep or Path(tmp_name)
-        tmp.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SER_HOME": str(tmp / "home"), "PYTHONPATH": str(ROOT),
-               "PREFECT_HOME": str(tmp / "prefect")}
-        env.pop("DATABASE_URL", None)
-        os.environ.update({k: env[k] for k in ("SER_HOME", "PREFECT_HOME")})
-        os.environ.pop("DATABASE_URL", None)
-        from db.embedded import stop_embedded
+    with scratch_home(args.keep, prefix="ser-bench-concurrent-") as (tmp, env):
         from db.engine import get_engine
-        from ser.settings import get_settings
 
-        get_settings.cache_clear()
         engine = None
         try:
             corpus, calls = tmp / "ravdess-train", tmp / "calls"
@@ -200,10 +181,6 @@ def main() -> None:
         finally:
             if engine is not None:
                 engine.dispose()
-            # `ser train` started the scratch home's background Prefect server
-            subprocess.run([sys.executable, "-m", "ser", "prefect", "stop"], env=env,
-                           cwd=str(ROOT), capture_output=True, check=False)
-            stop_embedded(get_settings().embedded_pgdata)
     print(json.dumps(result, indent=2))
 
 
