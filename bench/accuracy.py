@@ -8,8 +8,8 @@ temporary SER_HOME, embedded PostgreSQL), then evaluates every model on the SAME
   ``seed180``) and ``MLPClassifier(hidden_layer_sizes=(200,), learning_rate="adaptive",
   max_iter=400)``, unscaled, as in the posts;
 - ``seed_voting_mlp_xgb``: seed180 and a soft vote of that MLP and a default XGBoost;
-- the project's families (etl/models_zoo.py) on the ``rich`` feature set, with and without
-  per-speaker normalisation, through ``etl.train.cross_validate`` (the code ``ser train`` runs;
+- the project's families (etl/training/models.py) on the ``rich`` feature set, with and without
+  per-speaker normalisation, through ``etl.training.train.cross_validate`` (the code ``ser train`` runs;
   grid search nested inside the training folds, on actor-grouped inner folds).
 
 The seed pipelines' random-split score is also printed as a labelled diagnostic to show how much
@@ -141,9 +141,9 @@ def evaluate(args: argparse.Namespace, home: Path) -> None:
     from sklearn.metrics import balanced_accuracy_score
 
     from db.engine import get_engine, session_scope
-    from etl.feature_store import ensure_feature_set
-    from etl.features import feature_spec
-    from etl.train import (
+    from etl.features.extraction import feature_spec
+    from etl.features.store import ensure_feature_set
+    from etl.training.train import (
         TrainConfig,
         cross_validate,
         folds_hash,

@@ -5,7 +5,7 @@
 2. Synthetic scored history loaded with COPY, one transaction per night ending today: a batch,
    ``--calls-per-night`` calls (100 agents in 10 queues), their summaries and
    ``--segments-per-call`` segments each (half agent, half customer, six emotions), and the
-   night's rollup through ``etl.rollup.refresh_rollup`` as the nightly flow does it. Foreign-key
+   night's rollup through ``etl.scoring.rollup.refresh_rollup`` as the nightly flow does it. Foreign-key
    triggers are off while loading (``session_replication_role = replica``), so ``call_date`` is
    written by the loader with the trigger's rule. Sizes grow: the first size's nights, then
    older nights up to the next size, ANALYZE after each.
@@ -233,7 +233,7 @@ def run(engine: Any, *, nights: list[int], calls_per_night: int, segments_per_ca
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
-    from etl.rollup import refresh_rollup
+    from etl.scoring.rollup import refresh_rollup
 
     results: list[dict[str, Any]] = []
     with engine.connect() as sa_conn, engine.connect().execution_options(

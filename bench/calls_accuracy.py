@@ -67,7 +67,7 @@ VARIANT_OPTIONS: dict[str, list[str]] = {
     "speaker_norm": [], "no_speaker_norm": [], "population_prior": ["--channel", "telephony"]}
 VARIANT_TRAIN_OPTIONS: dict[str, list[str]] = {
     "speaker_norm": ["--speaker-norm"], "no_speaker_norm": ["--no-speaker-norm"]}
-# Variants trained in this process with etl.train.train_model (the code ``ser train`` runs)
+# Variants trained in this process with etl.training.train.train_model (the code ``ser train`` runs)
 # because the CLI has no option for them yet: ``population_prior`` (every call role shrunk with
 # 100 prior rows, the call default) and ``population_prior_N`` (N prior rows).
 POPULATION_PRIOR_ROWS = 100.0
@@ -160,8 +160,8 @@ def customer_turns(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def load_truth(calls_dir: Path) -> dict[str, dict[str, Any]]:
-    from etl.callgen import customer_negative_share, read_timeline
-    from etl.labels import CANONICAL_EMOTIONS, ESCALATED_SHARE
+    from etl.corpora.labels import CANONICAL_EMOTIONS, ESCALATED_SHARE
+    from etl.synthetic.calls import customer_negative_share, read_timeline
 
     meta = {r["call_id"]: r for r in read_rows(calls_dir / "calls.csv")}
     truth: dict[str, dict[str, Any]] = {}
@@ -202,7 +202,7 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
                   truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from etl.labels import map_emotion
+    from etl.corpora.labels import map_emotion
 
     with engine.connect() as conn:
         seg_cols = set(conn.execute(text(
@@ -307,10 +307,10 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
 
 def train_in_process(engine: Any, scheme: str, options: dict[str, Any]) -> int:
     """Train a telephony model with phone-line copies (``ser train``'s defaults) plus
-    ``options`` through etl.train; its model version id."""
+    ``options`` through etl.training.train; its model version id."""
     from sqlalchemy.orm import Session
 
-    from etl.train import TrainConfig, train_model
+    from etl.training.train import TrainConfig, train_model
 
     with Session(engine) as session, session.begin():
         result = train_model(session, TrainConfig(label_scheme=scheme, channel="telephony",

@@ -214,8 +214,8 @@ def segments_speed(files: list[Path], *, minutes: float = 10.0, seed: int = 0) -
     one role of a call; segments are the speech stretches cut into windows of at most 4 s
     (the nightly scorer's default). Also the worst case: 4 s windows over the whole channel.
     """
-    from etl.audio import load_audio
-    from etl.features import extract_segments, feature_spec
+    from etl.audio.decode import load_audio
+    from etl.features.extraction import extract_segments, feature_spec
 
     rng = np.random.default_rng(seed)
     spec = feature_spec("rich", "telephony")
@@ -278,7 +278,7 @@ def long_clip_memory(files: list[Path], scratch: Path, *, minutes: float = 20.0)
     for set_name in ("rich", "seed180"):
         code = ("import json, resource, sys, time\n"
                 f"sys.path.insert(0, {str(ROOT)!r})\n"
-                "from etl.features import extract_files, feature_spec\n"
+                "from etl.features.extraction import extract_files, feature_spec\n"
                 "t = time.perf_counter()\n"
                 f"(r,) = extract_files([(1, {str(path)!r})], feature_spec({set_name!r}))\n"
                 "print(json.dumps({'seconds': round(time.perf_counter() - t, 2), "
@@ -299,8 +299,9 @@ def per_clip_cost(files: list[Path], *, n: int = 300) -> dict[str, Any]:
     three are fixed by the seed's own numbers (libFLAC's output, librosa.load's soxr_hq, and a
     float64 STFT that keeps the tuning estimate identical).
     """
-    from etl import dsp, features
-    from etl.audio import load_audio, resample
+    from etl.audio import dsp
+    from etl.audio.decode import load_audio, resample
+    from etl.features import extraction as features
 
     def best_of(fn: Any, items: list[Any]) -> float:
         best = float("inf")
@@ -348,7 +349,7 @@ def _insert_clips(env: dict[str, str], files: list[Path]) -> None:
 
     from db.engine import get_engine, session_scope
     from db.models import Clip
-    from etl.audio import sha256_file
+    from etl.audio.decode import sha256_file
 
     os.environ.update(env)
     rows = []
@@ -430,8 +431,8 @@ def main() -> None:
         from sqlalchemy import text
 
         from db.engine import get_engine, session_scope
-        from etl.feature_store import load_feature_matrix
-        from etl.features import feature_spec
+        from etl.features.extraction import feature_spec
+        from etl.features.store import load_feature_matrix
 
         engine = get_engine()
         set_names = [s for s in args.sets.split(",") if s]

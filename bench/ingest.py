@@ -1,6 +1,6 @@
 """Ingest benchmark: metadata throughput on real RAVDESS and on 10,000 synthetic files. Prints JSON.
 
-Runs the plain ``etl.ingest`` path the flow wraps (chunked transactions, thread-pool hashing and
+Runs the plain ``etl.corpora.ingest`` path the flow wraps (chunked transactions, thread-pool hashing and
 header reads), without Prefect's fixed start-up cost, against a scratch embedded PostgreSQL in a
 temporary SER_HOME (stopped and deleted afterwards). Each corpus is ingested twice; the second
 run must add nothing.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests.utils.fixtures writes the synthetic files
+sys.path.insert(0, str(ROOT))  # etl.synthetic.corpora writes the synthetic files
 
 from sqlalchemy import Engine
 
@@ -29,7 +29,7 @@ DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 
 def _run_twice(engine: Engine, corpus: str, root: Path, workers: int | None) -> dict[str, Any]:
     from db.engine import session_factory
-    from etl.ingest import finish_run, ingest_folder, start_run
+    from etl.corpora.ingest import finish_run, ingest_folder, start_run
 
     out: dict[str, Any] = {}
     for label in ("first", "rerun"):
@@ -64,8 +64,8 @@ def main() -> None:
         from db.embedded import stop_embedded
         from db.engine import get_engine
         from db.migrate import ensure_migrated
+        from etl.synthetic.corpora import write_tiny_wavs
         from ser.settings import get_settings
-        from tests.utils.fixtures import write_tiny_wavs
 
         get_settings.cache_clear()
         start = time.perf_counter()

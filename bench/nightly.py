@@ -1,12 +1,12 @@
 """Nightly scoring benchmark: speed, memory and segment accuracy on held-out speakers. Prints JSON.
 
 1. A scratch embedded PostgreSQL in a temporary SER_HOME (stopped and deleted afterwards).
-2. Train through the project's own code: ingest RAVDESS actors 01-16 (``etl.ingest``), telephony
-   ``rich`` features (``flows.feature_runner.run_features``), a speaker-independent model
-   (``etl.train.train_model``, label scheme callcentre4), promoted to ``production``.
-3. Generate >= 2 hours of stereo 8 kHz calls (``etl.callgen``) from the clips of the held-out
+2. Train through the project's own code: ingest RAVDESS actors 01-16 (``etl.corpora.ingest``), telephony
+   ``rich`` features (``etl.runs.features.run_features``), a speaker-independent model
+   (``etl.training.train.train_model``, label scheme callcentre4), promoted to ``production``.
+3. Generate >= 2 hours of stereo 8 kHz calls (``etl.synthetic.calls``) from the clips of the held-out
    actors 17-20 only, with pauses, overtalk and a simulated phone line.
-4. Score them end to end into PostgreSQL in a fresh process (``flows.batch_runner.score_batch``: 2
+4. Score them end to end into PostgreSQL in a fresh process (``etl.runs.batch.score_batch``: 2
    worker processes, no Prefect) and report the real-time factor (call seconds per wall second;
    a stereo call's two channels count once), peak memory of that process and its children
    (summed RSS and summed PSS, sampled by a separate monitor process; the PostgreSQL server is
@@ -71,7 +71,7 @@ import json, sys, time, datetime as dt
 from pathlib import Path
 t0 = time.perf_counter()
 from db.engine import get_engine
-from flows.batch_runner import score_batch
+from etl.runs.batch import score_batch
 engine = get_engine()
 t1 = time.perf_counter()
 report = score_batch(engine, Path(sys.argv[1]), batch_date=dt.date(2024, 1, 15),
@@ -134,7 +134,7 @@ def link_actors(src: Path, dst: Path, actors: range | list[int]) -> int:
 def train_unnormalised(engine: Any) -> str:
     """The same model without per-speaker normalisation (registered, not promoted)."""
     from db.engine import session_scope
-    from etl.train import TrainConfig, train_model
+    from etl.training.train import TrainConfig, train_model
 
     with session_scope(engine) as session:
         result = train_model(session, TrainConfig(
@@ -145,10 +145,10 @@ def train_unnormalised(engine: Any) -> str:
 
 def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]:
     from db.engine import session_scope
-    from etl.ingest import finish_run, ingest_folder, start_run
-    from etl.registry import set_alias
-    from etl.train import TrainConfig, train_model
-    from flows.feature_runner import run_features
+    from etl.corpora.ingest import finish_run, ingest_folder, start_run
+    from etl.runs.features import run_features
+    from etl.training.registry import set_alias
+    from etl.training.train import TrainConfig, train_model
 
     out: dict[str, Any] = {}
     corpus = tmp / "ravdess-train"
@@ -179,7 +179,7 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]
 
 
 def generate(ravdess: Path, out_dir: Path, *, hours: float, call_minutes: float) -> dict[str, Any]:
-    from etl.callgen import ClipBank, generate_calls
+    from etl.synthetic.calls import ClipBank, generate_calls
 
     start = time.perf_counter()
     bank = ClipBank.from_folder(ravdess, actors=HELD_OUT)
@@ -203,8 +203,8 @@ def generate(ravdess: Path, out_dir: Path, *, hours: float, call_minutes: float)
 def segment_uar(engine: Any, batch_id: int, timelines: dict[str, str]) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from etl.callgen import read_timeline, speech_events
-    from etl.labels import map_emotion
+    from etl.corpora.labels import map_emotion
+    from etl.synthetic.calls import read_timeline, speech_events
 
     with engine.connect() as conn:
         rows = conn.execute(text(
@@ -235,8 +235,8 @@ def vad_quality(timelines: dict[str, str], folder: Path, limit: int = 6) -> dict
     import numpy as np
     import soundfile as sf
 
-    from etl.callgen import read_timeline, speech_events
-    from etl.vad import detect_speech
+    from etl.audio.vad import detect_speech
+    from etl.synthetic.calls import read_timeline, speech_events
 
     tp = fp = fn = 0
     for key, timeline_path in list(timelines.items())[:limit]:
@@ -273,7 +273,7 @@ def prefect_overhead(env: dict[str, str], calls_dir: Path) -> dict[str, float]:
     plain = (
         "import time; t = time.perf_counter()\n"
         "import datetime as dt; from pathlib import Path\n"
-        "from db.engine import get_engine; from flows.batch_runner import score_batch\n"
+        "from db.engine import get_engine; from etl.runs.batch import score_batch\n"
         f"score_batch(get_engine(), Path({str(calls_dir)!r}), batch_date=dt.date(2024, 1, 15))\n"
         "print(time.perf_counter() - t)\n")
     flow = (
@@ -340,7 +340,7 @@ def main() -> None:
             timelines = generated.pop("timelines")
             result["calls"] = generated
 
-            from flows.batch_runner import score_batch
+            from etl.runs.batch import score_batch
 
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             report, process_wall, rss, pss = run_scoring(calls_dir, args.workers, env)

@@ -27,8 +27,8 @@ from sqlalchemy import make_url, text
 
 from db.engine import make_engine, resolve_url, session_scope
 from db.migrate import upgrade
+from etl.synthetic import history as f
 from reports import build
-from tests.utils import factories as f
 
 
 def main() -> None:

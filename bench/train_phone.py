@@ -5,15 +5,15 @@ Protocol (prints JSON):
 - Train on RAVDESS actors 01-16, evaluate on the held-out actors 17-20 (never used to choose
   anything: hyper-parameters come from the grid search inside the training actors, as
   ``ser train`` does it).
-- Models, fitted exactly as `etl.train` fits the final model (default family, per-speaker
+- Models, fitted exactly as `etl.training.train` fits the final model (default family, per-speaker
   normalisation, class balance, nested actor-grouped grid search):
   ``before``: the studio default before phone-robust training (rich/studio features without
   level normalisation, recorded clips only); ``telephony_clean``: rich/telephony (level-
   normalised) on recorded clips only (ablation); ``new_default``: what ``ser train`` trains now,
-  rich/telephony plus the phone-line copies (rich+phone, `etl.augment`), normalised per
+  rich/telephony plus the phone-line copies (rich+phone, `etl.training.augment`), normalised per
   (actor, variant).
 - Conditions for the held-out clips: ``studio`` (the clips as recorded) and ``phone`` (each
-  clip through `etl.callgen.telephone_line` at 8 kHz: band limit, line noise, mu-law; a line
+  clip through `etl.synthetic.calls.telephone_line` at 8 kHz: band limit, line noise, mu-law; a line
   model independent of the augmentation chain). Each held-out speaker is normalised with its
   own statistics over its clips of the condition (as ``ser predict`` does for a folder).
 - Per scheme (emotion8, callcentre4, posneg): UAR (balanced accuracy) over the held-out clips.
@@ -41,7 +41,7 @@ SCHEMES = ("emotion8", "callcentre4", "posneg")
 
 def _old_studio_spec() -> Any:
     """rich/studio as it was before level normalisation (what studio models were trained on)."""
-    from etl.features import FeatureSpec, feature_spec
+    from etl.features.extraction import FeatureSpec, feature_spec
 
     new = feature_spec("rich", "studio")
     return FeatureSpec(new.name, new.channel, new.sample_rate,
@@ -53,10 +53,10 @@ def _featurise(job: tuple[int, str, bool]) -> dict[str, Any]:
     """All vectors one clip contributes (runs in a worker process)."""
     from threadpoolctl import threadpool_limits
 
-    from etl.audio import load_audio
-    from etl.augment import augment_copies
-    from etl.callgen import telephone_line
-    from etl.features import extract, feature_spec
+    from etl.audio.decode import load_audio
+    from etl.features.extraction import extract, feature_spec
+    from etl.synthetic.calls import telephone_line
+    from etl.training.augment import augment_copies
 
     index, path, held_out = job
     old, tel = _old_studio_spec(), feature_spec("rich", "telephony")
@@ -78,8 +78,8 @@ def _featurise(job: tuple[int, str, bool]) -> dict[str, Any]:
 
 
 def _fit(X: np.ndarray, y: np.ndarray, actors: np.ndarray, keys: np.ndarray) -> Any:
-    from etl.models_zoo import DEFAULT_ALGORITHM, get_algorithm
-    from etl.train import DEFAULT_SEED, fit_estimator, prepare_features
+    from etl.training.models import DEFAULT_ALGORITHM, get_algorithm
+    from etl.training.train import DEFAULT_SEED, fit_estimator, prepare_features
 
     Xp = prepare_features(X, keys, speaker_normalisation=True)
     estimator, chosen = fit_estimator(get_algorithm(DEFAULT_ALGORITHM), Xp, y, actors,
@@ -90,7 +90,7 @@ def _fit(X: np.ndarray, y: np.ndarray, actors: np.ndarray, keys: np.ndarray) -> 
 def _uar(estimator: Any, X: np.ndarray, y: np.ndarray, actors: np.ndarray) -> float:
     from sklearn.metrics import balanced_accuracy_score
 
-    from etl.normalise import normalise_per_speaker
+    from etl.training.normalise import normalise_per_speaker
 
     return round(float(balanced_accuracy_score(
         y, estimator.predict(normalise_per_speaker(X, actors)))), 4)
@@ -102,10 +102,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    from etl.corpora import parse_ravdess
-    from etl.feature_sets import feature_spec
-    from etl.labels import map_emotion
-    from etl.train import single_threaded_blas
+    from etl.corpora.labels import map_emotion
+    from etl.corpora.parsers import parse_ravdess
+    from etl.features.specs import feature_spec
+    from etl.training.train import single_threaded_blas
 
     started = time.perf_counter()
     files = sorted(p for p in args.root.rglob("*") if p.suffix.lower() in (".flac", ".wav"))
@@ -166,7 +166,7 @@ def main() -> None:
         "bench": "train_phone",
         "protocol": "train RAVDESS actors 01-16 (grid search on actor-grouped inner folds of "
                     "those only), clip-level UAR on held-out actors 17-20; 'studio' = clips as "
-                    "recorded, 'phone' = etl.callgen.telephone_line at 8 kHz (band limit, line "
+                    "recorded, 'phone' = etl.synthetic.calls.telephone_line at 8 kHz (band limit, line "
                     "noise, mu-law); held-out speakers normalised on their own clips",
         "models": {"before": "rich/studio without level normalisation, recorded clips "
                              "(the studio default before this change)",

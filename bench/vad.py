@@ -2,9 +2,9 @@
 library detectors. Prints JSON.
 
 Protocol
-1. Clips: RAVDESS through ``etl.callgen.bank_from_source`` at 8 kHz, actors 17-20 (held out;
+1. Clips: RAVDESS through ``etl.synthetic.calls.bank_from_source`` at 8 kHz, actors 17-20 (held out;
    ``--actors train`` uses 01-16, the speakers every VAD parameter was chosen on).
-2. Calls: ``etl.callgen.generate_calls`` with the default ``CallGenConfig`` (what ``ser calls
+2. Calls: ``etl.synthetic.calls.generate_calls`` with the default ``CallGenConfig`` (what ``ser calls
    generate`` writes): stereo 8 kHz, telephone line (band limit, mu-law, line noise), pauses,
    overtalk, and the non-speech of real calls: ring-back, IVR prompts, DTMF, hold music,
    babble. ``--n-calls`` x ``--minutes`` (default 40 x 2 min), ``--seed`` 2024.
@@ -60,7 +60,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from etl.callgen import (
+from etl.audio.vad import FrameAnalyser, Region, VadConfig, windows
+from etl.synthetic.calls import (
     NONSPEECH_KINDS,
     ROLES,
     TimelineEvent,
@@ -68,7 +69,6 @@ from etl.callgen import (
     generate_calls,
     speech_events,
 )
-from etl.vad import FrameAnalyser, Region, VadConfig, windows
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 ACTORS = {"test": range(17, 21), "train": range(1, 17)}
@@ -256,7 +256,7 @@ def main() -> None:
             generate_calls(calls_dir, n_calls=args.n_calls, minutes=args.minutes, bank=bank,
                            seed=args.seed)
         generate_s = time.perf_counter() - t
-        from etl.callgen import read_timeline
+        from etl.synthetic.calls import read_timeline
 
         calls = []
         for wav in sorted(calls_dir.glob("call_*.wav"))[: args.n_calls]:

@@ -418,7 +418,7 @@ class CallSummary(Base):
     escalation_rule: Mapped[str | None] = mapped_column(String(64))
     escalation_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
-    # Conversation metrics (etl/call_metrics.py); NULL for calls scored before they existed.
+    # Conversation metrics (etl/scoring/call_metrics.py); NULL for calls scored before they existed.
     negative_share_agent_q1: Mapped[float | None] = mapped_column(Float)
     negative_share_agent_q2: Mapped[float | None] = mapped_column(Float)
     negative_share_agent_q3: Mapped[float | None] = mapped_column(Float)
@@ -450,7 +450,7 @@ class CallSummary(Base):
 
 class CallEvent(Base):
     """A turn, interruption or long silence of one call, as measured with one model version's
-    scoring run (kinds and values: etl/call_metrics.py)."""
+    scoring run (kinds and values: etl/scoring/call_metrics.py)."""
 
     __tablename__ = "call_events"
     __table_args__ = (
@@ -470,7 +470,7 @@ class CallEvent(Base):
 
 class DailyEmotionRollup(Base):
     """Scored speech per day, queue, agent, role, emotion and model version (what
-    ``analytics.daily_trends`` reads); rewritten per day by ``etl.rollup.refresh_rollup``.
+    ``analytics.daily_trends`` reads); rewritten per day by ``etl.scoring.rollup.refresh_rollup``.
 
     ``segments_pruned``: the day's segments were deleted (``ser db prune``); its rows are kept
     as they are and no longer recomputed.

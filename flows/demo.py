@@ -2,12 +2,12 @@
 
 Steps (each a task or an existing flow run as a subflow)::
 
-    corpus    synthetic CREMA-D-named clips + VideoDemographics.csv     (etl.demo)
+    corpus    synthetic CREMA-D-named clips + VideoDemographics.csv     (etl.synthetic.demo)
     ingest    clips and demographics                                    (flows.ingest.ingest_flow)
     features  rich / telephony, so the model hears what calls sound like (flows.features.features_flow);
               training adds the phone-line copies (rich+phone) it needs
-    train     speaker-independent CV, register, promote to production   (etl.train, etl.registry)
-    calls     a few nights of synthetic stereo calls                    (etl.callgen)
+    train     speaker-independent CV, register, promote to production   (etl.training.train, etl.training.registry)
+    calls     a few nights of synthetic stereo calls                    (etl.synthetic.calls)
     score     each night as its own batch                               (flows.nightly.score_batch_flow)
     reports   model, batch and call reports plus the index              (reports.build)
 
@@ -32,7 +32,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from db.engine import get_engine, session_scope
-from etl.demo import DEMOGRAPHICS_FILE, DemoCorpusConfig, write_cremad_corpus
+from etl.synthetic.demo import DEMOGRAPHICS_FILE, DemoCorpusConfig, write_cremad_corpus
 
 DEMO_MODEL = "ser-demo"
 # Fixed dates keep reruns idempotent (a batch is keyed by folder, date and model version).
@@ -90,8 +90,8 @@ def train_task(n_folds: int, seed: int) -> dict[str, Any]:
     from sqlalchemy import select
 
     from db.models import ModelVersion, RegisteredModel
-    from etl.registry import promote_if_better
-    from etl.train import (
+    from etl.training.registry import promote_if_better
+    from etl.training.train import (
         TrainConfig,
         attach_augmented,
         augmented_feature_set,
@@ -139,7 +139,7 @@ def train_task(n_folds: int, seed: int) -> dict[str, Any]:
 def _generate_night(folder: str, n_calls: int, minutes: float, actors: tuple[int, ...],
                     seed: int, start: dt.date) -> int:
     """One night of calls (runs in a worker process); skipped when already written."""
-    from etl.callgen import ClipBank, generate_calls
+    from etl.synthetic.calls import ClipBank, generate_calls
 
     out = Path(folder)
     fingerprint = _night_fingerprint(n_calls, minutes, actors, seed)

@@ -1,6 +1,6 @@
 """Features flow: compute one feature set for every current clip that lacks it.
 
-The run itself (`flows.feature_runner`: pending clips streamed in keyset pages to worker
+The run itself (`etl.runs.features`: pending clips streamed in keyset pages to worker
 processes, results bulk-written one transaction per chunk) has no Prefect in it, so
 ``ser features --no-prefect`` and the start of a run before Prefect is imported share it. On a
 Dask cluster (``dask_address``) each chunk is a Prefect task run by ``DaskTaskRunner``.
@@ -13,9 +13,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from etl.feature_sets import ClipResult, augmented_set_name, feature_spec
-from flows.feature_runner import DEFAULT_CHUNK_SIZE, run_features
-from flows.worker_pool import extract_chunk as extract_files_chunk
+from etl.features.specs import ClipResult, augmented_set_name, feature_spec
+from etl.runs.features import DEFAULT_CHUNK_SIZE, run_features
+from etl.runs.pool import extract_chunk as extract_files_chunk
 
 
 @task(name="extract-features-chunk", retries=1, cache_policy=NONE)

@@ -1,6 +1,6 @@
 """Ingest flow: demographics, crowd votes and clips of one corpus, recorded as an ingest run.
 
-Tasks are thin wrappers over ``etl.ingest``; each opens its own session and owns its
+Tasks are thin wrappers over ``etl.corpora.ingest``; each opens its own session and owns its
 transactions (the clips task commits once per chunk, so an interrupted run keeps whole chunks). No retries: ingest is idempotent, so the
 retry for a failed run is simply running it again, and automatic retries would misreport counts.
 """
@@ -17,8 +17,7 @@ from prefect.cache_policies import NONE
 from tqdm import tqdm
 
 from db.engine import get_engine, session_factory, session_scope
-from etl.corpora import MANIFEST, check_corpus
-from etl.ingest import (
+from etl.corpora.ingest import (
     DEFAULT_CHUNK_SIZE,
     IngestCounts,
     check_folder,
@@ -30,6 +29,7 @@ from etl.ingest import (
     manifest_candidates,
     start_run,
 )
+from etl.corpora.parsers import MANIFEST, check_corpus
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """Nightly scoring flows: one batch on demand, and the scheduled inbox run.
 
-The flows only wire :func:`flows.batch_runner.score_batch` (which owns its per-call transactions and
+The flows only wire :func:`etl.runs.batch.score_batch` (which owns its per-call transactions and
 its worker processes): one task per batch, not one per call, because Prefect's per-task
 overhead would cost more than scoring a short call.
 
@@ -27,9 +27,9 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import Completed, Failed, State
 
 from db.engine import get_engine
-from etl.escalation import load_rules
-from etl.scoring import ScoringConfig
-from flows.batch_runner import is_connection_error, score_batch
+from etl.runs.batch import is_connection_error, score_batch
+from etl.scoring.escalation import load_rules
+from etl.scoring.recording import ScoringConfig
 from ser.settings import get_settings
 
 DEPLOYMENT_NAME = "nightly-scoring"

@@ -1,14 +1,14 @@
 """Training flow: evaluate speaker-independently, register the model version, maybe promote it.
 
-Two thin tasks over ``etl.train`` / ``etl.registry``; each owns its transaction. Training and
+Two thin tasks over ``etl.training.train`` / ``etl.training.registry``; each owns its transaction. Training and
 registering are one transaction (a failure registers nothing); promotion is a second one so a
 registered version survives a promotion problem. No retries: training is deterministic, a
 retry would fail the same way.
 
 The first model of a channel also becomes that channel's alias (``production-telephony`` or
-``production-studio``, `etl.registry.channel_alias`) when none is set, and ``production``
+``production-studio``, `etl.training.registry.channel_alias`) when none is set, and ``production``
 itself when no model holds it yet, so ``ser score`` finds a model that matches the audio's
-channel right after the first ``ser train`` (`etl.registry.resolve_scoring_model`).
+channel right after the first ``ser train`` (`etl.training.registry.resolve_scoring_model`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from db.engine import get_engine, session_scope
-from etl.models_zoo import DEFAULT_ALGORITHM
-from etl.registry import DEFAULT_ALIAS, alias_target, channel_alias, promote_if_better, set_alias
-from etl.train import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig, train_model
+from etl.training.models import DEFAULT_ALGORITHM
+from etl.training.registry import (
+    DEFAULT_ALIAS,
+    alias_target,
+    channel_alias,
+    promote_if_better,
+    set_alias,
+)
+from etl.training.train import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig, train_model
 
 
 @task(name="train-and-register", cache_policy=NONE)
@@ -77,9 +83,9 @@ def train_flow(
 ) -> dict[str, Any]:
     """Train ``model`` on stored features and register it; returns the result (+ promotion).
 
-    ``augment`` (telephony only) trains on the phone-line copies too (`etl.train`).
+    ``augment`` (telephony only) trains on the phone-line copies too (`etl.training.train`).
     ``operating_point_calls`` (telephony only): choose the escalation operating point on that
-    many generated calls of the training speakers (`etl.training_calls`).
+    many generated calls of the training speakers (`etl.training.operating_point`).
     """
     config = TrainConfig(
         algorithm=model, label_scheme=labels, feature_set=feature_set, channel=channel,

@@ -301,7 +301,7 @@ def negative_classes(session: Session, label_scheme: str) -> set[str]:
         {"s": label_scheme}).scalars()
     found = set(rows)
     if not found:
-        from etl.labels import NEGATIVE_CLASSES
+        from etl.corpora.labels import NEGATIVE_CLASSES
 
         found = set(NEGATIVE_CLASSES)
     return found

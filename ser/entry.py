@@ -31,7 +31,7 @@ def _uses_local_workers(args: list[str]) -> bool:
 
 def main() -> None:  # pragma: no cover - the console script; tests call `ser.cli.app`
     if _uses_local_workers(sys.argv[1:]):
-        from flows.worker_pool import start_forkserver
+        from etl.runs.pool import start_forkserver
 
         start_forkserver()
     from ser.cli import main as cli_main

@@ -35,7 +35,7 @@ def open_database(*, migrate: bool = True) -> Engine:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
         where = ""
         if engine is not None:
-            from flows.batch_runner import describe_server
+            from etl.runs.batch import describe_server
 
             where = f" {describe_server(engine.url)}"
         fail(f"cannot open the database{where}: {detail[0]}")

@@ -14,13 +14,18 @@ import pytest
 from sqlalchemy import Engine, text
 
 from db.engine import session_scope
-from etl.callgen import ClipBank, generate_calls
-from etl.claims import register_batch
-from etl.escalation import DEFAULT_RULES, EscalationRule, load_rules, resolve_operating_point
-from etl.inbox import CallEntry
-from etl.registry import load_model
-from etl.scoring import ScoringConfig, score_recording, write_result
-from etl.summaries import ScoredSegment, summarise_call
+from etl.runs.claims import register_batch
+from etl.runs.inbox import CallEntry
+from etl.scoring.escalation import (
+    DEFAULT_RULES,
+    EscalationRule,
+    load_rules,
+    resolve_operating_point,
+)
+from etl.scoring.recording import ScoringConfig, score_recording, write_result
+from etl.scoring.summaries import ScoredSegment, summarise_call
+from etl.synthetic.calls import ClipBank, generate_calls
+from etl.training.registry import load_model
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 

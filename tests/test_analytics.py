@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from etl.rollup import refresh_rollup
-from tests.utils.factories import make_feature_set, make_model_version
+from etl.scoring.rollup import refresh_rollup
+from etl.synthetic.history import make_feature_set, make_model_version
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWS = ("calls", "segments", "daily_trends", "escalations")
@@ -68,7 +68,7 @@ def scored(db_session: Session) -> Iterator[dict[str, int]]:
         "escalation_reason) VALUES (:c, :mv, 60, 4, 10, 0.7, 0, 0.8, 4, 0.5, true, "
         "'customer_negative_share', 'negative_share_customer = 0.8 >= 0.5')"),
         {"c": ids["c1"], "mv": mv})
-    refresh_rollup(s, batch_id=batch)  # as etl.scoring.finalise_batch does at the end of a batch
+    refresh_rollup(s, batch_id=batch)  # as etl.scoring.recording.finalise_batch does at the end of a batch
     yield {"model_version_id": mv, "batch_id": batch, **ids}
 
 

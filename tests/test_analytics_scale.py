@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from db.migrate import downgrade, head_revision, upgrade
-from etl.rollup import prune_segments
-from etl.scoring import finalise_batch
-from tests.utils.factories import make_batch, make_feature_set, make_model_version
+from etl.scoring.recording import finalise_batch
+from etl.scoring.rollup import prune_segments
+from etl.synthetic.history import make_batch, make_feature_set, make_model_version
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWS = ("calls", "segments", "call_events", "daily_trends", "escalations")

@@ -21,11 +21,11 @@ from sqlalchemy import Engine, make_url, text
 from typer.testing import CliRunner
 
 from db.engine import make_engine, session_scope
-from etl.callgen import ClipBank, generate_calls
-from etl.claims import HostTurn, Lease, claim_next, register_batch
-from etl.inbox import OUTSIDE, discover_calls
-from etl.scoring import ScoringConfig
-from flows.batch_runner import DatabaseLostError, score_batch
+from etl.runs.batch import DatabaseLostError, score_batch
+from etl.runs.claims import HostTurn, Lease, claim_next, register_batch
+from etl.runs.inbox import OUTSIDE, discover_calls
+from etl.scoring.recording import ScoringConfig
+from etl.synthetic.calls import ClipBank, generate_calls
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 
@@ -277,7 +277,7 @@ def test_kill_9_run_is_resumed_by_the_next_run_without_flags(
     script = textwrap.dedent(f"""
         import sys, time
         from db.engine import make_engine, session_scope
-        from etl.claims import Lease, claim_next
+        from etl.runs.claims import Lease, claim_next
         engine = make_engine({engine.url.render_as_string(hide_password=False)!r})
         lease = Lease(engine, name="doomed").acquire()
         for _ in range(2):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from etl.calibration import (
+from etl.scoring.escalation import rules_from_data
+from etl.training.calibration import (
     apply_calibration,
     choose_operating_point,
     expected_calibration_error,
@@ -15,7 +16,6 @@ from etl.calibration import (
     log_loss,
     pseudo_calls,
 )
-from etl.escalation import rules_from_data
 
 CLASSES = ["angry", "calm", "happy", "sad"]  # callcentre4: angry and sad are negative
 
@@ -153,7 +153,7 @@ def test_rescored_pseudo_calls_replace_the_clip_predictions() -> None:
 
 
 def test_a_precision_reached_only_by_a_handful_of_calls_gives_way_to_f_half() -> None:
-    from etl.calibration import _select
+    from etl.training.calibration import _select
 
     npos = 40
     # grid points: (true positives, escalations)

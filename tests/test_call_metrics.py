@@ -1,4 +1,4 @@
-"""Conversation metrics (etl/call_metrics.py) against the call generator's ground truth, their
+"""Conversation metrics (etl/scoring/call_metrics.py) against the call generator's ground truth, their
 storage (call_summaries columns, call_events rows), the analytics views and the migration."""
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from sqlalchemy import Engine, inspect, text
 from db.engine import session_scope
 from db.migrate import downgrade, upgrade
 from db.models import CallSummary
-from etl.audio import resample
-from etl.call_metrics import (
+from etl.audio.decode import resample
+from etl.audio.vad import FrameAnalyser, Region
+from etl.corpora.labels import NEGATIVE_EMOTIONS
+from etl.scoring.call_metrics import (
     ROLES,
     CallMetrics,
     MetricsConfig,
@@ -34,7 +36,9 @@ from etl.call_metrics import (
     speech_frames,
     turn_stats,
 )
-from etl.callgen import (
+from etl.scoring.recording import ScoringConfig, score_recording, write_result
+from etl.scoring.summaries import ScoredSegment
+from etl.synthetic.calls import (
     CallGenConfig,
     ClipBank,
     TimelineEvent,
@@ -43,11 +47,7 @@ from etl.callgen import (
     speech_events,
     telephone_line,
 )
-from etl.labels import NEGATIVE_EMOTIONS
-from etl.scoring import ScoringConfig, score_recording, write_result
-from etl.summaries import ScoredSegment
-from etl.synth import PROSODY, Voice, synthesize
-from etl.vad import FrameAnalyser, Region
+from etl.synthetic.speech import PROSODY, Voice, synthesize
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 
@@ -364,8 +364,8 @@ def _documented_metric_queries() -> list[str]:
 
 def test_scoring_stores_metrics_and_events(engine: Engine, model_id: int, bank: ClipBank,
                                            tmp_path: Path) -> None:
-    from etl.registry import load_model
-    from flows.batch_runner import score_batch
+    from etl.runs.batch import score_batch
+    from etl.training.registry import load_model
 
     config = ScoringConfig(max_duration_s=120.0)
     calls = generate_calls(tmp_path, n_calls=1, minutes=1.0, bank=bank, seed=17, config=CLEAN)

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from etl.callgen import (
+from etl.synthetic.calls import (
     NONSPEECH_KINDS,
     SCENARIOS,
     CallGenConfig,
@@ -32,7 +32,7 @@ from etl.callgen import (
     truly_escalated,
     write_timeline,
 )
-from etl.synth import write_ravdess_corpus
+from etl.synthetic.speech import write_ravdess_corpus
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,18 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from db.models import ModelVersion
-from etl.calibration import apply_calibration, fit_calibration
-from etl.callgen import ClipBank
-from etl.features import FeatureSpec, extract, feature_spec
-from etl.registry import (
+from etl.features.extraction import FeatureSpec, extract, feature_spec
+from etl.synthetic.calls import ClipBank
+from etl.synthetic.history import make_corpus, make_feature_set, make_model_version
+from etl.training.calibration import apply_calibration, fit_calibration
+from etl.training.registry import (
     ModelChannelError,
     ModelNotFoundError,
     load_model,
     resolve_scoring_model,
     set_alias,
 )
-from etl.train import AugmentedRows, Dataset, TrainConfig, cross_validate, make_folds
-from tests.utils.factories import make_corpus, make_feature_set, make_model_version
+from etl.training.train import AugmentedRows, Dataset, TrainConfig, cross_validate, make_folds
 from tests.utils.nightly import train_tiny_model
 
 
@@ -100,7 +100,7 @@ def test_a_louder_calm_clip_is_not_scored_angrier(db_session: Session) -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from etl.labels import map_emotion
+    from etl.corpora.labels import map_emotion
 
     labelled = [(c, map_emotion("callcentre4", c.emotion)) for c in bank.clips]
     X = np.vstack([extract(c.signal, bank.sr, old) for c, _ in labelled])
@@ -153,7 +153,7 @@ def test_loaded_model_applies_its_calibration(db_session: Session) -> None:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(6, before.feature_spec.n_features)).astype(np.float32)
     raw = before.predict_proba(X)
-    # a record fitted by etl.calibration on (over-confident) out-of-fold probabilities
+    # a record fitted by etl.training.calibration on (over-confident) out-of-fold probabilities
     n, k = 240, len(before.classes)
     y = np.arange(n) % k
     logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]

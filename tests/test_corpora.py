@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.corpora import (
+from etl.corpora.labels import CANONICAL_EMOTIONS
+from etl.corpora.parsers import (
     CREMAD_EMOTIONS,
     EMODB_EMOTIONS,
     RAVDESS_EMOTIONS,
@@ -18,7 +19,6 @@ from etl.corpora import (
     parse_clip_name,
     sex_from_text,
 )
-from etl.labels import CANONICAL_EMOTIONS
 
 
 def test_every_corpus_maps_into_the_canonical_vocabulary() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from etl.feature_sets import PHONE_COPIES
+from etl.features.specs import PHONE_COPIES
 
 pytestmark = pytest.mark.slow
 

@@ -15,15 +15,15 @@ from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session
 
 from db.models import Clip, FeatureError, FeatureSet
-from etl.feature_store import ensure_feature_set, load_feature_matrix, store_results
-from etl.features import (
+from etl.features.extraction import (
     ClipResult,
     FeatureExtractionError,
     extract,
     extract_segments,
     feature_spec,
 )
-from etl.synth import Voice, synthesize
+from etl.features.store import ensure_feature_set, load_feature_matrix, store_results
+from etl.synthetic.speech import Voice, synthesize
 
 SETS = [(name, channel) for name in ("rich", "seed180") for channel in ("studio", "telephony")]
 
@@ -62,7 +62,7 @@ def test_mono_mixdown_and_rate_independence(speech: np.ndarray) -> None:
     mono = extract(speech, 48000, spec)
     stereo = extract(np.stack([speech, speech]), 48000, spec)
     np.testing.assert_allclose(stereo, mono, rtol=1e-4, atol=1e-4)
-    from etl.audio import resample
+    from etl.audio.decode import resample
 
     at_16k = extract(resample(speech, 48000, 16000), 16000, spec)
     assert np.corrcoef(at_16k, mono)[0, 1] > 0.999
@@ -98,7 +98,7 @@ def test_telephony_variant(speech: np.ndarray) -> None:
     assert 300 < v_phone["centroid_hz_mean"] < 3400
     assert abs(v_phone["f0_p50_st"] - v_studio["f0_p50_st"]) < 1.0
     # already-8 kHz input (a real phone recording) goes through the same path
-    from etl.audio import to_telephony
+    from etl.audio.decode import to_telephony
 
     narrow, sr = to_telephony(speech, 48000)
     again = extract(narrow, sr, phone)
@@ -109,7 +109,7 @@ def test_telephony_variant(speech: np.ndarray) -> None:
 
 def test_seed180_matches_librosa_reference(speech: np.ndarray) -> None:
     """The seed blog code, verbatim in spirit: librosa.load at 22,050 Hz (soxr_hq), three
-    separately computed spectrograms. Ours: etl.audio.resample (soxr HQ), one STFT."""
+    separately computed spectrograms. Ours: etl.audio.decode.resample (soxr HQ), one STFT."""
     import librosa
 
     x = librosa.resample(speech, orig_sr=48000, target_sr=22050)  # what librosa.load does
@@ -134,7 +134,7 @@ def test_fast_tuning_equals_librosa_exactly() -> None:
     (tuning is an argmax over 0.01-semitone bins, so near-equal is not good enough)."""
     import librosa
 
-    from etl import dsp
+    from etl.audio import dsp
 
     tunings = set()
     cases = [(emotion, actor, sr) for emotion, actor in (("angry", 3), ("sad", 8), ("happy", 11))
@@ -295,7 +295,7 @@ def clip_db(cli_env: dict[str, str], engine: Engine, tmp_path: Path) -> Iterator
 
 
 def test_run_features_records_errors_is_idempotent_and_resumes(clip_db: list[int], engine: Engine) -> None:
-    from flows.feature_runner import run_features
+    from etl.runs.features import run_features
 
     first = run_features(set_name="rich", channel="telephony", workers=1, progress=False,
                          chunk_size=3)
@@ -400,7 +400,7 @@ def test_flow_on_a_dask_cluster(clip_db: list[int], engine: Engine) -> None:
 def test_run_started_before_the_writer_is_taken_over(clip_db: list[int], engine: Engine) -> None:
     """`ser features` starts extracting before Prefect is imported; the writer (the flow) takes
     that run over and stores everything once. A run nobody takes is stopped, writing nothing."""
-    from flows.feature_runner import RunKey, close_started, run_features, start_run, take_started
+    from etl.runs.features import RunKey, close_started, run_features, start_run, take_started
 
     params = {"set_name": "seed180", "channel": "studio", "corpus": None, "workers": 2,
               "chunk_size": 2}
@@ -425,7 +425,7 @@ def test_run_started_before_the_writer_is_taken_over(clip_db: list[int], engine:
 
 
 def test_feeder_failure_reaches_the_writer(clip_db: list[int], engine: Engine) -> None:
-    from flows.feature_runner import run_features
+    from etl.runs.features import run_features
 
     def broken_submit(chunk: list[tuple[int, str]]) -> object:
         raise RuntimeError("cluster went away")
@@ -487,12 +487,12 @@ def test_the_writing_process_never_imports_the_extraction_stack() -> None:
     import sys
 
     code = ("import sys, pickle, numpy as np\n"
-            "import ser.commands.features, flows.feature_runner, etl.feature_store\n"
-            "from etl.feature_sets import ClipResult, feature_spec\n"
+            "import ser.commands.features, etl.runs.features, etl.features.store\n"
+            "from etl.features.specs import ClipResult, feature_spec\n"
             "feature_spec('rich'); feature_spec('seed180', 'telephony')\n"
             "pickle.loads(pickle.dumps(ClipResult(1, np.zeros(3, np.float32))))\n"
             "print(sorted(m for m in ('scipy', 'soundfile', 'soxr', 'miniaudio', 'librosa',\n"
-            "                         'etl.features', 'etl.audio') if m in sys.modules))\n")
+            "                         'etl.features.extraction', 'etl.audio.decode') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "[]"
@@ -514,7 +514,7 @@ def _long_speech(sr: int, *, utterances: int, pause_s: float = 1.5) -> np.ndarra
 
 
 def test_blockwise_librosa_stft_equals_one_pass(speech: np.ndarray) -> None:
-    from etl import dsp
+    from etl.audio import dsp
 
     y = np.tile(speech, 3)
     whole = dsp.librosa_stft_magnitude(y, n_fft=2048, hop=512)
@@ -524,7 +524,7 @@ def test_blockwise_librosa_stft_equals_one_pass(speech: np.ndarray) -> None:
 
 
 def test_seed180_of_a_long_signal_in_blocks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    from etl import features
+    from etl.features import extraction as features
 
     y = _long_speech(22050, utterances=6)
     spec = feature_spec("seed180")
@@ -543,7 +543,7 @@ def test_seed180_of_a_long_signal_in_blocks_matches_one_pass(monkeypatch: pytest
 def test_long_files_decode_in_blocks_to_the_same_samples(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subtype: str, channels: int,
         suffix: str) -> None:
-    from etl import audio
+    from etl.audio import decode as audio
 
     rng = np.random.default_rng(1)
     x = (0.1 * rng.standard_normal((48000 * 25 + 77, channels))).astype(np.float32)
@@ -565,7 +565,7 @@ def test_flac_fast_decoder_gives_libsndfiles_samples(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subtype: str, channels: int) -> None:
     """Whole 16-bit FLAC files decode through dr_flac (miniaudio), to libsndfile's samples
     exactly; other bit depths, windows and a file dr_flac rejects go through soundfile."""
-    from etl import audio
+    from etl.audio import decode as audio
 
     rng = np.random.default_rng(2)
     x = np.clip(0.3 * rng.standard_normal((48000 + 123, channels)), -1, 1).astype(np.float32)
@@ -596,8 +596,8 @@ def test_flac_fast_decoder_gives_libsndfiles_samples(
 
 def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
                                                cli_env: dict[str, str]) -> None:
-    from etl.features import LONG_CLIP_S, extract_files
-    from flows.feature_runner import run_features
+    from etl.features.extraction import LONG_CLIP_S, extract_files
+    from etl.runs.features import run_features
 
     long_path = tmp_path / "long_call_like.wav"
     y = _long_speech(16000, utterances=9)  # 36 s: over LONG_CLIP_S
@@ -636,7 +636,7 @@ def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
 
 
 def test_long_bandlimit_pads_to_a_fast_length_with_the_same_band(monkeypatch: pytest.MonkeyPatch) -> None:
-    from etl import audio
+    from etl.audio import decode as audio
 
     rng = np.random.default_rng(3)
     y = (0.1 * rng.standard_normal(30011)).astype(np.float32)  # a prime length: Bluestein

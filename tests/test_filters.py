@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from etl import dsp, filters
+from etl.audio import dsp, filters
 
 MEL_CASES = [(22050, 2048, 128, 0.0, None), (8000, 1024, 128, 300.0, 3400.0),
              (16000, 1024, 40, 50.0, 8000.0), (8000, 512, 26, 300.0, 3400.0)]

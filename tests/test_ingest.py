@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from typer.testing import CliRunner
 
 from db.models import Actor, Clip, IngestError, IngestRun, LabelVote
-from etl.ingest import (
+from etl.corpora.ingest import (
     IngestCounts,
     IngestInputError,
     check_folder,
@@ -27,7 +27,7 @@ from etl.ingest import (
     load_votes,
     start_run,
 )
-from tests.utils.fixtures import (
+from etl.synthetic.corpora import (
     write_bad_files,
     write_clip,
     write_cremad_demographics,

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from etl.labels import LABEL_SCHEMES, NEGATIVE_CLASSES, map_emotion, scheme_classes
+from etl.corpora.labels import LABEL_SCHEMES, NEGATIVE_CLASSES, map_emotion, scheme_classes
 
 
 def test_schemes_in_database_match_module(db_session: Session) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from db.engine import session_scope
-from etl.callgen import ClipBank, generate_calls
+from etl.synthetic.calls import ClipBank, generate_calls
 from ser.prefect_server import last_server_error, start_server, stop_server
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model

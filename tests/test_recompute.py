@@ -14,10 +14,10 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from db.engine import session_scope
-from etl.call_metrics import CallMetrics
-from etl.callgen import CallGenConfig, ClipBank, generate_calls
-from etl.recompute import config_from_options, plan_recompute, run_recompute
-from etl.scoring import ScoringConfig
+from etl.scoring.call_metrics import CallMetrics
+from etl.scoring.recompute import config_from_options, plan_recompute, run_recompute
+from etl.scoring.recording import ScoringConfig
+from etl.synthetic.calls import CallGenConfig, ClipBank, generate_calls
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 
@@ -31,7 +31,7 @@ SUMMARY_SQL = """
 @pytest.fixture(scope="module")
 def batch(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Two generated calls (with pauses long enough for long silences) scored on DAY."""
-    from flows.batch_runner import score_batch
+    from etl.runs.batch import score_batch
 
     truncate_all(engine)
     with session_scope(engine) as session:

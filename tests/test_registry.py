@@ -10,11 +10,17 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from db.models import AliasHistory, ModelAlias, ModelVersion
-from etl.artifacts import ArtifactError, FittedModel, dump_bundle, from_estimator, load_bundle
-from etl.feature_store import ensure_feature_set
-from etl.features import feature_spec
-from etl.models_zoo import ALGORITHMS
-from etl.registry import (
+from etl.features.extraction import feature_spec
+from etl.features.store import ensure_feature_set
+from etl.training.artifacts import (
+    ArtifactError,
+    FittedModel,
+    dump_bundle,
+    from_estimator,
+    load_bundle,
+)
+from etl.training.models import ALGORITHMS
+from etl.training.registry import (
     ModelNotFoundError,
     load_model,
     promote_if_better,
@@ -99,7 +105,7 @@ def test_untrusted_types_are_refused() -> None:
     pipe = make_pipeline(FunctionTransformer(_custom_transform),
                          ALGORITHMS["logreg"].build(0, False)).fit(X, y)
     data = dump_bundle(from_estimator(pipe, classes=CLASSES, n_features=5))
-    from etl.artifacts import sha256_bytes
+    from etl.training.artifacts import sha256_bytes
 
     with pytest.raises(ArtifactError, match="untrusted types"):
         load_bundle(data, expected_sha256=sha256_bytes(data))
@@ -111,7 +117,7 @@ def test_bundles_record_library_versions_and_warn_on_a_major_change(
     import json
     import zipfile
 
-    from etl.artifacts import library_versions, sha256_bytes
+    from etl.training.artifacts import library_versions, sha256_bytes
 
     X, y, _ = _toy(5)
     model = from_estimator(ALGORITHMS["logreg"].build(0, False).fit(X, y), classes=CLASSES,
@@ -121,7 +127,7 @@ def test_bundles_record_library_versions_and_warn_on_a_major_change(
         manifest = json.loads(archive.read("manifest.json"))
     assert manifest["versions"] == library_versions()
     assert {"numpy", "scikit-learn"} <= set(manifest["versions"])
-    with caplog.at_level("WARNING", logger="etl.artifacts"):
+    with caplog.at_level("WARNING", logger="etl.training.artifacts"):
         load_bundle(data, expected_sha256=sha256_bytes(data))
     assert "major library versions" not in caplog.text
     # the same bundle as if trained with numpy 1.x and scikit-learn 0.x
@@ -133,7 +139,7 @@ def test_bundles_record_library_versions_and_warn_on_a_major_change(
             dst.writestr(item, json.dumps(old) if item.filename == "manifest.json"
                          else src.read(item.filename))
     patched = buffer.getvalue()
-    with caplog.at_level("WARNING", logger="etl.artifacts"):
+    with caplog.at_level("WARNING", logger="etl.training.artifacts"):
         load_bundle(patched, expected_sha256=sha256_bytes(patched))
     now = library_versions()
     assert f"scikit-learn 0.24.2 at training, {now['scikit-learn']} now" in caplog.text
@@ -196,8 +202,8 @@ def test_promote_if_better(db_session: Session, rich_fs: tuple[int, int]) -> Non
 
 def test_no_pickle_or_joblib_in_model_code() -> None:
     root = Path(__file__).resolve().parent.parent
-    for name in ("etl/artifacts.py", "etl/registry.py", "etl/train.py", "etl/predict.py",
-                 "etl/models_zoo.py", "ser/commands/train.py", "flows/train.py"):
+    for name in ("etl/training/artifacts.py", "etl/training/registry.py", "etl/training/train.py", "etl/training/predict.py",
+                 "etl/training/models.py", "ser/commands/train.py", "flows/train.py"):
         source = (root / name).read_text()
         for banned in ("import pickle", "joblib", "cloudpickle", "pickle.load"):
             assert banned not in source, f"{name} mentions {banned}"

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from db.engine import session_scope
+from etl.synthetic import history as f
 from reports import build, charts, queries
 from reports.render import render
-from tests.utils import factories as f
 
 DAY = dt.date(2026, 3, 14)
 HOSTILE = "<script>alert(1)</script>.wav"
@@ -142,7 +142,7 @@ def test_model_report_shows_speaker_independent_scores_and_comparison(
 
 
 def test_model_report_reads_the_training_part_layout(db_session: Session) -> None:
-    """uar_mean/uar_std rows and permutation importances (etl/train.py's layout) are used."""
+    """uar_mean/uar_std rows and permutation importances (etl/training/train.py's layout) are used."""
     clips = f.make_corpus(db_session, n_actors=6, seed=5)
     mv = f.make_model_version(db_session, clip_ids=clips,
                               feature_set_id=f.make_feature_set(db_session), seed=5)

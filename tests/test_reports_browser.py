@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from etl.synthetic import history as f
 from reports import build
-from tests.utils import factories as f
 
 pytestmark = pytest.mark.browser
 

@@ -14,9 +14,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from db.engine import session_scope
-from etl.call_metrics import CallMetrics
-from etl.callgen import ClipBank, generate_calls
-from etl.escalation import (
+from etl.scoring.call_metrics import CallMetrics
+from etl.scoring.escalation import (
     DEFAULT_RULES,
     METRICS,
     Condition,
@@ -30,9 +29,10 @@ from etl.escalation import (
     rules_as_data,
     rules_from_data,
 )
-from etl.rules_preview import preview_rules
-from etl.scoring import ScoringConfig
-from etl.summaries import SummaryStats
+from etl.scoring.recording import ScoringConfig
+from etl.scoring.rules_preview import preview_rules
+from etl.scoring.summaries import SummaryStats
+from etl.synthetic.calls import ClipBank, generate_calls
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 
@@ -189,7 +189,7 @@ def test_flat_format_and_stored_operating_point_still_load(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def scored(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A tiny production model and three generated calls scored on DAY with the defaults."""
-    from flows.batch_runner import score_batch
+    from etl.runs.batch import score_batch
 
     truncate_all(engine)
     with session_scope(engine) as session:

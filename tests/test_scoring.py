@@ -18,13 +18,13 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from db.engine import session_scope
-from etl.callgen import ClipBank, generate_calls
-from etl.claims import claim_next, register_batch
-from etl.escalation import DEFAULT_RULES, EscalationRule, evaluate, load_rules
-from etl.inbox import discover_calls
-from etl.scoring import ScoringConfig, score_recording, write_result
-from etl.summaries import ScoredSegment, summarise_call
-from flows.batch_runner import run_worker, score_batch
+from etl.runs.batch import run_worker, score_batch
+from etl.runs.claims import claim_next, register_batch
+from etl.runs.inbox import discover_calls
+from etl.scoring.escalation import DEFAULT_RULES, EscalationRule, evaluate, load_rules
+from etl.scoring.recording import ScoringConfig, score_recording, write_result
+from etl.scoring.summaries import ScoredSegment, summarise_call
+from etl.synthetic.calls import ClipBank, generate_calls
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 
@@ -215,7 +215,7 @@ def test_killed_run_resumes_and_fresh_claims_are_respected(engine: Engine, model
         batch_id = register_batch(session, source_path=str(tmp_path), batch_date=day,
                                   model_version_id=model_id, entries=discover_calls(tmp_path))
     with session_scope(engine) as session:
-        model = __import__("etl.registry", fromlist=["load_model"]).load_model(session)
+        model = __import__("etl.training.registry", fromlist=["load_model"]).load_model(session)
     stats = run_worker(engine, batch_id=batch_id, model=model, config=CONFIG, max_calls=1)
     assert len(stats.scored) == 1
     # a worker that died holding a claim (stale) and one that is alive (fresh claim)
@@ -254,7 +254,7 @@ def test_two_concurrent_workers_never_double_score(engine: Engine, model_id: int
     with session_scope(engine) as session:
         batch_id = register_batch(session, source_path=str(tmp_path), batch_date=day,
                                   model_version_id=model_id, entries=discover_calls(tmp_path))
-        from etl.registry import load_model
+        from etl.training.registry import load_model
 
         model = load_model(session, str(model_id))
     results: dict[str, object] = {}
@@ -307,9 +307,9 @@ def test_process_pool_and_new_model_version_keep_results_apart(engine: Engine, m
 
 def test_studio_model_on_phone_audio_fails_unless_allowed(engine: Engine, model_id: int,
                                                           batch_dir: Path) -> None:
-    from etl.features import feature_spec
-    from etl.registry import load_model
-    from etl.scoring import CallError
+    from etl.features.extraction import feature_spec
+    from etl.scoring.recording import CallError
+    from etl.training.registry import load_model
 
     with session_scope(engine) as session:
         model = load_model(session, str(model_id))
@@ -324,7 +324,7 @@ def test_studio_model_on_phone_audio_fails_unless_allowed(engine: Engine, model_
 
 
 def test_batch_bandwidth_from_headers(batch_dir: Path, tmp_path: Path) -> None:
-    from etl.scoring import batch_bandwidth
+    from etl.scoring.recording import batch_bandwidth
 
     wide = tmp_path / "wide.wav"
     sf.write(wide, np.zeros(16000, dtype=np.float32), 16000)
@@ -335,7 +335,7 @@ def test_batch_bandwidth_from_headers(batch_dir: Path, tmp_path: Path) -> None:
 def test_block_processing_matches_one_block(engine: Engine, model_id: int,
                                             batch_dir: Path) -> None:
     """Long recordings are read in blocks with context; results match a single pass."""
-    from etl.registry import load_model
+    from etl.training.registry import load_model
 
     with session_scope(engine) as session:
         model = load_model(session, str(model_id))

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from db.models import ModelMetric, ModelVersion
-from etl.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
-from etl.registry import load_model
-from etl.train import (
+from etl.training.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
+from etl.training.registry import load_model
+from etl.training.train import (
     CALL_SPEAKER_PRIOR_ROWS,
     CVResult,
     Dataset,
@@ -184,7 +184,7 @@ def test_telephony_model_with_speaker_normalisation(train_data: TrainData,
         "SELECT array_agg(f.clip_id ORDER BY f.clip_id), array_agg(c.actor_id ORDER BY f.clip_id) "
         "FROM clip_features f JOIN clips c ON c.id = f.clip_id WHERE f.feature_set_id = :fs"),
         {"fs": result.feature_set_id}).one()
-    from etl.feature_store import load_feature_matrix
+    from etl.features.store import load_feature_matrix
 
     _, feats = load_feature_matrix(db_session, feature_set_id=result.feature_set_id)
     proba = model.predict_proba(feats, speakers=X)
@@ -196,8 +196,8 @@ def test_phone_robust_training_uses_copies_and_stores_calibration(
         train_data: TrainData, db_session: Session) -> None:
     """The `ser train` default: telephony clips plus their phone-line copies (computed here when
     missing), copies in their clip's fold, phone metrics, calibration stored and loaded."""
-    from etl.feature_sets import feature_spec
-    from etl.feature_store import ensure_feature_set, load_variant_matrix
+    from etl.features.specs import feature_spec
+    from etl.features.store import ensure_feature_set, load_variant_matrix
 
     config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
                          feature_importance=False, augment=True)
@@ -232,8 +232,8 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
         train_data: TrainData, db_session: Session) -> None:
     """`ser train` for calls: the escalation point comes from generated phone calls of the
     training speakers, each scored by the fold model that never heard its customer."""
-    from etl.registry import feature_spec_for
-    from etl.training_calls import TrainingCallsPlan, score_training_calls
+    from etl.training.operating_point import TrainingCallsPlan, score_training_calls
+    from etl.training.registry import feature_spec_for
 
     config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
                          feature_importance=False, operating_point_calls=10,
@@ -247,7 +247,7 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
     assert all(r["metric"] != "overtalk_share" for r in point["rules"])
     # scoring reads it like any operating point
     model = load_model(db_session, str(result.model_version_id))
-    from etl.scoring import ScoringConfig
+    from etl.scoring.recording import ScoringConfig
 
     assert ScoringConfig().operating_point(model).source == "model"
 
@@ -434,8 +434,8 @@ def test_single_files_of_unseen_speakers_use_training_speaker_statistics(
     group) is normalised toward the stored statistics of the most similar training speakers and
     is nearly as accurate as scoring the speaker's whole folder; without them (models registered
     before) a lone file is z-scored to all zeros and every file gets the same class."""
-    from etl.predict import predict_files
-    from etl.synth import write_ravdess_corpus
+    from etl.synthetic.speech import write_ravdess_corpus
+    from etl.training.predict import predict_files
 
     result = train_model(db_session, FAST)  # actors 1-5
     model = load_model(db_session, str(result.model_version_id))

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from etl.audio import bandlimit, resample, to_telephony
-from etl.callgen import (
+from etl.audio.decode import bandlimit, resample, to_telephony
+from etl.audio.vad import (
+    FrameAnalyser,
+    VadConfig,
+    clean_regions,
+    detect_speech,
+    is_narrowband,
+    windows,
+)
+from etl.synthetic.calls import (
     ClipBank,
     babble,
     dtmf_sequence,
@@ -20,15 +28,7 @@ from etl.callgen import (
     speech_events,
     telephone_line,
 )
-from etl.synth import Voice, synthesize
-from etl.vad import (
-    FrameAnalyser,
-    VadConfig,
-    clean_regions,
-    detect_speech,
-    is_narrowband,
-    windows,
-)
+from etl.synthetic.speech import Voice, synthesize
 
 # webrtc needs webrtcvad-wheels (an optional dependency): its cases skip without it
 DETECTORS = ("energy", pytest.param("webrtc", marks=pytest.mark.skipif(

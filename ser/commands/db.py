@@ -62,7 +62,7 @@ def prune_cmd(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete old call segments; calls, summaries, events and the daily rollup stay."""
-    from etl.rollup import count_prunable, prune_segments
+    from etl.scoring.rollup import count_prunable, prune_segments
 
     try:
         before = dt.date.fromisoformat(segments_before)

@@ -31,7 +31,7 @@ def demo_cmd(
     typer.echo(f"[{time.perf_counter() - started:5.1f} s] database ready", err=True)
     quiet_prefect()
     from db.embedded import psql_url
-    from etl.demo import DEMO_QUERIES
+    from etl.synthetic.demo import DEMO_QUERIES
     from flows.demo import DemoConfig, demo_flow
 
     typer.secho("ser demo: synthetic corpus -> model -> nightly calls -> reports "

@@ -50,7 +50,7 @@ def features_cmd(
     Re-running is a no-op; an interrupted run resumes. Silent or too-short clips are recorded
     in feature_errors with the reason.
     """
-    from etl.feature_sets import feature_spec
+    from etl.features.specs import feature_spec
     from ser.settings import get_settings
 
     engine = open_database()
@@ -70,7 +70,7 @@ def features_cmd(
         "progress": is_tty() or not as_json}
     if dask_address and not use_prefect:
         fail("--dask-address needs the Prefect flow (drop --no-prefect)")
-    from flows.feature_runner import close_started, run_features, start_run
+    from etl.runs.features import close_started, run_features, start_run
 
     try:
         if not dask_address and not retry_errors:
@@ -86,7 +86,7 @@ def features_cmd(
         else:
             report = run_features(**options).as_dict()
             if augment:
-                from etl.feature_sets import augmented_set_name
+                from etl.features.specs import augmented_set_name
 
                 report["augmented"] = run_features(
                     **(options | {"set_name": augmented_set_name(set_name)})).as_dict()

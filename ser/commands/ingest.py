@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from etl.corpora import CORPORA, FOLDER_CORPORA, MANIFEST, check_corpus
+from etl.corpora.parsers import CORPORA, FOLDER_CORPORA, MANIFEST, check_corpus
 from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 MAX_PROBLEM_LINES = 20
@@ -38,7 +38,10 @@ def ingest_cmd(
 
     Re-running adds nothing; a changed file becomes a new version; bad files go to ingest_errors.
     """
-    from etl.ingest import DEFAULT_CHUNK_SIZE, IngestInputError  # ~0.3 s: only for this command
+    from etl.corpora.ingest import (  # ~0.3 s: only for this command
+        DEFAULT_CHUNK_SIZE,
+        IngestInputError,
+    )
 
     try:
         corpus = check_corpus(corpus)
@@ -75,7 +78,7 @@ def ingest_cmd(
 def _check_inputs(corpus: str, path: Path | None, demographics: Path | None,
                   votes: Path | None) -> None:
     """Fail fast (exit 2, one line) before starting Prefect or the database."""
-    from etl.ingest import IngestInputError, check_folder
+    from etl.corpora.ingest import IngestInputError, check_folder
 
     if (demographics or votes) and corpus != "crema-d":
         fail("--demographics/--votes read CREMA-D files; use them with corpus crema-d "

@@ -1,7 +1,7 @@
 """`ser rules check FILE`, `ser rules preview FILE --batch-date D`: escalation rules before use.
 
 Neither command starts Prefect or touches audio: ``check`` only parses the file, ``preview``
-reads the stored summaries of a scored batch (:mod:`etl.rules_preview`).
+reads the stored summaries of a scored batch (:mod:`etl.scoring.rules_preview`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 from ser.runtime import fail, open_database
 
 if TYPE_CHECKING:
-    from etl.escalation import EscalationRule
+    from etl.scoring.escalation import EscalationRule
 
 rules_app = typer.Typer(help="Escalation rules: validate a rules file, preview it on a batch.",
                         no_args_is_help=True)
@@ -26,7 +26,7 @@ MAX_CALL_LINES = 20
 
 
 def _load(path: Path) -> list[EscalationRule]:
-    from etl.escalation import load_rules
+    from etl.scoring.escalation import load_rules
 
     if not path.is_file():
         fail(f"rules file {path} does not exist")
@@ -57,8 +57,8 @@ def preview_cmd(
 ) -> None:
     """The calls of an already-scored batch these rules would escalate (nothing is rescored)."""
     from db.engine import session_scope
-    from etl.registry import ModelNotFoundError, resolve_version
-    from etl.rules_preview import preview_rules
+    from etl.scoring.rules_preview import preview_rules
+    from etl.training.registry import ModelNotFoundError, resolve_version
     from ser.commands.score import _parse_date
 
     rules = _load(path)

@@ -12,7 +12,7 @@ import typer
 from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 if TYPE_CHECKING:
-    from etl.escalation import EscalationRule
+    from etl.scoring.escalation import EscalationRule
 
 MAX_FAILURE_LINES = 20
 # Exit codes of `ser score` (docs/operations.md): cron and schedulers tell the three apart.
@@ -69,9 +69,9 @@ def score_cmd(
     printed); 2 could not run (bad arguments or calls.csv, no model, database unreachable or
     lost: rerun to resume).
     """
-    from etl.escalation import load_rules
-    from etl.registry import ModelNotFoundError
-    from flows.batch_runner import DatabaseLostError
+    from etl.runs.batch import DatabaseLostError
+    from etl.scoring.escalation import load_rules
+    from etl.training.registry import ModelNotFoundError
     from ser.settings import get_settings
 
     if not path.exists():
@@ -98,8 +98,8 @@ def score_cmd(
                     rules=rules, retry_failed=retry_failed, stale_minutes=stale_minutes,
                     strict=strict)
         else:
-            from etl.scoring import ScoringConfig
-            from flows.batch_runner import score_batch
+            from etl.runs.batch import score_batch
+            from etl.scoring.recording import ScoringConfig
 
             report = score_batch(
                 engine, path, batch_date=date, model_ref=model, workers=n_workers,
@@ -114,7 +114,7 @@ def score_cmd(
     except ValueError as exc:  # bad calls.csv, missing folder, --strict refusal
         fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
     except Exception as exc:
-        from flows.batch_runner import is_connection_error
+        from etl.runs.batch import is_connection_error
 
         if is_connection_error(exc):  # e.g. raised inside the Prefect flow run
             fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
@@ -131,8 +131,8 @@ def _recompute(path: Path, *, date: dt.date, model: str | None, rule_list: list[
                as_json: bool) -> None:
     """`ser score PATH --recompute-summaries`: the batch's summaries again, no re-scoring."""
     from db.engine import session_scope
-    from etl.recompute import run_recompute
-    from etl.registry import ModelNotFoundError, resolve_version
+    from etl.scoring.recompute import run_recompute
+    from etl.training.registry import ModelNotFoundError, resolve_version
 
     engine = open_database()
     try:
@@ -220,7 +220,7 @@ def generate_cmd(
     wideband: bool = typer.Option(False, help="16 kHz, no telephone line simulation."),
 ) -> None:
     """Generate synthetic stereo calls (agent left, customer right) with ground truth."""
-    from etl.callgen import CallGenConfig, bank_from_source, generate_calls
+    from etl.synthetic.calls import CallGenConfig, bank_from_source, generate_calls
 
     sr = 16000 if wideband else 8000
     try:

@@ -75,8 +75,8 @@ def train_cmd(
     """Train on stored features with speaker-independent CV and register a model version."""
     from sqlalchemy.orm import Session
 
-    from etl.models_zoo import DEFAULT_ALGORITHM, get_algorithm
-    from etl.train import TrainConfig, TrainingDataError, preflight
+    from etl.training.models import DEFAULT_ALGORITHM, get_algorithm
+    from etl.training.train import TrainConfig, TrainingDataError, preflight
 
     family = model or DEFAULT_ALGORITHM
     try:
@@ -159,8 +159,8 @@ def train_cmd(
 def _compute_missing_features(feature_set: str, channel: str, *, augment: bool,
                               corpus: str | None, quiet: bool) -> None:
     """Extract what training needs and clips lack (a no-op when `ser features` already ran)."""
-    from etl.feature_sets import augmented_set_name, feature_spec
-    from flows.feature_runner import run_features
+    from etl.features.specs import augmented_set_name, feature_spec
+    from etl.runs.features import run_features
     from ser.settings import get_settings
 
     names = [feature_set] + ([augmented_set_name(feature_set)] if augment else [])
@@ -182,7 +182,7 @@ def list_cmd(
 ) -> None:
     """Registered model versions, newest first, with aliases and CV UAR."""
     from db.engine import session_scope
-    from etl.registry import list_versions
+    from etl.training.registry import list_versions
 
     with session_scope(open_database()) as session:
         rows = list_versions(session)
@@ -209,7 +209,7 @@ def show_cmd(
 ) -> None:
     """Provenance and evaluation of one model version."""
     from db.engine import session_scope
-    from etl.registry import ModelNotFoundError, describe_version
+    from etl.training.registry import ModelNotFoundError, describe_version
 
     with session_scope(open_database()) as session:
         try:
@@ -248,7 +248,7 @@ def promote_cmd(
 ) -> None:
     """Point ALIAS (default production) at a model version; the move is recorded."""
     from db.engine import session_scope
-    from etl.registry import ModelNotFoundError, resolve_version, set_alias
+    from etl.training.registry import ModelNotFoundError, resolve_version, set_alias
 
     with session_scope(open_database()) as session:
         try:
@@ -273,9 +273,9 @@ def predict_cmd(
     """Predicted emotion and class probabilities per file (ingested or not). No Prefect."""
     from sqlalchemy.orm import Session
 
-    from etl.artifacts import ArtifactError
-    from etl.predict import SPEAKER_BY, expand_paths, predict_files
-    from etl.registry import ModelNotFoundError, load_model
+    from etl.training.artifacts import ArtifactError
+    from etl.training.predict import SPEAKER_BY, expand_paths, predict_files
+    from etl.training.registry import ModelNotFoundError, load_model
 
     if fmt not in ("table", "csv", "json"):
         fail(f"--format must be table, csv or json, not {fmt!r}")

@@ -1,7 +1,7 @@
 """Helpers for nightly-scoring tests and the benchmark: a tiny registered telephony model.
 
-The model is trained on telephony features of synthetic clips (:class:`etl.callgen.ClipBank`),
-registered through :mod:`etl.registry` like any trained model and pointed at by an alias.
+The model is trained on telephony features of synthetic clips (:class:`etl.synthetic.calls.ClipBank`),
+registered through :mod:`etl.training.registry` like any trained model and pointed at by an alias.
 Callers own the transaction.
 """
 
@@ -15,13 +15,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sqlalchemy.orm import Session
 
-from etl.artifacts import dump_bundle, from_estimator
-from etl.callgen import ClipBank
-from etl.feature_store import ensure_feature_set
-from etl.features import extract, feature_spec
-from etl.labels import map_emotion
-from etl.normalise import normalise_per_speaker
-from etl.registry import register_model_version, set_alias
+from etl.corpora.labels import map_emotion
+from etl.features.extraction import extract, feature_spec
+from etl.features.store import ensure_feature_set
+from etl.synthetic.calls import ClipBank
+from etl.training.artifacts import dump_bundle, from_estimator
+from etl.training.normalise import normalise_per_speaker
+from etl.training.registry import register_model_version, set_alias
 
 SCHEME = "callcentre4"
 

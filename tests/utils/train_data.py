@@ -1,7 +1,7 @@
 """A small synthetic training corpus in the database, built with the real ingest + features code.
 
-``populate(session, root, ...)`` writes a RAVDESS-layout synthetic corpus (etl.synth), ingests it
-(etl.ingest) and stores whole-clip features (etl.features) for the requested feature sets.
+``populate(session, root, ...)`` writes a RAVDESS-layout synthetic corpus (etl.synthetic.speech), ingests it
+(etl.corpora.ingest) and stores whole-clip features (etl.features.extraction) for the requested feature sets.
 Nothing here commits; callers own the transaction.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from etl.feature_store import ensure_feature_set, store_results
-from etl.features import extract_files, feature_spec
-from etl.ingest import finish_run, ingest_folder, start_run
-from etl.synth import write_ravdess_corpus
+from etl.corpora.ingest import finish_run, ingest_folder, start_run
+from etl.features.extraction import extract_files, feature_spec
+from etl.features.store import ensure_feature_set, store_results
+from etl.synthetic.speech import write_ravdess_corpus
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Label schemes as data (mirrors etl/labels.py; tests/test_labels.py checks they agree).
+# Label schemes as data (mirrors etl/corpora/labels.py; tests/test_labels.py checks they agree).
 _SCHEMES: dict[str, tuple[str, dict[str, str]]] = {
     "emotion8": ("The eight RAVDESS emotions.", {e: e for e in (
         "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")}),

@@ -5,7 +5,7 @@ Revises: b3a7e2c9d5f4
 Create Date: 2026-12-03 10:00:00+00:00
 
 ``call_summaries`` gains typed, nullable columns for the conversation metrics of
-``etl/call_metrics.py`` (negative share per role and quarter, turns, agent response latency,
+``etl/scoring/call_metrics.py`` (negative share per role and quarter, turns, agent response latency,
 interruptions, long silences, loudness and its change, speaking rate); ``call_events`` holds
 the turns, interruptions and long silences as rows. ``analytics.calls`` gets the new columns
 appended (``CREATE OR REPLACE VIEW`` keeps the existing columns, their order and the grants);

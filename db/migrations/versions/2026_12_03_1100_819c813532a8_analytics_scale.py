@@ -8,7 +8,7 @@ Create Date: 2026-12-03 11:00:00+00:00
 (trigger ``calls_call_date``: the UTC date of ``started_at``, else the batch date) and indexed,
 so a date filter on the analytics views reads only its window and no longer depends on the
 session's ``TimeZone``. ``daily_emotion_rollup`` holds speech time per day, queue, agent, role,
-emotion and model version; ``etl.rollup.refresh_rollup`` rewrites the days of a batch when it is
+emotion and model version; ``etl.scoring.rollup.refresh_rollup`` rewrites the days of a batch when it is
 finalised (same transaction), and ``analytics.daily_trends`` reads it instead of aggregating
 every segment at query time. The views keep their names, columns, types, order and grants
 (``CREATE OR REPLACE VIEW``). Upgrade fills ``call_date`` and the rollup from the rows present;
@@ -61,7 +61,7 @@ SET call_date = COALESCE((c.started_at AT TIME ZONE 'UTC')::date, b.batch_date)
 FROM public.batches b WHERE b.id = c.batch_id
 """
 
-# As etl.rollup.refresh_rollup, for every day at once (kept here so the migration stays fixed).
+# As etl.scoring.rollup.refresh_rollup, for every day at once (kept here so the migration stays fixed).
 FILL_ROLLUP = """
 INSERT INTO public.daily_emotion_rollup (call_date, queue, agent_id, role, emotion,
                                          model_version_id, calls, segments, speech_s, abstained_s)

@@ -1,0 +1,2 @@
+"""Audio: decoding and resampling, filter banks and windows, DSP helpers, voice activity detection.
+"""

@@ -1,0 +1,742 @@
+"""Corpus ingest: files -> clips (content-addressed), actors, crowd votes; problems -> ingest_errors.
+
+Plain functions, no Prefect (``flows/ingest.py`` wires them). Design points:
+
+* **Identity is content.** A clip is ``(corpus, sha256)``. Re-ingesting the same folder adds
+  nothing; a path whose bytes changed becomes a new row with ``version + 1`` and the previous
+  row gets ``is_current = false`` (nothing is overwritten).
+* **Headers, not decodes.** Duration, rate and channels come from ``etl.audio.decode.read_info``;
+  hashing and header reads run in a thread pool (both release the GIL).
+* **Bulk writes.** Existing hashes of the corpus are read in one query; each chunk is written
+  with a handful of executemany statements (clips, actors, errors, version flips).
+* **Transactions belong to the caller.** Nothing here commits. :func:`iter_ingest_chunks`
+  writes one chunk (``chunk_size`` files) per step and yields, so the flow commits each chunk as
+  one transaction: an interrupted ingest keeps whole chunks only and a rerun picks up the rest.
+* **Bad input lands in ingest_errors** (path, CSV row, reason) and never stops the good files.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, literal_column, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from db.models import Actor, Clip, IngestError, IngestRun, LabelVote
+from etl.audio.decode import AUDIO_EXTENSIONS, AudioError, AudioInfo, read_info, sha256_file
+from etl.corpora.parsers import (
+    CREMAD_EMOTIONS,
+    FOLDER_CORPORA,
+    MANIFEST,
+    ClipNameError,
+    ParsedClip,
+    canonical_emotion,
+    check_corpus,
+    parse_clip_name,
+    parse_cremad_name,
+    sex_from_text,
+)
+
+DEFAULT_CHUNK_SIZE = 500
+ProgressFn = Callable[[int], None]
+
+# Documented demographics for corpora whose speakers are a fixed, published set.
+_DOC_SOURCE = {"ravdess": "filename:ravdess (odd actor male, even female)",
+               "tess": "documentation:tess", "savee": "documentation:savee",
+               "emodb": "documentation:emodb"}
+
+
+class IngestInputError(ValueError):
+    """The input as a whole is unusable (missing path, empty folder, CSV without its columns)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestProblem:
+    """One file or CSV row that did not land, and why."""
+
+    path: str
+    reason: str
+    row_number: int | None = None
+
+
+@dataclass(slots=True)
+class IngestCounts:
+    """What one ingest step did.
+
+    ``added`` includes ``new_versions``; ``skipped`` includes ``duplicates`` (files whose bytes
+    equal another file's, which is reported in ``problems`` but is not a failure).
+    """
+
+    files_seen: int = 0
+    added: int = 0
+    new_versions: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    actors_added: int = 0
+    votes_added: int = 0
+    problems: list[IngestProblem] = field(default_factory=list)
+
+    def merge(self, other: IngestCounts) -> IngestCounts:
+        for name in ("files_seen", "added", "new_versions", "skipped", "duplicates", "failed",
+                     "actors_added", "votes_added"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.problems.extend(other.problems)
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        return {"files_seen": self.files_seen, "added": self.added,
+                "new_versions": self.new_versions, "skipped": self.skipped,
+                "duplicates": self.duplicates,
+                "failed": self.failed, "actors_added": self.actors_added,
+                "votes_added": self.votes_added}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A file to ingest with its labels, or the reason it cannot be (``clip`` is None)."""
+
+    path: Path
+    clip: ParsedClip | None
+    error: str | None = None
+    row_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Scanned:
+    candidate: Candidate
+    sha256: str | None = None
+    info: AudioInfo | None = None
+    size_bytes: int = 0
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def start_run(session: Session, *, corpus: str, path: str | None,
+              options: dict[str, Any] | None = None) -> int:
+    """Insert an ``ingest_runs`` row (status running) and return its id."""
+    run_id = session.execute(
+        pg_insert(IngestRun).values(corpus=corpus, path=path, options=options or {})
+        .returning(IngestRun.id)).scalar_one()
+    return int(run_id)
+
+
+def finish_run(session: Session, *, run_id: int, counts: IngestCounts,
+               status: str = "succeeded") -> None:
+    """Write the final counts and status of a run."""
+    session.execute(
+        update(IngestRun).where(IngestRun.id == run_id).values(
+            files_seen=counts.files_seen, added=counts.added, skipped=counts.skipped,
+            failed=counts.failed, actors_added=counts.actors_added, status=status,
+            finished_at=func.now()))
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery
+# --------------------------------------------------------------------------------------------
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Non-hidden files under ``root``, following symlinked folders (a folder of links to actor
+    folders is a common way to pick speakers); each real folder is walked once, so a link back
+    up the tree ends instead of looping."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, names in os.walk(root, followlinks=True):
+        stat = os.stat(dirpath)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        yield from (Path(dirpath) / name for name in names if not name.startswith("."))
+
+
+def discover_files(root: Path) -> list[Path]:
+    """Every regular, non-hidden file under ``root`` (or ``root`` itself), sorted.
+
+    Raises
+    ------
+    IngestInputError
+        ``root`` does not exist, or holds no files.
+    """
+    if not Path(root).exists():
+        raise IngestInputError(f"path does not exist: {root}")
+    # Resolve once: clip paths are then absolute without a realpath() per file.
+    root = Path(root).resolve()
+    if root.is_file():
+        return [root]
+    files = sorted(_walk_files(root))
+    if not files:
+        raise IngestInputError(f"no files under {root}")
+    return files
+
+
+def check_folder(root: Path) -> list[Path]:
+    """Files under ``root``; IngestInputError unless at least one has an audio extension."""
+    files = discover_files(root)
+    if not any(p.suffix.lower() in AUDIO_EXTENSIONS for p in files):
+        exts = ", ".join(sorted(e.lstrip(".") for e in AUDIO_EXTENSIONS))
+        raise IngestInputError(f"no audio files ({exts}) under {root}")
+    return files
+
+
+def folder_candidates(corpus: str, files: Sequence[Path]) -> list[Candidate]:
+    """Parse every name (pure); non-audio extensions and off-scheme names become errors."""
+    out: list[Candidate] = []
+    for path in files:
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
+            out.append(Candidate(path, None, f"not an audio file ({path.suffix or 'no extension'})"))
+            continue
+        try:
+            out.append(Candidate(path, parse_clip_name(corpus, path)))
+        except ClipNameError as exc:
+            out.append(Candidate(path, None, str(exc)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Core: scan (threads) and write (bulk) in chunks
+# --------------------------------------------------------------------------------------------
+
+
+def _scan(candidate: Candidate) -> _Scanned:
+    if candidate.clip is None:
+        return _Scanned(candidate, error=candidate.error)
+    try:
+        # Header first: it rejects empty/non-audio files before paying for a full hash.
+        info = read_info(candidate.path)
+        size = candidate.path.stat().st_size
+        digest = sha256_file(candidate.path)
+    except AudioError as exc:
+        return _Scanned(candidate, error=str(exc))
+    except FileNotFoundError:
+        return _Scanned(candidate, error="file not found")
+    except OSError as exc:
+        return _Scanned(candidate, error=f"cannot read file: {exc.strerror or exc}")
+    return _Scanned(candidate, sha256=digest, info=info, size_bytes=size)
+
+
+@dataclass(slots=True)
+class _CorpusState:
+    """What the database already holds for one corpus, kept in step with each written chunk."""
+
+    by_sha: dict[str, tuple[int, str, bool]]  # sha256 -> (id, path, is_current)
+    current_by_path: dict[str, tuple[int, int, str]]  # path -> (id, version, sha256)
+    actor_ids: dict[str, int]
+
+
+def _load_state(session: Session, corpus: str) -> _CorpusState:
+    rows = session.execute(
+        select(Clip.id, Clip.path, Clip.sha256, Clip.version, Clip.is_current)
+        .where(Clip.corpus == corpus)).all()
+    actors = session.execute(
+        select(Actor.actor_code, Actor.id).where(Actor.corpus == corpus)).all()
+    return _CorpusState(
+        by_sha={r.sha256: (r.id, r.path, r.is_current) for r in rows},
+        current_by_path={r.path: (r.id, r.version, r.sha256) for r in rows if r.is_current},
+        actor_ids={a.actor_code: a.id for a in actors},
+    )
+
+
+def _chunks(items: Sequence[Candidate], size: int) -> Iterator[Sequence[Candidate]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone:
+    """One chunk written (not committed): its size and the run's counts so far."""
+
+    files: int
+    counts: IngestCounts
+
+
+def iter_ingest_chunks(
+    session: Session,
+    *,
+    corpus: str,
+    candidates: Sequence[Candidate],
+    run_id: int,
+    label_source: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+) -> Iterator[ChunkDone]:
+    """Hash, read headers and write ``candidates`` as clips of ``corpus``, one chunk per step.
+
+    Each step leaves one chunk written in the session's current transaction; the caller commits
+    between steps (one transaction per chunk) or once at the end.
+
+    Parameters
+    ----------
+    candidates
+        Files with parsed labels, or with the reason they cannot be ingested.
+    workers
+        Threads hashing and reading headers (default: ``min(8, 2 * cpu_count)``).
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    state = _load_state(session, corpus)
+    counts = IngestCounts()
+    n_workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="ingest") as pool:
+        for chunk in _chunks(candidates, chunk_size):
+            scanned = list(pool.map(_scan, chunk))
+            part = _write_chunk(session, corpus=corpus, run_id=run_id,
+                                label_source=label_source, scanned=scanned, state=state)
+            counts.merge(part)
+            session.execute(
+                update(IngestRun).where(IngestRun.id == run_id).values(
+                    files_seen=counts.files_seen, added=counts.added,
+                    skipped=counts.skipped, failed=counts.failed,
+                    actors_added=counts.actors_added))
+            yield ChunkDone(files=len(chunk), counts=counts)
+
+
+def ingest_candidates(
+    session: Session,
+    *,
+    corpus: str,
+    candidates: Sequence[Candidate],
+    run_id: int,
+    label_source: str,
+    progress: ProgressFn | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+) -> IngestCounts:
+    """All of :func:`iter_ingest_chunks` in the caller's transaction; ``progress(n_files)`` per chunk."""
+    counts = IngestCounts()
+    for done in iter_ingest_chunks(session, corpus=corpus, candidates=candidates, run_id=run_id,
+                                   label_source=label_source, chunk_size=chunk_size,
+                                   workers=workers):
+        counts = done.counts
+        if progress is not None:
+            progress(done.files)
+    return counts
+
+
+def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: str,
+                 scanned: Sequence[_Scanned], state: _CorpusState) -> IngestCounts:
+    counts = IngestCounts(files_seen=len(scanned))
+    new_rows: list[dict[str, Any]] = []
+    superseded: list[int] = []
+    restored: list[int] = []
+    for item in scanned:
+        cand = item.candidate
+        if item.error is not None or item.sha256 is None or item.info is None:
+            counts.problems.append(IngestProblem(str(cand.path), item.error or "unreadable",
+                                                 cand.row_number))
+            counts.failed += 1
+            continue
+        assert cand.clip is not None
+        path = os.path.abspath(cand.path)
+        known = state.by_sha.get(item.sha256)
+        if known is not None:
+            known_id, known_path, known_current = known
+            current = state.current_by_path.get(path)
+            # Content reverted to an earlier version of this path: make that row current again.
+            if not known_current and known_path == path and current and current[0] != known_id:
+                superseded.append(current[0])
+                restored.append(known_id)
+                state.by_sha[item.sha256] = (known_id, path, True)
+                state.current_by_path[path] = (known_id, current[1], item.sha256)
+            elif known_path != path and path not in state.current_by_path \
+                    and os.path.exists(known_path):
+                # Two files, same bytes (RAVDESS has one such pair): one clip, reported each run.
+                # (If the known path is gone, the file was moved: a plain skip.)
+                counts.duplicates += 1
+                counts.problems.append(IngestProblem(
+                    str(cand.path), f"duplicate: same content as {known_path}; not added again",
+                    cand.row_number))
+            counts.skipped += 1
+            continue
+        version = 1
+        previous = state.current_by_path.get(path)
+        if previous is not None:  # same path, new bytes: a new version, never an overwrite
+            superseded.append(previous[0])
+            version = previous[1] + 1
+            counts.new_versions += 1
+        new_rows.append(_clip_row(corpus, path, cand.clip, item, version=version,
+                                  run_id=run_id, label_source=label_source))
+        # Reserve now so a duplicate later in the same run is a skip, not a conflict.
+        state.by_sha[item.sha256] = (-1, path, True)
+        state.current_by_path[path] = (-1, version, item.sha256)
+
+    _record_problems(session, run_id=run_id, problems=counts.problems)
+    if not new_rows and not superseded:
+        return counts
+
+    counts.actors_added = _ensure_actors(session, corpus=corpus, scanned=scanned, state=state)
+    for row in new_rows:
+        row["actor_id"] = state.actor_ids.get(row.pop("_actor_code"))
+    if superseded:
+        session.execute(update(Clip).where(Clip.id.in_(superseded)).values(is_current=False))
+    if restored:
+        session.execute(update(Clip).where(Clip.id.in_(restored)).values(is_current=True))
+    if new_rows:
+        # ON CONFLICT DO NOTHING: a concurrent run may have landed the same content first.
+        inserted = session.execute(
+            pg_insert(Clip).on_conflict_do_nothing(index_elements=["corpus", "sha256"])
+            .returning(Clip.id, Clip.sha256, Clip.path, Clip.version), new_rows).all()
+        for r in inserted:
+            state.by_sha[r.sha256] = (r.id, r.path, True)
+            state.current_by_path[r.path] = (r.id, r.version, r.sha256)
+        counts.added = len(inserted)
+        counts.skipped += len(new_rows) - len(inserted)
+        counts.new_versions = min(counts.new_versions, counts.added)
+        if inserted:
+            _apply_vote_confidence(session, corpus=corpus, clip_ids=[r.id for r in inserted])
+    return counts
+
+
+def _clip_row(corpus: str, path: str, clip: ParsedClip, item: _Scanned, *, version: int,
+              run_id: int, label_source: str) -> dict[str, Any]:
+    info = item.info
+    assert info is not None
+    return {
+        "corpus": corpus, "path": path, "clip_name": Path(path).stem, "sha256": item.sha256,
+        "version": version, "is_current": True, "_actor_code": clip.actor_code,
+        "emotion": clip.emotion, "emotion_code": clip.emotion_code,
+        "intensity": clip.intensity, "statement": clip.statement,
+        "repetition": clip.repetition, "label_source": label_source,
+        "audio_format": info.audio_format[:16], "sample_rate": info.sample_rate,
+        "channels": info.channels, "frames": info.frames, "duration_s": info.duration_s,
+        "size_bytes": item.size_bytes, "extra": clip.extra, "ingest_run_id": run_id,
+    }
+
+
+def _ensure_actors(session: Session, *, corpus: str, scanned: Sequence[_Scanned],
+                   state: _CorpusState) -> int:
+    """Insert actors first seen in this chunk (with any documented sex/age); return # new."""
+    wanted: dict[str, dict[str, Any]] = {}
+    for item in scanned:
+        clip = item.candidate.clip
+        if item.error is None and clip is not None and clip.actor_code not in state.actor_ids:
+            wanted.setdefault(clip.actor_code, {
+                "corpus": corpus, "actor_code": clip.actor_code, "sex": clip.sex,
+                "age": clip.age,
+                "demographics_source": _DOC_SOURCE.get(corpus) if clip.sex or clip.age else None,
+            })
+    if not wanted:
+        return 0
+    stmt = pg_insert(Actor).values(list(wanted.values()))
+    # An actor loaded from a demographics CSV keeps its values; blanks are filled in.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["corpus", "actor_code"],
+        set_={"sex": func.coalesce(Actor.sex, stmt.excluded.sex),
+              "age": func.coalesce(Actor.age, stmt.excluded.age)},
+    ).returning(Actor.id, Actor.actor_code, literal_column("(xmax = 0)").label("inserted"))
+    rows = session.execute(stmt).all()
+    state.actor_ids.update({r.actor_code: r.id for r in rows})
+    return sum(1 for r in rows if r.inserted)
+
+
+def _apply_vote_confidence(session: Session, *, corpus: str,
+                           clip_ids: Sequence[int] | None = None) -> int:
+    """clips.label_confidence := share of raters who heard the clip's labelled emotion."""
+    where_ids = "AND c.id = ANY(:ids)" if clip_ids is not None else ""
+    result = session.execute(text(f"""
+        UPDATE clips AS c
+           SET label_confidence = (lv.votes ->> 'label_share')::float
+          FROM label_votes AS lv
+         WHERE lv.corpus = c.corpus AND lv.clip_name = c.clip_name
+           AND c.corpus = :corpus AND lv.votes ? 'label_share' {where_ids}
+           AND c.label_confidence IS DISTINCT FROM (lv.votes ->> 'label_share')::float
+    """), {"corpus": corpus, "ids": list(clip_ids or [])})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def ingest_folder(
+    session: Session,
+    *,
+    corpus: str,
+    root: Path,
+    run_id: int,
+    progress: ProgressFn | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+) -> IngestCounts:
+    """Ingest every file under ``root`` as clips of a named corpus (labels from file names).
+
+    Raises
+    ------
+    IngestInputError
+        ``root`` is missing, empty, or holds no audio files.
+    ValueError
+        unknown corpus (or ``manifest``: use :func:`load_manifest`).
+    """
+    corpus = check_corpus(corpus)
+    if corpus not in FOLDER_CORPORA:
+        raise ValueError(f"{corpus} is not labelled by file names; use load_manifest")
+    candidates = folder_candidates(corpus, check_folder(Path(root)))
+    return ingest_candidates(session, corpus=corpus, candidates=candidates, run_id=run_id,
+                             label_source=f"filename:{corpus}", progress=progress,
+                             chunk_size=chunk_size, workers=workers)
+
+
+def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (line number, fields) rows; IngestInputError for a missing/empty file."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise IngestInputError(f"CSV file does not exist: {csv_path}")
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            raise IngestInputError(f"CSV file is empty: {csv_path}")
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    return [h.strip() for h in header], rows
+
+
+_MANIFEST_COLUMNS = {"path": ("path", "file", "filename"), "emotion": ("emotion", "label"),
+                     "speaker": ("speaker", "actor", "speaker_id")}
+_MANIFEST_OPTIONAL = ("sex", "age", "intensity", "statement")
+
+
+def manifest_candidates(manifest: Path) -> list[Candidate]:
+    """Rows of a manifest CSV as candidates; paths are relative to the manifest's folder.
+
+    Required columns: ``path``, ``emotion``, ``speaker``; optional ``sex``, ``age``,
+    ``intensity``, ``statement``; any other column is kept in ``clips.extra``.
+    """
+    header, rows = _read_csv(manifest)
+    lower = [h.lower() for h in header]
+    index: dict[str, int] = {}
+    for key, names in _MANIFEST_COLUMNS.items():
+        found = next((lower.index(n) for n in names if n in lower), None)
+        if found is None:
+            raise IngestInputError(
+                f"manifest {manifest} has no {key!r} column; it needs path, emotion, speaker "
+                f"(found: {', '.join(header)})")
+        index[key] = found
+    for key in _MANIFEST_OPTIONAL:
+        if key in lower:
+            index[key] = lower.index(key)
+    extra_cols = [(i, h) for i, h in enumerate(header) if i not in index.values() and h]
+    base = Path(manifest).resolve().parent
+    out: list[Candidate] = []
+    for line, row in rows:
+        raw_path = row[index["path"]].strip() if index["path"] < len(row) else ""
+        where = base / raw_path if raw_path else Path(manifest)
+        if len(row) != len(header):
+            out.append(Candidate(where, None, f"expected {len(header)} fields, got {len(row)}",
+                                 line))
+            continue
+        value = {k: row[i].strip() for k, i in index.items()}
+        try:
+            if not raw_path:
+                raise ValueError("empty path")
+            if not value["speaker"]:
+                raise ValueError("empty speaker")
+            emotion = canonical_emotion(value["emotion"])
+            sex = sex_from_text(value.get("sex", ""))
+            age = _parse_age(value.get("age", ""))
+        except ValueError as exc:
+            out.append(Candidate(where, None, str(exc), line))
+            continue
+        if not where.is_file():
+            out.append(Candidate(where, None, "file not found", line))
+            continue
+        clip = ParsedClip(
+            actor_code=value["speaker"][:64], emotion=emotion, emotion_code=value["emotion"][:16],
+            intensity=value.get("intensity") or None, statement=value.get("statement") or None,
+            sex=sex, age=age, extra={h: row[i] for i, h in extra_cols},
+        )
+        out.append(Candidate(where, clip, None, line))
+    return out
+
+
+def _parse_age(value: str) -> int | None:
+    if not value:
+        return None
+    try:
+        age = int(float(value))
+    except ValueError:
+        raise ValueError(f"age {value!r} is not a number") from None
+    if not 0 < age < 120:
+        raise ValueError(f"age {age} is out of range 1-119")
+    return age
+
+
+def load_manifest(
+    session: Session,
+    *,
+    manifest: Path,
+    run_id: int,
+    progress: ProgressFn | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+) -> IngestCounts:
+    """Ingest the recordings a manifest CSV lists (corpus ``manifest``, label_source manifest)."""
+    candidates = manifest_candidates(Path(manifest))
+    if not candidates:
+        raise IngestInputError(f"manifest {manifest} has no rows")
+    return ingest_candidates(session, corpus=MANIFEST, candidates=candidates, run_id=run_id,
+                             label_source="manifest", progress=progress,
+                             chunk_size=chunk_size, workers=workers)
+
+
+# --------------------------------------------------------------------------------------------
+# CREMA-D demographics and crowd votes
+# --------------------------------------------------------------------------------------------
+
+_DEMOGRAPHIC_COLUMNS = ("ActorID", "Age", "Sex", "Race", "Ethnicity")
+
+
+def load_demographics(
+    session: Session,
+    *,
+    csv_path: Path,
+    run_id: int,
+    corpus: str = "crema-d",
+) -> IngestCounts:
+    """Upsert actors from a CREMA-D ``VideoDemographics.csv`` (ActorID, Age, Sex, Race, Ethnicity).
+
+    Malformed rows (wrong field count, non-numeric id or age, unknown sex, duplicate id) go to
+    ingest_errors with their line number; the rest land. Existing actors are updated.
+    """
+    header, rows = _read_csv(csv_path)
+    missing = [c for c in _DEMOGRAPHIC_COLUMNS if c not in header]
+    if missing:
+        raise IngestInputError(
+            f"demographics file {csv_path} lacks column(s) {', '.join(missing)}; expected "
+            f"{', '.join(_DEMOGRAPHIC_COLUMNS)}")
+    col = {c: header.index(c) for c in _DEMOGRAPHIC_COLUMNS}
+    counts = IngestCounts(files_seen=len(rows))
+    actors: dict[str, dict[str, Any]] = {}
+    source = f"demographics:{Path(csv_path).name}"
+    for line, row in rows:
+        try:
+            if len(row) != len(header):
+                raise ValueError(f"expected {len(header)} fields, got {len(row)}")
+            actor = row[col["ActorID"]].strip()
+            if not re.fullmatch(r"\d{1,8}", actor):
+                raise ValueError(f"ActorID {actor!r} is not a number")
+            if actor in actors:
+                raise ValueError(f"duplicate ActorID {actor}; the first row is kept")
+            age = _parse_age(row[col["Age"]].strip())
+            sex = sex_from_text(row[col["Sex"]])
+        except ValueError as exc:
+            counts.problems.append(IngestProblem(str(csv_path), str(exc), line))
+            continue
+        actors[actor] = {
+            "corpus": corpus, "actor_code": actor, "age": age, "sex": sex,
+            "race": row[col["Race"]].strip()[:64] or None,
+            "ethnicity": row[col["Ethnicity"]].strip()[:64] or None,
+            "demographics_source": source,
+        }
+    counts.failed = len(counts.problems)
+    _record_problems(session, run_id=run_id, problems=counts.problems)
+    if actors:
+        stmt = pg_insert(Actor).values(list(actors.values()))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["corpus", "actor_code"],
+            set_={c: stmt.excluded[c] for c in ("age", "sex", "race", "ethnicity",
+                                                "demographics_source")},
+        ).returning(literal_column("(xmax = 0)").label("inserted"))
+        inserted = session.execute(stmt).scalars().all()
+        counts.actors_added = sum(1 for flag in inserted if flag)
+        counts.added = counts.actors_added
+        counts.skipped = len(inserted) - counts.actors_added
+    return counts
+
+
+def _record_problems(session: Session, *, run_id: int, problems: Sequence[IngestProblem]) -> None:
+    if problems:
+        session.execute(pg_insert(IngestError), [
+            {"run_id": run_id, "path": p.path, "row_number": p.row_number, "reason": p.reason}
+            for p in problems])
+
+
+# tabulatedVotes.csv letters -> canonical emotion; the row id's first digit is the query type.
+_VOTE_LETTERS = {code[0]: emotion for code, emotion in CREMAD_EMOTIONS.items()}
+_QUERY_TYPES = {"1": "voice", "2": "face", "3": "multimodal"}
+_VOTE_COLUMNS = ("fileName", "numResponses", "agreement", "emoVote")
+
+
+def load_votes(
+    session: Session,
+    *,
+    csv_path: Path,
+    run_id: int,
+    corpus: str = "crema-d",
+) -> IngestCounts:
+    """Load CREMA-D crowd ratings (``tabulatedVotes.csv``) into ``label_votes``.
+
+    The file has one row per clip and rating mode (ids 1xxxxx voice-only, 2xxxxx face-only,
+    3xxxxx audio-visual). Voice-only ratings are the primary ones (this product hears audio);
+    all modes are kept in ``votes``. ``clips.label_confidence`` of existing clips is set to the
+    share of voice raters who chose the clip's labelled emotion (clips ingested later get it
+    at insert time).
+    """
+    header, rows = _read_csv(csv_path)
+    missing = [c for c in _VOTE_COLUMNS if c not in header]
+    if missing:
+        raise IngestInputError(f"votes file {csv_path} lacks column(s) {', '.join(missing)}")
+    col = {h: i for i, h in enumerate(header)}
+    counts = IngestCounts(files_seen=len(rows))
+    per_clip: dict[str, dict[str, Any]] = {}
+    for line, row in rows:
+        try:
+            if len(row) != len(header):
+                raise ValueError(f"expected {len(header)} fields, got {len(row)}")
+            name = row[col["fileName"]].strip()
+            try:
+                label = parse_cremad_name(name).emotion
+            except ClipNameError as exc:
+                raise ValueError(f"{name!r}: {exc}") from None
+            mode = _QUERY_TYPES.get(row[0].strip()[:1], "voice") if len(row[0]) == 6 else "voice"
+            n = int(row[col["numResponses"]])
+            agreement = float(row[col["agreement"]])
+            tallies = {emo: int(float(row[col[letter]])) for letter, emo in _VOTE_LETTERS.items()
+                       if letter in col}
+        except ValueError as exc:
+            counts.problems.append(IngestProblem(str(csv_path), str(exc), line))
+            continue
+        vote = ":".join(_VOTE_LETTERS.get(v, v) for v in row[col["emoVote"]].split(":"))
+        per_clip.setdefault(name, {"label": label})[mode] = {
+            "num_responses": n, "agreement": agreement, "vote": vote, "counts": tallies,
+            "label_share": (tallies.get(label, 0) / n) if n and tallies else None,
+        }
+    records: list[dict[str, Any]] = []
+    for name, modes in per_clip.items():
+        primary = next((modes[m] for m in ("voice", "multimodal", "face") if m in modes), None)
+        if primary is None:
+            continue
+        votes: dict[str, Any] = dict(modes)
+        if primary["label_share"] is not None:
+            votes["label_share"] = primary["label_share"]
+        records.append({"corpus": corpus, "clip_name": name,
+                        "num_responses": primary["num_responses"],
+                        "agreement": primary["agreement"],
+                        "vote_emotion": primary["vote"][:32], "votes": votes})
+    counts.failed = len(counts.problems)
+    _record_problems(session, run_id=run_id, problems=counts.problems)
+    if records:
+        stmt = pg_insert(LabelVote)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["corpus", "clip_name"],
+            set_={c: stmt.excluded[c] for c in ("num_responses", "agreement", "vote_emotion",
+                                                "votes")},
+        ).returning(literal_column("(xmax = 0)").label("inserted"))
+        flags = session.execute(stmt, records).scalars().all()
+        counts.votes_added = sum(1 for flag in flags if flag)
+        counts.added = counts.votes_added
+        counts.skipped = len(flags) - counts.votes_added
+    _apply_vote_confidence(session, corpus=corpus)
+    return counts

@@ -1,0 +1,2 @@
+"""Features: named, versioned feature specs, their extraction from audio, and their storage per clip.
+"""

@@ -1,0 +1,475 @@
+"""The caller side of nightly scoring: engine, transactions and worker processes.
+
+``etl.runs.inbox`` (discover), ``etl.runs.claims`` (register, lease, claim) and ``etl.scoring.recording`` (score,
+write, summarise) hold the work as functions that take a session and never commit. This module
+owns the transactions around them: one short transaction per claim and one per result, so a
+crash loses at most the call in hand (its worker's lease ends with it, so the next run takes the
+call at once). ``score_batch`` runs workers in processes that claim
+calls from the database, so overlapping runs share the work instead of repeating it; one run
+per host at a time (a second run on the same host waits its turn, then scores what is left). It has no
+Prefect dependency: ``ser score`` calls it directly and ``flows/nightly.py`` wraps it in a flow.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import logging
+import multiprocessing
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
+
+from db.engine import make_engine, session_scope
+from db.models import ModelVersion
+from etl.audio.decode import AudioError
+from etl.audio.vad import FrameAnalyser
+from etl.runs.claims import (
+    HostTurn,
+    Lease,
+    LeaseLostError,
+    claim_next,
+    count_work,
+    mark_rejected,
+    register_batch,
+)
+from etl.runs.inbox import OUTSIDE, contained, discover_calls, relative_reason
+from etl.scoring.recording import (
+    BatchReport,
+    CallError,
+    ScoringConfig,
+    batch_bandwidth,
+    finalise_batch,
+    mark_failed,
+    score_recording,
+    write_result,
+)
+
+if TYPE_CHECKING:
+    from etl.training.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = ScoringConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+# --------------------------------------------------------------------------------------------
+
+
+class DatabaseLostError(RuntimeError):
+    """The database went away during a run (a rerun resumes; nothing scored is lost)."""
+
+
+def describe_server(url: URL | str) -> str:
+    """``user@host:port/database`` of ``url``, never its password."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url) if isinstance(url, str) else url
+    user = f"{u.username}@" if u.username else ""
+    socket_dir = None if u.host else u.query.get("host")
+    if socket_dir:  # a Unix socket (the embedded server)
+        return f"{user}/{u.database or ''} (socket in {socket_dir})"
+    port = f":{u.port}" if u.port else ""
+    return f"{user}{u.host or 'localhost'}{port}/{u.database or ''}"
+
+
+def _lost(url: URL | str, exc: BaseException) -> DatabaseLostError:
+    detail = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DatabaseLostError(
+        f"lost the database {describe_server(url)} ({detail}); rerun the same command when it "
+        "is back: it resumes where this run stopped (calls already scored are kept)")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database connection is gone (not a bug or bad data)."""
+    if isinstance(exc, (DatabaseLostError, LeaseLostError, sa_exc.OperationalError,
+                        sa_exc.InterfaceError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    worker: str
+    scored: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)  # claims taken over before we could write
+    audio_seconds: float = 0.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns() % 1_000_000}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def run_worker(
+    engine: Engine,
+    *,
+    batch_id: int,
+    model: LoadedModel,
+    config: ScoringConfig = DEFAULT_CONFIG,
+    worker: str | None = None,
+    max_calls: int | None = None,
+    on_call: Callable[[int, str], None] | None = None,
+    root: Path | None = None,
+    allowed_roots: Sequence[Path] = (),
+    retry_before: dt.datetime | None = None,
+) -> WorkerStats:
+    """Claim and score calls of ``batch_id`` until none is left (or ``max_calls`` done).
+
+    The worker holds a :class:`etl.runs.claims.Lease` for its lifetime, so its claims are free the
+    moment it dies and are never taken while it lives. One short transaction per claim and one
+    per result, so a crash loses at most the call in hand. With ``root``, a file that no longer
+    resolves inside it (or ``allowed_roots``) is failed as outside the batch folder, unopened,
+    and reasons name files relative to ``root``. With ``config.retry_failed``, calls that failed
+    before ``retry_before`` (default: when this worker started) are tried again, once.
+    """
+    stats = WorkerStats(worker or worker_name())
+    stale = config.stale_claim_minutes * 60.0
+    base = None if root is None else (root.parent if root.is_file() else root)
+    with Lease(engine, name=stats.worker) as lease:
+        stats.worker = lease.owner
+        retry = (retry_before or lease.started_at) if config.retry_failed else None
+        while max_calls is None or len(stats.scored) + len(stats.failed) < max_calls:
+            lease.check()
+            with session_scope(engine) as session:
+                claimed = claim_next(session, batch_id=batch_id, worker=lease.owner,
+                                     stale_after_s=stale, retry_failed_before=retry)
+            if claimed is None:
+                break
+            rejected = root is not None and not contained(claimed.path, root=root,
+                                                          allowed_roots=allowed_roots)
+            if rejected:
+                reason, status = f"{OUTSIDE}: the file now resolves elsewhere", "failed"
+            else:
+                try:
+                    result = score_recording(claimed.path, model=model,
+                                             channel_roles=claimed.channel_roles, config=config)
+                except (AudioError, CallError) as exc:
+                    reason, status = _first_line(exc), "failed"
+                except Exception as exc:  # one bad recording must not stop the batch
+                    log.exception("unexpected error scoring %s", claimed.call_key)
+                    reason, status = f"unexpected {type(exc).__name__}: {_first_line(exc)}", "failed"
+                else:
+                    status = "scored"
+            if status == "failed" and base is not None:
+                reason = relative_reason(reason, root=base)
+            with session_scope(engine) as session:
+                if status == "scored":
+                    ok = write_result(session, call_id=claimed.id, worker=lease.owner,
+                                      model_version_id=model.model_version_id, result=result)
+                elif rejected:
+                    ok = mark_rejected(session, call_id=claimed.id, worker=lease.owner,
+                                       reason=reason)
+                else:
+                    ok = mark_failed(session, call_id=claimed.id, worker=lease.owner,
+                                     reason=reason)
+            if not ok:
+                stats.lost.append(claimed.id)
+            elif status == "scored":
+                stats.scored.append(claimed.id)
+                stats.audio_seconds += result.duration_s
+            else:
+                stats.failed.append(claimed.id)
+            if on_call is not None:
+                on_call(claimed.id, status)
+    return stats
+
+
+def warm_up(model: LoadedModel, *, sr: int = 8000, config: ScoringConfig = DEFAULT_CONFIG) -> None:
+    """Run every stage once on a short synthetic signal.
+
+    The first call through the feature code builds filter banks and FFT plans and touches lazy
+    imports (~0.8 s); doing it in the parent before forking means every worker starts warm.
+    """
+    from etl.features.extraction import extract_segments
+
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * sr) / sr
+    signal = (0.2 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+              + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    analyser = FrameAnalyser(sr, config.vad)
+    analyser.feed(signal)
+    analyser.regions()
+    X, valid = extract_segments(signal, sr, model.feature_spec, [(0.5, 2.5)])
+    if valid.any():
+        model.predict_proba(X[valid])
+
+
+def _process_worker(url: str, batch_id: int, model_version_id: int,
+                    config: ScoringConfig, root: Path | None = None,
+                    allowed_roots: Sequence[Path] = (),
+                    retry_before: dt.datetime | None = None) -> WorkerStats:
+    """Entry point of a pool process: own engine, own model copy (nothing pickled from the DB).
+
+    A lost database is raised as :class:`DatabaseLostError` (one picklable line) rather than
+    the driver's exception and its traceback.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from etl.training.registry import load_model
+
+    _die_with_parent()
+    # BLAS/OpenMP threads would fight the other worker processes for the same cores.
+    threadpool_limits(1)
+    engine = make_engine(url, poolclass=_null_pool())
+    try:
+        with session_scope(engine) as session:
+            model = load_model(session, str(model_version_id))
+        return run_worker(engine, batch_id=batch_id, model=model, config=config, root=root,
+                          allowed_roots=allowed_roots, retry_before=retry_before)
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise _lost(engine.url, exc) from None
+        raise
+    finally:
+        engine.dispose()
+
+
+def _die_with_parent() -> None:
+    """On Linux, end this worker when the run that started it is killed (even ``kill -9``):
+    an orphan would keep its lease, so its calls would wait for it instead of being free for
+    the next run at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl (unusual libc): orphans finish the batch
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _null_pool() -> Any:
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+# Heavy imports a worker needs; a forkserver imports them once, before forking workers.
+_WORKER_PRELOAD = ["etl.runs.batch", "etl.scoring.recording", "etl.features.extraction", "etl.training.registry", "etl.training.artifacts", "skops.io",
+                   "sklearn.pipeline", "sklearn.linear_model", "sklearn.svm", "xgboost"]
+
+
+def _pool_context(start_method: str = "auto") -> multiprocessing.context.BaseContext:
+    """Process start method for the worker pool.
+
+    ``auto``: plain fork (instant, the parent's imports and model come along) when this process
+    is single-threaded; forkserver when other threads exist (e.g. inside a Prefect flow run),
+    because forking a multi-threaded process can copy a lock some other thread holds.
+    """
+    if start_method == "auto":
+        import threading
+
+        start_method = "fork" if threading.active_count() == 1 else "forkserver"
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload(_WORKER_PRELOAD)  # type: ignore[attr-defined]
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport(BatchReport):
+    """The batch's counts plus what this run did (a resumed run scores only the rest).
+
+    ``run_audio_seconds / wall_seconds`` is this run's speed; ``n_held`` counts calls live
+    runs still hold (not failures: those runs will finish them).
+    """
+
+    run_scored: int = 0
+    run_failed: int = 0
+    run_audio_seconds: float = 0.0
+    n_held: int = 0
+    n_rejected: int = 0
+    waited_seconds: float = 0.0  # for another run of this batch on this host to finish
+
+
+def score_batch(
+    engine: Engine,
+    path: Path,
+    *,
+    batch_date: dt.date | None = None,
+    model_ref: str = "production",
+    workers: int = 2,
+    config: ScoringConfig = DEFAULT_CONFIG,
+    skip_done_elsewhere: bool = False,
+    source_path: str | None = None,
+    progress: bool = False,
+    start_method: str = "auto",
+    strict: bool = False,
+    allowed_roots: Sequence[Path] = (),
+) -> RunReport:
+    """Score every recording under ``path`` with ``model_ref``; resumable and idempotent.
+
+    ``workers`` > 1 runs that many processes, each claiming calls from the database, so
+    overlapping invocations on different hosts (or a rerun after a crash) share the work
+    instead of repeating it; on one host a second run waits for the first one's turn
+    (:class:`etl.runs.claims.HostTurn`) and then scores only what is left.
+    Only files inside ``path`` (or ``allowed_roots``) are read; rejected ``calls.csv`` rows
+    become failed calls (``strict``: refuse the batch instead, registering nothing).
+
+    Raises
+    ------
+    ValueError
+        ``path`` missing, a calls.csv without its columns, or (``strict``) a rejected row.
+    DatabaseLostError
+        The database went away; rerunning resumes.
+    """
+    try:
+        return _score_batch(engine, path, batch_date=batch_date, model_ref=model_ref,
+                            workers=workers, config=config,
+                            skip_done_elsewhere=skip_done_elsewhere, source_path=source_path,
+                            progress=progress, start_method=start_method, strict=strict,
+                            allowed_roots=allowed_roots)
+    except DatabaseLostError:
+        raise
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise _lost(engine.url, exc) from None
+        raise
+
+
+def _score_batch(
+    engine: Engine,
+    path: Path,
+    *,
+    batch_date: dt.date | None,
+    model_ref: str,
+    workers: int,
+    config: ScoringConfig,
+    skip_done_elsewhere: bool,
+    source_path: str | None,
+    progress: bool,
+    start_method: str,
+    strict: bool,
+    allowed_roots: Sequence[Path],
+) -> RunReport:
+    from etl.training.registry import resolve_scoring_model
+
+    started = time.perf_counter()
+    path = Path(path).expanduser().resolve()
+    batch_date = batch_date or dt.date.today()
+    entries = discover_calls(path, config=config, strict=strict, allowed_roots=allowed_roots)
+    stale = config.stale_claim_minutes * 60.0
+    with session_scope(engine) as session:
+        # An alias resolves per channel: phone audio gets the telephony model, never silently
+        # a studio one (ModelChannelError says how to get one).
+        version = resolve_scoring_model(
+            session, model_ref, bandwidth=batch_bandwidth(e.path for e in entries if not e.error),
+            allow_channel_mismatch=config.allow_channel_mismatch)
+        model_version_id = version.id
+        batch_id = register_batch(
+            session, source_path=source_path or str(path), batch_date=batch_date,
+            model_version_id=model_version_id, entries=entries,
+            options={**config.options(), "model_ref": model_ref},
+            skip_done_elsewhere=skip_done_elsewhere)
+        # --retry-failed retries what failed before this run, once
+        retry_before = (session.execute(text("SELECT now()")).scalar_one()
+                        if config.retry_failed else None)
+        # what is left to do (a rerun of a finished batch loads no model, starts no workers)
+        total, _held = count_work(session, batch_id=batch_id, stale_after_s=stale,
+                                  retry_failed_before=retry_before)
+    stats: list[WorkerStats] = []
+    waited = 0.0
+    if total:
+        with HostTurn(engine, batch_id=batch_id) as turn:
+            waited = turn.waited_s
+            stats = _score_claims(engine, batch_id=batch_id, model_version_id=model_version_id,
+                                  path=path, workers=workers, config=config,
+                                  retry_before=retry_before, progress=progress,
+                                  start_method=start_method, allowed_roots=allowed_roots)
+    with session_scope(engine) as session:
+        report = finalise_batch(session, batch_id=batch_id,
+                                wall_seconds=time.perf_counter() - started)
+        _claimable, held = count_work(session, batch_id=batch_id, stale_after_s=stale)
+    base = {f.name: getattr(report, f.name) for f in fields(BatchReport)}
+    return RunReport(**base, run_scored=sum(len(s.scored) for s in stats),
+                     run_failed=sum(len(s.failed) for s in stats),
+                     run_audio_seconds=sum(s.audio_seconds for s in stats), n_held=held,
+                     n_rejected=sum(e.rejected for e in entries), waited_seconds=round(waited, 2))
+
+
+def _score_claims(
+    engine: Engine,
+    *,
+    batch_id: int,
+    model_version_id: int,
+    path: Path,
+    workers: int,
+    config: ScoringConfig,
+    retry_before: dt.datetime | None,
+    progress: bool,
+    start_method: str,
+    allowed_roots: Sequence[Path],
+) -> list[WorkerStats]:
+    """Score what is claimable now (this host's turn is held): the model is loaded only when
+    a run before this one on the host left work."""
+    from etl.training.registry import load_version
+
+    with session_scope(engine) as session:
+        total, _held = count_work(session, batch_id=batch_id,
+                                  stale_after_s=config.stale_claim_minutes * 60.0,
+                                  retry_failed_before=retry_before)
+        if not total:
+            return []
+        version = session.get(ModelVersion, model_version_id)
+        assert version is not None
+        model = load_version(session, version)
+    # Choose the start method before tqdm starts its monitor thread (fork needs one thread).
+    context = _pool_context(start_method) if workers > 1 and total > 1 else None
+    warm_up(model, config=config)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="calls", unit="call", leave=False)
+    try:
+        if context is None:
+            return [run_worker(
+                engine, batch_id=batch_id, model=model, config=config, root=path,
+                allowed_roots=allowed_roots, retry_before=retry_before,
+                on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None)]
+        url = engine.url.render_as_string(hide_password=False)
+        n_workers = min(workers, total)
+        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+            futures = [pool.submit(_process_worker, url, batch_id, model_version_id, config,
+                                   path, tuple(allowed_roots), retry_before)
+                       for _ in range(n_workers)]
+            done_before = 0
+            while True:
+                finished, pending = cf.wait(futures, timeout=1.0)
+                if bar is not None:
+                    done_now = _count_done(engine, batch_id)
+                    bar.update(done_now - done_before)
+                    done_before = done_now
+                if not pending:
+                    break
+            # re-raise a worker's failure (database lost, ...) once every worker has stopped
+            return [future.result() for future in finished]
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _count_done(engine: Engine, batch_id: int) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM calls WHERE batch_id = :b AND "
+                                     "status IN ('scored', 'failed')"), {"b": batch_id}).scalar_one())

@@ -1,0 +1,344 @@
+"""Batch registration and claims that know whether their owner is alive.
+
+A worker that scores calls first takes a :class:`Lease`: a PostgreSQL *session-level advisory
+lock* ``(LOCK_NAMESPACE, key)`` held on a connection of its own for as long as the worker runs.
+Every call it claims records the key in ``calls.claimed_by`` (``name#key``). PostgreSQL
+releases the lock the moment the worker's connection ends, whether the worker finished, raised,
+was ``kill -9``'d or its machine lost the network; so a claim whose key no lock holds any more
+is free at once, and a claim whose key is still locked belongs to a live run and is never
+taken. No timeout has to be guessed: ``--stale-minutes`` only applies to claims written by
+versions without leases (no ``#key``).
+
+Rejected entries (``etl.runs.inbox.CallEntry.error``) are registered as failed calls with
+``extra.rejected = true``; they are never claimed, not even by ``--retry-failed``, because their
+path is whatever a ``calls.csv`` said and must not be opened. A rerun whose discovery accepts
+the entry (the operator fixed the row) turns it back into a pending call.
+
+Nothing here commits: the caller owns the transactions (one per claim, one per result).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from db.models import Batch, Call
+from etl.runs.inbox import CallEntry
+
+log = logging.getLogger(__name__)
+
+# First half of every lease's two-int advisory lock key: keeps ours apart from other users'.
+LOCK_NAMESPACE = 0x5E5C_0A11 & 0x7FFF_FFFF
+LEGACY_STALE_S = 1800.0
+
+
+class LeaseLostError(RuntimeError):
+    """The connection holding a worker's lease is gone (its claims are free for others)."""
+
+
+# --------------------------------------------------------------------------------------------
+# One run per host and batch
+# --------------------------------------------------------------------------------------------
+
+# Second advisory-lock namespace: a host's turn at a batch (see HostTurn).
+TURN_NAMESPACE = (LOCK_NAMESPACE + 1) & 0x7FFF_FFFF
+
+
+def turn_key(host: str, batch_id: int) -> int:
+    """A stable 31-bit key for (host, batch)."""
+    digest = hashlib.sha256(f"{host}\0{batch_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+def _unlock_and_close(conn: Connection, *, namespace: int, key: int) -> None:
+    """Release a session advisory lock and close its connection."""
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock(:ns, :k)"), {"ns": namespace, "k": key})
+    except Exception as exc:  # noqa: BLE001 - a dead connection released the lock already
+        log.debug("advisory lock (%d, %d): unlock failed (%s)", namespace, key, exc)
+    finally:
+        conn.close()
+
+
+class HostTurn:
+    """This host's turn at scoring a batch: one run per host at a time.
+
+    A run's worker processes already use the host's cores; a second run of the same batch on
+    the same host would only add processes competing for them (and pay its start-up again), so
+    it waits for the turn instead and then scores whatever is left: nothing when the first run
+    finished, everything it had not scored when it died (the lock is released with its
+    connection, like a lease). Runs on other hosts take their own turn and share the work
+    through the claims.
+    """
+
+    def __init__(self, engine: Engine, *, batch_id: int, host: str | None = None,
+                 poll_s: float = 0.25) -> None:
+        self._engine = engine
+        self.key = turn_key(host or socket.gethostname(), batch_id)
+        self.poll_s = poll_s
+        self.waited_s = 0.0
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Self:
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        started = time.monotonic()
+        try:
+            # polled rather than blocking in pg_advisory_lock, so Ctrl-C stops a waiting run
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k)"),
+                                   {"ns": TURN_NAMESPACE, "k": self.key}).scalar_one():
+                time.sleep(self.poll_s)
+        except BaseException:
+            conn.close()
+            raise
+        self.waited_s = time.monotonic() - started
+        self._conn = conn
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            _unlock_and_close(self._conn, namespace=TURN_NAMESPACE, key=self.key)
+            self._conn = None
+
+
+# --------------------------------------------------------------------------------------------
+# Leases
+# --------------------------------------------------------------------------------------------
+
+
+class Lease:
+    """A live worker's advisory lock, held on a dedicated autocommit connection.
+
+    Use as a context manager; :attr:`owner` (``name#key``) is what claims record.
+    """
+
+    def __init__(self, engine: Engine, *, name: str) -> None:
+        self._engine = engine
+        self.name = name[:100]
+        self.key = 0
+        self.started_at: dt.datetime | None = None  # the server's clock when the lock was taken
+        self._conn: Connection | None = None
+
+    @property
+    def owner(self) -> str:
+        return f"{self.name}#{self.key}"
+
+    def acquire(self) -> Self:
+        """Open the connection and lock a fresh random key (retrying the rare collision)."""
+        self.release()
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        rng = random.SystemRandom()
+        for _ in range(100):
+            key = rng.randrange(1, 2**31)
+            row = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k) AS ok, now() AS t"),
+                               {"ns": LOCK_NAMESPACE, "k": key}).one()
+            if row.ok:
+                self._conn, self.key, self.started_at = conn, key, row.t
+                return self
+        conn.close()
+        raise LeaseLostError("could not take a claim lease (100 lock keys in use)")
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLostError` if the lease connection has died."""
+        if self._conn is None:
+            raise LeaseLostError("the lease was not acquired")
+        try:
+            self._conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means the lock may be gone
+            raise LeaseLostError(f"the connection holding claim lease {self.owner} "
+                                 "was lost") from exc
+
+    def release(self) -> None:
+        if self._conn is not None:
+            _unlock_and_close(self._conn, namespace=LOCK_NAMESPACE, key=self.key)
+            self._conn = None
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# Keys of the leases live right now in this database (granted advisory locks in our namespace).
+_LIVE_KEYS = f"""
+SELECT l.objid::bigint AS k FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = {LOCK_NAMESPACE}
+  AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+# A claimed call is free when its owner's lease is not live; claims without a key (written
+# before leases existed) fall back to their age.
+_FREE_CLAIM = """
+(c.status = 'claimed' AND CASE
+    WHEN c.claimed_by ~ '#[0-9]+$'
+        THEN substring(c.claimed_by from '#([0-9]+)$')::bigint NOT IN (SELECT k FROM live)
+    ELSE c.claimed_at < now() - make_interval(secs => :stale) END)
+"""
+
+_CLAIMABLE = f"""
+(c.status = 'pending' OR {_FREE_CLAIM}
+ OR (CAST(:retry_before AS timestamptz) IS NOT NULL AND c.status = 'failed'
+     AND (c.extra ->> 'rejected') IS NULL
+     AND (c.claimed_at IS NULL OR c.claimed_at < CAST(:retry_before AS timestamptz))))
+"""
+
+_CLAIM_SQL = text(f"""
+WITH live AS MATERIALIZED ({_LIVE_KEYS})
+UPDATE calls SET status = 'claimed', claimed_by = :worker, claimed_at = now(), error = NULL
+WHERE id = (
+    SELECT c.id FROM calls c
+    WHERE c.batch_id = :batch AND {_CLAIMABLE}
+    ORDER BY c.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, call_key, path, channel_roles
+""")
+
+_COUNT_SQL = text(f"""
+WITH live AS MATERIALIZED ({_LIVE_KEYS})
+SELECT count(*) FILTER (WHERE {_CLAIMABLE}) AS claimable,
+       count(*) FILTER (WHERE c.status = 'claimed' AND NOT {_FREE_CLAIM}) AS held
+FROM calls c WHERE c.batch_id = :batch
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedCall:
+    id: int
+    call_key: str
+    path: Path
+    channel_roles: dict[str, str]
+
+
+def claim_next(session: Session, *, batch_id: int, worker: str,
+               stale_after_s: float = LEGACY_STALE_S,
+               retry_failed_before: dt.datetime | None = None) -> ClaimedCall | None:
+    """Claim the next pending (or orphaned) call of the batch for ``worker``; None when done.
+
+    ``worker`` is a :attr:`Lease.owner` (``name#key``): the claim lives exactly as long as
+    that lease. ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers take different rows
+    without waiting; commit right after so the claim is visible to the others.
+    ``stale_after_s`` only ages out claims without a lease key (older versions).
+    ``retry_failed_before`` (``--retry-failed``): also claim failed calls last tried before
+    that time (the run's start), so a call failing again in this run is not retried forever.
+    """
+    row = session.execute(_CLAIM_SQL, {"batch": batch_id, "worker": worker,
+                                       "stale": float(stale_after_s),
+                                       "retry_before": retry_failed_before}).first()
+    if row is None:
+        return None
+    return ClaimedCall(row.id, row.call_key, Path(row.path), dict(row.channel_roles or {}))
+
+
+def count_work(session: Session, *, batch_id: int, stale_after_s: float = LEGACY_STALE_S,
+               retry_failed_before: dt.datetime | None = None) -> tuple[int, int]:
+    """``(claimable, held)``: calls a new worker could claim now, and calls live runs hold."""
+    row = session.execute(_COUNT_SQL, {"batch": batch_id, "stale": float(stale_after_s),
+                                       "retry_before": retry_failed_before}).one()
+    return int(row.claimable), int(row.held)
+
+
+def release_claims(session: Session, *, owner: str) -> int:
+    """Put ``owner``'s unfinished claims back to pending (a worker stopping cleanly)."""
+    result = session.execute(text(
+        "UPDATE calls SET status = 'pending', claimed_by = NULL, claimed_at = NULL "
+        "WHERE status = 'claimed' AND claimed_by = :o"), {"o": owner})
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_rejected(session: Session, *, call_id: int, worker: str, reason: str) -> bool:
+    """Fail our claimed call for a reason that must not be retried (its file is outside the
+    batch folder): like ``etl.scoring.recording.mark_failed`` plus ``extra.rejected``."""
+    result = session.execute(text(
+        "UPDATE calls SET status = 'failed', error = :r, "
+        "extra = extra || '{\"rejected\": true}'::jsonb "
+        "WHERE id = :id AND status = 'claimed' AND claimed_by = :w"),
+        {"r": reason[:2000], "id": call_id, "w": worker})
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------------
+
+
+def _row(batch_id: int, entry: CallEntry) -> dict[str, Any]:
+    extra = dict(entry.extra)
+    if entry.line is not None:
+        extra["manifest_line"] = entry.line
+    if entry.rejected:
+        extra["rejected"] = True
+    return {"batch_id": batch_id, "call_key": entry.call_key, "path": str(entry.path),
+            "agent_id": entry.agent_id, "queue": entry.queue, "started_at": entry.started_at,
+            "channel_roles": entry.channel_roles, "extra": extra,
+            "status": "failed" if entry.rejected else "pending",
+            "error": entry.error[:2000] if entry.error else None}
+
+
+def register_batch(
+    session: Session,
+    *,
+    source_path: str,
+    batch_date: dt.date,
+    model_version_id: int,
+    entries: Sequence[CallEntry],
+    options: Mapping[str, Any] | None = None,
+    skip_done_elsewhere: bool = False,
+) -> int:
+    """Upsert the batch row and one call row per entry; return ``batches.id``.
+
+    Accepted entries start pending; rejected ones (``entry.error``) start failed with their
+    reason. An existing call row is kept as it is, unless it was rejected: then the new
+    entry (accepted or rejected again) replaces it, so fixing ``calls.csv`` and rerunning works.
+
+    With ``skip_done_elsewhere`` (the nightly inbox), recordings whose path was already scored
+    (or failed) with this model version in any other batch are left out, and so are entries
+    rejected there for the same call key and path (they are reported once, not every night).
+    """
+    stmt = pg_insert(Batch).values(
+        batch_date=batch_date, source_path=source_path, model_version_id=model_version_id,
+        options=dict(options or {}),
+    ).on_conflict_do_nothing(index_elements=["source_path", "batch_date", "model_version_id"])
+    session.execute(stmt)
+    batch_id = session.execute(select(Batch.id).where(
+        Batch.source_path == source_path, Batch.batch_date == batch_date,
+        Batch.model_version_id == model_version_id)).scalar_one()
+    if skip_done_elsewhere and entries:
+        earlier = session.execute(
+            select(Call.path, Call.call_key, Call.extra["rejected"].as_boolean())
+            .join(Batch, Batch.id == Call.batch_id).where(
+                Batch.model_version_id == model_version_id, Batch.id != batch_id,
+                Call.status.in_(("scored", "failed")),
+                Call.path.in_([str(e.path) for e in entries]))).all()
+        done = {path for path, _key, rejected in earlier if not rejected}
+        rejected_before = {(path, key) for path, key, rejected in earlier if rejected}
+        entries = [e for e in entries
+                   if not (str(e.path) in done and not e.rejected)
+                   and not (e.rejected and (str(e.path), e.call_key) in rejected_before)]
+    if entries:
+        insert = pg_insert(Call)
+        replace = ("path", "agent_id", "queue", "started_at", "channel_roles", "extra",
+                   "status", "error")
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["batch_id", "call_key"],
+                set_={k: insert.excluded[k] for k in replace},
+                where=text("(calls.extra ->> 'rejected') IS NOT NULL")),
+            [_row(batch_id, e) for e in entries])
+    session.execute(text("UPDATE batches SET n_calls = (SELECT count(*) FROM calls "
+                         "WHERE batch_id = :b), status = 'running', finished_at = NULL "
+                         "WHERE id = :b"), {"b": batch_id})
+    return batch_id

@@ -1,0 +1,602 @@
+"""Nightly scoring of call recordings: score one recording, write its result, count the batch.
+
+A batch goes through, in order:
+
+1. ``etl.runs.inbox.discover_calls``: the folder (and its subfolders) into ``CallEntry`` rows, from
+   ``calls.csv`` where present, else from file names; files outside the batch and bad rows
+   become failed entries with their reason.
+2. ``etl.runs.claims.register_batch``: the ``batches`` row and one pending ``calls`` row per entry
+   (idempotent); workers ``etl.runs.claims.claim_next`` calls under a lease (a PostgreSQL advisory
+   lock held as long as the worker lives, so a dead run's claims are free at once).
+3. :func:`score_recording` (pure compute, no database) and :func:`write_result` (one
+   transaction per call, guarded so that a worker whose claim is gone cannot write); a call
+   that cannot be scored is :func:`mark_failed` with its reason, and the batch goes on.
+4. :func:`finalise_batch` counts what happened into the batch row.
+
+Nothing here commits: ``etl/runs/batch.py`` (the caller) owns the engine, the transactions
+and the worker processes; ``flows/nightly.py`` wraps it in Prefect.
+
+Memory stays bounded for hour-long recordings: the VAD streams the file block by block and the
+features are computed per block of windows (with context overlap), so only one block of audio
+is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import soundfile as sf
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from db.models import Batch, Call, CallSummary
+from etl.audio.decode import AudioError, load_audio, read_info, sha256_file
+from etl.audio.vad import (
+    NARROWBAND_MAX_SR,
+    FrameAnalyser,
+    Region,
+    VadConfig,
+    is_narrowband,
+    windows,
+)
+from etl.corpora.labels import is_negative_class
+from etl.scoring.call_metrics import (
+    CallEvent,
+    CallMetrics,
+    MetricsConfig,
+    RoleEnergy,
+    compute_call_metrics,
+)
+from etl.scoring.escalation import (
+    Escalation,
+    EscalationRule,
+    OperatingPoint,
+    evaluate,
+    is_builtin_default,
+    metric_values,
+    resolve_operating_point,
+    rules_as_data,
+)
+from etl.scoring.rollup import refresh_rollup
+from etl.scoring.summaries import ScoredSegment, SummaryStats, summarise_call
+
+if TYPE_CHECKING:
+    from etl.training.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+
+class CallError(ValueError):
+    """A recording that cannot be scored (the reason is stored in ``calls.error``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    """How calls are cut, scored and summarised.
+
+    Attributes
+    ----------
+    stereo_roles
+        Role per channel of a two-channel file without explicit roles (left, right).
+    mono_role
+        Role of a single-channel file.
+    min_window_s, max_window_s
+        Utterance windows scored on their own; shorter speech is talk time but not scored.
+    max_duration_s
+        Longer recordings fail ("absurdly long") instead of tying up a worker.
+    block_s
+        Audio decoded per block (bounds memory on long recordings).
+    stale_claim_minutes
+        A claim older than this is considered abandoned (its worker died) and is taken over.
+    rules
+        Escalation rules; None (or the built-in defaults :func:`etl.scoring.escalation.load_rules`
+        returns when nothing is configured) = the model's stored operating point, else the
+        built-in defaults (models trained without one).
+    confidence_floor
+        Segments whose top probability is below it are abstained; None = the model's operating
+        point (0 for models without one).
+    allow_channel_mismatch
+        Score phone (narrowband) audio with a studio-trained model anyway, with a warning; by
+        default such a call fails, because a studio model on phone audio flags almost every call.
+    metrics
+        Thresholds of the conversation metrics (turns, interruptions, long silences, speaking
+        rate: :mod:`etl.scoring.call_metrics`).
+    """
+
+    stereo_roles: tuple[str, str] = ("agent", "customer")
+    mono_role: str = "customer"
+    min_window_s: float = 1.0
+    max_window_s: float = 4.0
+    min_duration_s: float = 0.5
+    max_duration_s: float = 3 * 3600.0
+    block_s: float = 600.0
+    context_s: float = 0.5
+    vad: VadConfig = field(default_factory=VadConfig)
+    streak_gap_s: float = 2.0
+    stale_claim_minutes: float = 30.0
+    rules: tuple[EscalationRule, ...] | None = None
+    retry_failed: bool = False
+    confidence_floor: float | None = None
+    allow_channel_mismatch: bool = False
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def options(self) -> dict[str, Any]:
+        """JSON-ready record stored in ``batches.options`` (``"rules": "model"`` = the model's
+        operating point or, for a model without one, the built-in defaults)."""
+        data = asdict(self)
+        data["rules"] = "model" if is_builtin_default(self.rules) else rules_as_data(
+            self.rules or ())
+        return data
+
+    def operating_point(self, model: LoadedModel) -> OperatingPoint:
+        """Rules and confidence floor for ``model`` (see ``rules`` and ``confidence_floor``)."""
+        return resolve_operating_point(self.rules, model_calibration(model),
+                                       confidence_floor=self.confidence_floor)
+
+
+def model_calibration(model: object) -> Mapping[str, Any] | None:
+    """The calibration record of a loaded model (None for models trained without one)."""
+    record = getattr(model, "calibration", None)
+    if record is None:
+        params = getattr(model, "params", None)
+        record = params.get("calibration") if isinstance(params, Mapping) else None
+    return record if isinstance(record, Mapping) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery
+# --------------------------------------------------------------------------------------------
+
+
+def batch_bandwidth(paths: Iterable[Path], *, sample: int = 8) -> str:
+    """``"narrowband"`` when any of the first ``sample`` readable headers is at a phone rate.
+
+    Chooses which channel's model scores the batch (``etl.training.registry.resolve_scoring_model``);
+    phone audio stored at a wideband rate is caught per call by :func:`score_recording`, which
+    measures the band itself.
+    """
+    seen = 0
+    for path in paths:
+        try:
+            info = read_info(path)
+        except (AudioError, OSError):
+            continue
+        if info.sample_rate <= NARROWBAND_MAX_SR:
+            return "narrowband"
+        seen += 1
+        if seen >= sample:
+            break
+    return "wideband"
+
+
+def resolve_roles(channels: int, explicit: Mapping[str, str], *,
+                  config: ScoringConfig) -> dict[int, str]:
+    """Channel index -> role for a file with ``channels`` channels."""
+    if explicit:
+        roles = {int(k): v for k, v in explicit.items() if int(k) < channels}
+        if not roles:
+            raise CallError(f"calls.csv names channels {sorted(explicit)} but the file has "
+                            f"{channels} channel(s)")
+        return roles
+    if channels == 1:
+        return {0: config.mono_role}
+    if channels == 2:
+        return {0: config.stereo_roles[0], 1: config.stereo_roles[1]}
+    raise CallError(f"{channels} channels and no channel roles: add channel_roles to calls.csv")
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring one recording (pure compute)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CallResult:
+    """Everything scoring one recording produces (written by :func:`write_result`)."""
+
+    sample_rate: int
+    channels: int
+    duration_s: float
+    sha256: str
+    roles: dict[int, str]
+    bandwidth: str
+    warnings: list[str]
+    speech: dict[str, list[Region]]
+    segments: list[ScoredSegment]
+    summary: SummaryStats
+    escalation: Escalation | None
+    metrics: CallMetrics
+    events: list[CallEvent]
+    seconds: dict[str, float] = field(default_factory=dict)
+    confidence_floor: float = 0.0
+    rules_source: str = "defaults"
+
+
+def _block_frames(sr: int, channels: int, block_s: float) -> int:
+    # cap a block at ~8 M samples (32 MB float32) whatever the rate and channel count
+    return max(int(sr), min(int(block_s * sr), 8_000_000 // max(channels, 1)))
+
+
+def _iter_blocks(path: Path, *, block_frames: int) -> Iterable[tuple[np.ndarray, int]]:
+    """Yield ``((n, channels) float32, sr)`` blocks; non-soundfile formats decode once."""
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception:  # noqa: BLE001 - MP3/others soundfile cannot open: decode via fallback
+        signal, sr = load_audio(path, mono=False)
+        data = np.atleast_2d(signal).T
+        for start in range(0, len(data), block_frames):
+            yield data[start:start + block_frames], sr
+        return
+    with handle:
+        sr = handle.samplerate
+        for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+            yield block, sr
+
+
+def _read_span(path: Path, *, start_s: float, end_s: float) -> tuple[np.ndarray, int]:
+    """``(n, channels)`` float32 of ``[start_s, end_s)``."""
+    signal, sr = load_audio(path, mono=False, start_s=max(start_s, 0.0),
+                            duration_s=max(end_s - max(start_s, 0.0), 0.0))
+    return np.atleast_2d(signal).T, sr
+
+
+@dataclass(slots=True)
+class VoicePass:
+    """Pass 1 over a recording: one VAD analyser per role channel, fed block by block.
+
+    ``first_block`` keeps the role channels of a file that fits one block (so it is decoded
+    once: scoring's feature pass reuses them); it is empty for longer files.
+    """
+
+    analysers: dict[int, FrameAnalyser]
+    roles: dict[int, str]
+    sr: int
+    n_frames: int
+    block_frames: int
+    first_block: dict[int, np.ndarray]
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_frames / self.sr
+
+    def speech(self) -> dict[str, list[Region]]:
+        """Speech regions per role."""
+        return {self.roles[ch]: a.regions() for ch, a in self.analysers.items()}
+
+    def energy(self) -> dict[str, RoleEnergy]:
+        """Frame energies per role (what loudness and speaking rate are computed from)."""
+        return {self.roles[ch]: RoleEnergy(a.energy_db, hop_s=a.hop / self.sr,
+                                           frame_s=a.frame / self.sr)
+                for ch, a in self.analysers.items()}
+
+
+def voice_pass(path: Path, *, roles: Mapping[int, str], channels: int, sample_rate: int,
+               config: ScoringConfig) -> VoicePass:
+    """Stream ``path`` through a :class:`~etl.audio.vad.FrameAnalyser` per role channel.
+
+    Raises
+    ------
+    CallError
+        nothing could be decoded.
+    """
+    block_frames = _block_frames(sample_rate, channels, config.block_s)
+    analysers: dict[int, FrameAnalyser] = {}
+    first_block: dict[int, np.ndarray] = {}
+    n_frames = 0
+    sr = sample_rate
+    for index, (block, sr) in enumerate(_iter_blocks(path, block_frames=block_frames)):
+        if not analysers:
+            analysers = {ch: FrameAnalyser(sr, config.vad) for ch in roles}
+        for ch, analyser in analysers.items():
+            channel = np.ascontiguousarray(block[:, ch])
+            analyser.feed(channel)
+            if index == 0:
+                first_block[ch] = channel
+        n_frames += len(block)
+        if index == 1:
+            first_block = {}
+    if n_frames == 0:
+        raise CallError("no audio samples could be decoded")
+    return VoicePass(analysers, dict(roles), sr, n_frames, block_frames, first_block)
+
+
+def score_recording(
+    path: Path,
+    *,
+    model: LoadedModel,
+    channel_roles: Mapping[str, str] | None = None,
+    config: ScoringConfig = ScoringConfig(),
+) -> CallResult:
+    """Score one recording with ``model``: VAD per role, windows, features, probabilities.
+
+    Raises
+    ------
+    AudioError, CallError
+        empty / corrupt / unreadable, too long or too short, silent, or no usable channels.
+    """
+    from etl.features.extraction import extract_segments
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    path = Path(path)
+    if not path.is_file():
+        raise CallError(f"file not found: {path}")
+    info = read_info(path)
+    if info.duration_s > config.max_duration_s:
+        raise CallError(f"recording is {info.duration_s / 3600:.1f} h long; the limit is "
+                        f"{config.max_duration_s / 3600:.1f} h (ScoringConfig.max_duration_s)")
+    if info.duration_s < config.min_duration_s:
+        raise CallError(f"recording is only {info.duration_s:.2f} s long")
+    roles = resolve_roles(info.channels, channel_roles or {}, config=config)
+    digest = sha256_file(path)
+
+    # Pass 1: stream the file through one VAD analyser per role channel.
+    voice = voice_pass(path, roles=roles, channels=info.channels, sample_rate=info.sample_rate,
+                       config=config)
+    analysers, sr, duration = voice.analysers, voice.sr, voice.duration_s
+    loudest = max((float(a.energy_db.max()) for a in analysers.values() if a.energy_db.size),
+                  default=-200.0)
+    if loudest < -100.0:  # dBFS in the speech band: nothing but (digital) silence
+        raise CallError("silent recording (digital silence)")
+    speech = voice.speech()
+    if not any(speech.values()):
+        raise CallError("no speech found (silent or noise-only recording)")
+    timings["vad"] = time.perf_counter() - t0
+
+    high_share = float(np.mean([a.high_band_share for a in analysers.values()]))
+    narrow = is_narrowband(sr, high_share)
+    warnings: list[str] = []
+    spec = model.feature_spec
+    if narrow and spec.channel == "studio":
+        mismatch = (f"narrowband (phone) audio and studio-trained model {model.name} "
+                    f"v{model.version}")
+        if not config.allow_channel_mismatch:
+            raise CallError(f"{mismatch}: score with a telephony model (ser train, the default, "
+                            "makes one and sets production-telephony) or allow the mismatch")
+        warnings.append(f"{mismatch}; retrain on telephony features to match")
+        log.warning("%s: %s", path.name, warnings[-1])
+
+    # Pass 2: features per role for its windows, block by block with context on both sides.
+    t1 = time.perf_counter()
+    wins = {ch: windows(speech[roles[ch]], min_s=config.min_window_s,
+                        max_s=config.max_window_s) for ch in roles}
+    rows: list[tuple[str, float, float]] = []
+    feats: list[np.ndarray] = []
+    valid_parts: list[np.ndarray] = []
+    single = bool(voice.first_block)
+    block_s = voice.block_frames / sr
+    starts = np.arange(0.0, duration, block_s) if not single else np.array([0.0])
+    for b0 in starts:
+        b1 = duration if single else b0 + block_s
+        todo = {ch: [w for w in ws if b0 <= w[0] < b1] for ch, ws in wins.items()}
+        if not any(todo.values()):
+            continue
+        if single:
+            channels, offset = voice.first_block, 0.0
+        else:
+            offset = max(b0 - config.context_s, 0.0)
+            end = min(b1 + config.max_window_s + config.context_s, duration)
+            data, _ = _read_span(path, start_s=offset, end_s=end)
+            channels = {ch: np.ascontiguousarray(data[:, ch]) for ch in todo}
+        for ch, ws in todo.items():
+            if not ws:
+                continue
+            shifted = [(s - offset, e - offset) for s, e in ws]
+            X, valid = extract_segments(channels[ch], sr, spec, shifted)
+            feats.append(X)
+            valid_parts.append(valid)
+            rows.extend((roles[ch], s, e) for s, e in ws)
+    voice.first_block.clear()
+    timings["features"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    point = config.operating_point(model)
+    segments: list[ScoredSegment] = []
+    if rows:
+        X = np.concatenate(feats)
+        valid = np.concatenate(valid_parts)
+        keep = np.flatnonzero(valid)
+        if len(keep):
+            # Per role (speaker) normalisation when the model uses it; a role with very few
+            # segments is shrunk toward the model's training population (etl.training.normalise).
+            proba = np.asarray(model.predict_proba(X[keep], speakers=[rows[i][0] for i in keep]),
+                               dtype=np.float64)
+            best = proba.argmax(axis=1)
+            for j, i in enumerate(keep):
+                role, start, end = rows[i]
+                label = model.classes[int(best[j])]
+                # rounded as stored, so "confidence < floor" in the table is the abstain rule
+                confidence = round(float(proba[j, best[j]]), 4)
+                # below the floor the label is kept but trusted for nothing (not negative)
+                abstained = confidence < point.confidence_floor
+                segments.append(ScoredSegment(
+                    role=role, start_s=round(start, 3), end_s=round(end, 3), emotion=label,
+                    confidence=confidence,
+                    is_negative=is_negative_class(label) and not abstained,
+                    probabilities={c: round(float(p), 4)
+                                   for c, p in zip(model.classes, proba[j], strict=True)},
+                    abstained=abstained))
+    segments.sort(key=lambda seg: (seg.start_s, seg.role))
+    timings["predict"] = time.perf_counter() - t2
+
+    summary = summarise_call(segments, speech=speech, duration_s=duration,
+                             streak_gap_s=config.streak_gap_s)
+    t3 = time.perf_counter()
+    # the VAD's frame energies: loudness and speaking rate need no second decode
+    metrics, events = compute_call_metrics(segments, speech=speech, energy=voice.energy(),
+                                           duration_s=duration, config=config.metrics)
+    timings["metrics"] = time.perf_counter() - t3
+    return CallResult(
+        sample_rate=sr, channels=info.channels, duration_s=duration, sha256=digest,
+        roles=roles, bandwidth="narrowband" if narrow else "wideband", warnings=warnings,
+        speech=speech, segments=segments, summary=summary,
+        escalation=evaluate(metric_values(summary, metrics), point.rules), metrics=metrics, events=events,
+        seconds=timings,
+        confidence_floor=point.confidence_floor, rules_source=point.source)
+
+
+# --------------------------------------------------------------------------------------------
+# Database: batch registration, claims, results
+# --------------------------------------------------------------------------------------------
+
+
+def _own(session: Session, *, call_id: int, worker: str, values: Mapping[str, Any]) -> bool:
+    """Move our claimed call to its final state; False if the claim was taken over meanwhile."""
+    assignments = ", ".join(f"{k} = :{k}" for k in values)
+    result = session.execute(text(
+        f"UPDATE calls SET {assignments} WHERE id = :id AND status = 'claimed' "
+        "AND claimed_by = :worker"), {**values, "id": call_id, "worker": worker})
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def mark_failed(session: Session, *, call_id: int, worker: str, reason: str) -> bool:
+    """Record why the call could not be scored (the batch goes on)."""
+    return _own(session, call_id=call_id, worker=worker,
+                values={"status": "failed", "error": reason[:2000]})
+
+
+SEGMENT_COLUMNS = ("call_id", "model_version_id", "role", "start_s", "end_s", "emotion",
+                   "confidence", "is_negative", "probabilities", "abstained")
+EVENT_COLUMNS = ("call_id", "model_version_id", "role", "kind", "start_s", "end_s", "value")
+
+
+def _copy_rows(session: Session, *, table: str, columns: Sequence[str],
+               rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY rows into ``table`` (one round trip per call); None is written as NULL."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerows(rows)
+    buffer.seek(0)
+    raw = session.connection().connection.dbapi_connection
+    with raw.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.copy_expert(
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+
+
+def write_result(session: Session, *, call_id: int, worker: str, model_version_id: int,
+                 result: CallResult) -> bool:
+    """Segments, events, summary and the call's final state in the caller's transaction.
+
+    Returns False (writing nothing) if this worker no longer holds the claim.
+    """
+    extra = {"bandwidth": result.bandwidth, "warnings": result.warnings,
+             "roles": {str(k): v for k, v in result.roles.items()},
+             "talk_s": {role: round(sum(e - s for s, e in regs), 3)
+                        for role, regs in result.speech.items()},
+             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+             "escalation_rules": result.rules_source,
+             "confidence_floor": result.confidence_floor}
+    owned = _own(session, call_id=call_id, worker=worker, values={
+        "status": "scored", "sha256": result.sha256, "sample_rate": result.sample_rate,
+        "channels": result.channels, "duration_s": result.duration_s, "error": None,
+        "channel_roles": json.dumps({str(k): v for k, v in result.roles.items()}),
+        "extra": json.dumps(extra)})
+    if not owned:
+        return False
+    # a rescore of the same call with the same model replaces its rows
+    session.execute(text("DELETE FROM call_segments WHERE call_id = :c AND model_version_id = :m"),
+                    {"c": call_id, "m": model_version_id})
+    if result.segments:
+        _copy_rows(session, table="call_segments", columns=SEGMENT_COLUMNS, rows=[
+            (call_id, model_version_id, s.role, s.start_s, s.end_s, s.emotion, s.confidence,
+             "t" if s.is_negative else "f", json.dumps(dict(s.probabilities)),
+             "t" if s.abstained else "f")
+            for s in result.segments])
+    replace_events(session, call_id=call_id, model_version_id=model_version_id,
+                   events=result.events)
+    write_summary(session, call_id=call_id, model_version_id=model_version_id,
+                  summary=result.summary, metrics=result.metrics, escalation=result.escalation)
+    return True
+
+
+def replace_events(session: Session, *, call_id: int, model_version_id: int,
+                   events: Sequence[CallEvent]) -> None:
+    """The call's ``call_events`` rows for this model version, replaced by ``events``."""
+    session.execute(text("DELETE FROM call_events WHERE call_id = :c AND model_version_id = :m"),
+                    {"c": call_id, "m": model_version_id})
+    if events:
+        _copy_rows(session, table="call_events", columns=EVENT_COLUMNS, rows=[
+            (call_id, model_version_id, e.role, e.kind, e.start_s, e.end_s, e.value)
+            for e in events])
+
+
+def write_summary(session: Session, *, call_id: int, model_version_id: int,
+                  summary: SummaryStats, metrics: CallMetrics,
+                  escalation: Escalation | None) -> None:
+    """Insert or replace the call's ``call_summaries`` row for this model version."""
+    values = {**summary.as_dict(), **metrics.as_dict(), "call_id": call_id,
+              "model_version_id": model_version_id, "escalated": escalation is not None,
+              "escalation_rule": escalation.rule if escalation else None,
+              "escalation_reason": escalation.reason if escalation else None}
+    stmt = pg_insert(CallSummary).values(**values)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=["call_id", "model_version_id"],
+        set_={k: stmt.excluded[k] for k in values if k not in ("call_id", "model_version_id")}))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    batch_id: int
+    batch_date: dt.date
+    source_path: str
+    model_version_id: int
+    n_calls: int
+    n_scored: int
+    n_failed: int
+    n_pending: int
+    n_escalations: int
+    audio_seconds: float
+    wall_seconds: float
+    failures: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["batch_date"] = self.batch_date.isoformat()
+        return data
+
+
+def finalise_batch(session: Session, *, batch_id: int, wall_seconds: float = 0.0) -> BatchReport:
+    """Count the batch's calls into its row; status 'done' when nothing is left pending."""
+    counts = session.execute(text("""
+        SELECT count(*)                                       AS n_calls,
+               count(*) FILTER (WHERE c.status = 'scored')    AS n_scored,
+               count(*) FILTER (WHERE c.status = 'failed')    AS n_failed,
+               count(*) FILTER (WHERE c.status IN ('pending', 'claimed')) AS n_pending,
+               count(*) FILTER (WHERE s.escalated)            AS n_escalations,
+               COALESCE(sum(c.duration_s) FILTER (WHERE c.status = 'scored'), 0) AS audio_seconds
+        FROM calls c
+        JOIN batches b ON b.id = c.batch_id
+        LEFT JOIN call_summaries s ON s.call_id = c.id AND s.model_version_id = b.model_version_id
+        WHERE c.batch_id = :b"""), {"b": batch_id}).one()
+    session.execute(text("""
+        UPDATE batches SET n_calls = :n_calls, n_scored = :n_scored, n_failed = :n_failed,
+               n_escalations = :n_escalations, audio_seconds = :audio_seconds,
+               status = CASE WHEN :n_pending = 0 THEN 'done' ELSE 'partial' END,
+               finished_at = now()
+        WHERE id = :b"""), {**counts._asdict(), "b": batch_id})
+    refresh_rollup(session, batch_id=batch_id)
+    batch = session.get(Batch, batch_id)
+    assert batch is not None
+    failures = dict(session.execute(select(Call.call_key, Call.error).where(
+        Call.batch_id == batch_id, Call.status == "failed").order_by(Call.call_key)).all())
+    return BatchReport(batch_id, batch.batch_date, batch.source_path, batch.model_version_id,
+                       counts.n_calls, counts.n_scored, counts.n_failed, counts.n_pending,
+                       counts.n_escalations, float(counts.audio_seconds), wall_seconds,
+                       {k: v or "" for k, v in failures.items()})

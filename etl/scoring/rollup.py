@@ -1,0 +1,99 @@
+"""The daily emotion rollup behind ``analytics.daily_trends``, and segment retention.
+
+``daily_emotion_rollup`` holds, per day (``calls.call_date``), queue, agent, role, emotion and
+model version, the calls, segments and seconds of scored speech. :func:`refresh_rollup`
+recomputes every day a batch touches from the raw segments (all batches and model versions of
+those days, so a day fed by two batches or rescored with a second model stays exact); the
+nightly flow calls it from ``etl.scoring.recording.finalise_batch``, in the transaction that counts the
+batch. :func:`prune_segments` deletes old segments and freezes their days' rollup rows, which a
+later refresh then leaves alone (their raw segments are gone).
+
+Nothing here commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+# The time zone of calls.call_date (trigger calls_call_date, migration 819c813532a8).
+CALL_DATE_TIME_ZONE = "UTC"
+
+# Refreshes of overlapping days must not interleave (each deletes, then re-inserts, the days'
+# rows): this lock mode conflicts with itself but not with readers.
+_LOCK = text("LOCK TABLE daily_emotion_rollup IN SHARE ROW EXCLUSIVE MODE")
+
+_FROZEN_UNTIL = """
+COALESCE((SELECT max(call_date) FROM daily_emotion_rollup WHERE segments_pruned),
+         '-infinity'::date)
+"""
+
+_DAYS = text(f"""
+SELECT DISTINCT call_date FROM calls
+WHERE batch_id = :b AND call_date > {_FROZEN_UNTIL}
+ORDER BY call_date
+""")
+
+_DELETE = text("DELETE FROM daily_emotion_rollup WHERE call_date = ANY(:days)")
+
+_INSERT = text("""
+INSERT INTO daily_emotion_rollup (call_date, queue, agent_id, role, emotion, model_version_id,
+                                  calls, segments, speech_s, abstained_s)
+SELECT c.call_date, c.queue, c.agent_id, s.role, s.emotion, s.model_version_id,
+       count(DISTINCT s.call_id), count(*), sum(s.end_s - s.start_s),
+       COALESCE(sum(s.end_s - s.start_s) FILTER (WHERE s.abstained), 0)
+FROM calls c
+JOIN call_segments s ON s.call_id = c.id
+WHERE c.call_date = ANY(:days)
+GROUP BY c.call_date, c.queue, c.agent_id, s.role, s.emotion, s.model_version_id
+""")
+
+
+def refresh_rollup(session: Session, *, batch_id: int) -> int:
+    """Recompute the rollup rows of every day the batch's calls belong to; return rows written.
+
+    Days whose segments were pruned keep their rows (see :func:`prune_segments`).
+    """
+    session.execute(_LOCK)
+    days = list(session.execute(_DAYS, {"b": batch_id}).scalars())
+    if not days:
+        return 0
+    session.execute(_DELETE, {"days": days})
+    result = session.execute(_INSERT, {"days": days})
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    before: dt.date
+    segments: int
+    frozen_rollup_rows: int
+
+
+def count_prunable(session: Session, *, before: dt.date) -> int:
+    """Segments :func:`prune_segments` would delete."""
+    return int(session.execute(text(
+        "SELECT count(*) FROM call_segments s JOIN calls c ON c.id = s.call_id "
+        "WHERE c.call_date < :d"), {"d": before}).scalar_one())
+
+
+def prune_segments(session: Session, *, before: dt.date) -> PruneReport:
+    """Delete the segments of calls whose ``call_date`` is before ``before``.
+
+    Calls, summaries, events and the rollup stay: the pruned days' rollup rows are marked
+    ``segments_pruned`` so a later refresh (a rerun of an old batch) does not recompute them
+    from the segments that are left. The days are frozen first, under the rollup lock, so no
+    refresh can run in between.
+    """
+    session.execute(_LOCK)
+    frozen = session.execute(text(
+        "UPDATE daily_emotion_rollup SET segments_pruned = true "
+        "WHERE call_date < :d AND NOT segments_pruned"), {"d": before})
+    deleted = session.execute(text(
+        "DELETE FROM call_segments s USING calls c "
+        "WHERE s.call_id = c.id AND c.call_date < :d"), {"d": before})
+    return PruneReport(before, int(deleted.rowcount),  # type: ignore[attr-defined]
+                       int(frozen.rowcount))  # type: ignore[attr-defined]

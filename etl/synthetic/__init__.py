@@ -1,0 +1,3 @@
+"""Synthetic data: deterministic emotional speech, generated stereo calls, the demo corpus, small
+corpus fixtures and database history for tests, the demo and the benchmarks.
+"""
