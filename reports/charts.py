@@ -124,6 +124,30 @@ class _Svg:
         return Markup(head + f"<title>{esc(self.label)}</title>" + "".join(self.parts) + "</svg>")
 
 
+@dataclass(frozen=True)
+class _Plot:
+    """A chart's plotting area (pixels) and its linear maps from data values to pixels."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    x0: float = 0.0
+    x1: float = 1.0
+    y0: float = 0.0
+    y1: float = 1.0
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
+
+    def sx(self, v: float) -> float:
+        return self.left + (v - self.x0) / (self.x1 - self.x0) * self.width
+
+    def sy(self, v: float) -> float:
+        return self.top + self.height - (v - self.y0) / (self.y1 - self.y0) * self.height
+
+
 def empty_chart(message: str, *, width: float = 560, height: float = 60) -> Markup:
     svg = _Svg(width, height, message)
     svg.rect(0.5, 0.5, width - 1, height - 1, "#f7f8fa", extra=f' stroke="{GRID}"')
@@ -143,6 +167,13 @@ def legend(items: Mapping[str, str]) -> Markup:
 # --------------------------------------------------------------------------------------------
 # Bars
 # --------------------------------------------------------------------------------------------
+
+
+# Bar charts: labels longer than this are cut with an ellipsis; room for the value column; the
+# gap between bars.
+HBAR_LABEL_CHARS = 24
+HBAR_VALUE_WIDTH = 64.0
+HBAR_GAP = 6.0
 
 
 def hbar_chart(
@@ -168,6 +199,35 @@ def hbar_chart(
     values = [float(v) for _, v in items]
     errs = [float(e) if e is not None and math.isfinite(e) else 0.0 for e in (errors or [])]
     errs += [0.0] * (len(values) - len(errs))
+    lo, hi, ticks = _hbar_range(values, errs, max_value=max_value, reference=reference)
+    # Grow the label column to fit the longest (truncated) label: ~6.4 px per character at 11 px.
+    longest = max(min(len(label), HBAR_LABEL_CHARS) for label, _ in items)
+    label_width = min(max(label_width, 6.4 * longest + 12), 0.45 * width)
+    top = 22.0 if reference is not None else 8.0  # room for the reference line's label
+    plot = _Plot(left=label_width, top=top, width=width - label_width - HBAR_VALUE_WIDTH,
+                 height=len(items) * (bar_height + HBAR_GAP), x0=lo, x1=hi)
+    height = top + plot.height + 40
+    svg = _Svg(width, height, title or axis_label)
+    for tick in ticks:
+        svg.line(plot.sx(tick), top - 2, plot.sx(tick), plot.bottom, GRID)
+        svg.text(plot.sx(tick), plot.bottom + 14, fmt(tick), anchor="middle", size=10, fill=MUTED)
+    for i, ((label, value), err) in enumerate(zip(items, errs, strict=True)):
+        _hbar(svg, plot, label, float(value), err, y=top + i * (bar_height + HBAR_GAP),
+              bar_height=bar_height, fmt=fmt,
+              color=colors if isinstance(colors, str) else colors[i % len(colors)])
+    svg.line(plot.sx(0.0), top - 2, plot.sx(0.0), plot.bottom, MUTED, 1)
+    if reference is not None:
+        rx = plot.sx(reference[0])
+        svg.line(rx, top - 6, rx, plot.bottom, ALERT, 1.2, dash="4 3")
+        svg.text(rx, top - 9, reference[1], size=10, fill=ALERT, anchor="middle")
+    svg.text(plot.left + plot.width / 2, height - 4, axis_label, anchor="middle", size=11,
+             fill=MUTED)
+    return svg.render()
+
+
+def _hbar_range(values: Sequence[float], errs: Sequence[float], *, max_value: float | None,
+                reference: tuple[float, str] | None) -> tuple[float, float, list[float]]:
+    """(lo, hi, ticks) of a bar chart's value axis: zero, every whisker, the reference."""
     lo = min([0.0] + [v - e for v, e in zip(values, errs, strict=True)])
     hi = max([0.0] + [v + e for v, e in zip(values, errs, strict=True)])
     if max_value is not None:
@@ -175,48 +235,24 @@ def hbar_chart(
     if reference is not None:
         lo, hi = min(lo, reference[0]), max(hi, reference[0])
     ticks = nice_ticks(lo, hi if hi > lo else lo + 1, 5)
-    lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
-    value_width = 64.0
-    # Grow the label column to fit the longest (truncated) label: ~6.4 px per character at 11 px.
-    longest = max(min(len(label), 24) for label, _ in items)
-    label_width = min(max(label_width, 6.4 * longest + 12), 0.45 * width)
-    plot_x0 = label_width
-    plot_w = width - label_width - value_width
-    gap = 6.0
-    top = 22.0 if reference is not None else 8.0  # room for the reference line's label
-    plot_h = len(items) * (bar_height + gap)
-    height = top + plot_h + 40
+    return min(lo, ticks[0]), max(hi, ticks[-1]), ticks
 
-    def sx(v: float) -> float:
-        return plot_x0 + (v - lo) / (hi - lo) * plot_w
 
-    svg = _Svg(width, height, title or axis_label)
-    for tick in ticks:
-        svg.line(sx(tick), top - 2, sx(tick), top + plot_h, GRID)
-        svg.text(sx(tick), top + plot_h + 14, fmt(tick), anchor="middle", size=10, fill=MUTED)
-    zero = sx(0.0)
-    for i, ((label, value), err) in enumerate(zip(items, errs, strict=True)):
-        y = top + i * (bar_height + gap)
-        color = colors if isinstance(colors, str) else colors[i % len(colors)]
-        x0, x1 = sorted((zero, sx(float(value))))
-        tip = f"{label}: {fmt(float(value))}" + (f" ± {fmt(err)}" if err else "")
-        svg.rect(x0, y, max(x1 - x0, 1.0), bar_height, color, title=tip)
-        if err:
-            cy = y + bar_height / 2
-            svg.line(sx(value - err), cy, sx(value + err), cy, INK, 1.2)
-            svg.line(sx(value - err), cy - 4, sx(value - err), cy + 4, INK, 1.2)
-            svg.line(sx(value + err), cy - 4, sx(value + err), cy + 4, INK, 1.2)
-        short = label if len(label) <= 24 else label[:23] + "…"
-        svg.text(plot_x0 - 6, y + bar_height / 2 + 4, short, anchor="end", size=11)
-        text = fmt(float(value)) + (f" ±{fmt(err)}" if err else "")
-        svg.text(plot_x0 + plot_w + 4, y + bar_height / 2 + 4, text, size=10, fill=MUTED)
-    svg.line(zero, top - 2, zero, top + plot_h, MUTED, 1)
-    if reference is not None:
-        rx = sx(reference[0])
-        svg.line(rx, top - 6, rx, top + plot_h, ALERT, 1.2, dash="4 3")
-        svg.text(rx, top - 9, reference[1], size=10, fill=ALERT, anchor="middle")
-    svg.text(plot_x0 + plot_w / 2, height - 4, axis_label, anchor="middle", size=11, fill=MUTED)
-    return svg.render()
+def _hbar(svg: _Svg, plot: _Plot, label: str, value: float, err: float, *, y: float,
+          bar_height: float, color: str, fmt: Callable[[float], str]) -> None:
+    """One bar from zero to ``value`` with its whisker, label and value text."""
+    x0, x1 = sorted((plot.sx(0.0), plot.sx(value)))
+    tip = f"{label}: {fmt(value)}" + (f" ± {fmt(err)}" if err else "")
+    svg.rect(x0, y, max(x1 - x0, 1.0), bar_height, color, title=tip)
+    if err:
+        cy = y + bar_height / 2
+        svg.line(plot.sx(value - err), cy, plot.sx(value + err), cy, INK, 1.2)
+        svg.line(plot.sx(value - err), cy - 4, plot.sx(value - err), cy + 4, INK, 1.2)
+        svg.line(plot.sx(value + err), cy - 4, plot.sx(value + err), cy + 4, INK, 1.2)
+    short = label if len(label) <= HBAR_LABEL_CHARS else label[:HBAR_LABEL_CHARS - 1] + "…"
+    svg.text(plot.left - 6, y + bar_height / 2 + 4, short, anchor="end", size=11)
+    text = fmt(value) + (f" ±{fmt(err)}" if err else "")
+    svg.text(plot.left + plot.width + 4, y + bar_height / 2 + 4, text, size=10, fill=MUTED)
 
 
 def grouped_bar_chart(
@@ -398,6 +434,40 @@ def line_chart(
     points = [(x, y) for s in series for x, y in zip(s.x, s.y, strict=True) if y is not None]
     if not points:
         return empty_chart("no data")
+    (x0, x1), (y0, y1), y_ticks = _line_ranges(points, x_range=x_range, y_range=y_range)
+    left, right, top = 54.0, 16.0, 10.0
+    n_legend_rows = 1 if len(series) > 1 else 0
+    bottom = 40.0 + 16 * n_legend_rows
+    plot = _Plot(left=left, top=top, width=width - left - right, height=height - top - bottom,
+                 x0=x0, x1=x1, y0=y0, y1=y1)
+    svg = _Svg(width, height, title or f"{y_label} by {x_label}")
+    _line_axes(svg, plot, y_ticks=y_ticks,
+               x_ticks=x_ticks if x_ticks is not None else nice_ticks(x0, x1, 6),
+               x_tick_format=x_tick_format, y_tick_format=y_tick_format)
+    if diagonal:
+        svg.line(plot.sx(x0), plot.sy(y0), plot.sx(x1), plot.sy(y1), "#9aa5b1", 1, dash="4 4")
+    if highlight_x is not None:
+        svg.rect(plot.sx(highlight_x) - 6, top, 12, plot.height, "#fdf0d5")
+    for s in series:
+        _line(svg, plot, s, x_tick_format=x_tick_format, y_tick_format=y_tick_format)
+    svg.text(left + plot.width / 2, plot.bottom + 32, x_label, anchor="middle", size=11,
+             fill=MUTED)
+    svg.text(13, top + plot.height / 2, y_label, anchor="middle", size=11, fill=MUTED, rotate=-90)
+    if n_legend_rows:
+        lx = left
+        for s in series:
+            y = height - 8
+            svg.line(lx, y - 4, lx + 16, y - 4, s.color, 2.5, dash=s.dash)
+            svg.text(lx + 20, y, s.name, size=11)
+            lx += 30 + 6.5 * len(s.name)
+    return svg.render()
+
+
+def _line_ranges(points: Sequence[tuple[float, float | None]], *,
+                 x_range: tuple[float, float] | None, y_range: tuple[float, float] | None,
+                 ) -> tuple[tuple[float, float], tuple[float, float], list[float]]:
+    """((x0, x1), (y0, y1), y ticks): the given ranges, else the data's (y from 0, 10 % headroom,
+    widened to round ticks)."""
     xs = [float(p[0]) for p in points]
     ys = [float(p[1]) for p in points]  # type: ignore[arg-type]
     x0, x1 = x_range or (min(xs), max(xs))
@@ -409,63 +479,50 @@ def line_chart(
     yt = nice_ticks(y0, y1, 5)
     if y_range is None:
         y0, y1 = min(y0, yt[0]), max(y1, yt[-1])
-    left, right, top = 54.0, 16.0, 10.0
-    n_legend_rows = 1 if len(series) > 1 else 0
-    bottom = 40.0 + 16 * n_legend_rows
-    plot_w, plot_h = width - left - right, height - top - bottom
+    return (x0, x1), (y0, y1), yt
 
-    def sx(v: float) -> float:
-        return left + (v - x0) / (x1 - x0) * plot_w
 
-    def sy(v: float) -> float:
-        return top + plot_h - (v - y0) / (y1 - y0) * plot_h
-
-    svg = _Svg(width, height, title or f"{y_label} by {x_label}")
-    for tick in yt:
-        if y0 - 1e-9 <= tick <= y1 + 1e-9:
-            svg.line(left, sy(tick), left + plot_w, sy(tick), GRID)
-            svg.text(left - 5, sy(tick) + 4, y_tick_format(tick), anchor="end", size=10, fill=MUTED)
-    for tick in (x_ticks if x_ticks is not None else nice_ticks(x0, x1, 6)):
-        if x0 - 1e-9 <= tick <= x1 + 1e-9:
-            svg.line(sx(tick), top + plot_h, sx(tick), top + plot_h + 4, MUTED)
-            svg.text(sx(tick), top + plot_h + 15, x_tick_format(tick), anchor="middle", size=10,
+def _line_axes(svg: _Svg, plot: _Plot, *, y_ticks: Sequence[float], x_ticks: Sequence[float],
+               x_tick_format: Callable[[float], str],
+               y_tick_format: Callable[[float], str]) -> None:
+    """Horizontal grid lines at the y ticks, tick marks on the x axis, both axis lines."""
+    for tick in y_ticks:
+        if plot.y0 - 1e-9 <= tick <= plot.y1 + 1e-9:
+            svg.line(plot.left, plot.sy(tick), plot.left + plot.width, plot.sy(tick), GRID)
+            svg.text(plot.left - 5, plot.sy(tick) + 4, y_tick_format(tick), anchor="end", size=10,
                      fill=MUTED)
-    svg.line(left, top + plot_h, left + plot_w, top + plot_h, MUTED)
-    svg.line(left, top, left, top + plot_h, MUTED)
-    if diagonal:
-        svg.line(sx(x0), sy(y0), sx(x1), sy(y1), "#9aa5b1", 1, dash="4 4")
-    if highlight_x is not None:
-        svg.rect(sx(highlight_x) - 6, top, 12, plot_h, "#fdf0d5")
-    for s in series:
-        runs: list[list[tuple[float, float]]] = [[]]
-        for x, y in zip(s.x, s.y, strict=True):
-            if y is None or not math.isfinite(float(y)):
-                runs.append([])
-            else:
-                runs[-1].append((sx(float(x)), sy(float(y))))
-        dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
-        for run in runs:
-            if len(run) >= 2:
-                pts = " ".join(f"{_num(px)},{_num(py)}" for px, py in run)
-                svg.add(f'<polyline points="{pts}" fill="none" stroke="{s.color}" '
-                        f'stroke-width="2" stroke-linejoin="round"{dash}><title>{esc(s.name)}'
-                        f"</title></polyline>")
-            if s.markers or len(run) == 1:
-                for (px, py), (x, y) in zip(run, [(x, y) for x, y in zip(s.x, s.y, strict=True)
-                                                  if y is not None and math.isfinite(float(y))]):
-                    svg.add(f'<circle cx="{_num(px)}" cy="{_num(py)}" r="3" fill="{s.color}">'
-                            f"<title>{esc(s.name)}: {esc(x_tick_format(float(x)))} → "
-                            f"{esc(y_tick_format(float(y)))}</title></circle>")
-    svg.text(left + plot_w / 2, top + plot_h + 32, x_label, anchor="middle", size=11, fill=MUTED)
-    svg.text(13, top + plot_h / 2, y_label, anchor="middle", size=11, fill=MUTED, rotate=-90)
-    if n_legend_rows:
-        lx = left
-        for s in series:
-            y = height - 8
-            svg.line(lx, y - 4, lx + 16, y - 4, s.color, 2.5, dash=s.dash)
-            svg.text(lx + 20, y, s.name, size=11)
-            lx += 30 + 6.5 * len(s.name)
-    return svg.render()
+    for tick in x_ticks:
+        if plot.x0 - 1e-9 <= tick <= plot.x1 + 1e-9:
+            svg.line(plot.sx(tick), plot.bottom, plot.sx(tick), plot.bottom + 4, MUTED)
+            svg.text(plot.sx(tick), plot.bottom + 15, x_tick_format(tick), anchor="middle",
+                     size=10, fill=MUTED)
+    svg.line(plot.left, plot.bottom, plot.left + plot.width, plot.bottom, MUTED)
+    svg.line(plot.left, plot.top, plot.left, plot.bottom, MUTED)
+
+
+def _line(svg: _Svg, plot: _Plot, s: Series, *, x_tick_format: Callable[[float], str],
+          y_tick_format: Callable[[float], str]) -> None:
+    """One series: a polyline per run of defined points, circles where it has markers (and for
+    a run of one point, which a polyline cannot show)."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for x, y in zip(s.x, s.y, strict=True):
+        if y is None or not math.isfinite(float(y)):
+            runs.append([])
+        else:
+            runs[-1].append((plot.sx(float(x)), plot.sy(float(y))))
+    dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+    for run in runs:
+        if len(run) >= 2:
+            pts = " ".join(f"{_num(px)},{_num(py)}" for px, py in run)
+            svg.add(f'<polyline points="{pts}" fill="none" stroke="{s.color}" '
+                    f'stroke-width="2" stroke-linejoin="round"{dash}><title>{esc(s.name)}'
+                    f"</title></polyline>")
+        if s.markers or len(run) == 1:
+            for (px, py), (x, y) in zip(run, [(x, y) for x, y in zip(s.x, s.y, strict=True)
+                                              if y is not None and math.isfinite(float(y))]):
+                svg.add(f'<circle cx="{_num(px)}" cy="{_num(py)}" r="3" fill="{s.color}">'
+                        f"<title>{esc(s.name)}: {esc(x_tick_format(float(x)))} → "
+                        f"{esc(y_tick_format(float(y)))}</title></circle>")
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,6 +551,62 @@ def mmss(seconds: float) -> str:
     return f"{total // 60}:{total % 60:02d}"
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """Conversation marks for :func:`timeline` (seconds from the call's start).
+
+    ``quarters``: four ``{role: negative share or None}``; ``interruptions``: ``(start, end,
+    interrupting role)``; ``silences``: ``(start, end)`` of the long silences.
+    """
+
+    quarters: Sequence[Mapping[str, float | None]] = ()
+    interruptions: Sequence[tuple[float, float, str]] = ()
+    silences: Sequence[tuple[float, float]] = ()
+
+
+ROLE_COLORS = {"agent": "#5b6b7c", "customer": ALERT}
+# Space between two roles' probability bands (their quarter labels sit in it).
+BAND_GAP = 14
+
+
+@dataclass(frozen=True)
+class _TimelineLayout:
+    """Where a call timeline draws: one probability band per role, then the lanes (talk per
+    role, overtalk, and with a conversation interruptions and long silences), then the time
+    axis."""
+
+    left: float
+    top: float
+    plot_w: float
+    band_height: float
+    n_roles: int
+    n_lanes: int
+    duration: float
+    lane_h: float = 12.0
+    lane_gap: float = 4.0
+
+    def sx(self, t: float) -> float:
+        return self.left + t / self.duration * self.plot_w
+
+    def band_y(self, ri: int) -> float:
+        return self.top + ri * (self.band_height + BAND_GAP)
+
+    def lane_y(self, ri: int) -> float:
+        return self.talk_top + ri * (self.lane_h + self.lane_gap)
+
+    @property
+    def talk_top(self) -> float:
+        return self.band_y(self.n_roles)
+
+    @property
+    def axis_y(self) -> float:
+        return self.talk_top + self.n_lanes * (self.lane_h + self.lane_gap) + 2
+
+    @property
+    def height(self) -> float:
+        return self.axis_y + 40
+
+
 def timeline(
     segments: Sequence[Segment],
     *,
@@ -514,133 +627,131 @@ def timeline(
     the stretch where the rule fired. ``conversation`` adds the four quarters (boundaries and
     each role's negative share in them) and lanes for the interruptions and long silences.
     """
-    duration = max(float(duration_s), max((s.end_s for s in segments), default=0.0), 1.0)
-    colors = class_colors(classes)
-    left, right, top = 84.0, 14.0, 22.0
-    plot_w = width - left - right
-    lane_h, lane_gap = 12.0, 4.0
-    talk_top = top + len(roles) * (band_height + 14)
-    n_lanes = len(roles) + 1 + (2 if conversation is not None else 0)
-    talk_h = n_lanes * (lane_h + lane_gap)
-    axis_y = talk_top + talk_h + 2
-    height = axis_y + 40
-
-    def sx(t: float) -> float:
-        return left + t / duration * plot_w
-
-    label = "emotion over time per speaker role"
-    svg = _Svg(width, height, label)
+    left, right = 84.0, 14.0
+    lay = _TimelineLayout(
+        left=left, top=22.0, plot_w=width - left - right, band_height=band_height,
+        n_roles=len(roles), n_lanes=len(roles) + 1 + (2 if conversation is not None else 0),
+        duration=max(float(duration_s), max((s.end_s for s in segments), default=0.0), 1.0))
+    svg = _Svg(width, lay.height, "emotion over time per speaker role")
     by_role: dict[str, list[Segment]] = {r: [] for r in roles}
     for seg in segments:
         by_role.setdefault(seg.role, []).append(seg)
     # Backgrounds first, then the escalation shading over them, then the data on top.
     for ri in range(len(roles)):
-        svg.rect(left, top + ri * (band_height + 14), plot_w, band_height, "#f7f8fa")
-    for ri in range(n_lanes):
-        svg.rect(left, talk_top + ri * (lane_h + lane_gap), plot_w, lane_h, "#f0f2f5")
+        svg.rect(left, lay.band_y(ri), lay.plot_w, band_height, "#f7f8fa")
+    for ri in range(lay.n_lanes):
+        svg.rect(left, lay.lane_y(ri), lay.plot_w, lay.lane_h, "#f0f2f5")
     if escalation is not None:
-        start, end, rule = escalation
-        x0, x1 = sx(max(start, 0.0)), sx(min(end, duration))
-        svg.rect(x0, top - 6, max(x1 - x0, 3.0), axis_y - top + 6, ALERT,
-                 title=f"escalation: {rule} ({mmss(start)}–{mmss(end)})",
-                 extra=' fill-opacity="0.13"')
-        svg.line(x0, top - 14, x0, axis_y, ALERT, 1.5, dash="5 3")
-        svg.text(x0 + (-4 if x0 > left + plot_w * 0.6 else 4), top - 10,
-                 f"⚑ {rule} ({mmss(start)}–{mmss(end)})", size=11, fill=ALERT,
-                 weight="600", anchor="end" if x0 > left + plot_w * 0.6 else "start")
-    # Probability bands.
+        _escalation_mark(svg, lay, escalation)
+    colors = class_colors(classes)
     for ri, role in enumerate(roles):
-        y0 = top + ri * (band_height + 14)
-        svg.text(left - 8, y0 + band_height / 2 + 4, role, anchor="end", size=12, weight="600")
-        svg.text(left - 8, y0 + 9, "100%", anchor="end", size=9, fill=MUTED)
-        svg.text(left - 8, y0 + band_height, "0%", anchor="end", size=9, fill=MUTED)
-        for seg in by_role.get(role, []):
-            x = sx(seg.start_s)
-            w = max(sx(seg.end_s) - x, 0.8)
-            acc = 0.0
-            top_probs = sorted(seg.probabilities.items(), key=lambda kv: -float(kv[1]))[:3]
-            tip = (f"{role} {mmss(seg.start_s)}–{mmss(seg.end_s)}: "
-                   + ", ".join(f"{k} {100 * float(v):.0f}%" for k, v in top_probs))
-            parts = []
-            for cls in classes:
-                p = float(seg.probabilities.get(cls, 0.0))
-                if p <= 0.004:
-                    acc += p
-                    continue
-                h = p * band_height
-                yb = y0 + band_height - (acc * band_height) - h
-                parts.append(f'<rect x="{_num(x)}" y="{_num(yb)}" width="{_num(w)}" '
-                             f'height="{_num(h)}" fill="{colors[cls]}"/>')
-                acc += p
-            # One group per segment with one hover title keeps the file small.
-            svg.add(f"<g><title>{esc(tip)}</title>{''.join(parts)}</g>")
-    # Talk lane: one row per role plus overtalk.
-    for ri, role in enumerate(roles):
-        y = talk_top + ri * (lane_h + lane_gap)
-        svg.text(left - 8, y + lane_h - 2, f"{role} talk", anchor="end", size=10, fill=MUTED)
-        for seg in by_role.get(role, []):
-            svg.rect(sx(seg.start_s), y, max(sx(seg.end_s) - sx(seg.start_s), 0.8), lane_h,
-                     "#5b6b7c")
-    y = talk_top + len(roles) * (lane_h + lane_gap)
-    svg.text(left - 8, y + lane_h - 2, "overtalk", anchor="end", size=10, fill=MUTED)
-    for start, end in overtalk:
-        svg.rect(sx(start), y, max(sx(end) - sx(start), 1.0), lane_h, ALERT,
-                 title=f"overtalk {mmss(start)}–{mmss(end)}")
+        _probability_band(svg, lay, ri, role, by_role.get(role, []), classes=classes,
+                          colors=colors)
+    _talk_lanes(svg, lay, roles, by_role, overtalk)
     if conversation is not None:
-        _conversation_marks(svg, conversation, roles=roles, sx=sx, duration=duration,
-                            top=top, band_height=band_height, lane_top=y + lane_h + lane_gap,
-                            lane_h=lane_h, lane_gap=lane_gap, axis_y=axis_y, left=left)
-    # Time axis.
-    svg.line(left, axis_y, left + plot_w, axis_y, MUTED)
-    for tick in _time_ticks(duration):
-        svg.line(sx(tick), axis_y, sx(tick), axis_y + 4, MUTED)
-        svg.text(sx(tick), axis_y + 15, mmss(tick), anchor="middle", size=10, fill=MUTED)
-    svg.text(left + plot_w / 2, axis_y + 32, "time into the call (m:ss)", anchor="middle", size=11,
-             fill=MUTED)
+        _conversation_marks(svg, lay, conversation, roles=roles)
+    _time_axis(svg, lay)
     return svg.render()
 
 
-@dataclass(frozen=True)
-class Conversation:
-    """Conversation marks for :func:`timeline` (seconds from the call's start).
+def _escalation_mark(svg: _Svg, lay: _TimelineLayout, escalation: tuple[float, float, str]) -> None:
+    """Shade the stretch where the rule fired and flag it with the rule's name."""
+    start, end, rule = escalation
+    x0, x1 = lay.sx(max(start, 0.0)), lay.sx(min(end, lay.duration))
+    svg.rect(x0, lay.top - 6, max(x1 - x0, 3.0), lay.axis_y - lay.top + 6, ALERT,
+             title=f"escalation: {rule} ({mmss(start)}–{mmss(end)})",
+             extra=' fill-opacity="0.13"')
+    svg.line(x0, lay.top - 14, x0, lay.axis_y, ALERT, 1.5, dash="5 3")
+    # Near the right edge the flag's label runs leftwards so it stays inside the chart.
+    leftwards = x0 > lay.left + lay.plot_w * 0.6
+    svg.text(x0 + (-4 if leftwards else 4), lay.top - 10,
+             f"⚑ {rule} ({mmss(start)}–{mmss(end)})", size=11, fill=ALERT,
+             weight="600", anchor="end" if leftwards else "start")
 
-    ``quarters``: four ``{role: negative share or None}``; ``interruptions``: ``(start, end,
-    interrupting role)``; ``silences``: ``(start, end)`` of the long silences.
-    """
 
-    quarters: Sequence[Mapping[str, float | None]] = ()
-    interruptions: Sequence[tuple[float, float, str]] = ()
-    silences: Sequence[tuple[float, float]] = ()
+def _probability_band(svg: _Svg, lay: _TimelineLayout, ri: int, role: str,
+                      segments: Sequence[Segment], *, classes: Sequence[str],
+                      colors: Mapping[str, str]) -> None:
+    """The ``ri``-th role's band: one column of stacked class probabilities per segment."""
+    y0 = lay.band_y(ri)
+    band_height = lay.band_height
+    svg.text(lay.left - 8, y0 + band_height / 2 + 4, role, anchor="end", size=12, weight="600")
+    svg.text(lay.left - 8, y0 + 9, "100%", anchor="end", size=9, fill=MUTED)
+    svg.text(lay.left - 8, y0 + band_height, "0%", anchor="end", size=9, fill=MUTED)
+    for seg in segments:
+        x = lay.sx(seg.start_s)
+        w = max(lay.sx(seg.end_s) - x, 0.8)
+        acc = 0.0
+        top_probs = sorted(seg.probabilities.items(), key=lambda kv: -float(kv[1]))[:3]
+        tip = (f"{role} {mmss(seg.start_s)}–{mmss(seg.end_s)}: "
+               + ", ".join(f"{k} {100 * float(v):.0f}%" for k, v in top_probs))
+        parts = []
+        for cls in classes:
+            p = float(seg.probabilities.get(cls, 0.0))
+            if p <= 0.004:  # under half a pixel tall: not drawn, which keeps the file small
+                acc += p
+                continue
+            h = p * band_height
+            yb = y0 + band_height - (acc * band_height) - h
+            parts.append(f'<rect x="{_num(x)}" y="{_num(yb)}" width="{_num(w)}" '
+                         f'height="{_num(h)}" fill="{colors[cls]}"/>')
+            acc += p
+        # One group per segment with one hover title keeps the file small.
+        svg.add(f"<g><title>{esc(tip)}</title>{''.join(parts)}</g>")
 
 
-ROLE_COLORS = {"agent": "#5b6b7c", "customer": ALERT}
+def _talk_lanes(svg: _Svg, lay: _TimelineLayout, roles: Sequence[str],
+                by_role: Mapping[str, Sequence[Segment]],
+                overtalk: Sequence[tuple[float, float]]) -> None:
+    """One lane per role marking when it spoke, then the overtalk lane."""
+    for ri, role in enumerate(roles):
+        y = lay.lane_y(ri)
+        svg.text(lay.left - 8, y + lay.lane_h - 2, f"{role} talk", anchor="end", size=10,
+                 fill=MUTED)
+        for seg in by_role.get(role, []):
+            svg.rect(lay.sx(seg.start_s), y, max(lay.sx(seg.end_s) - lay.sx(seg.start_s), 0.8),
+                     lay.lane_h, "#5b6b7c")
+    y = lay.lane_y(len(roles))
+    svg.text(lay.left - 8, y + lay.lane_h - 2, "overtalk", anchor="end", size=10, fill=MUTED)
+    for start, end in overtalk:
+        svg.rect(lay.sx(start), y, max(lay.sx(end) - lay.sx(start), 1.0), lay.lane_h, ALERT,
+                 title=f"overtalk {mmss(start)}–{mmss(end)}")
 
 
-def _conversation_marks(svg: _Svg, conv: Conversation, *, roles: Sequence[str],
-                        sx: Callable[[float], float], duration: float, top: float,
-                        band_height: float, lane_top: float, lane_h: float, lane_gap: float,
-                        axis_y: float, left: float) -> None:
-    """Quarter boundaries and shares over the bands; interruption and silence lanes below."""
-    quarter = duration / 4.0
+def _conversation_marks(svg: _Svg, lay: _TimelineLayout, conv: Conversation, *,
+                        roles: Sequence[str]) -> None:
+    """Quarter boundaries and shares over the bands; interruption and silence lanes below the
+    overtalk lane."""
+    sx = lay.sx
+    quarter = lay.duration / 4.0
     for k in range(1, 4):
-        svg.line(sx(k * quarter), top - 4, sx(k * quarter), axis_y, MUTED, 1, dash="2 4")
+        svg.line(sx(k * quarter), lay.top - 4, sx(k * quarter), lay.axis_y, MUTED, 1, dash="2 4")
     for k, shares in enumerate(conv.quarters[:4]):
         for ri, role in enumerate(roles):
             share = shares.get(role)
             label = f"Q{k + 1} neg. {100 * share:.0f}%" if share is not None else f"Q{k + 1} –"
-            svg.text(sx(k * quarter) + 4, top + ri * (band_height + 14) - 2, label, size=9,
+            svg.text(sx(k * quarter) + 4, lay.band_y(ri) - 2, label, size=9,
                      fill=ALERT if share is not None and share >= 0.5 else MUTED)
-    y = lane_top
-    svg.text(left - 8, y + lane_h - 2, "interruptions", anchor="end", size=10, fill=MUTED)
+    y = lay.lane_y(len(roles)) + lay.lane_h + lay.lane_gap
+    svg.text(lay.left - 8, y + lay.lane_h - 2, "interruptions", anchor="end", size=10, fill=MUTED)
     for start, end, role in conv.interruptions:
-        svg.rect(sx(start), y, max(sx(end) - sx(start), 3.0), lane_h,
+        svg.rect(sx(start), y, max(sx(end) - sx(start), 3.0), lay.lane_h,
                  ROLE_COLORS.get(role, ACCENT),
                  title=f"{role} interrupts at {mmss(start)} ({end - start:.1f} s overlap)")
-    y += lane_h + lane_gap
-    svg.text(left - 8, y + lane_h - 2, "long silence", anchor="end", size=10, fill=MUTED)
+    y += lay.lane_h + lay.lane_gap
+    svg.text(lay.left - 8, y + lay.lane_h - 2, "long silence", anchor="end", size=10, fill=MUTED)
     for start, end in conv.silences:
-        svg.rect(sx(start), y, max(sx(end) - sx(start), 1.0), lane_h, "#c9a227",
+        svg.rect(sx(start), y, max(sx(end) - sx(start), 1.0), lay.lane_h, "#c9a227",
                  title=f"silence {mmss(start)}–{mmss(end)} ({end - start:.1f} s)")
+
+
+def _time_axis(svg: _Svg, lay: _TimelineLayout) -> None:
+    svg.line(lay.left, lay.axis_y, lay.left + lay.plot_w, lay.axis_y, MUTED)
+    for tick in _time_ticks(lay.duration):
+        svg.line(lay.sx(tick), lay.axis_y, lay.sx(tick), lay.axis_y + 4, MUTED)
+        svg.text(lay.sx(tick), lay.axis_y + 15, mmss(tick), anchor="middle", size=10, fill=MUTED)
+    svg.text(lay.left + lay.plot_w / 2, lay.axis_y + 32, "time into the call (m:ss)",
+             anchor="middle", size=11, fill=MUTED)
 
 
 def sparkline(

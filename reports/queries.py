@@ -1,7 +1,7 @@
 """Everything the reports show, read in SQL into DataFrames (one query per table of facts).
 
 Functions take ``session`` first and never write. Aggregation happens in PostgreSQL where it is
-a GROUP BY; shaping for charts happens in ``reports.build``.
+a GROUP BY; shaping for charts happens in ``reports.contexts``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+from etl.corpora.labels import NEGATIVE_CLASSES
 
 
 class ReportNotFoundError(ValueError):
@@ -301,7 +303,5 @@ def negative_classes(session: Session, label_scheme: str) -> set[str]:
         {"s": label_scheme}).scalars()
     found = set(rows)
     if not found:
-        from etl.corpora.labels import NEGATIVE_CLASSES
-
         found = set(NEGATIVE_CLASSES)
     return found

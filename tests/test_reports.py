@@ -16,6 +16,7 @@ from db.engine import session_scope
 from etl.synthetic import history as f
 from reports import build, charts, queries
 from reports.render import render
+from ser.cli import app
 
 DAY = dt.date(2026, 3, 14)
 HOSTILE = "<script>alert(1)</script>.wav"
@@ -243,8 +244,6 @@ def test_unknown_things_raise_actionable_errors(world: dict[str, object],
 
 
 def test_cli_writes_reports_and_index(cli_env: dict[str, str], tmp_path: Path) -> None:
-    from ser.cli import app
-
     engine = create_engine(cli_env["DATABASE_URL"])
     with session_scope(engine) as s:
         clips = f.make_corpus(s, n_actors=6, seed=2)

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from websockets.sync.client import connect
 
 from etl.synthetic import history as f
 from reports import build
@@ -79,8 +80,6 @@ class Chromium:
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list",
                                                     timeout=10).read())
         page = next(t for t in targets if t["type"] == "page")
-        from websockets.sync.client import connect
-
         self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=10)
         self._id = 0
         self.events: list[dict[str, Any]] = []
