@@ -504,25 +504,25 @@ def _line(svg: _Svg, plot: _Plot, s: Series, *, x_tick_format: Callable[[float],
           y_tick_format: Callable[[float], str]) -> None:
     """One series: a polyline per run of defined points, circles where it has markers (and for
     a run of one point, which a polyline cannot show)."""
-    runs: list[list[tuple[float, float]]] = [[]]
+    # each point keeps its data values beside its position, for its hover title
+    runs: list[list[tuple[float, float, float, float]]] = [[]]
     for x, y in zip(s.x, s.y, strict=True):
         if y is None or not math.isfinite(float(y)):
             runs.append([])
         else:
-            runs[-1].append((plot.sx(float(x)), plot.sy(float(y))))
+            runs[-1].append((plot.sx(float(x)), plot.sy(float(y)), float(x), float(y)))
     dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
     for run in runs:
         if len(run) >= 2:
-            pts = " ".join(f"{_num(px)},{_num(py)}" for px, py in run)
+            pts = " ".join(f"{_num(px)},{_num(py)}" for px, py, _x, _y in run)
             svg.add(f'<polyline points="{pts}" fill="none" stroke="{s.color}" '
                     f'stroke-width="2" stroke-linejoin="round"{dash}><title>{esc(s.name)}'
                     f"</title></polyline>")
         if s.markers or len(run) == 1:
-            for (px, py), (x, y) in zip(run, [(x, y) for x, y in zip(s.x, s.y, strict=True)
-                                              if y is not None and math.isfinite(float(y))]):
+            for px, py, x, y in run:
                 svg.add(f'<circle cx="{_num(px)}" cy="{_num(py)}" r="3" fill="{s.color}">'
-                        f"<title>{esc(s.name)}: {esc(x_tick_format(float(x)))} → "
-                        f"{esc(y_tick_format(float(y)))}</title></circle>")
+                        f"<title>{esc(s.name)}: {esc(x_tick_format(x))} → "
+                        f"{esc(y_tick_format(y))}</title></circle>")
 
 
 # --------------------------------------------------------------------------------------------

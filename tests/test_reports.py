@@ -69,6 +69,9 @@ def test_charts_escape_labels_and_draw_marks() -> None:
     line = str(charts.line_chart([charts.Series("s", [0, 1, 2], [0.1, None, 0.3], markers=True)],
                                  x_label="x", y_label="y"))
     assert "<circle" in line
+    # each point's hover title names its own values, also after a gap
+    titles = re.findall(r"<circle[^>]*><title>([^<]*)</title>", line)
+    assert [t.split(": ")[1] for t in titles] == ["0 → 0.1", "2 → 0.3"]
     assert charts.nice_ticks(0, 1, 5) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 
 
