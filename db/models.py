@@ -490,3 +490,28 @@ class DailyEmotionRollup(Base):
     speech_s: Mapped[float] = mapped_column(Float)
     abstained_s: Mapped[float] = mapped_column(Float)
     segments_pruned: Mapped[bool] = mapped_column(Boolean, server_default="false")
+
+
+class DailyAgentRollup(Base):
+    """Scored calls per day, queue, agent and model version, with the sums behind the agent
+    questions (what ``analytics.agent_daily`` reads); rewritten per day by
+    ``etl.scoring.rollup.refresh_rollup`` from the calls' summaries (the batch's model version,
+    as ``analytics.calls`` shows them).
+
+    ``customer_*`` columns count calls with scored customer speech (``negative_share_customer``
+    not null): averages are ``customer_negative_sum / customer_calls``.
+    """
+
+    __tablename__ = "daily_agent_rollup"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    call_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    queue: Mapped[str | None] = mapped_column(String(64))
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    calls: Mapped[int] = mapped_column(BigInteger)
+    escalated_calls: Mapped[int] = mapped_column(BigInteger)
+    customer_calls: Mapped[int] = mapped_column(BigInteger)
+    escalated_customer_calls: Mapped[int] = mapped_column(BigInteger)
+    customer_negative_sum: Mapped[float] = mapped_column(Float)
+    duration_s: Mapped[float] = mapped_column(Float)

@@ -1,11 +1,14 @@
-"""The daily emotion rollup behind ``analytics.daily_trends``, and segment retention.
+"""The daily rollups behind ``analytics.daily_trends`` and ``analytics.agent_daily``, and
+segment retention.
 
 ``daily_emotion_rollup`` holds, per day (``calls.call_date``), queue, agent, role, emotion and
 model version, the calls, segments and seconds of scored speech. :func:`refresh_rollup`
 recomputes every day a batch touches from the raw segments (all batches and model versions of
 those days, so a day fed by two batches or rescored with a second model stays exact); the
 nightly flow calls it from ``etl.scoring.recording.finalise_batch``, in the transaction that counts the
-batch. :func:`prune_segments` deletes old segments and freezes their days' rollup rows, which a
+batch. ``daily_agent_rollup`` holds, per day, queue, agent and model version, the scored
+calls and the sums behind the agent averages, from the calls' summaries; the same refresh
+rewrites it. :func:`prune_segments` deletes old segments and freezes their days' rollup rows, which a
 later refresh then leaves alone (their raw segments are gone).
 
 Nothing here commits: the caller owns the transaction.
@@ -24,7 +27,7 @@ CALL_DATE_TIME_ZONE = "UTC"
 
 # Refreshes of overlapping days must not interleave (each deletes, then re-inserts, the days'
 # rows): this lock mode conflicts with itself but not with readers.
-_LOCK = text("LOCK TABLE daily_emotion_rollup IN SHARE ROW EXCLUSIVE MODE")
+_LOCK = text("LOCK TABLE daily_emotion_rollup, daily_agent_rollup IN SHARE ROW EXCLUSIVE MODE")
 
 _FROZEN_UNTIL = """
 COALESCE((SELECT max(call_date) FROM daily_emotion_rollup WHERE segments_pruned),
@@ -52,12 +55,40 @@ GROUP BY c.call_date, c.queue, c.agent_id, s.role, s.emotion, s.model_version_id
 """)
 
 
-def refresh_rollup(session: Session, *, batch_id: int) -> int:
-    """Recompute the rollup rows of every day the batch's calls belong to; return rows written.
+# Summaries are never pruned, so every day of the batch is recomputed. The summary is the one of
+# the batch's model version, as analytics.calls shows it.
+_AGENT_DAYS = text("SELECT DISTINCT call_date FROM calls WHERE batch_id = :b ORDER BY call_date")
 
-    Days whose segments were pruned keep their rows (see :func:`prune_segments`).
+_AGENT_DELETE = text("DELETE FROM daily_agent_rollup WHERE call_date = ANY(:days)")
+
+_AGENT_INSERT = text("""
+INSERT INTO daily_agent_rollup (call_date, queue, agent_id, model_version_id, calls,
+                                escalated_calls, customer_calls, escalated_customer_calls,
+                                customer_negative_sum, duration_s)
+SELECT c.call_date, c.queue, c.agent_id, s.model_version_id, count(*),
+       count(*) FILTER (WHERE s.escalated),
+       count(s.negative_share_customer),
+       count(s.negative_share_customer) FILTER (WHERE s.escalated),
+       COALESCE(sum(s.negative_share_customer), 0), sum(s.duration_s)
+FROM calls c
+JOIN batches b         ON b.id = c.batch_id
+JOIN call_summaries s  ON s.call_id = c.id AND s.model_version_id = b.model_version_id
+WHERE c.call_date = ANY(:days) AND c.status = 'scored'
+GROUP BY c.call_date, c.queue, c.agent_id, s.model_version_id
+""")
+
+
+def refresh_rollup(session: Session, *, batch_id: int) -> int:
+    """Recompute both rollups' rows of every day the batch's calls belong to; return the
+    emotion rollup rows written.
+
+    Days whose segments were pruned keep their emotion rollup rows (see :func:`prune_segments`).
     """
     session.execute(_LOCK)
+    agent_days = list(session.execute(_AGENT_DAYS, {"b": batch_id}).scalars())
+    if agent_days:
+        session.execute(_AGENT_DELETE, {"days": agent_days})
+        session.execute(_AGENT_INSERT, {"days": agent_days})
     days = list(session.execute(_DAYS, {"b": batch_id}).scalars())
     if not days:
         return 0
