@@ -34,10 +34,25 @@ def test_chroma_equals_librosa_for_every_tuning_step() -> None:
 
 
 @pytest.mark.parametrize("length", [320, 512, 640, 1024, 2048])
-def test_hann64_equals_scipy(length: int) -> None:
+def test_hann_equals_scipy(length: int) -> None:
     from scipy.signal import get_window
 
-    assert np.array_equal(filters.hann64(length), get_window("hann", length, fftbins=True))
+    assert np.array_equal(filters.hann(length), get_window("hann", length, fftbins=True))
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 320, 400, 441, 640, 882, 1024])
+def test_float32_hann_is_the_periodic_window_rounded_once(length: int) -> None:
+    """One window in two precisions: the float32 STFT's window is the float64 one rounded, and
+    both are the periodic Hann ``0.5 - 0.5 cos(2 pi n / N)``."""
+    w32 = filters.hann(length, dtype=np.float32)
+    assert w32.dtype == np.float32 and filters.hann(length).dtype == np.float64
+    assert np.array_equal(w32, filters.hann(length).astype(np.float32))
+    n = np.arange(length, dtype=np.float64)
+    closed_form = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)
+    assert np.array_equal(w32, closed_form.astype(np.float32))
+    np.testing.assert_allclose(filters.hann(length), closed_form, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError):
+        w32[0] = 1.0
 
 
 def test_cached_banks_are_read_only() -> None:

@@ -1,2 +1,4 @@
-"""Audio: decoding and resampling, filter banks and windows, DSP helpers, voice activity detection.
+"""Audio: decoding and resampling (``decode``), filter banks and the Hann window (``filters``),
+STFT-based DSP kernels (``dsp``), time intervals (``intervals``) and voice activity detection
+(``vad``).
 """

@@ -147,8 +147,7 @@ def _read_flac16(path: Path) -> tuple[np.ndarray, int] | None:
 
     dr_flac (miniaudio) gives the same int16 samples as libFLAC behind libsndfile (checked on
     all 1,200 RAVDESS files; tested) in less than half the CPU, and reads the header without
-    libsndfile's open (~0.2 ms a file): decoding was the largest single cost of extracting a
-    corpus clip. None, and the caller goes through soundfile, for any other file: not FLAC,
+    libsndfile's open: decoding is the largest single cost of extracting a corpus clip. None, and the caller goes through soundfile, for any other file: not FLAC,
     not 16-bit (libsndfile's own scaling), longer than `STREAM_DECODE_S` (those stream), or
     not decodable or not the length its header declares.
     """
@@ -231,7 +230,7 @@ def bandlimit(signal: np.ndarray, sr: int, *, low_hz: float, high_hz: float) -> 
     `EXACT_BANDLIMIT_MAX` are zero padded to a fast length first (the result then differs only
     within a few tens of ms of the end); shorter ones keep their exact length and numbers.
     """
-    from scipy.fft import next_fast_len  # imported here: scipy.fft costs ~0.15 s of CPU
+    from scipy.fft import next_fast_len  # here: scipy.fft stays off the paths that never pad
 
     n = signal.shape[-1]
     n_fft = n if n <= EXACT_BANDLIMIT_MAX else next_fast_len(n, real=True)

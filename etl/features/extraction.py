@@ -32,9 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.fft import dct
+from scipy.sparse import csr_matrix
+from threadpoolctl import ThreadpoolController
 
 from etl.audio import dsp, filters
 from etl.audio.decode import AudioError, load_audio, resample, to_telephony, trim_silence
+from etl.audio.vad import detect_speech, windows
 from etl.features.specs import (
     ALGORITHM_REVISION,
     CHANNELS,
@@ -48,6 +52,7 @@ from etl.features.specs import (
     FeatureSpec,
     feature_spec,
 )
+from etl.training.augment import augment_copies
 
 __all__ = [  # the definitions from etl.features.specs are re-exported
     "ALGORITHM_REVISION", "CHANNELS", "CHROMA_NAMES", "LONG_CLIP_S", "SET_NAMES",
@@ -195,8 +200,6 @@ def _cum_edges(freqs: np.ndarray, lo: float, hi: float, offset: int) -> tuple[in
 
 @lru_cache(maxsize=8)
 def _rich_kernels(spec: FeatureSpec) -> _RichKernels:
-    from scipy.fft import dct
-
     p, sr = spec.params, spec.sample_rate
     n_fft, win = p["n_fft"], p["win_length"]
     freqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
@@ -217,7 +220,7 @@ def _rich_kernels(spec: FeatureSpec) -> _RichKernels:
     weights[0] = 1.0
     if n_fft % 2 == 0:
         weights[-1] = 1.0
-    window = dsp.hann(win).astype(np.float64)
+    window = filters.hann(win, dtype=np.float32).astype(np.float64)  # as the STFT applies it
     off = band.start
     return _RichKernels(
         gain2=(gain * gain).astype(np.float32),
@@ -467,10 +470,8 @@ def _timing(rms_db: np.ndarray, voiced: np.ndarray, n: int, hop_s: float, p: dic
 @lru_cache(maxsize=8)
 def _seed_kernels(spec: FeatureSpec) -> tuple[Any, np.ndarray]:
     """The mel filter bank as a sparse matrix (each FFT bin feeds at most two triangles, so
-    ~2 % of the dense matrix is non-zero: ~8x cheaper, same sums up to float32 rounding) and
+    few entries of the dense matrix are non-zero; same sums up to float32 rounding) and
     the orthonormal DCT-II rows."""
-    from scipy.fft import dct
-    from scipy.sparse import csr_matrix
 
     p = spec.params
     mel = filters.mel(sr=spec.sample_rate, n_fft=p["n_fft"], n_mels=p["n_mels"],
@@ -496,7 +497,7 @@ def _seed_vector(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     mag = dsp.librosa_stft_magnitude(y, n_fft=p["n_fft"], hop=p["hop"])  # (K, F)
     mel = np.asarray(mel_fb @ (mag * mag))  # (n_mels, F)
     mfcc_mean = _seed_mfcc_mean(mel, dct_m, p)
-    # librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=n_chroma), bit for bit, ~6x faster
+    # librosa.estimate_tuning(S=mag, sr=sr, bins_per_octave=n_chroma), bit for bit
     tuning = dsp.estimate_tuning(mag, sr=sr, bins_per_octave=p["n_chroma"])
     chroma = filters.chroma(sr=sr, n_fft=p["n_fft"], tuning=tuning, n_chroma=p["n_chroma"]) @ mag
     chroma_mean = _normalised_chroma(chroma).mean(axis=1)
@@ -556,8 +557,6 @@ def _seed_vector_blocks(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _threadpools() -> Any:
-    from threadpoolctl import ThreadpoolController
-
     return ThreadpoolController()
 
 
@@ -703,8 +702,6 @@ def speech_segments(signal: np.ndarray, sr: int, spec: FeatureSpec
     -------
     bounds : float64 ``(S, 2)`` start/end in seconds; X : float32 ``(S, n_features)``
     """
-    from etl.audio.vad import detect_speech, windows
-
     wins = windows(detect_speech(_as_mono(signal), sr), min_s=SEGMENT_MIN_S, max_s=SEGMENT_MAX_S)
     X, valid = extract_segments(signal, sr, spec, wins)
     bounds = np.asarray(wins, dtype=np.float64).reshape(-1, 2)
@@ -747,8 +744,6 @@ def _augmented_result(clip_id: int, signal: np.ndarray, sr: int, spec: FeatureSp
                       augment_params: dict[str, Any], audio_s: float) -> ClipResult:
     """Whole-clip vectors of every augmented copy of one clip (`etl.training.augment`), or the reason
     one copy failed (then none is stored: a clip has all its copies or an error)."""
-    from etl.training.augment import augment_copies
-
     mono = _as_mono(signal)
     if not np.isfinite(mono).all():
         return ClipResult(clip_id, None, "non-finite samples in the signal", audio_s)

@@ -1,8 +1,8 @@
 """Feature set definitions: names, parameters, versions (`feature_spec`) and `ClipResult`.
 
 Light on purpose (numpy only): the process that registers feature sets and writes results
-imports this, not the extraction code in `etl.features.extraction` (scipy and the decoders, ~0.3 s of
-CPU that would compete with the workers on two cores). `etl.features.extraction` re-exports everything.
+imports this, not the extraction code in `etl.features.extraction` (scipy and the decoders, whose
+import would compete with the workers for the cores). `etl.features.extraction` re-exports everything.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ from itertools import pairwise
 import numpy as np
 from scipy.signal import find_peaks
 
-from etl.audio.vad import Region
-from etl.scoring.summaries import ScoredSegment, negative_share, round_or_none, union_regions
+from etl.audio.intervals import Region, union_regions
+from etl.scoring.summaries import ScoredSegment, negative_share, round_or_none
 
 ROLES: tuple[str, str] = ("agent", "customer")
 EVENT_KINDS: tuple[str, ...] = ("turn", "interruption", "silence")

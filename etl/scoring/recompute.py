@@ -25,9 +25,11 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from tqdm import tqdm
 
 from etl.audio.decode import AudioError, read_info, sha256_file
-from etl.audio.vad import Region, VadConfig
+from etl.audio.intervals import Region
+from etl.audio.vad import VadConfig
 from etl.scoring.call_metrics import (
     CallEvent,
     CallMetrics,
@@ -248,8 +250,6 @@ def run_recompute(
                              n_calls=len(targets))
     iterator: Any = targets
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(targets, desc="recompute", unit="call")
     for target in iterator:
         try:

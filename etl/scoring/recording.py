@@ -41,16 +41,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Call, CallSummary
-from etl.audio.decode import AudioError, load_audio, read_info, sha256_file
+from etl.audio.decode import AudioError, AudioInfo, load_audio, read_info, sha256_file
+from etl.audio.intervals import Region
 from etl.audio.vad import (
     NARROWBAND_MAX_SR,
     FrameAnalyser,
-    Region,
     VadConfig,
     is_narrowband,
     windows,
 )
 from etl.corpora.labels import is_negative_class
+from etl.features.extraction import extract_segments
+from etl.features.specs import FeatureSpec
 from etl.scoring.call_metrics import (
     CallEvent,
     CallMetrics,
@@ -331,11 +333,48 @@ def score_recording(
     AudioError, CallError
         empty / corrupt / unreadable, too long or too short, silent, or no usable channels.
     """
-    from etl.features.extraction import extract_segments
-
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     path = Path(path)
+    info = _scorable_info(path, config)
+    roles = resolve_roles(info.channels, channel_roles or {}, config=config)
+    digest = sha256_file(path)
+
+    # Pass 1: stream the file through one VAD analyser per role channel.
+    voice = voice_pass(path, roles=roles, channels=info.channels, sample_rate=info.sample_rate,
+                       config=config)
+    speech = _speech_of(voice)
+    timings["vad"] = time.perf_counter() - t0
+    narrow, warnings = _bandwidth(path, voice, model=model, config=config)
+
+    # Pass 2: features per role for its windows, block by block with context on both sides.
+    t1 = time.perf_counter()
+    features = window_features(path, voice, speech, spec=model.feature_spec, config=config)
+    timings["features"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    point = config.operating_point(model)
+    segments = score_windows(features, model=model, confidence_floor=point.confidence_floor)
+    timings["predict"] = time.perf_counter() - t2
+
+    summary = summarise_call(segments, speech=speech, duration_s=voice.duration_s,
+                             streak_gap_s=config.streak_gap_s)
+    t3 = time.perf_counter()
+    # the VAD's frame energies: loudness and speaking rate need no second decode
+    metrics, events = compute_call_metrics(segments, speech=speech, energy=voice.energy(),
+                                           duration_s=voice.duration_s, config=config.metrics)
+    timings["metrics"] = time.perf_counter() - t3
+    return CallResult(
+        sample_rate=voice.sr, channels=info.channels, duration_s=voice.duration_s, sha256=digest,
+        roles=roles, bandwidth="narrowband" if narrow else "wideband", warnings=warnings,
+        speech=speech, segments=segments, summary=summary,
+        escalation=evaluate(metric_values(summary, metrics), point.rules), metrics=metrics,
+        events=events, seconds=timings,
+        confidence_floor=point.confidence_floor, rules_source=point.source)
+
+
+def _scorable_info(path: Path, config: ScoringConfig) -> AudioInfo:
+    """The header of ``path``; CallError when it is missing, too long or too short."""
     if not path.is_file():
         raise CallError(f"file not found: {path}")
     info = read_info(path)
@@ -344,27 +383,29 @@ def score_recording(
                         f"{config.max_duration_s / 3600:.1f} h (ScoringConfig.max_duration_s)")
     if info.duration_s < config.min_duration_s:
         raise CallError(f"recording is only {info.duration_s:.2f} s long")
-    roles = resolve_roles(info.channels, channel_roles or {}, config=config)
-    digest = sha256_file(path)
+    return info
 
-    # Pass 1: stream the file through one VAD analyser per role channel.
-    voice = voice_pass(path, roles=roles, channels=info.channels, sample_rate=info.sample_rate,
-                       config=config)
-    analysers, sr, duration = voice.analysers, voice.sr, voice.duration_s
-    loudest = max((float(a.energy_db.max()) for a in analysers.values() if a.energy_db.size),
-                  default=-200.0)
+
+def _speech_of(voice: VoicePass) -> dict[str, list[Region]]:
+    """Speech regions per role; CallError for digital silence or a call without speech."""
+    loudest = max((float(a.energy_db.max()) for a in voice.analysers.values()
+                   if a.energy_db.size), default=-200.0)
     if loudest < -100.0:  # dBFS in the speech band: nothing but (digital) silence
         raise CallError("silent recording (digital silence)")
     speech = voice.speech()
     if not any(speech.values()):
         raise CallError("no speech found (silent or noise-only recording)")
-    timings["vad"] = time.perf_counter() - t0
+    return speech
 
-    high_share = float(np.mean([a.high_band_share for a in analysers.values()]))
-    narrow = is_narrowband(sr, high_share)
+
+def _bandwidth(path: Path, voice: VoicePass, *, model: LoadedModel,
+               config: ScoringConfig) -> tuple[bool, list[str]]:
+    """``(narrowband, warnings)``; CallError for phone audio and a studio model unless
+    ``config.allow_channel_mismatch``."""
+    high_share = float(np.mean([a.high_band_share for a in voice.analysers.values()]))
+    narrow = is_narrowband(voice.sr, high_share)
     warnings: list[str] = []
-    spec = model.feature_spec
-    if narrow and spec.channel == "studio":
+    if narrow and model.feature_spec.channel == "studio":
         mismatch = (f"narrowband (phone) audio and studio-trained model {model.name} "
                     f"v{model.version}")
         if not config.allow_channel_mismatch:
@@ -372,9 +413,27 @@ def score_recording(
                             "makes one and sets production-telephony) or allow the mismatch")
         warnings.append(f"{mismatch}; retrain on telephony features to match")
         log.warning("%s: %s", path.name, warnings[-1])
+    return narrow, warnings
 
-    # Pass 2: features per role for its windows, block by block with context on both sides.
-    t1 = time.perf_counter()
+
+@dataclass(frozen=True, slots=True)
+class WindowFeatures:
+    """The utterance windows of a call and their features.
+
+    ``windows`` ``[(role, start_s, end_s), ...]`` (n); ``X`` float32 ``(n, n_features)``;
+    ``valid`` bool ``(n,)`` (False: the window had too little signal for features).
+    """
+
+    windows: list[tuple[str, float, float]]
+    X: np.ndarray
+    valid: np.ndarray
+
+
+def window_features(path: Path, voice: VoicePass, speech: Mapping[str, Sequence[Region]], *,
+                    spec: FeatureSpec, config: ScoringConfig) -> WindowFeatures:
+    """Features of every role's windows, decoded block by block with ``config.context_s`` of
+    context on both sides (a one-block file reuses the block the VAD pass kept)."""
+    roles, sr, duration = voice.roles, voice.sr, voice.duration_s
     wins = {ch: windows(speech[roles[ch]], min_s=config.min_window_s,
                         max_s=config.max_window_s) for ch in roles}
     rows: list[tuple[str, float, float]] = []
@@ -398,58 +457,44 @@ def score_recording(
         for ch, ws in todo.items():
             if not ws:
                 continue
-            shifted = [(s - offset, e - offset) for s, e in ws]
-            X, valid = extract_segments(channels[ch], sr, spec, shifted)
+            X, valid = extract_segments(channels[ch], sr, spec,
+                                        [(s - offset, e - offset) for s, e in ws])
             feats.append(X)
             valid_parts.append(valid)
             rows.extend((roles[ch], s, e) for s, e in ws)
     voice.first_block.clear()
-    timings["features"] = time.perf_counter() - t1
+    if not rows:
+        return WindowFeatures([], np.zeros((0, len(spec.feature_names)), np.float32),
+                              np.zeros(0, bool))
+    return WindowFeatures(rows, np.concatenate(feats), np.concatenate(valid_parts))
 
-    t2 = time.perf_counter()
-    point = config.operating_point(model)
+
+def score_windows(features: WindowFeatures, *, model: LoadedModel,
+                  confidence_floor: float) -> list[ScoredSegment]:
+    """Scored segments of the valid windows, sorted by (start, role); a window under the
+    ``confidence_floor`` keeps its label but abstains (negative for nothing)."""
     segments: list[ScoredSegment] = []
-    if rows:
-        X = np.concatenate(feats)
-        valid = np.concatenate(valid_parts)
-        keep = np.flatnonzero(valid)
-        if len(keep):
-            # Per role (speaker) normalisation when the model uses it; a role with very few
-            # segments is shrunk toward the model's training population (etl.training.normalise).
-            proba = np.asarray(model.predict_proba(X[keep], speakers=[rows[i][0] for i in keep]),
-                               dtype=np.float64)
-            best = proba.argmax(axis=1)
-            for j, i in enumerate(keep):
-                role, start, end = rows[i]
-                label = model.classes[int(best[j])]
-                # rounded as stored, so "confidence < floor" in the table is the abstain rule
-                confidence = round(float(proba[j, best[j]]), 4)
-                # below the floor the label is kept but trusted for nothing (not negative)
-                abstained = confidence < point.confidence_floor
-                segments.append(ScoredSegment(
-                    role=role, start_s=round(start, 3), end_s=round(end, 3), emotion=label,
-                    confidence=confidence,
-                    is_negative=is_negative_class(label) and not abstained,
-                    probabilities={c: round(float(p), 4)
-                                   for c, p in zip(model.classes, proba[j], strict=True)},
-                    abstained=abstained))
+    keep = np.flatnonzero(features.valid)
+    if len(keep):
+        # Per role (speaker) normalisation when the model uses it; a role with very few
+        # segments is shrunk toward the model's training population (etl.training.normalise).
+        proba = np.asarray(model.predict_proba(
+            features.X[keep], speakers=[features.windows[i][0] for i in keep]), dtype=np.float64)
+        best = proba.argmax(axis=1)
+        for j, i in enumerate(keep):
+            role, start, end = features.windows[i]
+            label = model.classes[int(best[j])]
+            # rounded as stored, so "confidence < floor" in the table is the abstain rule
+            confidence = round(float(proba[j, best[j]]), 4)
+            abstained = confidence < confidence_floor
+            segments.append(ScoredSegment(
+                role=role, start_s=round(start, 3), end_s=round(end, 3), emotion=label,
+                confidence=confidence, is_negative=is_negative_class(label) and not abstained,
+                probabilities={c: round(float(p), 4)
+                               for c, p in zip(model.classes, proba[j], strict=True)},
+                abstained=abstained))
     segments.sort(key=lambda seg: (seg.start_s, seg.role))
-    timings["predict"] = time.perf_counter() - t2
-
-    summary = summarise_call(segments, speech=speech, duration_s=duration,
-                             streak_gap_s=config.streak_gap_s)
-    t3 = time.perf_counter()
-    # the VAD's frame energies: loudness and speaking rate need no second decode
-    metrics, events = compute_call_metrics(segments, speech=speech, energy=voice.energy(),
-                                           duration_s=duration, config=config.metrics)
-    timings["metrics"] = time.perf_counter() - t3
-    return CallResult(
-        sample_rate=sr, channels=info.channels, duration_s=duration, sha256=digest,
-        roles=roles, bandwidth="narrowband" if narrow else "wideband", warnings=warnings,
-        speech=speech, segments=segments, summary=summary,
-        escalation=evaluate(metric_values(summary, metrics), point.rules), metrics=metrics, events=events,
-        seconds=timings,
-        confidence_floor=point.confidence_floor, rules_source=point.source)
+    return segments
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,12 +26,12 @@ Definitions (all durations in seconds; shares in [0, 1]):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from etl.audio.vad import Region
+from etl.audio.intervals import Region, intersect_regions, overlap, total_length, union_regions
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,40 +76,8 @@ class SummaryStats:
         return asdict(self)
 
 
-def union_regions(regions: Iterable[Region]) -> list[Region]:
-    """Sorted, merged union of possibly overlapping regions."""
-    merged: list[list[float]] = []
-    for start, end in sorted(regions):
-        if end <= start:
-            continue
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [(s, e) for s, e in merged]
-
-
-def intersect_regions(a: Sequence[Region], b: Sequence[Region]) -> list[Region]:
-    """Intersection of two sorted, non-overlapping region lists (two-pointer sweep)."""
-    out: list[Region] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if end > start:
-            out.append((start, end))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
-def _length(regions: Iterable[Region]) -> float:
-    return float(sum(e - s for s, e in regions))
-
-
 def _overlap(segment: ScoredSegment, start: float, end: float) -> float:
-    return max(0.0, min(segment.end_s, end) - max(segment.start_s, start))
+    return overlap((segment.start_s, segment.end_s), (start, end))
 
 
 def negative_share(segments: Sequence[ScoredSegment], *, start: float = 0.0,
@@ -186,10 +154,10 @@ def summarise_call(
     last = negative_share(cust, start=2 * third, end=duration_s + 1e-6)
     return SummaryStats(
         duration_s=round(duration_s, 3),
-        talk_agent_s=round(_length(agent), 3),
-        talk_customer_s=round(_length(customer), 3),
-        silence_share=round(float(np.clip(1.0 - _length(anyone) / duration_s, 0.0, 1.0)), 4),
-        overtalk_share=round(float(np.clip(_length(both) / duration_s, 0.0, 1.0)), 4),
+        talk_agent_s=round(total_length(agent), 3),
+        talk_customer_s=round(total_length(customer), 3),
+        silence_share=round(float(np.clip(1.0 - total_length(anyone) / duration_s, 0.0, 1.0)), 4),
+        overtalk_share=round(float(np.clip(total_length(both) / duration_s, 0.0, 1.0)), 4),
         negative_share_agent=round_or_none(negative_share(by_role.get("agent", []))),
         negative_share_customer=round_or_none(negative_share(cust)),
         longest_negative_streak_s=round(longest_negative_streak(cust, gap_s=streak_gap_s), 3),
@@ -208,8 +176,8 @@ def coverage_stats(segments: Sequence[ScoredSegment], *,
     ``segments`` are the role's scored windows (abstained included); ``speech`` its merged VAD
     regions. Keys are the ``customer_*`` fields of :class:`SummaryStats`.
     """
-    talk = _length(speech)
-    scored = _length(intersect_regions(union_regions((s.start_s, s.end_s) for s in segments),
+    talk = total_length(speech)
+    scored = total_length(intersect_regions(union_regions((s.start_s, s.end_s) for s in segments),
                                        speech))
     weight = sum(s.duration_s for s in segments)
     return {

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 from etl.audio.decode import (
     TELEPHONY_BAND_HZ,
@@ -70,15 +71,17 @@ from etl.audio.decode import (
     trim_silence,
 )
 from etl.corpora.labels import ESCALATED_SHARE, NEGATIVE_EMOTIONS
+from etl.corpora.parsers import RAVDESS_EMOTIONS
 from etl.synthetic.speech import RAVDESS_CODES, Voice, hash_seed, synthesize
 
 ROLES: tuple[str, str] = ("agent", "customer")
-RAVDESS_EMOTIONS = {code: emotion for emotion, code in RAVDESS_CODES.items()}
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 
 # Emotion pools per phase of a scenario: (customer early, customer late).
 AGENT_EMOTIONS: tuple[str, ...] = ("neutral", "calm", "happy")
 _POSITIVE: tuple[str, ...] = ("neutral", "calm", "happy")
+# NEGATIVE_EMOTIONS in the order upset customers draw them: the order is part of what a seed
+# generates, so it is written out (tests/test_labels.py checks it is that set).
 _NEGATIVE: tuple[str, ...] = ("angry", "sad", "disgust", "fearful")
 SCENARIOS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "calm": (_POSITIVE, _POSITIVE),
@@ -611,20 +614,10 @@ def compose_call(
     """
     rng = np.random.default_rng(seed)
     sr = bank.sr
-    if scenario is None:
-        names = list(SCENARIO_WEIGHTS)
-        weights = np.array([SCENARIO_WEIGHTS[n] for n in names])
-        scenario = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    actors = bank.actors
-    if agent_actor is None:
-        agent_actor = int(actors[int(rng.integers(len(actors)))])
-    if customer_actor is None:
-        others = [a for a in actors if a != agent_actor] or actors
-        customer_actor = int(others[int(rng.integers(len(others)))])
+    scenario, agent_actor, customer_actor = _cast(bank, rng, scenario=scenario,
+                                                  agent_actor=agent_actor,
+                                                  customer_actor=customer_actor)
     speaker_actor = {"agent": agent_actor, "customer": customer_actor}
-
     n_total = round(duration_s * sr)
     out = np.zeros((2, n_total), dtype=np.float32)
     timeline: list[TimelineEvent] = []
@@ -641,24 +634,11 @@ def compose_call(
     while True:
         emotion = (str(rng.choice(AGENT_EMOTIONS)) if role == "agent"
                    else _scenario_emotion(rng, scenario, t / duration_s))
-        n_utt = int(rng.integers(config.utterances_per_turn[0], config.utterances_per_turn[1] + 1))
-        stop = False
-        for k in range(n_utt):
-            clip = bank.pick(rng, actor=speaker_actor[role], emotion=emotion)
-            start = round(t * sr)
-            if start + len(clip.signal) > n_total:
-                stop = True
-                break
-            gain = 10 ** (float(rng.uniform(*config.gain_db)) / 20.0)
-            channel = ROLES.index(role)
-            out[channel, start:start + len(clip.signal)] += gain * clip.signal
-            end_t = (start + len(clip.signal)) / sr
-            timeline.append(TimelineEvent(role, round(start / sr, 3), round(end_t, 3),
-                                          clip.emotion, clip.actor, clip.name))
-            last_end = end_t
-            t = end_t + (float(rng.uniform(*config.in_turn_gap_s)) if k < n_utt - 1 else 0.0)
-        if stop:
+        turn_end = _speak_turn(bank, rng, out, timeline, role=role, actor=speaker_actor[role],
+                               emotion=emotion, t=t, last_end=last_end, config=config)
+        if turn_end is None:
             break
+        last_end = turn_end
         finished = role
         if rng.random() < config.overlap_probability:
             t = max(last_end - float(rng.uniform(*config.overlap_s)), 0.0)
@@ -677,6 +657,49 @@ def compose_call(
         _add_babble(plan, bank, out, exclude=exclude, events=timeline)
     timeline.sort(key=lambda e: (e.start_s, e.role, e.kind))
     return out, timeline, scenario, agent_actor, customer_actor
+
+
+def _cast(bank: ClipBank, rng: np.random.Generator, *, scenario: str | None,
+          agent_actor: int | None, customer_actor: int | None) -> tuple[str, int, int]:
+    """``(scenario, agent actor, customer actor)``: the given ones, the rest drawn (the
+    scenario by :data:`SCENARIO_WEIGHTS`, the customer another actor than the agent)."""
+    if scenario is None:
+        names = list(SCENARIO_WEIGHTS)
+        weights = np.array([SCENARIO_WEIGHTS[n] for n in names])
+        scenario = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    actors = bank.actors
+    if agent_actor is None:
+        agent_actor = int(actors[int(rng.integers(len(actors)))])
+    if customer_actor is None:
+        others = [a for a in actors if a != agent_actor] or actors
+        customer_actor = int(others[int(rng.integers(len(others)))])
+    return scenario, agent_actor, customer_actor
+
+
+def _speak_turn(bank: ClipBank, rng: np.random.Generator, out: np.ndarray,
+                timeline: list[TimelineEvent], *, role: str, actor: int, emotion: str, t: float,
+                last_end: float, config: CallGenConfig) -> float | None:
+    """Mix one turn of ``role`` (1-n utterances of ``emotion``) into ``out`` from ``t`` seconds
+    and add it to ``timeline``. Returns the end of the last utterance so far (``last_end``
+    when the turn placed none), seconds; None when an utterance would run past the end of the
+    call (the call ends there)."""
+    sr = bank.sr
+    n_total = out.shape[1]
+    n_utt = int(rng.integers(config.utterances_per_turn[0], config.utterances_per_turn[1] + 1))
+    for k in range(n_utt):
+        clip = bank.pick(rng, actor=actor, emotion=emotion)
+        start = round(t * sr)
+        if start + len(clip.signal) > n_total:
+            return None
+        gain = 10 ** (float(rng.uniform(*config.gain_db)) / 20.0)
+        out[ROLES.index(role), start:start + len(clip.signal)] += gain * clip.signal
+        last_end = (start + len(clip.signal)) / sr
+        timeline.append(TimelineEvent(role, round(start / sr, 3), round(last_end, 3),
+                                      clip.emotion, clip.actor, clip.name))
+        t = last_end + (float(rng.uniform(*config.in_turn_gap_s)) if k < n_utt - 1 else 0.0)
+    return last_end
 
 
 def customer_negative_share(timeline: Iterable[TimelineEvent]) -> float:
@@ -791,8 +814,6 @@ def generate_calls(
     calls: list[GeneratedCall] = []
     iterator: Iterable[int] = range(n_calls)
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, desc="calls", unit="call")
     agents = [f"A{100 + i}" for i in range(5)]
     rows: list[dict[str, str]] = []
@@ -803,15 +824,7 @@ def generate_calls(
         duration = max(duration, 5.0)
         signal, timeline, scenario, agent_actor, customer_actor = compose_call(
             bank, duration_s=duration, seed=call_seed, config=config)
-        if config.telephony:
-            noise_dbfs = config.line_noise_dbfs
-            if config.nonspeech > 0:  # lines differ: some hiss more than others
-                jitter = np.random.default_rng(hash_seed("line", call_seed))
-                noise_dbfs += float(jitter.uniform(-1.0, 1.0)) * config.line_noise_jitter_db
-            signal = telephone_line(signal, config.sr, seed=call_seed, noise_dbfs=noise_dbfs)
-        peak = float(np.max(np.abs(signal))) if signal.size else 0.0
-        if peak > 0.99:  # overtalk can sum above full scale; keep the mix inside PCM range
-            signal = signal * (0.99 / peak)
+        signal = _through_line(signal, call_seed=call_seed, config=config)
         call_id = f"call_{i + 1:04d}"
         path = out_dir / f"{call_id}.wav"
         sf.write(str(path), signal.T, config.sr, subtype="PCM_16")
@@ -830,6 +843,21 @@ def generate_calls(
         writer.writeheader()
         writer.writerows(rows)
     return calls
+
+
+def _through_line(signal: np.ndarray, *, call_seed: int, config: CallGenConfig) -> np.ndarray:
+    """The call as recorded: through the phone line when ``config.telephony`` (line noise
+    jittered per call when non-speech is on), then scaled under full scale if it clips."""
+    if config.telephony:
+        noise_dbfs = config.line_noise_dbfs
+        if config.nonspeech > 0:  # lines differ: some hiss more than others
+            jitter = np.random.default_rng(hash_seed("line", call_seed))
+            noise_dbfs += float(jitter.uniform(-1.0, 1.0)) * config.line_noise_jitter_db
+        signal = telephone_line(signal, config.sr, seed=call_seed, noise_dbfs=noise_dbfs)
+    peak = float(np.max(np.abs(signal))) if signal.size else 0.0
+    if peak > 0.99:  # overtalk can sum above full scale; keep the mix inside PCM range
+        signal = signal * (0.99 / peak)
+    return signal
 
 
 def bank_from_source(

@@ -14,16 +14,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from etl.corpora.parsers import CREMAD_EMOTIONS, EMODB_EMOTIONS, SAVEE_EMOTIONS, TESS_EMOTIONS
 from etl.synthetic.speech import Voice, hash_seed, synthesize, write_ravdess_corpus
 
-CREMAD_CODES = {"angry": "ANG", "disgust": "DIS", "fearful": "FEA", "happy": "HAP",
-                "neutral": "NEU", "sad": "SAD"}
-TESS_CODES = {"angry": "angry", "disgust": "disgust", "fearful": "fear", "happy": "happy",
-              "neutral": "neutral", "pleasant_surprise": "ps", "sad": "sad"}
-SAVEE_CODES = {"angry": "a", "disgust": "d", "fearful": "f", "happy": "h", "neutral": "n",
-               "sad": "sa", "surprised": "su"}
-EMODB_CODES = {"angry": "W", "boredom": "L", "disgust": "E", "fearful": "A", "happy": "F",
-               "sad": "T", "neutral": "N"}
+# canonical emotion -> the corpus's code, inverted from the parsers (one spelling of each scheme)
+CREMAD_CODES = {emotion: code for code, emotion in CREMAD_EMOTIONS.items()}
+TESS_CODES = {emotion: code for code, emotion in TESS_EMOTIONS.items()}
+SAVEE_CODES = {emotion: code for code, emotion in SAVEE_EMOTIONS.items()}
+EMODB_CODES = {emotion: code for code, emotion in EMODB_EMOTIONS.items()}
 
 
 def write_clip(

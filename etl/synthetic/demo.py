@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from etl.corpora.demographics import CREMAD_RACES
+from etl.corpora.parsers import CREMAD_EMOTIONS
 from etl.synthetic.speech import Voice, hash_seed, synthesize
 
 # CREMA-D emotion codes (canonical emotion -> code) and a few of its sentence codes.
-CREMAD_CODES: dict[str, str] = {"angry": "ANG", "disgust": "DIS", "fearful": "FEA",
-                                "happy": "HAP", "neutral": "NEU", "sad": "SAD"}
+CREMAD_CODES: dict[str, str] = {emotion: code for code, emotion in CREMAD_EMOTIONS.items()}
 SENTENCES: tuple[str, ...] = ("DFA", "IEO", "IOM", "ITH", "TIE", "WSI")
-RACES: tuple[str, ...] = ("Caucasian", "African American", "Asian", "Unknown")
 DEMOGRAPHICS_FILE = "VideoDemographics.csv"
 MARKER_FILE = ".demo-corpus.json"
 
@@ -89,7 +89,7 @@ def write_demographics(path: Path, actors: Sequence[int]) -> Path:
             female = Voice.for_actor(actor).base_f0 > 160  # the voice decides, as it would
             writer.writerow([actor_code(actor), int(rng.integers(20, 70)),
                              "Female" if female else "Male",
-                             RACES[int(rng.integers(len(RACES)))],
+                             CREMAD_RACES[int(rng.integers(len(CREMAD_RACES)))],
                              "Hispanic" if rng.random() < 0.2 else "Not Hispanic"])
     return Path(path)
 

@@ -12,9 +12,20 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 from sqlalchemy import func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -30,27 +41,15 @@ from db.models import (
     ModelVersion,
     RegisteredModel,
 )
+from etl.corpora.demographics import CREMAD_RACES, age_band
+from etl.corpora.labels import is_negative_class, scheme_classes
 
-CALLCENTRE_CLASSES = ("angry", "calm", "happy", "sad")
-NEGATIVE = {"angry", "sad", "fearful", "disgust", "negative"}
+CALLCENTRE_CLASSES = tuple(scheme_classes("callcentre4"))
 QUEUES = ("billing", "cancellations", "tech-support", "sales", "moves")
-RACES = ("Caucasian", "African American", "Asian", "Unknown")
 
 
 def _sha(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
-
-
-def age_band(age: int | None) -> str:
-    if age is None:
-        return "unknown"
-    if age < 30:
-        return "18-29"
-    if age < 45:
-        return "30-44"
-    if age < 60:
-        return "45-59"
-    return "60+"
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +74,7 @@ def make_corpus(
             "actor_code": f"{1001 + a}",
             "sex": "female" if a % 2 else "male",
             "age": int(rng.integers(20, 70)),
-            "race": RACES[int(rng.integers(len(RACES)))],
+            "race": CREMAD_RACES[int(rng.integers(len(CREMAD_RACES)))],
             "ethnicity": "Hispanic" if rng.random() < 0.2 else "Not Hispanic",
             "demographics_source": "VideoDemographics.csv",
         }
@@ -168,22 +167,50 @@ def insert_metrics(
     seed: int = 0,
 ) -> float:
     """Metric rows in the training part's layout; returns the pooled UAR."""
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-        recall_score,
-        roc_auc_score,
-        roc_curve,
-    )
-
     rng = np.random.default_rng(seed)
     rows = session.execute(
         select(Clip.id, Clip.emotion, Actor.actor_code, Actor.sex, Actor.age, Actor.race)
         .join(Actor, Actor.id == Clip.actor_id, isouter=True).where(Clip.id.in_(list(clip_ids)))
     ).all()
-    k = len(classes)
+    sim = _simulate_folds(rows, classes, skill=skill, n_folds=n_folds, rng=rng)
+    out = _MetricRows(model_version_id)
+    uar = _score_rows(out, sim, classes, n_folds=n_folds)
+    groups = {
+        "sex": [r.sex or "unknown" for r in rows],
+        "age_band": [age_band(r.age) or "unknown" for r in rows],
+        "race": [r.race or "unknown" for r in rows],
+    }
+    labels = list(range(len(classes)))
+    for gname, values in groups.items():
+        arr = np.array(values)
+        for gval in sorted(set(values)):
+            m = arr == gval
+            out.add("uar", recall_score(sim.y[m], sim.pred[m], average="macro", labels=labels,
+                                        zero_division=0),
+                    group=(gname, gval), extra={"n": int(m.sum())})
+    names = session.execute(
+        select(FeatureSet.feature_names).where(FeatureSet.id == feature_set_id)
+    ).scalar_one()
+    importances = rng.dirichlet(np.ones(len(names)) * 0.6)
+    for fname, value in zip(names, importances, strict=True):
+        out.add("feature_importance", value, extra={"feature": fname})
+    session.execute(insert(ModelMetric), out.rows)
+    return uar
+
+
+@dataclass(frozen=True, slots=True)
+class _SimulatedFolds:
+    """Simulated out-of-fold predictions: true class ``y``, speaker fold, probabilities
+    ``(n, n_classes)`` and predicted class of each clip."""
+
+    y: np.ndarray
+    folds: np.ndarray
+    proba: np.ndarray
+    pred: np.ndarray
+
+
+def _simulate_folds(rows: Sequence[Any], classes: Sequence[str], *, skill: float, n_folds: int,
+                    rng: np.random.Generator) -> _SimulatedFolds:
     # Map emotions onto classes like callcentre4 does (neutral -> calm); unknown -> first class.
     to_class = {c: i for i, c in enumerate(classes)}
     y = np.array([to_class.get(r.emotion, to_class.get("calm", 0)) for r in rows])
@@ -191,68 +218,63 @@ def insert_metrics(
     fold_of_speaker = {s: i % n_folds for i, s in enumerate(speakers)}
     folds = np.array([fold_of_speaker[r.actor_code] for r in rows])
     # Scores: the true class gets a boost proportional to skill; softmax to probabilities.
-    logits = rng.normal(0, 1, (len(y), k))
+    logits = rng.normal(0, 1, (len(y), len(classes)))
     logits[np.arange(len(y)), y] += 3.0 * skill
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    pred = proba.argmax(axis=1)
-    out: list[dict[str, object]] = []
+    return _SimulatedFolds(y=y, folds=folds, proba=proba, pred=proba.argmax(axis=1))
 
-    def add(metric: str, value: float, *, fold: int | None = None, class_label: str | None = None,
-            group: tuple[str, str] | None = None, extra: dict[str, object] | None = None) -> None:
-        out.append({"model_version_id": model_version_id, "metric": metric, "value": float(value),
-                    "fold": fold, "class_label": class_label,
-                    "group_name": group[0] if group else None,
-                    "group_value": group[1] if group else None, "extra": extra})
 
-    labels = list(range(k))
+class _MetricRows:
+    """``model_metrics`` rows of one model version, as they are added."""
+
+    def __init__(self, model_version_id: int) -> None:
+        self.model_version_id = model_version_id
+        self.rows: list[dict[str, object]] = []
+
+    def add(self, metric: str, value: float, *, fold: int | None = None,
+            class_label: str | None = None, group: tuple[str, str] | None = None,
+            extra: dict[str, object] | None = None) -> None:
+        self.rows.append({"model_version_id": self.model_version_id, "metric": metric,
+                          "value": float(value), "fold": fold, "class_label": class_label,
+                          "group_name": group[0] if group else None,
+                          "group_value": group[1] if group else None, "extra": extra})
+
+
+def _score_rows(out: _MetricRows, sim: _SimulatedFolds, classes: Sequence[str], *,
+                n_folds: int) -> float:
+    """Per-fold and pooled scores, per-class rows, ROC and confusion; returns the pooled UAR."""
+    y, pred, proba = sim.y, sim.pred, sim.proba
+    labels = list(range(len(classes)))
     for f in range(n_folds):
-        m = folds == f
+        m = sim.folds == f
         if not m.any():
             continue
-        add("uar", recall_score(y[m], pred[m], average="macro", labels=labels, zero_division=0),
-            fold=f, extra={"n": int(m.sum())})
-        add("accuracy", accuracy_score(y[m], pred[m]), fold=f)
-        add("macro_f1", f1_score(y[m], pred[m], average="macro", labels=labels, zero_division=0),
-            fold=f)
+        out.add("uar", recall_score(y[m], pred[m], average="macro", labels=labels,
+                                    zero_division=0), fold=f, extra={"n": int(m.sum())})
+        out.add("accuracy", accuracy_score(y[m], pred[m]), fold=f)
+        out.add("macro_f1", f1_score(y[m], pred[m], average="macro", labels=labels,
+                                     zero_division=0), fold=f)
     uar = float(recall_score(y, pred, average="macro", labels=labels, zero_division=0))
-    add("uar", uar, extra={"n": len(y)})
-    add("accuracy", accuracy_score(y, pred))
-    add("macro_f1", f1_score(y, pred, average="macro", labels=labels, zero_division=0))
+    out.add("uar", uar, extra={"n": len(y)})
+    out.add("accuracy", accuracy_score(y, pred))
+    out.add("macro_f1", f1_score(y, pred, average="macro", labels=labels, zero_division=0))
     p, r, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     for i, cls in enumerate(classes):
-        add("precision", p[i], class_label=cls)
-        add("recall", r[i], class_label=cls)
-        add("f1", f1[i], class_label=cls, extra={"support": int(support[i])})
+        out.add("precision", p[i], class_label=cls)
+        out.add("recall", r[i], class_label=cls)
+        out.add("f1", f1[i], class_label=cls, extra={"support": int(support[i])})
         fpr, tpr, _ = roc_curve(y == i, proba[:, i])
         auc = roc_auc_score(y == i, proba[:, i]) if 0 < (y == i).sum() < len(y) else 0.5
-        add("roc_auc", auc, class_label=cls,
-            extra={"fpr": [round(float(v), 4) for v in fpr], "tpr": [round(float(v), 4) for v in tpr]})
+        out.add("roc_auc", auc, class_label=cls,
+                extra={"fpr": [round(float(v), 4) for v in fpr],
+                       "tpr": [round(float(v), 4) for v in tpr]})
     cm = confusion_matrix(y, pred, labels=labels)
-    add("confusion", float(cm.trace()), extra={"labels": list(classes), "matrix": cm.tolist()})
-    groups = {
-        "sex": [r.sex or "unknown" for r in rows],
-        "age_band": [age_band(r.age) for r in rows],
-        "race": [r.race or "unknown" for r in rows],
-    }
-    for gname, values in groups.items():
-        arr = np.array(values)
-        for gval in sorted(set(values)):
-            m = arr == gval
-            add("uar", recall_score(y[m], pred[m], average="macro", labels=labels, zero_division=0),
-                group=(gname, gval), extra={"n": int(m.sum())})
-    names = session.execute(
-        select(FeatureSet.feature_names).where(FeatureSet.id == feature_set_id)
-    ).scalar_one()
-    importances = rng.dirichlet(np.ones(len(names)) * 0.6)
-    for fname, value in zip(names, importances, strict=True):
-        add("feature_importance", value, extra={"feature": fname})
-    session.execute(insert(ModelMetric), out)
+    out.add("confusion", float(cm.trace()),
+            extra={"labels": list(classes), "matrix": cm.tolist()})
     return uar
 
 
 def promote(session: Session, model_version_id: int, *, alias: str = "production") -> None:
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
     stmt = pg_insert(ModelAlias).values(alias=alias, model_version_id=model_version_id)
     session.execute(stmt.on_conflict_do_update(
         index_elements=[ModelAlias.alias], set_={"model_version_id": model_version_id}))
@@ -298,75 +320,22 @@ def make_batch(
         "started_at": dt.datetime.combine(batch_date, dt.time(2, 0), tzinfo=dt.UTC),
         "finished_at": dt.datetime.combine(batch_date, dt.time(2, 9), tzinfo=dt.UTC),
     }).scalar_one())
-    agents = [f"agent-{i:03d}" for i in range(1, 41)]
-    calls = []
     failed = rng.random(n_calls) < failure_rate
     durations = rng.uniform(min_duration_s, max_duration_s, n_calls)
-    reasons = ("audio is silent in both channels", "file is truncated (header says 312 s, 41 s read)",
-               "unsupported channel layout: 1 channel, expected 2")
-    for i in range(n_calls):
-        key = (call_names[i] if call_names and i < len(call_names)
-               else f"{batch_date:%Y%m%d}-{i:05d}.wav")
-        start = dt.datetime.combine(batch_date - dt.timedelta(days=1), dt.time(8, 0), tzinfo=dt.UTC)
-        calls.append({
-            "batch_id": batch_id, "call_key": key, "path": f"{source}/{key}",
-            "sha256": _sha(batch_date, i), "agent_id": agents[int(rng.integers(len(agents)))],
-            "queue": QUEUES[int(rng.integers(len(QUEUES)))],
-            "started_at": start + dt.timedelta(seconds=int(rng.integers(0, 10 * 3600))),
-            "channel_roles": {"0": "agent", "1": "customer"}, "sample_rate": 8000, "channels": 2,
-            "duration_s": float(durations[i]), "status": "failed" if failed[i] else "scored",
-            "error": reasons[int(rng.integers(len(reasons)))] if failed[i] else None,
-        })
+    calls = [_call_row(batch_id, batch_date, i, source=source, duration_s=float(durations[i]),
+                       failed=bool(failed[i]), call_names=call_names, rng=rng)
+             for i in range(n_calls)]
     call_ids = list(session.execute(insert(Call).returning(Call.id), calls).scalars().all())
-    # Queue-level moods make "queues that moved" meaningful: cancellations runs hot.
-    queue_bias = {"cancellations": 0.8, "billing": 0.3, "tech-support": 0.2, "sales": -0.4,
-                  "moves": 0.0}
     segments: list[dict[str, object]] = []
     summaries: list[dict[str, object]] = []
-    k = len(classes)
-    neg_idx = [i for i, c in enumerate(classes) if c in NEGATIVE]
     for call_id, call, is_failed in zip(call_ids, calls, failed, strict=True):
         if is_failed:
             continue
-        duration = float(call["duration_s"])  # type: ignore[arg-type]
-        anger = rng.normal(mood + queue_bias[str(call["queue"])] - 0.3, 0.8)
-        rising = anger > 1.3  # these calls get worse over time: the escalation candidates
-        t, role = 0.5, "agent"
-        call_segs: list[dict[str, object]] = []
-        while t < duration - 1.0:
-            # One turn of 2-16 s, cut into windows of at most 4 s like the scorer does.
-            end = min(t + float(rng.uniform(2.0, 16.0)), duration)
-            progress = t / duration
-            turn = rng.normal(0, 0.6, k)
-            calm = classes.index("calm") if "calm" in classes else 0
-            if role == "customer":
-                turn[calm] += 1.0
-                boost = max(anger, 0.0) * (0.5 + (2.5 * progress if rising else 0.2))
-                for j in neg_idx:
-                    turn[j] += boost * (1.4 if classes[j] == "angry" else 0.6)
-            else:
-                turn[calm] += 1.6
-            w0 = t
-            while w0 < end - 0.3:
-                w1 = min(w0 + 4.0, end)
-                logits = turn + rng.normal(0, 0.5, k)
-                proba = np.exp(logits) / np.exp(logits).sum()
-                top = int(proba.argmax())
-                call_segs.append({
-                    "call_id": call_id, "model_version_id": model_version_id, "role": role,
-                    "start_s": round(w0, 2), "end_s": round(w1, 2), "emotion": classes[top],
-                    "confidence": float(proba[top]), "is_negative": classes[top] in NEGATIVE,
-                    "probabilities": {c: round(float(v), 4)
-                                      for c, v in zip(classes, proba, strict=True)},
-                })
-                w0 = w1
-            # Next turn: the other role, sometimes starting before this one ends (overtalk).
-            overlap = (float(rng.uniform(0.3, 1.5)) if rng.random() < 0.15
-                       else -float(rng.uniform(0.2, 1.5)))
-            t = max(end - overlap, t + 0.5)
-            role = "customer" if role == "agent" else "agent"
+        call_segs = _call_segments(call_id, call, model_version_id=model_version_id,
+                                   classes=classes, mood=mood, rng=rng)
         segments.extend(call_segs)
-        summaries.append(_summary(call_id, model_version_id, duration, call_segs, classes))
+        summaries.append(_summary(call_id, model_version_id, float(call["duration_s"]),  # type: ignore[arg-type]
+                                  call_segs, classes))
     if segments:
         session.execute(insert(CallSegment), segments)
     if summaries:
@@ -376,6 +345,79 @@ def make_batch(
         n_escalations=sum(1 for s in summaries if s["escalated"]),
         audio_seconds=float(durations.sum()), status="done"))
     return BatchIds(batch_id, call_ids)
+
+
+AGENTS = tuple(f"agent-{i:03d}" for i in range(1, 41))
+FAILURE_REASONS = ("audio is silent in both channels",
+                   "file is truncated (header says 312 s, 41 s read)",
+                   "unsupported channel layout: 1 channel, expected 2")
+# Queue-level moods make "queues that moved" meaningful: cancellations runs hot.
+QUEUE_BIAS = {"cancellations": 0.8, "billing": 0.3, "tech-support": 0.2, "sales": -0.4,
+              "moves": 0.0}
+
+
+def _call_row(batch_id: int, batch_date: dt.date, i: int, *, source: str, duration_s: float,
+              failed: bool, call_names: Sequence[str] | None,
+              rng: np.random.Generator) -> dict[str, object]:
+    """The ``calls`` row of call ``i`` of a batch (``call_names`` override the first keys)."""
+    key = (call_names[i] if call_names and i < len(call_names)
+           else f"{batch_date:%Y%m%d}-{i:05d}.wav")
+    start = dt.datetime.combine(batch_date - dt.timedelta(days=1), dt.time(8, 0), tzinfo=dt.UTC)
+    return {
+        "batch_id": batch_id, "call_key": key, "path": f"{source}/{key}",
+        "sha256": _sha(batch_date, i), "agent_id": AGENTS[int(rng.integers(len(AGENTS)))],
+        "queue": QUEUES[int(rng.integers(len(QUEUES)))],
+        "started_at": start + dt.timedelta(seconds=int(rng.integers(0, 10 * 3600))),
+        "channel_roles": {"0": "agent", "1": "customer"}, "sample_rate": 8000, "channels": 2,
+        "duration_s": duration_s, "status": "failed" if failed else "scored",
+        "error": FAILURE_REASONS[int(rng.integers(len(FAILURE_REASONS)))] if failed else None,
+    }
+
+
+def _call_segments(call_id: int, call: dict[str, object], *, model_version_id: int,
+                   classes: Sequence[str], mood: float,
+                   rng: np.random.Generator) -> list[dict[str, object]]:
+    """Scored windows of one call: alternating turns of 2-16 s (sometimes overlapping), cut into
+    windows of at most 4 s like the scorer does; customers of an angry call grow more negative."""
+    duration = float(call["duration_s"])  # type: ignore[arg-type]
+    k = len(classes)
+    neg_idx = [i for i, c in enumerate(classes) if is_negative_class(c)]
+    calm = classes.index("calm") if "calm" in classes else 0
+    anger = rng.normal(mood + QUEUE_BIAS[str(call["queue"])] - 0.3, 0.8)
+    rising = anger > 1.3  # these calls get worse over time: the escalation candidates
+    t, role = 0.5, "agent"
+    call_segs: list[dict[str, object]] = []
+    while t < duration - 1.0:
+        end = min(t + float(rng.uniform(2.0, 16.0)), duration)
+        progress = t / duration
+        turn = rng.normal(0, 0.6, k)
+        if role == "customer":
+            turn[calm] += 1.0
+            boost = max(anger, 0.0) * (0.5 + (2.5 * progress if rising else 0.2))
+            for j in neg_idx:
+                turn[j] += boost * (1.4 if classes[j] == "angry" else 0.6)
+        else:
+            turn[calm] += 1.6
+        w0 = t
+        while w0 < end - 0.3:
+            w1 = min(w0 + 4.0, end)
+            logits = turn + rng.normal(0, 0.5, k)
+            proba = np.exp(logits) / np.exp(logits).sum()
+            top = int(proba.argmax())
+            call_segs.append({
+                "call_id": call_id, "model_version_id": model_version_id, "role": role,
+                "start_s": round(w0, 2), "end_s": round(w1, 2), "emotion": classes[top],
+                "confidence": float(proba[top]), "is_negative": is_negative_class(classes[top]),
+                "probabilities": {c: round(float(v), 4)
+                                  for c, v in zip(classes, proba, strict=True)},
+            })
+            w0 = w1
+        # Next turn: the other role, sometimes starting before this one ends (overtalk).
+        overlap = (float(rng.uniform(0.3, 1.5)) if rng.random() < 0.15
+                   else -float(rng.uniform(0.2, 1.5)))
+        t = max(end - overlap, t + 0.5)
+        role = "customer" if role == "agent" else "agent"
+    return call_segs
 
 
 STREAK_GAP_S = 2.0

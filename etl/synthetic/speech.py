@@ -9,12 +9,15 @@ that separate emotions in real corpora are present, so a model can learn them.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
+
+from etl.corpora.parsers import RAVDESS_EMOTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +51,7 @@ VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240],
                    [530, 1840, 2480], [570, 840, 2410], [660, 1720, 2410]], dtype=np.float64)
 
 # RAVDESS emotion codes, used by the corpus writer so fixtures follow the real naming.
-RAVDESS_CODES = {"neutral": "01", "calm": "02", "happy": "03", "sad": "04", "angry": "05",
-                 "fearful": "06", "disgust": "07", "surprised": "08"}
+RAVDESS_CODES = {emotion: code for code, emotion in RAVDESS_EMOTIONS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +183,5 @@ def write_ravdess_corpus(
 
 def hash_seed(*parts: object) -> int:
     """A stable seed from parts (Python's hash() is salted per process)."""
-    import hashlib
-
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF

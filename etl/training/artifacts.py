@@ -19,6 +19,7 @@ import json
 import logging
 import zipfile
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -115,8 +116,6 @@ VERSIONED_LIBRARIES = ("numpy", "scikit-learn", "xgboost", "librosa")
 
 def library_versions() -> dict[str, str]:
     """Installed versions of :data:`VERSIONED_LIBRARIES` (recorded in every new bundle)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out: dict[str, str] = {}
     for dist in VERSIONED_LIBRARIES:
         try:

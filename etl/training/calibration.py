@@ -45,6 +45,7 @@ Operating point
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,8 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from etl.corpora.labels import ESCALATED_SHARE, NEGATIVE_EMOTIONS, is_negative_class
+from etl.scoring.summaries import ScoredSegment, summarise_call
+from etl.synthetic.calls import SCENARIO_WEIGHTS, SCENARIOS
 
 EPS = 1e-6
 N_BINS = 15
@@ -233,40 +236,19 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
                 "reason": f"{n_speakers} speaker(s): calibration needs >= 3 to fit on held-out "
                           "speakers"}
     folds = _group_folds(groups, n_folds=min(5, n_speakers), seed=seed)
-    crossed = {m: cross_fit(m, proba, y, folds) for m in METHODS}
-    cv_loss = {m: round(log_loss(p, y), 4) for m, p in crossed.items()}
-    cv_ece = {m: round(expected_calibration_error(p, y), 4) for m, p in crossed.items()}
-    # lowest cross-fitted log-loss among the maps that do not worsen the held-out ECE (a
-    # log-loss gain can come from reshuffling the non-top classes while the confidences that
-    # the floor and the reports use get worse); ties go to the simpler method
-    allowed = [m for m in METHODS if cv_ece[m] <= cv_ece["none"]]
-    method = min(allowed, key=lambda m: (cv_loss[m], METHODS.index(m)))
-    calibrated = crossed[method]
+    choice = _choose_method(proba, y, folds)
     record = {
-        **base, "method": method, "params": fit_map(method, proba, y),
-        "cv_log_loss": cv_loss, "cv_ece": cv_ece,
-        "log_loss_after": cv_loss[method],
-        "ece_after": round(expected_calibration_error(calibrated, y), 4),
+        **base, "method": choice.method, "params": fit_map(choice.method, proba, y),
+        "cv_log_loss": choice.cv_loss, "cv_ece": choice.cv_ece,
+        "log_loss_after": choice.cv_loss[choice.method],
+        "ece_after": round(expected_calibration_error(choice.calibrated, y), 4),
         "protocol": f"chosen by speaker-grouped {int(folds.max()) + 1}-fold cross-fitted "
                     "log-loss on out-of-fold probabilities; *_after measured cross-fitted "
                     "(calibrator never saw the speaker)",
     }
-    call_proba = None
-    if rescore is not None:
-        def call_proba(rows: np.ndarray, call: np.ndarray) -> np.ndarray:
-            raw = np.asarray(rescore(rows, call), dtype=np.float64)
-            if raw.shape != (len(rows), len(classes)):
-                raise ValueError(f"rescore gave shape {raw.shape} for {len(rows)} rows of "
-                                 f"{len(classes)} classes")
-            # the calibrator of the row's speaker fold, fitted on the other speakers only
-            out = np.empty_like(raw)
-            row_fold = folds[rows]
-            for k in np.unique(row_fold):
-                fit = ~(folds == k)
-                mapping = fit_map(method, proba[fit], y[fit])
-                out[row_fold == k] = _apply(method, mapping, raw[row_fold == k])
-            return out
-    record["operating_point"] = choose_operating_point(calibrated, y, classes=classes,
+    call_proba = (_cross_fitted_rescore(rescore, choice.method, proba, y, folds)
+                  if rescore is not None else None)
+    record["operating_point"] = choose_operating_point(choice.calibrated, y, classes=classes,
                                                        groups=groups, seed=seed,
                                                        call_proba=call_proba)
     if record["operating_point"] is not None:
@@ -274,6 +256,51 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
             "per pseudo-call, as scoring normalises a call's role" if rescore is not None
             else "none (clip predictions as they are)")
     return record
+
+
+@dataclass(frozen=True, slots=True)
+class MethodChoice:
+    """The calibration method chosen, its cross-fitted probabilities ``(n, n_classes)`` and the
+    cross-fitted log-loss and ECE of every candidate."""
+
+    method: str
+    calibrated: np.ndarray
+    cv_loss: dict[str, float]
+    cv_ece: dict[str, float]
+
+
+def _choose_method(proba: np.ndarray, y: np.ndarray, folds: np.ndarray) -> MethodChoice:
+    """Lowest cross-fitted log-loss among the maps that do not worsen the held-out ECE (a
+    log-loss gain can come from reshuffling the non-top classes while the confidences that the
+    floor and the reports use get worse); ties go to the simpler method."""
+    crossed = {m: cross_fit(m, proba, y, folds) for m in METHODS}
+    cv_loss = {m: round(log_loss(p, y), 4) for m, p in crossed.items()}
+    cv_ece = {m: round(expected_calibration_error(p, y), 4) for m, p in crossed.items()}
+    allowed = [m for m in METHODS if cv_ece[m] <= cv_ece["none"]]
+    method = min(allowed, key=lambda m: (cv_loss[m], METHODS.index(m)))
+    return MethodChoice(method, crossed[method], cv_loss, cv_ece)
+
+
+def _cross_fitted_rescore(rescore: Rescore, method: str, proba: np.ndarray, y: np.ndarray,
+                          folds: np.ndarray) -> Rescore:
+    """``rescore`` followed by the calibration map of each row's speaker fold, fitted on the
+    other speakers only."""
+    n_classes = proba.shape[1]
+
+    def call_proba(rows: np.ndarray, call: np.ndarray) -> np.ndarray:
+        raw = np.asarray(rescore(rows, call), dtype=np.float64)
+        if raw.shape != (len(rows), n_classes):
+            raise ValueError(f"rescore gave shape {raw.shape} for {len(rows)} rows of "
+                             f"{n_classes} classes")
+        out = np.empty_like(raw)
+        row_fold = folds[rows]
+        for k in np.unique(row_fold):
+            fit = ~(folds == k)
+            mapping = fit_map(method, proba[fit], y[fit])
+            out[row_fold == k] = _apply(method, mapping, raw[row_fold == k])
+        return out
+
+    return call_proba
 
 
 def apply_calibration(record: Mapping[str, Any] | None, proba: np.ndarray) -> np.ndarray:
@@ -290,8 +317,6 @@ def apply_calibration(record: Mapping[str, Any] | None, proba: np.ndarray) -> np
 
 def _scenarios() -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
     """Negative probability (early, late) per generator scenario, and the scenario weights."""
-    from etl.synthetic.calls import SCENARIO_WEIGHTS, SCENARIOS
-
     def neg(pool: Sequence[str]) -> float:
         return sum(e in NEGATIVE_EMOTIONS for e in pool) / len(pool)
 
@@ -330,30 +355,14 @@ def pseudo_calls(proba: np.ndarray, y: np.ndarray, *, classes: Sequence[str],
             scenario = names[int(rng.choice(len(names), p=p))]
             early, late = phases[scenario]
             duration = float(rng.uniform(96.0, 144.0))  # the generator's 2 min +- 20 %
-            t = float(rng.uniform(1.0, 6.0))
-            starts, ends, picks, truth_neg = [], [], [], []
-            while True:
-                # the generator's soft switch from the early to the late pool mid-call
-                late_phase = rng.random() < np.clip((t / duration - 0.3) / 0.4, 0.0, 1.0)
-                is_neg = bool(rng.random() < (late if late_phase else early))
-                n_utt = int(rng.integers(1, 4))
-                for _k in range(n_utt):
-                    length = float(rng.uniform(1.2, 3.0))
-                    if t + length > duration:
-                        break
-                    starts.append(t)
-                    ends.append(t + length)
-                    picks.append(int(pools[is_neg][rng.integers(len(pools[is_neg]))]))
-                    truth_neg.append(is_neg)
-                    t += length + float(rng.uniform(0.2, 0.6))
-                t += float(rng.uniform(2.0, 8.0))  # the agent's turn
-                if t >= duration - 1.2:
-                    break
-            if not picks:
+            timeline = _pseudo_timeline(rng, duration=duration, early=early, late=late,
+                                        pools=pools)
+            if not timeline.rows:
                 continue
-            s, e = np.array(starts), np.array(ends)
+            s, e = np.array(timeline.starts), np.array(timeline.ends)
             dur = e - s
-            tn = np.array(truth_neg)
+            tn = np.array(timeline.truth_negative)
+            picks = timeline.rows
             calls.append({
                 "speaker": speaker, "scenario": scenario, "duration_s": duration,
                 "truth": bool(dur[tn].sum() > ESCALATED_SHARE * dur.sum()), "start": s, "end": e,
@@ -362,10 +371,44 @@ def pseudo_calls(proba: np.ndarray, y: np.ndarray, *, classes: Sequence[str],
     return calls
 
 
+@dataclass(slots=True)
+class _PseudoTimeline:
+    """A pseudo-call's customer utterances: times, the clip row of each and its true polarity."""
+
+    starts: list[float]
+    ends: list[float]
+    rows: list[int]
+    truth_negative: list[bool]
+
+
+def _pseudo_timeline(rng: np.random.Generator, *, duration: float, early: float, late: float,
+                     pools: Mapping[bool, np.ndarray]) -> _PseudoTimeline:
+    """Customer turns of 1-3 utterances between agent turns, as the call generator lays them
+    out; ``early``/``late``: the chance an utterance is negative before/after the switch."""
+    out = _PseudoTimeline([], [], [], [])
+    t = float(rng.uniform(1.0, 6.0))
+    while True:
+        # the generator's soft switch from the early to the late pool mid-call
+        late_phase = rng.random() < np.clip((t / duration - 0.3) / 0.4, 0.0, 1.0)
+        is_neg = bool(rng.random() < (late if late_phase else early))
+        n_utt = int(rng.integers(1, 4))
+        for _k in range(n_utt):
+            length = float(rng.uniform(1.2, 3.0))
+            if t + length > duration:
+                break
+            out.starts.append(t)
+            out.ends.append(t + length)
+            out.rows.append(int(pools[is_neg][rng.integers(len(pools[is_neg]))]))
+            out.truth_negative.append(is_neg)
+            t += length + float(rng.uniform(0.2, 0.6))
+        t += float(rng.uniform(2.0, 8.0))  # the agent's turn
+        if t >= duration - 1.2:
+            break
+    return out
+
+
 def _call_metrics(call: Mapping[str, Any], floor: float) -> tuple[float, float, float]:
     """(negative share, longest negative streak s, trend) of one pseudo-call; NaN when None."""
-    from etl.scoring.summaries import ScoredSegment, summarise_call
-
     keep = call["confidence"] >= floor
     segs = [ScoredSegment(role="customer", start_s=float(s), end_s=float(e),
                           emotion="negative" if n else "other", confidence=float(c),

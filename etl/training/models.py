@@ -124,8 +124,8 @@ ALGORITHMS: dict[str, Algorithm] = {
 # The family `ser train` uses when --model is not given. bench/accuracy.py on RAVDESS (emotion8,
 # rich, per-speaker normalisation, identical actor-grouped folds): voting 0.647 +- 0.041,
 # logreg 0.641 +- 0.026, xgboost 0.631, mlp 0.626, svm 0.614. Voting vs logreg per fold is 2 wins,
-# 2 losses, 1 tie: no real difference, and logistic regression is ~25x cheaper to fit and to
-# score (nightly), so it is the default; `--model voting` remains available.
+# 2 losses, 1 tie: no real difference, and logistic regression is far cheaper to fit and to
+# score (nightly; docs/bench figures), so it is the default; `--model voting` remains available.
 DEFAULT_ALGORITHM = "logreg"
 
 

@@ -21,18 +21,28 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from tqdm import tqdm
 
 from etl.corpora.labels import is_negative_class
-
-if TYPE_CHECKING:
-    from etl.features.extraction import FeatureSpec
-    from etl.training.registry import LoadedModel
-    from etl.training.train import CVResult, Dataset, Stacked
+from etl.features.specs import FeatureSpec
+from etl.scoring.recording import ScoringConfig, score_recording
+from etl.synthetic.calls import (
+    CallGenConfig,
+    ClipBank,
+    GeneratedCall,
+    generate_calls,
+    truly_escalated,
+)
+from etl.synthetic.speech import hash_seed
+from etl.training.calibration import TARGET_PRECISION, fit_map, select_operating_point
+from etl.training.dataset import Dataset, Stacked, stack_rows
+from etl.training.fitting import CVResult, fold_population
+from etl.training.registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +69,6 @@ class FoldCalibration:
     folds: np.ndarray  # (n,) outer fold of each row
 
     def record_without(self, k: int) -> dict[str, Any]:
-        from etl.training.calibration import fit_map
-
         keep = self.folds != k
         return {"method": self.method, "params": fit_map(self.method, self.proba[keep],
                                                          self.y[keep])}
@@ -70,11 +78,8 @@ def fold_model(dataset: Dataset, cv: CVResult, k: int, *, rows: Stacked, spec: F
                speaker_normalisation: bool, shrinkage: Mapping[str, float],
                calibration: FoldCalibration | None, algorithm: str) -> LoadedModel:
     """Fold ``k``'s model as scoring loads a registered one: same features, its own training
-    speakers' population (``rows``: the dataset as trained on, :func:`etl.training.train.stack_rows`),
+    speakers' population (``rows``: the dataset as trained on, :func:`etl.training.dataset.stack_rows`),
     a calibration map that never saw fold ``k``."""
-    from etl.training.registry import LoadedModel
-    from etl.training.train import fold_population
-
     population = (fold_population(rows, cv, k, shrinkage=shrinkage)
                   if speaker_normalisation else None)
     return LoadedModel(
@@ -102,8 +107,6 @@ def customer_side(result: Any, timeline: Iterable[Any], *, speaker: int, scenari
                   fold: int) -> dict[str, Any]:
     """A scored call's customer segments as :func:`etl.training.calibration.select_operating_point`
     reads them (floor not applied yet: ``negative`` is the predicted class's polarity)."""
-    from etl.synthetic.calls import truly_escalated
-
     segs = [s for s in result.segments if s.role == "customer"]
     return {
         "speaker": speaker, "scenario": scenario, "fold": fold,
@@ -139,37 +142,21 @@ def score_training_calls(
         No fold has clips of at least two emotions to build calls from (e.g. the audio files
         are gone): the caller keeps the pseudo-call operating point.
     """
-    from tqdm import tqdm
-
-    from etl.scoring.recording import ScoringConfig, score_recording
-    from etl.synthetic.calls import CallGenConfig, ClipBank, generate_calls
-    from etl.synthetic.speech import hash_seed
-    from etl.training.train import stack_rows
-
     rows = stack_rows(dataset)
-    n_folds = int(cv.folds.max()) + 1
-    per_fold = np.full(n_folds, plan.n_calls // n_folds)
-    per_fold[: plan.n_calls % n_folds] += 1
+    per_fold = calls_per_fold(plan.n_calls, n_folds=int(cv.folds.max()) + 1)
     # the floor is chosen afterwards on the raw confidences: abstain nothing while scoring
     scoring = ScoringConfig(confidence_floor=0.0)
     calls: list[dict[str, Any]] = []
-    bar = tqdm(total=int(per_fold.sum()), desc="operating-point calls", unit="call",
+    bar = tqdm(total=sum(per_fold), desc="operating-point calls", unit="call",
                disable=not progress, leave=False)
     with tempfile.TemporaryDirectory(prefix="ser-train-calls-") as tmp:
-        for k in range(n_folds):
-            if per_fold[k] == 0:
+        for k, n_calls in enumerate(per_fold):
+            if n_calls == 0:
                 continue
-            actors = np.unique(dataset.groups[cv.folds == k])
-            try:
-                bank = ClipBank.from_paths(fold_clip_sources(session, actors, corpus=corpus),
-                                           sr=CALL_SR)
-                generated = generate_calls(
-                    Path(tmp) / f"fold{k}", n_calls=int(per_fold[k]), minutes=plan.minutes,
-                    bank=bank, seed=hash_seed("operating-point", plan.seed, k),
-                    config=CallGenConfig(sr=CALL_SR))
-            except ValueError as exc:
-                log.warning("operating-point calls: fold %d has no calls (%s)", k, exc)
-                bar.update(int(per_fold[k]))
+            generated = fold_calls(session, dataset, cv, k, n_calls=n_calls, plan=plan,
+                                   corpus=corpus, folder=Path(tmp) / f"fold{k}")
+            if not generated:
+                bar.update(n_calls)
                 continue
             model = fold_model(dataset, cv, k, rows=rows, spec=spec,
                                speaker_normalisation=speaker_normalisation,
@@ -185,11 +172,29 @@ def score_training_calls(
     return calls
 
 
+def calls_per_fold(n_calls: int, *, n_folds: int) -> list[int]:
+    """``n_calls`` spread over ``n_folds`` folds as evenly as possible, the first folds first."""
+    return [n_calls // n_folds + (1 if k < n_calls % n_folds else 0) for k in range(n_folds)]
+
+
+def fold_calls(session: Session, dataset: Dataset, cv: CVResult, k: int, *, n_calls: int,
+               plan: TrainingCallsPlan, corpus: str | None, folder: Path) -> list[GeneratedCall]:
+    """``n_calls`` calls generated into ``folder`` from the clips of fold ``k``'s held-out
+    speakers; none (logged) when their clips cannot make a call."""
+    actors = np.unique(dataset.groups[cv.folds == k])
+    try:
+        bank = ClipBank.from_paths(fold_clip_sources(session, actors, corpus=corpus), sr=CALL_SR)
+        return generate_calls(folder, n_calls=n_calls, minutes=plan.minutes, bank=bank,
+                              seed=hash_seed("operating-point", plan.seed, k),
+                              config=CallGenConfig(sr=CALL_SR))
+    except ValueError as exc:
+        log.warning("operating-point calls: fold %d has no calls (%s)", k, exc)
+        return []
+
+
 def operating_point_on_calls(calls: list[dict[str, Any]], *, seed: int,
                              plan: TrainingCallsPlan) -> dict[str, Any] | None:
     """:func:`etl.training.calibration.select_operating_point` on scored training calls."""
-    from etl.training.calibration import TARGET_PRECISION, select_operating_point
-
     confidences = np.concatenate([c["confidence"] for c in calls]) if calls else np.zeros(0)
     if confidences.size == 0:
         return None

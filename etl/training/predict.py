@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from etl.audio.decode import AudioError, is_audio_path, load_audio
+from etl.features.extraction import FeatureExtractionError, extract
 from etl.training.registry import LoadedModel
 
 SPEAKER_BY = ("folder", "all", "file")
@@ -79,8 +80,6 @@ def predict_files(
     (predictions, warnings)
         predictions in input order; warnings are human-readable notes (small speaker groups).
     """
-    from etl.features.extraction import FeatureExtractionError, extract
-
     spec = model.feature_spec
     rows: list[np.ndarray] = []
     ok: list[int] = []

@@ -21,8 +21,9 @@ import datetime as dt
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, insert, select
@@ -36,11 +37,9 @@ from db.models import (
     ModelVersion,
     RegisteredModel,
 )
+from etl.features.specs import FeatureSpec, feature_spec
 from etl.training.artifacts import ARTIFACT_FORMAT, FittedModel, load_bundle, sha256_bytes
 from etl.training.normalise import SpeakerPopulation, normalise_per_speaker
-
-if TYPE_CHECKING:
-    from etl.features.extraction import FeatureSpec
 
 DEFAULT_ALIAS = "production"
 
@@ -110,6 +109,8 @@ class LoadedModel:
         proba = self.model.predict_proba(X)
         if self.calibration is None:
             return proba
+        # scipy.optimize (calibration fitting) stays off the `ser models` path until a
+        # calibrated model predicts
         from etl.training.calibration import apply_calibration
 
         return apply_calibration(self.calibration, proba)
@@ -142,8 +143,6 @@ def code_version() -> str:
             return f"git:{described}"[:64]
     except (OSError, subprocess.SubprocessError):
         pass
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return f"ser-analytics=={version('ser-analytics')}"
     except PackageNotFoundError:
@@ -273,8 +272,6 @@ def resolve_version(session: Session, ref: str = DEFAULT_ALIAS) -> ModelVersion:
 
 def feature_spec_for(session: Session, feature_set_id: int) -> FeatureSpec:
     """The FeatureSpec a feature_sets row was computed with (its stored params, not today's)."""
-    from etl.features.extraction import FeatureSpec, feature_spec
-
     row = session.get(FeatureSet, feature_set_id)
     if row is None:
         raise ModelNotFoundError(f"feature set id {feature_set_id} does not exist")

@@ -1,0 +1,62 @@
+"""What to train: :class:`TrainConfig` and the defaults of speaker-independent training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from etl.training.models import DEFAULT_ALGORITHM
+
+DEFAULT_SEED = 0
+DEFAULT_FOLDS = 5
+# Call (telephony) models: speaker-normalised, and every role of a call is shrunk toward the
+# nearest training speakers with this many prior rows (a 2-minute call's customer has ~20-40
+# segments, so own statistics weigh 17-29 %). Its own statistics alone absorb the call's
+# emotion (a calm customer z-scored against a calm call reads half negative). Chosen on calls
+# of training speakers only: bench/calls_accuracy.py selection mode, docs/features.md
+# "Training for calls".
+CALL_SPEAKER_PRIOR_ROWS = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """What to train. Defaults are the project's best speaker-independent setup."""
+
+    algorithm: str = DEFAULT_ALGORITHM
+    label_scheme: str | None = None  # None = largest scheme the data fully covers
+    feature_set: str = "rich"
+    channel: str = "studio"
+    corpus: str | None = None  # None = every corpus (joined through canonical emotions)
+    speaker_normalisation: bool = True
+    class_balance: bool = True
+    n_folds: int = DEFAULT_FOLDS
+    seed: int = DEFAULT_SEED
+    search: bool = True  # nested grid search inside the training folds
+    feature_importance: bool = True
+    diagnostic_random_split: bool = False
+    augment: bool = False  # also train on the phone-line copies (rich+phone); telephony only
+    # Speaker-normalised models, at prediction: None = a group (a call's role) with at least
+    # etl.training.normalise.MIN_ROWS_OWN_STATS rows uses its own statistics; a number = every group is
+    # shrunk toward the nearest training speakers with this many prior rows (SpeakerPopulation);
+    # "auto" = CALL_SPEAKER_PRIOR_ROWS for telephony, None for studio.
+    speaker_prior_rows: float | str | None = "auto"
+    # > 0: choose the escalation operating point on this many generated phone calls of the
+    # training speakers, each scored by the fold model that never heard them
+    # (etl.training.operating_point; `ser train` does for telephony); 0: on pseudo-calls of clips only.
+    operating_point_calls: int = 0
+    operating_point_call_minutes: float = 2.0
+
+    def __post_init__(self) -> None:
+        prior = self.speaker_prior_rows
+        if prior == "auto":
+            prior = CALL_SPEAKER_PRIOR_ROWS if self.channel == "telephony" else None
+        elif isinstance(prior, str):
+            raise ValueError(f"speaker_prior_rows must be a number, None or 'auto', not {prior!r}")
+        object.__setattr__(self, "speaker_prior_rows", None if prior is None else float(prior))
+
+    def population_shrinkage(self) -> dict[str, float]:
+        """``speaker_population`` keyword arguments for this config's prediction-time shrinkage."""
+        if self.speaker_prior_rows is None:
+            return {}
+        if float(self.speaker_prior_rows) < 0:
+            raise ValueError(f"speaker_prior_rows must be >= 0, not {self.speaker_prior_rows}")
+        return {"prior_rows": float(self.speaker_prior_rows), "min_rows_own": float("inf")}
