@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from etl.audio.intervals import intersect_regions
 from reports.common import extra, finite
 
 # The scorer's default gap between segments that still counts as one negative streak.
@@ -28,20 +29,12 @@ class Focus:
 
 
 def overtalk(segs: pd.DataFrame) -> list[tuple[float, float]]:
-    """Stretches where agent and customer segments overlap (sweep over sorted intervals)."""
-    a = sorted((float(s.start_s), float(s.end_s)) for s in segs[segs["role"] == "agent"].itertuples())
-    c = sorted((float(s.start_s), float(s.end_s)) for s in
-               segs[segs["role"] == "customer"].itertuples())
-    out, i, j = [], 0, 0
-    while i < len(a) and j < len(c):
-        lo, hi = max(a[i][0], c[j][0]), min(a[i][1], c[j][1])
-        if hi > lo:
-            out.append((lo, hi))
-        if a[i][1] < c[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
+    """Stretches where agent and customer segments overlap."""
+    def spans(role: str) -> list[tuple[float, float]]:
+        return sorted((float(s.start_s), float(s.end_s))
+                      for s in segs[segs["role"] == role].itertuples())
+
+    return intersect_regions(spans("agent"), spans("customer"))
 
 
 def rule_metrics(options: Any) -> dict[str, str]:

@@ -13,12 +13,12 @@ import pandas as pd
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from etl.corpora.demographics import AGE_BAND_LABELS, age_band
 from reports import charts, queries
 from reports.common import extra, finite, model_file
 from reports.render import fmt_pct
 
 GROUP_TITLES = {"sex": "sex", "age_band": "age band", "race": "race", "ethnicity": "ethnicity"}
-AGE_BANDS = ((0, 18, "<18"), (18, 30, "18-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 200, "60+"))
 # A subgroup UAR this far below the overall UAR is flagged in the model report.
 GROUP_GAP_WARNING = 0.10
 PER_CLASS_METRICS = ["precision", "recall", "f1", "roc_auc", "support"]
@@ -304,10 +304,7 @@ def _group(g: pd.DataFrame, title: str, overall: float | None) -> dict[str, Any]
 
 
 def _age_band(age: Any) -> str:
-    a = finite(age)
-    if a is None:
-        return "unknown"
-    return next(label for lo, hi, label in AGE_BANDS if lo <= a < hi)
+    return age_band(finite(age)) or "unknown"
 
 
 def _counts(series: pd.Series) -> list[tuple[str, float]]:
@@ -345,7 +342,7 @@ def _demographic_charts(actors: pd.DataFrame) -> list[dict[str, Any]]:
     for column, title in (("sex", "sex"), ("age_band", "age band"), ("race", "race")):
         items = _counts(actors[column])
         if column == "age_band":
-            order = [b[2] for b in AGE_BANDS] + ["unknown"]
+            order = [*AGE_BAND_LABELS, "unknown"]
             items.sort(key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
         out.append({"title": title, "chart": charts.hbar_chart(
             items, axis_label="actors", fmt=lambda v: f"{v:.0f}", label_width=130,
