@@ -12,11 +12,11 @@ import soundfile as sf
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from etl.audio.phone_line import augment, chain_spec, g711_roundtrip
 from etl.features.extraction import extract, extract_files, extract_segments
 from etl.features.specs import feature_spec
 from etl.features.store import ensure_feature_set, load_variant_matrix, store_results
 from etl.synthetic.history import make_corpus
-from etl.training.augment import augment, chain_spec, g711_roundtrip
 
 SR = 8000
 

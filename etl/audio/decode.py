@@ -16,12 +16,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from etl.audio.telephony import TELEPHONY_BAND_HZ, TELEPHONY_RATE
+
 try:
     import miniaudio
 except ImportError:  # pragma: no cover - a platform without its wheel decodes through soundfile
     miniaudio = None
 
-from etl.features.specs import TELEPHONY_BAND_HZ, TELEPHONY_RATE
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif"})
 # Mono files longer than this that are resampled on load are decoded in blocks (memory).

@@ -38,6 +38,7 @@ from threadpoolctl import ThreadpoolController
 
 from etl.audio import dsp, filters
 from etl.audio.decode import AudioError, load_audio, resample, to_telephony, trim_silence
+from etl.audio.phone_line import augment_copies
 from etl.audio.vad import detect_speech, windows
 from etl.features.specs import (
     ALGORITHM_REVISION,
@@ -52,7 +53,6 @@ from etl.features.specs import (
     FeatureSpec,
     feature_spec,
 )
-from etl.training.augment import augment_copies
 
 __all__ = [  # the definitions from etl.features.specs are re-exported
     "ALGORITHM_REVISION", "CHANNELS", "CHROMA_NAMES", "LONG_CLIP_S", "SET_NAMES",
@@ -742,7 +742,7 @@ def extract_files(items: Iterable[tuple[int, str]], spec: FeatureSpec) -> list[C
 
 def _augmented_result(clip_id: int, signal: np.ndarray, sr: int, spec: FeatureSpec,
                       augment_params: dict[str, Any], audio_s: float) -> ClipResult:
-    """Whole-clip vectors of every augmented copy of one clip (`etl.training.augment`), or the reason
+    """Whole-clip vectors of every augmented copy of one clip (`etl.audio.phone_line`), or the reason
     one copy failed (then none is stored: a clip has all its copies or an error)."""
     mono = _as_mono(signal)
     if not np.isfinite(mono).all():

@@ -15,17 +15,15 @@ from typing import Any
 
 import numpy as np
 
-# The phone line every telephony variant models (etl.audio.decode.to_telephony applies it).
-TELEPHONY_RATE = 8000
-TELEPHONY_BAND_HZ = (300.0, 3400.0)
+from etl.audio.telephony import TELEPHONY_BAND_HZ, TELEPHONY_RATE
 
 SET_NAMES = ("rich", "seed180")
 CHANNELS = ("studio", "telephony")
 # Augmented companion sets: "<base>+<augmentation>", e.g. "rich+phone" holds phone-line copies
-# of every clip (etl.training.augment), stored as clip_features rows with variant 1..copies.
+# of every clip (etl.audio.phone_line), stored as clip_features rows with variant 1..copies.
 AUGMENT_SEP = "+"
 AUGMENTATIONS = ("phone",)
-# Copies of each training clip through a simulated phone line (etl.training.augment.PHONE_CHAIN).
+# Copies of each training clip through a simulated phone line (etl.audio.phone_line.PHONE_CHAIN).
 PHONE_COPIES = 2
 AUGMENT_SEED = 0
 # Level normalisation of the rich set: each unit (a clip, or a whole call channel) is scaled so
@@ -154,7 +152,7 @@ def augmented_set_name(name: str, augmentation: str = "phone") -> str:
 
 
 def _augment_params(augmentation: str) -> dict[str, Any]:
-    from etl.training.augment import chain_spec  # light: the chain's JSON description only
+    from etl.audio.phone_line import chain_spec  # light: the chain's JSON description only
 
     return {"name": augmentation, "copies": PHONE_COPIES, "seed": AUGMENT_SEED,
             "chain": chain_spec(augmentation)}

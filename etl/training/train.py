@@ -26,7 +26,7 @@ probabilities). This module runs them in order and registers the result; it also
 the names callers import from ``etl.training.train``.
 
 Phone-robust training (``TrainConfig.augment``, the ``ser train`` default): every clip also
-brings its phone-line copies (feature set ``rich+phone``, `etl.training.augment`; computed here when
+brings its phone-line copies (feature set ``rich+phone``, `etl.audio.phone_line`; computed here when
 missing). Folds are made on the clips, and a copy always sits in its clip's fold, so no copy
 of a held-out speaker is ever trained on; metrics are reported on the held-out clips as recorded
 (``uar``, comparable with studio models on the same folds) and on their phone copies
