@@ -140,7 +140,7 @@ def evaluate(args: argparse.Namespace, home: Path) -> None:
 
     from sklearn.metrics import balanced_accuracy_score
 
-    from db.engine import get_engine, session_scope
+    from db.engine import cached_engine, session_scope
     from etl.features.extraction import feature_spec
     from etl.features.store import ensure_feature_set
     from etl.training.train import (
@@ -151,8 +151,9 @@ def evaluate(args: argparse.Namespace, home: Path) -> None:
         make_folds,
         single_threaded_blas,
     )
+    from flows.database import database_url
 
-    with session_scope(get_engine()) as session:
+    with session_scope(cached_engine(database_url())) as session:
         rich = load_dataset(session, label_scheme="emotion8",
                             feature_set_id=ensure_feature_set(session, feature_spec("rich")))
         seed = load_dataset(session, label_scheme="emotion8",

@@ -304,13 +304,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ser-bench-analytics-") as tmp_name:
         os.environ["SER_HOME"] = str(Path(tmp_name) / "home")
         os.environ.pop("DATABASE_URL", None)
+        from config import get_settings
         from db.embedded import stop_embedded
-        from db.engine import get_engine
+        from db.engine import cached_engine
         from db.migrate import ensure_migrated
-        from ser.settings import get_settings
+        from flows.database import database_url
 
         get_settings.cache_clear()
-        engine = get_engine()
+        engine = cached_engine(database_url())
         ensure_migrated(engine)
         try:
             result = run(engine, nights=nights, calls_per_night=args.calls_per_night,

@@ -395,7 +395,8 @@ def main() -> None:
     seconds: dict[str, float] = {}
     with scratch_home(args.keep, prefix="ser-bench-calls-",
                       extra_env={"SER_WORKERS": str(args.workers)}) as (tmp, env):
-        from db.engine import get_engine
+        from db.engine import cached_engine
+        from flows.database import database_url
 
         engine = None
         try:
@@ -422,7 +423,7 @@ def main() -> None:
                 "truly_escalated": sum(t_["escalated"] for t_ in truth.values()),
                 "customer_turns": sum(len(t_["turns"]) for t_ in truth.values())}
 
-            engine = get_engine()
+            engine = cached_engine(database_url())
             results: dict[str, dict[str, Any]] = {}
             for variant in variants:
                 t = time.perf_counter()

@@ -142,7 +142,8 @@ def main() -> None:
                     f"{args.runs} started together, then one kill -9'd and rerun",
         "cpus": os.cpu_count(), "target_ratio": 1.5}
     with scratch_home(args.keep, prefix="ser-bench-concurrent-") as (tmp, env):
-        from db.engine import get_engine
+        from db.engine import cached_engine
+        from flows.database import database_url
 
         engine = None
         try:
@@ -156,7 +157,7 @@ def main() -> None:
                 ser(["calls", "generate", str(calls), "--n-calls", str(args.calls), "--minutes",
                      str(args.minutes), "--source", str(args.ravdess), "--actors", CALL_ACTORS,
                      "--seed", "15"], env)
-            engine = get_engine()
+            engine = cached_engine(database_url())
             days = fresh_days(engine)
             pairs = []
             reference: dict[str, int] = {}

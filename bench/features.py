@@ -19,10 +19,8 @@ project variant in turn; each row is its median run and ``walls_s`` lists them a
 Reported per run: files/s, real-time factor (audio seconds per wall second), peak RSS of the
 whole process tree (sampled every 50 ms; the sum of RSS counts pages shared by forked workers
 more than once), feature count, machine-wide busy CPU seconds, and ratios of files/s to (1).
-``flow_seconds`` is the time inside the flow; ``workers_started_before_flow_s`` how long the
-workers had been extracting before the flow took the run over (they start before Prefect is
-imported); ``extraction_window_s`` the sum; the rest of ``wall_s`` is interpreter start-up,
-imports, Prefect and exit. ``speedup_vs_seed_excluding_startup`` compares that window with
+``flow_seconds`` is the extraction run's own time (``extraction_window_s``); the rest of
+``wall_s`` is interpreter start-up, imports, Prefect and exit. ``speedup_vs_seed_excluding_startup`` compares that window with
 the seed's loop (its run minus Python start-up and the librosa import).
 ``long_clip``: one 20-minute recording through `extract_files` per set (peak RSS, segments).
 seed180 from the database is compared per file with (1): max abs error of the MFCC and chroma
@@ -347,9 +345,10 @@ def _insert_clips(env: dict[str, str], files: list[Path]) -> None:
     import soundfile as sf
     from sqlalchemy import insert
 
-    from db.engine import get_engine, session_scope
+    from db.engine import cached_engine, session_scope
     from db.models import Clip
     from etl.audio.decode import sha256_file
+    from flows.database import database_url
 
     os.environ.update(env)
     rows = []
@@ -360,7 +359,7 @@ def _insert_clips(env: dict[str, str], files: list[Path]) -> None:
                      "label_source": "bench", "sample_rate": info.samplerate,
                      "channels": info.channels, "frames": info.frames,
                      "duration_s": info.duration, "size_bytes": path.stat().st_size})
-    with session_scope(get_engine()) as session:
+    with session_scope(cached_engine(database_url())) as session:
         session.execute(insert(Clip), rows)
 
 
@@ -430,11 +429,12 @@ def main() -> None:
         os.environ.update(env)
         from sqlalchemy import text
 
-        from db.engine import get_engine, session_scope
+        from db.engine import cached_engine, session_scope
         from etl.features.extraction import feature_spec
         from etl.features.store import load_feature_matrix
+        from flows.database import database_url
 
-        engine = get_engine()
+        engine = cached_engine(database_url())
         set_names = [s for s in args.sets.split(",") if s]
         variants = [("", [])] + ([("_no_prefect", ["--no-prefect"])] if args.no_prefect_runs else [])
         # The first `ser features` flow after the ingest flow has been seconds slower than any
@@ -476,12 +476,10 @@ def main() -> None:
             # clips the run processed (ingest folds byte-identical files into one clip)
             row = _summary(name, report["pending"], report["audio_s"], run["wall"], run["peak"],
                            feature_spec(report["feature_set"]).n_features, base_fps, run["busy"])
-            window = report["seconds"] + report.get("started_before_s", 0.0)
+            window = report["seconds"]
             row.update({"walls_s": [round(r["wall"], 2) for r in runs],
                         "stored": report["stored"], "errors": report["errors"],
                         "flow_seconds": round(report["seconds"], 2),
-                        "workers_started_before_flow_s": round(
-                            report.get("started_before_s", 0.0), 3),
                         "extraction_window_s": round(window, 2),
                         "startup_and_exit_s": round(run["wall"] - window, 2),
                         # both sides without interpreter start-up and imports

@@ -61,15 +61,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ser-bench-ingest-") as tmp:
         os.environ["SER_HOME"] = str(Path(tmp) / "home")
         os.environ.pop("DATABASE_URL", None)
+        from config import get_settings
         from db.embedded import stop_embedded
-        from db.engine import get_engine
+        from db.engine import cached_engine
         from db.migrate import ensure_migrated
         from etl.synthetic.corpora import write_tiny_wavs
-        from ser.settings import get_settings
+        from flows.database import database_url
 
         get_settings.cache_clear()
         start = time.perf_counter()
-        engine = get_engine()
+        engine = cached_engine(database_url())
         ensure_migrated(engine)
         result: dict[str, Any] = {"db_start_seconds": round(time.perf_counter() - start, 2),
                                   "workers": args.workers or min(8, 2 * (os.cpu_count() or 1)),

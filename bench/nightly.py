@@ -70,9 +70,10 @@ SCORE = r"""
 import json, sys, time, datetime as dt
 from pathlib import Path
 t0 = time.perf_counter()
-from db.engine import get_engine
+from db.engine import cached_engine
+from flows.database import database_url
 from etl.runs.batch import score_batch
-engine = get_engine()
+engine = cached_engine(database_url())
 t1 = time.perf_counter()
 report = score_batch(engine, Path(sys.argv[1]), batch_date=dt.date(2024, 1, 15),
                      workers=int(sys.argv[2]), model_ref=sys.argv[3])
@@ -146,7 +147,7 @@ def train_unnormalised(engine: Any) -> str:
 def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]:
     from db.engine import session_scope
     from etl.corpora.ingest import finish_run, ingest_folder, start_run
-    from etl.runs.features import run_features
+    from etl.runs.features import FeatureRunConfig, run_features
     from etl.training.registry import set_alias
     from etl.training.train import TrainConfig, train_model
 
@@ -160,8 +161,9 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]
         finish_run(session, run_id=run_id, counts=counts)
     out["ingest_seconds"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    report = run_features(set_name="rich", channel="telephony", corpus="ravdess",
-                          workers=workers, progress=False)
+    report = run_features(engine, FeatureRunConfig(set_name="rich", channel="telephony",
+                                                   corpus="ravdess", workers=workers),
+                          progress=False)
     out["features_seconds"] = round(time.perf_counter() - start, 1)
     out["feature_errors"] = report.errors
     start = time.perf_counter()
@@ -273,8 +275,10 @@ def prefect_overhead(env: dict[str, str], calls_dir: Path) -> dict[str, float]:
     plain = (
         "import time; t = time.perf_counter()\n"
         "import datetime as dt; from pathlib import Path\n"
-        "from db.engine import get_engine; from etl.runs.batch import score_batch\n"
-        f"score_batch(get_engine(), Path({str(calls_dir)!r}), batch_date=dt.date(2024, 1, 15))\n"
+        "from db.engine import cached_engine; from etl.runs.batch import score_batch\n"
+        "from flows.database import database_url\n"
+        f"score_batch(cached_engine(database_url()), Path({str(calls_dir)!r}),\n"
+        "            batch_date=dt.date(2024, 1, 15))\n"
         "print(time.perf_counter() - t)\n")
     flow = (
         "import time; t = time.perf_counter()\n"
@@ -324,13 +328,14 @@ def main() -> None:
         os.environ["SER_HOME"] = str(tmp / "home")
         os.environ.pop("DATABASE_URL", None)
         os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
+        from config import get_settings
         from db.embedded import stop_embedded
-        from db.engine import get_engine
+        from db.engine import cached_engine
         from db.migrate import ensure_migrated
-        from ser.settings import get_settings
+        from flows.database import database_url
 
         get_settings.cache_clear()
-        engine = get_engine()
+        engine = cached_engine(database_url())
         ensure_migrated(engine)
         try:
             result["training"] = train(engine, args.ravdess, tmp, args.workers)

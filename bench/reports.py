@@ -19,15 +19,16 @@ import uuid
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path and "reports" would be this
-# module; the project root (reports/, tests/) must win.
+# module; the project root (reports/, etl/) must win.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from sqlalchemy import make_url, text
 
-from db.engine import make_engine, resolve_url, session_scope
+from db.engine import make_engine, session_scope
 from db.migrate import upgrade
 from etl.synthetic import history as f
+from flows.database import database_url
 from reports import build
 
 
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=30, help="earlier nights (trends)")
     args = parser.parse_args()
 
-    server = make_engine(resolve_url(), isolation_level="AUTOCOMMIT")
+    server = make_engine(database_url(), isolation_level="AUTOCOMMIT")
     name = f"ser_bench_reports_{uuid.uuid4().hex[:8]}"
     with server.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

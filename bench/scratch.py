@@ -42,8 +42,8 @@ def scratch_home(keep: Path | None, *, prefix: str,
             env.pop(key, None)
             os.environ.pop(key, None)
         os.environ.update({k: env[k] for k in ("SER_HOME", "PREFECT_HOME")})
+        from config import get_settings
         from db.embedded import stop_embedded
-        from ser.settings import get_settings
 
         get_settings.cache_clear()
         try:

@@ -10,7 +10,7 @@ Protocol (prints JSON):
   ``before``: the studio default before phone-robust training (rich/studio features without
   level normalisation, recorded clips only); ``telephony_clean``: rich/telephony (level-
   normalised) on recorded clips only (ablation); ``new_default``: what ``ser train`` trains now,
-  rich/telephony plus the phone-line copies (rich+phone, `etl.training.augment`), normalised per
+  rich/telephony plus the phone-line copies (rich+phone, `etl.audio.phone_line`), normalised per
   (actor, variant).
 - Conditions for the held-out clips: ``studio`` (the clips as recorded) and ``phone`` (each
   clip through `etl.synthetic.calls.telephone_line` at 8 kHz: band limit, line noise, mu-law; a line
@@ -56,7 +56,7 @@ def _featurise(job: tuple[int, str, bool]) -> dict[str, Any]:
     from etl.audio.decode import load_audio
     from etl.features.extraction import extract, feature_spec
     from etl.synthetic.calls import telephone_line
-    from etl.training.augment import augment_copies
+    from etl.audio.phone_line import augment_copies
 
     index, path, held_out = job
     old, tel = _old_studio_spec(), feature_spec("rich", "telephony")

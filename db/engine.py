@@ -1,15 +1,19 @@
-"""Engine and session factory; the single place that turns settings into a connection."""
+"""Engines and sessions: the one place that turns a database URL into a connection.
+
+It takes URLs, never settings: the edges (the CLI, the flow entry functions, Alembic's
+``env.py``) read ``DATABASE_URL`` and hand it to :func:`resolve_url`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
-
-from ser.settings import Settings, get_settings
 
 from .embedded import start_embedded
 
@@ -33,25 +37,34 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def resolve_url(settings: Settings | None = None) -> str:
-    """DATABASE_URL if set, else the embedded server's URL (starting it if needed)."""
-    settings = settings or get_settings()
-    if settings.database_url:
-        return normalise_url(settings.database_url)
-    return start_embedded(settings.embedded_pgdata)
+def resolve_url(database_url: str | None, *, embedded_pgdata: Path) -> str:
+    """``database_url`` if set, else the URL of the embedded server in ``embedded_pgdata``
+    (started if it is not running)."""
+    if database_url:
+        return normalise_url(database_url)
+    return start_embedded(embedded_pgdata)
+
+
+def describe_server(url: URL | str) -> str:
+    """``user@host:port/database`` of ``url``, never its password."""
+    u = make_url(url) if isinstance(url, str) else url
+    user = f"{u.username}@" if u.username else ""
+    socket_dir = None if u.host else u.query.get("host")
+    if socket_dir:  # a Unix socket (the embedded server)
+        return f"{user}/{u.database or ''} (socket in {socket_dir})"
+    port = f":{u.port}" if u.port else ""
+    return f"{user}{u.host or 'localhost'}{port}/{u.database or ''}"
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:
+    """A new engine for ``url`` (the caller disposes of it)."""
     return create_engine(normalise_url(url), pool_pre_ping=True, future=True, **kwargs)  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=4)
-def _engine_for(url: str) -> Engine:
+def cached_engine(url: str) -> Engine:
+    """One engine (and connection pool) per URL for the life of the process."""
     return make_engine(url)
-
-
-def get_engine(settings: Settings | None = None) -> Engine:
-    return _engine_for(resolve_url(settings))
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -11,8 +11,8 @@ from sqlalchemy import Engine, text
 if TYPE_CHECKING:
     from alembic.config import Config
 
-# Alembic is imported only when migrating or inspecting scripts: every CLI command checks the
-# schema first, and importing alembic cost ~0.25 s of that start-up.
+# Alembic is imported only when migrating or inspecting scripts: the schema check every CLI
+# command makes first reads the version files and one row, without it.
 
 ROOT = Path(__file__).resolve().parent.parent
 # Advisory lock key so two processes starting at once do not migrate concurrently.

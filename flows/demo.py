@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing as mp
 import sys
 import time
 from collections.abc import Callable
@@ -29,10 +30,33 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
+from sqlalchemy import select
 
-from db.engine import get_engine, session_scope
+from config import get_settings
+from db.engine import cached_engine, session_scope
+from db.models import ModelVersion, RegisteredModel
+from etl.runs.features import FeatureRunConfig
+from etl.synthetic.calls import ClipBank, generate_calls
 from etl.synthetic.demo import DEMOGRAPHICS_FILE, DemoCorpusConfig, write_cremad_corpus
+from etl.training.registry import promote_if_better
+from etl.training.train import (
+    TrainConfig,
+    attach_augmented,
+    augmented_feature_set,
+    choose_label_scheme,
+    compute_missing_augmented,
+    load_dataset,
+    resolve_feature_set,
+    train_model,
+    training_set_hash,
+)
+from flows.database import database_url
+from flows.features import features_flow
+from flows.ingest import ingest_flow
+from flows.nightly import score_batch_flow
+from reports.build import build_all
 
 DEMO_MODEL = "ser-demo"
 # Fixed dates keep reruns idempotent (a batch is keyed by folder, date and model version).
@@ -85,24 +109,8 @@ def corpus_task(root: str, config: DemoCorpusConfig) -> int:
 
 
 @task(name="demo-train", cache_policy=NONE)
-def train_task(n_folds: int, seed: int) -> dict[str, Any]:
+def train_task(url: str, n_folds: int, seed: int) -> dict[str, Any]:
     """Train on the demo corpus unless this exact training set already has a model; promote."""
-    from sqlalchemy import select
-
-    from db.models import ModelVersion, RegisteredModel
-    from etl.training.registry import promote_if_better
-    from etl.training.train import (
-        TrainConfig,
-        attach_augmented,
-        augmented_feature_set,
-        choose_label_scheme,
-        compute_missing_augmented,
-        load_dataset,
-        resolve_feature_set,
-        train_model,
-        training_set_hash,
-    )
-
     # callcentre4 (angry, calm = calm + neutral, happy, sad) is what a contact centre asks for;
     # CREMA-D's disgust and fearful clips are left out of it.
     # Trained as `ser train` trains for calls: on the clips and their phone-line copies too. The
@@ -110,7 +118,7 @@ def train_task(n_folds: int, seed: int) -> dict[str, Any]:
     # demo call read as negative.
     config = TrainConfig(channel="telephony", corpus="crema-d", label_scheme="callcentre4",
                          n_folds=n_folds, seed=seed, search=False, augment=True)
-    with session_scope(get_engine()) as session:
+    with session_scope(cached_engine(url)) as session:
         scheme = config.label_scheme or choose_label_scheme(session, corpus=config.corpus)
         fs_id = resolve_feature_set(session, name=config.feature_set, channel=config.channel)
         dataset = load_dataset(session, label_scheme=scheme, feature_set_id=fs_id,
@@ -139,8 +147,6 @@ def train_task(n_folds: int, seed: int) -> dict[str, Any]:
 def _generate_night(folder: str, n_calls: int, minutes: float, actors: tuple[int, ...],
                     seed: int, start: dt.date) -> int:
     """One night of calls (runs in a worker process); skipped when already written."""
-    from etl.synthetic.calls import ClipBank, generate_calls
-
     out = Path(folder)
     fingerprint = _night_fingerprint(n_calls, minutes, actors, seed)
     if _night_done(out, fingerprint):
@@ -173,18 +179,14 @@ def calls_task(nights: list[tuple[str, int, int]], minutes: float, actors: tuple
         return 0
     if workers <= 1 or len(jobs) <= 1:
         return sum(_generate_night(*job) for job in jobs)
-    import multiprocessing as mp
-
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
                              mp_context=mp.get_context("forkserver")) as pool:
         return sum(pool.map(_generate_night, *zip(*jobs, strict=True)))
 
 
 @task(name="demo-reports", cache_policy=NONE)
-def reports_task(out_dir: str) -> dict[str, list[str]]:
-    from reports.build import build_all
-
-    with session_scope(get_engine()) as session:
+def reports_task(url: str, out_dir: str) -> dict[str, list[str]]:
+    with session_scope(cached_engine(url)) as session:
         written = build_all(session, Path(out_dir), calls="escalated")
     return {kind: [str(p) for p in paths] for kind, paths in written.items()}
 
@@ -192,9 +194,7 @@ def reports_task(out_dir: str) -> dict[str, list[str]]:
 @flow(name="reports", log_prints=False)
 def reports_flow(out_dir: str | None = None) -> dict[str, list[str]]:
     """Every report and the index, as link artifacts (``ser report all`` without Prefect)."""
-    from ser.settings import get_settings
-
-    return reports_task(out_dir or str(get_settings().reports_path))
+    return reports_task(database_url(), out_dir or str(get_settings().reports_path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,11 +209,6 @@ def demo_flow(
     reports_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole system on synthetic data; returns what each step did (JSON-ready)."""
-    from flows.features import features_flow
-    from flows.ingest import ingest_flow
-    from flows.nightly import score_batch_flow
-    from ser.settings import get_settings
-
     config = config or DemoConfig()
     settings = get_settings()
     data = Path(data_dir or settings.home / "demo").resolve()
@@ -235,14 +230,15 @@ def demo_flow(
     step("ingest", f"{report.total.added} clips added, {report.total.skipped} already known, "
                    f"{report.total.actors_added} new actors with demographics")
 
-    feats = features_flow("rich", "telephony", corpus="crema-d",
-                          workers=config.feature_workers, progress=False)
+    feats = features_flow(FeatureRunConfig(set_name="rich", channel="telephony", corpus="crema-d",
+                                           workers=config.feature_workers), progress=False)
     steps["features"] = feats
     step("features", f"rich/telephony: {feats['stored']} clips extracted, "
                      f"{feats['pending'] - feats['stored']} not stored; "
                      f"{feats['n_features']} features each")
 
-    trained = train_task(config.n_folds, config.seed)
+    url = database_url()
+    trained = train_task(url, config.n_folds, config.seed)
     steps["train"] = trained
     step("train", f"{DEMO_MODEL} (version id {trained['model_version_id']}, "
                   f"{trained['label_scheme']}): speaker-independent UAR "
@@ -269,7 +265,7 @@ def demo_flow(
     step("score", ", ".join(f"{r['batch_date']}: {r['n_scored']} scored, "
                             f"{r['n_escalations']} escalated" for r in scored))
 
-    written = reports_task(str(out))
+    written = reports_task(url, str(out))
     steps["reports"] = {k: len(v) for k, v in written.items()}
     step("reports", f"{len(written['model'])} model, {len(written['batch'])} batch, "
                     f"{len(written['call'])} call reports")
@@ -283,8 +279,6 @@ def demo_flow(
 def _summary_artifact(steps: dict[str, Any], trained: dict[str, Any],
                       scored: list[dict[str, Any]]) -> None:
     """One Markdown artifact that tells the whole run at a glance in the Prefect UI."""
-    from prefect.artifacts import create_markdown_artifact
-
     index = Path(steps["index"])
     lines = [
         "# ser demo", "",

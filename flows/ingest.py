@@ -16,7 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from tqdm import tqdm
 
-from db.engine import get_engine, session_factory, session_scope
+from db.engine import cached_engine, session_factory, session_scope
 from etl.corpora.ingest import (
     DEFAULT_CHUNK_SIZE,
     IngestCounts,
@@ -30,6 +30,7 @@ from etl.corpora.ingest import (
     start_run,
 )
 from etl.corpora.parsers import MANIFEST, check_corpus
+from flows.database import database_url
 
 
 @dataclass(slots=True)
@@ -66,26 +67,26 @@ def combine(report: IngestReport) -> IngestCounts:
 
 
 @task(name="start-ingest-run", cache_policy=NONE)
-def start_run_task(corpus: str, path: str | None, options: dict[str, Any]) -> int:
-    with session_scope(get_engine()) as session:
+def start_run_task(url: str, corpus: str, path: str | None, options: dict[str, Any]) -> int:
+    with session_scope(cached_engine(url)) as session:
         return start_run(session, corpus=corpus, path=path, options=options)
 
 
 @task(name="load-demographics", cache_policy=NONE)
-def demographics_task(run_id: int, corpus: str, csv_path: str) -> IngestCounts:
-    with session_scope(get_engine()) as session:
+def demographics_task(url: str, run_id: int, corpus: str, csv_path: str) -> IngestCounts:
+    with session_scope(cached_engine(url)) as session:
         return load_demographics(session, csv_path=Path(csv_path), run_id=run_id, corpus=corpus)
 
 
 @task(name="load-votes", cache_policy=NONE)
-def votes_task(run_id: int, corpus: str, csv_path: str) -> IngestCounts:
-    with session_scope(get_engine()) as session:
+def votes_task(url: str, run_id: int, corpus: str, csv_path: str) -> IngestCounts:
+    with session_scope(cached_engine(url)) as session:
         return load_votes(session, csv_path=Path(csv_path), run_id=run_id, corpus=corpus)
 
 
 @task(name="ingest-clips", cache_policy=NONE)
-def clips_task(run_id: int, corpus: str, path: str, show_progress: bool, chunk_size: int,
-               workers: int | None) -> IngestCounts:
+def clips_task(url: str, run_id: int, corpus: str, path: str, show_progress: bool,
+               chunk_size: int, workers: int | None) -> IngestCounts:
     if corpus == MANIFEST:
         candidates = manifest_candidates(Path(path))
         label_source = "manifest"
@@ -95,7 +96,7 @@ def clips_task(run_id: int, corpus: str, path: str, show_progress: bool, chunk_s
     bar = tqdm(total=len(candidates), unit="file", desc=f"ingest {corpus}", file=sys.stderr,
                disable=not show_progress, leave=False)
     counts = IngestCounts()
-    with bar, session_factory(get_engine())() as session:
+    with bar, session_factory(cached_engine(url))() as session:
         for done in iter_ingest_chunks(session, corpus=corpus, candidates=candidates,
                                        run_id=run_id, label_source=label_source,
                                        chunk_size=chunk_size, workers=workers):
@@ -106,8 +107,8 @@ def clips_task(run_id: int, corpus: str, path: str, show_progress: bool, chunk_s
 
 
 @task(name="finish-ingest-run", cache_policy=NONE)
-def finish_run_task(run_id: int, counts: IngestCounts, status: str) -> None:
-    with session_scope(get_engine()) as session:
+def finish_run_task(url: str, run_id: int, counts: IngestCounts, status: str) -> None:
+    with session_scope(cached_engine(url)) as session:
         finish_run(session, run_id=run_id, counts=counts, status=status)
 
 
@@ -130,18 +131,20 @@ def ingest_flow(
     if path is None and demographics is None and votes is None:
         raise ValueError("nothing to ingest: give a PATH, --demographics or --votes")
     options = {"demographics": demographics, "votes": votes, "chunk_size": chunk_size}
-    run_id = start_run_task(corpus, path, options)
+    url = database_url()
+    run_id = start_run_task(url, corpus, path, options)
     report = IngestReport(run_id=run_id, corpus=corpus)
     try:
         if demographics is not None:
-            report.demographics = demographics_task(run_id, corpus, demographics)
+            report.demographics = demographics_task(url, run_id, corpus, demographics)
         if votes is not None:
-            report.votes = votes_task(run_id, corpus, votes)
+            report.votes = votes_task(url, run_id, corpus, votes)
         if path is not None:
-            report.clips = clips_task(run_id, corpus, path, show_progress, chunk_size, workers)
+            report.clips = clips_task(url, run_id, corpus, path, show_progress, chunk_size,
+                                      workers)
     except BaseException:
-        finish_run_task(run_id, combine(report), "failed")
+        finish_run_task(url, run_id, combine(report), "failed")
         raise
     report.total = combine(report)
-    finish_run_task(run_id, report.total, "succeeded")
+    finish_run_task(url, run_id, report.total, "succeeded")
     return report

@@ -5,7 +5,7 @@ its worker processes): one task per batch, not one per call, because Prefect's p
 overhead would cost more than scoring a short call.
 
 - :func:`score_batch_flow` scores one folder (``ser score PATH --prefect``).
-- :func:`nightly_flow` scores whatever arrived in the inbox (``Settings.inbox_path``) since the
+- :func:`nightly_flow` scores whatever arrived in the inbox (``SER_INBOX``) since the
   last run: files already scored (or failed) with the same model version in an earlier batch
   are skipped; per-day subfolders and new files are picked up.
 - ``flows.schedule`` puts ``nightly_flow`` on a cron schedule (``ser serve``).
@@ -22,15 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task, flow, task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import Completed, Failed, State
 
-from db.engine import get_engine
+from config import get_settings
+from db.engine import cached_engine
 from etl.runs.batch import is_connection_error, score_batch
 from etl.scoring.escalation import load_rules
 from etl.scoring.recording import ScoringConfig
-from ser.settings import get_settings
+from flows.database import database_url
 
 DEPLOYMENT_NAME = "nightly-scoring"
 # Waits before each retry of a batch whose database went away (a restart, a failover).
@@ -46,30 +48,33 @@ def _database_lost(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> b
     return False
 
 
-def _config(rules: str | None, *, retry_failed: bool = False,
-            stale_minutes: float = 30.0) -> ScoringConfig:
-    return ScoringConfig(rules=tuple(load_rules(rules)), retry_failed=retry_failed,
+def scoring_config(rules: str | None, *, retry_failed: bool = False,
+                   stale_minutes: float = 30.0) -> ScoringConfig:
+    """The scoring configuration of a flow run; ``rules`` None: ``SER_RULES`` (read here, at the
+    flow's entry), else the model's operating point."""
+    source = rules if rules is not None else get_settings().rules
+    return ScoringConfig(rules=tuple(load_rules(source)), retry_failed=retry_failed,
                          stale_claim_minutes=stale_minutes)
 
 
 @task(name="score-batch", cache_policy=NONE, retries=len(DB_RETRY_DELAYS_S),
       retry_delay_seconds=DB_RETRY_DELAYS_S, retry_condition_fn=_database_lost)
 def score_batch_task(
+    url: str,
     path: str,
+    *,
     batch_date: dt.date,
     model_ref: str,
     workers: int,
-    rules: str | None,
-    skip_done_elsewhere: bool,
-    retry_failed: bool,
-    stale_minutes: float = 30.0,
+    config: ScoringConfig,
+    allowed_roots: tuple[Path, ...] = (),
+    skip_done_elsewhere: bool = False,
     strict: bool = False,
 ) -> dict[str, Any]:
-    report = score_batch(get_engine(), Path(path), batch_date=batch_date, model_ref=model_ref,
-                         workers=workers, config=_config(rules, retry_failed=retry_failed,
-                                                         stale_minutes=stale_minutes),
+    report = score_batch(cached_engine(url), Path(path), batch_date=batch_date,
+                         model_ref=model_ref, workers=workers, config=config,
                          skip_done_elsewhere=skip_done_elsewhere, strict=strict,
-                         allowed_roots=get_settings().batch_root_paths)
+                         allowed_roots=allowed_roots)
     return report.as_dict()
 
 
@@ -83,8 +88,6 @@ def outcome(report: dict[str, Any]) -> State[Any]:
 
 def _publish(report: dict[str, Any]) -> None:
     """A Prefect table artifact with the batch counts (visible in the UI)."""
-    from prefect.artifacts import create_table_artifact
-
     keys = ("batch_id", "batch_date", "n_calls", "n_scored", "n_failed", "n_escalations",
             "audio_seconds", "wall_seconds")
     create_table_artifact(key="nightly-batch", table=[{k: report[k] for k in keys}],
@@ -107,9 +110,12 @@ def score_batch_flow(
     Returns the report whatever happened to the calls (the caller judges ``n_failed``; the
     CLI turns it into exit code 1); the scheduled :func:`nightly_flow` ends Failed instead.
     """
-    report = score_batch_task(path, batch_date or dt.date.today(), model_ref,
-                              workers or get_settings().workers, rules, False, retry_failed,
-                              stale_minutes, strict)
+    settings = get_settings()
+    report = score_batch_task(
+        database_url(), path, batch_date=batch_date or dt.date.today(), model_ref=model_ref,
+        workers=workers or settings.workers,
+        config=scoring_config(rules, retry_failed=retry_failed, stale_minutes=stale_minutes),
+        allowed_roots=settings.batch_root_paths, strict=strict)
     _publish(report)
     return report
 
@@ -126,10 +132,13 @@ def nightly_flow(
     Ends ``Failed`` if any call failed (``Completed`` otherwise); the report dict is the result
     either way (``flow(..., return_state=True).result(raise_on_failure=False)``).
     """
-    folder = Path(inbox).expanduser() if inbox else get_settings().inbox_path
+    settings = get_settings()
+    folder = Path(inbox).expanduser() if inbox else settings.inbox_path
     folder.mkdir(parents=True, exist_ok=True)
-    report = score_batch_task(str(folder.resolve()), dt.date.today(), model_ref,
-                              workers or get_settings().workers, rules, True, False)
+    report = score_batch_task(
+        database_url(), str(folder.resolve()), batch_date=dt.date.today(), model_ref=model_ref,
+        workers=workers or settings.workers, config=scoring_config(rules),
+        allowed_roots=settings.batch_root_paths, skip_done_elsewhere=True)
     _publish(report)
     print(f"nightly batch {report['batch_id']}: {report['n_scored']} scored, "
           f"{report['n_failed']} failed, {report['n_escalations']} escalations")

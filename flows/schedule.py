@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from config import get_settings
 from flows.nightly import DEPLOYMENT_NAME, nightly_flow
-from ser.settings import get_settings
 
 
 def deployment_options(

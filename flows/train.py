@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from db.engine import get_engine, session_scope
+from db.engine import cached_engine, session_scope
 from etl.training.models import DEFAULT_ALGORITHM
 from etl.training.registry import (
     DEFAULT_ALIAS,
@@ -29,28 +29,30 @@ from etl.training.registry import (
     set_alias,
 )
 from etl.training.train import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig, train_model
+from flows.database import database_url
 
 
 @task(name="train-and-register", cache_policy=NONE)
-def train_and_register(config: TrainConfig, name: str | None, show_progress: bool) -> dict[str, Any]:
-    with session_scope(get_engine()) as session:
+def train_and_register(url: str, config: TrainConfig, name: str | None,
+                       show_progress: bool) -> dict[str, Any]:
+    with session_scope(cached_engine(url)) as session:
         result = train_model(session, config, name=name, progress=show_progress)
     return result.as_dict()
 
 
 @task(name="promote-if-better", cache_policy=NONE)
-def promote_task(model_version_id: int, alias: str) -> dict[str, Any]:
-    with session_scope(get_engine()) as session:
+def promote_task(url: str, model_version_id: int, alias: str) -> dict[str, Any]:
+    with session_scope(cached_engine(url)) as session:
         decision = promote_if_better(session, model_version_id, alias=alias)
     return asdict(decision)
 
 
 @task(name="channel-alias", cache_policy=NONE)
-def channel_alias_task(model_version_id: int, alias: str, channel: str) -> list[str]:
+def channel_alias_task(url: str, model_version_id: int, alias: str, channel: str) -> list[str]:
     """Point ``<alias>-<channel>``, and ``<alias>`` itself, at the version where unset; returns
     the aliases set."""
     moved = []
-    with session_scope(get_engine()) as session:
+    with session_scope(cached_engine(url)) as session:
         for name, why in ((channel_alias(alias, channel), f"first {channel} model"),
                           (alias, f"first model ({channel})")):
             if alias_target(session, name) is None:
@@ -95,9 +97,10 @@ def train_flow(
         augment=augment and channel == "telephony" and feature_set == "rich",
         operating_point_calls=operating_point_calls if channel == "telephony" else 0,
     )
-    result = train_and_register(config, name, show_progress)
-    result["promotion"] = (promote_task(result["model_version_id"], alias)
+    url = database_url()
+    result = train_and_register(url, config, name, show_progress)
+    result["promotion"] = (promote_task(url, result["model_version_id"], alias)
                            if promote_if_better else None)
-    result["aliases_set"] = (channel_alias_task(result["model_version_id"], alias, channel)
+    result["aliases_set"] = (channel_alias_task(url, result["model_version_id"], alias, channel)
                              if channel_alias_if_unset else [])
     return result

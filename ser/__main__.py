@@ -1,4 +1,4 @@
-from ser.entry import main
+from ser.cli import main
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 
 import typer
 
@@ -62,17 +61,8 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:  # pragma: no cover - the console script; tests call `app`
-    from ser.runtime import finish
-
     logging.basicConfig(level=logging.WARNING)
-    try:
-        app()
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            finish(exc.code or 0)
-        print(exc.code, file=sys.stderr)  # sys.exit("message") prints it and exits 1
-        finish(1)
-    finish(0)
+    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

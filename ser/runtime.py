@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,13 +11,10 @@ from typing import NoReturn
 import typer
 from sqlalchemy import Engine
 
-from db.engine import get_engine
+from config import get_settings
+from db.engine import cached_engine, describe_server
 from db.migrate import ensure_migrated
-from ser.settings import get_settings
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, exit code 2, no traceback."""
+from flows.database import database_url
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -28,16 +26,12 @@ def open_database(*, migrate: bool = True) -> Engine:
     """The engine for DATABASE_URL or the embedded server, migrated to head unless told not to."""
     engine: Engine | None = None
     try:
-        engine = get_engine(get_settings())
+        engine = cached_engine(database_url())
         if migrate:
             ensure_migrated(engine)
     except Exception as exc:  # noqa: BLE001 - connection problems are user-facing
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
-        where = ""
-        if engine is not None:
-            from etl.runs.batch import describe_server
-
-            where = f" {describe_server(engine.url)}"
+        where = f" {describe_server(engine.url)}" if engine is not None else ""
         fail(f"cannot open the database{where}: {detail[0]}")
     return engine
 
@@ -49,8 +43,6 @@ def quiet_prefect() -> None:
     background Prefect server under ``$SER_HOME/prefect`` that later commands reuse (see
     ``ser/prefect_server.py``); if it cannot start, Prefect's ephemeral mode is the fallback.
     """
-    import os
-
     from ser.prefect_server import PrefectServerError, start_server
 
     settings = get_settings()
@@ -62,7 +54,7 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
     # Prefect's default of 20 s is too short for an ephemeral server on two busy cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    home = settings.home / "prefect"
+    home = settings.prefect_home
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))
     if os.environ.get("PREFECT_API_URL") or settings.prefect_server != "local":
@@ -83,12 +75,10 @@ def flow_settings() -> Iterator[None]:
     """Prefect settings for a flow a CLI command runs in the foreground (after `quiet_prefect`).
 
     Flow-run heartbeats are off unless the user set their frequency: Prefect's heartbeat thread
-    sleeps in 1 s steps and the flow run waits for it to stop, so every flow ended with up to
-    1 s of idle (0.5 s on average; measured in ``ser features``). Heartbeats only feed
-    zombie-run automations; a user who runs one sets the frequency and keeps them.
+    sleeps in 1 s steps and the flow run waits for it to stop, so every flow would end idling
+    for part of a step. Heartbeats only feed zombie-run automations; a user who runs one sets
+    the frequency and keeps them.
     """
-    import os
-
     if any(os.environ.get(name) for name in _HEARTBEAT_ENV):
         yield
         return
@@ -100,41 +90,3 @@ def flow_settings() -> Iterator[None]:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
-
-
-_fast_exit = False
-
-
-def exit_fast_when_done() -> None:
-    """Ask `ser.cli.main` to end the process with ``os._exit`` once the command returns.
-
-    Interpreter shutdown after a flow takes 1-2 s on two cores (finalising the thousands of
-    modules Prefect, SQLAlchemy and scipy load, joining idle service threads); the command's
-    work is done and written by then. `finish` first flushes what would be lost: stdio,
-    logging, and Prefect's queued events and API logs. Only the real CLI process exits this
-    way (not `typer.testing.CliRunner`, which calls the app, not `main`).
-    """
-    global _fast_exit
-    _fast_exit = True
-
-
-def finish(code: int) -> None:
-    """End the CLI process: fast (`exit_fast_when_done`) or through normal shutdown."""
-    if not _fast_exit:
-        raise SystemExit(code)
-    import logging
-    import os
-
-    if "prefect" in sys.modules:
-        try:
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            EventsWorker.drain_all(timeout=10)
-            APILogWorker.drain_all(timeout=10)
-        except Exception as exc:  # noqa: BLE001 - never turn a finished command into a failure
-            print(f"warning: Prefect events not flushed: {exc}", file=sys.stderr)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

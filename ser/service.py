@@ -17,7 +17,7 @@ from pathlib import Path
 UNIT_NAME = "ser-nightly.service"
 # Variables worth carrying into the service: where the data is and how flows report.
 SERVICE_ENV = ("DATABASE_URL", "SER_HOME", "SER_INBOX", "SER_WORKERS", "SER_NIGHTLY_CRON",
-               "SER_ESCALATION_RULES", "SER_REPORTS_DIR", "SER_PREFECT_SERVER",
+               "SER_RULES", "SER_ESCALATION_RULES", "SER_REPORTS_DIR", "SER_PREFECT_SERVER",
                "PREFECT_API_URL", "PREFECT_API_KEY")
 
 

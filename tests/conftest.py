@@ -95,19 +95,20 @@ def clean_db(engine: Engine, database_url: str) -> Iterator[str]:
 def _cli_settings(database_url: str, home: Path,
                   monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """Settings (and their cached engine) pointed at the test database for in-process CLI runs."""
-    from db.engine import _engine_for
-    from ser.settings import get_settings
+    from config import get_settings
+    from db.engine import cached_engine
 
     env = {"DATABASE_URL": database_url, "SER_HOME": str(home)}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SER_ESCALATION_RULES", raising=False)  # never a developer's own rules
+    for key in ("SER_RULES", "SER_ESCALATION_RULES"):  # never a developer's own rules
+        monkeypatch.delenv(key, raising=False)
     get_settings.cache_clear()
     try:
         yield env
     finally:
         get_settings.cache_clear()
-        _engine_for.cache_clear()
+        cached_engine.cache_clear()
 
 
 @pytest.fixture()

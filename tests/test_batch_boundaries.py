@@ -363,9 +363,9 @@ def test_resumed_run_reports_only_what_it_scored(engine: Engine, model_id: int,
 def test_exit_codes_all_scored_some_failed_could_not_run(
         cli_env: dict[str, str], engine: Engine, bank: ClipBank, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from db.engine import _engine_for
+    from config import get_settings
+    from db.engine import cached_engine
     from ser.cli import app
-    from ser.settings import get_settings
 
     with session_scope(engine) as session:
         train_tiny_model(session, bank=bank)
@@ -384,7 +384,7 @@ def test_exit_codes_all_scored_some_failed_could_not_run(
     # a server that is not there: one line, names the server, no password
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg2://ser:s3cret@127.0.0.1:9/nightly")
     get_settings.cache_clear()
-    _engine_for.cache_clear()
+    cached_engine.cache_clear()
     down = runner.invoke(app, ["score", str(tmp_path / "b"), "--workers", "1"])
     assert down.exit_code == 2
     lines = [line for line in down.output.splitlines() if line.strip()]

@@ -295,10 +295,10 @@ def clip_db(cli_env: dict[str, str], engine: Engine, tmp_path: Path) -> Iterator
 
 
 def test_run_features_records_errors_is_idempotent_and_resumes(clip_db: list[int], engine: Engine) -> None:
-    from etl.runs.features import run_features
+    from etl.runs.features import FeatureRunConfig, run_features
 
-    first = run_features(set_name="rich", channel="telephony", workers=1, progress=False,
-                         chunk_size=3)
+    run = FeatureRunConfig(set_name="rich", channel="telephony", workers=1)
+    first = run_features(engine, dataclasses.replace(run, chunk_size=3), progress=False)
     assert (first.pending, first.stored, first.errors) == (7, 4, 3)
     with Session(engine) as session:
         reasons = dict(session.execute(select(FeatureError.clip_id, FeatureError.reason)).all())
@@ -308,22 +308,21 @@ def test_run_features_records_errors_is_idempotent_and_resumes(clip_db: list[int
         ids, X = load_feature_matrix(session, feature_set_id=first.feature_set_id)
         assert ids.tolist() == clip_db[:4] and X.shape == (4, first.n_features)
         assert np.isfinite(X).all()
-    again = run_features(set_name="rich", channel="telephony", workers=1, progress=False)
+    again = run_features(engine, run, progress=False)
     assert (again.pending, again.stored, again.errors) == (0, 0, 0)
     # an interrupted run: two vectors never got written; the next run does exactly those
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM clip_features WHERE clip_id = ANY(:ids)"),
                      {"ids": clip_db[1:3]})
-    resumed = run_features(set_name="rich", channel="telephony", workers=2, progress=False,
-                           chunk_size=1)
+    resumed = run_features(engine, dataclasses.replace(run, workers=2, chunk_size=1),
+                           progress=False)
     assert (resumed.pending, resumed.stored, resumed.errors) == (2, 2, 0)
     with Session(engine) as session:
         _, X2 = load_feature_matrix(session, feature_set_id=first.feature_set_id)
         np.testing.assert_allclose(X2, X, rtol=1e-5, atol=1e-5)  # workers give the same numbers
         n_rows = session.scalar(text("SELECT count(*) FROM clip_features"))
         assert n_rows == 4
-    retried = run_features(set_name="rich", channel="telephony", workers=1, progress=False,
-                           retry_errors=True)
+    retried = run_features(engine, dataclasses.replace(run, retry_errors=True), progress=False)
     assert (retried.pending, retried.stored, retried.errors) == (3, 0, 3)
 
 
@@ -359,13 +358,14 @@ def test_cli_features_and_flow(clip_db: list[int]) -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
+    from etl.runs.features import FeatureRunConfig
     from flows.features import features_flow
 
+    run = FeatureRunConfig(set_name="seed180", channel="telephony", workers=1)
     with prefect_test_harness():
-        report = features_flow(set_name="seed180", channel="telephony", workers=1, progress=False)
+        report = features_flow(run, progress=False)
         assert (report["stored"], report["errors"]) == (5, 2)
-        assert features_flow(set_name="seed180", channel="telephony", workers=1,
-                             progress=False)["pending"] == 0
+        assert features_flow(run, progress=False)["pending"] == 0
 
 
 @pytest.mark.slow
@@ -374,12 +374,13 @@ def test_flow_on_a_dask_cluster(clip_db: list[int], engine: Engine) -> None:
     from distributed import LocalCluster
     from prefect.testing.utilities import prefect_test_harness
 
+    from etl.runs.features import FeatureRunConfig
     from flows.features import features_flow
 
+    run = FeatureRunConfig(set_name="rich", channel="telephony", chunk_size=2)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=None) as cluster, prefect_test_harness():
-        report = features_flow(set_name="rich", channel="telephony", progress=False,
-                               dask_address=cluster.scheduler_address, chunk_size=2)
+        report = features_flow(run, dask_address=cluster.scheduler_address, progress=False)
         assert (report["pending"], report["stored"], report["errors"]) == (7, 4, 3)
         from prefect import get_client
         from prefect.client.schemas.sorting import TaskRunSort
@@ -388,8 +389,8 @@ def test_flow_on_a_dask_cluster(clip_db: list[int], engine: Engine) -> None:
             names = [run.name for run in client.read_task_runs(
                 sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=100)]
         assert len(names) == 4 and all(n.startswith("extract-features-chunk") for n in names)
-        assert features_flow(set_name="rich", channel="telephony", progress=False,
-                             dask_address=cluster.scheduler_address)["pending"] == 0
+        assert features_flow(run, dask_address=cluster.scheduler_address,
+                             progress=False)["pending"] == 0
     with Session(engine) as session:
         ids, X = load_feature_matrix(session, feature_set_id=report["feature_set_id"])
         assert ids.tolist() == clip_db[:4] and np.isfinite(X).all()
@@ -397,51 +398,24 @@ def test_flow_on_a_dask_cluster(clip_db: list[int], engine: Engine) -> None:
         assert reasons[clip_db[6]].startswith("decode")
 
 
-def test_run_started_before_the_writer_is_taken_over(clip_db: list[int], engine: Engine) -> None:
-    """`ser features` starts extracting before Prefect is imported; the writer (the flow) takes
-    that run over and stores everything once. A run nobody takes is stopped, writing nothing."""
-    from etl.runs.features import RunKey, close_started, run_features, start_run, take_started
-
-    params = {"set_name": "seed180", "channel": "studio", "corpus": None, "workers": 2,
-              "chunk_size": 2}
-    orphan = start_run(**params, keep=True)
-    assert orphan.pending == 7
-    close_started()  # e.g. the flow could not start
-    assert take_started(RunKey(**params)) is None
-    with Session(engine) as session:
-        assert session.scalar(text("SELECT count(*) FROM clip_features")) == 0
-
-    started = start_run(**params, keep=True, max_ahead=2)  # at most 2 chunks ahead of writes
-    report = run_features(**params, progress=False)
-    assert report.started_before_s > 0
-    assert (report.pending, report.stored, report.errors) == (7, 5, 2)
-    assert take_started(RunKey(**params)) is None and started.pending == 7
-    again = run_features(**params, progress=False)
-    assert (again.pending, again.stored, again.errors) == (0, 0, 0)
-    # other parameters do not take over a started run (it is left for close_started)
-    start_run(**{**params, "chunk_size": 3}, keep=True)
-    assert run_features(**params, progress=False).pending == 0
-    close_started()
-
-
 def test_feeder_failure_reaches_the_writer(clip_db: list[int], engine: Engine) -> None:
-    from etl.runs.features import run_features
+    from etl.runs.features import FeatureRunConfig, run_features
 
     def broken_submit(chunk: list[tuple[int, str]]) -> object:
         raise RuntimeError("cluster went away")
 
     with pytest.raises(RuntimeError, match="cluster went away"):
-        run_features(set_name="rich", channel="studio", progress=False, submit=broken_submit)
+        run_features(engine, FeatureRunConfig(set_name="rich", channel="studio"),
+                     progress=False, submit=broken_submit)
 
 
 def test_cli_process_exits_cleanly_and_prints_json(clip_db: list[int], cli_env: dict[str, str]) -> None:
-    """The console entry point ends with a fast exit after the command: output must be whole."""
+    """`ser` as a process (worker pool and all) ends with exit code 0 and its whole output."""
     import json
     import os
     import subprocess
     import sys
 
-    # `python -m ser` is the console script's path: its forkserver starts before the CLI loads
     proc = subprocess.run([sys.executable, "-m", "ser", "features", "--set", "seed180",
                            "--channel", "telephony", "--no-prefect", "--json", "--workers", "2"],
                           env={**os.environ, **cli_env}, capture_output=True, text=True,
@@ -453,31 +427,6 @@ def test_cli_process_exits_cleanly_and_prints_json(clip_db: list[int], cli_env: 
                          env={**os.environ, **cli_env}, capture_output=True, text=True,
                          timeout=120, check=False)
     assert bad.returncode == 2 and "unknown feature set" in bad.stderr
-
-
-@pytest.mark.parametrize(("args", "env", "expected"), [
-    (["features"], {}, True),
-    (["features", "--set", "seed180", "--workers", "4"], {}, True),
-    (["features", "--workers", "1"], {}, False),
-    (["features", "--workers=1"], {}, False),
-    (["features"], {"SER_WORKERS": "1"}, False),
-    (["features", "--workers", "2"], {"SER_WORKERS": "1"}, True),
-    (["features", "--list"], {}, False),
-    (["features", "--dask-address", "tcp://x:8786"], {}, False),
-    (["features"], {"SER_DASK_ADDRESS": "tcp://x:8786"}, False),
-    (["score", "calls/"], {}, False),
-    ([], {}, False),
-])
-def test_console_script_starts_the_forkserver_only_for_local_feature_workers(
-        monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str],
-        expected: bool) -> None:
-    from ser.entry import _uses_local_workers
-
-    for name in ("SER_WORKERS", "SER_DASK_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert _uses_local_workers(args) is expected
 
 
 def test_the_writing_process_never_imports_the_extraction_stack() -> None:
@@ -597,7 +546,7 @@ def test_flac_fast_decoder_gives_libsndfiles_samples(
 def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
                                                cli_env: dict[str, str]) -> None:
     from etl.features.extraction import LONG_CLIP_S, extract_files
-    from etl.runs.features import run_features
+    from etl.runs.features import FeatureRunConfig, run_features
 
     long_path = tmp_path / "long_call_like.wav"
     y = _long_speech(16000, utterances=9)  # 36 s: over LONG_CLIP_S
@@ -617,9 +566,10 @@ def test_long_clips_store_speech_segments_once(engine: Engine, tmp_path: Path,
     with Session(engine) as session, session.begin():
         ids = _add_clips(session, [long_path, short_path])
 
-    first = run_features(set_name="rich", channel="telephony", workers=1, progress=False)
+    run = FeatureRunConfig(set_name="rich", channel="telephony", workers=1)
+    first = run_features(engine, run, progress=False)
     assert (first.pending, first.stored, first.errors, first.segments) == (2, 2, 0, len(bounds))
-    again = run_features(set_name="rich", channel="telephony", workers=1, progress=False)
+    again = run_features(engine, run, progress=False)
     assert (again.pending, again.stored, again.segments) == (0, 0, 0)
     with Session(engine) as session:
         rows = session.execute(text(

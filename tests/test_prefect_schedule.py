@@ -146,8 +146,8 @@ def test_prefect_cli_lists_runs_deployments_and_artifacts(scheduled: Scheduled) 
 
 def test_ser_prefect_status_reports_a_healthy_scheduler(scheduled: Scheduled,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from config import get_settings
     from ser.cli import app
-    from ser.settings import get_settings
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("SER_HOME", str(scheduled.home.parent))

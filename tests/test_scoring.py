@@ -87,10 +87,11 @@ def test_escalation_rules_from_toml_json_and_env(tmp_path: Path,
                     'op = ">"\nthreshold = 0.8\n')
     rules = load_rules(toml)
     assert rules == [EscalationRule("long_silence", "silence_share", 0.8, ">")]
-    monkeypatch.setenv("SER_ESCALATION_RULES", '[{"name": "x", "metric": "overtalk_share", '
-                                               '"threshold": 0.1}]')
-    assert load_rules()[0].metric == "overtalk_share"
-    monkeypatch.delenv("SER_ESCALATION_RULES")
+    inline = '[{"name": "x", "metric": "overtalk_share", "threshold": 0.1}]'
+    assert load_rules(inline)[0].metric == "overtalk_share"
+    # the environment is read at the edges (config.Settings.rules), never here
+    monkeypatch.setenv("SER_RULES", inline)
+    monkeypatch.setenv("SER_ESCALATION_RULES", inline)
     assert load_rules() == list(DEFAULT_RULES)
     with pytest.raises(ValueError, match="unknown metric"):
         load_rules('[{"name": "y", "metric": "mood", "threshold": 1}]')

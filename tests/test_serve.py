@@ -54,7 +54,7 @@ def test_check_server_says_when_nothing_answers(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def serve_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    from ser.settings import get_settings
+    from config import get_settings
 
     monkeypatch.setenv("SER_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
@@ -65,8 +65,8 @@ def serve_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[
 
 def test_serve_refuses_an_ephemeral_only_server(serve_env: Path, cli_env: dict[str, str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from config import get_settings
     from ser.cli import app
-    from ser.settings import get_settings
 
     monkeypatch.setenv("SER_PREFECT_SERVER", "ephemeral")
     monkeypatch.delenv("PREFECT_API_URL", raising=False)

@@ -1,16 +1,27 @@
-"""Alembic environment: the URL comes from ser.settings (or a connection handed in by code)."""
+"""Alembic environment: a connection or URL handed in by code (``db.migrate``), else the
+settings' database (``DATABASE_URL`` or the embedded server), so ``alembic upgrade head`` works.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
+from config import get_settings
 from db.engine import make_engine, resolve_url
 from db.migrate import include_object
 from db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _url() -> str:
+    url: str | None = config.attributes.get("url")
+    if url:
+        return url
+    settings = get_settings()
+    return resolve_url(settings.database_url, embedded_pgdata=settings.embedded_pgdata)
 
 
 def _configure(connection: Connection) -> None:
@@ -24,7 +35,7 @@ def _configure(connection: Connection) -> None:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=config.attributes.get("url") or resolve_url(),
+        url=_url(),
         target_metadata=target_metadata,
         literal_binds=True,
         compare_type=True,
@@ -40,7 +51,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = make_engine(config.attributes.get("url") or resolve_url())
+    engine = make_engine(_url())
     with engine.connect() as conn:
         _configure(conn)
         with context.begin_transaction():

@@ -13,27 +13,33 @@ Prefect dependency: ``ser score`` calls it directly and ``flows/nightly.py`` wra
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import datetime as dt
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
-from db.engine import make_engine, session_scope
+from db.engine import describe_server, make_engine, session_scope
 from db.models import ModelVersion
 from etl.audio.decode import AudioError
 from etl.audio.vad import FrameAnalyser
+from etl.features.extraction import extract_segments
 from etl.runs.claims import (
     HostTurn,
     Lease,
@@ -54,9 +60,7 @@ from etl.scoring.recording import (
     score_recording,
     write_result,
 )
-
-if TYPE_CHECKING:
-    from etl.training.registry import LoadedModel
+from etl.training.registry import LoadedModel, load_model, load_version, resolve_scoring_model
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +74,6 @@ DEFAULT_CONFIG = ScoringConfig()
 
 class DatabaseLostError(RuntimeError):
     """The database went away during a run (a rerun resumes; nothing scored is lost)."""
-
-
-def describe_server(url: URL | str) -> str:
-    """``user@host:port/database`` of ``url``, never its password."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url) if isinstance(url, str) else url
-    user = f"{u.username}@" if u.username else ""
-    socket_dir = None if u.host else u.query.get("host")
-    if socket_dir:  # a Unix socket (the embedded server)
-        return f"{user}/{u.database or ''} (socket in {socket_dir})"
-    port = f":{u.port}" if u.port else ""
-    return f"{user}{u.host or 'localhost'}{port}/{u.database or ''}"
 
 
 def _lost(url: URL | str, exc: BaseException) -> DatabaseLostError:
@@ -195,10 +186,8 @@ def warm_up(model: LoadedModel, *, sr: int = 8000, config: ScoringConfig = DEFAU
     """Run every stage once on a short synthetic signal.
 
     The first call through the feature code builds filter banks and FFT plans and touches lazy
-    imports (~0.8 s); doing it in the parent before forking means every worker starts warm.
+    imports; doing it in the parent before forking means every worker starts warm.
     """
-    from etl.features.extraction import extract_segments
-
     rng = np.random.default_rng(0)
     t = np.arange(3 * sr) / sr
     signal = (0.2 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))
@@ -220,14 +209,10 @@ def _process_worker(url: str, batch_id: int, model_version_id: int,
     A lost database is raised as :class:`DatabaseLostError` (one picklable line) rather than
     the driver's exception and its traceback.
     """
-    from threadpoolctl import threadpool_limits
-
-    from etl.training.registry import load_model
-
     _die_with_parent()
     # BLAS/OpenMP threads would fight the other worker processes for the same cores.
     threadpool_limits(1)
-    engine = make_engine(url, poolclass=_null_pool())
+    engine = make_engine(url, poolclass=NullPool)
     try:
         with session_scope(engine) as session:
             model = load_model(session, str(model_version_id))
@@ -242,14 +227,15 @@ def _process_worker(url: str, batch_id: int, model_version_id: int,
 
 
 def _die_with_parent() -> None:
-    """On Linux, end this worker when the run that started it is killed (even ``kill -9``):
-    an orphan would keep its lease, so its calls would wait for it instead of being free for
-    the next run at once."""
+    """On Linux, end this worker when the run that started it is killed (even ``kill -9``).
+
+    Still needed: a worker's one task scores calls until the batch is done, so an orphan would
+    go on claiming and scoring under its own live lease, and the rerun that follows would wait
+    for those calls instead of taking them at once. ``os._exit`` because a worker has no one to
+    report to: an exception (or ``SystemExit``) would only be caught by the pool's worker loop.
+    """
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-    import signal
-
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # no prctl (unusual libc): orphans finish the batch
@@ -258,14 +244,9 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _null_pool() -> Any:
-    from sqlalchemy.pool import NullPool
-
-    return NullPool
-
-
 # Heavy imports a worker needs; a forkserver imports them once, before forking workers.
-_WORKER_PRELOAD = ["etl.runs.batch", "etl.scoring.recording", "etl.features.extraction", "etl.training.registry", "etl.training.artifacts", "skops.io",
+_WORKER_PRELOAD = ["etl.runs.batch", "etl.scoring.recording", "etl.features.extraction",
+                   "etl.training.registry", "etl.training.artifacts", "skops.io",
                    "sklearn.pipeline", "sklearn.linear_model", "sklearn.svm", "xgboost"]
 
 
@@ -277,8 +258,6 @@ def _pool_context(start_method: str = "auto") -> multiprocessing.context.BaseCon
     because forking a multi-threaded process can copy a lock some other thread holds.
     """
     if start_method == "auto":
-        import threading
-
         start_method = "fork" if threading.active_count() == 1 else "forkserver"
     context = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
@@ -362,8 +341,6 @@ def _score_batch(
     strict: bool,
     allowed_roots: Sequence[Path],
 ) -> RunReport:
-    from etl.training.registry import resolve_scoring_model
-
     started = time.perf_counter()
     path = Path(path).expanduser().resolve()
     batch_date = batch_date or dt.date.today()
@@ -422,8 +399,6 @@ def _score_claims(
 ) -> list[WorkerStats]:
     """Score what is claimable now (this host's turn is held): the model is loaded only when
     a run before this one on the host left work."""
-    from etl.training.registry import load_version
-
     with session_scope(engine) as session:
         total, _held = count_work(session, batch_id=batch_id,
                                   stale_after_s=config.stale_claim_minutes * 60.0,
@@ -438,8 +413,6 @@ def _score_claims(
     warm_up(model, config=config)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=total, desc="calls", unit="call", leave=False)
     try:
         if context is None:

@@ -1,16 +1,11 @@
 """One feature-extraction run: pending clips stream from PostgreSQL to workers and back. No Prefect.
 
-`start_run` begins a run: it registers the feature set version, counts the pending clips and
-starts a feeder thread that pages through them (keyset pages, so memory stays flat however many
-clips there are) and submits chunks of ``(clip_id, path)`` to the workers (a local forkserver
-process pool, in-process for one worker, or any ``submit`` such as a Dask task runner), at most
-``max_ahead`` chunks ahead of what has been written. `run_features` writes each chunk's results
-in its own transaction in this process (workers never need a database connection) and reports.
-
-`ser features` starts its run *before* it imports Prefect: on two cores Prefect's import and
-flow-run start take 3-5 s, as long as extracting all of RAVDESS, and the workers would sit idle
-meanwhile. The flow then picks the run up (`take_started`), writes and reports everything, so a
-vector reaches the database only inside the flow; the feature set row is the one write before it.
+`run_features` registers the feature set version, counts the pending clips and starts a feeder
+thread that pages through them (keyset pages, so memory stays flat however many clips there are)
+and submits chunks of ``(clip_id, path)`` to the workers (a local forkserver process pool,
+in-process for one worker, or any ``submit`` such as a Dask task runner), at most ``max_ahead``
+chunks ahead of what has been written. It writes each chunk's results in its own transaction in
+this process (workers never need a database connection) and reports.
 
 Idempotent: only clips with neither a vector nor a recorded error are pending, and writes are
 ``ON CONFLICT DO NOTHING``, so a rerun is a no-op and an interrupted run resumes.
@@ -24,14 +19,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
+from sqlalchemy import Engine
 from tqdm import tqdm
 
-from db.engine import get_engine, session_scope
-from etl.features.specs import ClipResult, FeatureSpec, feature_spec
+from db.engine import session_scope
+from etl.features.specs import ClipResult, FeatureSpec, augmented_set_name, feature_spec
 from etl.features.store import (
     clear_errors,
     count_pending,
@@ -42,17 +38,35 @@ from etl.features.store import (
 from etl.runs.pool import extract_chunk, local_pool
 
 DEFAULT_CHUNK_SIZE = 32
-# Chunks extracted but not yet written, at most: ~2,000 clips of results (~2 MB for rich), enough
-# for the workers to run through Prefect's start-up, and independent of the corpus size.
+# Chunks extracted but not yet written, at most: bounds the results held in memory (~2 MB for
+# rich) independently of the corpus size, and enough that the workers seldom wait for the writer.
 MAX_AHEAD_CHUNKS = 64
 
 Chunk = list[tuple[int, str]]
+Submit = Callable[[Chunk], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRunConfig:
+    """What a feature run computes and with how many local workers.
+
+    ``set_name``/``channel`` name the feature set (`etl.features.specs.feature_spec`);
+    ``corpus`` restricts the clips (None: all current clips); ``workers`` local processes (1:
+    in-process); ``chunk_size`` files per submitted chunk; ``retry_errors`` forgets this set's
+    recorded errors first, so those clips are tried again.
+    """
+
+    set_name: str = "rich"
+    channel: str = "studio"
+    corpus: str | None = None
+    workers: int = 2
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    retry_errors: bool = False
 
 
 @dataclass(slots=True)
 class FeaturesReport:
-    """What one run did. ``started_before_s``: how long the workers ran before the writer (the
-    flow) took the run over; 0 when the run started inside it."""
+    """What one run did."""
 
     feature_set: str
     channel: str
@@ -64,21 +78,9 @@ class FeaturesReport:
     segments: int = 0  # segment vectors of long clips (etl.features.extraction.LONG_CLIP_S)
     audio_s: float = 0.0
     seconds: float = 0.0
-    started_before_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class RunKey:
-    """What must match for a started run to be the one a flow asks for."""
-
-    set_name: str
-    channel: str
-    corpus: str | None
-    workers: int
-    chunk_size: int
 
 
 class _Done:
@@ -103,7 +105,7 @@ class _FeedFailed:
 _END = object()
 
 
-def _pages(engine: Any, *, feature_set_id: int, corpus: str | None, page: int) -> Iterator[Chunk]:
+def _pages(engine: Engine, *, feature_set_id: int, corpus: str | None, page: int) -> Iterator[Chunk]:
     after = 0
     while True:
         with session_scope(engine) as session:
@@ -115,7 +117,7 @@ def _pages(engine: Any, *, feature_set_id: int, corpus: str | None, page: int) -
         after = rows[-1][0]
 
 
-def _chunks(engine: Any, *, feature_set_id: int, corpus: str | None, chunk_size: int
+def _chunks(engine: Engine, *, feature_set_id: int, corpus: str | None, chunk_size: int
             ) -> Iterator[Chunk]:
     for rows in _pages(engine, feature_set_id=feature_set_id, corpus=corpus, page=chunk_size * 16):
         for i in range(0, len(rows), chunk_size):
@@ -126,12 +128,11 @@ class FeatureRun:
     """A started extraction: a feeder thread submits pending chunks; `results` yields each
     chunk's results in order and lets the feeder run ``max_ahead`` chunks ahead of the caller."""
 
-    def __init__(self, *, key: RunKey, spec: FeatureSpec, feature_set_id: int, pending: int,
-                 engine: Any, submit: Callable[[Chunk], Any], pool: ProcessPoolExecutor | None,
+    def __init__(self, *, config: FeatureRunConfig, spec: FeatureSpec, feature_set_id: int,
+                 pending: int, engine: Engine, submit: Submit, pool: ProcessPoolExecutor | None,
                  max_ahead: int) -> None:
-        self.key, self.spec, self.feature_set_id, self.pending = key, spec, feature_set_id, pending
-        self.engine = engine
-        self.started = time.perf_counter()
+        self.config, self.spec, self.feature_set_id = config, spec, feature_set_id
+        self.pending, self.engine = pending, engine
         self._submit, self._pool = submit, pool
         self._slots = threading.Semaphore(max_ahead)
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -145,7 +146,8 @@ class FeatureRun:
     def _feed(self) -> None:
         try:
             for chunk in _chunks(self.engine, feature_set_id=self.feature_set_id,
-                                 corpus=self.key.corpus, chunk_size=self.key.chunk_size):
+                                 corpus=self.config.corpus,
+                                 chunk_size=self.config.chunk_size):
                 while not self._slots.acquire(timeout=0.2):
                     if self._closed.is_set():
                         return
@@ -185,93 +187,60 @@ class FeatureRun:
             self._pool = None
 
 
-_STARTED: dict[RunKey, FeatureRun] = {}
-
-
-def start_run(
+def _start_run(
+    engine: Engine,
+    config: FeatureRunConfig,
     *,
-    set_name: str = "rich",
-    channel: str = "studio",
-    corpus: str | None = None,
-    workers: int = 2,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    retry_errors: bool = False,
-    submit: Callable[[Chunk], Any] | None = None,
+    submit: Submit | None = None,
     max_ahead: int = MAX_AHEAD_CHUNKS,
-    keep: bool = False,
 ) -> FeatureRun:
     """Register the feature set, count pending clips and start extracting them.
 
     ``submit(chunk) -> future`` runs `extract_chunk` somewhere; by default a local forkserver
-    pool of ``workers`` processes (in-process for ``workers == 1``). ``keep=True`` parks the run
-    for a later `run_features` with the same parameters (`take_started`).
+    pool of ``config.workers`` processes (in-process for one worker). The caller reads
+    `FeatureRun.results` and closes the run.
     """
-    spec = feature_spec(set_name, channel)
-    engine = get_engine()
+    spec = feature_spec(config.set_name, config.channel)
     with session_scope(engine) as session:
         fs_id = ensure_feature_set(session, spec)
-        if retry_errors:
-            clear_errors(session, feature_set_id=fs_id, corpus=corpus)
+        if config.retry_errors:
+            clear_errors(session, feature_set_id=fs_id, corpus=config.corpus)
     with session_scope(engine) as session:
-        pending = count_pending(session, feature_set_id=fs_id, corpus=corpus)
+        pending = count_pending(session, feature_set_id=fs_id, corpus=config.corpus)
     pool: ProcessPoolExecutor | None = None
     if submit is None:
-        if workers > 1 and pending:
-            pool = local_pool(workers)
+        if config.workers > 1 and pending:
+            pool = local_pool(config.workers)
             submit = partial(pool.submit, extract_chunk, spec=spec)
         else:
             submit = partial(_Done.of, extract_chunk, spec=spec)
-    key = RunKey(set_name, channel, corpus, workers, chunk_size)
-    run = FeatureRun(key=key, spec=spec, feature_set_id=fs_id, pending=pending, engine=engine,
-                     submit=submit, pool=pool, max_ahead=max_ahead)
-    if keep:
-        close_started()
-        _STARTED[key] = run
-    return run
-
-
-def take_started(key: RunKey) -> FeatureRun | None:
-    return _STARTED.pop(key, None)
-
-
-def close_started() -> None:
-    """Stop runs that were started but never taken (e.g. the flow could not start)."""
-    for run in list(_STARTED.values()):
-        run.close()
-    _STARTED.clear()
+    return FeatureRun(config=config, spec=spec, feature_set_id=fs_id, pending=pending,
+                      engine=engine, submit=submit, pool=pool, max_ahead=max_ahead)
 
 
 def run_features(
+    engine: Engine,
+    config: FeatureRunConfig | None = None,
     *,
-    set_name: str = "rich",
-    channel: str = "studio",
-    corpus: str | None = None,
-    workers: int = 2,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    retry_errors: bool = False,
     progress: bool = True,
-    submit: Callable[[Chunk], Any] | None = None,
+    submit: Submit | None = None,
+    max_ahead: int = MAX_AHEAD_CHUNKS,
 ) -> FeaturesReport:
-    """Compute feature set ``set_name``/``channel`` for every current clip that lacks it.
+    """Compute the feature set of ``config`` for every current clip that lacks it.
 
-    Takes over a run `start_run(keep=True)` began with the same parameters (not with a custom
-    ``submit`` or ``retry_errors``), else starts one. Results are written by this process, one
-    transaction per chunk.
+    Results are written by this process, one transaction per chunk; see `_start_run` for
+    ``submit`` and ``max_ahead``.
     """
+    config = config or FeatureRunConfig()
     started = time.perf_counter()
-    key = RunKey(set_name, channel, corpus, workers, chunk_size)
-    run = None if (submit is not None or retry_errors) else take_started(key)
-    started_before = started - run.started if run is not None else 0.0
-    if run is None:
-        run = start_run(set_name=set_name, channel=channel, corpus=corpus, workers=workers,
-                        chunk_size=chunk_size, retry_errors=retry_errors, submit=submit)
-    report = FeaturesReport(set_name, channel, run.feature_set_id, run.spec.n_features,
-                            pending=run.pending, started_before_s=started_before)
-    bar = tqdm(total=run.pending, unit="clip", desc=f"features {set_name}/{channel}",
+    run = _start_run(engine, config, submit=submit, max_ahead=max_ahead)
+    report = FeaturesReport(config.set_name, config.channel, run.feature_set_id,
+                            run.spec.n_features, pending=run.pending)
+    bar = tqdm(total=run.pending, unit="clip", desc=f"features {config.set_name}/{config.channel}",
                file=sys.stderr, disable=not progress or not run.pending, dynamic_ncols=True)
     try:
         for results in run.results():
-            with session_scope(run.engine) as session:
+            with session_scope(engine) as session:
                 counts = store_results(session, feature_set_id=run.feature_set_id,
                                        results=results)
             report.stored += counts.stored
@@ -283,4 +252,30 @@ def run_features(
         bar.close()
         run.close()
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def run_feature_sets(
+    engine: Engine,
+    config: FeatureRunConfig,
+    *,
+    augment: bool = False,
+    progress: bool = True,
+    submit_for: Callable[[FeatureRunConfig], Submit] | None = None,
+) -> dict[str, Any]:
+    """`run_features` for ``config`` and, with ``augment``, its phone-augmented companion set
+    (``rich+phone``: copies of each clip through a simulated phone line, what `ser train`
+    trains telephony models on).
+
+    ``submit_for(config)`` gives the ``submit`` of each set's run (default: local workers).
+    Returns the first set's `FeaturesReport` as a dict, the companion's under ``"augmented"``.
+    """
+    configs = [config] + ([replace(config, set_name=augmented_set_name(config.set_name))]
+                          if augment else [])
+    reports = [run_features(engine, c, progress=progress,
+                            submit=submit_for(c) if submit_for is not None else None).as_dict()
+               for c in configs]
+    report = reports[0]
+    if augment:
+        report["augmented"] = reports[1]
     return report

@@ -3,8 +3,9 @@
 A batch folder is a drop zone: whoever can write a ``calls.csv`` there could point the scorer at
 any file the service account can read. So every recording a batch reads must resolve (after
 following symbolic links) inside the batch folder, or under one of the extra roots the operator
-lists (``Settings.batch_roots``); anything else becomes a *rejected* entry, a call that is
-registered as failed with the reason ``outside the batch folder`` and is never opened.
+lists (``SER_BATCH_ROOTS``, passed in as ``allowed_roots``); anything else becomes a *rejected*
+entry, a call that is registered as failed with the reason ``outside the batch folder`` and is
+never opened.
 
 One bad ``calls.csv`` row does not stop the night: a bad ``started_at``, a bad channel role or a
 ``call_id`` used twice rejects that row (with its line number) and the rest is scored.

@@ -1,10 +1,7 @@
 """The local feature-extraction worker pool, kept free of Prefect imports.
 
-`etl.runs.features.start_run` starts it before ``ser features`` imports Prefect, so the
-workers' imports (numpy, scipy.fft, soundfile, soxr) and their first chunks run while the command
-imports Prefect and starts the flow run. Workers import neither librosa nor the database layer
-(etl.audio.filters has the filter banks). The console script starts the forkserver even earlier
-(`start_forkserver`, from ``ser.entry``), before the CLI is imported.
+Workers import neither librosa nor the database layer (etl.audio.filters has the filter banks):
+the process that submits chunks and writes their results never imports the extraction stack.
 """
 
 from __future__ import annotations
@@ -17,34 +14,24 @@ if TYPE_CHECKING:
     from etl.features.specs import ClipResult, FeatureSpec
 
 # Worker processes fork from a server that has already imported the extraction stack, so a
-# worker starts in milliseconds instead of re-importing numpy/scipy (about a second).
-_WORKER_PRELOAD = ["etl.features.extraction", "etl.audio.dsp", "etl.audio.decode", "etl.audio.filters", "scipy.fft",
-                   "scipy.ndimage", "scipy.sparse", "soxr", "soundfile", "miniaudio",
-                   "threadpoolctl"]
-
-
-def _context() -> mp.context.ForkServerContext:
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(_WORKER_PRELOAD)
-    return ctx  # type: ignore[return-value]
-
-
-def start_forkserver() -> None:
-    """Start the forkserver now (it imports `_WORKER_PRELOAD` in the background); a later
-    `local_pool` forks its workers from it. It exits with this process."""
-    from multiprocessing import forkserver
-
-    _context()
-    forkserver.ensure_running()
+# worker starts without re-importing numpy and scipy, and a forkserver (unlike fork) is safe
+# from a process with threads (the feeder, Prefect's).
+_WORKER_PRELOAD = ["etl.features.extraction", "etl.audio.dsp", "etl.audio.decode",
+                   "etl.audio.filters", "scipy.fft", "scipy.ndimage", "scipy.sparse", "soxr",
+                   "soundfile", "miniaudio", "threadpoolctl"]
 
 
 def local_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=_context())
+    """``workers`` processes forked from a forkserver that preloads the extraction stack."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_WORKER_PRELOAD)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 
 def extract_chunk(items: list[tuple[int, str]], spec: FeatureSpec) -> list[ClipResult]:
-    """`etl.features.extraction.extract_files`, imported where it runs: the process that submits chunks
-    and writes results never imports the extraction stack (scipy, decoders: ~0.3 s of CPU)."""
+    """`etl.features.extraction.extract_files`, imported where it runs: the process that submits
+    chunks and writes results never imports the extraction stack (it would compete with the
+    workers for the CPU)."""
     from etl.features.extraction import extract_files
 
     return extract_files(items, spec)

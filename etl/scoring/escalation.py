@@ -15,9 +15,9 @@ conversation metrics, per-quarter shares included): :data:`METRICS`. A condition
 None for a call (e.g. a mono call with no customer speech, or a call scored before the
 conversation metrics existed) does not hold. docs/rules.md has the file formats and examples.
 
-Configure them with a JSON or TOML file (``SER_ESCALATION_RULES=/path/rules.toml``) or inline
-JSON in that variable (``SER_ESCALATION_RULES='[{"name": ..., "metric": ..., "op": ">=",
-"threshold": ...}]'``). A TOML file holds ``[[rules]]`` tables; a JSON file holds a list or
+Configure them with a JSON or TOML file (``--rules /path/rules.toml`` or the ``SER_RULES``
+setting) or inline JSON (``SER_RULES='[{"name": ..., "metric": ..., "op": ">=",
+"threshold": ...}]'``); the edges read the setting and pass it to :func:`load_rules`. A TOML file holds ``[[rules]]`` tables; a JSON file holds a list or
 ``{"rules": [...]}``.
 
 A model version trained with calibration stores an *operating point* (rules and a confidence
@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -40,7 +39,6 @@ from pathlib import Path
 from etl.scoring.call_metrics import CallMetrics
 from etl.scoring.summaries import SummaryStats
 
-ENV_VAR = "SER_ESCALATION_RULES"
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 SUMMARY_METRICS: tuple[str, ...] = tuple(f.name for f in fields(SummaryStats)
@@ -317,9 +315,7 @@ def rules_from_data(data: object) -> list[EscalationRule]:
 
 
 def load_rules(source: str | Path | None = None) -> list[EscalationRule]:
-    """Rules from ``source`` (a .json/.toml path or inline JSON), else ``$SER_ESCALATION_RULES``,
-    else :data:`DEFAULT_RULES`."""
-    source = source if source is not None else os.environ.get(ENV_VAR)
+    """Rules from ``source`` (a .json/.toml path or inline JSON), else :data:`DEFAULT_RULES`."""
     if source is None or str(source).strip() == "":
         return list(DEFAULT_RULES)
     text = str(source).strip()
@@ -374,7 +370,7 @@ def resolve_operating_point(
     Parameters
     ----------
     configured
-        Rules from ``--rules`` / ``$SER_ESCALATION_RULES``; None (or the built-in defaults that
+        Rules from ``--rules`` / ``SER_RULES``; None (or the built-in defaults that
         :func:`load_rules` returns when nothing is set) means "not configured".
     calibration
         ``model_versions.params["calibration"]`` (None for models trained before it).

@@ -12,11 +12,12 @@ from urllib.parse import unquote
 
 import typer
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
 
 from db.embedded import psql_url
-from db.engine import get_engine, session_scope
+from db.engine import cached_engine, session_scope
 from db.migrate import current_revision, downgrade, head_revision, upgrade
-from ser.runtime import fail, open_database
+from ser.runtime import database_url, fail, open_database
 
 db_app = typer.Typer(help="Database schema (Alembic) and connection.", no_args_is_help=True)
 
@@ -50,7 +51,7 @@ def current_cmd() -> None:
 @db_app.command("url")
 def url_cmd() -> None:
     """Print the connection URL (psql-ready)."""
-    engine = get_engine()
+    engine = cached_engine(database_url())
     typer.echo(unquote(psql_url(engine.url.render_as_string(hide_password=False))))
 
 
@@ -181,8 +182,6 @@ def analyst_add_cmd(
 
 def make_url_for(url: str, user: str) -> str:
     """``url`` for ``user`` without a password, psql-ready."""
-    from sqlalchemy.engine import make_url
-
     return unquote(psql_url(make_url(url).set(username=user, password=None)
                             .render_as_string(hide_password=False)))
 

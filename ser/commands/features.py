@@ -8,18 +8,14 @@ computes whatever of both is missing itself).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from sqlalchemy import Engine, text
 
-from ser.runtime import (
-    exit_fast_when_done,
-    fail,
-    flow_settings,
-    is_tty,
-    open_database,
-    quiet_prefect,
-)
+from config import get_settings
+from db.engine import session_scope
+from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 
 def features_cmd(
@@ -51,7 +47,7 @@ def features_cmd(
     in feature_errors with the reason.
     """
     from etl.features.specs import feature_spec
-    from ser.settings import get_settings
+    from etl.runs.features import FeatureRunConfig
 
     engine = open_database()
     if list_sets:
@@ -62,37 +58,25 @@ def features_cmd(
     except ValueError as exc:
         fail(str(exc))
     augment = augment and set_name == "rich" and channel == "telephony"
-    dask_address = dask_address or get_settings().dask_address
-    workers = workers or get_settings().workers
-    options: dict[str, Any] = {
-        "set_name": set_name, "channel": channel, "corpus": corpus, "workers": workers,
-        "chunk_size": chunk_size, "retry_errors": retry_errors,
-        "progress": is_tty() or not as_json}
+    settings = get_settings()
+    dask_address = dask_address or settings.dask_address
     if dask_address and not use_prefect:
         fail("--dask-address needs the Prefect flow (drop --no-prefect)")
-    from etl.runs.features import close_started, run_features, start_run
+    config = FeatureRunConfig(set_name=set_name, channel=channel, corpus=corpus,
+                              workers=workers or settings.workers, chunk_size=chunk_size,
+                              retry_errors=retry_errors)
+    progress = is_tty() or not as_json
+    if use_prefect:
+        quiet_prefect()  # before anything imports prefect
+        from flows.features import features_flow
 
-    try:
-        if not dask_address and not retry_errors:
-            # Workers start extracting now, while this process imports Prefect and starts the
-            # flow run (3-5 s on two cores); the flow takes the run over and writes everything.
-            start_run(**{k: v for k, v in options.items() if k != "progress"}, keep=True)
-        if use_prefect:
-            quiet_prefect()  # before anything imports prefect
-            from flows.features import features_flow
+        with flow_settings():
+            report = features_flow(config, dask_address=dask_address, augment=augment,
+                                   progress=progress)
+    else:
+        from etl.runs.features import run_feature_sets
 
-            with flow_settings():
-                report = features_flow(**options, dask_address=dask_address, augment=augment)
-        else:
-            report = run_features(**options).as_dict()
-            if augment:
-                from etl.features.specs import augmented_set_name
-
-                report["augmented"] = run_features(
-                    **(options | {"set_name": augmented_set_name(set_name)})).as_dict()
-    finally:
-        close_started()
-    exit_fast_when_done()
+        report = run_feature_sets(engine, config, augment=augment, progress=progress)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -111,12 +95,8 @@ def features_cmd(
                    f"{aug['seconds']:.1f} s")
 
 
-def _list_sets(engine: object) -> None:
-    from sqlalchemy import text
-
-    from db.engine import session_scope
-
-    with session_scope(engine) as session:  # type: ignore[arg-type]
+def _list_sets(engine: Engine) -> None:
+    with session_scope(engine) as session:
         rows = session.execute(text(
             "SELECT s.id, s.name, s.channel, s.version, cardinality(s.feature_names), "
             "left(s.params_hash, 12), s.created_at::date, "

@@ -7,8 +7,8 @@ import os
 
 import typer
 
+from config import get_settings
 from ser.prefect_server import check_server, running_server, start_server, stop_server
-from ser.settings import get_settings
 
 prefect_app = typer.Typer(help="The local Prefect server flows report to.", no_args_is_help=True)
 
@@ -21,7 +21,7 @@ def status_cmd(
 
     Exit code 0 when healthy, 1 when not running or unhealthy.
     """
-    home = get_settings().home / "prefect"
+    home = get_settings().prefect_home
     url = os.environ.get("PREFECT_API_URL")
     if url:
         health = check_server(url, source="PREFECT_API_URL")
@@ -58,14 +58,14 @@ def status_cmd(
 @prefect_app.command("start")
 def start_cmd() -> None:
     """Start the local Prefect server now (commands otherwise start it on first use)."""
-    info = start_server(get_settings().home / "prefect")
+    info = start_server(get_settings().prefect_home)
     typer.echo(f"running: {info.api_url} (pid {info.pid})")
 
 
 @prefect_app.command("stop")
 def stop_cmd() -> None:
     """Stop the local Prefect server (the next flow starts it again)."""
-    stopped = stop_server(get_settings().home / "prefect")
+    stopped = stop_server(get_settings().prefect_home)
     typer.echo("stopped" if stopped else "not running")
 
 

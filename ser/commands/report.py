@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from config import get_settings
 from ser.runtime import fail, open_database
 
 report_app = typer.Typer(help="Self-contained HTML reports (open offline in any browser).",
@@ -23,8 +24,6 @@ OutOption = Annotated[Path | None, typer.Option(
 
 
 def _out_dir(out: Path | None) -> Path:
-    from ser.settings import get_settings
-
     folder = (out or get_settings().reports_path).expanduser().resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
-"""`ser rules check FILE`, `ser rules preview FILE --batch-date D`: escalation rules before use.
+"""`ser rules check FILE`, `ser rules preview [FILE] --batch-date D`: escalation rules before use.
 
 Neither command starts Prefect or touches audio: ``check`` only parses the file, ``preview``
-reads the stored summaries of a scored batch (:mod:`etl.scoring.rules_preview`).
+reads the stored summaries of a scored batch (:mod:`etl.scoring.rules_preview`). Without a
+FILE, ``preview`` takes the rules ``ser score`` would use: ``SER_RULES``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from config import get_settings
 from ser.runtime import fail, open_database
 
 if TYPE_CHECKING:
@@ -36,6 +38,23 @@ def _load(path: Path) -> list[EscalationRule]:
         fail(str(exc))
 
 
+def _preview_rules(path: Path | None) -> tuple[list[EscalationRule], str]:
+    """The rules to preview and how to name them: FILE, else ``SER_RULES`` (a file or inline)."""
+    if path is not None:
+        return _load(path), path.name
+    from etl.scoring.escalation import load_rules
+
+    source = get_settings().rules
+    if source is None or not source.strip():
+        fail("give a rules FILE or set SER_RULES (a .toml/.json file or inline JSON)")
+    try:
+        rules = load_rules(source)
+    except ValueError as exc:
+        fail(f"SER_RULES: {exc}")
+    text = source.strip()
+    return rules, ("SER_RULES" if text.startswith(("[", "{")) else Path(text).name)
+
+
 @rules_app.command("check")
 def check_cmd(path: RulesFile) -> None:
     """Validate a rules file: one line per rule, or the first problem (exit code 2)."""
@@ -49,7 +68,8 @@ def check_cmd(path: RulesFile) -> None:
 
 @rules_app.command("preview")
 def preview_cmd(
-    path: RulesFile,
+    path: Annotated[Path | None, typer.Argument(
+        help="Rules file (.toml or .json; docs/rules.md). Default: SER_RULES.")] = None,
     batch_date: str = typer.Option(..., "--batch-date", help="Scored batch date YYYY-MM-DD."),
     model: str | None = typer.Option(None, "--model", help="Only batches scored with this model "
                                      "(alias, version id or name:version; default: all)."),
@@ -61,7 +81,7 @@ def preview_cmd(
     from etl.training.registry import ModelNotFoundError, resolve_version
     from ser.commands.score import _parse_date
 
-    rules = _load(path)
+    rules, name = _preview_rules(path)
     day = _parse_date(batch_date)
     engine = open_database()
     try:
@@ -76,7 +96,7 @@ def preview_cmd(
     if as_json:
         typer.echo(json.dumps(preview.as_dict(), indent=2))
         return
-    typer.echo(f"{path.name} on {day.isoformat()}: {preview.n_scored} scored calls "
+    typer.echo(f"{name} on {day.isoformat()}: {preview.n_scored} scored calls "
                f"(batch{'es' if len(preview.batch_ids) > 1 else ''} "
                f"{', '.join(map(str, preview.batch_ids))})")
     for rule in rules:

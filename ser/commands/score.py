@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from config import get_settings
 from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ def score_cmd(
                                      "name:version (default production)."),
     workers: int | None = typer.Option(None, min=1, help="Worker processes (default SER_WORKERS)."),
     rules: str | None = typer.Option(None, help="Escalation rules: a .json/.toml file or inline "
-                                     "JSON (default $SER_ESCALATION_RULES or the built-ins)."),
+                                     "JSON (default SER_RULES, else the model's operating "
+                                     "point)."),
     retry_failed: bool = typer.Option(False, help="Score again the calls that failed before."),
     strict: bool = typer.Option(
         False, "--strict", help="Refuse the whole batch (registering nothing) if any calls.csv "
@@ -72,11 +74,12 @@ def score_cmd(
     from etl.runs.batch import DatabaseLostError
     from etl.scoring.escalation import load_rules
     from etl.training.registry import ModelNotFoundError
-    from ser.settings import get_settings
 
     if not path.exists():
         fail(f"batch path does not exist: {path}")
     date = _parse_date(batch_date)
+    settings = get_settings()
+    rules = rules if rules is not None else settings.rules
     try:
         rule_list = load_rules(rules)
     except ValueError as exc:
@@ -85,7 +88,7 @@ def score_cmd(
         _recompute(path, date=date, model=model, rule_list=rule_list, as_json=as_json)
         return
     model = model or "production"
-    n_workers = workers or get_settings().workers
+    n_workers = workers or settings.workers
     engine = open_database()
     try:
         if prefect:
@@ -106,7 +109,7 @@ def score_cmd(
                 config=ScoringConfig(rules=tuple(rule_list), retry_failed=retry_failed,
                                      stale_claim_minutes=stale_minutes),
                 progress=is_tty(), strict=strict,
-                allowed_roots=get_settings().batch_root_paths).as_dict()
+                allowed_roots=settings.batch_root_paths).as_dict()
     except DatabaseLostError as exc:
         fail(str(exc), code=EXIT_COULD_NOT_RUN)
     except ModelNotFoundError as exc:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from config import get_settings
 from ser.runtime import fail, open_database, quiet_prefect
 
 
@@ -17,7 +19,8 @@ def serve_cmd(
     model: str = typer.Option("production", "--model", help="Model reference to score with."),
     name: str = typer.Option("nightly-scoring", help="Deployment name."),
     workers: int | None = typer.Option(None, min=1, help="Worker processes per run."),
-    rules: str | None = typer.Option(None, help="Escalation rules file or inline JSON."),
+    rules: str | None = typer.Option(None, help="Escalation rules file or inline JSON (default "
+                                     "SER_RULES, read at each run)."),
     install: bool = typer.Option(
         False, "--install", help="Write a systemd unit that runs this schedule as a service "
         "(survives reboots) instead of serving now."),
@@ -31,10 +34,7 @@ def serve_cmd(
     background server (`ser prefect status`). Prefect's temporary (ephemeral) server has no
     scheduler, so with SER_PREFECT_SERVER=ephemeral this refuses.
     """
-    import os
-
     from ser.prefect_server import PrefectServerError, serving_api
-    from ser.settings import get_settings
 
     settings = get_settings()
     schedule = cron or settings.nightly_cron
@@ -43,7 +43,7 @@ def serve_cmd(
         open_database()
         # Before Prefect is imported: its settings (the API URL) are fixed when it loads.
         try:
-            api_url, source = serving_api(settings.home / "prefect",
+            api_url, source = serving_api(settings.prefect_home,
                                           mode=settings.prefect_server)
         except PrefectServerError as exc:
             fail(str(exc))

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy import Engine
 
+from config import get_settings
 from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
 
 models_app = typer.Typer(help="Registered models: list, show, promote.", no_args_is_help=True)
@@ -94,8 +96,8 @@ def train_cmd(
         operating_point_calls=operating_point_calls if channel == "telephony" else 0)
     engine = open_database()
     if compute_features:
-        _compute_missing_features(feature_set, channel, augment=augment, corpus=corpus,
-                                  quiet=as_json)
+        _compute_missing_features(engine, feature_set, channel, augment=augment,
+                                  corpus=corpus, quiet=as_json)
     # Validate the data (rolled back: it may create the feature_sets row) before Prefect starts.
     with Session(engine) as session, session.begin():
         try:
@@ -156,12 +158,11 @@ def train_cmd(
         typer.echo(result["promotion"]["message"])
 
 
-def _compute_missing_features(feature_set: str, channel: str, *, augment: bool,
+def _compute_missing_features(engine: Engine, feature_set: str, channel: str, *, augment: bool,
                               corpus: str | None, quiet: bool) -> None:
     """Extract what training needs and clips lack (a no-op when `ser features` already ran)."""
     from etl.features.specs import augmented_set_name, feature_spec
-    from etl.runs.features import run_features
-    from ser.settings import get_settings
+    from etl.runs.features import FeatureRunConfig, run_features
 
     names = [feature_set] + ([augmented_set_name(feature_set)] if augment else [])
     for name in names:
@@ -169,8 +170,9 @@ def _compute_missing_features(feature_set: str, channel: str, *, augment: bool,
             feature_spec(name, channel)
         except ValueError as exc:
             fail(str(exc))
-        report = run_features(set_name=name, channel=channel, corpus=corpus,
-                              workers=get_settings().workers, progress=is_tty() and not quiet)
+        config = FeatureRunConfig(set_name=name, channel=channel, corpus=corpus,
+                                  workers=get_settings().workers)
+        report = run_features(engine, config, progress=is_tty() and not quiet)
         if report.pending and not quiet:
             typer.echo(f"features {name}/{channel}: {report.stored} clips computed, "
                        f"{report.errors} errors ({report.seconds:.1f} s)", err=True)

@@ -1,12 +1,13 @@
-"""The one settings object, read from the environment (and an optional `.env`)."""
+"""The one settings object, read from the environment (and an optional ``.env``)."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,7 +16,7 @@ class Settings(BaseSettings):
 
     Environment variables (case-insensitive): ``DATABASE_URL``, ``SER_HOME``, ``SER_REPORTS_DIR``,
     ``SER_DASK_ADDRESS``, ``SER_WORKERS``, ``SER_NIGHTLY_CRON``, ``SER_INBOX``,
-    ``SER_PREFECT_SERVER``, ``SER_BATCH_ROOTS``.
+    ``SER_PREFECT_SERVER``, ``SER_BATCH_ROOTS``, ``SER_RULES`` (or ``SER_ESCALATION_RULES``).
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
@@ -38,6 +39,11 @@ class Settings(BaseSettings):
         default="local", alias="SER_PREFECT_SERVER",
         description="local: a background Prefect server reused by every command; "
         "ephemeral: Prefect's per-process temporary server.")
+    rules: str | None = Field(
+        default=None, validation_alias=AliasChoices("SER_RULES", "SER_ESCALATION_RULES"),
+        description="Escalation rules when a command is given no --rules: a .json/.toml file "
+        "or inline JSON, as `ser score --rules` takes. Unset: the model's operating point "
+        "(else the built-in rules).")
 
     @property
     def home(self) -> Path:
@@ -48,14 +54,16 @@ class Settings(BaseSettings):
         return self.home / "pgdata"
 
     @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    @property
     def reports_path(self) -> Path:
         return (self.reports_dir or self.home / "reports").expanduser().resolve()
 
     @property
     def batch_root_paths(self) -> tuple[Path, ...]:
         """``SER_BATCH_ROOTS`` as resolved folders (empty: only the batch folder itself)."""
-        import os
-
         parts = (self.batch_roots or "").split(os.pathsep)
         return tuple(Path(p).expanduser().resolve() for p in parts if p.strip())
 
@@ -66,4 +74,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    """The settings of this process, read once (tests clear the cache after changing them)."""
     return Settings()
