@@ -70,11 +70,12 @@ def score_batch_task(
     allowed_roots: tuple[Path, ...] = (),
     skip_done_elsewhere: bool = False,
     strict: bool = False,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     report = score_batch(cached_engine(url), Path(path), batch_date=batch_date,
                          model_ref=model_ref, workers=workers, config=config,
                          skip_done_elsewhere=skip_done_elsewhere, strict=strict,
-                         allowed_roots=allowed_roots)
+                         allowed_roots=allowed_roots, dask_address=dask_address)
     return report.as_dict()
 
 
@@ -104,8 +105,10 @@ def score_batch_flow(
     retry_failed: bool = False,
     stale_minutes: float = 30.0,
     strict: bool = False,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
-    """Score every recording under ``path`` as one batch (idempotent, resumable).
+    """Score every recording under ``path`` as one batch (idempotent, resumable); on the Dask
+    cluster at ``dask_address`` (default ``SER_DASK_ADDRESS``) when one is given.
 
     Returns the report whatever happened to the calls (the caller judges ``n_failed``; the
     CLI turns it into exit code 1); the scheduled :func:`nightly_flow` ends Failed instead.
@@ -115,7 +118,8 @@ def score_batch_flow(
         database_url(), path, batch_date=batch_date or dt.date.today(), model_ref=model_ref,
         workers=workers or settings.workers,
         config=scoring_config(rules, retry_failed=retry_failed, stale_minutes=stale_minutes),
-        allowed_roots=settings.batch_root_paths, strict=strict)
+        allowed_roots=settings.batch_root_paths, strict=strict,
+        dask_address=dask_address or settings.dask_address)
     _publish(report)
     return report
 
@@ -126,8 +130,10 @@ def nightly_flow(
     model_ref: str = "production",
     workers: int | None = None,
     rules: str | None = None,
+    dask_address: str | None = None,
 ) -> State[Any]:
-    """Score what arrived in the inbox since the last run, as today's batch.
+    """Score what arrived in the inbox since the last run, as today's batch (on the Dask
+    cluster at ``dask_address`` or ``SER_DASK_ADDRESS`` when set).
 
     Ends ``Failed`` if any call failed (``Completed`` otherwise); the report dict is the result
     either way (``flow(..., return_state=True).result(raise_on_failure=False)``).
@@ -138,7 +144,8 @@ def nightly_flow(
     report = score_batch_task(
         database_url(), str(folder.resolve()), batch_date=dt.date.today(), model_ref=model_ref,
         workers=workers or settings.workers, config=scoring_config(rules),
-        allowed_roots=settings.batch_root_paths, skip_done_elsewhere=True)
+        allowed_roots=settings.batch_root_paths, skip_done_elsewhere=True,
+        dask_address=dask_address or settings.dask_address)
     _publish(report)
     print(f"nightly batch {report['batch_id']}: {report['n_scored']} scored, "
           f"{report['n_failed']} failed, {report['n_escalations']} escalations")

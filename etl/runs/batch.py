@@ -19,12 +19,11 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +43,15 @@ from etl.runs.claims import (
     HostTurn,
     Lease,
     LeaseLostError,
+    WorkerStats,
     claim_next,
     count_work,
+    first_line,
     mark_rejected,
     register_batch,
+    worker_name,
 )
+from etl.runs.cluster import score_claims_on_cluster
 from etl.runs.inbox import OUTSIDE, contained, discover_calls, relative_reason
 from etl.scoring.recording import (
     BatchReport,
@@ -65,6 +68,30 @@ from etl.training.registry import LoadedModel, load_model, load_version, resolve
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = ScoringConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """Where a run scores its claimed calls: ``workers`` local processes (``start_method``), or
+    the Dask cluster whose scheduler is at ``dask_address`` (etl.runs.cluster); ``progress``
+    shows a bar."""
+
+    workers: int = 2
+    start_method: str = "auto"
+    dask_address: str | None = None
+    progress: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """The claims a run scores: its batch, model version, folder and options."""
+
+    batch_id: int
+    model_version_id: int
+    path: Path
+    config: ScoringConfig
+    allowed_roots: Sequence[Path]
+    retry_before: dt.datetime | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,23 +116,6 @@ def is_connection_error(exc: BaseException) -> bool:
                         sa_exc.InterfaceError)):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    worker: str
-    scored: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
-    lost: list[int] = field(default_factory=list)  # claims taken over before we could write
-    audio_seconds: float = 0.0
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns() % 1_000_000}"
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def run_worker(
@@ -152,10 +162,10 @@ def run_worker(
                     result = score_recording(claimed.path, model=model,
                                              channel_roles=claimed.channel_roles, config=config)
                 except (AudioError, CallError) as exc:
-                    reason, status = _first_line(exc), "failed"
+                    reason, status = first_line(exc), "failed"
                 except Exception as exc:  # one bad recording must not stop the batch
                     log.exception("unexpected error scoring %s", claimed.call_key)
-                    reason, status = f"unexpected {type(exc).__name__}: {_first_line(exc)}", "failed"
+                    reason, status = f"unexpected {type(exc).__name__}: {first_line(exc)}", "failed"
                 else:
                     status = "scored"
             if status == "failed" and base is not None:
@@ -295,13 +305,16 @@ def score_batch(
     start_method: str = "auto",
     strict: bool = False,
     allowed_roots: Sequence[Path] = (),
+    dask_address: str | None = None,
 ) -> RunReport:
     """Score every recording under ``path`` with ``model_ref``; resumable and idempotent.
 
     ``workers`` > 1 runs that many processes, each claiming calls from the database, so
     overlapping invocations on different hosts (or a rerun after a crash) share the work
     instead of repeating it; on one host a second run waits for the first one's turn
-    (:class:`etl.runs.claims.HostTurn`) and then scores only what is left.
+    (:class:`etl.runs.claims.HostTurn`) and then scores only what is left. With
+    ``dask_address`` the calls are scored on that Dask cluster instead (``workers`` unused;
+    this process keeps the database, see :mod:`etl.runs.cluster`).
     Only files inside ``path`` (or ``allowed_roots``) are read; rejected ``calls.csv`` rows
     become failed calls (``strict``: refuse the batch instead, registering nothing).
 
@@ -311,13 +324,18 @@ def score_batch(
         ``path`` missing, a calls.csv without its columns, or (``strict``) a rejected row.
     DatabaseLostError
         The database went away; rerunning resumes.
+    etl.runs.cluster.ClusterError
+        The cluster failed the run (unreachable, a worker without the audio, lost workers);
+        no call was blamed and rerunning resumes.
     """
+    execution = Execution(workers=workers, start_method=start_method,
+                          dask_address=dask_address or None, progress=progress)
     try:
-        return _score_batch(engine, path, batch_date=batch_date, model_ref=model_ref,
-                            workers=workers, config=config,
-                            skip_done_elsewhere=skip_done_elsewhere, source_path=source_path,
-                            progress=progress, start_method=start_method, strict=strict,
-                            allowed_roots=allowed_roots)
+        return _score_batch(engine, Path(path).expanduser().resolve(),
+                            batch_date=batch_date or dt.date.today(), model_ref=model_ref,
+                            config=config, skip_done_elsewhere=skip_done_elsewhere,
+                            source_path=source_path, strict=strict,
+                            allowed_roots=allowed_roots, execution=execution)
     except DatabaseLostError:
         raise
     except Exception as exc:
@@ -330,20 +348,16 @@ def _score_batch(
     engine: Engine,
     path: Path,
     *,
-    batch_date: dt.date | None,
+    batch_date: dt.date,
     model_ref: str,
-    workers: int,
     config: ScoringConfig,
     skip_done_elsewhere: bool,
     source_path: str | None,
-    progress: bool,
-    start_method: str,
     strict: bool,
     allowed_roots: Sequence[Path],
+    execution: Execution,
 ) -> RunReport:
     started = time.perf_counter()
-    path = Path(path).expanduser().resolve()
-    batch_date = batch_date or dt.date.today()
     entries = discover_calls(path, config=config, strict=strict, allowed_roots=allowed_roots)
     stale = config.stale_claim_minutes * 60.0
     with session_scope(engine) as session:
@@ -352,10 +366,9 @@ def _score_batch(
         version = resolve_scoring_model(
             session, model_ref, bandwidth=batch_bandwidth(e.path for e in entries if not e.error),
             allow_channel_mismatch=config.allow_channel_mismatch)
-        model_version_id = version.id
         batch_id = register_batch(
             session, source_path=source_path or str(path), batch_date=batch_date,
-            model_version_id=model_version_id, entries=entries,
+            model_version_id=version.id, entries=entries,
             options={**config.options(), "model_ref": model_ref},
             skip_done_elsewhere=skip_done_elsewhere)
         # --retry-failed retries what failed before this run, once
@@ -364,15 +377,14 @@ def _score_batch(
         # what is left to do (a rerun of a finished batch loads no model, starts no workers)
         total, _held = count_work(session, batch_id=batch_id, stale_after_s=stale,
                                   retry_failed_before=retry_before)
+    work = _Work(batch_id=batch_id, model_version_id=version.id, path=path, config=config,
+                 allowed_roots=tuple(allowed_roots), retry_before=retry_before)
     stats: list[WorkerStats] = []
     waited = 0.0
     if total:
         with HostTurn(engine, batch_id=batch_id) as turn:
             waited = turn.waited_s
-            stats = _score_claims(engine, batch_id=batch_id, model_version_id=model_version_id,
-                                  path=path, workers=workers, config=config,
-                                  retry_before=retry_before, progress=progress,
-                                  start_method=start_method, allowed_roots=allowed_roots)
+            stats = _score_claims(engine, work, execution)
     with session_scope(engine) as session:
         report = finalise_batch(session, batch_id=batch_id,
                                 wall_seconds=time.perf_counter() - started)
@@ -384,62 +396,62 @@ def _score_batch(
                      n_rejected=sum(e.rejected for e in entries), waited_seconds=round(waited, 2))
 
 
-def _score_claims(
-    engine: Engine,
-    *,
-    batch_id: int,
-    model_version_id: int,
-    path: Path,
-    workers: int,
-    config: ScoringConfig,
-    retry_before: dt.datetime | None,
-    progress: bool,
-    start_method: str,
-    allowed_roots: Sequence[Path],
-) -> list[WorkerStats]:
+def _score_claims(engine: Engine, work: _Work, execution: Execution) -> list[WorkerStats]:
     """Score what is claimable now (this host's turn is held): the model is loaded only when
     a run before this one on the host left work."""
     with session_scope(engine) as session:
-        total, _held = count_work(session, batch_id=batch_id,
-                                  stale_after_s=config.stale_claim_minutes * 60.0,
-                                  retry_failed_before=retry_before)
+        total, _held = count_work(session, batch_id=work.batch_id,
+                                  stale_after_s=work.config.stale_claim_minutes * 60.0,
+                                  retry_failed_before=work.retry_before)
         if not total:
             return []
-        version = session.get(ModelVersion, model_version_id)
+        version = session.get(ModelVersion, work.model_version_id)
         assert version is not None
         model = load_version(session, version)
+    if execution.dask_address:
+        return score_claims_on_cluster(
+            engine, batch_id=work.batch_id, model=model, config=work.config, path=work.path,
+            allowed_roots=work.allowed_roots, retry_before=work.retry_before,
+            address=execution.dask_address, progress=execution.progress)
     # Choose the start method before tqdm starts its monitor thread (fork needs one thread).
-    context = _pool_context(start_method) if workers > 1 and total > 1 else None
-    warm_up(model, config=config)
-    bar = None
-    if progress:
-        bar = tqdm(total=total, desc="calls", unit="call", leave=False)
+    context = (_pool_context(execution.start_method)
+               if execution.workers > 1 and total > 1 else None)
+    warm_up(model, config=work.config)
+    bar = tqdm(total=total, desc="calls", unit="call", leave=False) if execution.progress else None
     try:
         if context is None:
             return [run_worker(
-                engine, batch_id=batch_id, model=model, config=config, root=path,
-                allowed_roots=allowed_roots, retry_before=retry_before,
+                engine, batch_id=work.batch_id, model=model, config=work.config, root=work.path,
+                allowed_roots=work.allowed_roots, retry_before=work.retry_before,
                 on_call=(lambda _i, _s: bar.update(1)) if bar is not None else None)]
-        url = engine.url.render_as_string(hide_password=False)
-        n_workers = min(workers, total)
-        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
-            futures = [pool.submit(_process_worker, url, batch_id, model_version_id, config,
-                                   path, tuple(allowed_roots), retry_before)
-                       for _ in range(n_workers)]
-            done_before = 0
-            while True:
-                finished, pending = cf.wait(futures, timeout=1.0)
-                if bar is not None:
-                    done_now = _count_done(engine, batch_id)
-                    bar.update(done_now - done_before)
-                    done_before = done_now
-                if not pending:
-                    break
-            # re-raise a worker's failure (database lost, ...) once every worker has stopped
-            return [future.result() for future in finished]
+        return _run_pool(engine, work, n_workers=min(execution.workers, total),
+                         context=context, bar=bar)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _run_pool(engine: Engine, work: _Work, *, n_workers: int,
+              context: multiprocessing.context.BaseContext, bar: tqdm | None) -> list[WorkerStats]:
+    """``n_workers`` processes claim and score until the batch is done; the bar follows the
+    database's count."""
+    url = engine.url.render_as_string(hide_password=False)
+    with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+        futures = [pool.submit(_process_worker, url, work.batch_id, work.model_version_id,
+                               work.config, work.path, tuple(work.allowed_roots),
+                               work.retry_before)
+                   for _ in range(n_workers)]
+        done_before = 0
+        while True:
+            finished, pending = cf.wait(futures, timeout=1.0)
+            if bar is not None:
+                done_now = _count_done(engine, work.batch_id)
+                bar.update(done_now - done_before)
+                done_before = done_now
+            if not pending:
+                break
+        # re-raise a worker's failure (database lost, ...) once every worker has stopped
+        return [future.result() for future in finished]
 
 
 def _count_done(engine: Engine, batch_id: int) -> int:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 import random
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -42,6 +43,27 @@ log = logging.getLogger(__name__)
 # First half of every lease's two-int advisory lock key: keeps ours apart from other users'.
 LOCK_NAMESPACE = 0x5E5C_0A11 & 0x7FFF_FFFF
 LEGACY_STALE_S = 1800.0
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What one worker (a local process, or a Dask worker seen from the client) did in a run."""
+
+    worker: str
+    scored: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)  # claims taken over before we could write
+    audio_seconds: float = 0.0
+
+
+def worker_name() -> str:
+    """A lease owner name unique on this host: host, process and a tick."""
+    return f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns() % 1_000_000}"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as the one line stored as a call's error or shown to the operator."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class LeaseLostError(RuntimeError):

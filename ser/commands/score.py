@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -54,6 +55,10 @@ def score_cmd(
         "this many minutes. Claims of this version are free as soon as their run dies."),
     prefect: bool = typer.Option(False, "--prefect",
                                  help="Run as a Prefect flow run (adds Prefect's startup time)."),
+    dask_address: str | None = typer.Option(
+        None, "--dask-address", help="Score on the Dask cluster whose scheduler is at this "
+        "address, e.g. tcp://scheduler:8786 (default SER_DASK_ADDRESS). Workers need the "
+        "package and the audio at the same path, no database (docs/distributed.md)."),
     as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON."),
     recompute_summaries: bool = typer.Option(
         False, "--recompute-summaries", help="Do not score: recompute the summaries, "
@@ -69,11 +74,9 @@ def score_cmd(
 
     Exit codes: 0 every call scored; 1 the run finished but some calls failed (reasons
     printed); 2 could not run (bad arguments or calls.csv, no model, database unreachable or
-    lost: rerun to resume).
+    lost, the Dask cluster unreachable or failing: rerun to resume).
     """
-    from etl.runs.batch import DatabaseLostError
     from etl.scoring.escalation import load_rules
-    from etl.training.registry import ModelNotFoundError
 
     if not path.exists():
         fail(f"batch path does not exist: {path}")
@@ -87,8 +90,43 @@ def score_cmd(
     if recompute_summaries:
         _recompute(path, date=date, model=model, rule_list=rule_list, as_json=as_json)
         return
-    model = model or "production"
-    n_workers = workers or settings.workers
+    run = _BatchRun(path=path, date=date, model=model or "production",
+                    workers=workers or settings.workers, rules=rules, rule_list=rule_list,
+                    retry_failed=retry_failed, stale_minutes=stale_minutes, strict=strict,
+                    dask_address=dask_address or settings.dask_address,
+                    allowed_roots=settings.batch_root_paths)
+    report = _score(run, prefect=prefect)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
+    if report["n_failed"]:
+        raise typer.Exit(EXIT_CALLS_FAILED)
+
+
+@dataclass(frozen=True)
+class _BatchRun:
+    """What ``ser score`` was asked to do, settings applied."""
+
+    path: Path
+    date: dt.date
+    model: str
+    workers: int
+    rules: str | None
+    rule_list: list[EscalationRule]
+    retry_failed: bool
+    stale_minutes: float
+    strict: bool
+    dask_address: str | None
+    allowed_roots: tuple[Path, ...]
+
+
+def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
+    """Score the batch directly or as a Prefect flow run; what stops the run exits 2."""
+    from etl.runs.batch import DatabaseLostError, is_connection_error
+    from etl.runs.cluster import ClusterError
+    from etl.training.registry import ModelNotFoundError
+
     engine = open_database()
     try:
         if prefect:
@@ -96,38 +134,29 @@ def score_cmd(
             from flows.nightly import score_batch_flow
 
             with flow_settings():
-                report = score_batch_flow(
-                    str(path.resolve()), batch_date=date, model_ref=model, workers=n_workers,
-                    rules=rules, retry_failed=retry_failed, stale_minutes=stale_minutes,
-                    strict=strict)
-        else:
-            from etl.runs.batch import score_batch
-            from etl.scoring.recording import ScoringConfig
+                return score_batch_flow(
+                    str(run.path.resolve()), batch_date=run.date, model_ref=run.model,
+                    workers=run.workers, rules=run.rules, retry_failed=run.retry_failed,
+                    stale_minutes=run.stale_minutes, strict=run.strict,
+                    dask_address=run.dask_address)
+        from etl.runs.batch import score_batch
+        from etl.scoring.recording import ScoringConfig
 
-            report = score_batch(
-                engine, path, batch_date=date, model_ref=model, workers=n_workers,
-                config=ScoringConfig(rules=tuple(rule_list), retry_failed=retry_failed,
-                                     stale_claim_minutes=stale_minutes),
-                progress=is_tty(), strict=strict,
-                allowed_roots=settings.batch_root_paths).as_dict()
-    except DatabaseLostError as exc:
-        fail(str(exc), code=EXIT_COULD_NOT_RUN)
-    except ModelNotFoundError as exc:
+        return score_batch(
+            engine, run.path, batch_date=run.date, model_ref=run.model, workers=run.workers,
+            config=ScoringConfig(rules=tuple(run.rule_list), retry_failed=run.retry_failed,
+                                 stale_claim_minutes=run.stale_minutes),
+            progress=is_tty(), strict=run.strict, allowed_roots=run.allowed_roots,
+            dask_address=run.dask_address).as_dict()
+    except (DatabaseLostError, ModelNotFoundError, ClusterError) as exc:
         fail(str(exc), code=EXIT_COULD_NOT_RUN)
     except ValueError as exc:  # bad calls.csv, missing folder, --strict refusal
         fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
     except Exception as exc:
-        from etl.runs.batch import is_connection_error
-
-        if is_connection_error(exc):  # e.g. raised inside the Prefect flow run
+        if is_connection_error(exc) or isinstance(exc, ClusterError):
+            # e.g. raised inside the Prefect flow run
             fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
         raise
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        _print_report(report)
-    if report["n_failed"]:
-        raise typer.Exit(EXIT_CALLS_FAILED)
 
 
 def _recompute(path: Path, *, date: dt.date, model: str | None, rule_list: list[EscalationRule],

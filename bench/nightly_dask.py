@@ -1,0 +1,272 @@
+"""Nightly scoring on Dask: real-time factor with 1 and 2 worker processes, and the per-call
+overhead against the local pool. Prints JSON.
+
+The batch is bench/nightly.py's (its ``train`` and ``generate``: a RAVDESS model trained on
+actors 01-16, stereo 8 kHz calls from the held-out actors 17-20) in a scratch embedded
+PostgreSQL. The same folder is then scored as separate batches (one batch date each):
+
+1. the local pool (``etl.runs.batch.score_batch``, ``--local-workers`` processes);
+2. on a ``LocalCluster`` of 1, then 2 worker processes (one thread each), or on the cluster at
+   ``--dask-address``, through ``etl.runs.cluster.score_claims_on_cluster``.
+
+A cluster stands for an existing engine: its workers are started and have imported the package
+before the clock starts (a night's run does not pay for starting the cluster). Every timed run
+includes discovery, registration, loading the model and writing the results, like
+``score_batch``'s ``wall_seconds``. ``scaling`` is the 2-worker real-time factor over twice the
+1-worker one (target >= 0.8); ``overhead_ms_per_call`` is (cluster wall - local wall) / calls at
+the same number of worker processes, and its CPU twin (workers + client + scheduler against
+the local pool's processes) is what the cluster costs whatever else the machine is doing; the
+load average at the start says how far to trust the wall-clock figures. Segment counts per
+call are compared with the local run.
+
+Usage: python bench/nightly_dask.py [--ravdess PATH] [--hours 0.5] [--call-minutes 2]
+       [--dask-address tcp://host:8786] [--local-workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.nightly import DEFAULT_RAVDESS, generate, train
+
+LOCAL_DAY = dt.date(2024, 2, 1)
+# imported by every worker before the clock starts (what a long-running worker has loaded)
+WORKER_IMPORTS = ("etl.runs.cluster", "etl.features.extraction", "etl.training.registry")
+
+
+def segments_per_call(engine: Any, batch_id: int) -> dict[str, int]:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.call_key, count(s.call_id) FROM calls c LEFT JOIN call_segments s "
+            "ON s.call_id = c.id WHERE c.batch_id = :b GROUP BY c.call_key"),
+            {"b": batch_id}).all()
+    return {key: int(n) for key, n in rows}
+
+
+def score_on_cluster(engine: Any, folder: Path, *, day: dt.date, address: str,
+                     model_ref: str = "production") -> dict[str, Any]:
+    """``score_batch``'s steps with the cluster in place of the local pool; its report."""
+    from db.engine import session_scope
+    from etl.runs.batch import DEFAULT_CONFIG
+    from etl.runs.claims import register_batch
+    from etl.runs.cluster import score_claims_on_cluster
+    from etl.runs.inbox import discover_calls
+    from etl.scoring.recording import batch_bandwidth, finalise_batch
+    from etl.training.registry import load_version, resolve_scoring_model
+
+    started = time.perf_counter()
+    entries = discover_calls(folder, config=DEFAULT_CONFIG)
+    with session_scope(engine) as session:
+        version = resolve_scoring_model(
+            session, model_ref, bandwidth=batch_bandwidth(e.path for e in entries if not e.error))
+        batch_id = register_batch(session, source_path=str(folder), batch_date=day,
+                                  model_version_id=version.id, entries=entries,
+                                  options={**DEFAULT_CONFIG.options(), "model_ref": model_ref})
+        model = load_version(session, version)
+    stats = score_claims_on_cluster(engine, batch_id=batch_id, model=model, address=address,
+                                    config=DEFAULT_CONFIG, path=folder)
+    with session_scope(engine) as session:
+        report = finalise_batch(session, batch_id=batch_id,
+                                wall_seconds=time.perf_counter() - started)
+    return {**report.as_dict(), "workers_used": len(stats)}
+
+
+def _figures(report: dict[str, Any]) -> dict[str, Any]:
+    wall, audio = report["wall_seconds"], report["audio_seconds"]
+    return {"wall_seconds": round(wall, 2), "audio_seconds": round(audio, 1),
+            "real_time_factor": round(audio / wall, 1), "scored": report["n_scored"],
+            "failed": report["n_failed"]}
+
+
+def _prepare_workers(address: str) -> int:
+    """Import the package on every worker; the number of worker processes."""
+    import importlib
+
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        for module in WORKER_IMPORTS:
+            client.run(importlib.import_module, module)
+        return len(client.nthreads())
+
+
+def _workers_cpu(address: str) -> float:
+    """CPU seconds the worker processes have used so far (summed)."""
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        return sum(client.run(time.process_time).values())
+
+
+def _own_cpu() -> float:
+    return time.process_time()
+
+
+@contextmanager
+def tree_cpu() -> Iterator[list[float]]:
+    """CPU seconds used by this process and every descendant while the body runs (the local
+    pool's workers are children of a forkserver, so ``RUSAGE_CHILDREN`` misses them); sampled
+    every 50 ms, so a process that ends loses at most its last 50 ms. Yields ``[seconds]``."""
+    import psutil
+
+    def cpu(proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+
+    me = psutil.Process()
+    last: dict[int, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        for child in me.children(recursive=True):
+            try:
+                last[child.pid] = cpu(child)
+            except psutil.Error:
+                pass
+
+    def loop() -> None:
+        while not stop.wait(0.05):
+            sample()
+
+    sample()
+    before, own = dict(last), cpu(me)
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    out = [0.0]
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+        sample()
+        out[0] = cpu(me) - own + sum(v - before.get(pid, 0.0) for pid, v in last.items())
+
+
+def dask_figures(engine: Any, folder: Path, *, address: str | None = None,
+                 worker_counts: Sequence[int] = (1, 2), local_workers: int = 2,
+                 model_ref: str = "production") -> dict[str, Any]:
+    """Score ``folder`` locally and on Dask (see the module docstring); the figures.
+
+    With ``address`` the cluster there is used as it is (one run, its worker count);
+    otherwise a ``LocalCluster`` of each of ``worker_counts`` processes.
+    """
+    from distributed import LocalCluster
+
+    from etl.runs.batch import score_batch
+
+    with tree_cpu() as spent:
+        local = score_batch(engine, folder, batch_date=LOCAL_DAY, workers=local_workers,
+                            model_ref=model_ref).as_dict()
+    local_cpu = spent[0]
+    reference = segments_per_call(engine, local["batch_id"])
+    out: dict[str, Any] = {
+        "calls": local["n_calls"], "cpus": os.cpu_count(),
+        # other work on the machine skews wall-clock figures; CPU seconds are not skewed
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
+        "local_pool": {"workers": local_workers, **_figures(local),
+                       "cpu_seconds": round(local_cpu, 2)}}
+    runs: dict[int, dict[str, Any]] = {}
+
+    def run(cluster_address: str, day: dt.date) -> None:
+        n = _prepare_workers(cluster_address)
+        workers_before, own_before = _workers_cpu(cluster_address), _own_cpu()
+        report = score_on_cluster(engine, folder, day=day, address=cluster_address,
+                                  model_ref=model_ref)
+        own = _own_cpu() - own_before
+        workers = _workers_cpu(cluster_address) - workers_before
+        runs[n] = {"workers": n, **_figures(report), "workers_used": report["workers_used"],
+                   "worker_cpu_seconds": round(workers, 2),
+                   # with a LocalCluster this includes the scheduler (it runs in this process)
+                   "client_cpu_seconds": round(own, 2),
+                   "same_segments_as_local":
+                       segments_per_call(engine, report["batch_id"]) == reference}
+
+    if address:
+        run(address, LOCAL_DAY + dt.timedelta(days=1))
+    else:
+        for i, n in enumerate(worker_counts, start=1):
+            with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                              dashboard_address=":0") as cluster:
+                run(cluster.scheduler_address, LOCAL_DAY + dt.timedelta(days=i))
+    out["dask"] = [runs[n] for n in sorted(runs)]
+    if 1 in runs and 2 in runs:
+        out["scaling_2_over_1"] = round(runs[2]["real_time_factor"]
+                                        / (2 * runs[1]["real_time_factor"]), 3)
+        out["scaling_target"] = 0.8
+        # the same on two idle cores if the work splits evenly: CPU per call does not grow
+        # with the workers (1.0 = none lost to the second worker)
+        out["worker_cpu_1_over_2"] = round(runs[1]["worker_cpu_seconds"]
+                                           / runs[2]["worker_cpu_seconds"], 3)
+    same = runs.get(local_workers)
+    if same is not None:
+        calls = out["calls"]
+        out["overhead_ms_per_call_vs_local_pool"] = round(
+            1000 * (same["wall_seconds"] - out["local_pool"]["wall_seconds"]) / calls, 1)
+        out["overhead_cpu_ms_per_call_vs_local_pool"] = round(
+            1000 * (same["worker_cpu_seconds"] + same["client_cpu_seconds"] - local_cpu)
+            / calls, 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
+    parser.add_argument("--hours", type=float, default=0.5)
+    parser.add_argument("--call-minutes", type=float, default=2.0)
+    parser.add_argument("--dask-address", default=os.environ.get("SER_DASK_ADDRESS"),
+                        help="an existing scheduler (default SER_DASK_ADDRESS; unset: "
+                             "LocalClusters of 1 and 2 worker processes)")
+    parser.add_argument("--local-workers", type=int, default=2)
+    args = parser.parse_args()
+    if not args.ravdess.is_dir():
+        sys.exit(f"RAVDESS folder not found: {args.ravdess}")
+
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ser-bench-dask-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["SER_HOME"] = str(tmp / "home")
+        os.environ.pop("DATABASE_URL", None)
+        os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
+        from config import get_settings
+        from db.embedded import stop_embedded
+        from db.engine import cached_engine
+        from db.migrate import ensure_migrated
+        from flows.database import database_url
+
+        get_settings.cache_clear()
+        engine = cached_engine(database_url())
+        ensure_migrated(engine)
+        try:
+            training = train(engine, args.ravdess, tmp, args.local_workers)
+            result["model"] = training["model"]
+            calls_dir = tmp / "calls"
+            generated = generate(args.ravdess, calls_dir, hours=args.hours,
+                                 call_minutes=args.call_minutes)
+            generated.pop("timelines")
+            result["batch"] = generated
+            result.update(dask_figures(engine, calls_dir, address=args.dask_address,
+                                       local_workers=args.local_workers))
+        finally:
+            engine.dispose()
+            stop_embedded(get_settings().embedded_pgdata)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,478 @@
+"""Nightly scoring on an existing Dask cluster: the database stays here, the audio work goes there.
+
+:func:`score_claims_on_cluster` is the cluster counterpart of the local worker pool in
+``etl.runs.batch``. This process (the *client*) keeps everything that touches PostgreSQL: it
+claims calls under its own :class:`etl.runs.claims.Lease` (so every call is scored exactly once
+and other hosts and runs share the batch through the same claims), submits
+:func:`etl.scoring.recording.score_recording` for the claimed paths to the workers, at most
+``max_in_flight`` at a time, and writes the results back several per transaction with the same
+per-call functions as the local path (``write_result``, ``mark_failed``, ``mark_rejected``).
+The model goes to every worker once (``Client.scatter(..., broadcast=True)``: the object this
+process loaded from the verified artifact, never bytes pickled from the database).
+
+A worker needs the package and read access to the audio at the same path as this process; it
+needs no database connection (docs/distributed.md).
+
+Cluster faults are not call faults. A genuinely bad recording (``AudioError``/``CallError`` on
+a worker that can read it) fails that call, as in the local path. These fail the *run* with a
+one-line :class:`ClusterError` and store no per-call error; the calls this run still held are
+put back to pending, so a later run scores them:
+
+- the scheduler cannot be reached (or has no workers) within ``connect_timeout_s``;
+- a worker cannot open a file that this process can (a missing or different mount);
+- Dask gives up on a call (``KilledWorker``: workers died running it ``allowed-failures``
+  times; a single lost worker is not a fault, Dask runs its tasks elsewhere), or a task fails
+  for any reason outside ``score_recording`` (the package missing on a worker, ...);
+- the connection to the scheduler is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from sqlalchemy import Engine
+
+from db.engine import session_scope
+from etl.audio.decode import AudioError
+from etl.runs.claims import (
+    ClaimedCall,
+    Lease,
+    WorkerStats,
+    claim_next,
+    first_line,
+    mark_rejected,
+    release_claims,
+    worker_name,
+)
+from etl.runs.inbox import OUTSIDE, contained, relative_reason
+from etl.scoring.recording import (
+    CallError,
+    CallResult,
+    ScoringConfig,
+    mark_failed,
+    score_recording,
+    write_result,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from etl.training.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = ScoringConfig()
+
+CONNECT_TIMEOUT_S = 10.0
+# Results buffered before a write transaction (also written when FLUSH_S has passed or
+# nothing is left in flight): fewer commits without holding results back for long.
+WRITE_BATCH = 8
+FLUSH_S = 1.0
+POLL_S = 1.0  # how often the lease and the scheduler connection are checked while waiting
+THREADS_EVERY_S = 5.0  # how often the cluster's size is asked for
+
+
+class ClusterError(RuntimeError):
+    """The cluster, not a recording, stopped the run (one line naming the cause).
+
+    No per-call error was stored and the run's unfinished claims were released: rerun (on a
+    working cluster, or locally) to score what is left.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side (runs on a Dask worker: no database, only the audio)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    """What a worker made of one call: a result, a per-call failure, or an unreadable file.
+
+    ``unreadable`` is not a verdict on the call: the client decides (a file this process can
+    read but a worker cannot is a cluster fault; a file nobody can read fails the call).
+    """
+
+    status: Literal["scored", "failed", "unreadable"]
+    worker: str
+    result: CallResult | None = None
+    reason: str = ""
+
+
+def _open_error(path: Path) -> str | None:
+    """Why ``path`` cannot be opened and read here (``strerror``), or None if it can."""
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return exc.strerror or first_line(exc)
+    return None
+
+
+def _this_worker() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except ValueError:  # not on a Dask worker (called directly)
+        return f"pid {os.getpid()}"
+
+
+def score_on_worker(path: str, *, model: LoadedModel, channel_roles: Mapping[str, str],
+                    config: ScoringConfig) -> CallOutcome:
+    """Score one call on a worker; every failure of the recording itself is returned, not raised.
+
+    Anything this function raises is therefore a cluster fault (the client stops the run).
+    """
+    worker = _this_worker()
+    cannot = _open_error(Path(path))
+    if cannot is not None:
+        return CallOutcome("unreadable", worker, reason=cannot)
+    try:
+        result = score_recording(Path(path), model=model, channel_roles=channel_roles,
+                                 config=config)
+    except (AudioError, CallError) as exc:
+        return CallOutcome("failed", worker, reason=first_line(exc))
+    except Exception as exc:  # one bad recording must not stop the batch (as run_worker)
+        log.exception("unexpected error scoring %s", path)
+        return CallOutcome("failed", worker,
+                           reason=f"unexpected {type(exc).__name__}: {first_line(exc)}")
+    return CallOutcome("scored", worker, result=result)
+
+
+# --------------------------------------------------------------------------------------------
+# Client side
+# --------------------------------------------------------------------------------------------
+
+
+def connect(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
+    """A client of the scheduler at ``address`` with at least one worker, or :class:`ClusterError`."""
+    from distributed import Client
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
+
+    try:  # up front: a Client given an unknown scheme hangs on its way out, and one given
+        # no address starts a cluster of its own
+        if not address.strip():
+            raise ValueError("empty")
+        get_backend(parse_address(address)[0])
+    except ValueError as exc:
+        raise ClusterError(f"not a Dask scheduler address: {address!r} ({first_line(exc)}); "
+                           "e.g. tcp://scheduler:8786") from None
+    try:
+        client = Client(address, timeout=timeout_s, set_as_default=False)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: "
+                           f"{first_line(exc)}") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout_s)
+    except (OSError, TimeoutError) as exc:
+        client.close()
+        raise ClusterError(f"the Dask scheduler at {address} has no workers (waited "
+                           f"{timeout_s:g} s; start some with `dask worker {address}`)") from exc
+    return client
+
+
+def _threads(client: Client) -> int:
+    """Threads of the cluster's workers now (one round trip to the scheduler)."""
+    return max(1, sum(client.nthreads().values()))
+
+
+def _unreadable_here(path: Path) -> str | None:
+    """Why this process cannot open ``path`` (the local path's reason), or None if it can."""
+    if not path.is_file():
+        return f"file not found: {path}"  # score_recording's words
+    cannot = _open_error(path)
+    return None if cannot is None else f"cannot read {path}: {cannot}"
+
+
+def _task_fault(call: ClaimedCall, future: Future, address: str) -> ClusterError:
+    """The run-stopping error of a task that raised (rather than returning an outcome)."""
+    from distributed import KilledWorker
+
+    if future.status == "cancelled":
+        return ClusterError(f"Dask cancelled the task of call {call.call_key} (lost the "
+                            f"scheduler at {address}?)")
+    exc = future.exception()
+    if isinstance(exc, KilledWorker):
+        last = getattr(exc.last_worker, "address", exc.last_worker)
+        return ClusterError(f"Dask gave up on call {call.call_key} (KilledWorker): "
+                            f"{exc.allowed_failures + 1} workers died while scoring it, the last "
+                            f"{last}; see the worker logs (a crash or out of memory?)")
+    if isinstance(exc, ModuleNotFoundError):
+        return ClusterError(f"a Dask worker lacks the module {exc.name!r} (call "
+                            f"{call.call_key}): install ser-analytics on every worker")
+    return ClusterError(f"the Dask task of call {call.call_key} failed outside the recording: "
+                        f"{type(exc).__name__}: {first_line(exc) if exc else 'no detail'}")
+
+
+@dataclass(slots=True)
+class _Done:
+    call: ClaimedCall
+    status: Literal["scored", "failed", "rejected"]
+    worker: str
+    result: CallResult | None = None
+    reason: str = ""
+
+
+class _Run:
+    """One client run: claims in, futures out, results written back in small bulks."""
+
+    def __init__(self, engine: Engine, client: Client, *, lease: Lease, batch_id: int,
+                 model: LoadedModel, model_future: Future, config: ScoringConfig,
+                 root: Path | None, allowed_roots: Sequence[Path], address: str,
+                 retry_before: dt.datetime | None,
+                 on_call: Callable[[int, str], None] | None) -> None:
+        self.engine, self.client, self.lease = engine, client, lease
+        self.batch_id, self.model, self.model_future = batch_id, model, model_future
+        self.config, self.root, self.allowed_roots = config, root, allowed_roots
+        self.base = None if root is None else (root.parent if root.is_file() else root)
+        self.address, self.on_call = address, on_call
+        self.retry = (retry_before or lease.started_at) if config.retry_failed else None
+        self.in_flight: dict[Future, ClaimedCall] = {}
+        self.done: list[_Done] = []
+        self.stats: dict[str, WorkerStats] = {}
+        self.exhausted = False
+        self.last_flush = time.monotonic()
+        self._threads, self._threads_at = 1, -THREADS_EVERY_S
+
+    def limit(self, max_in_flight: int | None) -> int:
+        """``max_in_flight``, or twice the cluster's threads (asked every few seconds, so
+        workers that join or leave are followed)."""
+        if max_in_flight:
+            return max_in_flight
+        if time.monotonic() - self._threads_at >= THREADS_EVERY_S:
+            self._threads, self._threads_at = _threads(self.client), time.monotonic()
+        return 2 * self._threads
+
+    # claims ---------------------------------------------------------------------------------
+
+    def refill(self, limit: int) -> None:
+        """Claim calls (one transaction) until ``limit`` are in flight or none is left."""
+        want = limit - len(self.in_flight)
+        if self.exhausted or want <= 0:
+            return
+        self.lease.check()
+        claimed: list[ClaimedCall] = []
+        with session_scope(self.engine) as session:
+            while len(claimed) < want:
+                call = claim_next(session, batch_id=self.batch_id, worker=self.lease.owner,
+                                  stale_after_s=self.config.stale_claim_minutes * 60.0,
+                                  retry_failed_before=self.retry)
+                if call is None:
+                    self.exhausted = True
+                    break
+                claimed.append(call)
+        for call in claimed:
+            if self.root is not None and not contained(call.path, root=self.root,
+                                                       allowed_roots=self.allowed_roots):
+                self.done.append(_Done(call, "rejected", "client", reason=(
+                    f"{OUTSIDE}: the file now resolves elsewhere")))
+                continue
+            future = self.client.submit(
+                score_on_worker, str(call.path), model=self.model_future,
+                channel_roles=call.channel_roles, config=self.config, pure=False,
+                key=f"score-call-{call.id}-{os.urandom(4).hex()}")
+            self.in_flight[future] = call
+
+    # results --------------------------------------------------------------------------------
+
+    def collect(self) -> None:
+        """Wait (up to POLL_S) for finished tasks; raise :class:`ClusterError` on a fault."""
+        from distributed import wait
+
+        if not self.in_flight:
+            return
+        try:
+            with self.client.as_current():  # wait() uses the current client
+                finished = wait(list(self.in_flight), timeout=POLL_S,
+                                return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            finished = set()
+        if self.client.status in ("closing", "closed"):
+            raise ClusterError(f"lost the connection to the Dask scheduler at {self.address}")
+        for future in finished:
+            call = self.in_flight.pop(future)
+            if future.status != "finished":
+                raise _task_fault(call, future, self.address)
+            outcome: CallOutcome = future.result()
+            future.release()
+            if outcome.status == "unreadable":
+                mine = _unreadable_here(call.path)
+                if mine is None:
+                    raise ClusterError(
+                        f"Dask worker {outcome.worker} cannot read {call.path} "
+                        f"({outcome.reason}), which this machine can: mount the audio at the "
+                        "same path on every worker")
+                # nobody can read it: the call's own fault, as in the local path
+                self.done.append(_Done(call, "failed", outcome.worker, reason=mine))
+            else:
+                self.done.append(_Done(call, outcome.status, outcome.worker,
+                                       result=outcome.result, reason=outcome.reason))
+
+    def flush(self, *, force: bool = False) -> None:
+        """Write the finished calls in one transaction (when enough or old enough)."""
+        if not self.done:
+            return
+        due = (force or len(self.done) >= WRITE_BATCH or not self.in_flight
+               or time.monotonic() - self.last_flush >= FLUSH_S)
+        if not due:
+            return
+        owner, mv_id = self.lease.owner, self.model.model_version_id
+        written: list[tuple[_Done, bool]] = []
+        with session_scope(self.engine) as session:
+            for item in self.done:
+                reason = item.reason
+                if item.status != "scored" and self.base is not None:
+                    reason = relative_reason(reason, root=self.base)
+                if item.status == "scored":
+                    assert item.result is not None
+                    ok = write_result(session, call_id=item.call.id, worker=owner,
+                                      model_version_id=mv_id, result=item.result)
+                elif item.status == "rejected":
+                    ok = mark_rejected(session, call_id=item.call.id, worker=owner,
+                                       reason=reason)
+                else:
+                    ok = mark_failed(session, call_id=item.call.id, worker=owner, reason=reason)
+                written.append((item, ok))
+        self.done.clear()
+        self.last_flush = time.monotonic()
+        for item, ok in written:
+            stats = self.stats.setdefault(item.worker, WorkerStats(item.worker))
+            if not ok:
+                stats.lost.append(item.call.id)
+            elif item.status == "scored":
+                assert item.result is not None
+                stats.scored.append(item.call.id)
+                stats.audio_seconds += item.result.duration_s
+            else:
+                stats.failed.append(item.call.id)
+            if self.on_call is not None:
+                self.on_call(item.call.id, "scored" if item.status == "scored" else "failed")
+
+    def abandon(self) -> None:
+        """After a fault: cancel the tasks in flight and put this run's claims back to pending
+        (one statement), so the next run takes them at once and no call carries an error."""
+        if self.in_flight:
+            try:
+                self.client.cancel(list(self.in_flight))
+            except Exception as exc:  # noqa: BLE001 - the scheduler may be gone; they die with it
+                log.debug("cancelling %d tasks failed: %s", len(self.in_flight), exc)
+            self.in_flight.clear()
+        try:
+            with session_scope(self.engine) as session:
+                released = release_claims(session, owner=self.lease.owner)
+        except Exception as exc:  # noqa: BLE001 - a lost database: the lease ends, claims free
+            log.debug("releasing the claims of %s failed: %s", self.lease.owner, exc)
+        else:
+            if released:
+                log.info("released %d claimed calls of batch %d", released, self.batch_id)
+
+
+def score_claims_on_cluster(
+    engine: Engine,
+    *,
+    batch_id: int,
+    model: LoadedModel,
+    address: str,
+    config: ScoringConfig = DEFAULT_CONFIG,
+    path: Path | None = None,
+    allowed_roots: Sequence[Path] = (),
+    retry_before: dt.datetime | None = None,
+    progress: bool = False,
+    max_in_flight: int | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    on_call: Callable[[int, str], None] | None = None,
+) -> list[WorkerStats]:
+    """Score the claimable calls of ``batch_id`` on the Dask cluster at ``address``.
+
+    The same contract as the local pool in ``etl.runs.batch`` (``run_worker``): claims under a
+    lease, per-call status semantics, ``path`` as the batch folder for containment and
+    relative reasons, ``retry_before`` for ``config.retry_failed``. Results are written from
+    this process, several calls per transaction.
+
+    Parameters
+    ----------
+    model
+        The loaded model version; sent to every worker once.
+    address
+        The scheduler, e.g. ``tcp://scheduler:8786``.
+    max_in_flight
+        Calls submitted and not yet written; default twice the cluster's threads (read
+        each round, so workers that join are used).
+    connect_timeout_s
+        How long to wait for the scheduler and for its first worker.
+    on_call
+        Called with ``(call_id, "scored" | "failed")`` after each call is written.
+
+    Returns
+    -------
+    list of WorkerStats
+        One per Dask worker that scored calls (``worker`` is its address).
+
+    Raises
+    ------
+    ClusterError
+        Scheduler unreachable, a worker that cannot read the audio, Dask gave up on a call,
+        or the scheduler lost: no per-call error is stored and the unfinished claims are
+        released.
+    """
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="calls", unit="call", leave=False)
+    tick = on_call
+    if bar is not None:
+        def tick(call_id: int, status: str) -> None:
+            bar.update(1)
+            if on_call is not None:
+                on_call(call_id, status)
+
+    root = None if path is None else Path(path)
+    client = connect(address, timeout_s=connect_timeout_s)
+    try:
+        with Lease(engine, name=f"dask:{worker_name()}") as lease:
+            try:
+                model_future = client.scatter(model, broadcast=True, hash=False)
+            except Exception as exc:  # noqa: BLE001 - a cluster fault, whatever its type
+                raise ClusterError(f"could not send the model to the Dask workers at "
+                                   f"{address}: {type(exc).__name__}: {first_line(exc)}") from None
+            run = _Run(engine, client, lease=lease, batch_id=batch_id, model=model,
+                       model_future=model_future, config=config, root=root,
+                       allowed_roots=allowed_roots, address=address,
+                       retry_before=retry_before, on_call=tick)
+            try:
+                while True:
+                    run.refill(run.limit(max_in_flight))
+                    if not run.in_flight and not run.done:
+                        break
+                    run.collect()
+                    run.flush()
+                run.flush(force=True)
+            except ClusterError:
+                # what finished before the fault is good: keep it, then free the rest
+                try:
+                    run.flush(force=True)
+                finally:
+                    run.abandon()
+                raise
+            except BaseException:
+                run.abandon()
+                raise
+            return sorted(run.stats.values(), key=lambda s: s.worker)
+    finally:
+        client.close()
+        if bar is not None:
+            bar.close()
+
+
+__all__ = ["CONNECT_TIMEOUT_S", "CallOutcome", "ClusterError", "connect",
+           "score_claims_on_cluster", "score_on_worker"]

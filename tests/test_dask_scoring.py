@@ -1,0 +1,348 @@
+"""Nightly scoring on a real Dask cluster (``etl.runs.cluster``): worker *processes*, never an
+in-process cluster. The client keeps the database; the workers only read audio.
+
+Every test asserts stored rows: each call scored once with the local path's segment counts
+(also with a worker killed mid-batch), and cluster faults (no scheduler, a worker that cannot
+see the audio, Dask giving up on a call) failing the run with one line, storing no per-call
+error and leaving the calls pending for the next run, while a bad recording fails alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import Client, LocalCluster
+from sqlalchemy import Engine, text
+from typer.testing import CliRunner
+
+from db.engine import session_scope
+from db.models import ModelVersion
+from etl.runs.batch import run_worker, score_batch
+from etl.runs.claims import register_batch
+from etl.runs.cluster import ClusterError, score_claims_on_cluster
+from etl.runs.inbox import discover_calls
+from etl.scoring.recording import ScoringConfig
+from etl.synthetic.calls import ClipBank, generate_calls
+from etl.training.registry import LoadedModel, load_version
+from ser.cli import app
+from tests.conftest import truncate_all
+from tests.utils.nightly import train_tiny_model
+
+pytestmark = pytest.mark.slow
+
+CONFIG = ScoringConfig(max_duration_s=45.0)
+LOCAL_DAY = dt.date(2024, 6, 1)
+
+
+@pytest.fixture(scope="module")
+def bank() -> ClipBank:
+    return ClipBank.synthetic(actors=range(1, 5), per_emotion=1)
+
+
+@pytest.fixture(scope="module")
+def model(engine: Engine, bank: ClipBank) -> Iterator[LoadedModel]:
+    truncate_all(engine)
+    with session_scope(engine) as session:
+        version = session.get(ModelVersion, train_tiny_model(session, bank=bank))
+        assert version is not None
+        loaded = load_version(session, version)
+    yield loaded
+    truncate_all(engine)
+
+
+@pytest.fixture(scope="module")
+def calls_dir(tmp_path_factory: pytest.TempPathFactory, bank: ClipBank) -> Path:
+    folder = tmp_path_factory.mktemp("calls")
+    generate_calls(folder, n_calls=6, minutes=0.25, bank=bank, seed=11)
+    return folder.resolve()
+
+
+@pytest.fixture(scope="module")
+def local_segments(engine: Engine, model: LoadedModel, calls_dir: Path) -> dict[str, int]:
+    """Segments per call from the local path (``score_batch``), the reference."""
+    report = score_batch(engine, calls_dir, batch_date=LOCAL_DAY, workers=1, config=CONFIG)
+    calls = _calls(engine, report.batch_id)
+    assert all(c["status"] == "scored" for c in calls.values()), calls
+    return {key: int(c["segments"]) for key, c in calls.items()}  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """A scheduler and two worker processes (each with a nanny that restarts it if it dies)."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as local:
+        yield local
+
+
+def _register(engine: Engine, folder: Path, day: dt.date, model: LoadedModel) -> int:
+    """What ``score_batch`` does before it scores: discover and register the batch."""
+    entries = discover_calls(folder, config=CONFIG)
+    with session_scope(engine) as session:
+        return register_batch(session, source_path=str(folder), batch_date=day,
+                              model_version_id=model.model_version_id, entries=entries)
+
+
+def _calls(engine: Engine, batch_id: int) -> dict[str, dict[str, object]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.call_key, c.status, c.error, c.claimed_by, "
+            "(SELECT count(*) FROM call_segments s WHERE s.call_id = c.id) AS segments "
+            "FROM calls c WHERE c.batch_id = :b"), {"b": batch_id}).mappings().all()
+    return {r["call_key"]: dict(r) for r in rows}
+
+
+def _score(engine: Engine, batch_id: int, model: LoadedModel, folder: Path, address: str,
+           **kwargs: object) -> list:
+    return score_claims_on_cluster(engine, batch_id=batch_id, model=model, address=address,
+                                   config=CONFIG, path=folder, **kwargs)  # type: ignore[arg-type]
+
+
+def _assert_untouched(calls: dict[str, dict[str, object]]) -> None:
+    """No per-call error stored, nothing left claimed: the next run takes every call."""
+    assert calls and all(c["status"] == "pending" and c["error"] is None
+                         and c["claimed_by"] is None for c in calls.values()), calls
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+
+def test_cluster_scores_every_call_once_like_the_local_pool(
+        engine: Engine, model: LoadedModel, calls_dir: Path, local_segments: dict[str, int],
+        cluster: LocalCluster) -> None:
+    batch_id = _register(engine, calls_dir, dt.date(2024, 6, 2), model)
+    stats = _score(engine, batch_id, model, calls_dir, cluster.scheduler_address)
+    calls = _calls(engine, batch_id)
+    assert {k: c["segments"] for k, c in calls.items()} == local_segments
+    assert all(c["status"] == "scored" and c["error"] is None for c in calls.values())
+    scored = [call_id for s in stats for call_id in s.scored]
+    assert len(scored) == len(set(scored)) == len(calls)  # once each
+    assert not any(s.failed or s.lost for s in stats)
+    assert {s.worker for s in stats} <= set(cluster.scheduler_info["workers"])
+    # claims were this client's (one lease), never a worker's: workers have no database
+    assert all(str(c["claimed_by"]).startswith("dask:") for c in calls.values())
+
+    # a rerun finds nothing to claim and submits nothing
+    assert _score(engine, batch_id, model, calls_dir, cluster.scheduler_address) == []
+
+
+def test_bad_recording_fails_alone_as_in_the_local_path(
+        engine: Engine, model: LoadedModel, bank: ClipBank, cluster: LocalCluster,
+        tmp_path: Path) -> None:
+    generate_calls(tmp_path, n_calls=2, minutes=0.15, bank=bank, seed=5)
+    (tmp_path / "calls.csv").unlink()  # file names are the call keys
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    folder = tmp_path.resolve()
+    local_id = _register(engine, folder, dt.date(2024, 6, 3), model)
+    cluster_id = _register(engine, folder, dt.date(2024, 6, 4), model)
+    # gone from the shared storage after discovery: nobody can read it, so it is the call's
+    # fault (as in the local path), not the cluster's
+    (folder / "call_0002.wav").unlink()
+
+    run_worker(engine, batch_id=local_id, model=model, config=CONFIG, root=folder)
+    stats = _score(engine, cluster_id, model, folder, cluster.scheduler_address)
+
+    local, remote = _calls(engine, local_id), _calls(engine, cluster_id)
+    assert remote["call_0001"]["status"] == "scored"
+    assert remote["call_0002"]["error"] == "file not found: call_0002.wav"
+    assert remote["broken"]["status"] == "failed" and remote["broken"]["error"]
+    assert {k: (c["status"], c["error"], c["segments"]) for k, c in remote.items()} == {
+        k: (c["status"], c["error"], c["segments"]) for k, c in local.items()}
+    assert sum(len(s.failed) for s in stats) == 2
+
+
+@contextmanager
+def kill_a_busy_worker(address: str) -> Iterator[list[tuple[str, list[str]]]]:
+    """``kill -9`` the first worker process the scheduler shows holding a call's task (in a
+    thread, while the body runs); yields ``[(worker, its call tasks)]`` once it has killed."""
+    killed: list[tuple[str, list[str]]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with Client(address, set_as_default=False) as spy:
+            pids = spy.run(os.getpid)
+            while not stop.is_set():
+                for worker, keys in spy.processing().items():
+                    busy = [str(k) for k in keys if str(k).startswith("score-call-")]
+                    if busy and worker in pids:
+                        os.kill(pids[worker], signal.SIGKILL)
+                        killed.append((worker, busy))
+                        return
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def test_killed_worker_mid_batch_every_call_still_scored_once(
+        engine: Engine, model: LoadedModel, calls_dir: Path, local_segments: dict[str, int],
+        cluster: LocalCluster) -> None:
+    """``kill -9`` of the worker process that holds a call's task: Dask runs the task
+    elsewhere (the nanny restarts the worker), and the claims keep every call written once."""
+    batch_id = _register(engine, calls_dir, dt.date(2024, 6, 5), model)
+    with kill_a_busy_worker(cluster.scheduler_address) as killed:
+        # one call in flight per worker: the killed one held a call that was not written
+        stats = _score(engine, batch_id, model, calls_dir, cluster.scheduler_address,
+                       max_in_flight=2)
+    assert killed, "the worker was not killed while it held a call"
+    calls = _calls(engine, batch_id)
+    assert {k: c["segments"] for k, c in calls.items()} == local_segments
+    assert all(c["status"] == "scored" and c["error"] is None for c in calls.values())
+    scored = [call_id for s in stats for call_id in s.scored]
+    assert len(scored) == len(set(scored)) == len(calls)
+
+
+# --------------------------------------------------------------------------------------------
+# Cluster faults are not call faults
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_scheduler_is_one_clear_line_and_stores_nothing(
+        engine: Engine, model: LoadedModel, calls_dir: Path) -> None:
+    batch_id = _register(engine, calls_dir, dt.date(2024, 6, 6), model)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as error:
+        _score(engine, batch_id, model, calls_dir, address, connect_timeout_s=2.0)
+    assert time.monotonic() - started < 15
+    message = str(error.value)
+    assert "\n" not in message and address in message and "cannot reach" in message
+    assert error.value.__suppress_context__  # no chained driver traceback under it
+    _assert_untouched(_calls(engine, batch_id))
+
+
+# sh -c script: $1 the batch folder, $2 the dask executable, $3 the scheduler
+BLIND_WORKER = ('mount -t tmpfs no-audio "$1" && exec "$2" worker "$3" --nthreads 1 '
+                "--no-nanny --name blind --no-dashboard")
+
+
+def _unshare_works(folder: Path) -> bool:
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", 'mount -t tmpfs probe "$1"', "sh",
+                            str(folder)], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.fixture()
+def blind_cluster(calls_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """A ``dask scheduler`` and one ``dask worker`` process that cannot see the audio.
+
+    The worker runs in its own mount namespace (``unshare -rm``, no privileges needed) with an
+    empty tmpfs mounted over the batch folder: the same absolute path exists on that worker but
+    holds nothing, exactly like a node whose audio share is not mounted (or another share is
+    mounted there). This process still reads the files, so only the worker's view differs.
+    """
+    if shutil.which("unshare") is None or not _unshare_works(tmp_path):
+        pytest.skip("needs unprivileged mount namespaces (unshare -rm)")
+    dask_exe = str(Path(sys.executable).with_name("dask"))
+    scheduler_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen(
+        [dask_exe, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+         "--scheduler-file", str(scheduler_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 30
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        procs.append(subprocess.Popen(
+            ["unshare", "-rm", "sh", "-c",
+             BLIND_WORKER, "sh", str(calls_dir), dask_exe, address],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield address
+    finally:
+        for proc in procs:  # our own test processes; a graceful close only waits
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def test_worker_that_cannot_read_the_audio_fails_the_run_not_the_calls(
+        engine: Engine, model: LoadedModel, calls_dir: Path, local_segments: dict[str, int],
+        blind_cluster: str, cluster: LocalCluster) -> None:
+    batch_id = _register(engine, calls_dir, dt.date(2024, 6, 7), model)
+    with pytest.raises(ClusterError) as error:
+        _score(engine, batch_id, model, calls_dir, blind_cluster, connect_timeout_s=60.0)
+    message = str(error.value)
+    assert "\n" not in message and "cannot read" in message
+    assert str(calls_dir) in message  # the path
+    assert "127.0.0.1:" in message  # the worker
+    _assert_untouched(_calls(engine, batch_id))
+
+    # the calls were released, not failed: a run on workers that see the audio scores them
+    _score(engine, batch_id, model, calls_dir, cluster.scheduler_address)
+    calls = _calls(engine, batch_id)
+    assert {k: c["segments"] for k, c in calls.items()} == local_segments
+
+
+def test_dask_giving_up_on_a_call_fails_the_run_and_releases_its_claims(
+        engine: Engine, model: LoadedModel, calls_dir: Path) -> None:
+    """With ``allowed-failures`` 0, one worker death while it holds a call is ``KilledWorker``."""
+    batch_id = _register(engine, calls_dir, dt.date(2024, 6, 8), model)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                             dashboard_address=":0")
+    with local, kill_a_busy_worker(local.scheduler_address) as killed, \
+            pytest.raises(ClusterError) as error:
+        _score(engine, batch_id, model, calls_dir, local.scheduler_address)
+    assert killed
+    assert "\n" not in str(error.value) and "KilledWorker" in str(error.value)
+    calls = _calls(engine, batch_id)
+    assert not any(c["error"] for c in calls.values())  # no call blamed
+    assert {c["status"] for c in calls.values()} <= {"scored", "pending"}
+    assert not any(c["claimed_by"] for c in calls.values() if c["status"] == "pending")
+
+
+# --------------------------------------------------------------------------------------------
+# Through score_batch and the CLI
+# --------------------------------------------------------------------------------------------
+
+
+def test_score_batch_with_a_dask_address_scores_on_the_cluster(
+        engine: Engine, model: LoadedModel, calls_dir: Path, local_segments: dict[str, int],
+        cluster: LocalCluster) -> None:
+    report = score_batch(engine, calls_dir, batch_date=dt.date(2024, 6, 10), config=CONFIG,
+                         dask_address=cluster.scheduler_address)
+    assert report.n_scored == report.run_scored == len(local_segments) and not report.n_failed
+    calls = _calls(engine, report.batch_id)
+    assert {k: c["segments"] for k, c in calls.items()} == local_segments
+    assert all(str(c["claimed_by"]).startswith("dask:") for c in calls.values())
+
+
+def test_ser_score_with_an_unreachable_scheduler_exits_2_with_one_line(
+        db_cli: CliRunner, engine: Engine, model: LoadedModel, calls_dir: Path) -> None:
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    day = dt.date(2024, 6, 11)
+    result = db_cli.invoke(app, ["score", str(calls_dir), "--batch-date", day.isoformat(),
+                                 "--dask-address", address])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and address in lines[0], lines
+    with engine.connect() as conn:
+        batch_id = conn.execute(text("SELECT id FROM batches WHERE batch_date = :d"),
+                                {"d": day}).scalar_one()
+    _assert_untouched(_calls(engine, batch_id))
