@@ -16,8 +16,12 @@
 5. An hour-long call (12 generated calls joined) scored alone, for memory on long recordings.
 6. Prefect's fixed cost, measured apart: the same (no-op) rerun in a fresh process, once as a
    plain function call and once as ``score_batch_flow``.
+7. With ``--dask`` (LocalClusters of 1 and 2 worker processes) or ``--dask-address``: the same
+   calls scored on Dask, real-time factor per worker count, scaling and per-call overhead
+   against the local pool (bench/nightly_dask.py).
 
 Usage: python bench/nightly.py [--ravdess PATH] [--hours 2] [--call-minutes 5] [--workers 2]
+       [--dask | --dask-address tcp://host:8786]
 """
 
 from __future__ import annotations
@@ -318,6 +322,11 @@ def main() -> None:
     parser.add_argument("--compare-normalisation", action="store_true",
                         help="also score the calls with a model trained without per-speaker "
                              "normalisation (a second batch: the rescoring path)")
+    parser.add_argument("--dask", action="store_true",
+                        help="also score on Dask: LocalClusters of 1 and 2 worker processes "
+                             "(bench/nightly_dask.py)")
+    parser.add_argument("--dask-address", default=None,
+                        help="also score on the Dask cluster at this scheduler address")
     args = parser.parse_args()
     if not args.ravdess.is_dir():
         sys.exit(f"RAVDESS folder not found: {args.ravdess}")
@@ -402,6 +411,11 @@ def main() -> None:
                     "scored": hour["n_scored"]}
 
             result["prefect"] = prefect_overhead(env, calls_dir)
+            if args.dask or args.dask_address:
+                from bench.nightly_dask import dask_figures
+
+                result["dask"] = dask_figures(engine, calls_dir, address=args.dask_address,
+                                              local_workers=args.workers)
         finally:
             engine.dispose()
             stop_embedded(get_settings().embedded_pgdata)
