@@ -135,20 +135,16 @@ def load_audio(
 
 def _read_block(handle: sf.SoundFile, frames: int) -> np.ndarray:
     """Up to ``frames`` frames as float32 ``(n, channels)``, decoded as `load_audio` does."""
-    if handle.subtype == "PCM_16":
-        # Same numbers as libsndfile's float read (it scales by 2**-15 too; exact in float32),
-        # ~10% faster to decode: most corpora and call recordings are 16-bit.
-        data = handle.read(frames=frames, dtype="int16", always_2d=True)
-        return np.multiply(data, np.float32(1.0 / 32768.0), dtype=np.float32)
     return handle.read(frames=frames, dtype="float32", always_2d=True)
 
 
 def _read_flac16(path: Path) -> tuple[np.ndarray, int] | None:
     """A whole 16-bit FLAC file as `_read_block` would return it, and its rate, via dr_flac.
 
-    dr_flac (miniaudio) gives the same int16 samples as libFLAC behind libsndfile (checked on
-    all 1,200 RAVDESS files; tested) in less than half the CPU, and reads the header without
-    libsndfile's open: decoding is the largest single cost of extracting a corpus clip. None, and the caller goes through soundfile, for any other file: not FLAC,
+    dr_flac (miniaudio) gives the same samples as libFLAC behind libsndfile (checked on all
+    1,200 RAVDESS files; tested) for less CPU, and decoding is the largest single cost of
+    extracting a corpus clip (figures: docs/performance.md). None, and the caller goes through
+    soundfile, for any other file: not FLAC,
     not 16-bit (libsndfile's own scaling), longer than `STREAM_DECODE_S` (those stream), or
     not decodable or not the length its header declares.
     """
