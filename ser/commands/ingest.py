@@ -38,7 +38,7 @@ def ingest_cmd(
 
     Re-running adds nothing; a changed file becomes a new version; bad files go to ingest_errors.
     """
-    from etl.corpora.ingest import (  # ~0.3 s: only for this command
+    from etl.corpora.ingest import (  # heavy (pandas, audio): only for this command
         DEFAULT_CHUNK_SIZE,
         IngestInputError,
     )
