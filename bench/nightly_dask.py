@@ -1,5 +1,5 @@
 """Nightly scoring on Dask: real-time factor with 1 and 2 worker processes, and the per-call
-overhead against the local pool. Prints JSON.
+overhead against the local pool (the `"dask"` part of bench/nightly.py's JSON).
 
 The batch is bench/nightly.py's (its ``train`` and ``generate``: a RAVDESS model trained on
 actors 01-16, stereo 8 kHz calls from the held-out actors 17-20) in a scratch embedded
@@ -19,18 +19,15 @@ the local pool's processes) is what the cluster costs whatever else the machine 
 load average at the start says how far to trust the wall-clock figures. Segment counts per
 call are compared with the local run.
 
-Usage: python bench/nightly_dask.py [--ravdess PATH] [--hours 0.5] [--call-minutes 2]
-       [--dask-address tcp://host:8786] [--local-workers 2]
+Run through ``python bench/nightly.py --dask`` (or ``--dask-address tcp://host:8786``): its
+batch, its scratch database, these figures under ``"dask"``.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -41,7 +38,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.nightly import DEFAULT_RAVDESS, generate, train
 
 LOCAL_DAY = dt.date(2024, 2, 1)
 # imported by every worker before the clock starts (what a long-running worker has loaded)
@@ -222,51 +218,3 @@ def dask_figures(engine: Any, folder: Path, *, address: str | None = None,
             1000 * (same["worker_cpu_seconds"] + same["client_cpu_seconds"] - local_cpu)
             / calls, 1)
     return out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
-    parser.add_argument("--hours", type=float, default=0.5)
-    parser.add_argument("--call-minutes", type=float, default=2.0)
-    parser.add_argument("--dask-address", default=os.environ.get("SER_DASK_ADDRESS"),
-                        help="an existing scheduler (default SER_DASK_ADDRESS; unset: "
-                             "LocalClusters of 1 and 2 worker processes)")
-    parser.add_argument("--local-workers", type=int, default=2)
-    args = parser.parse_args()
-    if not args.ravdess.is_dir():
-        sys.exit(f"RAVDESS folder not found: {args.ravdess}")
-
-    result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="ser-bench-dask-") as tmp_name:
-        tmp = Path(tmp_name)
-        os.environ["SER_HOME"] = str(tmp / "home")
-        os.environ.pop("DATABASE_URL", None)
-        os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
-        from config import get_settings
-        from db.embedded import stop_embedded
-        from db.engine import cached_engine
-        from db.migrate import ensure_migrated
-        from flows.database import database_url
-
-        get_settings.cache_clear()
-        engine = cached_engine(database_url())
-        ensure_migrated(engine)
-        try:
-            training = train(engine, args.ravdess, tmp, args.local_workers)
-            result["model"] = training["model"]
-            calls_dir = tmp / "calls"
-            generated = generate(args.ravdess, calls_dir, hours=args.hours,
-                                 call_minutes=args.call_minutes)
-            generated.pop("timelines")
-            result["batch"] = generated
-            result.update(dask_figures(engine, calls_dir, address=args.dask_address,
-                                       local_workers=args.local_workers))
-        finally:
-            engine.dispose()
-            stop_embedded(get_settings().embedded_pgdata)
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

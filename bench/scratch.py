@@ -38,7 +38,7 @@ def scratch_home(keep: Path | None, *, prefix: str,
         tmp.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "SER_HOME": str(tmp / "home"), "PYTHONPATH": str(ROOT),
                "PREFECT_HOME": str(tmp / "prefect"), **(extra_env or {})}
-        for key in ("DATABASE_URL", "SER_ESCALATION_RULES"):
+        for key in ("DATABASE_URL", "SER_RULES", "SER_ESCALATION_RULES"):
             env.pop(key, None)
             os.environ.pop(key, None)
         os.environ.update({k: env[k] for k in ("SER_HOME", "PREFECT_HOME")})
