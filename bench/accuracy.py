@@ -138,55 +138,12 @@ def evaluate(args: argparse.Namespace, home: Path) -> None:
     """Build features through the project pipeline in ``home``, then score every model."""
     pipeline_seconds = run_pipeline(args.data, home)
 
-    from sklearn.metrics import balanced_accuracy_score
+    from etl.training.train import folds_hash, make_folds, single_threaded_blas
 
-    from db.engine import cached_engine, session_scope
-    from etl.features.extraction import feature_spec
-    from etl.features.store import ensure_feature_set
-    from etl.training.train import (
-        TrainConfig,
-        cross_validate,
-        folds_hash,
-        load_dataset,
-        make_folds,
-        single_threaded_blas,
-    )
-    from flows.database import database_url
-
-    with session_scope(cached_engine(database_url())) as session:
-        rich = load_dataset(session, label_scheme="emotion8",
-                            feature_set_id=ensure_feature_set(session, feature_spec("rich")))
-        seed = load_dataset(session, label_scheme="emotion8",
-                            feature_set_id=ensure_feature_set(session, feature_spec("seed180")))
-    if not np.array_equal(rich.clip_ids, seed.clip_ids):
-        raise SystemExit("rich and seed180 features cover different clips; rerun features")
+    rich, seed = _datasets()
     folds = make_folds(rich.y, rich.groups, n_folds=5, seed=args.seed)
-    results: list[dict[str, Any]] = []
     with single_threaded_blas():
-        start = time.perf_counter()
-        scores = plain_cv(seed_mlp, seed.X, seed.y, folds, args.seed)
-        results.append(summarise(
-            "seed_mlp (seed180)", scores, time.perf_counter() - start,
-            diagnostic_random_split_uar=round(random_split_uar(seed_mlp, seed.X, seed.y,
-                                                               args.seed), 4)))
-        start = time.perf_counter()
-        scores = plain_cv(seed_voting, seed.X, seed.y, folds, args.seed)
-        results.append(summarise("seed_voting_mlp_xgb (seed180)", scores,
-                                 time.perf_counter() - start))
-        no_search = set(args.no_search_for.split(",")) if args.no_search_for else set()
-        for family in args.families.split(","):
-            for norm in (False, True):
-                config = TrainConfig(algorithm=family, label_scheme="emotion8",
-                                     speaker_normalisation=norm, seed=args.seed,
-                                     search=family not in no_search, feature_importance=False)
-                start = time.perf_counter()
-                cv = cross_validate(rich, config, folds)
-                fold_uars = [float(balanced_accuracy_score(
-                    rich.y[folds == k], cv.proba[folds == k].argmax(1))) for k in range(5)]
-                results.append(summarise(
-                    f"{family} (rich{', speaker-norm' if norm else ''})", fold_uars,
-                    time.perf_counter() - start, search=config.search,
-                    fold_params=cv.fold_params))
+        results = [*_seed_rows(seed, folds, seed=args.seed), *_project_rows(rich, folds, args)]
     project = [r for r in results if not r["model"].startswith("seed_")]
     best = max(project, key=lambda r: r["uar_mean"])
     print(json.dumps({
@@ -201,6 +158,60 @@ def evaluate(args: argparse.Namespace, home: Path) -> None:
                                "uar_std": best["uar_std"], "target": 0.60,
                                "meets_target": best["uar_mean"] >= 0.60},
     }, indent=2))
+
+
+def _datasets() -> tuple[Any, Any]:
+    """The emotion8 datasets ``(rich, seed180)`` of the scratch database, on the same clips."""
+    from db.engine import cached_engine, session_scope
+    from etl.features.extraction import feature_spec
+    from etl.features.store import ensure_feature_set
+    from etl.training.train import load_dataset
+    from flows.database import database_url
+
+    with session_scope(cached_engine(database_url())) as session:
+        rich = load_dataset(session, label_scheme="emotion8",
+                            feature_set_id=ensure_feature_set(session, feature_spec("rich")))
+        seed = load_dataset(session, label_scheme="emotion8",
+                            feature_set_id=ensure_feature_set(session, feature_spec("seed180")))
+    if not np.array_equal(rich.clip_ids, seed.clip_ids):
+        raise SystemExit("rich and seed180 features cover different clips; rerun features")
+    return rich, seed
+
+
+def _seed_rows(data: Any, folds: np.ndarray, *, seed: int) -> list[dict[str, Any]]:
+    """The seed pipelines on seed180 (the MLP also on a random split, as a diagnostic)."""
+    start = time.perf_counter()
+    scores = plain_cv(seed_mlp, data.X, data.y, folds, seed)
+    mlp = summarise("seed_mlp (seed180)", scores, time.perf_counter() - start,
+                    diagnostic_random_split_uar=round(random_split_uar(seed_mlp, data.X, data.y,
+                                                                       seed), 4))
+    start = time.perf_counter()
+    scores = plain_cv(seed_voting, data.X, data.y, folds, seed)
+    return [mlp, summarise("seed_voting_mlp_xgb (seed180)", scores, time.perf_counter() - start)]
+
+
+def _project_rows(rich: Any, folds: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each of ``args.families`` on rich, without and with per-speaker normalisation, through
+    ``cross_validate`` (the code ``ser train`` runs)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from etl.training.train import TrainConfig, cross_validate
+
+    no_search = set(args.no_search_for.split(",")) if args.no_search_for else set()
+    rows = []
+    for family in args.families.split(","):
+        for norm in (False, True):
+            config = TrainConfig(algorithm=family, label_scheme="emotion8",
+                                 speaker_normalisation=norm, seed=args.seed,
+                                 search=family not in no_search, feature_importance=False)
+            start = time.perf_counter()
+            cv = cross_validate(rich, config, folds)
+            fold_uars = [float(balanced_accuracy_score(
+                rich.y[folds == k], cv.proba[folds == k].argmax(1))) for k in range(5)]
+            rows.append(summarise(
+                f"{family} (rich{', speaker-norm' if norm else ''})", fold_uars,
+                time.perf_counter() - start, search=config.search, fold_params=cv.fold_params))
+    return rows
 
 
 if __name__ == "__main__":

@@ -124,15 +124,27 @@ class Loader:
                             io.StringIO(text))
 
     def night(self, day: dt.date) -> int:
-        """Load one night's batch; return its id (the caller commits)."""
-        rng, n, k = self.rng, self.calls_per_night, self.segments_per_call
+        """Load one night's batch; return its id (the caller commits).
+
+        The steps draw from one generator in a fixed order (calls, summaries, segments), so a
+        seed gives the same history.
+        """
         with self.conn.cursor() as cur:
             cur.execute("INSERT INTO batches (batch_date, source_path, model_version_id, status, "
                         "n_calls, n_scored) VALUES (%s, %s, %s, 'done', %s, %s) RETURNING id",
-                        (day, f"/srv/inbox/{day}", self.mv, n, n))
+                        (day, f"/srv/inbox/{day}", self.mv, self.calls_per_night,
+                         self.calls_per_night))
             batch_id = int(cur.fetchone()[0])
-        ids = np.arange(self.next_call_id, self.next_call_id + n)
-        self.next_call_id += n
+        ids = np.arange(self.next_call_id, self.next_call_id + self.calls_per_night)
+        self.next_call_id += self.calls_per_night
+        durations = self._calls(day, batch_id, ids)
+        negative = self._summaries(ids, durations)
+        self._segments(ids, negative)
+        return batch_id
+
+    def _calls(self, day: dt.date, batch_id: int, ids: np.ndarray) -> np.ndarray:
+        """COPY the night's calls (agents, start times, durations drawn); their durations."""
+        rng, n = self.rng, len(ids)
         agents = rng.integers(0, N_AGENTS, n)
         seconds = np.sort(rng.integers(8 * 3600, 20 * 3600, n))
         durations = rng.uniform(60.0, 480.0, n)
@@ -145,6 +157,12 @@ class Loader:
             for cid, a, s, d in zip(ids, agents, seconds, durations, strict=True))
         self._copy("calls", "id, batch_id, call_key, path, agent_id, queue, started_at, "
                    "call_date, channel_roles, sample_rate, channels, duration_s, status", calls)
+        return durations
+
+    def _summaries(self, ids: np.ndarray, durations: np.ndarray) -> np.ndarray:
+        """COPY the calls' summaries (escalated when the drawn customer negative share is over
+        0.55); that share per call."""
+        rng, n = self.rng, len(ids)
         negative = rng.beta(2, 5, n)
         escalated = negative > 0.55
         summaries = "".join(
@@ -167,8 +185,12 @@ class Loader:
                    "negative_share_customer_q3, negative_share_customer_q4, turns_agent, "
                    "turns_customer, interruptions_by_agent, interruptions_by_customer, "
                    "speaking_rate_agent, loudness_change_customer_db", summaries)
-        # k segments per call, alternating roles in 3 s windows; customers of negative calls
-        # lean to the negative emotions
+        return negative
+
+    def _segments(self, ids: np.ndarray, negative: np.ndarray) -> None:
+        """COPY ``segments_per_call`` segments per call, alternating roles in 3 s windows;
+        customers of negative calls lean to the negative emotions."""
+        rng, n, k = self.rng, len(ids), self.segments_per_call
         seg_call = np.repeat(ids, k)
         seg_no = np.tile(np.arange(k), n)
         start = seg_no * 3.0
@@ -187,7 +209,6 @@ class Loader:
                       f"\"{probabilities[p]}\",{'t' if conf < 0.35 else 'f'}\n")
         self._copy("call_segments", "call_id, model_version_id, role, start_s, end_s, emotion, "
                    "confidence, is_negative, probabilities, abstained", out.getvalue())
-        return batch_id
 
 
 def _seed_model(conn: Any) -> int:

@@ -49,6 +49,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -200,9 +201,33 @@ def balanced_accuracy(pairs: list[tuple[str, str]]) -> tuple[float | None, dict[
 
 def batch_metrics(engine: Any, batch_id: int, scheme: str,
                   truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from sqlalchemy import text
+    """Every metric of one scored batch (module docstring, step 5) against the timelines."""
+    segs, summaries = _batch_rows(engine, batch_id)
+    by_call: dict[str, list[Any]] = defaultdict(list)
+    for row in segs:
+        by_call[row.call_key].append(row)
+    scored = [r for r in summaries if r["status"] == "scored"]
+    false_accepts, nonspeech_events = _vad_false_accepts(truth, by_call)
+    out: dict[str, Any] = {
+        **_turn_metrics(truth, by_call, scheme),
+        "calls_scored": len(scored), "calls_failed": len(summaries) - len(scored),
+        **_escalation_metrics(scored, truth),
+        "segments_scored": len(segs),
+        "segments_abstained": sum(1 for s in segs if s[6]),
+        "vad_false_accepts": false_accepts,
+        "nonspeech_events": nonspeech_events,
+    }
+    for col in ("customer_scored_share", "customer_confidence_mean", "customer_abstained_share"):
+        values = [r[col] for r in scored if r.get(col) is not None]
+        if values:
+            out[f"mean_{col}"] = round(sum(values) / len(values), 3)
+    return out
 
-    from etl.corpora.labels import map_emotion
+
+def _batch_rows(engine: Any, batch_id: int) -> tuple[list[Any], list[dict[str, Any]]]:
+    """``(segments, call summaries)`` of a batch; a segment's column 6 is ``abstained`` (false
+    on a schema without it), a call without a summary has only its key and status."""
+    from sqlalchemy import text
 
     with engine.connect() as conn:
         seg_cols = set(conn.execute(text(
@@ -219,15 +244,17 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
             "LEFT JOIN call_summaries s ON s.call_id = c.id "
             "AND s.model_version_id = b.model_version_id WHERE c.batch_id = :b"),
             {"b": batch_id})]
-    by_call: dict[str, list[Any]] = defaultdict(list)
-    for row in segs:
-        by_call[row.call_key].append(row)
+    return list(segs), summaries
+
+
+def _turn_metrics(truth: dict[str, dict[str, Any]], by_call: dict[str, list[Any]],
+                  scheme: str) -> dict[str, Any]:
+    """Customer-turn UAR and turn coverage: each turn predicted by the duration-weighted
+    majority of the non-abstained customer segments overlapping it."""
+    from etl.corpora.labels import map_emotion
 
     pairs: list[tuple[str, str]] = []
     n_turns = covered = covered_confident = 0
-    fa: dict[str, dict[str, float]] = defaultdict(
-        lambda: {"segments": 0, "seconds": 0.0, "events_with_false_accept": 0})
-    nonspeech_events: dict[str, int] = defaultdict(int)
     for key, t in truth.items():
         cust = [s for s in by_call.get(key, []) if s.role == "customer"]
         for turn in t["turns"]:
@@ -245,6 +272,25 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
             label = map_emotion(scheme, turn["emotion"])
             if label is not None and votes:
                 pairs.append((label, max(votes, key=votes.__getitem__)))
+    uar, recalls = balanced_accuracy(pairs)
+    return {
+        "customer_turn_uar": uar, "customer_turns_evaluated": len(pairs),
+        "recall_per_class": recalls,
+        "chance_uar": round(1 / len(recalls), 3) if recalls else None,
+        "customer_turns": n_turns,
+        "turn_coverage": round(covered / n_turns, 3) if n_turns else None,
+        "turn_coverage_confident": round(covered_confident / n_turns, 3) if n_turns else None,
+    }
+
+
+def _vad_false_accepts(truth: dict[str, dict[str, Any]], by_call: dict[str, list[Any]]
+                       ) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """``(false accepts by kind, non-speech events by kind)``: scored segments on no speech of
+    their own role, blamed on the non-speech event of that channel they overlap most."""
+    fa: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"segments": 0, "seconds": 0.0, "events_with_false_accept": 0})
+    nonspeech_events: dict[str, int] = defaultdict(int)
+    for key, t in truth.items():
         hit_events: set[int] = set()
         for e in t["nonspeech"]:
             nonspeech_events[e.get("kind") or "unknown"] += 1
@@ -252,7 +298,6 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
             own = [e for e in t["speech"] if e["role"] == s.role]
             if any(_overlap(s.start_s, s.end_s, e["start_s"], e["end_s"]) > 0 for e in own):
                 continue
-            # a scored window on no speech of its role: blame the non-speech on that channel
             on_channel = [e for e in t["nonspeech"] if e["role"] == s.role]
             best = max(on_channel, default=None,
                        key=lambda e: _overlap(s.start_s, s.end_s, e["start_s"], e["end_s"]))
@@ -265,9 +310,13 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
                     fa[kind]["events_with_false_accept"] += 1
             fa[kind]["segments"] += 1
             fa[kind]["seconds"] = round(fa[kind]["seconds"] + s.end_s - s.start_s, 2)
+    return ({k: dict(v) for k, v in sorted(fa.items())},
+            dict(sorted(nonspeech_events.items())))
 
-    uar, recalls = balanced_accuracy(pairs)
-    scored = [r for r in summaries if r["status"] == "scored"]
+
+def _escalation_metrics(scored: list[dict[str, Any]],
+                        truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Escalation rate, precision and recall of the scored calls, per scenario and by rule."""
     tp = sum(1 for r in scored if r["escalated"] and truth[r["call_key"]]["escalated"])
     n_pred = sum(1 for r in scored if r["escalated"])
     n_true = sum(1 for r in scored if truth[r["call_key"]]["escalated"])
@@ -277,14 +326,7 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
         per_scenario[truth[r["call_key"]]["scenario"]].append(int(bool(r["escalated"])))
         if r["escalated"]:
             rules[r["escalation_rule"]] += 1
-    out: dict[str, Any] = {
-        "customer_turn_uar": uar, "customer_turns_evaluated": len(pairs),
-        "recall_per_class": recalls,
-        "chance_uar": round(1 / len(recalls), 3) if recalls else None,
-        "customer_turns": n_turns,
-        "turn_coverage": round(covered / n_turns, 3) if n_turns else None,
-        "turn_coverage_confident": round(covered_confident / n_turns, 3) if n_turns else None,
-        "calls_scored": len(scored), "calls_failed": len(summaries) - len(scored),
+    return {
         "truly_escalated": n_true, "escalated": n_pred,
         "escalation_rate": round(n_pred / len(scored), 3) if scored else None,
         "escalation_precision": round(tp / n_pred, 3) if n_pred else None,
@@ -293,16 +335,7 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
                                          for k, v in sorted(per_scenario.items())},
         "calm_calls_escalated": sum(per_scenario.get("calm", [])),
         "escalations_by_rule": dict(sorted(rules.items())),
-        "segments_scored": len(segs),
-        "segments_abstained": sum(1 for s in segs if s[6]),
-        "vad_false_accepts": {k: dict(v) for k, v in sorted(fa.items())},
-        "nonspeech_events": dict(sorted(nonspeech_events.items())),
     }
-    for col in ("customer_scored_share", "customer_confidence_mean", "customer_abstained_share"):
-        values = [r[col] for r in scored if r.get(col) is not None]
-        if values:
-            out[f"mean_{col}"] = round(sum(values) / len(values), 3)
-    return out
 
 
 def train_in_process(engine: Any, scheme: str, options: dict[str, Any]) -> int:
@@ -345,7 +378,65 @@ def model_info(engine: Any, model_version_id: int) -> dict[str, Any]:
     return info
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What to measure, from the command line, checked."""
+
+    schemes: list[str]
+    variants: list[str]
+    train_actors: list[int]
+    call_actors: list[int]
+    selection: bool  # choosing a default: actors 17-20 untouched
+
+    @property
+    def train_span(self) -> str:
+        return actor_span(self.train_actors)
+
+    @property
+    def call_span(self) -> str:
+        return actor_span(self.call_actors)
+
+
 def main() -> None:
+    args = _parse_args()
+    plan = _plan(args)
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "protocol": (f"train: RAVDESS actors {plan.train_span} via the ser CLI; test: ser calls "
+                     f"generate from actors {plan.call_span} "
+                     + ("(selection: training speakers only, actors 17-20 untouched)"
+                        if plan.selection else "(held out)") + ", scored with ser score"),
+        "mode": "selection" if plan.selection else "held_out",
+        "code_root": str(ROOT), "cpus": os.cpu_count(), "targets": TARGETS,
+        "options": {"schemes": plan.schemes, "variants": plan.variants, "n_calls": args.n_calls,
+                    "minutes": args.minutes, "seed": args.seed,
+                    "train_actors": plan.train_span, "call_actors": plan.call_span}}
+    seconds: dict[str, float] = {}
+    with scratch_home(args.keep, prefix="ser-bench-calls-",
+                      extra_env={"SER_WORKERS": str(args.workers)}) as (tmp, env):
+        from db.engine import cached_engine
+        from flows.database import database_url
+
+        engine = None
+        try:
+            calls_dir, truth = _prepare(args, plan, tmp, env, result=result, seconds=seconds)
+            engine = cached_engine(database_url())
+            results: dict[str, dict[str, Any]] = {}
+            for variant in plan.variants:
+                entries = _measure_variant(engine, env, variant, plan.schemes,
+                                           calls_dir=calls_dir, truth=truth, seconds=seconds)
+                if entries:
+                    results[variant] = entries
+            result["results"] = results
+        finally:
+            if engine is not None:
+                engine.dispose()
+    seconds["total"] = round(time.perf_counter() - started, 1)
+    result["seconds"] = seconds
+    print(json.dumps(result, indent=2))
+
+
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
     parser.add_argument("--schemes", default=",".join(SCHEMES))
@@ -361,7 +452,11 @@ def main() -> None:
                         help="actors the calls are generated from (e.g. 13-16 for selection)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="use this folder as the scratch space and keep it")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """The checked options; exits with a message when they cannot give an honest figure."""
     schemes = [s for s in args.schemes.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
     if not args.ravdess.is_dir():
@@ -379,94 +474,77 @@ def main() -> None:
     if not selection and set(call_actors) != held_out:
         sys.exit("the calls of a held-out report come from actors 17-20 exactly; for selection "
                  "keep both actor sets within 1-16")
-    train_span, call_span = actor_span(train_actors), actor_span(call_actors)
+    return _Plan(schemes, variants, train_actors, call_actors, selection)
 
-    started = time.perf_counter()
-    result: dict[str, Any] = {
-        "protocol": (f"train: RAVDESS actors {train_span} via the ser CLI; test: ser calls "
-                     f"generate from actors {call_span} "
-                     + ("(selection: training speakers only, actors 17-20 untouched)"
-                        if selection else "(held out)") + ", scored with ser score"),
-        "mode": "selection" if selection else "held_out",
-        "code_root": str(ROOT), "cpus": os.cpu_count(), "targets": TARGETS,
-        "options": {"schemes": schemes, "variants": variants, "n_calls": args.n_calls,
-                    "minutes": args.minutes, "seed": args.seed,
-                    "train_actors": train_span, "call_actors": call_span}}
-    seconds: dict[str, float] = {}
-    with scratch_home(args.keep, prefix="ser-bench-calls-",
-                      extra_env={"SER_WORKERS": str(args.workers)}) as (tmp, env):
-        from db.engine import cached_engine
-        from flows.database import database_url
 
-        engine = None
+def _prepare(args: argparse.Namespace, plan: _Plan, tmp: Path, env: dict[str, str], *,
+             result: dict[str, Any], seconds: dict[str, float]
+             ) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Ingest the training actors' clips and generate the calls from the call actors';
+    ``(calls folder, truth per call)``. Records ``train_clips`` and ``calls`` in ``result``."""
+    t = time.perf_counter()
+    train_dir, test_dir = tmp / "ravdess-train", tmp / "ravdess-calls"
+    result["train_clips"] = link_actors(args.ravdess, train_dir, plan.train_actors)
+    link_actors(args.ravdess, test_dir, plan.call_actors)
+    ser(["ingest", "ravdess", str(train_dir)], env)
+    seconds["ingest"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    calls_dir = tmp / "calls"
+    ser(["calls", "generate", str(calls_dir), "--n-calls", str(args.n_calls),
+         "--minutes", str(args.minutes), "--source", str(test_dir),
+         "--seed", str(args.seed)], env)
+    truth = load_truth(calls_dir)
+    seconds["generate"] = round(time.perf_counter() - t, 1)
+    scen: dict[str, int] = defaultdict(int)
+    for t_ in truth.values():
+        scen[t_["scenario"]] += 1
+    result["calls"] = {
+        "n_calls": len(truth), "call_actors": plan.call_span,
+        "scenarios": dict(sorted(scen.items())),
+        "truly_escalated": sum(t_["escalated"] for t_ in truth.values()),
+        "customer_turns": sum(len(t_["turns"]) for t_ in truth.values())}
+    return calls_dir, truth
+
+
+def _measure_variant(engine: Any, env: dict[str, str], variant: str, schemes: list[str], *,
+                     calls_dir: Path, truth: dict[str, dict[str, Any]],
+                     seconds: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Features, then per scheme a model trained and the calls scored with it:
+    ``{scheme: model info and batch metrics}`` (or the scoring error)."""
+    t = time.perf_counter()
+    channel = VARIANT_OPTIONS.get(variant, VARIANT_OPTIONS["population_prior"])
+    ser(["features", *channel], env)
+    seconds[f"features_{variant}"] = round(time.perf_counter() - t, 1)
+    entries: dict[str, dict[str, Any]] = {}
+    for scheme in schemes:
+        t = time.perf_counter()
+        if (options := in_process_options(variant)) is not None:
+            mv = train_in_process(engine, scheme, options)
+        else:
+            trained = _json_tail(ser(["train", "--labels", scheme, *channel,
+                                      *VARIANT_TRAIN_OPTIONS.get(variant, []), "--json"], env))
+            mv = int(trained.get("model_version_id") or trained["id"])
+        seconds[f"train_{variant}_{scheme}"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
         try:
-            t = time.perf_counter()
-            train_dir, test_dir = tmp / "ravdess-train", tmp / "ravdess-calls"
-            result["train_clips"] = link_actors(args.ravdess, train_dir, train_actors)
-            link_actors(args.ravdess, test_dir, call_actors)
-            ser(["ingest", "ravdess", str(train_dir)], env)
-            seconds["ingest"] = round(time.perf_counter() - t, 1)
-
-            t = time.perf_counter()
-            calls_dir = tmp / "calls"
-            ser(["calls", "generate", str(calls_dir), "--n-calls", str(args.n_calls),
-                 "--minutes", str(args.minutes), "--source", str(test_dir),
-                 "--seed", str(args.seed)], env)
-            truth = load_truth(calls_dir)
-            seconds["generate"] = round(time.perf_counter() - t, 1)
-            scen: dict[str, int] = defaultdict(int)
-            for t_ in truth.values():
-                scen[t_["scenario"]] += 1
-            result["calls"] = {
-                "n_calls": len(truth), "call_actors": call_span,
-                "scenarios": dict(sorted(scen.items())),
-                "truly_escalated": sum(t_["escalated"] for t_ in truth.values()),
-                "customer_turns": sum(len(t_["turns"]) for t_ in truth.values())}
-
-            engine = cached_engine(database_url())
-            results: dict[str, dict[str, Any]] = {}
-            for variant in variants:
-                t = time.perf_counter()
-                channel = VARIANT_OPTIONS.get(variant, VARIANT_OPTIONS["population_prior"])
-                ser(["features", *channel], env)
-                seconds[f"features_{variant}"] = round(time.perf_counter() - t, 1)
-                for scheme in schemes:
-                    t = time.perf_counter()
-                    if (options := in_process_options(variant)) is not None:
-                        mv = train_in_process(engine, scheme, options)
-                    else:
-                        trained = _json_tail(ser(["train", "--labels", scheme, *channel,
-                                                  *VARIANT_TRAIN_OPTIONS.get(variant, []),
-                                                  "--json"], env))
-                        mv = int(trained.get("model_version_id") or trained["id"])
-                    seconds[f"train_{variant}_{scheme}"] = round(time.perf_counter() - t, 1)
-                    t = time.perf_counter()
-                    try:
-                        report = _json_tail(ser(["score", str(calls_dir), "--model", str(mv),
-                                                 "--batch-date", BATCH_DATE, "--json"], env))
-                    except RuntimeError as exc:  # e.g. a studio model refused on phone audio
-                        results.setdefault(variant, {})[scheme] = {
-                            **model_info(engine, mv),
-                            "score_error": str(exc).strip().splitlines()[-1][:300]}
-                        continue
-                    wall = time.perf_counter() - t
-                    seconds[f"score_{variant}_{scheme}"] = round(wall, 1)
-                    entry = {**model_info(engine, mv),
-                             **batch_metrics(engine, int(report["batch_id"]), scheme, truth),
-                             "scoring_real_time_factor": round(
-                                 report["audio_seconds"] / max(report["wall_seconds"], 1e-9), 1)}
-                    results.setdefault(variant, {})[scheme] = entry
-                    print(f"{variant}/{scheme}: uar {entry['customer_turn_uar']} coverage "
-                          f"{entry['turn_coverage']} escalated {entry['escalated']}/"
-                          f"{entry['calls_scored']} precision {entry['escalation_precision']} "
-                          f"recall {entry['escalation_recall']}", file=sys.stderr, flush=True)
-            result["results"] = results
-        finally:
-            if engine is not None:
-                engine.dispose()
-    seconds["total"] = round(time.perf_counter() - started, 1)
-    result["seconds"] = seconds
-    print(json.dumps(result, indent=2))
+            report = _json_tail(ser(["score", str(calls_dir), "--model", str(mv),
+                                     "--batch-date", BATCH_DATE, "--json"], env))
+        except RuntimeError as exc:  # e.g. a studio model refused on phone audio
+            entries[scheme] = {**model_info(engine, mv),
+                               "score_error": str(exc).strip().splitlines()[-1][:300]}
+            continue
+        seconds[f"score_{variant}_{scheme}"] = round(time.perf_counter() - t, 1)
+        entry = entries[scheme] = {
+            **model_info(engine, mv),
+            **batch_metrics(engine, int(report["batch_id"]), scheme, truth),
+            "scoring_real_time_factor": round(
+                report["audio_seconds"] / max(report["wall_seconds"], 1e-9), 1)}
+        print(f"{variant}/{scheme}: uar {entry['customer_turn_uar']} coverage "
+              f"{entry['turn_coverage']} escalated {entry['escalated']}/"
+              f"{entry['calls_scored']} precision {entry['escalation_precision']} "
+              f"recall {entry['escalation_recall']}", file=sys.stderr, flush=True)
+    return entries
 
 
 if __name__ == "__main__":

@@ -121,17 +121,7 @@ def killed_then_rerun(engine: Any, calls: Path, day: str, total: int, workers: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
-    parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--minutes", type=float, default=1.0)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="repeat the one-run / concurrent pair (fresh batch dates)")
-    parser.add_argument("--keep", type=Path, default=None,
-                        help="use this folder as the scratch space and keep it")
-    args = parser.parse_args()
+    args = _parse_args()
     if not args.ravdess.is_dir():
         sys.exit(f"RAVDESS folder not found: {args.ravdess}")
 
@@ -147,31 +137,10 @@ def main() -> None:
 
         engine = None
         try:
-            corpus, calls = tmp / "ravdess-train", tmp / "calls"
-            if not (tmp / "home").exists():
-                link_actors(args.ravdess, corpus, TRAIN_ACTORS)
-                ser(["ingest", "ravdess", str(corpus)], env)
-                ser(["train", "--labels", "callcentre4", "--model", "logreg", "--no-search",
-                     "--no-importance", "--operating-point-calls", "0"], env)
-            if not calls.exists():
-                ser(["calls", "generate", str(calls), "--n-calls", str(args.calls), "--minutes",
-                     str(args.minutes), "--source", str(args.ravdess), "--actors", CALL_ACTORS,
-                     "--seed", "15"], env)
+            calls = _prepare(args, tmp, env)
             engine = cached_engine(database_url())
             days = fresh_days(engine)
-            pairs = []
-            reference: dict[str, int] = {}
-            for _ in range(args.repeats):
-                one_day, many_day = next(days), next(days)
-                one = timed_runs(calls, one_day, 1, args.workers, env)
-                many = timed_runs(calls, many_day, args.runs, args.workers, env)
-                reference = segment_counts(engine, one_day)
-                pairs.append({"one_run": one, "concurrent": many,
-                              "ratio": round(many["wall_seconds"] / one["wall_seconds"], 3),
-                              "identical_segment_counts":
-                                  segment_counts(engine, many_day) == reference,
-                              "calls_scored_once": sum(
-                                  n or 0 for n in many["calls_scored_per_run"]) == args.calls})
+            pairs, reference = _pairs(engine, calls, days, args, env)
             result["pairs"] = pairs
             result["ratio_median"] = sorted(p["ratio"] for p in pairs)[len(pairs) // 2]
             killed_day = next(days)
@@ -183,6 +152,55 @@ def main() -> None:
             if engine is not None:
                 engine.dispose()
     print(json.dumps(result, indent=2))
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="repeat the one-run / concurrent pair (fresh batch dates)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="use this folder as the scratch space and keep it")
+    return parser.parse_args()
+
+
+def _prepare(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> Path:
+    """A trained model and the generated calls' folder (each skipped when a kept scratch
+    space already has it)."""
+    corpus, calls = tmp / "ravdess-train", tmp / "calls"
+    if not (tmp / "home").exists():
+        link_actors(args.ravdess, corpus, TRAIN_ACTORS)
+        ser(["ingest", "ravdess", str(corpus)], env)
+        ser(["train", "--labels", "callcentre4", "--model", "logreg", "--no-search",
+             "--no-importance", "--operating-point-calls", "0"], env)
+    if not calls.exists():
+        ser(["calls", "generate", str(calls), "--n-calls", str(args.calls), "--minutes",
+             str(args.minutes), "--source", str(args.ravdess), "--actors", CALL_ACTORS,
+             "--seed", "15"], env)
+    return calls
+
+
+def _pairs(engine: Any, calls: Path, days: Iterator[str], args: argparse.Namespace,
+           env: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """``args.repeats`` pairs of one run and ``args.runs`` concurrent runs, each on a fresh
+    batch date; also the segment counts of the last single run (the reference)."""
+    pairs = []
+    reference: dict[str, int] = {}
+    for _ in range(args.repeats):
+        one_day, many_day = next(days), next(days)
+        one = timed_runs(calls, one_day, 1, args.workers, env)
+        many = timed_runs(calls, many_day, args.runs, args.workers, env)
+        reference = segment_counts(engine, one_day)
+        pairs.append({"one_run": one, "concurrent": many,
+                      "ratio": round(many["wall_seconds"] / one["wall_seconds"], 3),
+                      "identical_segment_counts": segment_counts(engine, many_day) == reference,
+                      "calls_scored_once": sum(
+                          n or 0 for n in many["calls_scored_per_run"]) == args.calls})
+    return pairs, reference
 
 
 if __name__ == "__main__":

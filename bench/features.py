@@ -364,6 +364,22 @@ def _insert_clips(env: dict[str, str], files: list[Path]) -> None:
 
 
 def main() -> None:
+    args = _parse_args()
+    if args.seed_worker:
+        seed_worker(*args.seed_worker)
+        return
+    files = _files(args.data)
+    if not files:
+        raise SystemExit(f"no audio under {args.data}")
+    if args.segments_only:
+        with tempfile.TemporaryDirectory(prefix="ser-bench-long-") as tmp:
+            print(json.dumps({"extract_segments": segments_speed(files),
+                              "long_clip": long_clip_memory(files, Path(tmp))}, indent=2))
+        return
+    print(json.dumps(_benchmark(args, files), indent=2))
+
+
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=None, help="files for the seed baseline")
@@ -376,21 +392,13 @@ def main() -> None:
     parser.add_argument("--segments-only", action="store_true",
                         help="only the extract_segments speed test and the long-clip run")
     parser.add_argument("--seed-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.seed_worker:
-        seed_worker(*args.seed_worker)
-        return
+    return parser.parse_args()
 
+
+def _benchmark(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:
+    """The whole benchmark (see the module docstring), in a scratch SER_HOME removed after."""
     import soundfile as sf
 
-    files = _files(args.data)
-    if not files:
-        raise SystemExit(f"no audio under {args.data}")
-    if args.segments_only:
-        with tempfile.TemporaryDirectory(prefix="ser-bench-long-") as tmp:
-            print(json.dumps({"extract_segments": segments_speed(files),
-                              "long_clip": long_clip_memory(files, Path(tmp))}, indent=2))
-        return
     audio_s = sum(sf.info(str(p)).duration for p in files)
     seed_files = files[: args.limit] if args.limit else files
     seed_audio_s = sum(sf.info(str(p)).duration for p in seed_files)
@@ -401,99 +409,31 @@ def main() -> None:
                               "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
     _warm_page_cache(files)
     try:
-        list_path = scratch / "files.txt"
-        list_path.write_text("\n".join(str(p) for p in seed_files))
-        # The seed's first run ever compiles librosa's numba kernels (and caches them on disk):
-        # seconds that a user pays once, so they are paid here, untimed.
-        warm_list = scratch / "warm.txt"
-        warm_list.write_text("\n".join(str(p) for p in seed_files[:5]))
-        subprocess.run([sys.executable, __file__, "--seed-worker", str(warm_list),
-                        str(scratch / "warm.npz")], check=True, capture_output=True)
-
-        # project side: scratch embedded PostgreSQL with RAVDESS ingested
-        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        env["SER_HOME"] = str(scratch / "home")
-        env["SER_WORKERS"] = str(args.workers)
-        t0 = time.perf_counter()
-        subprocess.run([SER, "db", "upgrade"], env=env, check=True, capture_output=True)
-        ingest = subprocess.run([SER, "ingest", "ravdess", str(args.data)], env=env,
-                                capture_output=True, text=True, check=False)
-        if ingest.returncode != 0:
-            _insert_clips(env, files)
-            result["ingest"] = f"ser ingest unavailable ({ingest.returncode}); rows inserted"
-        else:
-            result["ingest"] = f"ser ingest ravdess: {time.perf_counter() - t0:.1f} s (untimed)"
-        # `ser ingest` started the background Prefect server; the timed runs below reuse it, as
-        # any command after the first does.
-        result["prefect_server"] = "local background server, warm (started by the ingest step)"
-        os.environ.update(env)
-        from sqlalchemy import text
-
-        from db.engine import cached_engine, session_scope
-        from etl.features.extraction import feature_spec
-        from etl.features.store import load_feature_matrix
+        list_path = _seed_list(scratch, seed_files)
+        env = _scratch_project(scratch, args, files, result)
+        # Project modules load only here, in the scratch SER_HOME: the timed seed worker
+        # (this same script) must not pay for importing them.
+        from db.engine import cached_engine
         from flows.database import database_url
 
         engine = cached_engine(database_url())
         set_names = [s for s in args.sets.split(",") if s]
-        variants = [("", [])] + ([("_no_prefect", ["--no-prefect"])] if args.no_prefect_runs else [])
-        # The first `ser features` flow after the ingest flow has been seconds slower than any
-        # later one (the Prefect server's first run of a new flow): paid once, untimed.
-        subprocess.run([SER, "features", "--set", set_names[0], "--workers", str(args.workers),
-                        "--json"], env=env, check=True, capture_output=True)
-        seed_runs: list[dict[str, Any]] = []
-        project_runs: dict[str, list[dict[str, Any]]] = {}
-        # Rounds interleave the seed and every project variant, so drift in the machine's speed
-        # (a shared VM) reaches both sides alike; each row is its median run.
-        for round_no in range(args.repeat):
-            npz = scratch / f"seed{round_no}.npz"
-            seed_runs.append({**_timed([sys.executable, __file__, "--seed-worker",
-                                        str(list_path), str(npz)], dict(os.environ)), "npz": npz})
-            for set_name in set_names:
-                for suffix, extra in variants:
-                    with session_scope(engine) as session:  # fresh start for each run
-                        session.execute(text(
-                            "DELETE FROM clip_features f USING feature_sets s WHERE "
-                            "s.id = f.feature_set_id AND s.name = :n"), {"n": set_name})
-                    run = _timed([SER, "features", "--set", set_name, "--workers",
-                                  str(args.workers), "--json", *extra], env)
-                    project_runs.setdefault(f"project_{set_name}{suffix}", []).append(
-                        {**run, "report": json.loads(run["out"])})
-
+        seed_runs, project_runs = _timed_rounds(engine, env, args, set_names=set_names,
+                                                list_path=list_path, scratch=scratch)
         seed_run = _median(seed_runs)
         seed_npz = np.load(seed_run["npz"])
         seed_loop_s = float(seed_npz["loop_s"])
-        seed = {str(p): x for p, x in zip(seed_npz["paths"], seed_npz["X"], strict=True)}
         result["seed"] = _summary("seed", len(seed_files), seed_audio_s, seed_run["wall"],
                                   seed_run["peak"], 180, None, seed_run["busy"])
         result["seed"].update({"loop_s": round(seed_loop_s, 2),
                                "startup_s": round(seed_run["wall"] - seed_loop_s, 2),
                                "walls_s": [round(r["wall"], 2) for r in seed_runs]})
-        base_fps = len(seed_files) / seed_run["wall"]
         for name, runs in project_runs.items():
-            run = _median(runs)
-            report = run["report"]
-            # clips the run processed (ingest folds byte-identical files into one clip)
-            row = _summary(name, report["pending"], report["audio_s"], run["wall"], run["peak"],
-                           feature_spec(report["feature_set"]).n_features, base_fps, run["busy"])
-            window = report["seconds"]
-            row.update({"walls_s": [round(r["wall"], 2) for r in runs],
-                        "stored": report["stored"], "errors": report["errors"],
-                        "flow_seconds": round(report["seconds"], 2),
-                        "extraction_window_s": round(window, 2),
-                        "startup_and_exit_s": round(run["wall"] - window, 2),
-                        # both sides without interpreter start-up and imports
-                        "speedup_vs_seed_excluding_startup": round(
-                            (report["pending"] / window) / (len(seed_files) / seed_loop_s), 2)})
-            result[name] = row
+            result[name] = _project_row(name, runs, seed_fps=len(seed_files) / seed_run["wall"],
+                                        seed_loop_fps=len(seed_files) / seed_loop_s)
         if "seed180" in set_names:  # the last seed180 run's vectors against the median seed run
-            with session_scope(engine) as session:
-                fs_id = session.scalar(text(
-                    "SELECT id FROM feature_sets WHERE name='seed180' AND channel='studio' "
-                    "AND params_hash = :h"), {"h": feature_spec("seed180").params_hash})
-                ids, X = load_feature_matrix(session, feature_set_id=fs_id)
-                paths = dict(session.execute(text("SELECT id, path FROM clips")).all())
-            result["seed180_vs_seed"] = _compare([paths[int(i)] for i in ids], X, seed)
+            seed = {str(p): x for p, x in zip(seed_npz["paths"], seed_npz["X"], strict=True)}
+            result["seed180_vs_seed"] = _seed180_vs_seed(engine, seed)
         engine.dispose()
         result["extract_segments"] = segments_speed(files)
         result["long_clip"] = long_clip_memory(files, scratch)
@@ -502,26 +442,149 @@ def main() -> None:
         result["cpu_bound_note"] = (
             "machine_busy_cpu_s / (cpus * wall_s) near 1 means every core was busy for the "
             "whole run: the end-to-end rate is bounded by total CPU work, start-up included")
-        result["targets"] = {
-            "rich_3x_seed": result.get("project_rich", {}).get("speedup_vs_seed", 0) >= 3,
-            "seed180_5x_seed": result.get("project_seed180", {}).get("speedup_vs_seed", 0) >= 5,
-            "seed180_equivalent": result.get("seed180_vs_seed", {}).get("within_tolerance", False),
-            "segments_1500x_cpu": result["extract_segments"]["speech_windows"][
-                "realtime_factor_cpu"] >= 1500,
-        }
+        result["targets"] = _targets(result)
         result["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
-        from ser.prefect_server import stop_server
+        _stop_scratch(scratch)
+    return result
 
-        stop_server(scratch / "home" / "prefect")  # `ser ingest` started it; later runs reuse it
-        try:
-            from db.embedded import stop_embedded
 
-            stop_embedded(scratch / "home" / "pgdata")
-        except Exception as exc:  # noqa: BLE001 - the scratch dir goes anyway
-            print(f"warning: could not stop the scratch server: {exc}", file=sys.stderr)
-        shutil.rmtree(scratch, ignore_errors=True)
-    print(json.dumps(result, indent=2))
+def _seed_list(scratch: Path, seed_files: list[Path]) -> Path:
+    """Write the seed's file list; run the seed once, untimed, on 5 of them.
+
+    The seed's first run ever compiles librosa's numba kernels (and caches them on disk):
+    a cost a user pays once, so it is paid here, untimed.
+    """
+    list_path = scratch / "files.txt"
+    list_path.write_text("\n".join(str(p) for p in seed_files))
+    warm_list = scratch / "warm.txt"
+    warm_list.write_text("\n".join(str(p) for p in seed_files[:5]))
+    subprocess.run([sys.executable, __file__, "--seed-worker", str(warm_list),
+                    str(scratch / "warm.npz")], check=True, capture_output=True)
+    return list_path
+
+
+def _scratch_project(scratch: Path, args: argparse.Namespace, files: list[Path],
+                     result: dict[str, Any]) -> dict[str, str]:
+    """A scratch embedded PostgreSQL with RAVDESS ingested; its environment, also applied to
+    this process. Records how the clips got in (``ingest``, ``prefect_server``) in ``result``."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["SER_HOME"] = str(scratch / "home")
+    env["SER_WORKERS"] = str(args.workers)
+    t0 = time.perf_counter()
+    subprocess.run([SER, "db", "upgrade"], env=env, check=True, capture_output=True)
+    ingest = subprocess.run([SER, "ingest", "ravdess", str(args.data)], env=env,
+                            capture_output=True, text=True, check=False)
+    if ingest.returncode != 0:
+        _insert_clips(env, files)
+        result["ingest"] = f"ser ingest unavailable ({ingest.returncode}); rows inserted"
+    else:
+        result["ingest"] = f"ser ingest ravdess: {time.perf_counter() - t0:.1f} s (untimed)"
+    # `ser ingest` started the background Prefect server; the timed runs reuse it, as any
+    # command after the first does.
+    result["prefect_server"] = "local background server, warm (started by the ingest step)"
+    os.environ.update(env)
+    return env
+
+
+def _timed_rounds(engine: Any, env: dict[str, str], args: argparse.Namespace, *,
+                  set_names: list[str], list_path: Path,
+                  scratch: Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """``(seed runs, {"project_<set><variant>": runs})``, ``args.repeat`` rounds of each.
+
+    Rounds interleave the seed and every project variant, so drift in the machine's speed
+    (a shared VM) reaches both sides alike. Each project run starts from no stored vectors.
+    """
+    from sqlalchemy import text
+
+    from db.engine import session_scope
+
+    variants = [("", [])] + ([("_no_prefect", ["--no-prefect"])] if args.no_prefect_runs else [])
+    # The first `ser features` flow after the ingest flow has been slower than any later one
+    # (the Prefect server's first run of a new flow): paid once, untimed.
+    subprocess.run([SER, "features", "--set", set_names[0], "--workers", str(args.workers),
+                    "--json"], env=env, check=True, capture_output=True)
+    seed_runs: list[dict[str, Any]] = []
+    project_runs: dict[str, list[dict[str, Any]]] = {}
+    for round_no in range(args.repeat):
+        npz = scratch / f"seed{round_no}.npz"
+        seed_runs.append({**_timed([sys.executable, __file__, "--seed-worker",
+                                    str(list_path), str(npz)], dict(os.environ)), "npz": npz})
+        for set_name in set_names:
+            for suffix, extra in variants:
+                with session_scope(engine) as session:
+                    session.execute(text(
+                        "DELETE FROM clip_features f USING feature_sets s WHERE "
+                        "s.id = f.feature_set_id AND s.name = :n"), {"n": set_name})
+                run = _timed([SER, "features", "--set", set_name, "--workers",
+                              str(args.workers), "--json", *extra], env)
+                project_runs.setdefault(f"project_{set_name}{suffix}", []).append(
+                    {**run, "report": json.loads(run["out"])})
+    return seed_runs, project_runs
+
+
+def _project_row(name: str, runs: list[dict[str, Any]], *, seed_fps: float,
+                 seed_loop_fps: float) -> dict[str, Any]:
+    """The median run of one project variant, with its ratios to the seed (``seed_fps`` end to
+    end, ``seed_loop_fps`` without interpreter start-up and imports)."""
+    from etl.features.extraction import feature_spec
+
+    run = _median(runs)
+    report = run["report"]
+    # clips the run processed (ingest folds byte-identical files into one clip)
+    row = _summary(name, report["pending"], report["audio_s"], run["wall"], run["peak"],
+                   feature_spec(report["feature_set"]).n_features, seed_fps, run["busy"])
+    window = report["seconds"]
+    row.update({"walls_s": [round(r["wall"], 2) for r in runs],
+                "stored": report["stored"], "errors": report["errors"],
+                "flow_seconds": round(report["seconds"], 2),
+                "extraction_window_s": round(window, 2),
+                "startup_and_exit_s": round(run["wall"] - window, 2),
+                # both sides without interpreter start-up and imports
+                "speedup_vs_seed_excluding_startup": round(
+                    (report["pending"] / window) / seed_loop_fps, 2)})
+    return row
+
+
+def _seed180_vs_seed(engine: Any, seed: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The stored seed180 vectors compared per file with the seed's (:func:`_compare`)."""
+    from sqlalchemy import text
+
+    from db.engine import session_scope
+    from etl.features.extraction import feature_spec
+    from etl.features.store import load_feature_matrix
+
+    with session_scope(engine) as session:
+        fs_id = session.scalar(text(
+            "SELECT id FROM feature_sets WHERE name='seed180' AND channel='studio' "
+            "AND params_hash = :h"), {"h": feature_spec("seed180").params_hash})
+        ids, X = load_feature_matrix(session, feature_set_id=fs_id)
+        paths = dict(session.execute(text("SELECT id, path FROM clips")).all())
+    return _compare([paths[int(i)] for i in ids], X, seed)
+
+
+def _targets(result: dict[str, Any]) -> dict[str, bool]:
+    return {
+        "rich_3x_seed": result.get("project_rich", {}).get("speedup_vs_seed", 0) >= 3,
+        "seed180_5x_seed": result.get("project_seed180", {}).get("speedup_vs_seed", 0) >= 5,
+        "seed180_equivalent": result.get("seed180_vs_seed", {}).get("within_tolerance", False),
+        "segments_1500x_cpu": result["extract_segments"]["speech_windows"][
+            "realtime_factor_cpu"] >= 1500,
+    }
+
+
+def _stop_scratch(scratch: Path) -> None:
+    """Stop the scratch Prefect server and PostgreSQL, then remove the scratch folder."""
+    from ser.prefect_server import stop_server
+
+    stop_server(scratch / "home" / "prefect")  # `ser ingest` started it; later runs reuse it
+    try:
+        from db.embedded import stop_embedded
+
+        stop_embedded(scratch / "home" / "pgdata")
+    except Exception as exc:  # noqa: BLE001 - the scratch dir goes anyway
+        print(f"warning: could not stop the scratch server: {exc}", file=sys.stderr)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

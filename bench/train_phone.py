@@ -29,6 +29,7 @@ import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,9 @@ def _featurise(job: tuple[int, str, bool]) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from etl.audio.decode import load_audio
+    from etl.audio.phone_line import augment_copies
     from etl.features.extraction import extract, feature_spec
     from etl.synthetic.calls import telephone_line
-    from etl.audio.phone_line import augment_copies
 
     index, path, held_out = job
     old, tel = _old_studio_spec(), feature_spec("rich", "telephony")
@@ -102,64 +103,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    from etl.corpora.labels import map_emotion
-    from etl.corpora.parsers import parse_ravdess
     from etl.features.specs import feature_spec
     from etl.training.train import single_threaded_blas
 
     started = time.perf_counter()
-    files = sorted(p for p in args.root.rglob("*") if p.suffix.lower() in (".flac", ".wav"))
-    parsed = [parse_ravdess(p) for p in files]
-    actors = np.array([int(c.actor_code) for c in parsed])
-    keep = np.isin(actors, [*TRAIN_ACTORS, *TEST_ACTORS])
-    files, parsed, actors = ([f for f, k in zip(files, keep, strict=True) if k],
-                             [c for c, k in zip(parsed, keep, strict=True) if k], actors[keep])
-    emotions = [c.emotion for c in parsed]
-    held = np.isin(actors, list(TEST_ACTORS))
+    files, actors, emotions, held = _clips(args.root)
     jobs = [(i, str(f), bool(h)) for i, (f, h) in enumerate(zip(files, held, strict=True))]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         feats = list(pool.map(_featurise, jobs, chunksize=16))
     features_s = time.perf_counter() - started
 
-    train_idx, test_idx = np.flatnonzero(~held), np.flatnonzero(held)
-    results: dict[str, Any] = {}
+    split = _Split(feats, actors, train_idx=np.flatnonzero(~held), test_idx=np.flatnonzero(held))
     fit_started = time.perf_counter()
     with single_threaded_blas(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for scheme in SCHEMES:
-            labels = [map_emotion(scheme, e) for e in emotions]
-            classes = sorted({label for label in labels if label is not None})
-            tr = np.array([i for i in train_idx if labels[i] is not None])
-            te = np.array([i for i in test_idx if labels[i] is not None])
-            y = np.array([classes.index(label) if label is not None else -1 for label in labels])
-            row: dict[str, Any] = {"classes": classes, "n_train_clips": len(tr),
-                                   "n_test_clips": len(te)}
-            for name, key, test_keys in (("before", "before", ("before", "before_phone")),
-                                         ("telephony_clean", "telephony",
-                                          ("telephony", "telephony_phone"))):
-                X = np.stack([feats[i][key] for i in tr])
-                est, chosen = _fit(X, y[tr], actors[tr], actors[tr])
-                row[name] = {
-                    "studio": _uar(est, np.stack([feats[i][test_keys[0]] for i in te]), y[te],
-                                   actors[te]),
-                    "phone": _uar(est, np.stack([feats[i][test_keys[1]] for i in te]), y[te],
-                                  actors[te]),
-                    "best_params": chosen}
-            # the new default: recorded clips + their phone-line copies, keys (actor, variant)
-            copies = np.stack([feats[i]["copies"] for i in tr])  # (n, copies, F)
-            n_copies = copies.shape[1]
-            X = np.concatenate([np.stack([feats[i]["telephony"] for i in tr]),
-                                copies.transpose(1, 0, 2).reshape(-1, copies.shape[2])])
-            a = np.tile(actors[tr], n_copies + 1)
-            variant = np.repeat(np.arange(n_copies + 1), len(tr))
-            est, chosen = _fit(X, np.tile(y[tr], n_copies + 1), a, a * 1000 + variant)
-            row["new_default"] = {
-                "studio": _uar(est, np.stack([feats[i]["telephony"] for i in te]), y[te],
-                               actors[te]),
-                "phone": _uar(est, np.stack([feats[i]["telephony_phone"] for i in te]), y[te],
-                              actors[te]),
-                "best_params": chosen, "copies_per_clip": n_copies}
-            results[scheme] = row
+        results = {scheme: _scheme_row(scheme, emotions, split) for scheme in SCHEMES}
     from importlib.metadata import version
 
     print(json.dumps({
@@ -181,6 +139,74 @@ def main() -> None:
                     "total": round(time.perf_counter() - started, 1)},
         "cpus": os.cpu_count(),
     }, indent=2))
+
+
+def _clips(root: Path) -> tuple[list[Path], np.ndarray, list[str], np.ndarray]:
+    """``(files, actor per file, emotion per file, held out per file)`` of the RAVDESS clips
+    under ``root`` by the training and the held-out actors."""
+    from etl.corpora.parsers import parse_ravdess
+
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".flac", ".wav"))
+    parsed = [parse_ravdess(p) for p in files]
+    actors = np.array([int(c.actor_code) for c in parsed])
+    keep = np.isin(actors, [*TRAIN_ACTORS, *TEST_ACTORS])
+    files, parsed, actors = ([f for f, k in zip(files, keep, strict=True) if k],
+                             [c for c, k in zip(parsed, keep, strict=True) if k], actors[keep])
+    return files, actors, [c.emotion for c in parsed], np.isin(actors, list(TEST_ACTORS))
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Every clip's vectors (:func:`_featurise`) and actor, and which clips train and test."""
+
+    feats: list[dict[str, Any]]
+    actors: np.ndarray
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+
+
+def _scheme_row(scheme: str, emotions: list[str], split: _Split) -> dict[str, Any]:
+    """Held-out UAR of each model, studio and phone, for one label scheme."""
+    from etl.corpora.labels import map_emotion
+
+    feats, actors = split.feats, split.actors
+    labels = [map_emotion(scheme, e) for e in emotions]
+    classes = sorted({label for label in labels if label is not None})
+    tr = np.array([i for i in split.train_idx if labels[i] is not None])
+    te = np.array([i for i in split.test_idx if labels[i] is not None])
+    y = np.array([classes.index(label) if label is not None else -1 for label in labels])
+    row: dict[str, Any] = {"classes": classes, "n_train_clips": len(tr), "n_test_clips": len(te)}
+    for name, key, test_keys in (("before", "before", ("before", "before_phone")),
+                                 ("telephony_clean", "telephony",
+                                  ("telephony", "telephony_phone"))):
+        X = np.stack([feats[i][key] for i in tr])
+        est, chosen = _fit(X, y[tr], actors[tr], actors[tr])
+        row[name] = {
+            "studio": _uar(est, np.stack([feats[i][test_keys[0]] for i in te]), y[te],
+                           actors[te]),
+            "phone": _uar(est, np.stack([feats[i][test_keys[1]] for i in te]), y[te],
+                          actors[te]),
+            "best_params": chosen}
+    row["new_default"] = _new_default(feats, actors, y, tr=tr, te=te)
+    return row
+
+
+def _new_default(feats: list[dict[str, Any]], actors: np.ndarray, y: np.ndarray, *,
+                 tr: np.ndarray, te: np.ndarray) -> dict[str, Any]:
+    """The new default: recorded clips + their phone-line copies, normalised per (actor,
+    variant); held-out UAR on studio and phone audio."""
+    copies = np.stack([feats[i]["copies"] for i in tr])  # (n, copies, F)
+    n_copies = copies.shape[1]
+    X = np.concatenate([np.stack([feats[i]["telephony"] for i in tr]),
+                        copies.transpose(1, 0, 2).reshape(-1, copies.shape[2])])
+    a = np.tile(actors[tr], n_copies + 1)
+    variant = np.repeat(np.arange(n_copies + 1), len(tr))
+    est, chosen = _fit(X, np.tile(y[tr], n_copies + 1), a, a * 1000 + variant)
+    return {
+        "studio": _uar(est, np.stack([feats[i]["telephony"] for i in te]), y[te], actors[te]),
+        "phone": _uar(est, np.stack([feats[i]["telephony_phone"] for i in te]), y[te],
+                      actors[te]),
+        "best_params": chosen, "copies_per_clip": n_copies}
 
 
 if __name__ == "__main__":

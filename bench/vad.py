@@ -67,6 +67,7 @@ from etl.synthetic.calls import (
     TimelineEvent,
     bank_from_source,
     generate_calls,
+    read_timeline,
     speech_events,
 )
 
@@ -229,18 +230,7 @@ def _parse_sets(values: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
-    parser.add_argument("--actors", choices=sorted(ACTORS), default="test")
-    parser.add_argument("--n-calls", type=int, default=40)
-    parser.add_argument("--minutes", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--detectors", default=",".join(DEFAULT_DETECTORS))
-    parser.add_argument("--set", action="append", default=[],
-                        help="an extra energy-detector variant: name:key=value,... (VadConfig)")
-    parser.add_argument("--calls-dir", type=Path, default=None,
-                        help="reuse (or keep) generated calls in this folder")
-    args = parser.parse_args()
+    args = _parse_args()
     if not args.ravdess.is_dir():
         sys.exit(f"RAVDESS folder not found: {args.ravdess}")
     overrides = _parse_sets(args.set)
@@ -256,12 +246,7 @@ def main() -> None:
             generate_calls(calls_dir, n_calls=args.n_calls, minutes=args.minutes, bank=bank,
                            seed=args.seed)
         generate_s = time.perf_counter() - t
-        from etl.synthetic.calls import read_timeline
-
-        calls = []
-        for wav in sorted(calls_dir.glob("call_*.wav"))[: args.n_calls]:
-            y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-            calls.append((y, sr, read_timeline(wav.with_name(wav.stem + ".timeline.csv"))))
+        calls = _read_calls(calls_dir, n_calls=args.n_calls)
         audio_hours = sum(len(y) / sr for y, sr, _ in calls) / 3600
         kinds: dict[str, int] = defaultdict(int)
         for _, _, timeline in calls:
@@ -278,19 +263,10 @@ def main() -> None:
             "targets": {"turn_recall": 0.95, "vad_real_time_factor_min": 300},
             "detectors": {}}
         for name in names:
-            detector = make_detector(name, overrides)
-            tally = Tally()
-            for y, sr, timeline in calls:
-                for channel, role in enumerate(ROLES):
-                    x = np.ascontiguousarray(y[:, channel])
-                    t0 = time.process_time()
-                    regions = detector(x, sr)
-                    tally.cpu_s += time.process_time() - t0
-                    tally.add(role, timeline, regions, len(x) / sr)
-            result["detectors"][name] = tally.report(audio_hours)
+            r = result["detectors"][name] = _run_detector(
+                make_detector(name, overrides), calls, audio_hours=audio_hours)
             if name in overrides:
-                result["detectors"][name]["config"] = overrides[name]
-            r = result["detectors"][name]
+                r["config"] = overrides[name]
             print(f"{name}: turn recall {r['turn_recall']} precision {r['frame_precision']} "
                   f"recall {r['frame_recall']} nonspeech FA (windows) "
                   f"{r['false_accept_nonspeech_mean_windows']} rtf {r['real_time_factor']}",
@@ -298,6 +274,45 @@ def main() -> None:
     result["defaults"] = asdict(VadConfig())
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=2, default=str))
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
+    parser.add_argument("--actors", choices=sorted(ACTORS), default="test")
+    parser.add_argument("--n-calls", type=int, default=40)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--detectors", default=",".join(DEFAULT_DETECTORS))
+    parser.add_argument("--set", action="append", default=[],
+                        help="an extra energy-detector variant: name:key=value,... (VadConfig)")
+    parser.add_argument("--calls-dir", type=Path, default=None,
+                        help="reuse (or keep) generated calls in this folder")
+    return parser.parse_args()
+
+
+def _read_calls(calls_dir: Path, *, n_calls: int
+                ) -> list[tuple[np.ndarray, int, list[TimelineEvent]]]:
+    """``(signal (n, 2), sample rate, timeline)`` of the first ``n_calls`` calls in the folder."""
+    calls = []
+    for wav in sorted(calls_dir.glob("call_*.wav"))[:n_calls]:
+        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+        calls.append((y, sr, read_timeline(wav.with_name(wav.stem + ".timeline.csv"))))
+    return calls
+
+
+def _run_detector(detector: Detector, calls: list[tuple[np.ndarray, int, list[TimelineEvent]]],
+                  *, audio_hours: float) -> dict[str, Any]:
+    """One detector over every channel of every call, its CPU timed: :meth:`Tally.report`."""
+    tally = Tally()
+    for y, sr, timeline in calls:
+        for channel, role in enumerate(ROLES):
+            x = np.ascontiguousarray(y[:, channel])
+            t0 = time.process_time()
+            regions = detector(x, sr)
+            tally.cpu_s += time.process_time() - t0
+            tally.add(role, timeline, regions, len(x) / sr)
+    return tally.report(audio_hours)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ NIGHT_MARKER = ".demo-calls.json"
 
 @dataclass(frozen=True, slots=True)
 class DemoConfig:
-    """Size of the demo. The defaults finish in about a minute on 2 cores."""
+    """Size of the demo. The defaults are sized for a 2-core machine."""
 
     corpus: DemoCorpusConfig = field(default_factory=DemoCorpusConfig)
     nights: int = 3
@@ -171,8 +171,7 @@ def _night_done(folder: Path, fingerprint: dict[str, Any]) -> bool:
 def calls_task(nights: list[tuple[str, int, int]], minutes: float, actors: tuple[int, ...],
                workers: int) -> int:
     """Generate each night's folder; nights run in parallel processes (CPU-bound synthesis)."""
-    jobs = [(folder, n, minutes, actors, seed,
-             dt.date.fromisoformat(Path(folder).name.removeprefix("night-")))
+    jobs = [(folder, n, minutes, actors, seed, _night_date(folder))
             for folder, n, seed in nights
             if not _night_done(Path(folder), _night_fingerprint(n, minutes, actors, seed))]
     if not jobs:  # a rerun: every night is on disk already
@@ -215,12 +214,51 @@ def demo_flow(
     out = Path(reports_dir or settings.reports_path).resolve()
     steps: dict[str, Any] = {}
     started = time.perf_counter()
+    step = _step_printer(started)
 
+    _prepare_corpus(data / "corpus", config, steps=steps, step=step)
+    url = database_url()
+    trained = train_task(url, config.n_folds, config.seed)
+    steps["train"] = trained
+    step("train", f"{DEMO_MODEL} (version id {trained['model_version_id']}, "
+                  f"{trained['label_scheme']}): speaker-independent UAR "
+                  f"{trained['cv_uar']:.1%} over {config.n_folds} folds"
+                  + ("" if trained["trained"] else " (already trained on this data)")
+                  + f"; {trained['promotion']}")
+
+    nights = _nights(data, config)
+    made = calls_task(nights, config.call_minutes, config.call_actors, config.workers)
+    step("calls", f"{made} new synthetic stereo calls over {config.nights} nights "
+                  f"({sum(n for _, n, _ in nights)} in all)")
+    scored = [score_batch_flow(folder, batch_date=_night_date(folder), model_ref="production",
+                               workers=config.score_workers) for folder, _, _ in nights]
+    steps["score"] = scored
+    step("score", ", ".join(f"{r['batch_date']}: {r['n_scored']} scored, "
+                            f"{r['n_escalations']} escalated" for r in scored))
+
+    written = reports_task(url, str(out))
+    steps["reports"] = {k: len(v) for k, v in written.items()}
+    step("reports", f"{len(written['model'])} model, {len(written['batch'])} batch, "
+                    f"{len(written['call'])} call reports")
+    steps["index"] = written["index"][0]
+    steps["seconds"] = round(time.perf_counter() - started, 1)
+    steps["config"] = asdict(config)
+    _summary_artifact(steps, trained, scored)
+    return steps
+
+
+def _step_printer(started: float) -> Callable[[str, str], None]:
+    """Prints one line per finished step, stamped with the seconds since ``started``."""
     def step(name: str, detail: str) -> None:
         elapsed = time.perf_counter() - started
         _echo(f"[{elapsed:5.1f} s] {name:<9} {detail}")
+    return step
 
-    corpus_dir = data / "corpus"
+
+def _prepare_corpus(corpus_dir: Path, config: DemoConfig, *, steps: dict[str, Any],
+                    step: Callable[[str, str], None]) -> None:
+    """Write the synthetic corpus, ingest it and extract its telephony features (the steps
+    ``corpus``, ``ingest`` and ``features``)."""
     n = corpus_task(str(corpus_dir), config.corpus)
     step("corpus", f"{n} CREMA-D-named synthetic clips + {DEMOGRAPHICS_FILE} ready in {corpus_dir}")
 
@@ -237,43 +275,21 @@ def demo_flow(
                      f"{feats['pending'] - feats['stored']} not stored; "
                      f"{feats['n_features']} features each")
 
-    url = database_url()
-    trained = train_task(url, config.n_folds, config.seed)
-    steps["train"] = trained
-    step("train", f"{DEMO_MODEL} (version id {trained['model_version_id']}, "
-                  f"{trained['label_scheme']}): speaker-independent UAR "
-                  f"{trained['cv_uar']:.1%} over {config.n_folds} folds"
-                  + ("" if trained["trained"] else " (already trained on this data)")
-                  + f"; {trained['promotion']}")
 
+def _nights(data: Path, config: DemoConfig) -> list[tuple[str, int, int]]:
+    """``(folder, calls, seed)`` of each night, oldest first, the last one on
+    :data:`LAST_NIGHT` and the busiest."""
     nights = []
     for k in range(config.nights):
         day = LAST_NIGHT - dt.timedelta(days=config.nights - 1 - k)
         n_calls = config.calls_last_night if k == config.nights - 1 else config.calls_earlier_nights
         nights.append((str(data / "calls" / f"night-{day.isoformat()}"), n_calls,
                        config.seed * 100 + k))
-    made = calls_task(nights, config.call_minutes, config.call_actors, config.workers)
-    step("calls", f"{made} new synthetic stereo calls over {config.nights} nights "
-                  f"({sum(n for _, n, _ in nights)} in all)")
+    return nights
 
-    scored = []
-    for folder, _, _ in nights:
-        day = dt.date.fromisoformat(Path(folder).name.removeprefix("night-"))
-        scored.append(score_batch_flow(folder, batch_date=day, model_ref="production",
-                                       workers=config.score_workers))
-    steps["score"] = scored
-    step("score", ", ".join(f"{r['batch_date']}: {r['n_scored']} scored, "
-                            f"{r['n_escalations']} escalated" for r in scored))
 
-    written = reports_task(url, str(out))
-    steps["reports"] = {k: len(v) for k, v in written.items()}
-    step("reports", f"{len(written['model'])} model, {len(written['batch'])} batch, "
-                    f"{len(written['call'])} call reports")
-    steps["index"] = written["index"][0]
-    steps["seconds"] = round(time.perf_counter() - started, 1)
-    steps["config"] = asdict(config)
-    _summary_artifact(steps, trained, scored)
-    return steps
+def _night_date(folder: str) -> dt.date:
+    return dt.date.fromisoformat(Path(folder).name.removeprefix("night-"))
 
 
 def _summary_artifact(steps: dict[str, Any], trained: dict[str, Any],

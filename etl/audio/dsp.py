@@ -171,6 +171,34 @@ def yin_from_power(
     if n_frames == 0:
         empty = np.zeros(0, np.float32)
         return empty, np.zeros(0, bool), empty
+    r, energy, cmndf = _yin_cmndf(power, window_ac=window_ac, tau_max=tau_max)
+    search = cmndf[:, tau_min - 1: tau_max]  # lags tau_min .. tau_max
+    has_dip, best = _yin_dips(search, tau_min=tau_min, threshold=threshold,
+                              octave_ratio=octave_ratio)
+    # parabolic interpolation around the minimum (in lag units)
+    frames = np.arange(n_frames)
+    col = best + tau_min - 1  # column in cmndf
+    left = cmndf[frames, np.maximum(col - 1, 0)]
+    mid = cmndf[frames, col]
+    right = cmndf[frames, np.minimum(col + 1, cmndf.shape[1] - 1)]
+    denom = left - 2.0 * mid + right
+    shift = np.where(np.abs(denom) > EPS, 0.5 * (left - right) / np.where(denom == 0, 1, denom), 0.0)
+    period = (col + 1).astype(np.float64) + np.clip(shift, -1.0, 1.0)
+    voiced = has_dip & (energy[:, 0] > EPS)
+    f0 = np.where(voiced, sr / np.maximum(period, 1.0), 0.0).astype(np.float32)
+    r_at = np.clip(r[frames, col + 1], 1e-2, 1 - 1e-3)
+    hnr = np.clip(10.0 * np.log10(r_at / (1.0 - r_at)), -20.0, 30.0).astype(np.float32)
+    return f0, voiced, hnr
+
+
+def _yin_cmndf(power: np.ndarray, *, window_ac: np.ndarray,
+               tau_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(r, energy, cmndf)`` of :func:`yin_from_power`'s frames.
+
+    ``r`` ``(F, tau_max + 2)`` is the normalised autocorrelation at lags 0 .. tau_max + 1,
+    ``energy`` ``(F, 1)`` the unnormalised ``r(0)``, and ``cmndf`` ``(F, tau_max + 1)`` YIN's
+    ``d'`` at lags 1 .. tau_max + 1 (column j is lag j + 1).
+    """
     ac = sfft.dct(power, type=1, axis=1)[:, : tau_max + 2]  # == n_fft * irfft(power)
     energy = ac[:, :1].copy()
     # r = ac / r(0) / window_ac, in place (this kernel is a third of the per-frame cost)
@@ -181,8 +209,14 @@ def yin_from_power(
     np.maximum(cmndf, EPS, out=cmndf)
     np.divide(one_minus, cmndf, out=cmndf)
     cmndf *= np.arange(1, tau_max + 2, dtype=ac.dtype)
-    # search lags tau_min .. tau_max (column j of cmndf is lag j + 1)
-    search = cmndf[:, tau_min - 1: tau_max]
+    return r, energy, cmndf
+
+
+def _yin_dips(search: np.ndarray, *, tau_min: int, threshold: float,
+              octave_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(has_dip, best)`` per frame: whether ``search`` (``d'`` at lags tau_min ..
+    tau_max, ``(F, L)``) dips under ``threshold``, and the column of the period's dip."""
+    n_frames = search.shape[0]
     below = search < threshold
     has_dip = below.any(axis=1)
     first = np.argmax(below, axis=1)
@@ -203,19 +237,7 @@ def yin_from_power(
         deeper = in_range & (at_double[np.arange(n_frames), pick]
                              < octave_ratio * search[np.arange(n_frames), best])
         best = np.where(deeper, around[np.arange(n_frames), pick], best)
-    # parabolic interpolation around the minimum (in lag units)
-    col = best + tau_min - 1  # column in cmndf
-    left = cmndf[np.arange(n_frames), np.maximum(col - 1, 0)]
-    mid = cmndf[np.arange(n_frames), col]
-    right = cmndf[np.arange(n_frames), np.minimum(col + 1, cmndf.shape[1] - 1)]
-    denom = left - 2.0 * mid + right
-    shift = np.where(np.abs(denom) > EPS, 0.5 * (left - right) / np.where(denom == 0, 1, denom), 0.0)
-    period = (col + 1).astype(np.float64) + np.clip(shift, -1.0, 1.0)
-    voiced = has_dip & (energy[:, 0] > EPS)
-    f0 = np.where(voiced, sr / np.maximum(period, 1.0), 0.0).astype(np.float32)
-    r_at = np.clip(r[np.arange(n_frames), col + 1], 1e-2, 1 - 1e-3)
-    hnr = np.clip(10.0 * np.log10(r_at / (1.0 - r_at)), -20.0, 30.0).astype(np.float32)
-    return f0, voiced, hnr
+    return has_dip, best
 
 
 def deltas(values: np.ndarray, width: int = 2) -> np.ndarray:

@@ -711,8 +711,31 @@ def load_votes(
     missing = [c for c in _VOTE_COLUMNS if c not in header]
     if missing:
         raise IngestInputError(f"votes file {csv_path} lacks column(s) {', '.join(missing)}")
-    col = {h: i for i, h in enumerate(header)}
     counts = IngestCounts(files_seen=len(rows))
+    per_clip = _votes_per_clip(header, rows, csv_path=csv_path, problems=counts.problems)
+    records = _vote_records(per_clip, corpus=corpus)
+    counts.failed = len(counts.problems)
+    _record_problems(session, run_id=run_id, problems=counts.problems)
+    if records:
+        stmt = pg_insert(LabelVote)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["corpus", "clip_name"],
+            set_={c: stmt.excluded[c] for c in ("num_responses", "agreement", "vote_emotion",
+                                                "votes")},
+        ).returning(literal_column("(xmax = 0)").label("inserted"))
+        flags = session.execute(stmt, records).scalars().all()
+        counts.votes_added = sum(1 for flag in flags if flag)
+        counts.added = counts.votes_added
+        counts.skipped = len(flags) - counts.votes_added
+    _apply_vote_confidence(session, corpus=corpus)
+    return counts
+
+
+def _votes_per_clip(header: list[str], rows: Sequence[tuple[int, list[str]]], *,
+                    csv_path: Path, problems: list[IngestProblem]) -> dict[str, dict[str, Any]]:
+    """``{clip name: {"label": emotion, mode: ratings, ...}}`` from the rows of a votes file;
+    a malformed row is appended to ``problems`` (with its line) instead."""
+    col = {h: i for i, h in enumerate(header)}
     per_clip: dict[str, dict[str, Any]] = {}
     for line, row in rows:
         try:
@@ -729,13 +752,19 @@ def load_votes(
             tallies = {emo: int(float(row[col[letter]])) for letter, emo in _VOTE_LETTERS.items()
                        if letter in col}
         except ValueError as exc:
-            counts.problems.append(IngestProblem(str(csv_path), str(exc), line))
+            problems.append(IngestProblem(str(csv_path), str(exc), line))
             continue
         vote = ":".join(_VOTE_LETTERS.get(v, v) for v in row[col["emoVote"]].split(":"))
         per_clip.setdefault(name, {"label": label})[mode] = {
             "num_responses": n, "agreement": agreement, "vote": vote, "counts": tallies,
             "label_share": (tallies.get(label, 0) / n) if n and tallies else None,
         }
+    return per_clip
+
+
+def _vote_records(per_clip: dict[str, dict[str, Any]], *, corpus: str) -> list[dict[str, Any]]:
+    """``label_votes`` rows: the primary mode's ratings (voice, else audio-visual, else face),
+    every mode kept in ``votes``."""
     records: list[dict[str, Any]] = []
     for name, modes in per_clip.items():
         primary = next((modes[m] for m in ("voice", "multimodal", "face") if m in modes), None)
@@ -748,18 +777,4 @@ def load_votes(
                         "num_responses": primary["num_responses"],
                         "agreement": primary["agreement"],
                         "vote_emotion": primary["vote"][:32], "votes": votes})
-    counts.failed = len(counts.problems)
-    _record_problems(session, run_id=run_id, problems=counts.problems)
-    if records:
-        stmt = pg_insert(LabelVote)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["corpus", "clip_name"],
-            set_={c: stmt.excluded[c] for c in ("num_responses", "agreement", "vote_emotion",
-                                                "votes")},
-        ).returning(literal_column("(xmax = 0)").label("inserted"))
-        flags = session.execute(stmt, records).scalars().all()
-        counts.votes_added = sum(1 for flag in flags if flag)
-        counts.added = counts.votes_added
-        counts.skipped = len(flags) - counts.votes_added
-    _apply_vote_confidence(session, corpus=corpus)
-    return counts
+    return records

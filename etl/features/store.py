@@ -143,54 +143,69 @@ def store_results(session: Session, *, feature_set_id: int,
     if good:
         n_expected = int(session.scalar(select(func.cardinality(FeatureSet.feature_names)).where(
             FeatureSet.id == feature_set_id)) or 0)
-        # whole-clip rows first, then the segment rows of long clips
-        plain = [r for r in good if r.variants is None]
-        ids = [np.array([r.clip_id for r in plain], dtype=np.int64)]
-        vectors = [np.stack([r.values for r in plain if r.values is not None]) if plain
-                   else np.zeros((0, n_expected), np.float32)]
-        bounds = [np.tile(WHOLE_CLIP, (len(plain), 1))]
-        variant = [np.zeros(len(plain), dtype=np.int64)]
-        for r in good:
-            assert r.values is not None
-            _check_vector(r.clip_id, r.values, n_expected)
-            if r.variants is not None:
-                _check_vector(r.clip_id, r.variants, n_expected)
-                ids.append(np.full(len(r.variants), r.clip_id))
-                vectors.append(r.variants)
-                bounds.append(np.tile(WHOLE_CLIP, (len(r.variants), 1)))
-                variant.append(np.arange(1, len(r.variants) + 1))
-            if r.segments is not None and r.segment_values is not None and len(r.segments):
-                _check_vector(r.clip_id, r.segment_values, n_expected)
-                ids.append(np.full(len(r.segments), r.clip_id))
-                vectors.append(r.segment_values)
-                bounds.append(r.segments)
-                variant.append(np.zeros(len(r.segments), dtype=np.int64))
-        payload = binary_copy_rows(np.concatenate(ids),
-                                   np.concatenate(vectors).astype(np.float32, copy=False),
-                                   np.concatenate(bounds), np.concatenate(variant))
-        session.execute(text(
-            "CREATE TEMP TABLE IF NOT EXISTS _feature_rows_v (clip_id integer, "
-            "seg_start_s double precision, seg_end_s double precision, variant integer, "
-            "vals real[]) ON COMMIT DELETE ROWS"))
-        session.execute(text("TRUNCATE _feature_rows_v"))
-        dbapi = session.connection().connection.dbapi_connection
-        assert dbapi is not None
-        with dbapi.cursor() as cur:
-            cur.copy_expert("COPY _feature_rows_v (clip_id, seg_start_s, seg_end_s, variant, "
-                            "vals) FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload))
-        inserted = session.execute(text(
-            "INSERT INTO clip_features (clip_id, feature_set_id, seg_start_s, seg_end_s, "
-            "variant, values) SELECT clip_id, :fs, seg_start_s, seg_end_s, variant, vals "
-            "FROM _feature_rows_v ON CONFLICT DO NOTHING RETURNING clip_id, seg_end_s = -1"),
-            {"fs": feature_set_id}).all()
-        stored = len({int(c) for c, whole in inserted if whole})
-        segments = sum(1 for _, whole in inserted if not whole)
+        payload = _vector_rows(good, n_expected=n_expected)
+        stored, segments = _insert_vector_rows(session, feature_set_id=feature_set_id,
+                                               payload=payload)
     if bad:
         errors = len(session.execute(
             pg_insert(FeatureError).on_conflict_do_nothing().returning(FeatureError.clip_id),
             [{"clip_id": r.clip_id, "feature_set_id": feature_set_id, "reason": r.reason or "unknown"}
              for r in bad]).all())
     return StoreCounts(int(stored), int(errors), int(segments))
+
+
+def _vector_rows(good: Sequence[ClipResult], *, n_expected: int) -> bytes:
+    """The rows of ``good`` (results with values) as a binary COPY payload
+    (:func:`binary_copy_rows`): whole-clip rows first, then the augmented copies and the
+    segment rows of each clip. Every vector is checked first (:func:`_check_vector`)."""
+    plain = [r for r in good if r.variants is None]
+    ids = [np.array([r.clip_id for r in plain], dtype=np.int64)]
+    vectors = [np.stack([r.values for r in plain if r.values is not None]) if plain
+               else np.zeros((0, n_expected), np.float32)]
+    bounds = [np.tile(WHOLE_CLIP, (len(plain), 1))]
+    variant = [np.zeros(len(plain), dtype=np.int64)]
+    for r in good:
+        assert r.values is not None
+        _check_vector(r.clip_id, r.values, n_expected)
+        if r.variants is not None:
+            _check_vector(r.clip_id, r.variants, n_expected)
+            ids.append(np.full(len(r.variants), r.clip_id))
+            vectors.append(r.variants)
+            bounds.append(np.tile(WHOLE_CLIP, (len(r.variants), 1)))
+            variant.append(np.arange(1, len(r.variants) + 1))
+        if r.segments is not None and r.segment_values is not None and len(r.segments):
+            _check_vector(r.clip_id, r.segment_values, n_expected)
+            ids.append(np.full(len(r.segments), r.clip_id))
+            vectors.append(r.segment_values)
+            bounds.append(r.segments)
+            variant.append(np.zeros(len(r.segments), dtype=np.int64))
+    return binary_copy_rows(np.concatenate(ids),
+                            np.concatenate(vectors).astype(np.float32, copy=False),
+                            np.concatenate(bounds), np.concatenate(variant))
+
+
+def _insert_vector_rows(session: Session, *, feature_set_id: int,
+                        payload: bytes) -> tuple[int, int]:
+    """COPY ``payload`` into a temp table, then insert the rows ``clip_features`` lacks;
+    ``(clips with a new whole-clip row, new segment rows)``."""
+    session.execute(text(
+        "CREATE TEMP TABLE IF NOT EXISTS _feature_rows_v (clip_id integer, "
+        "seg_start_s double precision, seg_end_s double precision, variant integer, "
+        "vals real[]) ON COMMIT DELETE ROWS"))
+    session.execute(text("TRUNCATE _feature_rows_v"))
+    dbapi = session.connection().connection.dbapi_connection
+    assert dbapi is not None
+    with dbapi.cursor() as cur:
+        cur.copy_expert("COPY _feature_rows_v (clip_id, seg_start_s, seg_end_s, variant, "
+                        "vals) FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload))
+    inserted = session.execute(text(
+        "INSERT INTO clip_features (clip_id, feature_set_id, seg_start_s, seg_end_s, "
+        "variant, values) SELECT clip_id, :fs, seg_start_s, seg_end_s, variant, vals "
+        "FROM _feature_rows_v ON CONFLICT DO NOTHING RETURNING clip_id, seg_end_s = -1"),
+        {"fs": feature_set_id}).all()
+    stored = len({int(c) for c, whole in inserted if whole})
+    segments = sum(1 for _, whole in inserted if not whole)
+    return stored, segments
 
 
 def clear_errors(session: Session, *, feature_set_id: int, corpus: str | None = None) -> int:

@@ -141,6 +141,21 @@ def _why_outside(raw: str) -> str:
     return "the file is a symbolic link to somewhere else"
 
 
+@dataclass(slots=True)
+class _Found:
+    """The entries found so far in one batch folder, and the files calls.csv rows account for."""
+
+    strict: bool
+    entries: dict[str, CallEntry] = field(default_factory=dict)
+    listed: set[Path] = field(default_factory=set)
+
+    def add(self, entry: CallEntry) -> None:
+        if entry.error and self.strict:
+            where = f" (line {entry.line})" if entry.line else ""
+            raise ValueError(f"{entry.call_key}{where}: {entry.error}")
+        self.entries[entry.call_key] = entry
+
+
 def discover_calls(
     root: Path,
     *,
@@ -183,95 +198,107 @@ def discover_calls(
         return [CallEntry(root.stem, root)]
     if not root.is_dir():
         raise ValueError(f"batch path {root} does not exist")
-    roots = (root, *allowed_roots)
-    entries: dict[str, CallEntry] = {}
-    listed: set[Path] = set()
-
-    def add(entry: CallEntry) -> None:
-        if entry.error and strict:
-            where = f" (line {entry.line})" if entry.line else ""
-            raise ValueError(f"{entry.call_key}{where}: {entry.error}")
-        entries[entry.call_key] = entry
-
+    found = _Found(strict)
     for manifest in sorted(root.rglob(MANIFEST)):
-        folder = manifest.parent
-        prefix = "" if folder == root else folder.relative_to(root).as_posix() + "/"
-        rel_manifest = manifest.relative_to(root).as_posix()
-        if not contained(manifest, root=root, allowed_roots=allowed_roots):
-            add(CallEntry(prefix + MANIFEST, Path(rel_manifest),
-                          error=f"{OUTSIDE}: {rel_manifest} is a symbolic link to somewhere "
-                          "else; it was not read"))
-            continue
-        first_line: dict[str, int] = {}
-        with manifest.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"call_id", "file"} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"{rel_manifest} lacks column(s) {sorted(missing)}; "
-                                 "it needs call_id,file[,agent_id,queue,started_at,"
-                                 "customer_channel]")
-            for number, row in enumerate(reader, start=2):
-                call_id = (row.get("call_id") or "").strip()
-                raw = (row.get("file") or "").strip()
-                key = prefix + (call_id or f"line-{number}")
-                where = f"{rel_manifest} line {number}"
-                if not call_id or not raw:
-                    add(CallEntry(key, Path(raw), line=number,
-                                  error=f"{where}: empty {'call_id' if not call_id else 'file'}"))
-                    continue
-                candidate = Path(raw).expanduser() if raw.startswith("~") else folder / raw
-                try:
-                    path = candidate.resolve()
-                except (OSError, RuntimeError):
-                    path = None
-                if key in first_line:
-                    if path is not None and is_inside(path, roots):
-                        listed.add(path)  # this row accounts for the file: not scored by name
-                    dup = f"{key}#line{number}"
-                    add(CallEntry(dup, Path(raw), line=number, error=(
-                        f"{where}: duplicate call_id {call_id!r} (first on line "
-                        f"{first_line[key]}); this row was not scored")))
-                    continue
-                first_line[key] = number
-                if path is None or not is_inside(path, roots):
-                    add(CallEntry(key, Path(raw), line=number,
-                                  error=f"{OUTSIDE}: {where} ({_why_outside(raw)})"))
-                    continue
-                try:
-                    entry = CallEntry(
-                        call_key=key,
-                        path=path,
-                        agent_id=(row.get("agent_id") or "").strip() or None,
-                        queue=(row.get("queue") or "").strip() or None,
-                        started_at=_parse_time(row.get("started_at")),
-                        channel_roles=parse_channel_roles(row, stereo_roles=stereo_roles),
-                        extra={k: v for k, v in row.items()
-                               if k and k not in _KNOWN_COLUMNS and v not in (None, "")},
-                        line=number,
-                    )
-                except ValueError as exc:
-                    entry = CallEntry(key, path, line=number, error=f"{where}: {exc}")
-                listed.add(path)
-                add(entry)
+        _read_manifest(manifest, root=root, allowed_roots=allowed_roots,
+                       stereo_roles=stereo_roles, found=found)
+    _add_unlisted(root, roots=(root, *allowed_roots), found=found)
+    return sorted(found.entries.values(), key=lambda e: e.call_key)
+
+
+def _read_manifest(manifest: Path, *, root: Path, allowed_roots: Sequence[Path],
+                   stereo_roles: tuple[str, str], found: _Found) -> None:
+    """Add an entry for every row of one ``calls.csv`` (or one rejected entry for the file
+    itself when it is a link to elsewhere) and mark the files its rows account for."""
+    folder = manifest.parent
+    prefix = "" if folder == root else folder.relative_to(root).as_posix() + "/"
+    rel_manifest = manifest.relative_to(root).as_posix()
+    if not contained(manifest, root=root, allowed_roots=allowed_roots):
+        found.add(CallEntry(prefix + MANIFEST, Path(rel_manifest),
+                            error=f"{OUTSIDE}: {rel_manifest} is a symbolic link to somewhere "
+                            "else; it was not read"))
+        return
+    roots = (root, *allowed_roots)
+    first_line: dict[str, int] = {}
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"call_id", "file"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{rel_manifest} lacks column(s) {sorted(missing)}; "
+                             "it needs call_id,file[,agent_id,queue,started_at,"
+                             "customer_channel]")
+        for number, row in enumerate(reader, start=2):
+            call_id = (row.get("call_id") or "").strip()
+            raw = (row.get("file") or "").strip()
+            key = prefix + (call_id or f"line-{number}")
+            where = f"{rel_manifest} line {number}"
+            if not call_id or not raw:
+                found.add(CallEntry(key, Path(raw), line=number, error=(
+                    f"{where}: empty {'call_id' if not call_id else 'file'}")))
+                continue
+            candidate = Path(raw).expanduser() if raw.startswith("~") else folder / raw
+            try:
+                path = candidate.resolve()
+            except (OSError, RuntimeError):
+                path = None
+            if key in first_line:
+                if path is not None and is_inside(path, roots):
+                    found.listed.add(path)  # this row accounts for the file: not scored by name
+                found.add(CallEntry(f"{key}#line{number}", Path(raw), line=number, error=(
+                    f"{where}: duplicate call_id {call_id!r} (first on line "
+                    f"{first_line[key]}); this row was not scored")))
+                continue
+            first_line[key] = number
+            if path is None or not is_inside(path, roots):
+                found.add(CallEntry(key, Path(raw), line=number,
+                                    error=f"{OUTSIDE}: {where} ({_why_outside(raw)})"))
+                continue
+            found.listed.add(path)
+            found.add(_row_entry(row, key=key, path=path, line=number, where=where,
+                                 stereo_roles=stereo_roles))
+
+
+def _row_entry(row: Mapping[str, str | None], *, key: str, path: Path, line: int, where: str,
+               stereo_roles: tuple[str, str]) -> CallEntry:
+    """The entry for one calls.csv row whose file is inside the batch; rejected (with
+    ``where`` in the reason) when its ``started_at`` or channel roles do not parse."""
+    try:
+        return CallEntry(
+            call_key=key,
+            path=path,
+            agent_id=(row.get("agent_id") or "").strip() or None,
+            queue=(row.get("queue") or "").strip() or None,
+            started_at=_parse_time(row.get("started_at")),
+            channel_roles=parse_channel_roles(row, stereo_roles=stereo_roles),
+            extra={k: v for k, v in row.items()
+                   if k and k not in _KNOWN_COLUMNS and v not in (None, "")},
+            line=line,
+        )
+    except ValueError as exc:
+        return CallEntry(key, path, line=line, error=f"{where}: {exc}")
+
+
+def _add_unlisted(root: Path, *, roots: Sequence[Path], found: _Found) -> None:
+    """Add the audio files under ``root`` that no calls.csv row accounts for, keyed by their
+    path relative to ``root`` without the suffix."""
     for path in sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p)):
         resolved = path.resolve()
-        if resolved in listed:
+        if resolved in found.listed:
             continue
         rel = path.relative_to(root)
         key = rel.with_suffix("").as_posix()
         if not is_inside(resolved, roots):
-            add(CallEntry(key, rel, error=f"{OUTSIDE}: {rel.as_posix()} is a symbolic link to "
-                          "somewhere else"))
+            found.add(CallEntry(key, rel, error=f"{OUTSIDE}: {rel.as_posix()} is a symbolic "
+                                "link to somewhere else"))
             continue
-        if key in entries:
-            line = entries[key].line
-            add(CallEntry(f"{key}#file", resolved, error=(
+        if key in found.entries:
+            line = found.entries[key].line
+            found.add(CallEntry(f"{key}#file", resolved, error=(
                 f"duplicate call_id {key!r}: {rel.as_posix()} is not in calls.csv and its name is "
                 f"already a call_id{f' (line {line})' if line else ''}; list it under another "
                 "call_id")))
             continue
-        add(CallEntry(key, resolved))
-    return sorted(entries.values(), key=lambda e: e.call_key)
+        found.add(CallEntry(key, resolved))
 
 
 def relative_reason(reason: str, *, root: Path) -> str:

@@ -629,6 +629,22 @@ def compose_call(
         offset = _intro(plan, bank, out, exclude=exclude, events=timeline)
         inserts = _mid_call_inserts(plan)
     t = offset + float(rng.uniform(0.3, 1.0))
+    _converse(bank, rng, out, timeline, scenario=scenario, speaker_actor=speaker_actor, t=t,
+              plan=plan, inserts=inserts, config=config)
+    if config.nonspeech > 0:
+        _add_babble(plan, bank, out, exclude=exclude, events=timeline)
+    timeline.sort(key=lambda e: (e.start_s, e.role, e.kind))
+    return out, timeline, scenario, agent_actor, customer_actor
+
+
+def _converse(bank: ClipBank, rng: np.random.Generator, out: np.ndarray,
+              timeline: list[TimelineEvent], *, scenario: str, speaker_actor: dict[str, int],
+              t: float, plan: _NonSpeechPlan, inserts: list[tuple[float, str]],
+              config: CallGenConfig) -> None:
+    """Mix turns into ``out`` from ``t`` seconds, the agent first, until an utterance would run
+    past the end of the call. Each of ``inserts`` (a hold, a typed number; consumed) is played
+    after the first agent turn ending past its earliest time."""
+    duration_s = plan.duration_s
     role = "agent"  # the agent greets
     last_end = 0.0
     while True:
@@ -637,7 +653,7 @@ def compose_call(
         turn_end = _speak_turn(bank, rng, out, timeline, role=role, actor=speaker_actor[role],
                                emotion=emotion, t=t, last_end=last_end, config=config)
         if turn_end is None:
-            break
+            return
         last_end = turn_end
         finished = role
         if rng.random() < config.overlap_probability:
@@ -651,12 +667,9 @@ def compose_call(
             # agent speaks next
             _, kind = inserts.pop(0)
             begin = last_end + float(plan.rng.uniform(0.3, 0.8))
-            t = _insert(kind, plan, out, begin, sr, timeline) + float(plan.rng.uniform(0.3, 0.8))
+            t = (_insert(kind, plan, out, begin, bank.sr, timeline)
+                 + float(plan.rng.uniform(0.3, 0.8)))
             role = "agent"
-    if config.nonspeech > 0:
-        _add_babble(plan, bank, out, exclude=exclude, events=timeline)
-    timeline.sort(key=lambda e: (e.start_s, e.role, e.kind))
-    return out, timeline, scenario, agent_actor, customer_actor
 
 
 def _cast(bank: ClipBank, rng: np.random.Generator, *, scenario: str | None,

@@ -10,7 +10,7 @@ that separate emotions in real corpora are present, so a model can learn them.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -76,53 +76,52 @@ def _resonator(freq: float, bandwidth: float, sr: int) -> tuple[np.ndarray, np.n
     return b, a
 
 
-def synthesize(
-    emotion: str,
-    *,
-    voice: Voice,
-    seed: int,
-    duration_s: float = 2.5,
-    sr: int = 16000,
-    intensity: float = 1.0,
-) -> np.ndarray:
-    """One utterance of ``emotion`` as float32 mono at ``sr``, shape ``(round(duration_s*sr),)``.
+def _pushed(profile: Prosody, intensity: float) -> Prosody:
+    """``profile`` with every cue's departure from neutral scaled by ``intensity``."""
+    base = PROSODY["neutral"]
+    return Prosody(*(neutral + (value - neutral) * intensity
+                     for value, neutral in zip(astuple(profile), astuple(base), strict=True)))
 
-    ``intensity`` > 1 exaggerates the emotion's departure from neutral (RAVDESS "strong").
-    Deterministic for a given (emotion, voice, seed, duration, sr, intensity).
+
+_PAD_S = 0.12  # leading/trailing silence, as in studio recordings
+
+
+def _pitch_contour(p: Prosody, *, voice: Voice, rng: np.random.Generator, t: np.ndarray,
+                   duration_s: float) -> tuple[np.ndarray, float]:
+    """``(f0, syllable rate)``: f0 in Hz per sample, shape ``t.shape``.
+
+    Level, declination/rise, a syllable-rate wiggle, slow random drift and jitter.
     """
-    if emotion not in PROSODY:
-        raise ValueError(f"no prosody profile for emotion {emotion!r}; known: {sorted(PROSODY)}")
-    p, base = PROSODY[emotion], PROSODY["neutral"]
-
-    def push(value: float, neutral: float) -> float:
-        return neutral + (value - neutral) * intensity
-
-    rng = np.random.default_rng(seed)
-    n = round(duration_s * sr)
-    t = np.arange(n) / sr
-    pad = 0.12  # leading/trailing silence, as in studio recordings
-    speech = (t > pad) & (t < duration_s - pad)
-
-    # Pitch contour: level, declination/rise, syllable-rate wiggle, slow random drift, jitter.
-    f0_level = voice.base_f0 * push(p.pitch_factor, base.pitch_factor)
-    progress = np.clip((t - pad) / max(duration_s - 2 * pad, 1e-3), 0, 1)
-    rate = push(p.syllables_per_s, base.syllables_per_s) * float(rng.uniform(0.92, 1.08))
+    f0_level = voice.base_f0 * p.pitch_factor
+    progress = np.clip((t - _PAD_S) / max(duration_s - 2 * _PAD_S, 1e-3), 0, 1)
+    rate = p.syllables_per_s * float(rng.uniform(0.92, 1.08))
     wiggle = np.sin(2 * np.pi * rate * 0.5 * t + rng.uniform(0, 2 * np.pi))
     drift = np.interp(t, np.linspace(0, duration_s, 8), rng.normal(0, 0.3, 8))
-    f0 = f0_level * (1 + push(p.slope, base.slope) * (progress - 0.5)
-                     + push(p.pitch_range, base.pitch_range) * (0.6 * wiggle + 0.4 * drift))
-    f0 = np.clip(f0 * (1 + push(p.jitter, base.jitter) * rng.standard_normal(n)), 50, 600)
+    f0 = f0_level * (1 + p.slope * (progress - 0.5)
+                     + p.pitch_range * (0.6 * wiggle + 0.4 * drift))
+    f0 = np.clip(f0 * (1 + p.jitter * rng.standard_normal(len(t))), 50, 600)
+    return f0, rate
 
-    # Glottal source: pulses at phase wraps, darkened by a one-pole tilt filter, plus breath noise.
+
+def _glottal_source(p: Prosody, *, f0: np.ndarray, rng: np.random.Generator,
+                    sr: int) -> np.ndarray:
+    """Pulses at phase wraps, darkened by a one-pole tilt filter, plus breath noise;
+    shape ``f0.shape``."""
+    n = len(f0)
     phase = np.cumsum(f0 / sr)
     pulses = np.diff(np.floor(phase), prepend=0.0)
-    pulses *= 1 + push(p.shimmer, base.shimmer) * rng.standard_normal(n)
-    tilt = float(np.clip(push(p.tilt, base.tilt), 0.0, 0.97))
+    pulses *= 1 + p.shimmer * rng.standard_normal(n)
+    tilt = float(np.clip(p.tilt, 0.0, 0.97))
     voiced = lfilter([1 - tilt], [1, -tilt], pulses)
-    breath = push(p.breathiness, base.breathiness)
-    source = (1 - breath) * voiced / (np.std(voiced) + 1e-9) + breath * rng.standard_normal(n)
+    breath = p.breathiness
+    return (1 - breath) * voiced / (np.std(voiced) + 1e-9) + breath * rng.standard_normal(n)
 
-    # Syllables: each gets a vowel; formants filter the source per syllable.
+
+def _articulate(source: np.ndarray, *, voice: Voice, rng: np.random.Generator, rate: float,
+                sr: int) -> np.ndarray:
+    """Syllables: each gets a vowel whose formants filter its stretch of ``source``, under a
+    syllable envelope; shape ``source.shape``."""
+    n = len(source)
     syllable_len = max(int(sr / rate), 1)
     out = np.zeros(n)
     for start in range(0, n, syllable_len):
@@ -135,10 +134,36 @@ def synthesize(
                 chunk = lfilter(b, a, chunk)
         envelope = np.sin(np.linspace(0, np.pi, stop - start)) ** 0.6
         out[start:stop] = chunk * envelope
+    return out
 
-    out *= speech
+
+def synthesize(
+    emotion: str,
+    *,
+    voice: Voice,
+    seed: int,
+    duration_s: float = 2.5,
+    sr: int = 16000,
+    intensity: float = 1.0,
+) -> np.ndarray:
+    """One utterance of ``emotion`` as float32 mono at ``sr``, shape ``(round(duration_s*sr),)``.
+
+    ``intensity`` > 1 exaggerates the emotion's departure from neutral (RAVDESS "strong").
+    Deterministic for a given (emotion, voice, seed, duration, sr, intensity): the steps draw
+    from one generator in a fixed order (contour, source, syllables, noise floor).
+    """
+    if emotion not in PROSODY:
+        raise ValueError(f"no prosody profile for emotion {emotion!r}; known: {sorted(PROSODY)}")
+    p = _pushed(PROSODY[emotion], intensity)
+    rng = np.random.default_rng(seed)
+    n = round(duration_s * sr)
+    t = np.arange(n) / sr
+    f0, rate = _pitch_contour(p, voice=voice, rng=rng, t=t, duration_s=duration_s)
+    source = _glottal_source(p, f0=f0, rng=rng, sr=sr)
+    out = _articulate(source, voice=voice, rng=rng, rate=rate, sr=sr)
+    out *= (t > _PAD_S) & (t < duration_s - _PAD_S)
     peak = float(np.max(np.abs(out))) or 1.0
-    loudness = float(np.clip(push(p.loudness, base.loudness), 0.05, 0.95))
+    loudness = float(np.clip(p.loudness, 0.05, 0.95))
     out = out / peak * loudness
     out += 1e-4 * rng.standard_normal(n)  # room noise floor
     return out.astype(np.float32)

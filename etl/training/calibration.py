@@ -219,14 +219,7 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
         :func:`choose_operating_point`; None when it cannot be chosen). ``{"method": "none",
         ...}`` with a ``reason`` when there are too few speakers to calibrate on held-out ones.
     """
-    proba = np.asarray(oof_proba, dtype=np.float64)
-    y = np.asarray(y, dtype=int)
-    groups = np.asarray(groups)
-    classes = [str(c) for c in classes]
-    if proba.ndim != 2 or proba.shape != (len(y), len(classes)) or len(groups) != len(y):
-        raise ValueError(f"oof_proba must be (n_clips, {len(classes)}) with one label and one "
-                         f"speaker per row; got {proba.shape}, {len(y)} labels, "
-                         f"{len(groups)} speakers")
+    proba, y, groups, classes = _checked_inputs(oof_proba, y, groups=groups, classes=classes)
     n_speakers = len(np.unique(groups))
     base: dict[str, Any] = {"classes": classes, "n_clips": len(y), "n_speakers": n_speakers,
                             "log_loss_before": round(log_loss(proba, y), 4),
@@ -246,16 +239,42 @@ def fit_calibration(oof_proba: np.ndarray, y: np.ndarray, *, classes: Sequence[s
                     "log-loss on out-of-fold probabilities; *_after measured cross-fitted "
                     "(calibrator never saw the speaker)",
     }
+    record["operating_point"] = _operating_point(choice, proba, y, classes=classes,
+                                                 groups=groups, folds=folds, seed=seed,
+                                                 rescore=rescore)
+    return record
+
+
+def _checked_inputs(oof_proba: np.ndarray, y: np.ndarray, *, groups: np.ndarray,
+                    classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """:func:`fit_calibration`'s inputs as arrays (float64 probabilities, int labels) and class
+    names as strings; ValueError unless they have one row per clip."""
+    proba = np.asarray(oof_proba, dtype=np.float64)
+    y = np.asarray(y, dtype=int)
+    groups = np.asarray(groups)
+    names = [str(c) for c in classes]
+    if proba.ndim != 2 or proba.shape != (len(y), len(names)) or len(groups) != len(y):
+        raise ValueError(f"oof_proba must be (n_clips, {len(names)}) with one label and one "
+                         f"speaker per row; got {proba.shape}, {len(y)} labels, "
+                         f"{len(groups)} speakers")
+    return proba, y, groups, names
+
+
+def _operating_point(choice: MethodChoice, proba: np.ndarray, y: np.ndarray, *,
+                     classes: list[str], groups: np.ndarray, folds: np.ndarray, seed: int,
+                     rescore: Rescore | None) -> dict[str, Any] | None:
+    """:func:`choose_operating_point` on the cross-fitted probabilities of ``choice``; with
+    ``rescore``, on pseudo-call predictions mapped by the calibrator fitted without the
+    speaker (:func:`_cross_fitted_rescore`). The record says which."""
     call_proba = (_cross_fitted_rescore(rescore, choice.method, proba, y, folds)
                   if rescore is not None else None)
-    record["operating_point"] = choose_operating_point(choice.calibrated, y, classes=classes,
-                                                       groups=groups, seed=seed,
-                                                       call_proba=call_proba)
-    if record["operating_point"] is not None:
-        record["operating_point"]["pseudo_call_normalisation"] = (
+    point = choose_operating_point(choice.calibrated, y, classes=classes, groups=groups,
+                                   seed=seed, call_proba=call_proba)
+    if point is not None:
+        point["pseudo_call_normalisation"] = (
             "per pseudo-call, as scoring normalises a call's role" if rescore is not None
             else "none (clip predictions as they are)")
-    return record
+    return point
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,19 +80,8 @@ def predict_files(
     (predictions, warnings)
         predictions in input order; warnings are human-readable notes (small speaker groups).
     """
-    spec = model.feature_spec
-    rows: list[np.ndarray] = []
-    ok: list[int] = []
     out = [FilePrediction(path=str(p), emotion=None, confidence=None) for p in paths]
-    for i, path in enumerate(paths):
-        try:
-            signal, sr = load_audio(Path(path), sr=None, mono=True)
-            rows.append(extract(signal, sr, spec))
-            ok.append(i)
-        except FeatureExtractionError as exc:
-            out[i].error = f"features: {exc.reason}"
-        except (AudioError, OSError) as exc:
-            out[i].error = f"decode: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    rows, ok = _extract_rows(model, paths, out=out)
     notes: list[str] = []
     if not ok:
         return out, notes
@@ -102,30 +91,8 @@ def predict_files(
         keys = [speaker_key(Path(paths[i]), speaker_by) for i in ok]
         for i, key in zip(ok, keys, strict=True):
             out[i].speaker = key
-        sizes: dict[str, int] = {}
-        for key in keys:
-            sizes[key] = sizes.get(key, 0) + 1
-        if model.speaker_population is None:
-            small = {k: n for k, n in sizes.items() if n < MIN_FILES_PER_SPEAKER}
-            if small:
-                notes.append(
-                    f"model {model.ref} normalises features per speaker; {len(small)} speaker "
-                    f"group(s) (--speaker-by {speaker_by}) have fewer than "
-                    f"{MIN_FILES_PER_SPEAKER} files, so their predictions are unreliable: pass "
-                    f"several clips of each speaker together (or retrain the model: newer models "
-                    f"handle single files)")
-        elif np.isinf(model.speaker_population.min_rows_own):
-            # Call models shrink every group toward the training population, whatever its size.
-            notes.append(f"model {model.ref} normalises each speaker group toward the most "
-                         "similar training speakers")
-        else:
-            min_rows = int(model.speaker_population.min_rows_own)
-            small = {k: n for k, n in sizes.items() if n < min_rows}
-            if small:
-                notes.append(
-                    f"{len(small)} speaker group(s) (--speaker-by {speaker_by}) have fewer than "
-                    f"{min_rows} files: normalised toward the most similar training "
-                    f"speakers; {min_rows}+ clips of one speaker together are more accurate")
+        note = _speaker_group_note(model, keys, speaker_by=speaker_by)
+        notes += [note] if note else []
     proba = model.predict_proba(X, speakers=keys)
     for row, i in enumerate(ok):
         k = int(proba[row].argmax())
@@ -134,3 +101,50 @@ def predict_files(
         out[i].probabilities = {c: round(float(p), 4) for c, p in
                                 zip(model.classes, proba[row], strict=True)}
     return out, notes
+
+
+def _extract_rows(model: LoadedModel, paths: Sequence[Path], *,
+                  out: list[FilePrediction]) -> tuple[list[np.ndarray], list[int]]:
+    """``(feature vectors, their indices in paths)`` of the files that decode and extract; the
+    others get their ``error`` set in ``out``."""
+    rows: list[np.ndarray] = []
+    ok: list[int] = []
+    for i, path in enumerate(paths):
+        try:
+            signal, sr = load_audio(Path(path), sr=None, mono=True)
+            rows.append(extract(signal, sr, model.feature_spec))
+            ok.append(i)
+        except FeatureExtractionError as exc:
+            out[i].error = f"features: {exc.reason}"
+        except (AudioError, OSError) as exc:
+            out[i].error = f"decode: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return rows, ok
+
+
+def _speaker_group_note(model: LoadedModel, keys: Sequence[str], *,
+                        speaker_by: str) -> str | None:
+    """The warning, if any, about how a speaker-normalised model treats these speaker groups
+    (``keys``, one per file): small groups, or every group shrunk toward the training speakers."""
+    sizes: dict[str, int] = {}
+    for key in keys:
+        sizes[key] = sizes.get(key, 0) + 1
+    if model.speaker_population is None:
+        small = {k: n for k, n in sizes.items() if n < MIN_FILES_PER_SPEAKER}
+        if small:
+            return (f"model {model.ref} normalises features per speaker; {len(small)} speaker "
+                    f"group(s) (--speaker-by {speaker_by}) have fewer than "
+                    f"{MIN_FILES_PER_SPEAKER} files, so their predictions are unreliable: pass "
+                    f"several clips of each speaker together (or retrain the model: newer "
+                    f"models handle single files)")
+    elif np.isinf(model.speaker_population.min_rows_own):
+        # Call models shrink every group toward the training population, whatever its size.
+        return (f"model {model.ref} normalises each speaker group toward the most "
+                "similar training speakers")
+    else:
+        min_rows = int(model.speaker_population.min_rows_own)
+        small = {k: n for k, n in sizes.items() if n < min_rows}
+        if small:
+            return (f"{len(small)} speaker group(s) (--speaker-by {speaker_by}) have fewer "
+                    f"than {min_rows} files: normalised toward the most similar training "
+                    f"speakers; {min_rows}+ clips of one speaker together are more accurate")
+    return None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from config import get_settings
+from config import Settings, get_settings
 from ser.runtime import fail, open_database, quiet_prefect
 
 
@@ -34,39 +34,18 @@ def serve_cmd(
     background server (`ser prefect status`). Prefect's temporary (ephemeral) server has no
     scheduler, so with SER_PREFECT_SERVER=ephemeral this refuses.
     """
-    from ser.prefect_server import PrefectServerError, serving_api
-
     settings = get_settings()
     schedule = cron or settings.nightly_cron
     folder = (inbox.expanduser().resolve() if inbox else settings.inbox_path)
-    if not install:
-        open_database()
-        # Before Prefect is imported: its settings (the API URL) are fixed when it loads.
-        try:
-            api_url, source = serving_api(settings.prefect_home,
-                                          mode=settings.prefect_server)
-        except PrefectServerError as exc:
-            fail(str(exc))
-        os.environ["PREFECT_API_URL"] = api_url
-        quiet_prefect()
-    from prefect.client.schemas.schedules import CronSchedule
-
-    try:
-        CronSchedule(cron=schedule)
-    except ValueError:
-        fail(f"invalid cron expression {schedule!r} (e.g. '0 2 * * *' for 02:00)")
     if install:
-        from ser.service import install_service
-
+        _check_cron(schedule)
         args = ["--cron", schedule, "--inbox", str(folder), "--model", model, "--name", name]
         args += ["--workers", str(workers)] if workers else []
         args += ["--rules", rules] if rules else []
-        service = install_service(serve_args=args, home=settings.home, unit_dir=unit_dir)
-        typer.echo(f"wrote {service.unit_path} (environment in {service.env_path}, mode 0600)")
-        typer.echo("to start it now and at every boot:")
-        for step in service.next_steps():
-            typer.echo(f"  {step}")
+        _install_unit(args, settings=settings, unit_dir=unit_dir)
         return
+    api_url, source = _connect_prefect(settings)
+    _check_cron(schedule)
     from flows.schedule import serve
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,6 +54,45 @@ def serve_cmd(
                f"{api_url.removesuffix('/api')}")
     serve(name=name, cron=schedule, inbox=str(folder), model_ref=model, workers=workers,
           rules=rules)
+
+
+def _connect_prefect(settings: Settings) -> tuple[str, str]:
+    """``(API URL, where it came from)`` of the persistent Prefect server, exported as
+    PREFECT_API_URL; exits (code 2, one line) when there is none or the database is unreachable.
+
+    Call it before Prefect is imported: its settings (the API URL) are fixed when it loads.
+    """
+    from ser.prefect_server import PrefectServerError, serving_api
+
+    open_database()
+    try:
+        api_url, source = serving_api(settings.prefect_home, mode=settings.prefect_server)
+    except PrefectServerError as exc:
+        fail(str(exc))
+    os.environ["PREFECT_API_URL"] = api_url
+    quiet_prefect()
+    return api_url, source
+
+
+def _check_cron(schedule: str) -> None:
+    """Exit (code 2, one line) unless ``schedule`` is a cron expression Prefect accepts."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=schedule)
+    except ValueError:
+        fail(f"invalid cron expression {schedule!r} (e.g. '0 2 * * *' for 02:00)")
+
+
+def _install_unit(serve_args: list[str], *, settings: Settings, unit_dir: Path | None) -> None:
+    """Write the systemd unit that runs ``ser serve serve_args`` and say how to start it."""
+    from ser.service import install_service
+
+    service = install_service(serve_args=serve_args, home=settings.home, unit_dir=unit_dir)
+    typer.echo(f"wrote {service.unit_path} (environment in {service.env_path}, mode 0600)")
+    typer.echo("to start it now and at every boot:")
+    for step in service.next_steps():
+        typer.echo(f"  {step}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,13 +10,16 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy import Engine
 
 from config import get_settings
 from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
+
+if TYPE_CHECKING:
+    from etl.training.train import Preflight, TrainConfig
 
 models_app = typer.Typer(help="Registered models: list, show, promote.", no_args_is_help=True)
 
@@ -74,11 +77,42 @@ def train_cmd(
              "features` would, with its workers).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train on stored features with speaker-independent CV and register a model version."""
-    from sqlalchemy.orm import Session
+    """Train on stored features with speaker-independent CV and register a model version.\f
 
+    Longer than 60 lines only because Typer reads the command's options from this signature;
+    the body is a short sequence of the steps below.
+    """
+    config = _train_config(
+        labels=labels, model=model, feature_set=feature_set, channel=channel, augment=augment,
+        corpus=corpus, speaker_norm=speaker_norm, balance=balance, folds=folds, seed=seed,
+        search=search, importance=importance, random_split=random_split,
+        operating_point_calls=operating_point_calls)
+    engine = open_database()
+    if compute_features:
+        _compute_missing_features(engine, feature_set, channel, augment=config.augment,
+                                  corpus=corpus, quiet=as_json)
+    check = _preflight(engine, config)
+    if not as_json:
+        typer.echo(f"training {config.algorithm} on {check.n_clips} clips of {check.n_actors} "
+                   f"actors, {check.label_scheme} ({', '.join(check.classes)}), features "
+                   f"{feature_set}/{channel}{' + phone-line copies' if config.augment else ''}, "
+                   f"{folds} actor-grouped folds", err=True)
+    result = _run_train_flow(config, label_scheme=check.label_scheme, name=name,
+                             promote=promote, alias=alias)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    _print_training(result, folds=folds, channel=channel)
+
+
+def _train_config(*, labels: str | None, model: str | None, feature_set: str, channel: str,
+                  augment: bool, corpus: str | None, speaker_norm: bool, balance: bool,
+                  folds: int, seed: int, search: bool, importance: bool, random_split: bool,
+                  operating_point_calls: int) -> TrainConfig:
+    """The options as a ``TrainConfig``; exits (code 2, one line) on an unknown model family or
+    channel. Phone-line copies and call-based operating points are for telephony only."""
     from etl.training.models import DEFAULT_ALGORITHM, get_algorithm
-    from etl.training.train import TrainConfig, TrainingDataError, preflight
+    from etl.training.train import TrainConfig
 
     family = model or DEFAULT_ALGORITHM
     try:
@@ -88,17 +122,21 @@ def train_cmd(
     if channel not in ("studio", "telephony"):
         fail(f"--channel must be studio or telephony, not {channel!r}")
     augment = augment and channel == "telephony" and feature_set == "rich"
-    config = TrainConfig(
+    return TrainConfig(
         algorithm=family, label_scheme=labels, feature_set=feature_set, channel=channel,
         corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance, n_folds=folds,
         seed=seed, search=search, feature_importance=importance,
         diagnostic_random_split=random_split, augment=augment,
         operating_point_calls=operating_point_calls if channel == "telephony" else 0)
-    engine = open_database()
-    if compute_features:
-        _compute_missing_features(engine, feature_set, channel, augment=augment,
-                                  corpus=corpus, quiet=as_json)
-    # Validate the data (rolled back: it may create the feature_sets row) before Prefect starts.
+
+
+def _preflight(engine: Engine, config: TrainConfig) -> Preflight:
+    """Validate the data before Prefect starts; exits (code 2, one line) when training could
+    not. Rolled back: it may create the feature_sets row."""
+    from sqlalchemy.orm import Session
+
+    from etl.training.train import TrainingDataError, preflight
+
     with Session(engine) as session, session.begin():
         try:
             check = preflight(session, config)
@@ -106,28 +144,35 @@ def train_cmd(
             session.rollback()
             fail(str(exc))
         session.rollback()
-    if not as_json:
-        typer.echo(f"training {family} on {check.n_clips} clips of {check.n_actors} actors, "
-                   f"{check.label_scheme} ({', '.join(check.classes)}), features "
-                   f"{feature_set}/{channel}{' + phone-line copies' if augment else ''}, "
-                   f"{folds} actor-grouped folds", err=True)
+    return check
+
+
+def _run_train_flow(config: TrainConfig, *, label_scheme: str, name: str | None, promote: bool,
+                    alias: str) -> dict[str, Any]:
+    """Run flows/train.py with ``config``; its result dict (registered version, metrics)."""
+    from etl.training.train import TrainingDataError
+
     quiet_prefect()
-    from flows.train import train_flow  # slow import; keep `ser --help` fast
+    from flows.train import train_flow  # Prefect import is slow; keep `ser --help` fast
 
     try:
         with flow_settings():
-            result = train_flow(
-                labels=check.label_scheme, model=family, feature_set=feature_set, channel=channel,
-                corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance,
-                folds=folds, seed=seed, search=search, feature_importance=importance,
-                diagnostic_random_split=random_split, name=name, promote_if_better=promote,
-                alias=alias, show_progress=is_tty(), augment=augment,
-                operating_point_calls=config.operating_point_calls)
+            return train_flow(
+                labels=label_scheme, model=config.algorithm, feature_set=config.feature_set,
+                channel=config.channel, corpus=config.corpus,
+                speaker_normalisation=config.speaker_normalisation,
+                class_balance=config.class_balance, folds=config.n_folds, seed=config.seed,
+                search=config.search, feature_importance=config.feature_importance,
+                diagnostic_random_split=config.diagnostic_random_split, name=name,
+                promote_if_better=promote, alias=alias, show_progress=is_tty(),
+                augment=config.augment, operating_point_calls=config.operating_point_calls)
     except TrainingDataError as exc:
         fail(str(exc).splitlines()[0])
-    if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
-        return
+
+
+def _print_training(result: dict[str, Any], *, folds: int, channel: str) -> None:
+    """The registered version, its cross-validated metrics, calibration, operating point,
+    aliases set and promotion, one line each (those present)."""
     typer.echo(f"registered {result['name']} v{result['version']} (version id "
                f"{result['model_version_id']}): UAR {result['cv_uar']:.3f} ± "
                f"{result['cv_uar_std']:.3f} over {folds} folds of unseen actors; accuracy "
