@@ -312,7 +312,7 @@ def prefect_overhead(env: dict[str, str], calls_dir: Path) -> dict[str, float]:
     return results
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
     parser.add_argument("--hours", type=float, default=2.0)
@@ -327,7 +327,102 @@ def main() -> None:
                              "(bench/nightly_dask.py)")
     parser.add_argument("--dask-address", default=None,
                         help="also score on the Dask cluster at this scheduler address")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def scoring_figures(engine: Any, report: dict[str, Any], *, process_wall: float, rss: float,
+                    pss: float) -> dict[str, Any]:
+    """Speed, cost and memory of the scoring process, and where its time went."""
+    wall, audio = report["wall_seconds"], report["audio_seconds"]
+    stages = stage_seconds(engine, report["batch_id"])
+    return {
+        "audio_seconds": round(audio, 1),
+        "wall_seconds": round(wall, 2),
+        "real_time_factor": round(audio / wall, 1),
+        "process_wall_seconds": round(process_wall, 2),
+        "real_time_factor_incl_python_startup": round(audio / process_wall, 1),
+        "target_real_time_factor": 300,
+        # CPU time of the scoring process and its workers (imports included): what the
+        # run costs on 2 otherwise idle cores, whatever else the machine was doing
+        "cpu_seconds": round(report["cpu_seconds"], 1),
+        "real_time_factor_if_2_idle_cores": round(audio / (report["cpu_seconds"] / 2), 1),
+        "seconds_per_hour_of_audio": round(3600 * wall / audio, 2),
+        "peak_rss_sum_mib": round(rss, 1),
+        "peak_pss_sum_mib": round(pss, 1),
+        "scored": report["n_scored"], "failed": report["n_failed"],
+        "escalations": report["n_escalations"],
+        "stage_seconds_summed_over_calls": stages,
+        # conversation metrics (turns, interruptions, silences, loudness, rate): issue 16
+        # allows them <= 10 % of the scoring time
+        "conversation_metrics_share": round(
+            stages.get("metrics", 0.0) / max(sum(v for k, v in stages.items()
+                                                 if k != "metrics"), 1e-9), 4),
+    }
+
+
+def rerun(engine: Any, calls_dir: Path, *, workers: int, batch_id: int) -> dict[str, Any]:
+    """The same batch again in this process: nothing left to score, the same batch id."""
+    from etl.runs.batch import score_batch
+
+    start = time.perf_counter()
+    again = score_batch(engine, calls_dir, batch_date=DAY, workers=workers)
+    return {"seconds": round(time.perf_counter() - start, 2),
+            "same_batch": again.batch_id == batch_id, "scored": again.n_scored}
+
+
+def without_normalisation(engine: Any, calls_dir: Path, env: dict[str, str], *, workers: int,
+                          batch_id: int, timelines: dict[str, str]) -> dict[str, Any]:
+    """The calls rescored by a model trained without per-speaker normalisation."""
+    ref = train_unnormalised(engine)
+    other, _, _, _ = run_scoring(calls_dir, workers, env, model_ref=ref)
+    return {"batch_id": other["batch_id"], "separate_batch": other["batch_id"] != batch_id,
+            **segment_uar(engine, other["batch_id"], timelines)}
+
+
+def hour_long_figures(tmp: Path, calls_dir: Path, env: dict[str, str]) -> dict[str, Any]:
+    """An hour-long call scored alone by one worker, for memory on long recordings."""
+    hour_dir = tmp / "hour"
+    hour_dir.mkdir()
+    seconds = hour_long_call(calls_dir, hour_dir / "hour_call.wav")
+    hour, _process_wall, rss, pss = run_scoring(hour_dir, 1, env)
+    return {"audio_seconds": round(seconds, 1),
+            "wall_seconds": round(hour["wall_seconds"], 2),
+            "real_time_factor_one_worker": round(seconds / hour["wall_seconds"], 1),
+            "peak_rss_sum_mib": round(rss, 1), "peak_pss_sum_mib": round(pss, 1),
+            "scored": hour["n_scored"]}
+
+
+def run_bench(engine: Any, args: argparse.Namespace, tmp: Path, result: dict[str, Any]) -> None:
+    """Steps 2-7 of the module docstring, each adding its figures to ``result`` in order."""
+    result["training"] = train(engine, args.ravdess, tmp, args.workers)
+    calls_dir = tmp / "calls"
+    generated = generate(args.ravdess, calls_dir, hours=args.hours,
+                         call_minutes=args.call_minutes)
+    timelines = generated.pop("timelines")
+    result["calls"] = generated
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    report, process_wall, rss, pss = run_scoring(calls_dir, args.workers, env)
+    result["scoring"] = scoring_figures(engine, report, process_wall=process_wall, rss=rss,
+                                        pss=pss)
+    result["accuracy"] = {**segment_uar(engine, report["batch_id"], timelines),
+                          **vad_quality(timelines, calls_dir)}
+    result["rerun"] = rerun(engine, calls_dir, workers=args.workers, batch_id=report["batch_id"])
+    if args.compare_normalisation:
+        result["without_speaker_normalisation"] = without_normalisation(
+            engine, calls_dir, env, workers=args.workers, batch_id=report["batch_id"],
+            timelines=timelines)
+    if not args.skip_hour_call:
+        result["hour_long_call"] = hour_long_figures(tmp, calls_dir, env)
+    result["prefect"] = prefect_overhead(env, calls_dir)
+    if args.dask or args.dask_address:
+        from bench.nightly_dask import dask_figures
+
+        result["dask"] = dask_figures(engine, calls_dir, address=args.dask_address,
+                                      local_workers=args.workers)
+
+
+def main() -> None:
+    args = parse_args()
     if not args.ravdess.is_dir():
         sys.exit(f"RAVDESS folder not found: {args.ravdess}")
 
@@ -347,80 +442,11 @@ def main() -> None:
         engine = cached_engine(database_url())
         ensure_migrated(engine)
         try:
-            result["training"] = train(engine, args.ravdess, tmp, args.workers)
-            calls_dir = tmp / "calls"
-            generated = generate(args.ravdess, calls_dir, hours=args.hours,
-                                 call_minutes=args.call_minutes)
-            timelines = generated.pop("timelines")
-            result["calls"] = generated
-
-            from etl.runs.batch import score_batch
-
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            report, process_wall, rss, pss = run_scoring(calls_dir, args.workers, env)
-            wall, audio = report["wall_seconds"], report["audio_seconds"]
-            result["scoring"] = {
-                "audio_seconds": round(audio, 1),
-                "wall_seconds": round(wall, 2),
-                "real_time_factor": round(audio / wall, 1),
-                "process_wall_seconds": round(process_wall, 2),
-                "real_time_factor_incl_python_startup": round(audio / process_wall, 1),
-                "target_real_time_factor": 300,
-                # CPU time of the scoring process and its workers (imports included): what the
-                # run costs on 2 otherwise idle cores, whatever else the machine was doing
-                "cpu_seconds": round(report["cpu_seconds"], 1),
-                "real_time_factor_if_2_idle_cores": round(audio / (report["cpu_seconds"] / 2), 1),
-                "seconds_per_hour_of_audio": round(3600 * wall / audio, 2),
-                "peak_rss_sum_mib": round(rss, 1),
-                "peak_pss_sum_mib": round(pss, 1),
-                "scored": report["n_scored"], "failed": report["n_failed"],
-                "escalations": report["n_escalations"],
-                "stage_seconds_summed_over_calls": stage_seconds(engine, report["batch_id"]),
-            }
-            stages = result["scoring"]["stage_seconds_summed_over_calls"]
-            # conversation metrics (turns, interruptions, silences, loudness, rate): issue 16
-            # allows them <= 10 % of the scoring time
-            result["scoring"]["conversation_metrics_share"] = round(
-                stages.get("metrics", 0.0) / max(sum(v for k, v in stages.items()
-                                                     if k != "metrics"), 1e-9), 4)
-            result["accuracy"] = {**segment_uar(engine, report["batch_id"], timelines),
-                                  **vad_quality(timelines, calls_dir)}
-            start = time.perf_counter()
-            again = score_batch(engine, calls_dir, batch_date=DAY, workers=args.workers)
-            result["rerun"] = {"seconds": round(time.perf_counter() - start, 2),
-                               "same_batch": again.batch_id == report["batch_id"],
-                               "scored": again.n_scored}
-
-            if args.compare_normalisation:
-                ref = train_unnormalised(engine)
-                other, _, _, _ = run_scoring(calls_dir, args.workers, env, model_ref=ref)
-                result["without_speaker_normalisation"] = {
-                    "batch_id": other["batch_id"], "separate_batch": other["batch_id"] !=
-                    report["batch_id"], **segment_uar(engine, other["batch_id"], timelines)}
-
-            if not args.skip_hour_call:
-                hour_dir = tmp / "hour"
-                hour_dir.mkdir()
-                seconds = hour_long_call(calls_dir, hour_dir / "hour_call.wav")
-                hour, process_wall, rss, pss = run_scoring(hour_dir, 1, env)
-                result["hour_long_call"] = {
-                    "audio_seconds": round(seconds, 1),
-                    "wall_seconds": round(hour["wall_seconds"], 2),
-                    "real_time_factor_one_worker": round(seconds / hour["wall_seconds"], 1),
-                    "peak_rss_sum_mib": round(rss, 1), "peak_pss_sum_mib": round(pss, 1),
-                    "scored": hour["n_scored"]}
-
-            result["prefect"] = prefect_overhead(env, calls_dir)
-            if args.dask or args.dask_address:
-                from bench.nightly_dask import dask_figures
-
-                result["dask"] = dask_figures(engine, calls_dir, address=args.dask_address,
-                                              local_workers=args.workers)
+            run_bench(engine, args, tmp, result)
         finally:
             engine.dispose()
             stop_embedded(get_settings().embedded_pgdata)
     print(json.dumps(result, indent=2))
-
 
 if __name__ == "__main__":
     main()

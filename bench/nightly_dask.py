@@ -154,6 +154,67 @@ def tree_cpu() -> Iterator[list[float]]:
         out[0] = cpu(me) - own + sum(v - before.get(pid, 0.0) for pid, v in last.items())
 
 
+def cluster_run(engine: Any, folder: Path, *, address: str, day: dt.date, model_ref: str,
+                reference: dict[str, int]) -> dict[str, Any]:
+    """One timed run on the cluster at ``address`` (workers prepared first); its figures."""
+    n = _prepare_workers(address)
+    workers_before, own_before = _workers_cpu(address), _own_cpu()
+    report = score_on_cluster(engine, folder, day=day, address=address, model_ref=model_ref)
+    own = _own_cpu() - own_before
+    workers = _workers_cpu(address) - workers_before
+    return {"workers": n, **_figures(report), "workers_used": report["workers_used"],
+            "worker_cpu_seconds": round(workers, 2),
+            # with a LocalCluster this includes the scheduler (it runs in this process)
+            "client_cpu_seconds": round(own, 2),
+            "same_segments_as_local": segments_per_call(engine, report["batch_id"]) == reference}
+
+
+def cluster_runs(engine: Any, folder: Path, *, address: str | None,
+                 worker_counts: Sequence[int], model_ref: str,
+                 reference: dict[str, int]) -> dict[int, dict[str, Any]]:
+    """The cluster runs' figures by worker count: one run on the cluster at ``address``, or
+    one on a ``LocalCluster`` of each of ``worker_counts`` processes (a batch date each)."""
+    from distributed import LocalCluster
+
+    if address:
+        runs = [cluster_run(engine, folder, address=address, day=LOCAL_DAY + dt.timedelta(days=1),
+                            model_ref=model_ref, reference=reference)]
+    else:
+        runs = []
+        for i, n in enumerate(worker_counts, start=1):
+            with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                              dashboard_address=":0") as cluster:
+                runs.append(cluster_run(engine, folder, address=cluster.scheduler_address,
+                                        day=LOCAL_DAY + dt.timedelta(days=i),
+                                        model_ref=model_ref, reference=reference))
+    return {run["workers"]: run for run in runs}
+
+
+def scaling(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """2 workers against 1 (wall and CPU), when both ran."""
+    if not (1 in runs and 2 in runs):
+        return {}
+    return {"scaling_2_over_1": round(runs[2]["real_time_factor"]
+                                      / (2 * runs[1]["real_time_factor"]), 3),
+            "scaling_target": 0.8,
+            # the same on two idle cores if the work splits evenly: CPU per call does not grow
+            # with the workers (1.0 = none lost to the second worker)
+            "worker_cpu_1_over_2": round(runs[1]["worker_cpu_seconds"]
+                                         / runs[2]["worker_cpu_seconds"], 3)}
+
+
+def overhead(same: dict[str, Any] | None, local: dict[str, Any], *, calls: int,
+             local_cpu: float) -> dict[str, Any]:
+    """Per-call cost of the cluster run with as many workers as the local pool (``same``)."""
+    if same is None:
+        return {}
+    return {"overhead_ms_per_call_vs_local_pool": round(
+                1000 * (same["wall_seconds"] - local["wall_seconds"]) / calls, 1),
+            "overhead_cpu_ms_per_call_vs_local_pool": round(
+                1000 * (same["worker_cpu_seconds"] + same["client_cpu_seconds"] - local_cpu)
+                / calls, 1)}
+
+
 def dask_figures(engine: Any, folder: Path, *, address: str | None = None,
                  worker_counts: Sequence[int] = (1, 2), local_workers: int = 2,
                  model_ref: str = "production") -> dict[str, Any]:
@@ -162,8 +223,6 @@ def dask_figures(engine: Any, folder: Path, *, address: str | None = None,
     With ``address`` the cluster there is used as it is (one run, its worker count);
     otherwise a ``LocalCluster`` of each of ``worker_counts`` processes.
     """
-    from distributed import LocalCluster
-
     from etl.runs.batch import score_batch
 
     with tree_cpu() as spent:
@@ -177,44 +236,10 @@ def dask_figures(engine: Any, folder: Path, *, address: str | None = None,
         "load_average_1min_at_start": round(os.getloadavg()[0], 2),
         "local_pool": {"workers": local_workers, **_figures(local),
                        "cpu_seconds": round(local_cpu, 2)}}
-    runs: dict[int, dict[str, Any]] = {}
-
-    def run(cluster_address: str, day: dt.date) -> None:
-        n = _prepare_workers(cluster_address)
-        workers_before, own_before = _workers_cpu(cluster_address), _own_cpu()
-        report = score_on_cluster(engine, folder, day=day, address=cluster_address,
-                                  model_ref=model_ref)
-        own = _own_cpu() - own_before
-        workers = _workers_cpu(cluster_address) - workers_before
-        runs[n] = {"workers": n, **_figures(report), "workers_used": report["workers_used"],
-                   "worker_cpu_seconds": round(workers, 2),
-                   # with a LocalCluster this includes the scheduler (it runs in this process)
-                   "client_cpu_seconds": round(own, 2),
-                   "same_segments_as_local":
-                       segments_per_call(engine, report["batch_id"]) == reference}
-
-    if address:
-        run(address, LOCAL_DAY + dt.timedelta(days=1))
-    else:
-        for i, n in enumerate(worker_counts, start=1):
-            with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                              dashboard_address=":0") as cluster:
-                run(cluster.scheduler_address, LOCAL_DAY + dt.timedelta(days=i))
+    runs = cluster_runs(engine, folder, address=address, worker_counts=worker_counts,
+                        model_ref=model_ref, reference=reference)
     out["dask"] = [runs[n] for n in sorted(runs)]
-    if 1 in runs and 2 in runs:
-        out["scaling_2_over_1"] = round(runs[2]["real_time_factor"]
-                                        / (2 * runs[1]["real_time_factor"]), 3)
-        out["scaling_target"] = 0.8
-        # the same on two idle cores if the work splits evenly: CPU per call does not grow
-        # with the workers (1.0 = none lost to the second worker)
-        out["worker_cpu_1_over_2"] = round(runs[1]["worker_cpu_seconds"]
-                                           / runs[2]["worker_cpu_seconds"], 3)
-    same = runs.get(local_workers)
-    if same is not None:
-        calls = out["calls"]
-        out["overhead_ms_per_call_vs_local_pool"] = round(
-            1000 * (same["wall_seconds"] - out["local_pool"]["wall_seconds"]) / calls, 1)
-        out["overhead_cpu_ms_per_call_vs_local_pool"] = round(
-            1000 * (same["worker_cpu_seconds"] + same["client_cpu_seconds"] - local_cpu)
-            / calls, 1)
+    out.update(scaling(runs))
+    out.update(overhead(runs.get(local_workers), out["local_pool"], calls=out["calls"],
+                        local_cpu=local_cpu))
     return out

@@ -40,6 +40,8 @@ from etl.audio.decode import AudioError
 from etl.audio.vad import FrameAnalyser
 from etl.features.extraction import extract_segments
 from etl.runs.claims import (
+    CallStatus,
+    ClaimedCall,
     HostTurn,
     Lease,
     LeaseLostError,
@@ -47,21 +49,20 @@ from etl.runs.claims import (
     claim_next,
     count_work,
     first_line,
-    mark_rejected,
     register_batch,
     worker_name,
+    write_outcome,
 )
 from etl.runs.cluster import score_claims_on_cluster
 from etl.runs.inbox import OUTSIDE, contained, discover_calls, relative_reason
 from etl.scoring.recording import (
     BatchReport,
     CallError,
+    CallResult,
     ScoringConfig,
     batch_bandwidth,
     finalise_batch,
-    mark_failed,
     score_recording,
-    write_result,
 )
 from etl.training.registry import LoadedModel, load_model, load_version, resolve_scoring_model
 
@@ -153,43 +154,40 @@ def run_worker(
                                      stale_after_s=stale, retry_failed_before=retry)
             if claimed is None:
                 break
-            rejected = root is not None and not contained(claimed.path, root=root,
-                                                          allowed_roots=allowed_roots)
-            if rejected:
-                reason, status = f"{OUTSIDE}: the file now resolves elsewhere", "failed"
-            else:
-                try:
-                    result = score_recording(claimed.path, model=model,
-                                             channel_roles=claimed.channel_roles, config=config)
-                except (AudioError, CallError) as exc:
-                    reason, status = first_line(exc), "failed"
-                except Exception as exc:  # one bad recording must not stop the batch
-                    log.exception("unexpected error scoring %s", claimed.call_key)
-                    reason, status = f"unexpected {type(exc).__name__}: {first_line(exc)}", "failed"
-                else:
-                    status = "scored"
-            if status == "failed" and base is not None:
+            status, reason, result = _score_claimed(claimed, model=model, config=config,
+                                                    root=root, allowed_roots=allowed_roots)
+            if status != "scored" and base is not None:
                 reason = relative_reason(reason, root=base)
             with session_scope(engine) as session:
-                if status == "scored":
-                    ok = write_result(session, call_id=claimed.id, worker=lease.owner,
-                                      model_version_id=model.model_version_id, result=result)
-                elif rejected:
-                    ok = mark_rejected(session, call_id=claimed.id, worker=lease.owner,
-                                       reason=reason)
-                else:
-                    ok = mark_failed(session, call_id=claimed.id, worker=lease.owner,
-                                     reason=reason)
-            if not ok:
-                stats.lost.append(claimed.id)
-            elif status == "scored":
-                stats.scored.append(claimed.id)
-                stats.audio_seconds += result.duration_s
-            else:
-                stats.failed.append(claimed.id)
+                ok = write_outcome(session, call_id=claimed.id, worker=lease.owner,
+                                   model_version_id=model.model_version_id, status=status,
+                                   reason=reason, result=result)
+            stats.record(claimed.id, status, written=ok,
+                         audio_seconds=0.0 if result is None else result.duration_s)
             if on_call is not None:
-                on_call(claimed.id, status)
+                on_call(claimed.id, "scored" if status == "scored" else "failed")
     return stats
+
+
+def _score_claimed(claimed: ClaimedCall, *, model: LoadedModel, config: ScoringConfig,
+                   root: Path | None, allowed_roots: Sequence[Path],
+                   ) -> tuple[CallStatus, str, CallResult | None]:
+    """Score one claimed call: ``(status, reason, result)``, the result only when scored.
+
+    A file that no longer resolves inside ``root`` (or ``allowed_roots``) is rejected unopened;
+    a recording that cannot be scored fails with its reason, whatever it raised.
+    """
+    if root is not None and not contained(claimed.path, root=root, allowed_roots=allowed_roots):
+        return "rejected", f"{OUTSIDE}: the file now resolves elsewhere", None
+    try:
+        result = score_recording(claimed.path, model=model, channel_roles=claimed.channel_roles,
+                                 config=config)
+    except (AudioError, CallError) as exc:
+        return "failed", first_line(exc), None
+    except Exception as exc:  # one bad recording must not stop the batch
+        log.exception("unexpected error scoring %s", claimed.call_key)
+        return "failed", f"unexpected {type(exc).__name__}: {first_line(exc)}", None
+    return "scored", "", result
 
 
 def warm_up(model: LoadedModel, *, sr: int = 8000, config: ScoringConfig = DEFAULT_CONFIG) -> None:

