@@ -10,22 +10,13 @@ error and leaving the calls pending for the next run, while a bad recording fail
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dask
 import pytest
-from distributed import Client, LocalCluster
+from distributed import LocalCluster
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
@@ -40,6 +31,7 @@ from etl.synthetic.calls import ClipBank, generate_calls
 from etl.training.registry import LoadedModel, load_version
 from ser.cli import app
 from tests.conftest import truncate_all
+from tests.utils.dask_cluster import blind_worker_cluster, free_port, kill_a_busy_worker
 from tests.utils.nightly import train_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -166,41 +158,13 @@ def test_bad_recording_fails_alone_as_in_the_local_path(
     assert sum(len(s.failed) for s in stats) == 2
 
 
-@contextmanager
-def kill_a_busy_worker(address: str) -> Iterator[list[tuple[str, list[str]]]]:
-    """``kill -9`` the first worker process the scheduler shows holding a call's task (in a
-    thread, while the body runs); yields ``[(worker, its call tasks)]`` once it has killed."""
-    killed: list[tuple[str, list[str]]] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        with Client(address, set_as_default=False) as spy:
-            pids = spy.run(os.getpid)
-            while not stop.is_set():
-                for worker, keys in spy.processing().items():
-                    busy = [str(k) for k in keys if str(k).startswith("score-call-")]
-                    if busy and worker in pids:
-                        os.kill(pids[worker], signal.SIGKILL)
-                        killed.append((worker, busy))
-                        return
-                time.sleep(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield killed
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-
-
 def test_killed_worker_mid_batch_every_call_still_scored_once(
         engine: Engine, model: LoadedModel, calls_dir: Path, local_segments: dict[str, int],
         cluster: LocalCluster) -> None:
     """``kill -9`` of the worker process that holds a call's task: Dask runs the task
     elsewhere (the nanny restarts the worker), and the claims keep every call written once."""
     batch_id = _register(engine, calls_dir, dt.date(2024, 6, 5), model)
-    with kill_a_busy_worker(cluster.scheduler_address) as killed:
+    with kill_a_busy_worker(cluster.scheduler_address, key_prefix="score-call-") as killed:
         # one call in flight per worker: the killed one held a call that was not written
         stats = _score(engine, batch_id, model, calls_dir, cluster.scheduler_address,
                        max_in_flight=2)
@@ -217,16 +181,10 @@ def test_killed_worker_mid_batch_every_call_still_scored_once(
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_unreachable_scheduler_is_one_clear_line_and_stores_nothing(
         engine: Engine, model: LoadedModel, calls_dir: Path) -> None:
     batch_id = _register(engine, calls_dir, dt.date(2024, 6, 6), model)
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(ClusterError) as error:
         _score(engine, batch_id, model, calls_dir, address, connect_timeout_s=2.0)
@@ -237,48 +195,13 @@ def test_unreachable_scheduler_is_one_clear_line_and_stores_nothing(
     _assert_untouched(_calls(engine, batch_id))
 
 
-# sh -c script: $1 the batch folder, $2 the dask executable, $3 the scheduler
-BLIND_WORKER = ('mount -t tmpfs no-audio "$1" && exec "$2" worker "$3" --nthreads 1 '
-                "--no-nanny --name blind --no-dashboard")
-
-
-def _unshare_works(folder: Path) -> bool:
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", 'mount -t tmpfs probe "$1"', "sh",
-                            str(folder)], capture_output=True, check=False)
-    return probe.returncode == 0
-
-
 @pytest.fixture()
 def blind_cluster(calls_dir: Path, tmp_path: Path) -> Iterator[str]:
-    """A ``dask scheduler`` and one ``dask worker`` process that cannot see the audio.
-
-    The worker runs in its own mount namespace (``unshare -rm``, no privileges needed) with an
-    empty tmpfs mounted over the batch folder: the same absolute path exists on that worker but
-    holds nothing, exactly like a node whose audio share is not mounted (or another share is
-    mounted there). This process still reads the files, so only the worker's view differs.
-    """
-    if shutil.which("unshare") is None or not _unshare_works(tmp_path):
-        pytest.skip("needs unprivileged mount namespaces (unshare -rm)")
-    dask_exe = str(Path(sys.executable).with_name("dask"))
-    scheduler_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen(
-        [dask_exe, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-         "--scheduler-file", str(scheduler_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        deadline = time.monotonic() + 30
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(scheduler_file.read_text())["address"]
-        procs.append(subprocess.Popen(
-            ["unshare", "-rm", "sh", "-c",
-             BLIND_WORKER, "sh", str(calls_dir), dask_exe, address],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    """A ``dask scheduler`` and one ``dask worker`` process that cannot see the batch folder
+    (tests.utils.dask_cluster.blind_worker_cluster: a tmpfs over it in the worker's own mount
+    namespace, like a node without the share)."""
+    with blind_worker_cluster(calls_dir, tmp_path) as address:
         yield address
-    finally:
-        for proc in procs:  # our own test processes; a graceful close only waits
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 def test_worker_that_cannot_read_the_audio_fails_the_run_not_the_calls(
@@ -306,7 +229,7 @@ def test_dask_giving_up_on_a_call_fails_the_run_and_releases_its_claims(
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                              dashboard_address=":0")
-    with local, kill_a_busy_worker(local.scheduler_address) as killed, \
+    with local, kill_a_busy_worker(local.scheduler_address, key_prefix="score-call-") as killed, \
             pytest.raises(ClusterError) as error:
         _score(engine, batch_id, model, calls_dir, local.scheduler_address)
     assert killed
@@ -335,7 +258,7 @@ def test_score_batch_with_a_dask_address_scores_on_the_cluster(
 
 def test_ser_score_with_an_unreachable_scheduler_exits_2_with_one_line(
         db_cli: CliRunner, engine: Engine, model: LoadedModel, calls_dir: Path) -> None:
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     day = dt.date(2024, 6, 11)
     result = db_cli.invoke(app, ["score", str(calls_dir), "--batch-date", day.isoformat(),
                                  "--dask-address", address])

@@ -1,5 +1,6 @@
 """Feature sets: extraction validity, seed180 equivalence with librosa, telephony, versioning,
-idempotent storage in PostgreSQL, segment pooling, the flow and the CLI."""
+idempotent storage in PostgreSQL, segment pooling, the flow and the CLI (on a Dask cluster:
+tests/test_dask_features.py)."""
 
 from __future__ import annotations
 
@@ -366,36 +367,6 @@ def test_cli_features_and_flow(clip_db: list[int]) -> None:
         report = features_flow(run, progress=False)
         assert (report["stored"], report["errors"]) == (5, 2)
         assert features_flow(run, progress=False)["pending"] == 0
-
-
-@pytest.mark.slow
-def test_flow_on_a_dask_cluster(clip_db: list[int], engine: Engine) -> None:
-    """--dask-address: each chunk is a Prefect task on the cluster; the flow writes the results."""
-    from distributed import LocalCluster
-    from prefect.testing.utilities import prefect_test_harness
-
-    from etl.runs.features import FeatureRunConfig
-    from flows.features import features_flow
-
-    run = FeatureRunConfig(set_name="rich", channel="telephony", chunk_size=2)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=None) as cluster, prefect_test_harness():
-        report = features_flow(run, dask_address=cluster.scheduler_address, progress=False)
-        assert (report["pending"], report["stored"], report["errors"]) == (7, 4, 3)
-        from prefect import get_client
-        from prefect.client.schemas.sorting import TaskRunSort
-
-        with get_client(sync_client=True) as client:  # 7 clips in chunks of 2: 4 Dask tasks
-            names = [run.name for run in client.read_task_runs(
-                sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=100)]
-        assert len(names) == 4 and all(n.startswith("extract-features-chunk") for n in names)
-        assert features_flow(run, dask_address=cluster.scheduler_address,
-                             progress=False)["pending"] == 0
-    with Session(engine) as session:
-        ids, X = load_feature_matrix(session, feature_set_id=report["feature_set_id"])
-        assert ids.tolist() == clip_db[:4] and np.isfinite(X).all()
-        reasons = dict(session.execute(select(FeatureError.clip_id, FeatureError.reason)).all())
-        assert reasons[clip_db[6]].startswith("decode")
 
 
 def test_feeder_failure_reaches_the_writer(clip_db: list[int], engine: Engine) -> None:

@@ -3,25 +3,35 @@
 `run_features` registers the feature set version, counts the pending clips and starts a feeder
 thread that pages through them (keyset pages, so memory stays flat however many clips there are)
 and submits chunks of ``(clip_id, path)`` to the workers (a local forkserver process pool,
-in-process for one worker, or any ``submit`` such as a Dask task runner), at most ``max_ahead``
-chunks ahead of what has been written. It writes each chunk's results in its own transaction in
-this process (workers never need a database connection) and reports.
+in-process for one worker, the Dask cluster at ``FeatureRunConfig.dask_address``, or any
+``submit``), at most ``max_ahead`` chunks ahead of what has been written. It writes each
+chunk's results in its own transaction in this process (workers never need a database
+connection) and reports.
 
 Idempotent: only clips with neither a vector nor a recorded error are pending, and writes are
 ``ON CONFLICT DO NOTHING``, so a rerun is a no-op and an interrupted run resumes.
+
+On Dask (a plain ``distributed.Client``, as nightly scoring in ``etl.runs.cluster``) cluster
+faults are not clip faults: an unreachable scheduler, a worker that cannot open a file this
+process can read, Dask giving up on a chunk (``KilledWorker``) or a task failing outside the
+extraction stop the run with a one-line ``etl.runs.cluster.ClusterError`` and store nothing for
+the chunk at fault (chunks written before it are kept; its clips stay pending). A lost worker
+is not a fault: Dask runs its chunks elsewhere. A bad clip is a per-clip error, as locally.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from tqdm import tqdm
@@ -35,12 +45,24 @@ from etl.features.store import (
     pending_clips,
     store_results,
 )
-from etl.runs.pool import extract_chunk, local_pool
+from etl.runs.pool import (
+    ChunkOutcome,
+    extract_chunk,
+    extract_chunk_on_worker,
+    local_pool,
+    open_error,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from distributed import Future as DaskFuture
 
 DEFAULT_CHUNK_SIZE = 32
 # Chunks extracted but not yet written, at most: bounds the results held in memory (~2 MB for
 # rich) independently of the corpus size, and enough that the workers seldom wait for the writer.
 MAX_AHEAD_CHUNKS = 64
+CONNECT_TIMEOUT_S = 10.0  # for the scheduler and its first worker (etl.runs.cluster.connect)
+POLL_S = 1.0  # how often the scheduler connection is checked while waiting for a chunk
 
 Chunk = list[tuple[int, str]]
 Submit = Callable[[Chunk], Any]
@@ -48,12 +70,14 @@ Submit = Callable[[Chunk], Any]
 
 @dataclass(frozen=True, slots=True)
 class FeatureRunConfig:
-    """What a feature run computes and with how many local workers.
+    """What a feature run computes, and where.
 
     ``set_name``/``channel`` name the feature set (`etl.features.specs.feature_spec`);
     ``corpus`` restricts the clips (None: all current clips); ``workers`` local processes (1:
-    in-process); ``chunk_size`` files per submitted chunk; ``retry_errors`` forgets this set's
-    recorded errors first, so those clips are tried again.
+    in-process); ``dask_address`` the scheduler of a Dask cluster to run on instead (e.g.
+    ``tcp://scheduler:8786``; ``workers`` is then unused); ``chunk_size`` files per submitted
+    chunk; ``retry_errors`` forgets this set's recorded errors first, so those clips are tried
+    again.
     """
 
     set_name: str = "rich"
@@ -62,6 +86,7 @@ class FeatureRunConfig:
     workers: int = 2
     chunk_size: int = DEFAULT_CHUNK_SIZE
     retry_errors: bool = False
+    dask_address: str | None = None
 
 
 @dataclass(slots=True)
@@ -180,7 +205,7 @@ class FeatureRun:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, Future):
+            if not isinstance(item, _FeedFailed) and hasattr(item, "cancel"):
                 item.cancel()
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
@@ -218,6 +243,104 @@ def _start_run(
                       engine=engine, submit=submit, pool=pool, max_ahead=max_ahead)
 
 
+# --------------------------------------------------------------------------------------------
+# On a Dask cluster
+# --------------------------------------------------------------------------------------------
+
+
+class _ClusterChunk:
+    """A chunk submitted to Dask; `result` gives its `ClipResult` list like a local future, or
+    raises `ClusterError` when the cluster (not a clip) is at fault."""
+
+    def __init__(self, future: DaskFuture, chunk: Chunk, cluster: _Cluster) -> None:
+        self.future, self.paths, self.cluster = future, dict(chunk), cluster
+
+    def _clips(self) -> str:
+        ids = sorted(self.paths)
+        return f"clips {ids[0]}..{ids[-1]}" if len(ids) > 1 else f"clip {ids[0]}"
+
+    def _outcome(self) -> ChunkOutcome:
+        from distributed import KilledWorker
+
+        from etl.runs.cluster import ClusterError
+
+        address = self.cluster.address
+        while True:
+            try:
+                outcome: ChunkOutcome = self.future.result(timeout=POLL_S)
+                return outcome
+            except TimeoutError as exc:
+                if self.future.done():  # the task itself raised it
+                    raise ClusterError(f"the Dask task of {self._clips()} failed outside the "
+                                       f"extraction: TimeoutError: {exc}") from None
+                if self.cluster.client.status in ("closing", "closed"):
+                    raise ClusterError(f"lost the connection to the Dask scheduler at "
+                                       f"{address}") from None
+            except CancelledError:
+                raise ClusterError(f"Dask cancelled the task of {self._clips()} (lost the "
+                                   f"scheduler at {address}?)") from None
+            except KilledWorker as exc:
+                last = getattr(exc.last_worker, "address", exc.last_worker)
+                raise ClusterError(
+                    f"Dask gave up on {self._clips()} (KilledWorker): "
+                    f"{exc.allowed_failures + 1} workers died while extracting them, the last "
+                    f"{last}; see the worker logs (a crash or out of memory?)") from None
+            except ModuleNotFoundError as exc:
+                raise ClusterError(f"a Dask worker lacks the module {exc.name!r} "
+                                   f"({self._clips()}): install ser-analytics on every "
+                                   "worker") from None
+            except Exception as exc:  # noqa: BLE001 - raised by the task, not by a clip
+                detail = (str(exc).strip().splitlines() or ["no detail"])[0]
+                raise ClusterError(f"the Dask task of {self._clips()} failed outside the "
+                                   f"extraction: {type(exc).__name__}: {detail}") from None
+
+    def result(self) -> list[ClipResult]:
+        from etl.runs.cluster import ClusterError
+
+        outcome = self._outcome()
+        self.future.release()
+        for clip_id, why in outcome.unreadable.items():
+            path = self.paths[clip_id]
+            if open_error(path) is None:  # this process reads it: the worker is at fault
+                raise ClusterError(
+                    f"Dask worker {outcome.worker} cannot read {path} ({why}), which this "
+                    "machine can: mount the audio at the same path on every worker")
+        # what nobody can read is the clip's own fault: its decode error, as in the local path
+        return outcome.results
+
+    def cancel(self) -> None:
+        self.future.cancel()
+
+
+class _Cluster:
+    """A connected ``distributed.Client`` and the ``submit`` of each run on it."""
+
+    def __init__(self, client: Client, address: str) -> None:
+        self.client, self.address = client, address
+
+    def submit_for(self, config: FeatureRunConfig) -> Submit:
+        spec = feature_spec(config.set_name, config.channel)
+
+        def submit(chunk: Chunk) -> _ClusterChunk:
+            key = f"features-chunk-{chunk[0][0]}-{os.urandom(4).hex()}"
+            return _ClusterChunk(self.client.submit(extract_chunk_on_worker, chunk, spec=spec,
+                                                    pure=False, key=key), chunk, self)
+
+        return submit
+
+
+@contextmanager
+def _on_cluster(address: str, *, timeout_s: float) -> Iterator[_Cluster]:
+    """Connected to the scheduler at ``address`` (with a worker) or `ClusterError` at once."""
+    from etl.runs.cluster import connect
+
+    client = connect(address, timeout_s=timeout_s)
+    try:
+        yield _Cluster(client, address)
+    finally:
+        client.close()
+
+
 def run_features(
     engine: Engine,
     config: FeatureRunConfig | None = None,
@@ -225,13 +348,31 @@ def run_features(
     progress: bool = True,
     submit: Submit | None = None,
     max_ahead: int = MAX_AHEAD_CHUNKS,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> FeaturesReport:
     """Compute the feature set of ``config`` for every current clip that lacks it.
 
     Results are written by this process, one transaction per chunk; see `_start_run` for
-    ``submit`` and ``max_ahead``.
+    ``submit`` and ``max_ahead``. With ``config.dask_address`` (and no ``submit``) the chunks
+    run on that Dask cluster.
+
+    Raises
+    ------
+    etl.runs.cluster.ClusterError
+        On Dask: the scheduler unreachable within ``connect_timeout_s`` (nothing is
+        registered), a worker that cannot read a file this process can, Dask giving up on a
+        chunk, or the scheduler lost. No per-clip error is stored for it; rerun to resume.
     """
     config = config or FeatureRunConfig()
+    if submit is None and config.dask_address:
+        with _on_cluster(config.dask_address, timeout_s=connect_timeout_s) as cluster:
+            return _run(engine, config, progress=progress, submit=cluster.submit_for(config),
+                        max_ahead=max_ahead)
+    return _run(engine, config, progress=progress, submit=submit, max_ahead=max_ahead)
+
+
+def _run(engine: Engine, config: FeatureRunConfig, *, progress: bool, submit: Submit | None,
+         max_ahead: int) -> FeaturesReport:
     started = time.perf_counter()
     run = _start_run(engine, config, submit=submit, max_ahead=max_ahead)
     report = FeaturesReport(config.set_name, config.channel, run.feature_set_id,
@@ -262,14 +403,20 @@ def run_feature_sets(
     augment: bool = False,
     progress: bool = True,
     submit_for: Callable[[FeatureRunConfig], Submit] | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """`run_features` for ``config`` and, with ``augment``, its phone-augmented companion set
     (``rich+phone``: copies of each clip through a simulated phone line, what `ser train`
     trains telephony models on).
 
-    ``submit_for(config)`` gives the ``submit`` of each set's run (default: local workers).
-    Returns the first set's `FeaturesReport` as a dict, the companion's under ``"augmented"``.
+    ``submit_for(config)`` gives the ``submit`` of each set's run (default: local workers, or
+    one connection to the Dask cluster at ``config.dask_address`` for both sets). Returns the
+    first set's `FeaturesReport` as a dict, the companion's under ``"augmented"``.
     """
+    if submit_for is None and config.dask_address:
+        with _on_cluster(config.dask_address, timeout_s=connect_timeout_s) as cluster:
+            return run_feature_sets(engine, config, augment=augment, progress=progress,
+                                    submit_for=cluster.submit_for)
     configs = [config] + ([replace(config, set_name=augmented_set_name(config.set_name))]
                           if augment else [])
     reports = [run_features(engine, c, progress=progress,

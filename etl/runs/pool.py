@@ -1,4 +1,5 @@
-"""The local feature-extraction worker pool, kept free of Prefect imports.
+"""Where feature chunks are extracted, kept free of Prefect imports: the local worker pool, and
+the function a Dask worker runs (`extract_chunk_on_worker`).
 
 Workers import neither librosa nor the database layer (etl.audio.filters has the filter banks):
 the process that submits chunks and writes their results never imports the extraction stack.
@@ -7,7 +8,10 @@ the process that submits chunks and writes their results never imports the extra
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,3 +39,48 @@ def extract_chunk(items: list[tuple[int, str]], spec: FeatureSpec) -> list[ClipR
     from etl.features.extraction import extract_files
 
     return extract_files(items, spec)
+
+
+def open_error(path: str | Path) -> str | None:
+    """Why ``path`` cannot be opened and read here (``strerror``), or None if it can."""
+    try:
+        with Path(path).open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return exc.strerror or str(exc).splitlines()[0]
+    return None
+
+
+@dataclass(slots=True)
+class ChunkOutcome:
+    """What a Dask worker made of one chunk.
+
+    ``results`` has one `ClipResult` per clip, exactly what the local pool returns.
+    ``unreadable`` maps the clips whose file this worker could not open to its reason: their
+    ``decode:`` results are no verdict yet (the client stores them only if it cannot read the
+    file either; otherwise the worker, not the clip, is at fault).
+    """
+
+    worker: str
+    results: list[ClipResult]
+    unreadable: dict[int, str]
+
+
+def _this_worker() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except ValueError:  # not on a Dask worker (called directly)
+        return f"pid {os.getpid()}"
+
+
+def extract_chunk_on_worker(items: list[tuple[int, str]], spec: FeatureSpec) -> ChunkOutcome:
+    """`extract_chunk` on a Dask worker, noting the files this worker cannot open.
+
+    Every failure of a clip itself is in the results; anything this raises is a fault of the
+    worker (the client stops the run).
+    """
+    unreadable = {clip_id: why for clip_id, path in items
+                  if (why := open_error(path)) is not None}
+    return ChunkOutcome(_this_worker(), extract_chunk(items, spec), unreadable)

@@ -8,14 +8,21 @@ computes whatever of both is missing itself).
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy import Engine, text
 
 from config import get_settings
 from db.engine import session_scope
+from ser.commands.score import EXIT_COULD_NOT_RUN
 from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
+
+if TYPE_CHECKING:
+    from etl.runs.features import FeatureRunConfig
 
 
 def features_cmd(
@@ -45,6 +52,10 @@ def features_cmd(
 
     Re-running is a no-op; an interrupted run resumes. Silent or too-short clips are recorded
     in feature_errors with the reason.
+
+    Exit codes: 0 the run finished (clip errors are recorded, not fatal); 2 could not run (bad
+    arguments, database unreachable, or the Dask cluster unreachable or failing: nothing is
+    recorded against the clips, rerun to resume).
     """
     from etl.features.specs import feature_spec
     from etl.runs.features import FeatureRunConfig
@@ -59,24 +70,12 @@ def features_cmd(
         fail(str(exc))
     augment = augment and set_name == "rich" and channel == "telephony"
     settings = get_settings()
-    dask_address = dask_address or settings.dask_address
-    if dask_address and not use_prefect:
-        fail("--dask-address needs the Prefect flow (drop --no-prefect)")
     config = FeatureRunConfig(set_name=set_name, channel=channel, corpus=corpus,
                               workers=workers or settings.workers, chunk_size=chunk_size,
-                              retry_errors=retry_errors)
+                              retry_errors=retry_errors,
+                              dask_address=dask_address or settings.dask_address or None)
     progress = is_tty() or not as_json
-    if use_prefect:
-        quiet_prefect()  # before anything imports prefect
-        from flows.features import features_flow
-
-        with flow_settings():
-            report = features_flow(config, dask_address=dask_address, augment=augment,
-                                   progress=progress)
-    else:
-        from etl.runs.features import run_feature_sets
-
-        report = run_feature_sets(engine, config, augment=augment, progress=progress)
+    report = _run(engine, config, augment=augment, progress=progress, use_prefect=use_prefect)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -93,6 +92,48 @@ def features_cmd(
         typer.echo(f"{aug['feature_set']}/{channel} (feature set {aug['feature_set_id']}, phone-"
                    f"line copies): {aug['stored']} clips stored, {aug['errors']} errors; "
                    f"{aug['seconds']:.1f} s")
+
+
+def _run(engine: Engine, config: FeatureRunConfig, *, augment: bool, progress: bool,
+         use_prefect: bool) -> dict[str, Any]:
+    """The run, as a flow or directly; a cluster fault is one line and exit code 2."""
+    try:
+        if not use_prefect:
+            from etl.runs.features import run_feature_sets
+
+            return run_feature_sets(engine, config, augment=augment, progress=progress)
+        quiet_prefect()  # before anything imports prefect
+        from flows.features import features_flow
+
+        with flow_settings(), _cluster_faults_in_one_line():
+            return features_flow(config, augment=augment, progress=progress)
+    except Exception as exc:
+        if config.dask_address:
+            from etl.runs.cluster import ClusterError
+
+            if isinstance(exc, ClusterError):
+                fail(str(exc), code=EXIT_COULD_NOT_RUN)
+        raise
+
+
+class _NoClusterFaults(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "ClusterError" not in record.getMessage()
+
+
+@contextmanager
+def _cluster_faults_in_one_line() -> Iterator[None]:
+    """Keep Prefect's traceback of a run a cluster fault stopped off the console: the command
+    prints the fault in one line, and the flow run's logs in Prefect still hold it."""
+    console = logging.getLogger().handlers  # Prefect's console handler is the root's
+    drop = _NoClusterFaults()
+    for handler in console:
+        handler.addFilter(drop)
+    try:
+        yield
+    finally:
+        for handler in console:
+            handler.removeFilter(drop)
 
 
 def _list_sets(engine: Engine) -> None:
