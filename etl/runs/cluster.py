@@ -54,6 +54,7 @@ from etl.runs.claims import (
     write_outcome,
 )
 from etl.runs.inbox import OUTSIDE, contained, relative_reason
+from etl.runs.pool import open_error, this_worker
 from etl.scoring.recording import (
     CallError,
     CallResult,
@@ -106,33 +107,14 @@ class CallOutcome:
     reason: str = ""
 
 
-def _open_error(path: Path) -> str | None:
-    """Why ``path`` cannot be opened and read here (``strerror``), or None if it can."""
-    try:
-        with path.open("rb") as handle:
-            handle.read(1)
-    except OSError as exc:
-        return exc.strerror or first_line(exc)
-    return None
-
-
-def _this_worker() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except ValueError:  # not on a Dask worker (called directly)
-        return f"pid {os.getpid()}"
-
-
 def score_on_worker(path: str, *, model: LoadedModel, channel_roles: Mapping[str, str],
                     config: ScoringConfig) -> CallOutcome:
     """Score one call on a worker; every failure of the recording itself is returned, not raised.
 
     Anything this function raises is therefore a cluster fault (the client stops the run).
     """
-    worker = _this_worker()
-    cannot = _open_error(Path(path))
+    worker = this_worker()
+    cannot = open_error(Path(path))
     if cannot is not None:
         return CallOutcome("unreadable", worker, reason=cannot)
     try:
@@ -189,7 +171,7 @@ def _unreadable_here(path: Path) -> str | None:
     """Why this process cannot open ``path`` (the local path's reason), or None if it can."""
     if not path.is_file():
         return f"file not found: {path}"  # score_recording's words
-    cannot = _open_error(path)
+    cannot = open_error(path)
     return None if cannot is None else f"cannot read {path}: {cannot}"
 
 

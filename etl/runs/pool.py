@@ -66,7 +66,8 @@ class ChunkOutcome:
     unreadable: dict[int, str]
 
 
-def _this_worker() -> str:
+def this_worker() -> str:
+    """The Dask worker's address this runs on (or this process, called directly)."""
     try:
         from distributed import get_worker
 
@@ -83,4 +84,4 @@ def extract_chunk_on_worker(items: list[tuple[int, str]], spec: FeatureSpec) -> 
     """
     unreadable = {clip_id: why for clip_id, path in items
                   if (why := open_error(path)) is not None}
-    return ChunkOutcome(_this_worker(), extract_chunk(items, spec), unreadable)
+    return ChunkOutcome(this_worker(), extract_chunk(items, spec), unreadable)
