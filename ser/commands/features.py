@@ -78,7 +78,12 @@ def features_cmd(
     report = _run(engine, config, augment=augment, progress=progress, use_prefect=use_prefect)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
-        return
+    else:
+        _print_report(report, config)
+
+
+def _print_report(report: dict[str, Any], config: FeatureRunConfig) -> None:
+    set_name, channel = config.set_name, config.channel
     rate = report["pending"] / report["seconds"] if report["seconds"] else 0.0
     typer.echo(f"{set_name}/{channel} (feature set {report['feature_set_id']}, "
                f"{report['n_features']} features): {report['stored']} stored, "
