@@ -25,6 +25,7 @@ from db.embedded import start_embedded
 from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import Base
+from etl.synthetic.history import make_feature_set, make_model_version
 
 # CLI commands in tests use Prefect's ephemeral mode (or a harness), never a lingering background
 # server; tests/test_prefect_server.py covers the background server on its own.
@@ -140,3 +141,10 @@ def scratch_engine(database_url: str) -> Iterator[Engine]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture()
+def model_version(db_session: Session) -> int:
+    """A model version without metrics, for tests that insert scored history rows."""
+    fs = make_feature_set(db_session)
+    return make_model_version(db_session, clip_ids=[], feature_set_id=fs, with_metrics=False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import pytest
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.orm import Session
 
@@ -65,12 +64,6 @@ def _assert_same(conn: Session | Connection) -> int:
     per_day = _per_day(conn, PER_DAY_FROM_ROLLUP)
     assert per_day == _per_day(conn, PER_DAY_FROM_CALLS)
     return len(per_day)
-
-
-@pytest.fixture()
-def model_version(db_session: Session) -> int:
-    fs = make_feature_set(db_session)
-    return make_model_version(db_session, clip_ids=[], feature_set_id=fs, with_metrics=False)
 
 
 def test_agent_daily_answers_as_the_calls_view_after_scoring_and_rescoring(

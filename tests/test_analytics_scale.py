@@ -8,7 +8,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
@@ -59,12 +58,6 @@ def _assert_rollup_matches_raw(session: Session | Connection) -> int:
     raw = _trends(session, RAW_TRENDS)
     assert view == raw
     return len(view)
-
-
-@pytest.fixture()
-def model_version(db_session: Session) -> int:
-    fs = make_feature_set(db_session)
-    return make_model_version(db_session, clip_ids=[], feature_set_id=fs, with_metrics=False)
 
 
 def test_call_date_is_stored_in_utc_whatever_the_session_time_zone(
