@@ -237,11 +237,11 @@ _CLAIMABLE = f"""
 _CLAIM_SQL = text(f"""
 WITH live AS MATERIALIZED ({_LIVE_KEYS})
 UPDATE calls SET status = 'claimed', claimed_by = :worker, claimed_at = now(), error = NULL
-WHERE id = (
+WHERE id IN (
     SELECT c.id FROM calls c
     WHERE c.batch_id = :batch AND {_CLAIMABLE}
     ORDER BY c.id
-    LIMIT 1
+    LIMIT :limit
     FOR UPDATE SKIP LOCKED)
 RETURNING id, call_key, path, channel_roles
 """)
@@ -274,12 +274,21 @@ def claim_next(session: Session, *, batch_id: int, worker: str,
     ``retry_failed_before`` (``--retry-failed``): also claim failed calls last tried before
     that time (the run's start), so a call failing again in this run is not retried forever.
     """
-    row = session.execute(_CLAIM_SQL, {"batch": batch_id, "worker": worker,
-                                       "stale": float(stale_after_s),
-                                       "retry_before": retry_failed_before}).first()
-    if row is None:
-        return None
-    return ClaimedCall(row.id, row.call_key, Path(row.path), dict(row.channel_roles or {}))
+    claimed = claim_calls(session, batch_id=batch_id, worker=worker, limit=1,
+                          stale_after_s=stale_after_s, retry_failed_before=retry_failed_before)
+    return claimed[0] if claimed else None
+
+
+def claim_calls(session: Session, *, batch_id: int, worker: str, limit: int,
+                stale_after_s: float = LEGACY_STALE_S,
+                retry_failed_before: dt.datetime | None = None) -> list[ClaimedCall]:
+    """Up to ``limit`` claimable calls in one statement, in call order (as :func:`claim_next`);
+    empty when none is left."""
+    rows = session.execute(_CLAIM_SQL, {"batch": batch_id, "worker": worker, "limit": limit,
+                                        "stale": float(stale_after_s),
+                                        "retry_before": retry_failed_before}).all()
+    return [ClaimedCall(r.id, r.call_key, Path(r.path), dict(r.channel_roles or {}))
+            for r in sorted(rows, key=lambda r: r.id)]
 
 
 def count_work(session: Session, *, batch_id: int, stale_after_s: float = LEGACY_STALE_S,
