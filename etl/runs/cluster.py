@@ -47,7 +47,7 @@ from etl.runs.claims import (
     ClaimedCall,
     Lease,
     WorkerStats,
-    claim_next,
+    claim_calls,
     first_line,
     release_claims,
     worker_name,
@@ -114,13 +114,14 @@ def score_on_worker(path: str, *, model: LoadedModel, channel_roles: Mapping[str
     Anything this function raises is therefore a cluster fault (the client stops the run).
     """
     worker = this_worker()
-    cannot = open_error(Path(path))
-    if cannot is not None:
-        return CallOutcome("unreadable", worker, reason=cannot)
     try:
         result = score_recording(Path(path), model=model, channel_roles=channel_roles,
                                  config=config)
     except (AudioError, CallError) as exc:
+        # a file this worker cannot open may be fine elsewhere: the client decides
+        cannot = open_error(Path(path))
+        if cannot is not None:
+            return CallOutcome("unreadable", worker, reason=cannot)
         return CallOutcome("failed", worker, reason=first_line(exc))
     except Exception as exc:  # one bad recording must not stop the batch (as run_worker)
         log.exception("unexpected error scoring %s", path)
@@ -175,24 +176,35 @@ def _unreadable_here(path: Path) -> str | None:
     return None if cannot is None else f"cannot read {path}: {cannot}"
 
 
-def _task_fault(call: ClaimedCall, future: Future, address: str) -> ClusterError:
-    """The run-stopping error of a task that raised (rather than returning an outcome)."""
+def task_fault(exc: BaseException | None, *, what: str, doing: str, stage: str, address: str,
+               cancelled: bool = False) -> ClusterError:
+    """The run-stopping error of a Dask task that raised (rather than returning an outcome).
+
+    ``what`` names the work (``call K``, ``clips a..b``), ``doing`` what workers died doing
+    (``scoring it``), ``stage`` the work a task failed outside of (``recording``).
+    """
     from distributed import KilledWorker
 
-    if future.status == "cancelled":
-        return ClusterError(f"Dask cancelled the task of call {call.call_key} (lost the "
-                            f"scheduler at {address}?)")
-    exc = future.exception()
+    if cancelled:
+        return ClusterError(f"Dask cancelled the task of {what} (lost the scheduler at "
+                            f"{address}?)")
     if isinstance(exc, KilledWorker):
         last = getattr(exc.last_worker, "address", exc.last_worker)
-        return ClusterError(f"Dask gave up on call {call.call_key} (KilledWorker): "
-                            f"{exc.allowed_failures + 1} workers died while scoring it, the last "
+        return ClusterError(f"Dask gave up on {what} (KilledWorker): "
+                            f"{exc.allowed_failures + 1} workers died while {doing}, the last "
                             f"{last}; see the worker logs (a crash or out of memory?)")
     if isinstance(exc, ModuleNotFoundError):
-        return ClusterError(f"a Dask worker lacks the module {exc.name!r} (call "
-                            f"{call.call_key}): install ser-analytics on every worker")
-    return ClusterError(f"the Dask task of call {call.call_key} failed outside the recording: "
+        return ClusterError(f"a Dask worker lacks the module {exc.name!r} ({what}): install "
+                            "ser-analytics on every worker")
+    return ClusterError(f"the Dask task of {what} failed outside the {stage}: "
                         f"{type(exc).__name__}: {first_line(exc) if exc else 'no detail'}")
+
+
+def _task_fault(call: ClaimedCall, future: Future, address: str) -> ClusterError:
+    cancelled = future.status == "cancelled"
+    return task_fault(None if cancelled else future.exception(), what=f"call {call.call_key}",
+                      doing="scoring it", stage="recording", address=address,
+                      cancelled=cancelled)
 
 
 @dataclass(slots=True)
@@ -242,16 +254,12 @@ class _Run:
         if self.exhausted or want <= 0:
             return
         self.lease.check()
-        claimed: list[ClaimedCall] = []
         with session_scope(self.engine) as session:
-            while len(claimed) < want:
-                call = claim_next(session, batch_id=self.batch_id, worker=self.lease.owner,
+            claimed = claim_calls(session, batch_id=self.batch_id, worker=self.lease.owner,
+                                  limit=want,
                                   stale_after_s=self.config.stale_claim_minutes * 60.0,
                                   retry_failed_before=self.retry)
-                if call is None:
-                    self.exhausted = True
-                    break
-                claimed.append(call)
+        self.exhausted = len(claimed) < want
         for call in claimed:
             if self.root is not None and not contained(call.path, root=self.root,
                                                        allowed_roots=self.allowed_roots):
@@ -467,4 +475,4 @@ def score_claims_on_cluster(
 
 
 __all__ = ["CONNECT_TIMEOUT_S", "CallOutcome", "ClusterError", "connect",
-           "score_claims_on_cluster", "score_on_worker"]
+           "score_claims_on_cluster", "score_on_worker", "task_fault"]

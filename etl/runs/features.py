@@ -260,9 +260,7 @@ class _ClusterChunk:
         return f"clips {ids[0]}..{ids[-1]}" if len(ids) > 1 else f"clip {ids[0]}"
 
     def _outcome(self) -> ChunkOutcome:
-        from distributed import KilledWorker
-
-        from etl.runs.cluster import ClusterError
+        from etl.runs.cluster import ClusterError, task_fault
 
         address = self.cluster.address
         while True:
@@ -277,22 +275,11 @@ class _ClusterChunk:
                     raise ClusterError(f"lost the connection to the Dask scheduler at "
                                        f"{address}") from None
             except CancelledError:
-                raise ClusterError(f"Dask cancelled the task of {self._clips()} (lost the "
-                                   f"scheduler at {address}?)") from None
-            except KilledWorker as exc:
-                last = getattr(exc.last_worker, "address", exc.last_worker)
-                raise ClusterError(
-                    f"Dask gave up on {self._clips()} (KilledWorker): "
-                    f"{exc.allowed_failures + 1} workers died while extracting them, the last "
-                    f"{last}; see the worker logs (a crash or out of memory?)") from None
-            except ModuleNotFoundError as exc:
-                raise ClusterError(f"a Dask worker lacks the module {exc.name!r} "
-                                   f"({self._clips()}): install ser-analytics on every "
-                                   "worker") from None
+                raise task_fault(None, what=self._clips(), doing="extracting them",
+                                 stage="extraction", address=address, cancelled=True) from None
             except Exception as exc:  # noqa: BLE001 - raised by the task, not by a clip
-                detail = (str(exc).strip().splitlines() or ["no detail"])[0]
-                raise ClusterError(f"the Dask task of {self._clips()} failed outside the "
-                                   f"extraction: {type(exc).__name__}: {detail}") from None
+                raise task_fault(exc, what=self._clips(), doing="extracting them",
+                                 stage="extraction", address=address) from None
 
     def result(self) -> list[ClipResult]:
         from etl.runs.cluster import ClusterError

@@ -82,6 +82,9 @@ def extract_chunk_on_worker(items: list[tuple[int, str]], spec: FeatureSpec) -> 
     Every failure of a clip itself is in the results; anything this raises is a fault of the
     worker (the client stops the run).
     """
-    unreadable = {clip_id: why for clip_id, path in items
-                  if (why := open_error(path)) is not None}
-    return ChunkOutcome(this_worker(), extract_chunk(items, spec), unreadable)
+    results = extract_chunk(items, spec)
+    paths = dict(items)
+    # only a failed clip can be an unreadable file (one that may be fine elsewhere)
+    unreadable = {r.clip_id: why for r in results
+                  if r.reason is not None and (why := open_error(paths[r.clip_id])) is not None}
+    return ChunkOutcome(this_worker(), results, unreadable)
