@@ -7,17 +7,25 @@
    ``--segments-per-call`` segments each (half agent, half customer, six emotions), and the
    night's rollup through ``etl.scoring.rollup.refresh_rollup`` as the nightly flow does it. Foreign-key
    triggers are off while loading (``session_replication_role = replica``), so ``call_date`` is
-   written by the loader with the trigger's rule. Sizes grow: the first size's nights, then
-   older nights up to the next size, ANALYZE after each.
+   written by the loader with the trigger's rule and the night's ``call_facts`` rows by the
+   function the triggers call (``ser_refresh_call_facts``). Sizes grow: the first size's
+   nights, then older nights up to the next size, ANALYZE after each.
 3. At each size every SQL query of README.md and docs/analytics.md, plus named queries for the
    windows analysts use (escalations last 7 days, trends all and last 30 days, agents all and
    last 30 days, one queue-day's emotion mix from the segments and from the rollup, one call's
    segments by id), timed warm: one untimed run, then the best of ``--repeats``.
+4. At each size, unless ``--no-night``: one real night written with the triggers on, as the
+   nightly flow writes it: ``--night-calls`` one-minute stereo 8 kHz calls generated from the
+   held-out RAVDESS actors 17-20, scored by ``etl.runs.batch.score_batch`` (2 workers) with a
+   model trained on actors 01-16 (bench/nightly.py's ``train``, once, before any history), then
+   that night's batch report (``ser report batch``). The nights are dated after today, outside
+   every window the queries read.
 
-``call_events`` is not loaded (its documented queries run on an empty table).
+Each call also gets ``--events-per-call`` conversation events (alternating turns with their
+loudness, one interruption, one long silence).
 
 Usage: python bench/analytics_scale.py [--nights 30,120,365] [--calls-per-night 2000]
-       [--segments-per-call 40] [--repeats 3]
+       [--segments-per-call 40] [--events-per-call 12] [--repeats 3] [--no-night | --ravdess PATH --night-calls 20]
 """
 
 from __future__ import annotations
@@ -102,11 +110,12 @@ class Loader:
     """Writes synthetic nights with COPY on one raw psycopg2 connection."""
 
     def __init__(self, conn: Any, *, model_version_id: int, calls_per_night: int,
-                 segments_per_call: int, seed: int = 0) -> None:
+                 segments_per_call: int, events_per_call: int, seed: int = 0) -> None:
         self.conn = conn
         self.mv = model_version_id
         self.calls_per_night = calls_per_night
         self.segments_per_call = segments_per_call
+        self.events_per_call = events_per_call
         self.rng = np.random.default_rng(seed)
         self.next_call_id = 1
         # one probability vector per top emotion (the queries never read them)
@@ -140,6 +149,10 @@ class Loader:
         durations = self._calls(day, batch_id, ids)
         negative = self._summaries(ids, durations)
         self._segments(ids, negative)
+        self._events(ids)
+        with self.conn.cursor() as cur:  # what the triggers do on a normal write
+            cur.execute("SELECT ser_refresh_call_facts(ARRAY(SELECT id FROM calls "
+                        "WHERE batch_id = %s))", (batch_id,))
         return batch_id
 
     def _calls(self, day: dt.date, batch_id: int, ids: np.ndarray) -> np.ndarray:
@@ -211,6 +224,25 @@ class Loader:
                    "confidence, is_negative, probabilities, abstained", out.getvalue())
 
 
+    def _events(self, ids: np.ndarray) -> None:
+        """COPY ``events_per_call`` events per call: alternating turns (6 s apart, their
+        loudness in dBFS), then one interruption and one long silence."""
+        rng, n, turns = self.rng, len(ids), max(self.events_per_call - 2, 0)
+        out = io.StringIO()
+        for cid, level, cut, quiet in zip(ids, rng.normal(-26.0, 4.0, n),
+                                          rng.uniform(5.0, 200.0, n), rng.uniform(4.0, 30.0, n),
+                                          strict=True):
+            for i in range(turns):
+                role = "customer" if i % 2 else "agent"
+                out.write(f"{cid},{self.mv},{role},turn,{i * 6.0:.1f},{i * 6.0 + 5.5:.1f},"
+                          f"{level + (i % 3):.1f}\n")
+            out.write(f"{cid},{self.mv},customer,interruption,{cut:.1f},{cut + 0.8:.1f},0.8\n")
+            out.write(f"{cid},{self.mv},,silence,{cut + 10:.1f},{cut + 10 + quiet:.1f},"
+                      f"{quiet:.1f}\n")
+        self._copy("call_events", "call_id, model_version_id, role, kind, start_s, end_s, value",
+                   out.getvalue())
+
+
 def _seed_model(conn: Any) -> int:
     with conn.cursor() as cur:
         cur.execute("INSERT INTO feature_sets (name, version, feature_names, params, params_hash) "
@@ -244,13 +276,46 @@ def _sizes(conn: Any) -> dict[str, str]:
     with conn.cursor() as cur:
         cur.execute("SELECT c.relname, pg_size_pretty(pg_total_relation_size(c.oid)) FROM "
                     "pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname IN "
-                    "('calls', 'call_segments', 'call_summaries', 'daily_emotion_rollup') "
-                    "ORDER BY 1")
+                    "('calls', 'call_facts', 'call_segments', 'call_summaries', 'call_events', "
+                    "'daily_emotion_rollup') ORDER BY 1")
         return dict(cur.fetchall())
 
 
+class RealNight:
+    """A trained model and a folder of generated calls, scored as one more night per size."""
+
+    def __init__(self, engine: Any, ravdess: Path, tmp: Path, *, calls: int) -> None:
+        from bench.nightly import generate, train
+
+        self.engine = engine
+        self.training = train(engine, ravdess, tmp, workers=2)
+        self.folder = tmp / "night"
+        self.calls = generate(ravdess, self.folder, hours=calls / 60, call_minutes=1.0)
+        self.calls.pop("timelines")
+        self.reports = tmp / "reports"
+        self.nights = 0
+
+    def write(self) -> dict[str, Any]:
+        """Score the folder as the next night after today, then build its batch report."""
+        from db.engine import session_scope
+        from etl.runs.batch import score_batch
+        from reports.build import batch_report
+
+        self.nights += 1
+        day = dt.date.today() + dt.timedelta(days=self.nights)
+        t0 = time.perf_counter()
+        report = score_batch(self.engine, self.folder, batch_date=day, workers=2)
+        t1 = time.perf_counter()
+        with session_scope(self.engine) as session:
+            batch_report(session, day, self.reports)
+        t2 = time.perf_counter()
+        return {"calls": report.run_scored, "failed": report.run_failed,
+                "score_and_write_s": round(t1 - t0, 2), "batch_report_s": round(t2 - t1, 2)}
+
+
 def run(engine: Any, *, nights: list[int], calls_per_night: int, segments_per_call: int,
-        repeats: int) -> dict[str, Any]:
+        events_per_call: int, repeats: int,
+        real_night: RealNight | None = None) -> dict[str, Any]:
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
@@ -264,9 +329,10 @@ def run(engine: Any, *, nights: list[int], calls_per_night: int, segments_per_ca
         mv = _seed_model(conn)
         conn.commit()
         loader = Loader(conn, model_version_id=mv, calls_per_night=calls_per_night,
-                        segments_per_call=segments_per_call)
+                        segments_per_call=segments_per_call, events_per_call=events_per_call)
         queries = [(name, window, sql) for name, window, sql in NAMED]
-        queries += [(name, False, sql) for name, sql in documented_queries()]
+        # a documented query reads a window when it names one relative to today
+        queries += [(name, "current_date" in sql, sql) for name, sql in documented_queries()]
         today = dt.date.today()
         loaded = 0
         settings = {name: reader.exec_driver_sql(f"SHOW {name}").scalar_one()
@@ -290,7 +356,11 @@ def run(engine: Any, *, nights: list[int], calls_per_night: int, segments_per_ca
             for name, window, sql in queries:
                 ms, rows = _time(rdb, sql, repeats=repeats)
                 timings[name] = {"ms": ms, "rows": rows, "fixed_window": window}
-            results.append({"nights": target, "calls": target * calls_per_night,
+            written = real_night.write() if real_night else None
+            if written:  # the loader's explicit ids continue after the night's own
+                loader.next_call_id = int(reader.exec_driver_sql(
+                    "SELECT max(id) + 1 FROM calls").scalar_one())
+            results.append({"real_night": written, "nights": target, "calls": target * calls_per_night,
                             "segments": target * calls_per_night * segments_per_call,
                             "load_s": round(load_s, 1),
                             "rollup_refresh_ms_per_night": round(
@@ -303,8 +373,15 @@ def run(engine: Any, *, nights: list[int], calls_per_night: int, segments_per_ca
     last = results[-1]["queries"]
     ratio = {name: round(last[name]["ms"] / max(first[name]["ms"], 0.01), 2)
              for name in last if last[name]["fixed_window"]}
-    return {"settings": settings, "calls_per_night": calls_per_night,
-            "segments_per_call": segments_per_call, "repeats": repeats, "runs": results,
+    if real_night:
+        ratio["real_night_score_and_write"] = round(
+            results[-1]["real_night"]["score_and_write_s"]
+            / results[0]["real_night"]["score_and_write_s"], 2)
+    return {"real_night_setup": real_night and {"training": real_night.training,
+                                                "calls": real_night.calls},
+            "settings": settings, "calls_per_night": calls_per_night,
+            "segments_per_call": segments_per_call, "events_per_call": events_per_call,
+            "repeats": repeats, "runs": results,
             f"fixed_window_ratio_{results[-1]['nights']}_vs_{results[0]['nights']}": ratio,
             "queries_over_100ms_at_largest": sorted(
                 name for name, t in last.items() if t["ms"] >= 100)}
@@ -316,8 +393,16 @@ def main() -> None:
                         help="history sizes to measure, comma-separated (default 30,120,365)")
     parser.add_argument("--calls-per-night", type=int, default=2000)
     parser.add_argument("--segments-per-call", type=int, default=40)
+    parser.add_argument("--events-per-call", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-night", action="store_true",
+                        help="skip the real night scored at each size (needs RAVDESS)")
+    parser.add_argument("--ravdess", type=Path,
+                        default=ROOT.parent / "shared" / "datasets" / "ravdess")
+    parser.add_argument("--night-calls", type=int, default=20)
     args = parser.parse_args()
+    if not args.no_night and not args.ravdess.is_dir():
+        sys.exit(f"RAVDESS folder not found: {args.ravdess} (or pass --no-night)")
     nights = sorted({int(x) for x in args.nights.split(",") if x.strip()})
     if not nights or nights[0] < 8:
         sys.exit("--nights: sizes of at least 8 nights (the windows reach 7 days back)")
@@ -325,6 +410,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ser-bench-analytics-") as tmp_name:
         os.environ["SER_HOME"] = str(Path(tmp_name) / "home")
         os.environ.pop("DATABASE_URL", None)
+        os.environ.setdefault("PREFECT_HOME", str(Path(tmp_name) / "prefect"))
         from config import get_settings
         from db.embedded import stop_embedded
         from db.engine import cached_engine
@@ -335,8 +421,12 @@ def main() -> None:
         engine = cached_engine(database_url())
         ensure_migrated(engine)
         try:
+            real_night = None if args.no_night else RealNight(
+                engine, args.ravdess, Path(tmp_name), calls=args.night_calls)
             result = run(engine, nights=nights, calls_per_night=args.calls_per_night,
-                         segments_per_call=args.segments_per_call, repeats=args.repeats)
+                         segments_per_call=args.segments_per_call,
+                         events_per_call=args.events_per_call, repeats=args.repeats,
+                         real_night=real_night)
         finally:
             engine.dispose()
             stop_embedded(get_settings().embedded_pgdata)
