@@ -10,6 +10,7 @@ error and leaving the calls pending for the next run, while a bad recording fail
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from db.models import ModelVersion
+from etl.runs import pool as pool_module
 from etl.runs.batch import run_worker, score_batch
 from etl.runs.claims import register_batch
 from etl.runs.cluster import ClusterError, score_claims_on_cluster
@@ -174,6 +176,35 @@ def test_killed_worker_mid_batch_every_call_still_scored_once(
     assert all(c["status"] == "scored" and c["error"] is None for c in calls.values())
     scored = [call_id for s in stats for call_id in s.scored]
     assert len(scored) == len(set(scored)) == len(calls)
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"MALLOC_TRIM_THRESHOLD_": "65536"}, [(-3, 32 * 1024 * 1024)]),  # as Dask's nanny sets it
+    ({}, []),  # glibc's adaptive threshold is still on
+    ({"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": "131072"}, []),  # chosen
+])
+def test_worker_mmap_threshold_is_raised_once_only_where_the_trim_threshold_froze_it(
+        monkeypatch: pytest.MonkeyPatch, environ: dict[str, str],
+        expected: list[tuple[int, int]]) -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Libc:
+        def __init__(self, _name: object) -> None:
+            pass
+
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(pool_module.ctypes, "CDLL", Libc)
+    monkeypatch.setattr(pool_module, "_allocator_set", False)
+    pool_module.adaptive_mmap_threshold()
+    pool_module.adaptive_mmap_threshold()  # the second task on the worker: nothing again
+    assert calls == (expected if sys.platform.startswith("linux") else [])
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ The model goes to every worker once (``Client.scatter(..., broadcast=True)``: th
 process loaded from the verified artifact, never bytes pickled from the database).
 
 A worker needs the package and read access to the audio at the same path as this process; it
-needs no database connection (docs/distributed.md).
+needs no database connection (docs/distributed.md). Its first call gives its process back
+glibc's usual mmap threshold, which the trim threshold Dask's nanny sets had frozen
+(:func:`etl.runs.pool.adaptive_mmap_threshold`).
 
 Cluster faults are not call faults. A genuinely bad recording (``AudioError``/``CallError`` on
 a worker that can read it) fails that call, as in the local path. These fail the *run* with a
@@ -54,7 +56,7 @@ from etl.runs.claims import (
     write_outcome,
 )
 from etl.runs.inbox import OUTSIDE, contained, relative_reason
-from etl.runs.pool import open_error, this_worker
+from etl.runs.pool import adaptive_mmap_threshold, open_error, this_worker
 from etl.scoring.recording import (
     CallError,
     CallResult,
@@ -113,6 +115,7 @@ def score_on_worker(path: str, *, model: LoadedModel, channel_roles: Mapping[str
 
     Anything this function raises is therefore a cluster fault (the client stops the run).
     """
+    adaptive_mmap_threshold()
     worker = this_worker()
     try:
         result = score_recording(Path(path), model=model, channel_roles=channel_roles,

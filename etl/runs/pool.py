@@ -7,8 +7,10 @@ the process that submits chunks and writes their results never imports the extra
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,35 @@ class ChunkOutcome:
     unreadable: dict[int, str]
 
 
+# glibc serves a block above its mmap threshold with a fresh mapping (zero-filled page by page
+# on first touch, unmapped on free) and normally raises that threshold as large blocks are
+# freed; a fixed MALLOC_TRIM_THRESHOLD_, which Dask's nanny sets for every worker, turns the
+# raising off, so every audio block and feature array of every call pays its page faults again.
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
+_MMAP_THRESHOLD = 32 * 1024 * 1024  # the ceiling of glibc's own adaptive threshold (64-bit)
+_allocator_set = False
+
+
+def adaptive_mmap_threshold() -> None:
+    """Once per Dask worker process: the mmap threshold glibc would have reached by itself.
+
+    Only where the environment fixed the trim threshold and left the mmap threshold alone
+    (an explicit ``MALLOC_MMAP_THRESHOLD_`` is the operator's choice); freed memory is still
+    returned to the system as the trim threshold asks.
+    """
+    global _allocator_set
+    if _allocator_set:
+        return
+    _allocator_set = True
+    if (not sys.platform.startswith("linux") or "MALLOC_TRIM_THRESHOLD_" not in os.environ
+            or "MALLOC_MMAP_THRESHOLD_" in os.environ):
+        return
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # no mallopt (not glibc): nothing to give back
+        pass
+
+
 def this_worker() -> str:
     """The Dask worker's address this runs on (or this process, called directly)."""
     try:
@@ -82,6 +113,7 @@ def extract_chunk_on_worker(items: list[tuple[int, str]], spec: FeatureSpec) -> 
     Every failure of a clip itself is in the results; anything this raises is a fault of the
     worker (the client stops the run).
     """
+    adaptive_mmap_threshold()
     results = extract_chunk(items, spec)
     paths = dict(items)
     # only a failed clip can be an unreadable file (one that may be fine elsewhere)
