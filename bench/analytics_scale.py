@@ -1,31 +1,34 @@
 """Analyst queries against a growing history: does a fixed window stay as fast? Prints JSON.
 
 1. A scratch embedded PostgreSQL in a temporary SER_HOME (stopped and deleted afterwards),
-   migrated to head, with the server settings ``ser`` gives it (``db.embedded``).
-2. Synthetic scored history loaded with COPY, one transaction per night ending today: a batch,
-   ``--calls-per-night`` calls (100 agents in 10 queues), their summaries and
-   ``--segments-per-call`` segments each (half agent, half customer, six emotions), and the
-   night's rollup through ``etl.scoring.rollup.refresh_rollup`` as the nightly flow does it. Foreign-key
-   triggers are off while loading (``session_replication_role = replica``), so ``call_date`` is
-   written by the loader with the trigger's rule and the night's ``call_facts`` rows by the
-   function the triggers call (``ser_refresh_call_facts``). Sizes grow: the first size's
-   nights, then older nights up to the next size, ANALYZE after each.
-3. At each size every SQL query of README.md and docs/analytics.md, plus named queries for the
-   windows analysts use (escalations last 7 days, trends all and last 30 days, agents all and
-   last 30 days, one queue-day's emotion mix from the segments and from the rollup, one call's
-   segments by id), timed warm: one untimed run, then the best of ``--repeats``.
-4. At each size, unless ``--no-night``: one real night written with the triggers on, as the
+   migrated to head, with the server settings ``ser`` gives it (``db.embedded``); unless
+   ``--no-night``, a model trained there on RAVDESS actors 01-16 (bench/nightly.py's ``train``).
+2. One database per history size, each a copy of that one (``CREATE DATABASE ... TEMPLATE``),
+   so every size is timed on the same server at the same moment.
+3. Synthetic scored history loaded into each with COPY, one transaction per night ending
+   yesterday: a batch, ``--calls-per-night`` calls (100 agents in 10 queues), their summaries,
+   ``--segments-per-call`` segments each (half agent, half customer, six emotions),
+   ``--events-per-call`` conversation events (alternating turns with their loudness, one
+   interruption, one long silence), and the night's rollup through
+   ``etl.scoring.rollup.refresh_rollup`` as the nightly flow does it. Foreign-key triggers are
+   off while loading (``session_replication_role = replica``), so ``call_date`` is written by
+   the loader with the trigger's rule and the night's ``call_facts`` rows by the function the
+   triggers call (``ser_refresh_call_facts``). VACUUM ANALYZE after each size.
+4. Every SQL query of README.md and docs/analytics.md, plus named queries for the windows
+   analysts use (escalations last 7 days, trends all and last 30 days, agents all and last 30
+   days, one queue-day's emotion mix from the segments and from the rollup, one call's segments
+   by id), timed warm and interleaved: one untimed round, then ``--repeats`` rounds, each
+   running the query once on every size; the best round per size. The machine's speed drifts
+   by 10-20 % over minutes, so sizes timed one after the other would measure the drift too.
+5. Unless ``--no-night``: a real night written into each size with the triggers on, as the
    nightly flow writes it: ``--night-calls`` one-minute stereo 8 kHz calls generated from the
-   held-out RAVDESS actors 17-20, scored by ``etl.runs.batch.score_batch`` (2 workers) with a
-   model trained on actors 01-16 (bench/nightly.py's ``train``, once, before any history), then
-   that night's batch report (``ser report batch``). The nights are dated after today, outside
-   every window the queries read.
-
-Each call also gets ``--events-per-call`` conversation events (alternating turns with their
-loudness, one interruption, one long silence).
+   held-out RAVDESS actors 17-20, scored by ``etl.runs.batch.score_batch`` (2 workers), then
+   that night's batch report (``ser report batch``); twice per size, alternating, the faster
+   of the two. The nights are dated after today.
 
 Usage: python bench/analytics_scale.py [--nights 30,120,365] [--calls-per-night 2000]
-       [--segments-per-call 40] [--events-per-call 12] [--repeats 3] [--no-night | --ravdess PATH --night-calls 20]
+       [--segments-per-call 40] [--events-per-call 12] [--repeats 3]
+       [--no-night | --ravdess PATH --night-calls 20]
 """
 
 from __future__ import annotations
@@ -259,17 +262,21 @@ def _seed_model(conn: Any) -> int:
         return int(cur.fetchone()[0])
 
 
-def _time(conn: Any, sql: str, *, repeats: int) -> tuple[float, int]:
-    """Best of ``repeats`` warm runs in milliseconds, and the row count."""
-    best, rows = float("inf"), 0
-    with conn.cursor() as cur:
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            cur.execute(sql)
-            rows = len(cur.fetchall())
-            if i:  # the first run only warms the cache
-                best = min(best, (time.perf_counter() - t0) * 1000)
-    return round(best, 2), rows
+def _time_interleaved(readers: dict[int, Any], sql: str, *,
+                      repeats: int) -> dict[int, tuple[float, int]]:
+    """Best of ``repeats`` warm runs per history size in milliseconds, and the row count; each
+    round runs the query once on every size, so the machine's drift hits all sizes alike."""
+    best = dict.fromkeys(readers, float("inf"))
+    rows = dict.fromkeys(readers, 0)
+    for i in range(repeats + 1):
+        for size, conn in readers.items():
+            with conn.cursor() as cur:
+                t0 = time.perf_counter()
+                cur.execute(sql)
+                rows[size] = len(cur.fetchall())
+                if i:  # the first round only warms the caches
+                    best[size] = min(best[size], (time.perf_counter() - t0) * 1000)
+    return {size: (round(best[size], 2), rows[size]) for size in readers}
 
 
 def _sizes(conn: Any) -> dict[str, str]:
@@ -287,7 +294,6 @@ class RealNight:
     def __init__(self, engine: Any, ravdess: Path, tmp: Path, *, calls: int) -> None:
         from bench.nightly import generate, train
 
-        self.engine = engine
         self.training = train(engine, ravdess, tmp, workers=2)
         self.folder = tmp / "night"
         self.calls = generate(ravdess, self.folder, hours=calls / 60, call_minutes=1.0)
@@ -295,8 +301,9 @@ class RealNight:
         self.reports = tmp / "reports"
         self.nights = 0
 
-    def write(self) -> dict[str, Any]:
-        """Score the folder as the next night after today, then build its batch report."""
+    def write(self, engine: Any) -> dict[str, Any]:
+        """Score the folder into ``engine``'s database as a night after today (a new date each
+        time), then build that night's batch report."""
         from db.engine import session_scope
         from etl.runs.batch import score_batch
         from reports.build import batch_report
@@ -304,87 +311,121 @@ class RealNight:
         self.nights += 1
         day = dt.date.today() + dt.timedelta(days=self.nights)
         t0 = time.perf_counter()
-        report = score_batch(self.engine, self.folder, batch_date=day, workers=2)
+        report = score_batch(engine, self.folder, batch_date=day, workers=2)
         t1 = time.perf_counter()
-        with session_scope(self.engine) as session:
+        with session_scope(engine) as session:
             batch_report(session, day, self.reports)
         t2 = time.perf_counter()
         return {"calls": report.run_scored, "failed": report.run_failed,
                 "score_and_write_s": round(t1 - t0, 2), "batch_report_s": round(t2 - t1, 2)}
 
 
-def run(engine: Any, *, nights: list[int], calls_per_night: int, segments_per_call: int,
-        events_per_call: int, repeats: int,
-        real_night: RealNight | None = None) -> dict[str, Any]:
+def load_history(engine: Any, *, nights: int, calls_per_night: int, segments_per_call: int,
+                 events_per_call: int) -> dict[str, Any]:
+    """``nights`` nights ending yesterday into ``engine``'s database, then VACUUM ANALYZE."""
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
     from etl.scoring.rollup import refresh_rollup
 
-    results: list[dict[str, Any]] = []
-    with engine.connect() as sa_conn, engine.connect().execution_options(
-            isolation_level="AUTOCOMMIT") as reader:
+    t0, refresh_s = time.perf_counter(), 0.0
+    with engine.connect() as sa_conn:
         conn = sa_conn.connection.driver_connection  # COPY goes through psycopg2 itself
         session = Session(bind=sa_conn)
-        mv = _seed_model(conn)
-        conn.commit()
+        mv = sa_conn.execute(text("SELECT v.id FROM model_versions v JOIN registered_models m "
+                                  "ON m.id = v.registered_model_id WHERE m.name = 'bench'")
+                             ).scalar_one()
         loader = Loader(conn, model_version_id=mv, calls_per_night=calls_per_night,
                         segments_per_call=segments_per_call, events_per_call=events_per_call)
-        queries = [(name, window, sql) for name, window, sql in NAMED]
-        # a documented query reads a window when it names one relative to today
-        queries += [(name, "current_date" in sql, sql) for name, sql in documented_queries()]
         today = dt.date.today()
-        loaded = 0
-        settings = {name: reader.exec_driver_sql(f"SHOW {name}").scalar_one()
-                    for name in ("work_mem", "random_page_cost", "effective_cache_size", "jit")}
-        rdb = reader.connection.driver_connection
-        for target in sorted(nights):
-            t0 = time.perf_counter()
-            refresh_s = 0.0
-            for age in range(loaded + 1, target + 1):  # each size adds older nights
-                sa_conn.execute(text("SET LOCAL session_replication_role = replica"))
-                batch_id = loader.night(today - dt.timedelta(days=age))
-                t1 = time.perf_counter()
-                refresh_rollup(session, batch_id=batch_id)
-                refresh_s += time.perf_counter() - t1
-                sa_conn.commit()
-            load_s = time.perf_counter() - t0
-            n_new, loaded = target - loaded, target
-            reader.exec_driver_sql("SELECT setval('calls_id_seq', (SELECT max(id) FROM calls))")
-            reader.exec_driver_sql("VACUUM ANALYZE")
-            timings: dict[str, Any] = {}
-            for name, window, sql in queries:
-                ms, rows = _time(rdb, sql, repeats=repeats)
-                timings[name] = {"ms": ms, "rows": rows, "fixed_window": window}
-            written = real_night.write() if real_night else None
-            if written:  # the loader's explicit ids continue after the night's own
-                loader.next_call_id = int(reader.exec_driver_sql(
-                    "SELECT max(id) + 1 FROM calls").scalar_one())
-            results.append({"real_night": written, "nights": target, "calls": target * calls_per_night,
-                            "segments": target * calls_per_night * segments_per_call,
-                            "load_s": round(load_s, 1),
-                            "rollup_refresh_ms_per_night": round(
-                                refresh_s * 1000 / max(n_new, 1), 1),
-                            "sizes": _sizes(rdb), "queries": timings})
-            # each size as soon as it is measured: a long run's early sizes survive an abort
-            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        for age in range(1, nights + 1):
+            sa_conn.execute(text("SET LOCAL session_replication_role = replica"))
+            batch_id = loader.night(today - dt.timedelta(days=age))
+            t1 = time.perf_counter()
+            refresh_rollup(session, batch_id=batch_id)
+            refresh_s += time.perf_counter() - t1
+            sa_conn.commit()
+        sa_conn.exec_driver_sql("SELECT setval('calls_id_seq', (SELECT max(id) FROM calls))")
+        sa_conn.commit()
         session.close()
-    first = results[0]["queries"]
-    last = results[-1]["queries"]
-    ratio = {name: round(last[name]["ms"] / max(first[name]["ms"], 0.01), 2)
-             for name in last if last[name]["fixed_window"]}
+    load_s = time.perf_counter() - t0
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
+        return {"nights": nights, "calls": nights * calls_per_night,
+                "segments": nights * calls_per_night * segments_per_call,
+                "load_s": round(load_s, 1),
+                "rollup_refresh_ms_per_night": round(refresh_s * 1000 / nights, 1),
+                "sizes": _sizes(conn.connection.driver_connection)}
+
+
+def _history_engines(engine: Any, nights: list[int]) -> dict[int, Any]:
+    """One database per history size, each a copy of ``engine``'s (model, trained bench
+    model), so the sizes can be timed side by side on the same server."""
+    from db.engine import make_engine
+
+    url = engine.url
+    engine.dispose()  # CREATE DATABASE ... TEMPLATE needs the template without sessions
+    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False),
+                        isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for n in nights:
+            conn.exec_driver_sql(f'CREATE DATABASE "history_{n}" TEMPLATE "{url.database}"')
+    admin.dispose()
+    return {n: make_engine(url.set(database=f"history_{n}").render_as_string(
+        hide_password=False)) for n in nights}
+
+
+def run(engine: Any, *, nights: list[int], calls_per_night: int, segments_per_call: int,
+        events_per_call: int, repeats: int,
+        real_night: RealNight | None = None) -> dict[str, Any]:
+    with engine.connect() as sa_conn:
+        raw = sa_conn.connection.driver_connection
+        _seed_model(raw)
+        raw.commit()
+        settings = {name: sa_conn.exec_driver_sql(f"SHOW {name}").scalar_one()
+                    for name in ("work_mem", "random_page_cost", "effective_cache_size", "jit")}
+    engines = _history_engines(engine, nights)
+    results = {n: load_history(engines[n], nights=n, calls_per_night=calls_per_night,
+                               segments_per_call=segments_per_call,
+                               events_per_call=events_per_call) for n in nights}
+    for n in nights:  # loading is long: its figures as soon as they exist
+        print(json.dumps(results[n]), file=sys.stderr, flush=True)
+    queries = [(name, window, sql) for name, window, sql in NAMED]
+    # a documented query reads a window when it names one relative to today
+    queries += [(name, "current_date" in sql, sql) for name, sql in documented_queries()]
+    readers = {n: e.connect().execution_options(isolation_level="AUTOCOMMIT") for n, e
+               in engines.items()}
+    try:
+        drivers = {n: r.connection.driver_connection for n, r in readers.items()}
+        for n in nights:
+            results[n]["queries"] = {}
+        for name, window, sql in queries:
+            for n, (ms, rows) in _time_interleaved(drivers, sql, repeats=repeats).items():
+                results[n]["queries"][name] = {"ms": ms, "rows": rows, "fixed_window": window}
+    finally:
+        for r in readers.values():
+            r.close()
+    if real_night:  # twice per size, alternating; the faster of the two
+        writes = [(n, real_night.write(engines[n])) for _ in range(2) for n in nights]
+        for n in nights:
+            results[n]["real_night"] = min((w for size, w in writes if size == n),
+                                           key=lambda w: w["score_and_write_s"])
+    for e in engines.values():
+        e.dispose()
+    first, last = results[nights[0]], results[nights[-1]]
+    ratio = {name: round(t["ms"] / max(first["queries"][name]["ms"], 0.01), 2)
+             for name, t in last["queries"].items() if t["fixed_window"]}
     if real_night:
         ratio["real_night_score_and_write"] = round(
-            results[-1]["real_night"]["score_and_write_s"]
-            / results[0]["real_night"]["score_and_write_s"], 2)
+            last["real_night"]["score_and_write_s"] / first["real_night"]["score_and_write_s"], 2)
     return {"real_night_setup": real_night and {"training": real_night.training,
                                                 "calls": real_night.calls},
             "settings": settings, "calls_per_night": calls_per_night,
             "segments_per_call": segments_per_call, "events_per_call": events_per_call,
-            "repeats": repeats, "runs": results,
-            f"fixed_window_ratio_{results[-1]['nights']}_vs_{results[0]['nights']}": ratio,
+            "repeats": repeats, "runs": [results[n] for n in nights],
+            f"fixed_window_ratio_{nights[-1]}_vs_{nights[0]}": ratio,
             "queries_over_100ms_at_largest": sorted(
-                name for name, t in last.items() if t["ms"] >= 100)}
+                name for name, t in last["queries"].items() if t["ms"] >= 100)}
 
 
 def main() -> None:
