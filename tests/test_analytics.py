@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import re
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from db.migrations.earlier import revision_module
 from etl.scoring.rollup import refresh_rollup
 from etl.synthetic.history import make_feature_set, make_model_version
 
@@ -23,12 +23,7 @@ VIEWS = ("calls", "segments", "daily_trends", "escalations")
 
 
 def _migration() -> ModuleType:
-    path = next((ROOT / "db" / "migrations" / "versions").glob("*_analytics_views.py"))
-    spec = importlib.util.spec_from_file_location("analytics_migration", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return revision_module("5e7a0c1d2b3f")
 
 
 def _doc_queries() -> list[str]:

@@ -4,29 +4,20 @@ of write, and its migration fills it from the rows present and downgrades to the
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.orm import Session
 
 from db.migrate import downgrade, upgrade
+from db.migrations.earlier import revision_module
 from etl.scoring.recording import finalise_batch
 from etl.synthetic.history import make_batch, make_feature_set, make_model_version
 
-ROOT = Path(__file__).resolve().parent.parent
 DAY = dt.date(2024, 3, 4)
 
 
-def _migration(tag: str) -> ModuleType:
-    path = next((ROOT / "db" / "migrations" / "versions").glob(f"*_{tag}_*.py"))
-    spec = importlib.util.spec_from_file_location(f"test_migration_{tag}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_migration = revision_module
 
 
 FACTS = _migration("5d1e8b7c2a90")

@@ -15,13 +15,12 @@ drops the view, the table and the columns and restores the views of revision 9d2
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
+
+from db.migrations.earlier import revision_module
 
 revision: str = "aad6ca938054"
 down_revision: str | None = "b3a7e2c9d5f4"
@@ -130,14 +129,7 @@ $$
 """
 
 
-def _revision(tag: str) -> ModuleType:
-    """An earlier migration module (its view DDL is the downgrade target)."""
-    path = next(Path(__file__).parent.glob(f"*_{tag}_*.py"))
-    spec = importlib.util.spec_from_file_location(f"_ser_migration_{tag}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_revision = revision_module
 
 
 def upgrade() -> None:

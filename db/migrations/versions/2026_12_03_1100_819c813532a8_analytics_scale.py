@@ -17,13 +17,12 @@ downgrade drops both and restores the views of revisions 9d2f6b1c4e81 and aad6ca
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
+
+from db.migrations.earlier import revision_module
 
 revision: str = "819c813532a8"
 down_revision: str | None = "aad6ca938054"
@@ -91,14 +90,7 @@ FROM public.daily_emotion_rollup r
 """
 
 
-def _revision(tag: str) -> ModuleType:
-    """An earlier migration module (its view DDL is the base and the downgrade target)."""
-    path = next(Path(__file__).parent.glob(f"*_{tag}_*.py"))
-    spec = importlib.util.spec_from_file_location(f"_ser_migration_{tag}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_revision = revision_module
 
 
 def _replaceable(ddl: str) -> str:

@@ -20,14 +20,13 @@ table, triggers and functions.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from db.migrations.earlier import revision_module
 
 revision: str = "5d1e8b7c2a90"
 down_revision: str | None = "0c7c9ff93104"
@@ -35,14 +34,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _revision(tag: str) -> ModuleType:
-    """An earlier migration module (its view DDL is the base and the downgrade target)."""
-    path = next(Path(__file__).parent.glob(f"*_{tag}_*.py"))
-    spec = importlib.util.spec_from_file_location(f"_ser_migration_{tag}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_revision = revision_module
 
 
 METRIC_COLUMNS: tuple[str, ...] = _revision("aad6ca938054").SUMMARY_COLUMNS
