@@ -115,7 +115,7 @@ def test_flow_on_the_cluster_stores_the_local_vectors_with_its_task_in_the_flow_
 
     fs_id, want = local
     _forget(engine)
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):
         state = features_flow(RUN, dask_address=cluster.scheduler_address, progress=False,
                               return_state=True)
         report = state.result()

@@ -363,7 +363,7 @@ def test_cli_features_and_flow(clip_db: list[int]) -> None:
     from flows.features import features_flow
 
     run = FeatureRunConfig(set_name="seed180", channel="telephony", workers=1)
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):
         report = features_flow(run, progress=False)
         assert (report["stored"], report["errors"]) == (5, 2)
         assert features_flow(run, progress=False)["pending"] == 0

@@ -350,7 +350,7 @@ def test_cli_bad_input_exit_2(runner: CliRunner, cli_env: dict[str, str], tmp_pa
 def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):
         yield
 
 

@@ -425,7 +425,7 @@ def test_nightly_flow_runs_under_prefect(cli_env: dict[str, str], engine: Engine
     inbox = tmp_path / "inbox"
     generate_calls(inbox / "today", n_calls=1, minutes=0.15, bank=bank, seed=41)
     (inbox / "today" / "zero.wav").write_bytes(b"")
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):
         state = nightly_flow(inbox=str(inbox), workers=1, return_state=True)
         report = state.result(raise_on_failure=False)
     assert state.is_failed()  # a call failed: the flow says so
