@@ -178,6 +178,26 @@ def test_killed_worker_mid_batch_every_call_still_scored_once(
     assert len(scored) == len(set(scored)) == len(calls)
 
 
+def test_the_only_worker_killed_mid_batch_the_model_comes_back_with_its_restart(
+        engine: Engine, model: LoadedModel, calls_dir: Path,
+        local_segments: dict[str, int]) -> None:
+    """With one worker, ``kill -9`` takes every copy of the model with it: the scheduler runs
+    the model's task again on the restarted worker (scattered data would be lost for good and
+    cancel every call waiting on it)."""
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as single:
+        batch_id = _register(engine, calls_dir, dt.date(2024, 6, 12), model)
+        with kill_a_busy_worker(single.scheduler_address, key_prefix="score-call-") as killed:
+            stats = _score(engine, batch_id, model, calls_dir, single.scheduler_address,
+                           max_in_flight=2)
+    assert killed, "the worker was not killed while it held a call"
+    calls = _calls(engine, batch_id)
+    assert {k: c["segments"] for k, c in calls.items()} == local_segments
+    assert all(c["status"] == "scored" and c["error"] is None for c in calls.values())
+    scored = [call_id for s in stats for call_id in s.scored]
+    assert len(scored) == len(set(scored)) == len(calls)
+
+
 @pytest.mark.parametrize(("environ", "expected"), [
     ({"MALLOC_TRIM_THRESHOLD_": "65536"}, [(-3, 32 * 1024 * 1024)]),  # as Dask's nanny sets it
     ({}, []),  # glibc's adaptive threshold is still on

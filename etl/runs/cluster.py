@@ -7,8 +7,10 @@ and other hosts and runs share the batch through the same claims), submits
 :func:`etl.scoring.recording.score_recording` for the claimed paths to the workers, at most
 ``max_in_flight`` at a time, and writes the results back several per transaction with the same
 per-call functions as the local path (``write_result``, ``mark_failed``, ``mark_rejected``).
-The model goes to every worker once (``Client.scatter(..., broadcast=True)``: the object this
-process loaded from the verified artifact, never bytes pickled from the database).
+The model is one task's result (:func:`_model_on_worker`, the object this process loaded from
+the verified artifact, never bytes pickled from the database): a worker fetches it once for its
+calls, and if every worker holding it dies the scheduler recomputes it from the task, where
+scattered data would be lost with its worker and take the calls waiting on it along.
 
 A worker needs the package and read access to the audio at the same path as this process; it
 needs no database connection (docs/distributed.md). Its first call gives its process back
@@ -280,6 +282,7 @@ class _Run:
     def collect(self) -> None:
         """Wait (up to POLL_S) for finished tasks; raise :class:`ClusterError` on a fault."""
         from distributed import wait
+        from distributed.client import FuturesCancelledError
 
         if not self.in_flight:
             return
@@ -289,6 +292,8 @@ class _Run:
                                 return_when="FIRST_COMPLETED").done
         except TimeoutError:
             finished = set()
+        except FuturesCancelledError:  # each cancelled one is a cluster fault, raised below
+            finished = {future for future in self.in_flight if future.done()}
         if self.client.status in ("closing", "closed"):
             raise ClusterError(f"lost the connection to the Dask scheduler at {self.address}")
         for future in finished:
@@ -409,10 +414,17 @@ def _connected(address: str, *, timeout_s: float, progress: bool,
             bar.close()
 
 
-def _scatter_model(client: Client, model: LoadedModel, *, address: str) -> Future:
-    """Send the model to every worker once; any failure is a :class:`ClusterError`."""
+def _model_on_worker(model: LoadedModel) -> LoadedModel:
+    """The model as a task result (what the calls' tasks depend on)."""
+    return model
+
+
+def _submit_model(client: Client, model: LoadedModel, *, address: str) -> Future:
+    """The model as a task the scheduler can run again if the workers holding it die; any
+    failure to submit it is a :class:`ClusterError`."""
     try:
-        return client.scatter(model, broadcast=True, hash=False)
+        return client.submit(_model_on_worker, model, pure=False,
+                             key=f"ser-model-{model.model_version_id}-{os.urandom(4).hex()}")
     except Exception as exc:  # noqa: BLE001 - a cluster fault, whatever its type
         raise ClusterError(f"could not send the model to the Dask workers at "
                            f"{address}: {type(exc).__name__}: {first_line(exc)}") from None
@@ -471,7 +483,7 @@ def score_claims_on_cluster(
                      on_call=on_call) as (client, tick),
           Lease(engine, name=f"dask:{worker_name()}") as lease):
         run = _Run(engine, client, lease=lease, batch_id=batch_id, model=model,
-                   model_future=_scatter_model(client, model, address=address), config=config,
+                   model_future=_submit_model(client, model, address=address), config=config,
                    root=root, allowed_roots=allowed_roots, address=address,
                    retry_before=retry_before, on_call=tick)
         return run.drive(max_in_flight)
