@@ -420,11 +420,15 @@ def _model_on_worker(model: LoadedModel) -> LoadedModel:
 
 
 def _submit_model(client: Client, model: LoadedModel, *, address: str) -> Future:
-    """The model as a task the scheduler can run again if the workers holding it die; any
-    failure to submit it is a :class:`ClusterError`."""
+    """The model as a task the scheduler can run again if the workers holding it die, copied
+    to every worker; any failure to submit it is a :class:`ClusterError`."""
     try:
-        return client.submit(_model_on_worker, model, pure=False,
-                             key=f"ser-model-{model.model_version_id}-{os.urandom(4).hex()}")
+        future = client.submit(_model_on_worker, model, pure=False,
+                               key=f"ser-model-{model.model_version_id}-{os.urandom(4).hex()}")
+        # a copy on every worker from the start, so the scheduler spreads the calls at once
+        # instead of first placing them where the model happens to be
+        client.replicate([future])
+        return future
     except Exception as exc:  # noqa: BLE001 - a cluster fault, whatever its type
         raise ClusterError(f"could not send the model to the Dask workers at "
                            f"{address}: {type(exc).__name__}: {first_line(exc)}") from None
