@@ -160,22 +160,30 @@ def test_bad_recording_fails_alone_as_in_the_local_path(
     assert sum(len(s.failed) for s in stats) == 2
 
 
-def test_killed_worker_mid_batch_every_call_still_scored_once(
-        engine: Engine, model: LoadedModel, calls_dir: Path, local_segments: dict[str, int],
-        cluster: LocalCluster) -> None:
-    """``kill -9`` of the worker process that holds a call's task: Dask runs the task
-    elsewhere (the nanny restarts the worker), and the claims keep every call written once."""
-    batch_id = _register(engine, calls_dir, dt.date(2024, 6, 5), model)
-    with kill_a_busy_worker(cluster.scheduler_address, key_prefix="score-call-") as killed:
+def _score_killing_a_busy_worker(engine: Engine, model: LoadedModel, calls_dir: Path,
+                                 local_segments: dict[str, int], *, address: str,
+                                 day: dt.date) -> None:
+    """Score a batch while a worker holding a call is killed; every call must end scored once,
+    with the local path's segments."""
+    batch_id = _register(engine, calls_dir, day, model)
+    with kill_a_busy_worker(address, key_prefix="score-call-") as killed:
         # one call in flight per worker: the killed one held a call that was not written
-        stats = _score(engine, batch_id, model, calls_dir, cluster.scheduler_address,
-                       max_in_flight=2)
+        stats = _score(engine, batch_id, model, calls_dir, address, max_in_flight=2)
     assert killed, "the worker was not killed while it held a call"
     calls = _calls(engine, batch_id)
     assert {k: c["segments"] for k, c in calls.items()} == local_segments
     assert all(c["status"] == "scored" and c["error"] is None for c in calls.values())
     scored = [call_id for s in stats for call_id in s.scored]
     assert len(scored) == len(set(scored)) == len(calls)
+
+
+def test_killed_worker_mid_batch_every_call_still_scored_once(
+        engine: Engine, model: LoadedModel, calls_dir: Path, local_segments: dict[str, int],
+        cluster: LocalCluster) -> None:
+    """``kill -9`` of the worker process that holds a call's task: Dask runs the task
+    elsewhere (the nanny restarts the worker), and the claims keep every call written once."""
+    _score_killing_a_busy_worker(engine, model, calls_dir, local_segments,
+                                 address=cluster.scheduler_address, day=dt.date(2024, 6, 5))
 
 
 def test_the_only_worker_killed_mid_batch_the_model_comes_back_with_its_restart(
@@ -186,16 +194,8 @@ def test_the_only_worker_killed_mid_batch_the_model_comes_back_with_its_restart(
     cancel every call waiting on it)."""
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as single:
-        batch_id = _register(engine, calls_dir, dt.date(2024, 6, 12), model)
-        with kill_a_busy_worker(single.scheduler_address, key_prefix="score-call-") as killed:
-            stats = _score(engine, batch_id, model, calls_dir, single.scheduler_address,
-                           max_in_flight=2)
-    assert killed, "the worker was not killed while it held a call"
-    calls = _calls(engine, batch_id)
-    assert {k: c["segments"] for k, c in calls.items()} == local_segments
-    assert all(c["status"] == "scored" and c["error"] is None for c in calls.values())
-    scored = [call_id for s in stats for call_id in s.scored]
-    assert len(scored) == len(set(scored)) == len(calls)
+        _score_killing_a_busy_worker(engine, model, calls_dir, local_segments,
+                                     address=single.scheduler_address, day=dt.date(2024, 6, 12))
 
 
 @pytest.mark.parametrize(("environ", "expected"), [
