@@ -450,7 +450,8 @@ class CallSummary(Base):
     speaking_rate_customer: Mapped[float | None] = mapped_column(Float)
 
 
-# Summary columns a call fact carries: all of call_summaries' but its keys and created_at.
+# Summary columns a call fact carries: all of call_summaries' but its keys, created_at and
+# duration_s (the fact's duration_s falls back to the call's own when there is no summary).
 _FACT_SUMMARY_SKIP = frozenset({"call_id", "model_version_id", "created_at", "duration_s"})
 
 
