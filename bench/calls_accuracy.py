@@ -27,6 +27,21 @@ Protocol
      babble, ivr; ``no_event`` = line noise or a pause), with how many events of that kind got
      at least one scored segment (``nonspeech_events`` counts the events).
 
+   - agents' turns read as negative: agent turns (grouped like customer turns; agents speak
+     neutral, calm or happy) whose duration-weighted majority of non-abstained agent segments is
+     a negative class of the scheme (angry/sad/fearful/disgust; posneg's ``negative``), overall
+     and per true emotion; turn coverage is also given per true customer emotion.
+
+Field calls (``--calls field``, issue 24): step 4 builds the calls with ``bench/field_calls.py``
+instead of ``ser calls generate``, which shares no level or line code with the project: each
+emotion at its natural loudness (calm/neutral/sad 10-15 dB under angry), each party's level per
+call drawn over 22 dB, line noise floors -66..-50 dBFS, and one of six line types per call
+(``--lines``: g711, wideband (16 kHz), packet_loss, echo, reverb, agc; ``--calls-per-line``
+each; the k-th call of every line has the same scenario and actors). Every figure of step 5 is
+reported over all calls and per line type (``per_line``), with a ``summary`` of the key figures
+per line; ``scored_bandwidth`` says how ``ser score`` classed each line's calls. The default
+stays ``--calls generated`` so the figures in docs/features.md can be reproduced.
+
 Selection mode (choosing a default without touching actors 17-20):
 ``--train-actors 1-12 --call-actors 13-16`` trains on actors 01-12 and generates and scores the
 calls from actors 13-16 (both sets must lie inside 01-16 and be disjoint); the held-out report is
@@ -37,6 +52,7 @@ whatever ``ser train`` does with no options).
 Usage: python bench/calls_accuracy.py [--schemes emotion8,callcentre4,posneg]
        [--variants default,studio] [--n-calls 60] [--minutes 2] [--workers 2]
        [--train-actors 1-16] [--call-actors 17-20]
+       [--calls field [--calls-per-line 10] [--lines g711,wideband,...] [--paired]]
 Run an older checkout's copy of this file (its own ``bench/``) to measure that code.
 """
 
@@ -89,6 +105,13 @@ def in_process_options(variant: str) -> dict[str, Any] | None:
         return {"speaker_normalisation": True, "speaker_prior_rows": float(rows)}
     return None
 BATCH_DATE = "2024-01-15"
+CALL_SOURCES = ("generated", "field")
+FIELD_LINES = ("g711", "wideband", "packet_loss", "echo", "reverb", "agc")
+TURN_DEFINITION = (
+    "customer turn = consecutive customer utterances of one emotion with no agent utterance "
+    "starting in between; predicted by the duration-weighted majority of the non-abstained "
+    "customer segments overlapping it; emotions the scheme excludes are not counted; UAR = "
+    "balanced accuracy over the turns that got a prediction (agent turns grouped the same way)")
 TARGETS = {"customer_turn_uar": {"emotion8": 0.50, "callcentre4": 0.70},
            "turn_coverage": 0.95, "escalation_precision": 0.8, "escalation_recall": 0.6}
 
@@ -142,14 +165,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def customer_turns(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Consecutive customer utterances of one emotion, no agent utterance starting between."""
+def customer_turns(events: list[dict[str, Any]], *, role: str = "customer"
+                   ) -> list[dict[str, Any]]:
+    """Consecutive utterances of ``role`` (the customer) of one emotion, no utterance of the
+    other role starting between."""
     turns: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     for e in sorted(events, key=lambda r: r["start_s"]):
-        if e["role"] == "agent":
+        if e["role"] not in (role, "agent", "customer"):
+            continue
+        if e["role"] != role:
             current = None
-        elif e["role"] == "customer":
+        else:
             if current is not None and current["emotion"] == e["emotion"]:
                 current["end_s"] = max(current["end_s"], e["end_s"])
                 current["speech_s"] += e["end_s"] - e["start_s"]
@@ -175,8 +202,10 @@ def load_truth(calls_dir: Path) -> dict[str, dict[str, Any]]:
                   and (e.get("kind") or "speech") == "speech"]
         other = [e for e in events if e not in speech]
         share = customer_negative_share(read_timeline(calls_dir / f"{call_id}.timeline.csv"))
-        truth[call_id] = {"scenario": row.get("scenario", ""), "speech": speech,
-                          "nonspeech": other, "turns": customer_turns(speech),
+        truth[call_id] = {"scenario": row.get("scenario", ""), "line": row.get("line", ""),
+                          "speech": speech, "nonspeech": other,
+                          "turns": customer_turns(speech),
+                          "agent_turns": customer_turns(speech, role="agent"),
                           "customer_negative_share": share,
                           "escalated": share > ESCALATED_SHARE}
     return truth
@@ -203,13 +232,25 @@ def batch_metrics(engine: Any, batch_id: int, scheme: str,
                   truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Every metric of one scored batch (module docstring, step 5) against the timelines."""
     segs, summaries = _batch_rows(engine, batch_id)
+    return rows_metrics(segs, summaries, scheme, truth)
+
+
+def rows_metrics(segs: list[Any], summaries: list[dict[str, Any]], scheme: str,
+                 truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of the calls in ``truth`` (a batch's rows of other calls are ignored, so a
+    subset of the calls, e.g. one line type, is measured on its own)."""
     by_call: dict[str, list[Any]] = defaultdict(list)
     for row in segs:
-        by_call[row.call_key].append(row)
+        if row.call_key in truth:
+            by_call[row.call_key].append(row)
+    summaries = [r for r in summaries if r["call_key"] in truth]
+    segs = [s for rows in by_call.values() for s in rows]
     scored = [r for r in summaries if r["status"] == "scored"]
     false_accepts, nonspeech_events = _vad_false_accepts(truth, by_call)
     out: dict[str, Any] = {
+        "calls": len(truth),
         **_turn_metrics(truth, by_call, scheme),
+        **_agent_metrics(truth, by_call),
         "calls_scored": len(scored), "calls_failed": len(summaries) - len(scored),
         **_escalation_metrics(scored, truth),
         "segments_scored": len(segs),
@@ -240,7 +281,9 @@ def _batch_rows(engine: Any, batch_id: int) -> tuple[list[Any], list[dict[str, A
             "JOIN batches b ON b.id = c.batch_id AND b.model_version_id = s.model_version_id "
             "WHERE c.batch_id = :b"), {"b": batch_id}).all()
         summaries = [dict(r._mapping) for r in conn.execute(text(
-            "SELECT c.call_key, c.status, s.* FROM calls c JOIN batches b ON b.id = c.batch_id "
+            "SELECT c.call_key, c.status, c.sample_rate AS call_sample_rate, "
+            "c.extra->>'bandwidth' AS bandwidth, s.* "
+            "FROM calls c JOIN batches b ON b.id = c.batch_id "
             "LEFT JOIN call_summaries s ON s.call_id = c.id "
             "AND s.model_version_id = b.model_version_id WHERE c.batch_id = :b"),
             {"b": batch_id})]
@@ -255,20 +298,18 @@ def _turn_metrics(truth: dict[str, dict[str, Any]], by_call: dict[str, list[Any]
 
     pairs: list[tuple[str, str]] = []
     n_turns = covered = covered_confident = 0
+    per_emotion: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for key, t in truth.items():
         cust = [s for s in by_call.get(key, []) if s.role == "customer"]
         for turn in t["turns"]:
             n_turns += 1
-            votes: dict[str, float] = defaultdict(float)
-            any_seg = False
-            for s in cust:
-                ov = _overlap(s.start_s, s.end_s, turn["start_s"], turn["end_s"])
-                if ov > 0:
-                    any_seg = True
-                    if not s[6]:
-                        votes[s.emotion] += ov
+            any_seg, votes = _turn_votes(cust, turn)
             covered += any_seg
             covered_confident += bool(votes)
+            counts = per_emotion[turn["emotion"]]
+            counts[0] += 1
+            counts[1] += any_seg
+            counts[2] += bool(votes)
             label = map_emotion(scheme, turn["emotion"])
             if label is not None and votes:
                 pairs.append((label, max(votes, key=votes.__getitem__)))
@@ -280,6 +321,63 @@ def _turn_metrics(truth: dict[str, dict[str, Any]], by_call: dict[str, list[Any]
         "customer_turns": n_turns,
         "turn_coverage": round(covered / n_turns, 3) if n_turns else None,
         "turn_coverage_confident": round(covered_confident / n_turns, 3) if n_turns else None,
+        "turn_coverage_per_emotion": {
+            e: {"turns": n, "coverage": round(c / n, 3), "coverage_confident": round(cc / n, 3)}
+            for e, (n, c, cc) in sorted(per_emotion.items())},
+    }
+
+
+def _turn_votes(segments: list[Any], turn: dict[str, Any]) -> tuple[bool, dict[str, float]]:
+    """``(any segment overlaps the turn, seconds of overlap per predicted label of the
+    non-abstained ones)``."""
+    votes: dict[str, float] = defaultdict(float)
+    any_seg = False
+    for s in segments:
+        ov = _overlap(s.start_s, s.end_s, turn["start_s"], turn["end_s"])
+        if ov > 0:
+            any_seg = True
+            if not s[6]:
+                votes[s.emotion] += ov
+    return any_seg, votes
+
+
+def _agent_metrics(truth: dict[str, dict[str, Any]],
+                   by_call: dict[str, list[Any]]) -> dict[str, Any]:
+    """Agents' turns (neutral/calm/happy: friendly) read as negative: each agent turn (grouped
+    as customer turns are) predicted by the duration-weighted majority of the non-abstained
+    agent segments overlapping it; negative = one of the scheme's negative classes
+    (angry/sad/fearful/disgust, posneg's "negative"). Also the share of the agents' scored
+    seconds in negative segments."""
+    from etl.corpora.labels import is_negative_class
+
+    per_emotion: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    predicted: dict[str, int] = defaultdict(int)
+    neg_s = all_s = 0.0
+    for key, t in truth.items():
+        agent = [s for s in by_call.get(key, []) if s.role == "agent"]
+        for s in agent:
+            if not s[6]:
+                all_s += s.end_s - s.start_s
+                neg_s += (s.end_s - s.start_s) * is_negative_class(s.emotion)
+        for turn in t.get("agent_turns", []):
+            _, votes = _turn_votes(agent, turn)
+            if not votes:
+                continue
+            label = max(votes, key=votes.__getitem__)
+            predicted[label] += 1
+            counts = per_emotion[turn["emotion"]]
+            counts[0] += 1
+            counts[1] += is_negative_class(label)
+    n = sum(c[0] for c in per_emotion.values())
+    neg = sum(c[1] for c in per_emotion.values())
+    return {
+        "agent_turns_evaluated": n,
+        "agent_turns_read_negative": round(neg / n, 3) if n else None,
+        "agent_turns_read_negative_per_emotion": {
+            e: {"turns": k, "read_negative": round(m / k, 3)}
+            for e, (k, m) in sorted(per_emotion.items())},
+        "agent_turn_predictions": dict(sorted(predicted.items())),
+        "agent_scored_seconds_negative_share": round(neg_s / all_s, 3) if all_s else None,
     }
 
 
@@ -384,6 +482,8 @@ class _Plan:
 
     schemes: list[str]
     variants: list[str]
+    calls: str  # "generated" or "field"
+    lines: list[str]
     train_actors: list[int]
     call_actors: list[int]
     selection: bool  # choosing a default: actors 17-20 untouched
@@ -402,13 +502,16 @@ def main() -> None:
     plan = _plan(args)
     started = time.perf_counter()
     result: dict[str, Any] = {
-        "protocol": (f"train: RAVDESS actors {plan.train_span} via the ser CLI; test: ser calls "
-                     f"generate from actors {plan.call_span} "
-                     + ("(selection: training speakers only, actors 17-20 untouched)"
-                        if plan.selection else "(held out)") + ", scored with ser score"),
+        "protocol": _protocol(plan, args),
         "mode": "selection" if plan.selection else "held_out",
-        "code_root": str(ROOT), "cpus": os.cpu_count(), "targets": TARGETS,
-        "options": {"schemes": plan.schemes, "variants": plan.variants, "n_calls": args.n_calls,
+        "calls_source": plan.calls,
+        "turn_definition": TURN_DEFINITION,
+        "code_root": str(ROOT), "code_commit": _git_commit(), "cpus": os.cpu_count(),
+        "targets": TARGETS,
+        "options": {"schemes": plan.schemes, "variants": plan.variants, "calls": plan.calls,
+                    **({"calls_per_line": args.calls_per_line, "lines": plan.lines,
+                        "paired": args.paired} if plan.calls == "field"
+                       else {"n_calls": args.n_calls}),
                     "minutes": args.minutes, "seed": args.seed,
                     "train_actors": plan.train_span, "call_actors": plan.call_span}}
     seconds: dict[str, float] = {}
@@ -424,7 +527,8 @@ def main() -> None:
             results: dict[str, dict[str, Any]] = {}
             for variant in plan.variants:
                 entries = _measure_variant(engine, env, variant, plan.schemes,
-                                           calls_dir=calls_dir, truth=truth, seconds=seconds)
+                                           calls_dir=calls_dir, truth=truth, seconds=seconds,
+                                           lines=plan.lines if plan.calls == "field" else None)
                 if entries:
                     results[variant] = entries
             result["results"] = results
@@ -436,13 +540,54 @@ def main() -> None:
     print(json.dumps(result, indent=2))
 
 
+def _protocol(plan: _Plan, args: argparse.Namespace) -> str:
+    held = ("(selection: training speakers only, actors 17-20 untouched)" if plan.selection
+            else "(held out: speaker-independent)")
+    train = f"train: RAVDESS actors {plan.train_span} via the ser CLI"
+    if plan.calls == "generated":
+        return (f"{train}; test: ser calls generate ({args.n_calls} calls) from actors "
+                f"{plan.call_span} {held}, scored with ser score")
+    return (f"{train}; test: field calls (bench/field_calls.py, levels and lines independent "
+            f"of the project's generator) from actors {plan.call_span} {held}, "
+            f"{args.calls_per_line} calls of ~{args.minutes:g} min per line type "
+            f"({', '.join(plan.lines)}; each call one line), all scored with ser score in one "
+            "batch per model; every figure per line type (per_line) and over all calls; "
+            "customer turns as turn_definition says")
+
+
+def _git_commit() -> str | None:
+    """The commit of the measured code (with ``+dirty`` when tracked files differ); for a tree
+    exported without ``.git`` (``git archive``), what ``SER_CODE_COMMIT`` says."""
+    import subprocess
+
+    if os.environ.get("SER_CODE_COMMIT"):
+        return os.environ["SER_CODE_COMMIT"]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--short", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
     parser.add_argument("--schemes", default=",".join(SCHEMES))
     parser.add_argument("--variants", default="default,studio",
                         help=f"comma list of {', '.join(VARIANT_OPTIONS)}, population_prior_N")
-    parser.add_argument("--n-calls", type=int, default=60)
+    parser.add_argument("--calls", choices=CALL_SOURCES, default="generated",
+                        help="generated: ser calls generate (the project's own generator); "
+                        "field: bench/field_calls.py (levels and lines of its own, per line type)")
+    parser.add_argument("--n-calls", type=int, default=60, help="calls of --calls generated")
+    parser.add_argument("--calls-per-line", type=int, default=10,
+                        help="calls per line type of --calls field")
+    parser.add_argument("--lines", default=",".join(FIELD_LINES),
+                        help="line types of --calls field")
+    parser.add_argument("--paired", action="store_true",
+                        help="--calls field: the same conversation on every line")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2024)
@@ -474,7 +619,10 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if not selection and set(call_actors) != held_out:
         sys.exit("the calls of a held-out report come from actors 17-20 exactly; for selection "
                  "keep both actor sets within 1-16")
-    return _Plan(schemes, variants, train_actors, call_actors, selection)
+    lines = [s for s in args.lines.split(",") if s]
+    if unknown_lines := [s for s in lines if s not in FIELD_LINES]:
+        sys.exit(f"unknown line types {unknown_lines}; choose from {', '.join(FIELD_LINES)}")
+    return _Plan(schemes, variants, args.calls, lines, train_actors, call_actors, selection)
 
 
 def _prepare(args: argparse.Namespace, plan: _Plan, tmp: Path, env: dict[str, str], *,
@@ -491,27 +639,50 @@ def _prepare(args: argparse.Namespace, plan: _Plan, tmp: Path, env: dict[str, st
 
     t = time.perf_counter()
     calls_dir = tmp / "calls"
-    ser(["calls", "generate", str(calls_dir), "--n-calls", str(args.n_calls),
-         "--minutes", str(args.minutes), "--source", str(test_dir),
-         "--seed", str(args.seed)], env)
+    if plan.calls == "field":
+        from bench.field_calls import build_calls, load_bank
+
+        build_calls(calls_dir, bank=load_bank(test_dir, plan.call_actors),
+                    calls_per_line=args.calls_per_line, minutes=args.minutes,
+                    lines=plan.lines, seed=args.seed, paired=args.paired)
+    else:
+        ser(["calls", "generate", str(calls_dir), "--n-calls", str(args.n_calls),
+             "--minutes", str(args.minutes), "--source", str(test_dir),
+             "--seed", str(args.seed)], env)
     truth = load_truth(calls_dir)
     seconds["generate"] = round(time.perf_counter() - t, 1)
+    result["calls"] = {"n_calls": len(truth), "call_actors": plan.call_span,
+                       **_calls_summary(truth)}
+    if plan.calls == "field":
+        result["calls"]["per_line"] = {line: _calls_summary(sub)
+                                       for line, sub in _by_line(truth, plan.lines).items()}
+    return calls_dir, truth
+
+
+def _calls_summary(truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
     scen: dict[str, int] = defaultdict(int)
     for t_ in truth.values():
         scen[t_["scenario"]] += 1
-    result["calls"] = {
-        "n_calls": len(truth), "call_actors": plan.call_span,
-        "scenarios": dict(sorted(scen.items())),
-        "truly_escalated": sum(t_["escalated"] for t_ in truth.values()),
-        "customer_turns": sum(len(t_["turns"]) for t_ in truth.values())}
-    return calls_dir, truth
+    return {"scenarios": dict(sorted(scen.items())),
+            "truly_escalated": sum(t_["escalated"] for t_ in truth.values()),
+            "customer_turns": sum(len(t_["turns"]) for t_ in truth.values()),
+            "agent_turns": sum(len(t_["agent_turns"]) for t_ in truth.values())}
+
+
+def _by_line(truth: dict[str, dict[str, Any]], lines: list[str]
+             ) -> dict[str, dict[str, dict[str, Any]]]:
+    """The truth split by the calls' line type, in ``lines`` order."""
+    return {line: {k: t for k, t in truth.items() if t["line"] == line} for line in lines
+            if any(t["line"] == line for t in truth.values())}
 
 
 def _measure_variant(engine: Any, env: dict[str, str], variant: str, schemes: list[str], *,
                      calls_dir: Path, truth: dict[str, dict[str, Any]],
-                     seconds: dict[str, float]) -> dict[str, dict[str, Any]]:
+                     seconds: dict[str, float], lines: list[str] | None = None
+                     ) -> dict[str, dict[str, Any]]:
     """Features, then per scheme a model trained and the calls scored with it:
-    ``{scheme: model info and batch metrics}`` (or the scoring error)."""
+    ``{scheme: model info and batch metrics}`` (or the scoring error); with ``lines`` (field
+    calls) also every metric per line type (``per_line``) and a ``summary`` of the key ones."""
     t = time.perf_counter()
     channel = VARIANT_OPTIONS.get(variant, VARIANT_OPTIONS["population_prior"])
     ser(["features", *channel], env)
@@ -535,16 +706,48 @@ def _measure_variant(engine: Any, env: dict[str, str], variant: str, schemes: li
                                "score_error": str(exc).strip().splitlines()[-1][:300]}
             continue
         seconds[f"score_{variant}_{scheme}"] = round(time.perf_counter() - t, 1)
+        segs, summaries = _batch_rows(engine, int(report["batch_id"]))
         entry = entries[scheme] = {
             **model_info(engine, mv),
-            **batch_metrics(engine, int(report["batch_id"]), scheme, truth),
+            **rows_metrics(segs, summaries, scheme, truth),
             "scoring_real_time_factor": round(
                 report["audio_seconds"] / max(report["wall_seconds"], 1e-9), 1)}
+        if lines is not None:
+            entry["per_line"] = {line: {**rows_metrics(segs, summaries, scheme, sub),
+                                        **_bandwidth_seen(summaries, sub)}
+                                 for line, sub in _by_line(truth, lines).items()}
+            entry["summary"] = {name: _key_figures(m) for name, m in
+                                [*entry["per_line"].items(), ("overall", entry)]}
+            for name, row in entry["summary"].items():
+                print(f"  {variant}/{scheme} {name:>12}: {row}", file=sys.stderr, flush=True)
         print(f"{variant}/{scheme}: uar {entry['customer_turn_uar']} coverage "
               f"{entry['turn_coverage']} escalated {entry['escalated']}/"
               f"{entry['calls_scored']} precision {entry['escalation_precision']} "
               f"recall {entry['escalation_recall']}", file=sys.stderr, flush=True)
     return entries
+
+
+def _key_figures(m: dict[str, Any]) -> dict[str, Any]:
+    """The figures issue 24 asks for, of one line type (or all calls), in one small row."""
+    return {"calls": m.get("calls"), "customer_turn_uar": m.get("customer_turn_uar"),
+            "turns_evaluated": m.get("customer_turns_evaluated"),
+            "turn_coverage": m.get("turn_coverage"),
+            "turn_coverage_confident": m.get("turn_coverage_confident"),
+            "agent_turns_read_negative": m.get("agent_turns_read_negative"),
+            "truly_escalated": m.get("truly_escalated"), "escalated": m.get("escalated"),
+            "escalation_precision": m.get("escalation_precision"),
+            "escalation_recall": m.get("escalation_recall"),
+            "calm_calls_escalated": m.get("calm_calls_escalated")}
+
+
+def _bandwidth_seen(summaries: list[dict[str, Any]],
+                    truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """How ``ser score`` classed the calls' bandwidth (``calls.extra.bandwidth``), if stored."""
+    seen: dict[str, int] = defaultdict(int)
+    for r in summaries:
+        if r["call_key"] in truth:
+            seen[f"{r.get('bandwidth') or 'unknown'}@{r.get('call_sample_rate') or '?'}"] += 1
+    return {"scored_bandwidth": dict(sorted(seen.items()))}
 
 
 if __name__ == "__main__":
