@@ -12,16 +12,19 @@ Weights
     Installed from PyPI by `install_weights` (``ser encoder install``): pip downloads the
     resemblyzer wheel without its dependencies (no torch), the ``pretrained.pt`` inside is
     checked against `WEIGHTS_SHA256` and written to `weights_path` inside the virtualenv,
-    shared by every SER_HOME. Resemblyzer is Apache-2.0 (Copyright Corentin Jemine); its
+    shared by every SER_HOME. Resemblyzer (Corentin Jemine, Resemble AI) is Apache-2.0; its
     LICENSE is installed beside the weights, as the licence requires.
 
 Network
     ``LSTM(40 -> 256, 3 layers)`` (PyTorch gate order i, f, g, o; ``bias_ih + bias_hh``),
     ``Linear(256, 256)`` and ReLU on the last layer's final hidden state, L2-normalised. Input:
     the power (not log) mel spectrogram ``librosa.feature.melspectrogram(sr=16000, n_fft=400,
-    hop_length=160, n_mels=40)``, ``(frames, 40)``, cut into partials of 160 frames (1.6 s)
-    every `PARTIAL_STEP_FRAMES`; the utterance embedding is the L2-normalised mean of the
-    partial embeddings.
+    hop_length=160, n_mels=40)``, ``(frames, 40)`` (computed by the project's numpy ports in
+    `etl.audio`, equal to librosa's), cut into partials of 160 frames (1.6 s) every
+    `PARTIAL_STEP_FRAMES`; the utterance embedding is the L2-normalised mean of the partial
+    embeddings. float32 throughout; partials of all segments run together, `MAX_BATCH` at a
+    time (a batch of one costs twice as much CPU per partial: embed a call's segments in one
+    call).
 
 Differences from resemblyzer's ``embed_utterance``
     No VAD trimming (segments come from our own VAD); each segment is scaled to
@@ -283,7 +286,7 @@ class _TensorRef:
     stride: tuple[int, ...]
 
     def to_numpy(self) -> np.ndarray:
-        """The tensor as a C-contiguous float32 copy, honouring offset, size and stride."""
+        """The tensor as a new C-contiguous float32 array, honouring offset, size and stride."""
         data = self.storage.data
         if data is None:
             raise pickle.UnpicklingError(f"storage {self.storage.key} has no data")
@@ -297,7 +300,8 @@ class _TensorRef:
         view = np.lib.stride_tricks.as_strided(
             data[self.offset:], shape=self.size,
             strides=tuple(s * data.itemsize for s in self.stride), writeable=False)
-        return np.ascontiguousarray(view, dtype=np.float32)
+        # a copy: a view would keep the whole file alive, unaligned (BLAS slows down on it)
+        return np.array(view, dtype=np.float32, order="C", copy=True)
 
 
 def _rebuild_tensor_v2(storage: _Storage, storage_offset: int, size: tuple[int, ...],
@@ -527,7 +531,7 @@ def _level_scaled(segment: np.ndarray) -> np.ndarray | None:
 
 def _segment_partials(segment: np.ndarray) -> np.ndarray:
     """Mel partials of one level-scaled segment: float32 ``(n_partials, 160, 40)``."""
-    starts = partial_starts(segment.size)
+    starts = partial_starts(segment.size, step_frames=PARTIAL_STEP_FRAMES)
     stop = int(starts[-1] + PARTIAL_FRAMES) * HOP_LENGTH
     if stop >= segment.size:  # as resemblyzer: pad, else the mel of the whole signal
         segment = np.pad(segment, (0, stop - segment.size))
@@ -569,6 +573,12 @@ class VoiceEncoder:
             self._bias.append(bias * scale)
         self._w_lin_t = np.ascontiguousarray(np.asarray(state["linear.weight"], np.float32).T)
         self._b_lin = np.asarray(state["linear.bias"], dtype=np.float32).copy()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the weights."""
+        arrays = [*self._w_ih_t, *self._w_hh_t, *self._bias, self._w_lin_t, self._b_lin]
+        return sum(a.nbytes for a in arrays)
 
     def _lstm_layer(self, x: np.ndarray, layer: int, *, keep_sequence: bool) -> np.ndarray:
         """One LSTM layer over time-major ``x`` ``(T, B, n_in)``.
