@@ -519,7 +519,8 @@ def mel_spectrogram(y: np.ndarray) -> np.ndarray:
 
 
 def _level_scaled(segment: np.ndarray) -> np.ndarray | None:
-    """``segment`` scaled to `LEVEL_TARGET_DBFS` RMS as float32; None if empty or silent."""
+    """``segment`` scaled to `LEVEL_TARGET_DBFS` RMS as float32; None if empty, silent or
+    not finite."""
     if segment.size == 0:
         return None
     rms = float(np.sqrt(np.mean(np.square(segment, dtype=np.float64))))
@@ -660,8 +661,9 @@ class VoiceEncoder:
         Returns
         -------
         np.ndarray
-            float32 ``(len(segments), 256)``. A segment with no samples or only zeros gives a
-            zero row (not a unit vector: downstream can tell it apart).
+            float32 ``(len(segments), 256)``. A segment with no samples, only zeros or a
+            non-finite sample gives a zero row (not a unit vector: downstream can tell it
+            apart).
 
         Raises
         ------
