@@ -22,7 +22,11 @@ Decisions are smoothed with a hangover (speech continues a little after the last
 gaps shorter than ``min_silence_s`` are bridged and bursts shorter than ``min_speech_s`` dropped.
 **Background talk** is rejected too: frames whose level barely moves over a second (a crowd of
 voices fills the pauses between syllables that one voice has) and sits ``babble_below_db``
-under the channel's foreground speech level are not the speaker. docs/vad.md has the measurements behind each default.
+under the channel's foreground speech level are not the speaker; near a second or more of music
+or background talk, held notes (or a quiet level) are enough, so their fading edges go too
+(``edges``). The level thresholds are the channel's own (its noise floor and loud level); the
+absolute ``min_level_dbfs`` only keeps digital silence and dither out. docs/vad.md has the
+measurements behind each default.
 
 Long recordings are processed block by block: :class:`FrameAnalyser` keeps only the samples of
 the last partial frame (and the last ``persist_s`` of peak maps) between blocks, so the
@@ -70,7 +74,9 @@ class VadConfig:
     band_hz: tuple[float, float] = (300.0, 3400.0)
     energy_margin_db: float = 10.0  # speech must be this far above the noise floor (p10)
     dynamic_range_db: float = 45.0  # ... and within this of the loud level (p99)
-    min_level_dbfs: float = -55.0  # ... and above this absolute level (line noise, dither)
+    # ... and above this absolute level: only against digital silence and dither (the floor
+    # and the loud level above are each channel's own); -55 lost speakers under -55 dBFS
+    min_level_dbfs: float = -70.0
     flatness_max: float = 0.40  # flatter (more noise-like) frames are not speech
     loud_override_db: float = 25.0  # frames this far above the floor count regardless of flatness
     hangover_s: float = 0.12
@@ -88,6 +94,9 @@ class VadConfig:
     # (std < music_modulation_db over babble_context_s), music is playing: speech whose pitch
     # holds still (synthetic or sung-out vowels) still has syllables
     music_modulation_db: float = 6.0
+    edges: bool = True  # music and crowds judged to their edges (False: as before issue 24)
+    music_gap_s: float = 1.5  # breaks in the music (a chord change, a drum) shorter than this
+    # are music too: with 0.5 s windows scored, the pieces between them would be scored
     babble_context_s: float = 1.0  # background talk: the level's std over this (centred) ...
     babble_modulation_db: float = 6.0  # ... below this, and the level ...
     babble_below_db: float = 21.0  # ... this far under the foreground (p99 of candidates)
@@ -380,13 +389,13 @@ def decide(
         return []
     floor = float(np.percentile(energy_db, 10))
     loud = float(np.percentile(energy_db, 99))
-    threshold = max(floor + config.energy_margin_db, loud - config.dynamic_range_db,
-                    config.min_level_dbfs)
+    # relative to the channel's own loud level; the absolute floor only against dither
+    lowest = max(loud - config.dynamic_range_db, config.min_level_dbfs)
     if candidates is None:
-        speech = (energy_db > threshold) & (
+        speech = (energy_db > max(floor + config.energy_margin_db, lowest)) & (
             (flatness < config.flatness_max) | (energy_db > floor + config.loud_override_db))
     else:
-        speech = candidates & (energy_db > config.min_level_dbfs)
+        speech = candidates & (energy_db > lowest)
     spread = np.zeros(0)
     foreground = 0.0
     if config.reject_nonspeech and speech.any():
@@ -422,7 +431,26 @@ def _nonspeech_frames(tone: np.ndarray | None, tone_spread: np.ndarray | None,
         width = max(round(config.music_context_s / config.hop_s), 1)
         kernel = np.ones(width) / width
         smoothed = np.convolve(persistent[:n].astype(np.float64), kernel, mode="same")
-        out |= (smoothed > config.music_max) & (level_spread[:n] < config.music_modulation_db)
+        held = smoothed > config.music_max
+        music = held & (level_spread[:n] < config.music_modulation_db)
+        if config.edges and music.any():
+            # the step from silence into (or out of) the music is no syllable, but it makes the
+            # level's std large for half a context around it: there, next to a second or more
+            # of music, held notes are enough
+            music |= held & _near_runs(music, width)
+        out |= _fill_gaps(music, round(config.music_gap_s / config.hop_s))
+    return out
+
+
+def _fill_gaps(mask: np.ndarray, max_frames: int) -> np.ndarray:
+    """``mask`` with its runs of False shorter than ``max_frames`` set when True bounds them
+    on both sides."""
+    if max_frames <= 0 or not mask.any():
+        return mask
+    out = mask.copy()
+    for start, stop in _runs(~mask):
+        if 0 < start and stop < len(mask) and stop - start < max_frames:
+            out[start:stop] = True
     return out
 
 
@@ -460,8 +488,24 @@ def _background_frames(energy_db: np.ndarray, level_spread: np.ndarray, foregrou
     channel's ``foreground`` level (p99 of the speech candidates: the speaker's loud syllables): a steady *foreground*
     (speech on a noisy line) is kept.
     """
-    return (level_spread < config.babble_modulation_db) & (
-        energy_db < foreground - config.babble_below_db)
+    quiet = energy_db < foreground - config.babble_below_db
+    out = (level_spread < config.babble_modulation_db) & quiet
+    if config.edges and out.any():
+        # a crowd fading in or out (or cut off) is as quiet as the crowd, not yet (or no
+        # longer) steady: within half a context of it, quiet is enough
+        width = max(round(config.babble_context_s / config.hop_s), 2)
+        out |= quiet & _near_runs(out, width)
+    return out
+
+
+def _near_runs(mask: np.ndarray, width: int) -> np.ndarray:
+    """bool ``(n,)``: frames within ``width // 2`` of a run of ``mask`` at least ``width``
+    frames long (a stretch of non-speech long enough to be sure of, not a stray frame)."""
+    out = np.zeros(len(mask), dtype=bool)
+    for start, stop in _runs(mask):
+        if stop - start >= width:
+            out[max(start - width // 2, 0):stop + width // 2] = True
+    return out
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -493,16 +537,22 @@ def is_narrowband(sr: int, high_band_share: float) -> bool:
     return sr <= NARROWBAND_MAX_SR or high_band_share < NARROWBAND_HIGH_SHARE
 
 
-def windows(regions: Sequence[Region], *, min_s: float = 1.0, max_s: float = 4.0) -> list[Region]:
+def windows(regions: Sequence[Region], *, min_s: float = 0.5, max_s: float = 4.0,
+            bridge_s: float = 0.5) -> list[Region]:
     """Cut speech regions into utterance-length windows for scoring.
 
-    Regions shorter than ``min_s`` are not scored (they still count as talk time); longer than
-    ``max_s`` are split into equal parts no longer than ``max_s``.
+    Regions separated by a pause shorter than ``bridge_s`` form one span: one utterance, even
+    when the VAD cut it at the pauses between words (the regions themselves, the talk time, are
+    not changed). Spans shorter than ``min_s`` are not scored (they still count as talk time);
+    longer than ``max_s`` are split into equal parts no longer than ``max_s``. The defaults
+    are what docs/vad.md measured (issue 24); ``min_s=1.0, bridge_s=0`` cut as before it.
     """
     if not 0 < min_s <= max_s:
         raise ValueError("windows needs 0 < min_s <= max_s")
+    if bridge_s < 0:
+        raise ValueError("windows needs bridge_s >= 0")
     out: list[Region] = []
-    for start, end in regions:
+    for start, end in union_regions(regions, bridge_s=bridge_s):
         length = end - start
         if length < min_s:
             continue
