@@ -72,7 +72,7 @@ class VadConfig:
     frame_s: float = 0.032  # 256 samples at 8 kHz: an FFT size, no padding
     hop_s: float = 0.020  # 50 frames/s is plenty for speech/pause decisions (and 2x cheaper)
     band_hz: tuple[float, float] = (300.0, 3400.0)
-    energy_margin_db: float = 10.0  # speech must be this far above the noise floor (p10)
+    energy_margin_db: float = 8.0  # speech must be this far above the noise floor (p10)
     dynamic_range_db: float = 45.0  # ... and within this of the loud level (p99)
     # ... and above this absolute level: only against digital silence and dither (the floor
     # and the loud level above are each channel's own); -55 lost speakers under -55 dBFS
