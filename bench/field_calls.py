@@ -46,7 +46,9 @@ emotion each, 0.2-1.5 s gaps, 15 % overtalk of 0.2-0.8 s. Agents speak neutral, 
 (friendly); customers follow a scenario: ``calm`` (neutral, calm, happy, surprised),
 ``escalating`` (neutral/calm for the first 20-35 % of the call, then angry, disgust, sad,
 fearful), ``upset`` (negative throughout), ``recovering`` (negative for the first 40-60 %, then
-friendly). Scenario weights 0.4/0.25/0.2/0.15.
+friendly). The scenarios of a line's calls are a quota, not a draw: shares 0.45/0.25/0.15/0.15
+of the calls per line (largest remainders, ties in that order; 10 calls = 5 calm, 3 escalating,
+1 upset, 1 recovering), in a seeded order, so a small run cannot end up mostly escalated.
 
 Calls are stratified over lines: the k-th call of every line has the same scenario and the same
 agent and customer actors (so every line gets the same mix of escalated and calm calls), with its
@@ -114,7 +116,7 @@ SCENARIOS: dict[str, tuple[tuple[tuple[float, float], tuple[str, ...]], ...]] = 
     "upset": (((1.0, 1.0), NEGATIVE),),
     "recovering": (((0.40, 0.60), NEGATIVE), ((1.0, 1.0), FRIENDLY)),
 }
-SCENARIO_WEIGHTS: dict[str, float] = {"calm": 0.40, "escalating": 0.25, "upset": 0.20,
+SCENARIO_WEIGHTS: dict[str, float] = {"calm": 0.45, "escalating": 0.25, "upset": 0.15,
                                       "recovering": 0.15}
 QUEUES: tuple[str, ...] = ("billing", "support", "sales", "claims")
 AGENT_IDS: tuple[str, ...] = tuple(f"F{200 + i}" for i in range(6))
@@ -453,10 +455,16 @@ def through_line(mix: np.ndarray, params: dict[str, Any], rng: np.random.Generat
 # --------------------------------------------------------------------------------------------
 
 
-def _weighted(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    names = list(weights)
-    p = np.array([weights[n] for n in names])
-    return names[int(rng.choice(len(names), p=p / p.sum()))]
+def scenario_quota(n: int, weights: dict[str, float] = SCENARIO_WEIGHTS) -> list[str]:
+    """``n`` scenarios in the shares of ``weights`` (largest remainders; ties in the order of
+    ``weights``), grouped by scenario."""
+    total = sum(weights.values())
+    exact = {k: w / total * n for k, w in weights.items()}
+    counts = {k: int(np.floor(v)) for k, v in exact.items()}
+    order = sorted(weights, key=lambda k: -(exact[k] - counts[k]))  # stable: ties keep order
+    for k in order[: n - sum(counts.values())]:
+        counts[k] += 1
+    return [k for k in weights for _ in range(counts[k])]
 
 
 def build_calls(out_dir: Path, *, bank: ClipBank, calls_per_line: int, minutes: float,
@@ -474,12 +482,14 @@ def build_calls(out_dir: Path, *, bank: ClipBank, calls_per_line: int, minutes: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cast_rng = _rng(seed, "cast")
+    scenarios = scenario_quota(calls_per_line)
+    scenarios = [scenarios[i] for i in cast_rng.permutation(len(scenarios))]
     casts = []
-    for _ in range(calls_per_line):
+    for scenario in scenarios:
         agent = int(actors[int(cast_rng.integers(len(actors)))])
         others = [a for a in actors if a != agent]
         customer = int(others[int(cast_rng.integers(len(others)))])
-        casts.append((_weighted(cast_rng, SCENARIO_WEIGHTS), agent, customer))
+        casts.append((scenario, agent, customer))
     rows: list[dict[str, str]] = []
     records: list[dict[str, Any]] = []
     index = 0

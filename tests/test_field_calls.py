@@ -112,3 +112,10 @@ def test_deterministic(tmp_path: Path) -> None:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
 
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
+def test_scenarios_are_a_quota_per_line() -> None:
+    quota = fc.scenario_quota(10)
+    assert {k: quota.count(k) for k in set(quota)} == {
+        "calm": 5, "escalating": 3, "upset": 1, "recovering": 1}
+    assert len(fc.scenario_quota(7)) == 7
