@@ -151,6 +151,7 @@ def train_unnormalised(engine: Any) -> str:
 def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]:
     from db.engine import session_scope
     from etl.corpora.ingest import finish_run, ingest_folder, start_run
+    from etl.features.specs import DEFAULT_SET
     from etl.runs.features import FeatureRunConfig, run_features
     from etl.training.registry import set_alias
     from etl.training.train import TrainConfig, train_model
@@ -165,14 +166,15 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]
         finish_run(session, run_id=run_id, counts=counts)
     out["ingest_seconds"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    report = run_features(engine, FeatureRunConfig(set_name="rich", channel="telephony",
+    report = run_features(engine, FeatureRunConfig(set_name=DEFAULT_SET, channel="telephony",
                                                    corpus="ravdess", workers=workers),
                           progress=False)
     out["features_seconds"] = round(time.perf_counter() - start, 1)
     out["feature_errors"] = report.errors
     start = time.perf_counter()
     with session_scope(engine) as session:
-        result = train_model(session, TrainConfig(channel="telephony", label_scheme=SCHEME,
+        result = train_model(session, TrainConfig(feature_set=DEFAULT_SET, channel="telephony",
+                                                  label_scheme=SCHEME,
                                                   corpus="ravdess", feature_importance=False,
                                                   search=False))
         set_alias(session, result.model_version_id, reason="bench/nightly")

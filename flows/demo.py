@@ -4,8 +4,8 @@ Steps (each a task or an existing flow run as a subflow)::
 
     corpus    synthetic CREMA-D-named clips + VideoDemographics.csv     (etl.synthetic.demo)
     ingest    clips and demographics                                    (flows.ingest.ingest_flow)
-    features  rich / telephony, so the model hears what calls sound like (flows.features.features_flow);
-              training adds the phone-line copies (rich+phone) it needs
+    features  the default set (richvoice) / telephony, so the model hears what calls sound like
+              (flows.features.features_flow); training adds the phone-line copies it needs
     train     speaker-independent CV, register, promote to production   (etl.training.train, etl.training.registry)
     calls     a few nights of synthetic stereo calls                    (etl.synthetic.calls)
     score     each night as its own batch                               (flows.nightly.score_batch_flow)
@@ -37,6 +37,7 @@ from sqlalchemy import select
 from config import get_settings
 from db.engine import cached_engine, session_scope
 from db.models import ModelVersion, RegisteredModel
+from etl.features.specs import DEFAULT_SET
 from etl.runs.features import FeatureRunConfig
 from etl.synthetic.calls import ClipBank, generate_calls
 from etl.synthetic.demo import DEMOGRAPHICS_FILE, DemoCorpusConfig, write_cremad_corpus
@@ -116,8 +117,8 @@ def train_task(url: str, n_folds: int, seed: int) -> dict[str, Any]:
     # Trained as `ser train` trains for calls: on the clips and their phone-line copies too. The
     # clean clips alone make a population the phone-line calls do not match, and nearly every
     # demo call read as negative.
-    config = TrainConfig(channel="telephony", corpus="crema-d", label_scheme="callcentre4",
-                         n_folds=n_folds, seed=seed, search=False, augment=True)
+    config = TrainConfig(feature_set=DEFAULT_SET, channel="telephony", corpus="crema-d",
+                         label_scheme="callcentre4", n_folds=n_folds, seed=seed, search=False, augment=True)
     with session_scope(cached_engine(url)) as session:
         scheme = config.label_scheme or choose_label_scheme(session, corpus=config.corpus)
         fs_id = resolve_feature_set(session, name=config.feature_set, channel=config.channel)
@@ -268,10 +269,11 @@ def _prepare_corpus(corpus_dir: Path, config: DemoConfig, *, steps: dict[str, An
     step("ingest", f"{report.total.added} clips added, {report.total.skipped} already known, "
                    f"{report.total.actors_added} new actors with demographics")
 
-    feats = features_flow(FeatureRunConfig(set_name="rich", channel="telephony", corpus="crema-d",
-                                           workers=config.feature_workers), progress=False)
+    feats = features_flow(FeatureRunConfig(set_name=DEFAULT_SET, channel="telephony",
+                                           corpus="crema-d", workers=config.feature_workers),
+                          progress=False)
     steps["features"] = feats
-    step("features", f"rich/telephony: {feats['stored']} clips extracted, "
+    step("features", f"{DEFAULT_SET}/telephony: {feats['stored']} clips extracted, "
                      f"{feats['pending'] - feats['stored']} not stored; "
                      f"{feats['n_features']} features each")
 

@@ -20,6 +20,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from db.engine import cached_engine, session_scope
+from etl.features.specs import DEFAULT_SET, has_phone_copies
 from etl.training.models import DEFAULT_ALGORITHM
 from etl.training.registry import (
     DEFAULT_ALIAS,
@@ -65,7 +66,7 @@ def channel_alias_task(url: str, model_version_id: int, alias: str, channel: str
 def train_flow(
     labels: str | None = None,
     model: str = DEFAULT_ALGORITHM,
-    feature_set: str = "rich",
+    feature_set: str = DEFAULT_SET,
     channel: str = "telephony",
     corpus: str | None = None,
     speaker_normalisation: bool = True,
@@ -94,7 +95,7 @@ def train_flow(
         corpus=corpus, speaker_normalisation=speaker_normalisation, class_balance=class_balance,
         n_folds=folds, seed=seed, search=search, feature_importance=feature_importance,
         diagnostic_random_split=diagnostic_random_split,
-        augment=augment and channel == "telephony" and feature_set == "rich",
+        augment=augment and has_phone_copies(feature_set, channel),
         operating_point_calls=operating_point_calls if channel == "telephony" else 0,
     )
     url = database_url()

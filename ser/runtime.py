@@ -90,3 +90,22 @@ def flow_settings() -> Iterator[None]:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def ensure_voice_encoder(set_names: list[str], channel: str, *, quiet: bool = False) -> None:
+    """Install the voice encoder's weights (from the package index, once per virtualenv) when
+    one of ``set_names`` needs them; exits (code 2, one line and the fix) when that fails."""
+    from etl.features.specs import VOICE_SET, split_set_name
+
+    if not any(split_set_name(name)[0] == VOICE_SET for name in set_names):
+        return
+    from etl.features.voice import VoiceEncoderError, install_weights, weights_status
+
+    if weights_status().ok:
+        return
+    say = (lambda _line: None) if quiet else (lambda line: typer.echo(f"voice encoder: {line}",
+                                                                       err=True))
+    try:
+        install_weights(progress=say)
+    except VoiceEncoderError as exc:
+        fail(f"{VOICE_SET}/{channel} needs the voice encoder's weights: {exc}")

@@ -1,18 +1,21 @@
 """Named, versioned acoustic feature sets: extraction (numpy, one STFT) and PostgreSQL storage.
 
-Two sets, each with a ``studio`` and a ``telephony`` channel (see docs/features.md for every
+Three sets, each with a ``studio`` and a ``telephony`` channel (see docs/features.md for every
 feature):
 
 ``seed180``
     The seed blog posts' representation, reproduced numerically: per-clip means of 40 MFCC,
     12 chroma and 128 mel bands at 22,050 Hz (n_fft 2048, hop 512), no silence trimming. One
     STFT feeds all three (the seed code computes three). A comparable baseline.
-``rich`` (default)
+``rich``
     An emotion-oriented set in the spirit of eGeMAPS/ComParE from ONE STFT per signal
     (16 kHz studio, 8 kHz telephony; 40 ms Hann window, 10 ms hop): energy, spectral shape,
     ZCR, MFCC with deltas, F0/voicing/HNR via a YIN difference function derived from the
     autocorrelation ``irfft(|X|^2)`` of the same frames, jitter/shimmer approximations and
     rhythm proxies, summarised by frame statistics. 242 features.
+``richvoice`` (the default for calls)
+    ``rich`` followed by the 256-d utterance embedding of a pretrained voice encoder
+    (`etl.features.voice`) of the same signal. 498 features.
 
 A feature set's identity is ``(name, channel, params_hash)``; the hash covers the analysis
 rate, every parameter, the ordered feature names and an algorithm revision, so any change
@@ -52,13 +55,15 @@ from etl.features.specs import (
     ClipResult,
     FeatureSpec,
     feature_spec,
+    voice_columns,
 )
 
 __all__ = [  # the definitions from etl.features.specs are re-exported
     "ALGORITHM_REVISION", "CHANNELS", "CHROMA_NAMES", "LONG_CLIP_S", "SET_NAMES",
     "SPECTRAL_LLDS", "STATS8", "TELEPHONY_BAND_HZ", "TELEPHONY_RATE", "ClipResult",
-    "FeatureExtractionError", "FeatureSpec", "extract", "extract_files", "extract_segments",
-    "feature_spec", "normalise_level", "speech_segments",
+    "FeatureExtractionError", "FeatureSpec", "extract", "extract_files", "extract_many",
+    "extract_segments", "feature_spec", "normalise_level", "require_extractable",
+    "speech_segments",
 ]
 
 
@@ -585,13 +590,54 @@ def extract(signal: np.ndarray, sr: int, spec: FeatureSpec) -> np.ndarray:
         silent (loudest 25 ms frame under ``silence_dbfs``), too short after trimming, or
         non-finite input. ``reason`` is what `store_results` records.
     """
-    y = _prepare(signal, sr, spec)
+    result = extract_many([(signal, sr)], spec)[0]
+    if isinstance(result, FeatureExtractionError):
+        raise result
+    return result
+
+
+def extract_many(signals: Sequence[tuple[np.ndarray, int]], spec: FeatureSpec
+                 ) -> list[np.ndarray | FeatureExtractionError]:
+    """`extract` of several clips: a vector float32 ``(spec.n_features,)`` or the error, per clip.
+
+    The voice encoder of ``richvoice`` sees the clips in one batch (its recurrent network is
+    cheap per clip only when many clips share each step).
+    """
+    out: list[np.ndarray | FeatureExtractionError] = []
+    prepared: list[np.ndarray] = []
+    owners: list[int] = []
     with _one_blas_thread():
-        if spec.name == "seed180":
-            values = _seed_vector(y, spec)
-        else:
-            values = _rich_pool(_rich_llds(y - y.mean(), spec), spec)
-    return _check_finite(values, spec)
+        for signal, sr in signals:
+            try:
+                y = _prepare(signal, sr, spec)
+            except FeatureExtractionError as exc:
+                out.append(exc)
+                continue
+            if spec.name == "seed180":
+                out.append(_seed_vector(y, spec))
+            else:
+                out.append(_rich_pool(_rich_llds(y - y.mean(), spec), spec))
+            prepared.append(y)
+            owners.append(len(out) - 1)
+        if spec.params.get("voice") and prepared:
+            for i, embedding in zip(owners, _clip_embeddings(prepared, spec), strict=True):
+                out[i] = np.concatenate([out[i], embedding])  # type: ignore[list-item]
+    for i, values in enumerate(out):
+        if not isinstance(values, FeatureExtractionError):
+            try:
+                out[i] = _check_finite(values, spec)
+            except FeatureExtractionError as exc:
+                out[i] = exc
+    return out
+
+
+def _clip_embeddings(clips: Sequence[np.ndarray], spec: FeatureSpec) -> np.ndarray:
+    """Voice embeddings float32 ``(len(clips), 256)`` of prepared clips (analysis rate), as
+    segments of one concatenated signal so they share the encoder's batches."""
+    lengths = np.array([len(y) for y in clips], dtype=np.float64)
+    ends = np.cumsum(lengths) / spec.sample_rate
+    bounds = np.stack([ends - lengths / spec.sample_rate, ends], axis=1)
+    return _voice_embeddings(np.concatenate(clips), spec, bounds)
 
 
 def extract_segments(
@@ -648,6 +694,7 @@ def _extract_segments(
                     X[i], valid[i] = values, True
         return X, valid
 
+    n_rich = voice_columns(spec).start
     y = y - y.mean()  # DC-free, as extract() does per clip
     # one gain per channel: a loud line or talker is not an angry one (rich sets since level_norm)
     y = normalise_level(y, rate, p.get("level_norm"))
@@ -673,9 +720,49 @@ def _extract_segments(
         for s in order[i:j]:
             values = _rich_pool(lld[first[s] - run_lo: last[s] - run_lo], spec)
             if np.isfinite(values).all():
-                X[s], valid[s] = values, True
+                X[s, :n_rich], valid[s] = values, True
         i = j
+    if n_rich < spec.n_features and valid.any():
+        keep = np.flatnonzero(valid)
+        X[keep, n_rich:] = _voice_embeddings(y, spec, bounds[keep])
     return X, valid
+
+
+def require_extractable(spec: FeatureSpec) -> None:
+    """Check, before a run starts, what extraction of ``spec`` needs beyond this code: the
+    voice encoder's weights (present, intact) and parameters (``richvoice``).
+
+    Raises
+    ------
+    etl.features.voice.VoiceEncoderError
+        with the fix (``ser encoder install``, or train a new model).
+    """
+    if spec.params.get("voice"):
+        from etl.features.voice import check_params, load_encoder
+
+        check_params(spec.params["voice"])
+        load_encoder()
+
+
+def _voice_embeddings(y: np.ndarray, spec: FeatureSpec, bounds: np.ndarray) -> np.ndarray:
+    """Voice-encoder embeddings float32 ``(len(bounds), 256)`` of ``bounds`` (seconds) of ``y``
+    (mono, at the spec's analysis rate; telephony audio is brought up to the encoder's rate, so
+    training copies and calls of every bandwidth reach it through the same path).
+
+    Raises
+    ------
+    etl.features.voice.VoiceEncoderError
+        the weights are missing or altered, or the spec's encoder is not this code's.
+    """
+    from etl.features.voice import ENCODER_RATE, check_params, load_encoder
+
+    params = spec.params["voice"]
+    check_params(params)
+    rate = spec.sample_rate
+    y16 = y if rate == ENCODER_RATE else resample(y, rate, ENCODER_RATE)
+    return load_encoder().embed_segments(
+        y16, [(float(a), float(b)) for a, b in bounds],
+        step_frames=int(params["partial_step_frames"]), min_coverage=float(params["min_coverage"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -713,46 +800,71 @@ def extract_files(items: Iterable[tuple[int, str]], spec: FeatureSpec) -> list[C
 
     Files are decoded straight to the analysis rate (long ones block by block, so memory
     follows the analysis-rate signal, not the file's). Clips longer than `LONG_CLIP_S` also
-    get their `speech_segments`.
+    get their `speech_segments`. Short clips (and their augmented copies) share one
+    `extract_many` pass; a long one is done on its own, so a chunk never holds two.
     """
-    results: list[ClipResult] = []
     augment_params = spec.params.get("augment")
+    results: dict[int, ClipResult] = {}
+    order: list[int] = []
+    pending: list[_Signal] = []
     for clip_id, path in items:
+        order.append(clip_id)
         try:
             signal, sr = load_audio(Path(path), sr=spec.sample_rate, mono=True)
         except (AudioError, OSError) as exc:
-            results.append(ClipResult(clip_id, None, f"decode: {exc}".splitlines()[0][:500]))
+            results[clip_id] = ClipResult(clip_id, None, f"decode: {exc}".splitlines()[0][:500])
             continue
         audio_s = len(signal) / sr
         if augment_params:
-            results.append(_augmented_result(clip_id, signal, sr, spec, augment_params, audio_s))
-            continue
-        try:
-            values = extract(signal, sr, spec)
-        except FeatureExtractionError as exc:
-            results.append(ClipResult(clip_id, None, exc.reason, audio_s))
-            continue
-        if audio_s > LONG_CLIP_S:
-            bounds, X = speech_segments(signal, sr, spec)
-            results.append(ClipResult(clip_id, values, None, audio_s, bounds, X))
+            mono = _as_mono(signal)
+            if not np.isfinite(mono).all():
+                results[clip_id] = ClipResult(clip_id, None, "non-finite samples in the signal",
+                                              audio_s)
+                continue
+            copies = augment_copies(mono, sr, clip_key=clip_id, params=augment_params)
+            signals = [_Signal(clip_id, k, copy, sr, audio_s)
+                       for k, copy in enumerate(copies, start=1)]
         else:
-            results.append(ClipResult(clip_id, values, None, audio_s))
+            signals = [_Signal(clip_id, 0, signal, sr, audio_s)]
+        if audio_s > LONG_CLIP_S:
+            results.update(_extract_signals(signals, spec))
+        else:
+            pending.extend(signals)
+    results.update(_extract_signals(pending, spec))
+    return [results[clip_id] for clip_id in order]
+
+
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    """One signal to extract: a clip as decoded (``copy`` 0) or its augmented copy 1..n."""
+
+    clip_id: int
+    copy: int
+    signal: np.ndarray
+    sr: int
+    audio_s: float
+
+
+def _extract_signals(signals: Sequence[_Signal], spec: FeatureSpec) -> dict[int, ClipResult]:
+    """`ClipResult` per clip of ``signals`` (a clip has all its copies or an error)."""
+    results: dict[int, ClipResult] = {}
+    copies: dict[int, list[np.ndarray]] = {}
+    extracted = extract_many([(s.signal, s.sr) for s in signals], spec)
+    for s, values in zip(signals, extracted, strict=True):
+        if s.clip_id in results:  # an earlier copy failed
+            continue
+        if isinstance(values, FeatureExtractionError):
+            reason = f"augmented copy {s.copy}: {values.reason}" if s.copy else values.reason
+            results[s.clip_id] = ClipResult(s.clip_id, None, reason, s.audio_s)
+        elif s.copy:
+            copies.setdefault(s.clip_id, []).append(values)
+            if len(copies[s.clip_id]) == spec.params["augment"]["copies"]:
+                variants = np.stack(copies[s.clip_id]).astype(np.float32)
+                results[s.clip_id] = ClipResult(s.clip_id, variants[0], None, s.audio_s,
+                                                variants=variants)
+        elif s.audio_s > LONG_CLIP_S:
+            bounds, X = speech_segments(s.signal, s.sr, spec)
+            results[s.clip_id] = ClipResult(s.clip_id, values, None, s.audio_s, bounds, X)
+        else:
+            results[s.clip_id] = ClipResult(s.clip_id, values, None, s.audio_s)
     return results
-
-
-def _augmented_result(clip_id: int, signal: np.ndarray, sr: int, spec: FeatureSpec,
-                      augment_params: dict[str, Any], audio_s: float) -> ClipResult:
-    """Whole-clip vectors of every augmented copy of one clip (`etl.audio.phone_line`), or the reason
-    one copy failed (then none is stored: a clip has all its copies or an error)."""
-    mono = _as_mono(signal)
-    if not np.isfinite(mono).all():
-        return ClipResult(clip_id, None, "non-finite samples in the signal", audio_s)
-    rows = []
-    for k, copy in enumerate(augment_copies(mono, sr, clip_key=clip_id, params=augment_params),
-                             start=1):
-        try:
-            rows.append(extract(copy, sr, spec))
-        except FeatureExtractionError as exc:
-            return ClipResult(clip_id, None, f"augmented copy {k}: {exc.reason}", audio_s)
-    variants = np.stack(rows).astype(np.float32)
-    return ClipResult(clip_id, variants[0], None, audio_s, variants=variants)

@@ -17,7 +17,14 @@ import numpy as np
 
 from etl.audio.telephony import TELEPHONY_BAND_HZ, TELEPHONY_RATE
 
-SET_NAMES = ("rich", "seed180")
+SET_NAMES = ("rich", "richvoice", "seed180")
+# ``rich`` plus the utterance embedding of a pretrained voice encoder (etl.features.voice): the
+# set calls are scored with by default. Its vectors of call segments are never stored.
+VOICE_SET = "richvoice"
+DEFAULT_SET = "rich"  # TODO flip to VOICE_SET once measured
+VOICE_PREFIX = "voice_"
+# Sets whose first columns are the rich features (same parameters, same names, same order).
+RICH_BASED = ("rich", VOICE_SET)
 CHANNELS = ("studio", "telephony")
 # Augmented companion sets: "<base>+<augmentation>", e.g. "rich+phone" holds phone-line copies
 # of every clip (etl.audio.phone_line), stored as clip_features rows with variant 1..copies.
@@ -46,7 +53,7 @@ class FeatureSpec:
 
     Attributes
     ----------
-    name : "rich" | "seed180"
+    name : "rich" | "richvoice" | "seed180"
     channel : "studio" | "telephony"
     sample_rate : analysis rate in Hz (input is resampled to it)
     params : every parameter (JSON-serialisable), stored in ``feature_sets.params``
@@ -158,10 +165,23 @@ def _augment_params(augmentation: str) -> dict[str, Any]:
             "chain": chain_spec(augmentation)}
 
 
+def has_phone_copies(name: str, channel: str) -> bool:
+    """Whether ``name``/``channel`` has a phone-augmented companion set (``<name>+phone``)."""
+    return split_set_name(name)[0] in RICH_BASED and channel == "telephony"
+
+
+def voice_columns(spec: FeatureSpec) -> slice:
+    """The columns of ``spec``'s vectors that hold the voice embedding (empty when it has none)."""
+    n_voice = sum(name.startswith(VOICE_PREFIX) for name in spec.feature_names)
+    return slice(spec.n_features - n_voice, spec.n_features)
+
+
 @lru_cache(maxsize=16)
 def feature_spec(name: str = "rich", channel: str = "studio") -> FeatureSpec:
     """The current spec of feature set ``name`` for ``channel``.
 
+    ``richvoice`` is ``rich`` followed by the 256 columns of the voice encoder's utterance
+    embedding (``params["voice"]``: the encoder, its weights' sha256 and how it cuts a segment).
     ``name`` may name an augmented companion set, ``"rich+phone"``: the ``rich`` parameters plus
     ``params["augment"]`` (the augmentation chain, copies and seed), so a change of the chain is
     a new version. Only the telephony channel has the phone augmentation.
@@ -174,18 +194,24 @@ def feature_spec(name: str = "rich", channel: str = "studio") -> FeatureSpec:
     base, augmentation = split_set_name(name)
     if base not in SET_NAMES:
         raise ValueError(f"unknown feature set {name!r}; known: {', '.join(SET_NAMES)} (and "
-                         f"{', '.join(f'rich{AUGMENT_SEP}{a}' for a in AUGMENTATIONS)})")
+                         f"{', '.join(f'{b}{AUGMENT_SEP}{a}' for b in RICH_BASED for a in AUGMENTATIONS)})")
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
     if augmentation is not None:
-        if augmentation not in AUGMENTATIONS or base != "rich":
+        if augmentation not in AUGMENTATIONS or base not in RICH_BASED:
             raise ValueError(f"unknown augmented set {name!r}; known: "
-                             f"{', '.join(f'rich{AUGMENT_SEP}{a}' for a in AUGMENTATIONS)}")
+                             f"{', '.join(f'{b}{AUGMENT_SEP}{a}' for b in RICH_BASED for a in AUGMENTATIONS)}")
         if channel != "telephony":
             raise ValueError(f"{name!r} simulates a phone line: it exists for --channel "
                              f"telephony only")
-    params = _rich_params(channel) if base == "rich" else _seed_params(channel)
-    names = _rich_names(params) if base == "rich" else _seed_names(params)
+    rich = base in RICH_BASED
+    params = _rich_params(channel) if rich else _seed_params(channel)
+    names = _rich_names(params) if rich else _seed_names(params)
+    if base == VOICE_SET:
+        from etl.features.voice import EMBEDDING_DIM, encoder_params  # light: no weights read
+
+        params["voice"] = encoder_params()
+        names = names + [f"{VOICE_PREFIX}{i:03d}" for i in range(EMBEDDING_DIM)]
     if augmentation is not None:
         params["augment"] = _augment_params(augmentation)
     sr = int(params["sample_rate"])

@@ -117,6 +117,27 @@ def encoder_params() -> dict[str, Any]:
     }
 
 
+def check_params(params: Mapping[str, Any]) -> None:
+    """Refuse a feature set's ``params["voice"]`` that this code cannot reproduce.
+
+    Raises
+    ------
+    VoiceEncoderError
+        Another encoder, other weights, or other mel or level settings than this code's (a
+        model trained on them cannot be scored here: features would differ).
+    """
+    current = encoder_params()
+    fixed = ("name", "weights_sha256", "sample_rate", "mel", "level_norm", "embedding_dim",
+             "partial_frames")
+    changed = [key for key in fixed if params.get(key) != current[key]]
+    if changed:
+        raise VoiceEncoderError(
+            f"this feature set was computed with a voice encoder whose {', '.join(changed)} "
+            f"differ from this installation's ({ENCODER_NAME} {PACKAGE_VERSION}, sha256 "
+            f"{WEIGHTS_SHA256[:12]}...): install the ser-analytics version that trained it, or "
+            f"train a new model (`ser train`)")
+
+
 def weights_path() -> Path:
     """Where `install_weights` puts the weights by default: inside the virtualenv.
 
@@ -530,9 +551,10 @@ def _level_scaled(segment: np.ndarray) -> np.ndarray | None:
     return (segment * gain).astype(np.float32)
 
 
-def _segment_partials(segment: np.ndarray) -> np.ndarray:
+def _segment_partials(segment: np.ndarray, *, step_frames: int, min_coverage: float
+                      ) -> np.ndarray:
     """Mel partials of one level-scaled segment: float32 ``(n_partials, 160, 40)``."""
-    starts = partial_starts(segment.size, step_frames=PARTIAL_STEP_FRAMES)
+    starts = partial_starts(segment.size, step_frames=step_frames, min_coverage=min_coverage)
     stop = int(starts[-1] + PARTIAL_FRAMES) * HOP_LENGTH
     if stop >= segment.size:  # as resemblyzer: pad, else the mel of the whole signal
         segment = np.pad(segment, (0, stop - segment.size))
@@ -644,7 +666,9 @@ class VoiceEncoder:
             out[lo:lo + MAX_BATCH] = emb
         return _l2_normalised(out)
 
-    def embed_segments(self, y: np.ndarray, segments: Sequence[tuple[float, float]]) -> np.ndarray:
+    def embed_segments(self, y: np.ndarray, segments: Sequence[tuple[float, float]], *,
+                       step_frames: int = PARTIAL_STEP_FRAMES,
+                       min_coverage: float = MIN_COVERAGE) -> np.ndarray:
         """Utterance embeddings of segments of one signal, in one batched pass.
 
         Each segment is scaled to `LEVEL_TARGET_DBFS` RMS (both directions), its mel spectrogram
@@ -657,6 +681,8 @@ class VoiceEncoder:
         y : mono float ``(n_samples,)`` at `ENCODER_RATE`.
         segments : ``(start_s, end_s)`` pairs in seconds from the start of ``y``; clipped to
             the signal.
+        step_frames, min_coverage : how a segment is cut into partials (`partial_starts`); a
+            feature set stores the values it was computed with.
 
         Returns
         -------
@@ -684,7 +710,7 @@ class VoiceEncoder:
             scaled = _level_scaled(y[lo:hi])
             if scaled is None:
                 continue
-            mels = _segment_partials(scaled)
+            mels = _segment_partials(scaled, step_frames=step_frames, min_coverage=min_coverage)
             partials.append(mels)
             owners.append(np.full(mels.shape[0], row, dtype=np.intp))
         if not partials:

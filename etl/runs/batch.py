@@ -38,7 +38,7 @@ from db.engine import describe_server, make_engine, session_scope
 from db.models import ModelVersion
 from etl.audio.decode import AudioError
 from etl.audio.vad import FrameAnalyser
-from etl.features.extraction import extract_segments
+from etl.features.extraction import extract_segments, require_extractable
 from etl.runs.claims import (
     CallStatus,
     ClaimedCall,
@@ -64,7 +64,13 @@ from etl.scoring.recording import (
     finalise_batch,
     score_recording,
 )
-from etl.training.registry import LoadedModel, load_model, load_version, resolve_scoring_model
+from etl.training.registry import (
+    LoadedModel,
+    feature_spec_for,
+    load_model,
+    load_version,
+    resolve_scoring_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +370,7 @@ def _score_batch(
         version = resolve_scoring_model(
             session, model_ref, bandwidth=batch_bandwidth(e.path for e in entries if not e.error),
             allow_channel_mismatch=config.allow_channel_mismatch)
+        require_extractable(feature_spec_for(session, version.feature_set_id))
         batch_id = register_batch(
             session, source_path=source_path or str(path), batch_date=batch_date,
             model_version_id=version.id, entries=entries,

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from db.models import FeatureSet, LabelScheme, LabelSchemeClass
 from etl.corpora.demographics import age_band
 from etl.features.extraction import extract_files
-from etl.features.specs import augmented_set_name, feature_spec
+from etl.features.specs import augmented_set_name, feature_spec, has_phone_copies
 from etl.features.store import (
     ensure_feature_set,
     load_feature_matrix,
@@ -290,9 +290,9 @@ def _clip_features(session: Session, feature_set: FeatureSet, clips: list[Any]) 
 
 def augmented_feature_set(session: Session, config: TrainConfig) -> int:
     """feature_sets.id of the phone-augmented companion of ``config``'s feature set."""
-    if config.feature_set != "rich" or config.channel != "telephony":
+    if not has_phone_copies(config.feature_set, config.channel):
         raise TrainingDataError(
-            f"phone-line augmentation trains telephony models on rich features; got "
+            f"phone-line augmentation trains telephony models on rich or richvoice features; got "
             f"{config.feature_set}/{config.channel} (use --channel telephony, or --no-augment)")
     return resolve_feature_set(session, name=augmented_set_name(config.feature_set),
                                channel=config.channel)

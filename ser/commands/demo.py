@@ -10,7 +10,8 @@ from urllib.parse import unquote
 
 import typer
 
-from ser.runtime import fail, flow_settings, open_database, quiet_prefect
+from etl.features.specs import DEFAULT_SET
+from ser.runtime import ensure_voice_encoder, fail, flow_settings, open_database, quiet_prefect
 
 
 def demo_cmd(
@@ -29,6 +30,7 @@ def demo_cmd(
     started = time.perf_counter()
     engine = open_database()  # starts the embedded server when DATABASE_URL is unset; migrates
     typer.echo(f"[{time.perf_counter() - started:5.1f} s] database ready", err=True)
+    ensure_voice_encoder([DEFAULT_SET], "telephony")
     quiet_prefect()
     from db.embedded import psql_url
     from etl.synthetic.demo import DEMO_QUERIES

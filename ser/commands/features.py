@@ -1,6 +1,6 @@
 """`ser features [--set NAME] [--channel studio|telephony] [--augment/--no-augment] [--corpus C] [--workers N] [--dask-address A]`.
 
-``--channel telephony`` also computes the phone-augmented companion ``rich+phone`` (copies of
+``--channel telephony`` also computes the phone-augmented companion ``<set>+phone`` (copies of
 each clip through a simulated line), which `ser train`'s defaults train on (``ser train``
 computes whatever of both is missing itself).
 """
@@ -18,21 +18,32 @@ from sqlalchemy import Engine, text
 
 from config import get_settings
 from db.engine import session_scope
+from etl.features.specs import DEFAULT_SET
 from ser.commands.score import EXIT_COULD_NOT_RUN
-from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
+from ser.runtime import (
+    ensure_voice_encoder,
+    fail,
+    flow_settings,
+    is_tty,
+    open_database,
+    quiet_prefect,
+)
 
 if TYPE_CHECKING:
     from etl.runs.features import FeatureRunConfig
 
 
 def features_cmd(
-    set_name: Annotated[str, typer.Option("--set", help="Feature set: rich (default) or seed180.")] = "rich",
+    set_name: Annotated[str, typer.Option(
+        "--set", help="Feature set: richvoice (default: rich and a pretrained voice encoder's "
+                      "embedding), rich or seed180.")] = DEFAULT_SET,
     channel: Annotated[str, typer.Option(
         help="studio, or telephony (8 kHz, 300-3400 Hz, what a phone line delivers; what "
              "`ser train` trains on by default).")] = "studio",
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment",
-        help="With rich/telephony, also compute the phone-augmented copies (rich+phone) that "
+        help="With rich or richvoice on telephony, also compute the phone-augmented copies "
+             "(<set>+phone) that "
              "`ser train` trains on.")] = True,
     corpus: Annotated[str | None, typer.Option(help="Only clips of this corpus.")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -57,7 +68,7 @@ def features_cmd(
     arguments, database unreachable, or the Dask cluster unreachable or failing: nothing is
     recorded against the clips, rerun to resume).
     """
-    from etl.features.specs import feature_spec
+    from etl.features.specs import feature_spec, has_phone_copies
     from etl.runs.features import FeatureRunConfig
 
     engine = open_database()
@@ -68,7 +79,8 @@ def features_cmd(
         feature_spec(set_name, channel)
     except ValueError as exc:
         fail(str(exc))
-    augment = augment and set_name == "rich" and channel == "telephony"
+    augment = augment and has_phone_copies(set_name, channel)
+    ensure_voice_encoder([set_name], channel, quiet=as_json)
     settings = get_settings()
     config = FeatureRunConfig(set_name=set_name, channel=channel, corpus=corpus,
                               workers=workers or settings.workers, chunk_size=chunk_size,

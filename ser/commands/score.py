@@ -126,6 +126,7 @@ class _BatchRun:
 
 def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
     """Score the batch directly or as a Prefect flow run; what stops the run exits 2."""
+    from etl.features.voice import VoiceEncoderError
     from etl.runs.batch import DatabaseLostError, is_connection_error
     from etl.runs.cluster import ClusterError
     from etl.training.registry import ModelNotFoundError
@@ -151,12 +152,12 @@ def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
                                  stale_claim_minutes=run.stale_minutes),
             progress=is_tty(), strict=run.strict, allowed_roots=run.allowed_roots,
             dask_address=run.dask_address).as_dict()
-    except (DatabaseLostError, ModelNotFoundError, ClusterError) as exc:
+    except (DatabaseLostError, ModelNotFoundError, ClusterError, VoiceEncoderError) as exc:
         fail(str(exc), code=EXIT_COULD_NOT_RUN)
     except ValueError as exc:  # bad calls.csv, missing folder, --strict refusal
         fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
     except Exception as exc:
-        if is_connection_error(exc) or isinstance(exc, ClusterError):
+        if is_connection_error(exc) or isinstance(exc, ClusterError | VoiceEncoderError):
             # e.g. raised inside the Prefect flow run
             fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
         raise

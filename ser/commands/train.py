@@ -16,7 +16,15 @@ import typer
 from sqlalchemy import Engine
 
 from config import get_settings
-from ser.runtime import fail, flow_settings, is_tty, open_database, quiet_prefect
+from etl.features.specs import DEFAULT_SET
+from ser.runtime import (
+    ensure_voice_encoder,
+    fail,
+    flow_settings,
+    is_tty,
+    open_database,
+    quiet_prefect,
+)
 
 if TYPE_CHECKING:
     from etl.training.train import Preflight, TrainConfig
@@ -32,13 +40,15 @@ def train_cmd(
                          "largest scheme the ingested clips fully cover.")] = None,
     model: Annotated[str | None, typer.Option(
         "--model", help=f"Model family: {_FAMILIES}. Default: the best on unseen speakers.")] = None,
-    feature_set: Annotated[str, typer.Option("--set", help="Feature set name.")] = "rich",
+    feature_set: Annotated[str, typer.Option(
+        "--set", help="Feature set: richvoice (the default: rich features and a pretrained "
+                      "voice encoder's embedding), rich or seed180.")] = DEFAULT_SET,
     channel: Annotated[str, typer.Option(
         "--channel", help="Feature channel: telephony (8 kHz band-limited, for phone calls; "
                           "the default), or studio.")] = "telephony",
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment",
-        help="Telephony: also train on phone-line copies of every clip (rich+phone features: "
+        help="Telephony: also train on phone-line copies of every clip (<set>+phone features: "
              "codecs, line noise, level changes, dropouts).")] = True,
     corpus: Annotated[str | None, typer.Option(
         "--corpus", help="Train on one corpus only (default: all, via canonical emotions).")] = None,
@@ -88,6 +98,7 @@ def train_cmd(
         search=search, importance=importance, random_split=random_split,
         operating_point_calls=operating_point_calls)
     engine = open_database()
+    ensure_voice_encoder([feature_set], channel, quiet=as_json)
     if compute_features:
         _compute_missing_features(engine, feature_set, channel, augment=config.augment,
                                   corpus=corpus, quiet=as_json)
@@ -111,6 +122,7 @@ def _train_config(*, labels: str | None, model: str | None, feature_set: str, ch
                   operating_point_calls: int) -> TrainConfig:
     """The options as a ``TrainConfig``; exits (code 2, one line) on an unknown model family or
     channel. Phone-line copies and call-based operating points are for telephony only."""
+    from etl.features.specs import has_phone_copies
     from etl.training.models import DEFAULT_ALGORITHM, get_algorithm
     from etl.training.train import TrainConfig
 
@@ -121,7 +133,7 @@ def _train_config(*, labels: str | None, model: str | None, feature_set: str, ch
         fail(str(exc))
     if channel not in ("studio", "telephony"):
         fail(f"--channel must be studio or telephony, not {channel!r}")
-    augment = augment and channel == "telephony" and feature_set == "rich"
+    augment = augment and has_phone_copies(feature_set, channel)
     return TrainConfig(
         algorithm=family, label_scheme=labels, feature_set=feature_set, channel=channel,
         corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance, n_folds=folds,
