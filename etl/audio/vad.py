@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -437,20 +438,22 @@ def _nonspeech_frames(tone: np.ndarray | None, tone_spread: np.ndarray | None,
             # the step from silence into (or out of) the music is no syllable, but it makes the
             # level's std large for half a context around it: there, next to a second or more
             # of music, held notes are enough
-            music |= held & _near_runs(music, width)
-        out |= _fill_gaps(music, round(config.music_gap_s / config.hop_s))
+            music |= held & _near_runs(music, width, 2 * width)
+        out |= _fill_gaps(music, round(config.music_gap_s / config.hop_s), 2 * width)
     return out
 
 
-def _fill_gaps(mask: np.ndarray, max_frames: int) -> np.ndarray:
-    """``mask`` with its runs of False shorter than ``max_frames`` set when True bounds them
-    on both sides."""
+def _fill_gaps(mask: np.ndarray, max_frames: int, min_run: int) -> np.ndarray:
+    """``mask`` with its runs of False shorter than ``max_frames`` set when runs of True at
+    least ``min_run`` long bound them on both sides (breaks in a long stretch of music, not
+    the gaps between stray music-like frames of held vowels)."""
     if max_frames <= 0 or not mask.any():
         return mask
     out = mask.copy()
-    for start, stop in _runs(~mask):
-        if 0 < start and stop < len(mask) and stop - start < max_frames:
-            out[start:stop] = True
+    runs = [(a, b) for a, b in _runs(mask) if b - a >= min_run]
+    for (_, stop), (start, _) in pairwise(runs):
+        if start - stop < max_frames:
+            out[stop:start] = True
     return out
 
 
@@ -491,19 +494,24 @@ def _background_frames(energy_db: np.ndarray, level_spread: np.ndarray, foregrou
     quiet = energy_db < foreground - config.babble_below_db
     out = (level_spread < config.babble_modulation_db) & quiet
     if config.edges and out.any():
-        # a crowd fading in or out (or cut off) is as quiet as the crowd, not yet (or no
-        # longer) steady: within half a context of it, quiet is enough
+        # a crowd fading in or out (or cut off) is not yet (or no longer) steady: within half a
+        # context of two seconds or more of it, no louder than it is enough (a voice starting
+        # there rises above it)
         width = max(round(config.babble_context_s / config.hop_s), 2)
-        out |= quiet & _near_runs(out, width)
+        for start, stop in _runs(out):
+            if stop - start >= 2 * width:
+                level = float(np.percentile(energy_db[start:stop], 90))
+                lo, hi = max(start - width // 2, 0), stop + width // 2
+                out[lo:hi] |= quiet[lo:hi] & (energy_db[lo:hi] <= level)
     return out
 
 
-def _near_runs(mask: np.ndarray, width: int) -> np.ndarray:
-    """bool ``(n,)``: frames within ``width // 2`` of a run of ``mask`` at least ``width``
-    frames long (a stretch of non-speech long enough to be sure of, not a stray frame)."""
+def _near_runs(mask: np.ndarray, width: int, min_run: int) -> np.ndarray:
+    """bool ``(n,)``: frames within ``width // 2`` of a run of ``mask`` at least ``min_run``
+    frames long (a stretch of non-speech long enough to be sure of, not stray frames)."""
     out = np.zeros(len(mask), dtype=bool)
     for start, stop in _runs(mask):
-        if stop - start >= width:
+        if stop - start >= min_run:
             out[max(start - width // 2, 0):stop + width // 2] = True
     return out
 
