@@ -39,8 +39,12 @@ call drawn over 22 dB, line noise floors -66..-50 dBFS, and one of six line type
 (``--lines``: g711, wideband (16 kHz), packet_loss, echo, reverb, agc; ``--calls-per-line``
 each; the k-th call of every line has the same scenario and actors). Every figure of step 5 is
 reported over all calls and per line type (``per_line``), with a ``summary`` of the key figures
-per line; ``scored_bandwidth`` says how ``ser score`` classed each line's calls. The default
-stays ``--calls generated`` so the figures in docs/features.md can be reproduced.
+per line; ``scored_bandwidth`` says how ``ser score`` classed each line's calls. Every call,
+8 and 16 kHz alike, is scored with ``--model ID`` (the telephony model just trained): the
+figures measure that model, not the alias routing of ``ser score`` without ``--model``, which
+sends a batch whose first recordings are 16 kHz to ``production-studio`` when one is set
+(``etl.scoring.recording.batch_bandwidth``). The default stays ``--calls generated`` so the
+figures in docs/features.md can be reproduced.
 
 Selection mode (choosing a default without touching actors 17-20):
 ``--train-actors 1-12 --call-actors 13-16`` trains on actors 01-12 and generates and scores the
