@@ -771,9 +771,9 @@ def _voice_embeddings(y: np.ndarray, spec: FeatureSpec, bounds: np.ndarray) -> n
 
 
 # Clips longer than this (a user's manifest of long recordings; no corpus clip comes close) also
-# get one row per speech segment, cut as the nightly scorer cuts calls: VAD, then 1-4 s windows.
+# get one row per speech segment, cut as the nightly scorer cuts calls: VAD, then 0.5-4 s windows.
 LONG_CLIP_S = 30.0
-SEGMENT_MIN_S, SEGMENT_MAX_S = 1.0, 4.0
+SEGMENT_MIN_S, SEGMENT_MAX_S = 0.5, 4.0
 
 
 def speech_segments(signal: np.ndarray, sr: int, spec: FeatureSpec

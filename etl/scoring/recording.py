@@ -99,8 +99,10 @@ class ScoringConfig:
         Role per channel of a two-channel file without explicit roles (left, right).
     mono_role
         Role of a single-channel file.
-    min_window_s, max_window_s
-        Utterance windows scored on their own; shorter speech is talk time but not scored.
+    min_window_s, max_window_s, window_bridge_s
+        Utterance windows scored on their own (`etl.audio.vad.windows`): speech regions closer
+        than ``window_bridge_s`` form one utterance; shorter utterances are talk time but not
+        scored.
     max_duration_s
         Longer recordings fail ("absurdly long") instead of tying up a worker.
     block_s
@@ -124,8 +126,9 @@ class ScoringConfig:
 
     stereo_roles: tuple[str, str] = ("agent", "customer")
     mono_role: str = "customer"
-    min_window_s: float = 1.0
+    min_window_s: float = 0.5
     max_window_s: float = 4.0
+    window_bridge_s: float = 0.5
     min_duration_s: float = 0.5
     max_duration_s: float = 3 * 3600.0
     block_s: float = 600.0
@@ -435,7 +438,8 @@ def window_features(path: Path, voice: VoicePass, speech: Mapping[str, Sequence[
     context on both sides (a one-block file reuses the block the VAD pass kept)."""
     roles, sr, duration = voice.roles, voice.sr, voice.duration_s
     wins = {ch: windows(speech[roles[ch]], min_s=config.min_window_s,
-                        max_s=config.max_window_s) for ch in roles}
+                        max_s=config.max_window_s, bridge_s=config.window_bridge_s)
+            for ch in roles}
     rows: list[tuple[str, float, float]] = []
     feats: list[np.ndarray] = []
     valid_parts: list[np.ndarray] = []
