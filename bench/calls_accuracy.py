@@ -16,7 +16,8 @@ Protocol
    - customer-turn UAR: a turn is a run of consecutive customer utterances of one emotion with no
      agent utterance starting in between; its prediction is the duration-weighted majority of the
      customer segments overlapping it (abstained segments excluded); turns whose emotion the
-     scheme excludes are not counted; balanced accuracy over the turns that got a prediction.
+     scheme excludes are not counted; balanced accuracy over the turns that got a prediction,
+     with a 90 % interval from resampling the calls (``customer_turn_uar_ci90``).
    - turn coverage: share of all customer turns overlapped by >= 1 scored segment (and by >= 1
      non-abstained segment).
    - escalation rate, precision and recall: a call is truly escalated when its customer is mostly
@@ -301,9 +302,11 @@ def _turn_metrics(truth: dict[str, dict[str, Any]], by_call: dict[str, list[Any]
     from etl.corpora.labels import map_emotion
 
     pairs: list[tuple[str, str]] = []
+    pairs_by_call: list[list[tuple[str, str]]] = []
     n_turns = covered = covered_confident = 0
     per_emotion: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for key, t in truth.items():
+        pairs_by_call.append([])
         cust = [s for s in by_call.get(key, []) if s.role == "customer"]
         for turn in t["turns"]:
             n_turns += 1
@@ -317,9 +320,11 @@ def _turn_metrics(truth: dict[str, dict[str, Any]], by_call: dict[str, list[Any]
             label = map_emotion(scheme, turn["emotion"])
             if label is not None and votes:
                 pairs.append((label, max(votes, key=votes.__getitem__)))
+                pairs_by_call[-1].append(pairs[-1])
     uar, recalls = balanced_accuracy(pairs)
     return {
-        "customer_turn_uar": uar, "customer_turns_evaluated": len(pairs),
+        "customer_turn_uar": uar, "customer_turn_uar_ci90": _uar_interval(pairs_by_call),
+        "customer_turns_evaluated": len(pairs),
         "recall_per_class": recalls,
         "chance_uar": round(1 / len(recalls), 3) if recalls else None,
         "customer_turns": n_turns,
@@ -329,6 +334,24 @@ def _turn_metrics(truth: dict[str, dict[str, Any]], by_call: dict[str, list[Any]
             e: {"turns": n, "coverage": round(c / n, 3), "coverage_confident": round(cc / n, 3)}
             for e, (n, c, cc) in sorted(per_emotion.items())},
     }
+
+
+def _uar_interval(pairs_by_call: list[list[tuple[str, str]]], *, reps: int = 1000,
+                 seed: int = 0) -> list[float] | None:
+    """90 % interval of the customer-turn UAR over calls resampled with replacement (the
+    calls, not the turns, are the independent units); None for fewer than 5 calls."""
+    import numpy as np
+
+    if len(pairs_by_call) < 5:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(reps):
+        pick = rng.integers(len(pairs_by_call), size=len(pairs_by_call))
+        uar, _ = balanced_accuracy([p for i in pick for p in pairs_by_call[i]])
+        if uar is not None:
+            values.append(uar)
+    return [round(float(np.percentile(values, 5)), 3), round(float(np.percentile(values, 95)), 3)]
 
 
 def _turn_votes(segments: list[Any], turn: dict[str, Any]) -> tuple[bool, dict[str, float]]:
@@ -734,6 +757,7 @@ def _measure_variant(engine: Any, env: dict[str, str], variant: str, schemes: li
 def _key_figures(m: dict[str, Any]) -> dict[str, Any]:
     """The figures issue 24 asks for, of one line type (or all calls), in one small row."""
     return {"calls": m.get("calls"), "customer_turn_uar": m.get("customer_turn_uar"),
+            "customer_turn_uar_ci90": m.get("customer_turn_uar_ci90"),
             "turns_evaluated": m.get("customer_turns_evaluated"),
             "turn_coverage": m.get("turn_coverage"),
             "turn_coverage_confident": m.get("turn_coverage_confident"),
