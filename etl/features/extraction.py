@@ -762,7 +762,8 @@ def _voice_embeddings(y: np.ndarray, spec: FeatureSpec, bounds: np.ndarray) -> n
     y16 = y if rate == ENCODER_RATE else resample(y, rate, ENCODER_RATE)
     return load_encoder().embed_segments(
         y16, [(float(a), float(b)) for a, b in bounds],
-        step_frames=int(params["partial_step_frames"]), min_coverage=float(params["min_coverage"]))
+        step_frames=int(params["partial_step_frames"]), min_coverage=float(params["min_coverage"]),
+        max_partials=params.get("max_partials"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ PARTIAL_FRAMES = 160  # 1.6 s, what the encoder was trained on
 PARTIAL_STEP_FRAMES = 80
 # The last partial is kept (zero-padded) when at least this share of it is signal.
 MIN_COVERAGE = 0.75
+# At most this many partials per segment, spread evenly over it (None = every one): the network
+# costs the same per partial whatever the segment, and nightly scoring has a budget per call.
+MAX_PARTIALS: int | None = None
 LEVEL_TARGET_DBFS = -30.0  # resemblyzer's audio_norm_target_dBFS
 HIDDEN = 256
 N_LAYERS = 3
@@ -111,6 +114,7 @@ def encoder_params() -> dict[str, Any]:
         "partial_frames": PARTIAL_FRAMES,
         "partial_step_frames": PARTIAL_STEP_FRAMES,
         "min_coverage": MIN_COVERAGE,
+        "max_partials": MAX_PARTIALS,
         "level_norm": {"method": "segment_rms_dbfs", "target_dbfs": LEVEL_TARGET_DBFS,
                        "direction": "both"},
         "embedding_dim": EMBEDDING_DIM,
@@ -496,12 +500,15 @@ def _load_encoder_cached(path: Path) -> VoiceEncoder:
 
 
 def partial_starts(n_samples: int, *, step_frames: int = PARTIAL_STEP_FRAMES,
-                   min_coverage: float = MIN_COVERAGE) -> np.ndarray:
+                   min_coverage: float = MIN_COVERAGE, max_partials: int | None = None
+                   ) -> np.ndarray:
     """First mel frame of each partial of a signal of ``n_samples`` samples.
 
     resemblyzer's ``compute_partial_slices`` with the step given in frames: partials of
     `PARTIAL_FRAMES` every ``step_frames``; the last one is dropped when less than
-    ``min_coverage`` of it is signal, unless it is the only one (there is always one).
+    ``min_coverage`` of it is signal, unless it is the only one (there is always one). With
+    ``max_partials``, a signal that would get more gets that many, evenly spread (one: the
+    middle 1.6 s).
 
     Returns
     -------
@@ -518,6 +525,12 @@ def partial_starts(n_samples: int, *, step_frames: int = PARTIAL_STEP_FRAMES,
     coverage = (n_samples - last) / (PARTIAL_FRAMES * HOP_LENGTH)
     if coverage < min_coverage and starts.size > 1:
         starts = starts[:-1]
+    if max_partials is not None and starts.size > max_partials:
+        last_start = max(n_frames - PARTIAL_FRAMES, 0)
+        if max_partials == 1:  # the middle of the signal
+            starts = np.array([last_start // 2], dtype=np.int64)
+        else:  # evenly spread, the first and last partials inside the signal
+            starts = np.round(np.linspace(0, last_start, max_partials)).astype(np.int64)
     return starts
 
 
@@ -551,10 +564,11 @@ def _level_scaled(segment: np.ndarray) -> np.ndarray | None:
     return (segment * gain).astype(np.float32)
 
 
-def _segment_partials(segment: np.ndarray, *, step_frames: int, min_coverage: float
-                      ) -> np.ndarray:
+def _segment_partials(segment: np.ndarray, *, step_frames: int, min_coverage: float,
+                      max_partials: int | None) -> np.ndarray:
     """Mel partials of one level-scaled segment: float32 ``(n_partials, 160, 40)``."""
-    starts = partial_starts(segment.size, step_frames=step_frames, min_coverage=min_coverage)
+    starts = partial_starts(segment.size, step_frames=step_frames, min_coverage=min_coverage,
+                            max_partials=max_partials)
     stop = int(starts[-1] + PARTIAL_FRAMES) * HOP_LENGTH
     if stop >= segment.size:  # as resemblyzer: pad, else the mel of the whole signal
         segment = np.pad(segment, (0, stop - segment.size))
@@ -668,7 +682,8 @@ class VoiceEncoder:
 
     def embed_segments(self, y: np.ndarray, segments: Sequence[tuple[float, float]], *,
                        step_frames: int = PARTIAL_STEP_FRAMES,
-                       min_coverage: float = MIN_COVERAGE) -> np.ndarray:
+                       min_coverage: float = MIN_COVERAGE,
+                       max_partials: int | None = MAX_PARTIALS) -> np.ndarray:
         """Utterance embeddings of segments of one signal, in one batched pass.
 
         Each segment is scaled to `LEVEL_TARGET_DBFS` RMS (both directions), its mel spectrogram
@@ -681,8 +696,8 @@ class VoiceEncoder:
         y : mono float ``(n_samples,)`` at `ENCODER_RATE`.
         segments : ``(start_s, end_s)`` pairs in seconds from the start of ``y``; clipped to
             the signal.
-        step_frames, min_coverage : how a segment is cut into partials (`partial_starts`); a
-            feature set stores the values it was computed with.
+        step_frames, min_coverage, max_partials : how a segment is cut into partials
+            (`partial_starts`); a feature set stores the values it was computed with.
 
         Returns
         -------
@@ -710,7 +725,8 @@ class VoiceEncoder:
             scaled = _level_scaled(y[lo:hi])
             if scaled is None:
                 continue
-            mels = _segment_partials(scaled, step_frames=step_frames, min_coverage=min_coverage)
+            mels = _segment_partials(scaled, step_frames=step_frames, min_coverage=min_coverage,
+                                     max_partials=max_partials)
             partials.append(mels)
             owners.append(np.full(mels.shape[0], row, dtype=np.intp))
         if not partials:

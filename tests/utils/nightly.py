@@ -34,11 +34,13 @@ def train_tiny_model(
     speaker_normalisation: bool = True,
     alias: str | None = "production",
     name: str = "tiny-calls",
+    feature_set: str = "rich",
 ) -> int:
-    """Register a logistic regression on ``bank``'s clips; returns model_versions.id."""
+    """Register a logistic regression on ``bank``'s clips (features ``feature_set``/``channel``);
+    returns model_versions.id."""
     bank = bank or ClipBank.synthetic(actors=range(1, 5), per_emotion=2,
                                       emotions=("neutral", "calm", "happy", "sad", "angry"))
-    spec = feature_spec("rich", channel)
+    spec = feature_spec(feature_set, channel)
     rows, labels, speakers = [], [], []
     for clip in bank.clips:
         label = map_emotion(SCHEME, clip.emotion)
