@@ -473,14 +473,6 @@ def _level_spread(energy_db: np.ndarray, width: int) -> np.ndarray:
     return np.sqrt(np.maximum(_centred_mean(e * e, width) - mean * mean, 0.0))
 
 
-def _is_background(energy_db: np.ndarray, level_spread: np.ndarray, region: Region, *,
-                   sr: int, hop: int, foreground: float, config: VadConfig) -> bool:
-    i0 = int(region[0] * sr / hop)
-    i1 = max(int(region[1] * sr / hop), i0 + 1)
-    return (float(np.percentile(energy_db[i0:i1], 90)) < foreground - config.babble_below_db
-            and float(np.median(level_spread[i0:i1])) < config.babble_modulation_db)
-
-
 def _background_frames(energy_db: np.ndarray, level_spread: np.ndarray, foreground: float, *,
                        config: VadConfig) -> np.ndarray:
     """bool ``(n,)``: frames of background talk (or other steady sound) under the speaker.

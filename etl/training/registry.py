@@ -379,15 +379,6 @@ def resolve_scoring_model(
     return mv
 
 
-def load_scoring_model(
-    session: Session, ref: str = DEFAULT_ALIAS, *, bandwidth: str,
-    allow_channel_mismatch: bool = False,
-) -> LoadedModel:
-    """:func:`resolve_scoring_model`, loaded."""
-    return load_version(session, resolve_scoring_model(
-        session, ref, bandwidth=bandwidth, allow_channel_mismatch=allow_channel_mismatch))
-
-
 # ------------------------------------------------------------------------------------------------
 # aliases
 # ------------------------------------------------------------------------------------------------
