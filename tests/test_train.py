@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from db.models import ModelMetric, ModelVersion
+from etl.features.voice import EMBEDDING_DIM
+from etl.training.fitting import prepare_features
 from etl.training.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
 from etl.training.registry import load_model
 from etl.training.train import (
@@ -569,3 +571,25 @@ def test_call_models_default_to_population_shrinkage() -> None:
     assert TrainConfig(speaker_prior_rows=20).speaker_prior_rows == 20.0
     with pytest.raises(ValueError, match="auto"):
         TrainConfig(speaker_prior_rows="strong")
+
+
+def test_voice_columns_are_left_raw_by_speaker_normalisation_and_round_trip() -> None:
+    """richvoice models z-score the rich columns per speaker and keep the encoder's as they are
+    (bench/voice_features.py), in training, in the stored population and at prediction."""
+    config = TrainConfig(feature_set="richvoice", channel="telephony")
+    assert config.raw_columns == EMBEDDING_DIM and TrainConfig(channel="telephony").raw_columns == 0
+    assert config.population_shrinkage()["raw_columns"] == EMBEDDING_DIM
+    assert TrainConfig(feature_set="richvoice").population_shrinkage() == {
+        "raw_columns": EMBEDDING_DIM}
+    rng = np.random.default_rng(2)
+    X = rng.normal(5, 2, (40, 6))
+    speakers = np.repeat([1, 2], 20)
+    out = prepare_features(X, speakers, speaker_normalisation=True, raw_columns=2)
+    np.testing.assert_allclose(out[:, -2:], X[:, -2:], rtol=1e-6)
+    np.testing.assert_allclose(out[:20, :4].mean(axis=0), 0, atol=1e-5)
+    population = SpeakerPopulation.from_json(
+        speaker_population(X, speakers, raw_columns=2).to_json())
+    assert population is not None and population.raw_columns == 2
+    predicted = normalise_per_speaker(X[:5], ["call"] * 5, population=population)
+    np.testing.assert_allclose(predicted[:, -2:], X[:5, -2:], rtol=1e-6)
+    assert not np.allclose(predicted[:, :4], X[:5, :4])

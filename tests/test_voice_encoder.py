@@ -27,6 +27,7 @@ from etl.features.voice import (
     install_weights,
     load_encoder,
     mel_spectrogram,
+    partial_starts,
     read_state_dict,
 )
 from tests.data.make_voice_reference import reference_signals
@@ -67,7 +68,7 @@ def test_embeddings_match_resemblyzer_torch(encoder: VoiceEncoder) -> None:
     ref = np.load(REFERENCE)
     signals = reference_signals()
     for name, expected in zip(ref["names"], ref["embeddings"], strict=True):
-        got = encoder.embed(signals[str(name)])
+        got = encoder.embed(signals[str(name)], max_partials=None)  # every partial, as torch
         assert got.dtype == np.float32 and got.shape == (EMBEDDING_DIM,)
         assert np.abs(got - expected).max() < 1e-4, name
         assert float(got @ expected) > 0.9999, name
@@ -183,3 +184,11 @@ def test_cli_show(weights: Path) -> None:
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown["sha256_ok"] and shown["path"] == str(weights)
+
+
+def test_max_partials_keeps_the_middle_or_spreads_them() -> None:
+    four_s = 4 * ENCODER_RATE  # 401 frames: partials could start at 0..241
+    assert partial_starts(four_s).tolist() == [0, 80, 160, 240]
+    assert partial_starts(four_s, max_partials=1).tolist() == [120]
+    assert partial_starts(four_s, max_partials=2).tolist() == [0, 241]
+    assert partial_starts(ENCODER_RATE, max_partials=1).tolist() == [0]  # shorter than one

@@ -72,7 +72,7 @@ PARTIAL_STEP_FRAMES = 80
 MIN_COVERAGE = 0.75
 # At most this many partials per segment, spread evenly over it (None = every one): the network
 # costs the same per partial whatever the segment, and nightly scoring has a budget per call.
-MAX_PARTIALS: int | None = None
+MAX_PARTIALS: int | None = 1
 LEVEL_TARGET_DBFS = -30.0  # resemblyzer's audio_norm_target_dBFS
 HIDDEN = 256
 N_LAYERS = 3
@@ -736,13 +736,15 @@ class VoiceEncoder:
         np.add.at(result, owner, embeds)
         return _l2_normalised(result)
 
-    def embed(self, y: np.ndarray) -> np.ndarray:
+    def embed(self, y: np.ndarray, *, max_partials: int | None = MAX_PARTIALS) -> np.ndarray:
         """Utterance embedding of the whole signal: float32 ``(256,)`` (zero if silent).
 
-        ``embed_segments(y, [(0, len(y) / ENCODER_RATE)])[0]``.
+        ``embed_segments(y, [(0, len(y) / ENCODER_RATE)], max_partials=max_partials)[0]``;
+        ``max_partials=None`` is resemblyzer's ``embed_utterance`` (every partial).
         """
         y = np.asarray(y)
-        return self.embed_segments(y, [(0.0, y.size / ENCODER_RATE)])[0]
+        return self.embed_segments(y, [(0.0, y.size / ENCODER_RATE)],
+                                   max_partials=max_partials)[0]
 
 
 def _l2_normalised(rows: np.ndarray) -> np.ndarray:

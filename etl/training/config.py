@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from etl.features.specs import feature_spec, voice_columns
 from etl.training.models import DEFAULT_ALGORITHM
 
 DEFAULT_SEED = 0
@@ -53,10 +55,20 @@ class TrainConfig:
             raise ValueError(f"speaker_prior_rows must be a number, None or 'auto', not {prior!r}")
         object.__setattr__(self, "speaker_prior_rows", None if prior is None else float(prior))
 
-    def population_shrinkage(self) -> dict[str, float]:
+    @property
+    def raw_columns(self) -> int:
+        """Trailing features speaker normalisation leaves as they are: the voice encoder's
+        embedding of ``richvoice`` (bench/voice_features.py: z-scored per speaker it lost
+        evidence wherever a speaker's own statistics are few, as a call role's are)."""
+        columns = voice_columns(feature_spec(self.feature_set, self.channel))
+        return int(columns.stop - columns.start)
+
+    def population_shrinkage(self) -> dict[str, Any]:
         """``speaker_population`` keyword arguments for this config's prediction-time shrinkage."""
+        raw = {"raw_columns": self.raw_columns} if self.raw_columns else {}
         if self.speaker_prior_rows is None:
-            return {}
+            return raw
         if float(self.speaker_prior_rows) < 0:
             raise ValueError(f"speaker_prior_rows must be >= 0, not {self.speaker_prior_rows}")
-        return {"prior_rows": float(self.speaker_prior_rows), "min_rows_own": float("inf")}
+        return {"prior_rows": float(self.speaker_prior_rows), "min_rows_own": float("inf"),
+                **raw}

@@ -132,7 +132,8 @@ def permutation_importance_cv(
     """
     rng = np.random.default_rng(config.seed)
     Xp = prepare_features(dataset.X, dataset.groups,
-                          speaker_normalisation=config.speaker_normalisation)
+                          speaker_normalisation=config.speaker_normalisation,
+                          raw_columns=config.raw_columns)
     n_features = Xp.shape[1]
     drops = np.zeros(n_features)
     weights = 0.0

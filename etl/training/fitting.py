@@ -33,9 +33,13 @@ class CVResult:
     aug_proba: np.ndarray | None = None  # float (m, K) of the augmented copies, if any
 
 
-def prepare_features(X: np.ndarray, groups: np.ndarray, *, speaker_normalisation: bool) -> np.ndarray:
-    """The model's input rows: per-speaker z-scored when asked (each speaker on its own stats)."""
-    return normalise_per_speaker(X, groups) if speaker_normalisation else np.asarray(X, np.float32)
+def prepare_features(X: np.ndarray, groups: np.ndarray, *, speaker_normalisation: bool,
+                     raw_columns: int = 0) -> np.ndarray:
+    """The model's input rows: per-speaker z-scored when asked (each speaker on its own stats;
+    the last ``raw_columns`` features as they are)."""
+    if not speaker_normalisation:
+        return np.asarray(X, np.float32)
+    return normalise_per_speaker(X, groups, raw_columns=raw_columns)
 
 
 def fit_estimator(
@@ -71,7 +75,8 @@ def cross_validate(
     """
     algorithm = get_algorithm(config.algorithm)
     rows = stack_rows(dataset)
-    Xp = prepare_features(rows.X, rows.keys, speaker_normalisation=config.speaker_normalisation)
+    Xp = prepare_features(rows.X, rows.keys, speaker_normalisation=config.speaker_normalisation,
+                          raw_columns=config.raw_columns)
     row_folds = folds[rows.source]
     n_classes = len(dataset.classes)
     proba = np.zeros((len(rows.y), n_classes))
@@ -111,7 +116,8 @@ def random_split_diagnostic(
     """UAR on random (speaker-leaking) stratified folds: a labelled diagnostic, never a headline."""
     algorithm = get_algorithm(config.algorithm)
     Xp = prepare_features(dataset.X, dataset.groups,
-                          speaker_normalisation=config.speaker_normalisation)
+                          speaker_normalisation=config.speaker_normalisation,
+                          raw_columns=config.raw_columns)
     splitter = StratifiedKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
     pred = np.zeros(len(dataset.y), dtype=np.int64)
     for train, test in splitter.split(Xp, dataset.y):

@@ -62,12 +62,17 @@ class SpeakerPopulation:
         Groups with fewer rows are shrunk (``MIN_ROWS_OWN_STATS`` by default); ``inf`` shrinks
         every group, e.g. a call channel of 30 segments whose emotions are not balanced, so its
         own mean would absorb the emotion (a calm call would read half negative).
+    raw_columns : int
+        The last ``raw_columns`` features are left as they are by `normalise_per_speaker` (a
+        voice encoder's embedding: its speaker-specific part is what tells the prior which
+        training speakers are near, and z-scoring it per speaker removed emotion evidence).
     """
 
     means: np.ndarray
     stds: np.ndarray
     prior_rows: float = PRIOR_ROWS
     min_rows_own: float = MIN_ROWS_OWN_STATS
+    raw_columns: int = 0
 
     @property
     def n_speakers(self) -> int:
@@ -107,6 +112,8 @@ class SpeakerPopulation:
             out["prior_rows"] = float(self.prior_rows)
             # None = every group is shrunk (JSON has no infinity)
             out["min_rows_own"] = None if np.isinf(self.min_rows_own) else self.min_rows_own
+        if self.raw_columns:
+            out["raw_columns"] = int(self.raw_columns)
         return out
 
     @classmethod
@@ -124,12 +131,14 @@ class SpeakerPopulation:
         if prior_rows < 0:
             raise ValueError(f"stored prior_rows must be >= 0, not {prior_rows}")
         return cls(means=means, stds=stds, prior_rows=prior_rows,
-                   min_rows_own=np.inf if min_rows is None else float(min_rows))
+                   min_rows_own=np.inf if min_rows is None else float(min_rows),
+                   raw_columns=int(data.get("raw_columns", 0)))
 
 
 def speaker_population(
     X: np.ndarray, speakers: Sequence[object] | np.ndarray, *,
     prior_rows: float = PRIOR_ROWS, min_rows_own: float = MIN_ROWS_OWN_STATS,
+    raw_columns: int = 0,
 ) -> SpeakerPopulation:
     """Per-speaker statistics of raw (un-normalised) training rows.
 
@@ -137,7 +146,7 @@ def speaker_population(
     ----------
     X : ndarray, shape (n_rows, n_features)
     speakers : sequence, length n_rows
-    prior_rows, min_rows_own
+    prior_rows, min_rows_own, raw_columns
         How groups are shrunk toward these statistics later (:class:`SpeakerPopulation`).
 
     Only speakers with at least ``MIN_ROWS_OWN_STATS`` rows are kept (their statistics are the
@@ -158,7 +167,7 @@ def speaker_population(
     if prior_rows < 0:
         raise ValueError(f"prior_rows must be >= 0, not {prior_rows}")
     return SpeakerPopulation(means=means[keep], stds=stds[keep], prior_rows=float(prior_rows),
-                             min_rows_own=float(min_rows_own))
+                             min_rows_own=float(min_rows_own), raw_columns=int(raw_columns))
 
 
 def normalise_per_speaker(
@@ -166,6 +175,7 @@ def normalise_per_speaker(
     speakers: Sequence[object] | np.ndarray,
     *,
     population: SpeakerPopulation | None = None,
+    raw_columns: int | None = None,
 ) -> np.ndarray:
     """Z-score each speaker's rows with that speaker's own mean and (floored) standard deviation.
 
@@ -184,6 +194,9 @@ def normalise_per_speaker(
         ``w*own + (1-w)*prior`` and variance ``w*own_var + (1-w)*prior_std**2``. Without it such
         a speaker uses only its own statistics; a single row then becomes all zeros (correct but
         uninformative).
+    raw_columns : int, optional
+        Leave the last ``raw_columns`` features as they are; default ``population.raw_columns``
+        (0 without a population).
 
     Returns
     -------
@@ -216,8 +229,12 @@ def normalise_per_speaker(
             w = (counts[small] / (counts[small] + population.prior_rows))[:, None]
             means[small] = w * means[small] + (1 - w) * prior_mean
             stds[small] = np.sqrt(w * stds[small] ** 2 + (1 - w) * prior_std**2)
-    out = (X - means[inverse]) / np.maximum(stds, floor)[inverse]
-    return out.astype(np.float32)
+    out = ((X - means[inverse]) / np.maximum(stds, floor)[inverse]).astype(np.float32)
+    if raw_columns is None:
+        raw_columns = population.raw_columns if population is not None else 0
+    if raw_columns:
+        out[:, -raw_columns:] = X[:, -raw_columns:]
+    return out
 
 
 def _grouped(

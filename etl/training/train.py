@@ -290,7 +290,8 @@ def _calibration(session: Session, dataset: Dataset, cv: CVResult, config: Train
 def _fit_final(dataset: Dataset, config: TrainConfig, algorithm: Algorithm) -> FinalFit:
     """Search and fit the final model on every row (and every phone-line copy)."""
     rows = stack_rows(dataset)
-    Xp = prepare_features(rows.X, rows.keys, speaker_normalisation=config.speaker_normalisation)
+    Xp = prepare_features(rows.X, rows.keys, speaker_normalisation=config.speaker_normalisation,
+                          raw_columns=config.raw_columns)
     estimator, chosen = fit_estimator(algorithm, Xp, rows.y, rows.actors, seed=config.seed,
                                       balance=config.class_balance, search=config.search)
     return FinalFit(estimator=estimator, chosen=chosen, rows=rows, n_features=Xp.shape[1])
