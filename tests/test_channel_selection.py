@@ -48,12 +48,17 @@ def test_narrowband_audio_never_gets_a_studio_model(db_session: Session,
                                  allow_channel_mismatch=True).id == two_models["studio"]
     assert resolve_scoring_model(db_session, "production",
                                  bandwidth="wideband").id == two_models["studio"]
-    # the per-channel alias wins for its audio; production still serves wideband
+    # a telephony model, once there is one, serves calls of every bandwidth: wideband VoIP
+    # calls and a batch mixing lines (bench/calls_accuracy.py --calls field)
     set_alias(db_session, two_models["telephony"], alias="production-telephony")
     assert resolve_scoring_model(db_session, "production",
                                  bandwidth="narrowband").id == two_models["telephony"]
     assert resolve_scoring_model(db_session, "production",
-                                 bandwidth="wideband").id == two_models["studio"]
+                                 bandwidth="wideband").id == two_models["telephony"]
+    # ... a studio alias included (calls are phone calls, however wide the line)
+    set_alias(db_session, two_models["studio"], alias="production-studio")
+    assert resolve_scoring_model(db_session, "production",
+                                 bandwidth="wideband").id == two_models["telephony"]
 
 
 def test_telephony_models_serve_both_bandwidths(db_session: Session,

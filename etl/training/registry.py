@@ -334,9 +334,10 @@ def resolve_scoring_model(
     """The model version to score audio of ``bandwidth`` with, given the user's ``ref``.
 
     ``ref`` an alias (``production``): narrowband audio takes ``production-telephony``, else
-    ``production`` if that is a telephony model; wideband audio takes ``production-studio``,
-    else ``production``, else ``production-telephony`` (a telephony model hears wideband audio
-    band-limited, as it was trained). ``ref`` a version id or ``name:version``: that version,
+    ``production`` if that is a telephony model; wideband audio (16 kHz VoIP calls) takes
+    ``production-telephony`` too when it is set (a telephony model hears wideband audio
+    band-limited, as it was trained, and a batch that mixes lines gets one model that serves
+    all of them), else ``production-studio``, else ``production``. ``ref`` a version id or ``name:version``: that version,
     checked against the audio.
 
     Parameters
@@ -359,7 +360,7 @@ def resolve_scoring_model(
     is_alias = not ref.isdigit() and ":" not in ref
     if is_alias:
         order = ([channel_alias(ref, "telephony"), ref] if narrow else
-                 [channel_alias(ref, "studio"), ref, channel_alias(ref, "telephony")])
+                 [channel_alias(ref, "telephony"), channel_alias(ref, "studio"), ref])
         for name in order:
             mv = alias_target(session, name)
             if mv is not None and (not narrow or model_channel(session, mv) == "telephony"):
