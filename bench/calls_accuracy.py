@@ -86,7 +86,10 @@ SCHEMES = ("emotion8", "callcentre4", "posneg")
 # per variant: options of ``ser features`` and extra options of ``ser train``
 VARIANT_OPTIONS: dict[str, list[str]] = {
     "default": [], "studio": ["--channel", "studio"], "telephony": ["--channel", "telephony"],
-    "speaker_norm": [], "no_speaker_norm": [], "population_prior": ["--channel", "telephony"]}
+    "speaker_norm": [], "no_speaker_norm": [], "population_prior": ["--channel", "telephony"],
+    # the feature sets side by side (issue 24): without and with the voice encoder
+    "rich": ["--set", "rich", "--channel", "telephony"],
+    "richvoice": ["--set", "richvoice", "--channel", "telephony"]}
 VARIANT_TRAIN_OPTIONS: dict[str, list[str]] = {
     "speaker_norm": ["--speaker-norm"], "no_speaker_norm": ["--no-speaker-norm"]}
 # Variants trained in this process with etl.training.train.train_model (the code ``ser train`` runs)

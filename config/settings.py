@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, alias="SER_WORKERS", ge=1)
     nightly_cron: str = Field(default="0 2 * * *", alias="SER_NIGHTLY_CRON")
     inbox: Path | None = Field(default=None, alias="SER_INBOX")
+    inbox_settle_s: float = Field(
+        default=30.0, alias="SER_INBOX_SETTLE_S", ge=0.0,
+        description="The nightly inbox scores a recording only once it has not changed for "
+        "this many seconds (a copy still arriving waits for the next run).")
     batch_roots: str | None = Field(
         default=None, alias="SER_BATCH_ROOTS",
         description="Folders outside a batch folder that its calls.csv may point into "

@@ -49,12 +49,12 @@ def _database_lost(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> b
 
 
 def scoring_config(rules: str | None, *, retry_failed: bool = False,
-                   stale_minutes: float = 30.0) -> ScoringConfig:
+                   stale_minutes: float = 30.0, settle_s: float = 0.0) -> ScoringConfig:
     """The scoring configuration of a flow run; ``rules`` None: ``SER_RULES`` (read here, at the
     flow's entry), else the model's operating point."""
     source = rules if rules is not None else get_settings().rules
     return ScoringConfig(rules=tuple(load_rules(source)), retry_failed=retry_failed,
-                         stale_claim_minutes=stale_minutes)
+                         stale_claim_minutes=stale_minutes, settle_s=settle_s)
 
 
 @task(name="score-batch", cache_policy=NONE, retries=len(DB_RETRY_DELAYS_S),
@@ -143,7 +143,8 @@ def nightly_flow(
     folder.mkdir(parents=True, exist_ok=True)
     report = score_batch_task(
         database_url(), str(folder.resolve()), batch_date=dt.date.today(), model_ref=model_ref,
-        workers=workers or settings.workers, config=scoring_config(rules),
+        workers=workers or settings.workers,
+        config=scoring_config(rules, settle_s=settings.inbox_settle_s),
         allowed_roots=settings.batch_root_paths, skip_done_elsewhere=True,
         dask_address=dask_address or settings.dask_address)
     _publish(report)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import functools
 import os
 import threading
 import time
@@ -24,7 +23,6 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from etl.audio.decode import read_info
-from etl.runs import batch as batch_module
 from etl.runs.inbox import discover_calls
 from etl.synthetic.calls import ClipBank, generate_calls
 from tests.conftest import truncate_all
@@ -47,10 +45,11 @@ def model_id(engine: Engine, bank: ClipBank) -> Iterator[int]:
     truncate_all(engine)
 
 
-def _score(runner: CliRunner, folder: Path, day: str) -> Result:
+def _score(runner: CliRunner, folder: Path, day: str, *options: str) -> Result:
     from ser.cli import app
 
-    return runner.invoke(app, ["score", str(folder), "--batch-date", day, "--workers", "1"])
+    return runner.invoke(app, ["score", str(folder), "--batch-date", day, "--workers", "1",
+                               *options])
 
 
 def _batch(engine: Engine, folder: Path, day: str) -> tuple[str, dict[str, dict[str, object]]]:
@@ -232,13 +231,8 @@ def _copy_slowly(source: Path, target: Path, *, chunks: int, pause_s: float) -> 
 
 
 def test_a_recording_still_being_copied_is_scored_only_once_complete(
-        model_id: int, engine: Engine, bank: ClipBank, db_cli: CliRunner, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # The settle time reaches discovery through score_batch once it passes one
-    # (ScoringConfig.settle_s); until then the test hands it to discovery directly.
+        model_id: int, engine: Engine, bank: ClipBank, db_cli: CliRunner, tmp_path: Path) -> None:
     settle_s = 1.0
-    monkeypatch.setattr(batch_module, "discover_calls",
-                        functools.partial(discover_calls, settle_s=settle_s))
     source = tmp_path / "source"
     generate_calls(source, n_calls=2, minutes=0.3, bank=bank, seed=256)
     inbox = tmp_path / "inbox"
@@ -249,12 +243,12 @@ def test_a_recording_still_being_copied_is_scored_only_once_complete(
     (inbox / ".incoming").mkdir()
     (inbox / ".incoming" / "call_0009.wav").write_bytes((source / "call_0002.wav").read_bytes())
     copying = threading.Thread(target=_copy_slowly, args=(
-        source / "call_0002.wav", inbox / "call_0002.wav"), kwargs={"chunks": 40,
-                                                                    "pause_s": 0.1})
+        source / "call_0002.wav", inbox / "call_0002.wav"), kwargs={"chunks": 60,
+                                                                    "pause_s": 0.25})
     copying.start()
     try:
         time.sleep(0.3)
-        first = _score(db_cli, inbox, "2024-06-08")
+        first = _score(db_cli, inbox, "2024-06-08", "--settle-seconds", str(settle_s))
         assert copying.is_alive()  # the copy was still going on during the whole run
     finally:
         copying.join()
@@ -263,7 +257,7 @@ def test_a_recording_still_being_copied_is_scored_only_once_complete(
     assert set(calls) == {"call_0001"} and status == "done"  # not registered, not failed
 
     time.sleep(settle_s + 0.2)  # the copy is complete and has settled
-    second = _score(db_cli, inbox, "2024-06-08")
+    second = _score(db_cli, inbox, "2024-06-08", "--settle-seconds", str(settle_s))
     assert second.exit_code == 0, second.output
     status, calls = _batch(engine, inbox, "2024-06-08")
     assert set(calls) == {"call_0001", "call_0002"} and status == "done"
@@ -281,11 +275,22 @@ def test_a_calls_csv_still_being_written_holds_its_folder(
     manifest = tmp_path / "day" / "calls.csv"
     lines = manifest.read_text().splitlines(keepends=True)
     manifest.write_text(lines[0])  # the header has arrived, the rows are on their way
-    writer = threading.Timer(0.3, lambda: manifest.write_text("".join(lines)))
+    done = threading.Event()
+
+    def keep_writing() -> None:  # rows keep arriving for as long as discovery looks
+        k = 0
+        while not done.is_set():
+            k += 1
+            manifest.write_text("".join(lines[: 1 + k % len(lines)]))
+            time.sleep(0.05)
+        manifest.write_text("".join(lines))
+
+    writer = threading.Thread(target=keep_writing)
     writer.start()
     try:
         entries = discover_calls(tmp_path, settle_s=1.0)
     finally:
+        done.set()
         writer.join()
     assert entries and all(e.deferred and "calls.csv is still changing" in e.deferred
                            for e in entries)  # no call is keyed by its file name meanwhile

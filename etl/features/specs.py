@@ -21,7 +21,7 @@ SET_NAMES = ("rich", "richvoice", "seed180")
 # ``rich`` plus the utterance embedding of a pretrained voice encoder (etl.features.voice): the
 # set calls are scored with by default. Its vectors of call segments are never stored.
 VOICE_SET = "richvoice"
-DEFAULT_SET = "rich"  # TODO flip to VOICE_SET once measured
+DEFAULT_SET = VOICE_SET
 VOICE_PREFIX = "voice_"
 # Sets whose first columns are the rich features (same parameters, same names, same order).
 RICH_BASED = ("rich", VOICE_SET)

@@ -292,6 +292,7 @@ class RunReport(BatchReport):
     run_audio_seconds: float = 0.0
     n_held: int = 0
     n_rejected: int = 0
+    n_deferred: int = 0  # recordings still being copied, left for the next run
     waited_seconds: float = 0.0  # for another run of this batch on this host to finish
 
 
@@ -362,13 +363,15 @@ def _score_batch(
     execution: Execution,
 ) -> RunReport:
     started = time.perf_counter()
-    entries = discover_calls(path, config=config, strict=strict, allowed_roots=allowed_roots)
+    entries = discover_calls(path, config=config, strict=strict, allowed_roots=allowed_roots,
+                             settle_s=config.settle_s)
     stale = config.stale_claim_minutes * 60.0
     with session_scope(engine) as session:
         # An alias resolves per channel: phone audio gets the telephony model, never silently
         # a studio one (ModelChannelError says how to get one).
         version = resolve_scoring_model(
-            session, model_ref, bandwidth=batch_bandwidth(e.path for e in entries if not e.error),
+            session, model_ref, bandwidth=batch_bandwidth(
+                e.path for e in entries if not (e.error or e.deferred or e.failure)),
             allow_channel_mismatch=config.allow_channel_mismatch)
         require_extractable(feature_spec_for(session, version.feature_set_id))
         batch_id = register_batch(
@@ -398,7 +401,9 @@ def _score_batch(
     return RunReport(**base, run_scored=sum(len(s.scored) for s in stats),
                      run_failed=sum(len(s.failed) for s in stats),
                      run_audio_seconds=sum(s.audio_seconds for s in stats), n_held=held,
-                     n_rejected=sum(e.rejected for e in entries), waited_seconds=round(waited, 2))
+                     n_rejected=sum(e.rejected and not e.deferred for e in entries),
+                     n_deferred=sum(bool(e.deferred) for e in entries),
+                     waited_seconds=round(waited, 2))
 
 
 def _score_claims(engine: Engine, work: _Work, execution: Execution) -> list[WorkerStats]:

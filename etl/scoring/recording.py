@@ -107,6 +107,10 @@ class ScoringConfig:
         Longer recordings fail ("absurdly long") instead of tying up a worker.
     block_s
         Audio decoded per block (bounds memory on long recordings).
+    settle_s
+        A recording (or ``calls.csv``) changed less than this long ago is left for the next run
+        (`etl.runs.inbox.discover_calls`): the nightly inbox waits for copies to finish; 0 (a
+        folder named on the command line) takes every file as it is.
     stale_claim_minutes
         A claim older than this is considered abandoned (its worker died) and is taken over.
     rules
@@ -132,6 +136,7 @@ class ScoringConfig:
     min_duration_s: float = 0.5
     max_duration_s: float = 3 * 3600.0
     block_s: float = 600.0
+    settle_s: float = 0.0
     context_s: float = 0.5
     vad: VadConfig = field(default_factory=VadConfig)
     streak_gap_s: float = 2.0
@@ -199,6 +204,9 @@ def resolve_roles(channels: int, explicit: Mapping[str, str], *,
         if not roles:
             raise CallError(f"calls.csv names channels {sorted(explicit)} but the file has "
                             f"{channels} channel(s)")
+        if len(set(roles.values())) < len(roles):
+            raise CallError(f"calls.csv gives channels {dict(sorted(roles.items()))} one role "
+                            f"twice: name each role once (channel_roles)")
         return roles
     if channels == 1:
         return {0: config.mono_role}
@@ -507,8 +515,11 @@ def score_windows(features: WindowFeatures, *, model: LoadedModel,
 
 
 def _own(session: Session, *, call_id: int, worker: str, values: Mapping[str, Any]) -> bool:
-    """Move our claimed call to its final state; False if the claim was taken over meanwhile."""
-    assignments = ", ".join(f"{k} = :{k}" for k in values)
+    """Move our claimed call to its final state; False if the claim was taken over meanwhile.
+    ``extra`` is merged into what registration stored (the manifest's line and columns)."""
+    assignments = ", ".join(
+        "extra = coalesce(extra, '{}'::jsonb) || CAST(:extra AS jsonb)" if k == "extra"
+        else f"{k} = :{k}" for k in values)
     result = session.execute(text(
         f"UPDATE calls SET {assignments} WHERE id = :id AND status = 'claimed' "
         "AND claimed_by = :worker"), {**values, "id": call_id, "worker": worker})

@@ -59,6 +59,10 @@ def score_cmd(
         None, "--dask-address", help="Score on the Dask cluster whose scheduler is at this "
         "address, e.g. tcp://scheduler:8786 (default SER_DASK_ADDRESS). Workers need the "
         "package and the audio at the same path, no database (docs/distributed.md)."),
+    settle_seconds: float = typer.Option(
+        0.0, "--settle-seconds", min=0.0,
+        help="Leave recordings (and calls.csv) changed less than this many seconds ago for a "
+        "later run: files still being copied in (the nightly inbox uses SER_INBOX_SETTLE_S)."),
     as_json: bool = typer.Option(False, "--json", help="Print the batch report as JSON."),
     recompute_summaries: bool = typer.Option(
         False, "--recompute-summaries", help="Do not score: recompute the summaries, "
@@ -95,7 +99,8 @@ def score_cmd(
         return
     run = _BatchRun(path=path, date=date, model=model or "production",
                     workers=workers or settings.workers, rules=rules, rule_list=rule_list,
-                    retry_failed=retry_failed, stale_minutes=stale_minutes, strict=strict,
+                    retry_failed=retry_failed, stale_minutes=stale_minutes,
+                    settle_seconds=settle_seconds, strict=strict,
                     dask_address=dask_address or settings.dask_address,
                     allowed_roots=settings.batch_root_paths)
     report = _score(run, prefect=prefect)
@@ -119,6 +124,7 @@ class _BatchRun:
     rule_list: list[EscalationRule]
     retry_failed: bool
     stale_minutes: float
+    settle_seconds: float
     strict: bool
     dask_address: str | None
     allowed_roots: tuple[Path, ...]
@@ -149,7 +155,8 @@ def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
         return score_batch(
             engine, run.path, batch_date=run.date, model_ref=run.model, workers=run.workers,
             config=ScoringConfig(rules=tuple(run.rule_list), retry_failed=run.retry_failed,
-                                 stale_claim_minutes=run.stale_minutes),
+                                 stale_claim_minutes=run.stale_minutes,
+                                 settle_s=run.settle_seconds),
             progress=is_tty(), strict=run.strict, allowed_roots=run.allowed_roots,
             dask_address=run.dask_address).as_dict()
     except (DatabaseLostError, ModelNotFoundError, ClusterError, VoiceEncoderError) as exc:
@@ -213,6 +220,10 @@ def _print_report(report: dict[str, object]) -> None:
     if waited >= 1.0:
         typer.echo(f"waited {waited:.0f} s for another run of this batch on this host (one run "
                    "per host scores a batch; this one then scored what was left)")
+    deferred = report.get("n_deferred") or 0
+    if deferred:
+        typer.echo(f"{deferred} recordings were still being copied in (or their calls.csv was): "
+                   "left for the next run")
     held = report.get("n_held", report["n_pending"])
     if held:
         typer.echo(f"{held} calls are being scored by another run that is still working; "
