@@ -61,8 +61,8 @@ from etl.features.specs import (
 __all__ = [  # the definitions from etl.features.specs are re-exported
     "ALGORITHM_REVISION", "CHANNELS", "CHROMA_NAMES", "LONG_CLIP_S", "SET_NAMES",
     "SPECTRAL_LLDS", "STATS8", "TELEPHONY_BAND_HZ", "TELEPHONY_RATE", "ClipResult",
-    "FeatureExtractionError", "FeatureSpec", "extract", "extract_files", "extract_many",
-    "extract_segments", "feature_spec", "normalise_level", "require_extractable",
+    "FeatureExtractionError", "FeatureSpec", "channel_level", "extract", "extract_files",
+    "extract_many", "extract_segments", "feature_spec", "normalise_level", "require_extractable",
     "speech_segments",
 ]
 
@@ -111,21 +111,37 @@ def _loudest_frame_dbfs(y: np.ndarray, sr: int, frame_s: float = 0.025) -> float
     return float(10 * np.log10(float(energy.max()) + 1e-20))
 
 
-def normalise_level(y: np.ndarray, sr: int, level_norm: dict[str, Any] | None) -> np.ndarray:
+def channel_level(frame_energy: np.ndarray, level_norm: dict[str, Any] | None) -> float | None:
+    """The level `normalise_level` measures, from a channel's mean-square energies of
+    consecutive ``level_norm["frame_s"]`` frames (gathered block by block); None without
+    ``level_norm`` or frames."""
+    if not level_norm or frame_energy.size == 0:
+        return None
+    return 10.0 * float(np.log10(
+        float(np.percentile(frame_energy, float(level_norm["percentile"]))) + 1e-20))
+
+
+def normalise_level(y: np.ndarray, sr: int, level_norm: dict[str, Any] | None, *,
+                    level_dbfs: float | None = None) -> np.ndarray:
     """``y`` scaled so its ``percentile``-th 25 ms frame level is ``target_dbfs`` (float32 ``(n,)``).
 
     One gain for the whole unit (a clip, or a call channel): loudness relative to the rest of
     the unit survives, the recording's or the line's absolute level does not. ``level_norm``
     None (feature sets stored before it) returns ``y`` unchanged. A unit with no frame above
-    -120 dBFS is left as it is (the silence checks reject it).
+    -120 dBFS is left as it is (the silence checks reject it). ``level_dbfs`` given: the unit's
+    level measured elsewhere (`channel_level` of a whole channel read in blocks).
     """
     if not level_norm or len(y) == 0:
         return y
-    frame = max(1, int(float(level_norm["frame_s"]) * sr))
-    n = max(len(y) // frame, 1)
-    piece = y[: n * frame] if len(y) >= frame else y
-    energy = np.square(piece.reshape(n, -1), dtype=np.float32).mean(axis=1)
-    level = 10.0 * np.log10(float(np.percentile(energy, float(level_norm["percentile"]))) + 1e-20)
+    if level_dbfs is not None:
+        level = level_dbfs
+    else:
+        frame = max(1, int(float(level_norm["frame_s"]) * sr))
+        n = max(len(y) // frame, 1)
+        piece = y[: n * frame] if len(y) >= frame else y
+        energy = np.square(piece.reshape(n, -1), dtype=np.float32).mean(axis=1)
+        level = 10.0 * np.log10(
+            float(np.percentile(energy, float(level_norm["percentile"]))) + 1e-20)
     if level < -120.0:
         return y
     gain = 10.0 ** ((float(level_norm["target_dbfs"]) - level) / 20.0)
@@ -645,6 +661,8 @@ def extract_segments(
     sr: int,
     spec: FeatureSpec,
     segments: Sequence[tuple[float, float]],
+    *,
+    level_dbfs: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feature vectors of many segments of one long channel (e.g. one role of a call).
 
@@ -656,6 +674,9 @@ def extract_segments(
     Parameters
     ----------
     segments : ``(start_s, end_s)`` pairs in seconds, any order.
+    level_dbfs : the whole channel's level as `normalise_level` measures it (`channel_level`),
+        when ``signal`` is one block of a longer channel: every block then gets the channel's
+        gain. None measures ``signal`` itself.
 
     Returns
     -------
@@ -664,7 +685,7 @@ def extract_segments(
         inside the signal (or non-finite results)
     """
     with _one_blas_thread():
-        return _extract_segments(signal, sr, spec, segments)
+        return _extract_segments(signal, sr, spec, segments, level_dbfs=level_dbfs)
 
 
 def _extract_segments(
@@ -672,6 +693,8 @@ def _extract_segments(
     sr: int,
     spec: FeatureSpec,
     segments: Sequence[tuple[float, float]],
+    *,
+    level_dbfs: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     n_seg = len(segments)
     X = np.zeros((n_seg, spec.n_features), dtype=np.float32)
@@ -697,7 +720,7 @@ def _extract_segments(
     n_rich = voice_columns(spec).start
     y = y - y.mean()  # DC-free, as extract() does per clip
     # one gain per channel: a loud line or talker is not an angry one (rich sets since level_norm)
-    y = normalise_level(y, rate, p.get("level_norm"))
+    y = normalise_level(y, rate, p.get("level_norm"), level_dbfs=level_dbfs)
     hop = p["hop"]
     fps = rate / hop
     total = dsp.frame_count(len(y), hop)

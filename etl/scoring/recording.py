@@ -51,8 +51,8 @@ from etl.audio.vad import (
     windows,
 )
 from etl.corpora.labels import is_negative_class
-from etl.features.extraction import extract_segments
-from etl.features.specs import FeatureSpec
+from etl.features.extraction import channel_level, extract_segments
+from etl.features.specs import LEVEL_NORM, FeatureSpec
 from etl.scoring.call_metrics import (
     CallEvent,
     CallMetrics,
@@ -270,6 +270,9 @@ def _read_span(path: Path, *, start_s: float, end_s: float) -> tuple[np.ndarray,
     return np.atleast_2d(signal).T, sr
 
 
+LEVEL_FRAME_S = float(LEVEL_NORM["frame_s"])
+
+
 @dataclass(slots=True)
 class VoicePass:
     """Pass 1 over a recording: one VAD analyser per role channel, fed block by block.
@@ -284,6 +287,9 @@ class VoicePass:
     n_frames: int
     block_frames: int
     first_block: dict[int, np.ndarray]
+    # per role channel: mean-square energy of consecutive LEVEL_FRAME_S frames of the whole
+    # channel, so every block's features get the channel's level gain (`channel_level`)
+    frame_energy: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -312,14 +318,19 @@ def voice_pass(path: Path, *, roles: Mapping[int, str], channels: int, sample_ra
     block_frames = _block_frames(sample_rate, channels, config.block_s)
     analysers: dict[int, FrameAnalyser] = {}
     first_block: dict[int, np.ndarray] = {}
+    energies: dict[int, list[np.ndarray]] = {ch: [] for ch in roles}
     n_frames = 0
     sr = sample_rate
     for index, (block, sr) in enumerate(_iter_blocks(path, block_frames=block_frames)):
         if not analysers:
             analysers = {ch: FrameAnalyser(sr, config.vad) for ch in roles}
+        frame = max(1, int(LEVEL_FRAME_S * sr))
         for ch, analyser in analysers.items():
             channel = np.ascontiguousarray(block[:, ch])
             analyser.feed(channel)
+            n = len(channel) // frame
+            energies[ch].append(np.square(channel[: n * frame].reshape(n, frame),
+                                          dtype=np.float32).mean(axis=1))
             if index == 0:
                 first_block[ch] = channel
         n_frames += len(block)
@@ -327,7 +338,8 @@ def voice_pass(path: Path, *, roles: Mapping[int, str], channels: int, sample_ra
             first_block = {}
     if n_frames == 0:
         raise CallError("no audio samples could be decoded")
-    return VoicePass(analysers, dict(roles), sr, n_frames, block_frames, first_block)
+    return VoicePass(analysers, dict(roles), sr, n_frames, block_frames, first_block,
+                     {ch: np.concatenate(parts) for ch, parts in energies.items()})
 
 
 def score_recording(
@@ -445,6 +457,10 @@ def window_features(path: Path, voice: VoicePass, speech: Mapping[str, Sequence[
     """Features of every role's windows, decoded block by block with ``config.context_s`` of
     context on both sides (a one-block file reuses the block the VAD pass kept)."""
     roles, sr, duration = voice.roles, voice.sr, voice.duration_s
+    level_norm = spec.params.get("level_norm")
+    levels = ({ch: channel_level(voice.frame_energy[ch], level_norm) for ch in roles}
+              if level_norm and float(level_norm["frame_s"]) == LEVEL_FRAME_S
+              and voice.frame_energy else {})
     wins = {ch: windows(speech[roles[ch]], min_s=config.min_window_s,
                         max_s=config.max_window_s, bridge_s=config.window_bridge_s)
             for ch in roles}
@@ -470,7 +486,8 @@ def window_features(path: Path, voice: VoicePass, speech: Mapping[str, Sequence[
             if not ws:
                 continue
             X, valid = extract_segments(channels[ch], sr, spec,
-                                        [(s - offset, e - offset) for s, e in ws])
+                                        [(s - offset, e - offset) for s, e in ws],
+                                        level_dbfs=levels.get(ch))
             feats.append(X)
             valid_parts.append(valid)
             rows.extend((roles[ch], s, e) for s, e in ws)
