@@ -18,10 +18,13 @@ import numpy as np
 from etl.audio.telephony import TELEPHONY_BAND_HZ, TELEPHONY_RATE
 
 SET_NAMES = ("rich", "richvoice", "seed180")
-# ``rich`` plus the utterance embedding of a pretrained voice encoder (etl.features.voice): the
-# set calls are scored with by default. Its vectors of call segments are never stored.
+# ``rich`` plus the utterance embedding of a pretrained voice encoder (etl.features.voice). Its
+# vectors of call segments are never stored.
 VOICE_SET = "richvoice"
-DEFAULT_SET = VOICE_SET
+# The set `ser features`, `ser train` and the demo use: rich, because richvoice models scored
+# held-out field calls worse than rich ones (bench/calls_accuracy.py --calls field,
+# docs/features.md).
+DEFAULT_SET = "rich"
 VOICE_PREFIX = "voice_"
 # Sets whose first columns are the rich features (same parameters, same names, same order).
 RICH_BASED = ("rich", VOICE_SET)
