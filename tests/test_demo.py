@@ -1,4 +1,5 @@
-"""`ser demo --small` end to end in a fresh process, twice: it works, and the rerun adds nothing.
+"""`ser demo --small` end to end in a fresh process, twice: it works, and the rerun does nothing:
+no row added, no clip extracted, no model trained, no call generated or scored.
 
 The demo runs as a subprocess (as a user runs it), against the test database, with a fresh
 SER_HOME (so Prefect's home and the reports folder start empty, as on a new machine).
@@ -11,8 +12,8 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -25,14 +26,19 @@ TABLES = ("clips", "actors", "clip_features", "model_versions", "model_metrics",
           "batches", "calls", "call_segments", "call_summaries")
 
 
-def _run_demo(env: dict[str, str]) -> tuple[dict[str, object], float, str]:
-    started = time.perf_counter()
+def _run_demo(env: dict[str, str]) -> tuple[dict[str, Any], str]:
     proc = subprocess.run([sys.executable, "-m", "ser.cli", "demo", "--small", "--json"],
                           env=env, capture_output=True, text=True, timeout=600, check=False,
                           cwd=Path(__file__).resolve().parent.parent)
-    seconds = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout), seconds, proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+def _calls_generated(stderr: str) -> int:
+    """The number the ``calls`` progress line gives for the calls this run wrote."""
+    match = re.search(r"\] calls\s+(\d+) new synthetic", stderr)
+    assert match, stderr[-3000:]
+    return int(match.group(1))
 
 
 def _counts(url: str) -> dict[str, int]:
@@ -50,14 +56,14 @@ def test_demo_runs_end_to_end_and_is_idempotent(clean_db: str, tmp_path: Path) -
            "SER_REPORTS_DIR": str(tmp_path / "reports"), "PYTHONUNBUFFERED": "1"}
     for key in [k for k in env if k.startswith("PREFECT_")]:
         env.pop(key)  # the demo configures its own local, quiet Prefect home
-    first, first_s, stderr = _run_demo(env)
+    first, stderr = _run_demo(env)
 
     # Every step ran and left data behind.
     for step in ("corpus", "ingest", "features", "train", "calls", "score", "reports"):
         assert re.search(rf"\] {step}\b", stderr), f"no progress line for {step}"
     counts = _counts(clean_db)
     config = first["config"]
-    corpus = config["corpus"]  # type: ignore[index]
+    corpus = config["corpus"]
     n_clips = len(corpus["actors"]) * 6 * corpus["sentences"]
     # each clip as recorded (rich), and phone-line copies (rich+phone) of the clips callcentre4
     # trains on: 4 of CREMA-D's 6 emotions (disgust and fearful are left out)
@@ -66,14 +72,21 @@ def test_demo_runs_end_to_end_and_is_idempotent(clean_db: str, tmp_path: Path) -
     assert counts["clip_features"] == n_clips + PHONE_COPIES * n_trained
     assert counts["actors"] == len(corpus["actors"])  # demographics CSV matched every actor
     assert counts["model_versions"] == 1 and counts["model_aliases"] == 1
-    assert counts["batches"] == config["nights"]  # type: ignore[index]
-    n_calls = config["calls_last_night"] + (config["nights"] - 1) * config[  # type: ignore[index]
-        "calls_earlier_nights"]
+    assert counts["batches"] == config["nights"]
+    per_night = [config["calls_earlier_nights"]] * (config["nights"] - 1) + [
+        config["calls_last_night"]]  # oldest night first, as the demo scores them
+    n_calls = sum(per_night)
     assert counts["calls"] == n_calls and counts["call_summaries"] >= n_calls - 1
     assert counts["call_segments"] > 10 * n_calls
+    # the first run did the work the second must not redo: it wrote every call and scored
+    # (or failed) each one in this run, leaving none pending
+    assert _calls_generated(stderr) == n_calls
+    assert [r["run_scored"] + r["run_failed"] for r in first["score"]] == per_night
+    assert all(r["n_pending"] == 0 for r in first["score"])
+    assert first["ingest"]["added"] == n_clips and first["features"]["stored"] == n_clips
     train = first["train"]
-    assert train["trained"] and train["label_scheme"] == "callcentre4"  # type: ignore[index]
-    assert 0.25 < float(train["cv_uar"]) <= 1.0  # type: ignore[index, arg-type]
+    assert train["trained"] and train["label_scheme"] == "callcentre4"
+    assert 0.25 < float(train["cv_uar"]) <= 1.0
     # The demographic breakdown the model report shows comes from the CSV.
     engine = create_engine(clean_db)
     with engine.connect() as conn:
@@ -88,7 +101,7 @@ def test_demo_runs_end_to_end_and_is_idempotent(clean_db: str, tmp_path: Path) -
     html = index.read_text()
     hrefs = re.findall(r'href="([^"#]+\.html)"', html)
     assert any(h.startswith("model-") for h in hrefs)
-    assert sum(h.startswith("batch-") for h in hrefs) == config["nights"]  # type: ignore[index]
+    assert sum(h.startswith("batch-") for h in hrefs) == config["nights"]
     assert all((index.parent / h).exists() for h in hrefs)
 
     # Each report is linked from Prefect (link artifacts) plus one Markdown summary of the run.
@@ -98,9 +111,17 @@ def test_demo_runs_end_to_end_and_is_idempotent(clean_db: str, tmp_path: Path) -
         keys = {k for (k,) in prefect_db.execute("SELECT key FROM artifact")}
     assert {"demo-summary", "reports-index", "batch-report-2024-01-17"} <= keys
 
-    # Second run: same data, nothing duplicated, no retraining, and quicker.
-    second, second_s, _ = _run_demo(env)
+    # Second run: same data, nothing duplicated, and no work done: every clip is known, none
+    # is pending extraction, the model is reused, no call is generated and none is scored.
+    second, stderr = _run_demo(env)
     assert _counts(clean_db) == counts
-    assert not second["train"]["trained"]  # type: ignore[index]
-    assert second["ingest"]["added"] == 0 and second["features"]["stored"] == 0  # type: ignore[index]
-    assert second_s < first_s
+    assert second["ingest"]["added"] == 0 and second["ingest"]["skipped"] == n_clips
+    assert second["features"]["pending"] == 0 and second["features"]["stored"] == 0
+    assert not second["train"]["trained"]
+    assert second["train"]["model_version_id"] == train["model_version_id"]
+    assert _calls_generated(stderr) == 0
+    assert [(r["batch_id"], r["run_scored"], r["run_failed"], r["n_pending"])
+            for r in second["score"]] == [(r["batch_id"], 0, 0, 0) for r in first["score"]]
+    assert [(r["n_scored"], r["n_failed"]) for r in second["score"]] == [
+        (r["n_scored"], r["n_failed"]) for r in first["score"]]
+    assert second["reports"] == first["reports"]
