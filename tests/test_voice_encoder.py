@@ -68,7 +68,7 @@ def test_embeddings_match_resemblyzer_torch(encoder: VoiceEncoder) -> None:
     ref = np.load(REFERENCE)
     signals = reference_signals()
     for name, expected in zip(ref["names"], ref["embeddings"], strict=True):
-        got = encoder.embed(signals[str(name)], max_partials=None)  # every partial, as torch
+        got = encoder.embed(signals[str(name)], max_partials=None, pad_short=True)  # as torch
         assert got.dtype == np.float32 and got.shape == (EMBEDDING_DIM,)
         assert np.abs(got - expected).max() < 1e-4, name
         assert float(got @ expected) > 0.9999, name
@@ -192,3 +192,20 @@ def test_max_partials_keeps_the_middle_or_spreads_them() -> None:
     assert partial_starts(four_s, max_partials=1).tolist() == [120]
     assert partial_starts(four_s, max_partials=2).tolist() == [0, 241]
     assert partial_starts(ENCODER_RATE, max_partials=1).tolist() == [0]  # shorter than one
+
+
+def test_a_short_segment_is_embedded_from_its_own_frames(encoder: VoiceEncoder) -> None:
+    """A 0.7 s segment runs the network over its 71 frames only: no second of padding after
+    it, in a batch of its own or beside a longer one."""
+    short = reference_signals()["vowel_i"][: int(0.7 * ENCODER_RATE)]
+    level = 10 ** (-30 / 20) / np.sqrt(np.mean(np.square(short, dtype=np.float64)))
+    mel = mel_spectrogram((short * level).astype(np.float32))
+    alone = encoder.embed_partials(mel[None])  # exactly its frames, nothing after
+    got = encoder.embed(short)
+    np.testing.assert_allclose(got, alone[0], atol=1e-5)
+    padded = encoder.embed(short, pad_short=True)
+    assert float(padded @ got) < 0.999  # the padding does move the embedding
+    long = reference_signals()["glide_syllables"]
+    both = encoder.embed_segments(np.concatenate([short, long]),
+                                  [(0.0, 0.7), (0.7, 0.7 + long.size / ENCODER_RATE)])
+    np.testing.assert_allclose(both[0], got, atol=1e-5)

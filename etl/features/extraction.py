@@ -786,7 +786,7 @@ def _voice_embeddings(y: np.ndarray, spec: FeatureSpec, bounds: np.ndarray) -> n
     return load_encoder().embed_segments(
         y16, [(float(a), float(b)) for a, b in bounds],
         step_frames=int(params["partial_step_frames"]), min_coverage=float(params["min_coverage"]),
-        max_partials=params.get("max_partials"))
+        max_partials=params.get("max_partials"), pad_short=bool(params.get("pad_short", True)))
 
 
 # --------------------------------------------------------------------------------------------

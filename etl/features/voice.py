@@ -73,6 +73,9 @@ MIN_COVERAGE = 0.75
 # At most this many partials per segment, spread evenly over it (None = every one): the network
 # costs the same per partial whatever the segment, and nightly scoring has a budget per call.
 MAX_PARTIALS: int | None = 1
+# resemblyzer zero-pads a segment shorter than a partial; calls have many 0.5-1.6 s segments,
+# and a second of silence after them moves the network's state away from the speech's.
+PAD_SHORT = False
 LEVEL_TARGET_DBFS = -30.0  # resemblyzer's audio_norm_target_dBFS
 HIDDEN = 256
 N_LAYERS = 3
@@ -115,6 +118,7 @@ def encoder_params() -> dict[str, Any]:
         "partial_step_frames": PARTIAL_STEP_FRAMES,
         "min_coverage": MIN_COVERAGE,
         "max_partials": MAX_PARTIALS,
+        "pad_short": PAD_SHORT,
         "level_norm": {"method": "segment_rms_dbfs", "target_dbfs": LEVEL_TARGET_DBFS,
                        "direction": "both"},
         "embedding_dim": EMBEDDING_DIM,
@@ -565,15 +569,25 @@ def _level_scaled(segment: np.ndarray) -> np.ndarray | None:
 
 
 def _segment_partials(segment: np.ndarray, *, step_frames: int, min_coverage: float,
-                      max_partials: int | None) -> np.ndarray:
-    """Mel partials of one level-scaled segment: float32 ``(n_partials, 160, 40)``."""
+                      max_partials: int | None, pad_short: bool
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Mel partials of one level-scaled segment: float32 ``(n_partials, 160, 40)`` and the
+    frames of each that are signal, int ``(n_partials,)``. A segment shorter than one partial
+    is one partial of its own frames (``pad_short``: zero-padded to 160, as resemblyzer)."""
     starts = partial_starts(segment.size, step_frames=step_frames, min_coverage=min_coverage,
                             max_partials=max_partials)
+    mel_frames = 1 + segment.size // HOP_LENGTH
+    if not pad_short and mel_frames < PARTIAL_FRAMES:
+        mel = mel_spectrogram(segment)
+        mels = np.zeros((1, PARTIAL_FRAMES, N_MELS), dtype=np.float32)
+        mels[0, :mel_frames] = mel
+        return mels, np.array([mel_frames])
     stop = int(starts[-1] + PARTIAL_FRAMES) * HOP_LENGTH
     if stop >= segment.size:  # as resemblyzer: pad, else the mel of the whole signal
         segment = np.pad(segment, (0, stop - segment.size))
     mel = mel_spectrogram(segment)
-    return np.stack([mel[s:s + PARTIAL_FRAMES] for s in starts])
+    return (np.stack([mel[s:s + PARTIAL_FRAMES] for s in starts]),
+            np.full(starts.size, PARTIAL_FRAMES))
 
 
 class VoiceEncoder:
@@ -617,11 +631,13 @@ class VoiceEncoder:
         arrays = [*self._w_ih_t, *self._w_hh_t, *self._bias, self._w_lin_t, self._b_lin]
         return sum(a.nbytes for a in arrays)
 
-    def _lstm_layer(self, x: np.ndarray, layer: int, *, keep_sequence: bool) -> np.ndarray:
+    def _lstm_layer(self, x: np.ndarray, layer: int, *, keep_sequence: bool,
+                    lengths: np.ndarray | None = None) -> np.ndarray:
         """One LSTM layer over time-major ``x`` ``(T, B, n_in)``.
 
         Returns the hidden states ``(T, B, 256)`` if ``keep_sequence``, else the last
-        ``(B, 256)``.
+        ``(B, 256)``: row ``b``'s state after ``lengths[b]`` steps (default ``T``; the layers
+        are causal, so frames after a row's length change nothing before it).
         """
         n_steps, batch, n_in = x.shape
         h = HIDDEN
@@ -631,6 +647,8 @@ class VoiceEncoder:
             n_steps, batch, 4 * h)
         proj += self._bias[layer]
         out = np.empty((n_steps, batch, h), dtype=np.float32) if keep_sequence else None
+        last = np.zeros((batch, h), dtype=np.float32)
+        ends = (np.full(batch, n_steps) if lengths is None else np.asarray(lengths)) - 1
         state_h = np.zeros((batch, h), dtype=np.float32)
         state_c = np.zeros((batch, h), dtype=np.float32)
         tmp = np.empty((batch, h), dtype=np.float32)
@@ -649,14 +667,20 @@ class VoiceEncoder:
             if out is not None:
                 state_h = out[t]
             np.multiply(gates[:, 2 * h:3 * h], tmp, out=state_h)  # o * tanh(c)
-        return out if out is not None else state_h
+            if out is None:
+                done = ends == t
+                if done.any():
+                    last[done] = state_h[done]
+        return out if out is not None else last
 
-    def embed_partials(self, mels: np.ndarray) -> np.ndarray:
+    def embed_partials(self, mels: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
         """Partial embeddings of mel partials (the torch model's ``forward``).
 
         Parameters
         ----------
         mels : float32 ``(B, 160, 40)``, power mel spectrogram partials.
+        lengths : int ``(B,)`` frames of each partial that are signal (default all 160): the
+            network's state after them is the embedding's.
 
         Returns
         -------
@@ -667,23 +691,30 @@ class VoiceEncoder:
         mels = np.asarray(mels, dtype=np.float32)
         if mels.ndim != 3 or mels.shape[2] != N_MELS:
             raise ValueError(f"mels must be (B, frames, {N_MELS}), got {mels.shape}")
-        out = np.empty((mels.shape[0], EMBEDDING_DIM), dtype=np.float32)
-        for lo in range(0, mels.shape[0], MAX_BATCH):
+        n = mels.shape[0]
+        lengths = np.full(n, mels.shape[1]) if lengths is None else np.asarray(lengths)
+        # shortest first: each batch runs only as many steps as its longest partial
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((n, EMBEDDING_DIM), dtype=np.float32)
+        for lo in range(0, n, MAX_BATCH):
+            rows = order[lo:lo + MAX_BATCH]
+            steps = int(lengths[rows].max())
             # time-major: each step's gates are one contiguous (B, 1024) block
-            x = np.ascontiguousarray(mels[lo:lo + MAX_BATCH].transpose(1, 0, 2))
+            x = np.ascontiguousarray(mels[rows, :steps].transpose(1, 0, 2))
             for layer in range(N_LAYERS - 1):
                 x = self._lstm_layer(x, layer, keep_sequence=True)
-            last = self._lstm_layer(x, N_LAYERS - 1, keep_sequence=False)
+            last = self._lstm_layer(x, N_LAYERS - 1, keep_sequence=False, lengths=lengths[rows])
             emb = last @ self._w_lin_t
             emb += self._b_lin
             np.maximum(emb, 0.0, out=emb)
-            out[lo:lo + MAX_BATCH] = emb
+            out[rows] = emb
         return _l2_normalised(out)
 
     def embed_segments(self, y: np.ndarray, segments: Sequence[tuple[float, float]], *,
                        step_frames: int = PARTIAL_STEP_FRAMES,
                        min_coverage: float = MIN_COVERAGE,
-                       max_partials: int | None = MAX_PARTIALS) -> np.ndarray:
+                       max_partials: int | None = MAX_PARTIALS,
+                       pad_short: bool = PAD_SHORT) -> np.ndarray:
         """Utterance embeddings of segments of one signal, in one batched pass.
 
         Each segment is scaled to `LEVEL_TARGET_DBFS` RMS (both directions), its mel spectrogram
@@ -696,8 +727,10 @@ class VoiceEncoder:
         y : mono float ``(n_samples,)`` at `ENCODER_RATE`.
         segments : ``(start_s, end_s)`` pairs in seconds from the start of ``y``; clipped to
             the signal.
-        step_frames, min_coverage, max_partials : how a segment is cut into partials
-            (`partial_starts`); a feature set stores the values it was computed with.
+        step_frames, min_coverage, max_partials, pad_short : how a segment is cut into
+            partials (`partial_starts`; ``pad_short``: a segment under 1.6 s is zero-padded to
+            one partial, as resemblyzer does, rather than run on its own frames); a feature set
+            stores the values it was computed with.
 
         Returns
         -------
@@ -717,6 +750,7 @@ class VoiceEncoder:
         result = np.zeros((len(segments), EMBEDDING_DIM), dtype=np.float32)
         owners: list[np.ndarray] = []
         partials: list[np.ndarray] = []
+        lengths: list[np.ndarray] = []
         for row, (start_s, end_s) in enumerate(segments):
             if end_s < start_s:
                 raise ValueError(f"segment {row} ends ({end_s} s) before it starts ({start_s} s)")
@@ -725,26 +759,29 @@ class VoiceEncoder:
             scaled = _level_scaled(y[lo:hi])
             if scaled is None:
                 continue
-            mels = _segment_partials(scaled, step_frames=step_frames, min_coverage=min_coverage,
-                                     max_partials=max_partials)
+            mels, frames = _segment_partials(scaled, step_frames=step_frames,
+                                             min_coverage=min_coverage,
+                                             max_partials=max_partials, pad_short=pad_short)
             partials.append(mels)
+            lengths.append(frames)
             owners.append(np.full(mels.shape[0], row, dtype=np.intp))
         if not partials:
             return result
         owner = np.concatenate(owners)
-        embeds = self.embed_partials(np.concatenate(partials))
+        embeds = self.embed_partials(np.concatenate(partials), np.concatenate(lengths))
         np.add.at(result, owner, embeds)
         return _l2_normalised(result)
 
-    def embed(self, y: np.ndarray, *, max_partials: int | None = MAX_PARTIALS) -> np.ndarray:
+    def embed(self, y: np.ndarray, *, max_partials: int | None = MAX_PARTIALS,
+              pad_short: bool = PAD_SHORT) -> np.ndarray:
         """Utterance embedding of the whole signal: float32 ``(256,)`` (zero if silent).
 
-        ``embed_segments(y, [(0, len(y) / ENCODER_RATE)], max_partials=max_partials)[0]``;
-        ``max_partials=None`` is resemblyzer's ``embed_utterance`` (every partial).
+        ``embed_segments(y, [(0, len(y) / ENCODER_RATE)], ...)[0]``; ``max_partials=None,
+        pad_short=True`` is resemblyzer's ``embed_utterance``.
         """
         y = np.asarray(y)
         return self.embed_segments(y, [(0.0, y.size / ENCODER_RATE)],
-                                   max_partials=max_partials)[0]
+                                   max_partials=max_partials, pad_short=pad_short)[0]
 
 
 def _l2_normalised(rows: np.ndarray) -> np.ndarray:
