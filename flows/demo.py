@@ -38,7 +38,6 @@ from config import get_settings
 from db.engine import cached_engine, session_scope
 from db.models import ModelVersion, RegisteredModel
 from etl.features.specs import DEFAULT_SET
-from etl.features.voice import install_weights
 from etl.runs.features import FeatureRunConfig
 from etl.synthetic.calls import ClipBank, generate_calls
 from etl.synthetic.demo import DEMOGRAPHICS_FILE, DemoCorpusConfig, write_cremad_corpus
@@ -270,7 +269,6 @@ def _prepare_corpus(corpus_dir: Path, config: DemoConfig, *, steps: dict[str, An
     step("ingest", f"{report.total.added} clips added, {report.total.skipped} already known, "
                    f"{report.total.actors_added} new actors with demographics")
 
-    install_weights()  # the default set's voice encoder, once per virtualenv (a no-op after)
     feats = features_flow(FeatureRunConfig(set_name=DEFAULT_SET, channel="telephony",
                                            corpus="crema-d", workers=config.feature_workers),
                           progress=False)
