@@ -13,7 +13,7 @@ feature):
     ZCR, MFCC with deltas, F0/voicing/HNR via a YIN difference function derived from the
     autocorrelation ``irfft(|X|^2)`` of the same frames, jitter/shimmer approximations and
     rhythm proxies, summarised by frame statistics. 242 features.
-``richvoice`` (the default for calls)
+``richvoice``
     ``rich`` followed by the 256-d utterance embedding of a pretrained voice encoder
     (`etl.features.voice`) of the same signal. 498 features.
 

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 def features_cmd(
     set_name: Annotated[str, typer.Option(
-        "--set", help="Feature set: richvoice (default: rich and a pretrained voice encoder's "
-                      "embedding), rich or seed180.")] = DEFAULT_SET,
+        "--set", help=f"Feature set: rich, richvoice (rich and a pretrained voice encoder's "
+                      f"embedding) or seed180. Default: {DEFAULT_SET}.")] = DEFAULT_SET,
     channel: Annotated[str, typer.Option(
         help="studio, or telephony (8 kHz, 300-3400 Hz, what a phone line delivers; what "
              "`ser train` trains on by default).")] = "studio",

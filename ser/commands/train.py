@@ -41,8 +41,8 @@ def train_cmd(
     model: Annotated[str | None, typer.Option(
         "--model", help=f"Model family: {_FAMILIES}. Default: the best on unseen speakers.")] = None,
     feature_set: Annotated[str, typer.Option(
-        "--set", help="Feature set: richvoice (the default: rich features and a pretrained "
-                      "voice encoder's embedding), rich or seed180.")] = DEFAULT_SET,
+        "--set", help=f"Feature set: rich, richvoice (rich and a pretrained voice encoder's "
+                      f"embedding) or seed180. Default: {DEFAULT_SET}.")] = DEFAULT_SET,
     channel: Annotated[str, typer.Option(
         "--channel", help="Feature channel: telephony (8 kHz band-limited, for phone calls; "
                           "the default), or studio.")] = "telephony",
