@@ -6,6 +6,12 @@ engine      session-wide engine on a freshly created, migrated database
 db_session  a Session inside a transaction that is rolled back after the test (fast isolation)
 clean_db    for code that commits itself (flows, CLI): the URL, with every data table emptied after
 cli_env     environment for invoking the CLI in-process against the test database
+
+Markers
+-------
+db          added here to every test whose fixtures reach ``database_url`` (every fixture
+            above that touches the database does): the tests that can see which PostgreSQL
+            they run on. ``.ci/run`` reruns only ``db and not slow`` against a server.
 """
 
 from __future__ import annotations
@@ -44,6 +50,14 @@ def _server_url() -> str:
         return url
     home = Path(os.environ.get("SER_TEST_HOME", Path.home() / ".cache" / "ser-test")).expanduser()
     return start_embedded(home / "pgdata", database="postgres")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``db`` the tests that use the test database: a test without ``database_url``
+    among its fixtures cannot tell one PostgreSQL server from another."""
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
 
 
 @pytest.fixture(scope="session")
