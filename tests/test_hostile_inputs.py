@@ -319,19 +319,19 @@ def test_a_recording_reached_through_a_symlink_is_scored_once(
     assert status == "done"
 
 
-def test_100000_rows_of_missing_files_register_and_fail_in_under_a_minute(
+def test_100000_rows_of_missing_files_fail_at_registration_without_a_claim(
         model_id: int, engine: Engine, db_cli: CliRunner, tmp_path: Path) -> None:
+    """Missing files fail in the registering statement, not one claim and one worker each (what
+    made 100,000 of them take ~50 minutes; the run's time is docs/operations.md's)."""
     n = 100_000
     _write(tmp_path, [_row(f"C{i:06d}", f"missing/{i:06d}.wav", queue="q") for i in range(n)])
-    started = time.perf_counter()
     result = _score(db_cli, tmp_path, "2024-06-10")
-    took = time.perf_counter() - started
     assert result.exit_code == 1, result.output
-    assert took < 60.0, took
     assert f"{n} calls, 0 scored, {n} failed" in result.output
     with engine.connect() as conn:
         counts = conn.execute(text(
             "SELECT count(*), count(*) FILTER (WHERE c.error = 'file not found: missing/' || "
-            "substring(c.call_key from 2) || '.wav'), bool_and(b.status = 'done') FROM calls c "
+            "substring(c.call_key from 2) || '.wav'), count(c.claimed_by), "
+            "bool_and(b.status = 'done') FROM calls c "
             "JOIN batches b ON b.id = c.batch_id WHERE b.batch_date = '2024-06-10'")).one()
-    assert tuple(counts) == (n, n, True)
+    assert tuple(counts) == (n, n, 0, True)
