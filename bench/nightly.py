@@ -148,10 +148,13 @@ def train_unnormalised(engine: Any) -> str:
     return str(result.model_version_id)
 
 
-def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]:
+def train(engine: Any, ravdess: Path, tmp: Path, workers: int,
+          feature_set: str | None = None) -> dict[str, Any]:
     from db.engine import session_scope
     from etl.corpora.ingest import finish_run, ingest_folder, start_run
     from etl.features.specs import DEFAULT_SET
+
+    feature_set = feature_set or DEFAULT_SET
     from etl.runs.features import FeatureRunConfig, run_features
     from etl.training.registry import set_alias
     from etl.training.train import TrainConfig, train_model
@@ -166,14 +169,14 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int) -> dict[str, Any]
         finish_run(session, run_id=run_id, counts=counts)
     out["ingest_seconds"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    report = run_features(engine, FeatureRunConfig(set_name=DEFAULT_SET, channel="telephony",
+    report = run_features(engine, FeatureRunConfig(set_name=feature_set, channel="telephony",
                                                    corpus="ravdess", workers=workers),
                           progress=False)
     out["features_seconds"] = round(time.perf_counter() - start, 1)
     out["feature_errors"] = report.errors
     start = time.perf_counter()
     with session_scope(engine) as session:
-        result = train_model(session, TrainConfig(feature_set=DEFAULT_SET, channel="telephony",
+        result = train_model(session, TrainConfig(feature_set=feature_set, channel="telephony",
                                                   label_scheme=SCHEME,
                                                   corpus="ravdess", feature_importance=False,
                                                   search=False))
@@ -320,6 +323,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--call-minutes", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--feature-set", default=None,
+                        help="the model's feature set (default: the product's, e.g. richvoice "
+                        "to time the voice encoder)")
     parser.add_argument("--skip-hour-call", action="store_true")
     parser.add_argument("--compare-normalisation", action="store_true",
                         help="also score the calls with a model trained without per-speaker "
@@ -396,7 +402,7 @@ def hour_long_figures(tmp: Path, calls_dir: Path, env: dict[str, str]) -> dict[s
 
 def run_bench(engine: Any, args: argparse.Namespace, tmp: Path, result: dict[str, Any]) -> None:
     """Steps 2-7 of the module docstring, each adding its figures to ``result`` in order."""
-    result["training"] = train(engine, args.ravdess, tmp, args.workers)
+    result["training"] = train(engine, args.ravdess, tmp, args.workers, args.feature_set)
     calls_dir = tmp / "calls"
     generated = generate(args.ravdess, calls_dir, hours=args.hours,
                          call_minutes=args.call_minutes)
