@@ -19,6 +19,7 @@ from etl.scoring.recompute import config_from_options, plan_recompute, run_recom
 from etl.scoring.recording import ScoringConfig
 from etl.synthetic.calls import CallGenConfig, ClipBank, generate_calls
 from tests.conftest import truncate_all
+from tests.test_agent_rollup import PER_DAY_FROM_CALLS, PER_DAY_FROM_ROLLUP
 from tests.utils.nightly import train_tiny_model
 
 DAY = dt.date(2024, 6, 3)
@@ -128,6 +129,10 @@ def test_recompute_applies_current_rules_and_reports_missing_audio(
                                   )).scalar_one()
     assert options["rules"][0]["name"] == "talked_and_paused" and "all" in options["rules"][0]
     assert extra["escalation_rules"] == "configured"
+    with engine.connect() as conn:  # the agent rollup counts the new escalations
+        rollup = {tuple(r) for r in conn.execute(text(PER_DAY_FROM_ROLLUP)).all()}
+        assert rollup == {tuple(r) for r in conn.execute(text(PER_DAY_FROM_CALLS)).all()}
+        assert sum(r[5] for r in rollup) == len(expected)
 
     # a recording that is gone is listed with its reason; its row is left as it was
     with session_scope(engine) as session:

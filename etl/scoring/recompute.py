@@ -53,6 +53,7 @@ from etl.scoring.recording import (
     voice_pass,
     write_summary,
 )
+from etl.scoring.rollup import refresh_rollup
 from etl.scoring.summaries import ScoredSegment, SummaryStats, summarise_call
 
 
@@ -264,4 +265,6 @@ def run_recompute(
     with transaction() as session:
         report.n_escalations = sum(refresh_batch(session, batch_id=b, rules=rules)
                                    for b in report.batch_ids)
+        for batch_id in report.batch_ids:  # the rollups count escalations too
+            refresh_rollup(session, batch_id=batch_id)
     return report
