@@ -335,3 +335,36 @@ def test_100000_rows_of_missing_files_fail_at_registration_without_a_claim(
             "bool_and(b.status = 'done') FROM calls c "
             "JOIN batches b ON b.id = c.batch_id WHERE b.batch_date = '2024-06-10'")).one()
     assert tuple(counts) == (n, n, 0, True)
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "random bytes with their own hash"])
+def test_a_run_refused_for_its_model_registers_no_batch(
+        model_id: int, engine: Engine, bank: ClipBank, db_cli: CliRunner, tmp_path: Path,
+        damage: str) -> None:
+    import hashlib
+
+    generate_calls(tmp_path, n_calls=1, minutes=0.15, bank=bank, seed=259)
+    with engine.begin() as conn:
+        artifact, digest = conn.execute(text(
+            "SELECT artifact, artifact_sha256 FROM model_versions WHERE id = :m"),
+            {"m": model_id}).one()
+        if damage == "flipped byte":
+            bad = bytearray(artifact)
+            bad[len(bad) // 2] ^= 0xFF
+            values = {"a": bytes(bad), "h": digest}
+        else:
+            noise = os.urandom(len(artifact))
+            values = {"a": noise, "h": hashlib.sha256(noise).hexdigest()}
+        conn.execute(text("UPDATE model_versions SET artifact = :a, artifact_sha256 = :h "
+                          "WHERE id = :m"), {**values, "m": model_id})
+        batches = conn.execute(text("SELECT count(*) FROM batches")).scalar_one()
+    try:
+        result = _score(db_cli, tmp_path, "2024-06-11")
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE model_versions SET artifact = :a, artifact_sha256 = :h "
+                              "WHERE id = :m"), {"a": bytes(artifact), "h": digest, "m": model_id})
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM batches")).scalar_one() == batches

@@ -64,6 +64,7 @@ from etl.scoring.recording import (
     finalise_batch,
     score_recording,
 )
+from etl.training.artifacts import load_bundle
 from etl.training.registry import (
     LoadedModel,
     feature_spec_for,
@@ -373,7 +374,9 @@ def _score_batch(
             session, model_ref, bandwidth=batch_bandwidth(
                 e.path for e in entries if not (e.error or e.deferred or e.failure)),
             allow_channel_mismatch=config.allow_channel_mismatch)
+        # what would stop every worker stops the run before it registers anything
         require_extractable(feature_spec_for(session, version.feature_set_id))
+        load_bundle(bytes(version.artifact), expected_sha256=version.artifact_sha256)
         batch_id = register_batch(
             session, source_path=source_path or str(path), batch_date=batch_date,
             model_version_id=version.id, entries=entries,
