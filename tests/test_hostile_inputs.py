@@ -368,3 +368,45 @@ def test_a_run_refused_for_its_model_registers_no_batch(
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM batches")).scalar_one() == batches
+
+
+def test_a_killed_worker_process_ends_the_run_in_one_line_and_a_rerun_finishes(
+        model_id: int, engine: Engine, bank: ClipBank, db_cli: CliRunner,
+        tmp_path: Path) -> None:
+    """As the out-of-memory killer does: SIGKILL one pool worker while it holds a call."""
+    import signal
+
+    generate_calls(tmp_path, n_calls=6, minutes=0.5, bank=bank, seed=260)
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            with engine.connect() as conn:
+                owner = conn.execute(text(
+                    "SELECT claimed_by FROM calls c JOIN batches b ON b.id = c.batch_id "
+                    "WHERE b.batch_date = '2024-06-12' AND c.status = 'claimed' LIMIT 1"
+                )).scalar()
+            if owner:
+                pid = int(owner.split(":")[1])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    try:
+        from ser.cli import app
+
+        result = db_cli.invoke(app, ["score", str(tmp_path), "--batch-date", "2024-06-12",
+                                     "--workers", "2"])
+    finally:
+        killer.join()
+    assert killed, "no worker was seen holding a call"
+    assert result.exit_code == 2, result.output
+    assert "worker process" in result.output and "rerun" in result.output
+    assert "Traceback" not in result.output
+    again = _score(db_cli, tmp_path, "2024-06-12")
+    assert again.exit_code == 0, again.output
+    status, calls = _batch(engine, tmp_path, "2024-06-12")
+    assert status == "done" and all(c["status"] == "scored" for c in calls.values()), calls

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -109,6 +110,11 @@ class _Work:
 
 class DatabaseLostError(RuntimeError):
     """The database went away during a run (a rerun resumes; nothing scored is lost)."""
+
+
+class WorkerLostError(RuntimeError):
+    """A worker process died mid-run (killed, e.g. by the out-of-memory killer): its claims
+    die with it, a rerun resumes."""
 
 
 def _lost(url: URL | str, exc: BaseException) -> DatabaseLostError:
@@ -464,7 +470,13 @@ def _run_pool(engine: Engine, work: _Work, *, n_workers: int,
             if not pending:
                 break
         # re-raise a worker's failure (database lost, ...) once every worker has stopped
-        return [future.result() for future in finished]
+        try:
+            return [future.result() for future in finished]
+        except BrokenProcessPool:
+            raise WorkerLostError(
+                f"a scoring worker process of batch {work.batch_id} died (killed, e.g. by the "
+                "out-of-memory killer): what it held is free again; rerun to resume, with "
+                "fewer --workers if memory is short") from None
 
 
 def _count_done(engine: Engine, batch_id: int) -> int:

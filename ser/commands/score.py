@@ -133,7 +133,7 @@ class _BatchRun:
 def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
     """Score the batch directly or as a Prefect flow run; what stops the run exits 2."""
     from etl.features.voice import VoiceEncoderError
-    from etl.runs.batch import DatabaseLostError, is_connection_error
+    from etl.runs.batch import DatabaseLostError, WorkerLostError, is_connection_error
     from etl.runs.cluster import ClusterError
     from etl.training.registry import ModelNotFoundError
 
@@ -159,7 +159,8 @@ def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
                                  settle_s=run.settle_seconds),
             progress=is_tty(), strict=run.strict, allowed_roots=run.allowed_roots,
             dask_address=run.dask_address).as_dict()
-    except (DatabaseLostError, ModelNotFoundError, ClusterError, VoiceEncoderError) as exc:
+    except (DatabaseLostError, ModelNotFoundError, ClusterError, VoiceEncoderError,
+            WorkerLostError) as exc:
         fail(str(exc), code=EXIT_COULD_NOT_RUN)
     except ValueError as exc:  # bad calls.csv, missing folder, --strict refusal
         fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
