@@ -221,3 +221,25 @@ def test_metric_rows_are_stored(db_session: Session, rich_fs: tuple[int, int]) -
         text("SELECT metric, value FROM model_metrics WHERE model_version_id = :id"),
         {"id": mv.id}).all()
     assert [tuple(r) for r in stored] == [("uar", 0.7)]
+
+
+def test_an_xgboost_member_of_random_bytes_is_an_artifact_error() -> None:
+    """A bundle whose hash matches but whose XGBoost model is random bytes (what `ser predict`
+    once met as a UnicodeDecodeError traceback) is refused as an artifact error."""
+    import hashlib
+    import io
+    import json
+    import os
+    import zipfile
+
+    from etl.training.artifacts import ARTIFACT_FORMAT, load_bundle
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("manifest.json", json.dumps({
+            "format": ARTIFACT_FORMAT, "versions": {}, "classes": CLASSES, "n_features": 3,
+            "members": [{"file": "m0.ubj", "kind": "xgboost", "weight": 1.0}]}))
+        archive.writestr("m0.ubj", os.urandom(4096))
+    data = buffer.getvalue()
+    with pytest.raises(ArtifactError, match="malformed model artifact"):
+        load_bundle(data, expected_sha256=hashlib.sha256(data).hexdigest())

@@ -211,6 +211,12 @@ def load_bundle(data: bytes, *, expected_sha256: str) -> FittedModel:
                     raise ArtifactError(f"unknown member kind {entry['kind']!r}")
                 members.append(member)
                 weights.append(float(entry["weight"]))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"malformed model artifact: {exc}") from exc
+    except ArtifactError:
+        raise
+    except Exception as exc:
+        # whatever a library raises on bytes it cannot read (zip, JSON, an XGBoost model of
+        # random bytes: UnicodeDecodeError, XGBoostError, ...)
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ArtifactError(f"malformed model artifact: {type(exc).__name__}"
+                            f"{': ' + detail if detail else ''}") from exc
     return FittedModel(list(manifest["classes"]), members, weights, int(manifest["n_features"]))
