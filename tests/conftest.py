@@ -31,6 +31,7 @@ from db.embedded import start_embedded
 from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import Base
+from etl.synthetic.calls import ClipBank
 from etl.synthetic.history import make_feature_set, make_model_version
 
 # CLI commands in tests use Prefect's ephemeral mode (or a harness), never a lingering background
@@ -162,3 +163,23 @@ def model_version(db_session: Session) -> int:
     """A model version without metrics, for tests that insert scored history rows."""
     fs = make_feature_set(db_session)
     return make_model_version(db_session, clip_ids=[], feature_set_id=fs, with_metrics=False)
+
+
+@pytest.fixture(scope="module")
+def bank() -> ClipBank:
+    """Synthetic clips of four actors, one per emotion: tiny models' corpus and calls' voices."""
+    return ClipBank.synthetic(actors=range(1, 5), per_emotion=1)
+
+
+@pytest.fixture(scope="module")
+def model_id(engine: Engine, bank: ClipBank) -> Iterator[int]:
+    """A tiny telephony model trained on ``bank``, the production alias, on an emptied
+    database for the module (emptied again after it)."""
+    from db.engine import session_scope
+    from tests.utils.nightly import train_tiny_model
+
+    truncate_all(engine)
+    with session_scope(engine) as session:
+        version_id = train_tiny_model(session, bank=bank)
+    yield version_id
+    truncate_all(engine)

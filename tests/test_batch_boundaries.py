@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -26,25 +25,10 @@ from etl.runs.claims import HostTurn, Lease, claim_next, register_batch
 from etl.runs.inbox import OUTSIDE, discover_calls
 from etl.scoring.recording import ScoringConfig
 from etl.synthetic.calls import ClipBank, generate_calls
-from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 
 CONFIG = ScoringConfig(max_duration_s=45.0)
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def bank() -> ClipBank:
-    return ClipBank.synthetic(actors=range(1, 5), per_emotion=1)
-
-
-@pytest.fixture(scope="module")
-def model_id(engine: Engine, bank: ClipBank) -> Iterator[int]:
-    truncate_all(engine)
-    with session_scope(engine) as session:
-        version_id = train_tiny_model(session, bank=bank)
-    yield version_id
-    truncate_all(engine)
 
 
 def _calls(engine: Engine, batch_id: int) -> dict[str, dict[str, object]]:

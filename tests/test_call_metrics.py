@@ -57,11 +57,6 @@ CLEAN = CallGenConfig(nonspeech=0.0, turn_gap_s=(0.3, 3.5))
 SEEDS = range(6)
 
 
-@pytest.fixture(scope="module")
-def bank() -> ClipBank:
-    return ClipBank.synthetic(actors=range(1, 5), per_emotion=1)
-
-
 def _truth_speech(timeline: Sequence[TimelineEvent]) -> dict[str, list[Region]]:
     return {role: [(e.start_s, e.end_s) for e in speech_events(timeline, role=role)]
             for role in ROLES}

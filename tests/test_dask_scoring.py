@@ -43,11 +43,6 @@ LOCAL_DAY = dt.date(2024, 6, 1)
 
 
 @pytest.fixture(scope="module")
-def bank() -> ClipBank:
-    return ClipBank.synthetic(actors=range(1, 5), per_emotion=1)
-
-
-@pytest.fixture(scope="module")
 def model(engine: Engine, bank: ClipBank) -> Iterator[LoadedModel]:
     truncate_all(engine)
     with session_scope(engine) as session:

@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,28 +20,11 @@ from click.testing import Result
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from db.engine import session_scope
 from etl.audio.decode import read_info
 from etl.runs.inbox import discover_calls
 from etl.synthetic.calls import ClipBank, generate_calls
-from tests.conftest import truncate_all
-from tests.utils.nightly import train_tiny_model
 
 HEADER = ["call_id", "file", "agent_id", "queue", "started_at", "channel_roles"]
-
-
-@pytest.fixture(scope="module")
-def bank() -> ClipBank:
-    return ClipBank.synthetic(actors=range(1, 5), per_emotion=1)
-
-
-@pytest.fixture(scope="module")
-def model_id(engine: Engine, bank: ClipBank) -> Iterator[int]:
-    truncate_all(engine)
-    with session_scope(engine) as session:
-        version_id = train_tiny_model(session, bank=bank)
-    yield version_id
-    truncate_all(engine)
 
 
 def _score(runner: CliRunner, folder: Path, day: str, *options: str) -> Result:

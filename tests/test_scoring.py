@@ -136,11 +136,6 @@ def model_id(engine: Engine) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def bank() -> ClipBank:
-    return ClipBank.synthetic(actors=range(1, 5), per_emotion=1)
-
-
-@pytest.fixture(scope="module")
 def batch_dir(tmp_path_factory: pytest.TempPathFactory, bank: ClipBank) -> Path:
     """3 good calls, plus a corrupt, an empty, a silent, a noise-only and a too-long file."""
     root = tmp_path_factory.mktemp("batch")

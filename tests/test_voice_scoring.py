@@ -28,11 +28,6 @@ CORPUS_AND_MODEL_TABLES = {"clip_features", "feature_sets", "model_versions"}
 
 
 @pytest.fixture(scope="module")
-def bank() -> ClipBank:
-    return ClipBank.synthetic(actors=range(1, 5), per_emotion=1)
-
-
-@pytest.fixture(scope="module")
 def voice_model(engine: Engine, bank: ClipBank) -> Iterator[int]:
     voice.install_weights()
     truncate_all(engine)
