@@ -95,9 +95,10 @@ class VadConfig:
     # (std < music_modulation_db over babble_context_s), music is playing: speech whose pitch
     # holds still (synthetic or sung-out vowels) still has syllables
     music_modulation_db: float = 6.0
-    edges: bool = True  # music and crowds judged to their edges (False: as before issue 24)
-    music_gap_s: float = 1.5  # breaks in the music (a chord change, a drum) shorter than this
-    # are music too: with 0.5 s windows scored, the pieces between them would be scored
+    edges: bool = True  # music and crowds judged to their edges (False: to their centres)
+    # breaks in the music (a chord change, a drum) shorter than this are music too, or the
+    # pieces between them would be long enough to be scored
+    music_gap_s: float = 1.5
     babble_context_s: float = 1.0  # background talk: the level's std over this (centred) ...
     babble_modulation_db: float = 6.0  # ... below this, and the level ...
     babble_below_db: float = 21.0  # ... this far under the foreground (p99 of candidates)
@@ -545,7 +546,8 @@ def windows(regions: Sequence[Region], *, min_s: float = 0.5, max_s: float = 4.0
     when the VAD cut it at the pauses between words (the regions themselves, the talk time, are
     not changed). Spans shorter than ``min_s`` are not scored (they still count as talk time);
     longer than ``max_s`` are split into equal parts no longer than ``max_s``. The defaults
-    are what docs/vad.md measured (issue 24); ``min_s=1.0, bridge_s=0`` cut as before it.
+    are what docs/vad.md measured (issue 24); ``min_s=1.0, bridge_s=0`` cut 1-4 s windows
+    without bridging.
     """
     if not 0 < min_s <= max_s:
         raise ValueError("windows needs 0 < min_s <= max_s")

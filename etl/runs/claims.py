@@ -341,8 +341,8 @@ def write_outcome(session: Session, *, call_id: int, worker: str, model_version_
 # --------------------------------------------------------------------------------------------
 
 
-# Call rows in bulk: one statement per chunk, its columns as arrays (a row-by-row executemany
-# took 306 s for 100,000 rows; this takes seconds). An existing row is replaced only when it
+# Call rows in bulk: one statement per chunk, its columns as arrays, never row by row
+# (docs/operations.md has the figures). An existing row is replaced only when it
 # was rejected, so fixing calls.csv and rerunning works and nothing else is ever undone.
 _REGISTER_COLUMNS = ("call_key", "path", "agent_id", "queue", "started_at", "channel_roles",
                      "extra", "status", "error")
