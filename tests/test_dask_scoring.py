@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dask
@@ -294,6 +296,52 @@ def test_dask_giving_up_on_a_call_fails_the_run_and_releases_its_claims(
     assert not any(c["error"] for c in calls.values())  # no call blamed
     assert {c["status"] for c in calls.values()} <= {"scored", "pending"}
     assert not any(c["claimed_by"] for c in calls.values() if c["status"] == "pending")
+
+
+def test_the_last_worker_gone_for_good_fails_the_run_after_the_bounded_wait(
+        engine: Engine, model: LoadedModel, calls_dir: Path) -> None:
+    """Its nanny closed too (scaled to zero workers), nothing restarts it: the scheduler would
+    keep the calls waiting forever; the run gives up, names the cause and releases them."""
+    batch_id = _register(engine, calls_dir, dt.date(2024, 6, 9), model)
+    single = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                          dashboard_address=":0")
+    with single, _scale_to_zero_when_busy(single) as scaled, \
+            pytest.raises(ClusterError) as error:
+        _score(engine, batch_id, model, calls_dir, single.scheduler_address,
+               max_in_flight=2, no_workers_timeout_s=2.0)
+    assert scaled
+    message = str(error.value)
+    assert "\n" not in message and "has had no workers" in message
+    assert single.scheduler_address in message
+    calls = _calls(engine, batch_id)
+    assert not any(c["error"] for c in calls.values())  # no call blamed
+    assert {c["status"] for c in calls.values()} <= {"scored", "pending"}
+    assert not any(c["claimed_by"] for c in calls.values() if c["status"] == "pending")
+
+
+@contextmanager
+def _scale_to_zero_when_busy(local: LocalCluster) -> Iterator[list[bool]]:
+    """Scale ``local`` to no workers (nanny and all) once a worker holds a call's task."""
+    scaled: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with distributed.Client(local.scheduler_address, set_as_default=False) as spy:
+            while not stop.is_set():
+                if any(str(k).startswith("score-call-")
+                       for keys in spy.processing().values() for k in keys):
+                    local.scale(0)
+                    scaled.append(True)
+                    return
+                stop.wait(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield scaled
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ put back to pending, so a later run scores them:
 - Dask gives up on a call (``KilledWorker``: workers died running it ``allowed-failures``
   times; a single lost worker is not a fault, Dask runs its tasks elsewhere), or a task fails
   for any reason outside ``score_recording`` (the package missing on a worker, ...);
-- the connection to the scheduler is lost.
+- the connection to the scheduler is lost;
+- the cluster has had no worker for ``no_workers_timeout_s`` while calls wait (the last worker
+  died or left and nothing restarted it).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ WRITE_BATCH = 8
 FLUSH_S = 1.0
 POLL_S = 1.0  # how often the lease and the scheduler connection are checked while waiting
 THREADS_EVERY_S = 5.0  # how often the cluster's size is asked for
+# A nanny restarts a killed worker within seconds; no worker for this long means none is coming.
+NO_WORKERS_TIMEOUT_S = 60.0
 
 
 class ClusterError(RuntimeError):
@@ -173,6 +177,33 @@ def _threads(client: Client) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
+class WorkerWatch:
+    """Stops a run whose tasks wait on a cluster that has had no worker for ``timeout_s``.
+
+    The scheduler keeps tasks without a worker waiting for one forever; this process asks
+    for the workers (:meth:`check`) whenever nothing finished in a round.
+    """
+
+    def __init__(self, client: Client, *, address: str, timeout_s: float = NO_WORKERS_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client, self.address, self.timeout_s, self.clock = client, address, timeout_s, clock
+        self.since: float | None = None  # when the cluster was first seen without workers
+
+    def check(self, *, waiting: str) -> None:
+        """Raise :class:`ClusterError` if no worker has been there for ``timeout_s``;
+        ``waiting`` names what waits (``3 calls``)."""
+        if self.client.nthreads():
+            self.since = None
+            return
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        elif now - self.since >= self.timeout_s:
+            raise ClusterError(f"the Dask cluster at {self.address} has had no workers for "
+                               f"{self.timeout_s:g} s while {waiting} waited: start workers "
+                               f"(`dask worker {self.address}`) and run again")
+
+
 def _unreadable_here(path: Path) -> str | None:
     """Why this process cannot open ``path`` (the local path's reason), or None if it can."""
     if not path.is_file():
@@ -228,7 +259,8 @@ class _Run:
                  model: LoadedModel, model_future: Future, config: ScoringConfig,
                  root: Path | None, allowed_roots: Sequence[Path], address: str,
                  retry_before: dt.datetime | None,
-                 on_call: Callable[[int, str], None] | None) -> None:
+                 on_call: Callable[[int, str], None] | None,
+                 no_workers_timeout_s: float = NO_WORKERS_TIMEOUT_S) -> None:
         self.engine, self.client, self.lease = engine, client, lease
         self.batch_id, self.model, self.model_future = batch_id, model, model_future
         self.config, self.root, self.allowed_roots = config, root, allowed_roots
@@ -241,6 +273,7 @@ class _Run:
         self.exhausted = False
         self.last_flush = time.monotonic()
         self._threads, self._threads_at = 1, -THREADS_EVERY_S
+        self.watch = WorkerWatch(client, address=address, timeout_s=no_workers_timeout_s)
 
     def limit(self, max_in_flight: int | None) -> int:
         """``max_in_flight``, or twice the cluster's threads (asked every few seconds, so
@@ -296,6 +329,9 @@ class _Run:
             finished = {future for future in self.in_flight if future.done()}
         if self.client.status in ("closing", "closed"):
             raise ClusterError(f"lost the connection to the Dask scheduler at {self.address}")
+        if not finished:
+            n = len(self.in_flight)
+            self.watch.check(waiting=f"{n} call{'s' if n != 1 else ''}")
         for future in finished:
             call = self.in_flight.pop(future)
             if future.status != "finished":
@@ -447,6 +483,7 @@ def score_claims_on_cluster(
     progress: bool = False,
     max_in_flight: int | None = None,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    no_workers_timeout_s: float = NO_WORKERS_TIMEOUT_S,
     on_call: Callable[[int, str], None] | None = None,
 ) -> list[WorkerStats]:
     """Score the claimable calls of ``batch_id`` on the Dask cluster at ``address``.
@@ -467,6 +504,8 @@ def score_claims_on_cluster(
         each round, so workers that join are used).
     connect_timeout_s
         How long to wait for the scheduler and for its first worker.
+    no_workers_timeout_s
+        How long calls in flight wait for a worker once the cluster has none left.
     on_call
         Called with ``(call_id, "scored" | "failed")`` after each call is written.
 
@@ -479,7 +518,7 @@ def score_claims_on_cluster(
     ------
     ClusterError
         Scheduler unreachable, a worker that cannot read the audio, Dask gave up on a call,
-        or the scheduler lost: no per-call error is stored and the unfinished claims are
+        the scheduler lost, or no worker left for ``no_workers_timeout_s``: no per-call error is stored and the unfinished claims are
         released.
     """
     root = None if path is None else Path(path)
@@ -489,9 +528,10 @@ def score_claims_on_cluster(
         run = _Run(engine, client, lease=lease, batch_id=batch_id, model=model,
                    model_future=_submit_model(client, model, address=address), config=config,
                    root=root, allowed_roots=allowed_roots, address=address,
-                   retry_before=retry_before, on_call=tick)
+                   retry_before=retry_before, on_call=tick,
+                   no_workers_timeout_s=no_workers_timeout_s)
         return run.drive(max_in_flight)
 
 
-__all__ = ["CONNECT_TIMEOUT_S", "CallOutcome", "ClusterError", "connect",
-           "score_claims_on_cluster", "score_on_worker", "task_fault"]
+__all__ = ["CONNECT_TIMEOUT_S", "NO_WORKERS_TIMEOUT_S", "CallOutcome", "ClusterError",
+           "WorkerWatch", "connect", "score_claims_on_cluster", "score_on_worker", "task_fault"]
