@@ -562,3 +562,91 @@ class DailyAgentRollup(Base):
     escalated_customer_calls: Mapped[int] = mapped_column(BigInteger)
     customer_negative_sum: Mapped[float] = mapped_column(Float)
     duration_s: Mapped[float] = mapped_column(Float)
+
+
+# --------------------------------------------------------------------------------------------
+# Supervisors' reviews and site calibration (issue 27)
+# --------------------------------------------------------------------------------------------
+
+
+class CallReview(Base):
+    """A supervisor's verdict on one call's escalation decision. Re-judging adds a row (the
+    latest wins); rows are never updated or deleted by the product.
+
+    The call's key, recording hash, batch date, model version and decision are copied so a
+    review outlives its call row and can be matched to the same recording scored again.
+    """
+
+    __tablename__ = "call_reviews"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('right', 'wrong')", name="verdict_valid"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    call_id: Mapped[int | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="SET NULL"), index=True)
+    call_key: Mapped[str] = mapped_column(Text)
+    call_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    batch_date: Mapped[dt.date] = mapped_column(Date)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"))
+    escalated: Mapped[bool] = mapped_column(Boolean)
+    escalation_rule: Mapped[str | None] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(8))
+    customer_emotion: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewed_by: Mapped[str] = mapped_column(String(128))
+    db_user: Mapped[str] = mapped_column(String(128), server_default=func.session_user())
+    reviewed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True),
+                                                     server_default=_now())
+
+
+class ReviewQueue(Base):
+    """One draw of `ser review queue`: its scope (model version, batch dates), seed and sizes."""
+
+    __tablename__ = "review_queues"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    first_date: Mapped[dt.date] = mapped_column(Date)
+    last_date: Mapped[dt.date] = mapped_column(Date)
+    seed: Mapped[int] = mapped_column(Integer)
+    sample_size: Mapped[int] = mapped_column(Integer)
+    n_escalated: Mapped[int] = mapped_column(Integer)
+    n_not_escalated: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class ReviewQueueCall(Base):
+    """A call drawn into a review queue, with the probability it had of being drawn."""
+
+    __tablename__ = "review_queue_calls"
+    __table_args__ = (
+        CheckConstraint("probability > 0 AND probability <= 1", name="probability_valid"),
+    )
+
+    queue_id: Mapped[int] = mapped_column(
+        ForeignKey("review_queues.id", ondelete="CASCADE"), primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), primary_key=True, index=True)
+    stratum: Mapped[str] = mapped_column(String(16))  # "escalated" / "not_escalated"
+    probability: Mapped[float] = mapped_column(Float)
+
+
+class SiteOperatingPoint(Base):
+    """An operating point chosen by `ser calibrate` on a site's reviewed calls; the latest row of
+    a model version is the point nightly scoring uses for it."""
+
+    __tablename__ = "site_operating_points"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    confidence_floor: Mapped[float] = mapped_column(Float)
+    target_precision: Mapped[float] = mapped_column(Float)
+    review_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    before: Mapped[dict[str, Any]] = mapped_column()
+    after: Mapped[dict[str, Any]] = mapped_column()
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=_now())

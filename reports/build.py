@@ -49,6 +49,10 @@ def model_report(session: Session, model_version_id: int, out_dir: Path) -> Path
 def batch_report(session: Session, batch_date: dt.date | str, out_dir: Path) -> Path:
     """Write the nightly report for every batch on ``batch_date``; return its path."""
     day = dt.date.fromisoformat(batch_date) if isinstance(batch_date, str) else batch_date
+    # every escalation links to its call report, where a supervisor listens and judges
+    for call_id in _call_ids(session, day, calls="escalated"):
+        if not (Path(out_dir) / call_file(call_id)).exists():
+            call_report(session, call_id, out_dir)
     ctx = batch_context(session, day, Path(out_dir))
     path = write(Path(out_dir), batch_file(day), render("batch.html.j2", ctx))
     publish_artifact(path, key=f"batch-report-{day.isoformat()}",
@@ -57,9 +61,11 @@ def batch_report(session: Session, batch_date: dt.date | str, out_dir: Path) -> 
     return path
 
 
-def call_report(session: Session, call_id: int, out_dir: Path) -> Path:
-    """Write the timeline report of one call; return its path."""
-    ctx = call_context(session, call_id)
+def call_report(session: Session, call_id: int, out_dir: Path, *,
+                embed_excerpt: bool = False) -> Path:
+    """Write the timeline report of one call; return its path (``embed_excerpt``: copy the
+    flagged stretch's audio into it, for reports that travel without the recordings)."""
+    ctx = call_context(session, call_id, embed_excerpt=embed_excerpt)
     path = write(Path(out_dir), call_file(call_id), render("call.html.j2", ctx))
     publish_artifact(path, key=f"call-report-{call_id}", description=ctx["title"])
     return path
@@ -80,7 +86,7 @@ def index_report(session_or_out_dir: Session | Path | str, out_dir: Path | str |
 
 
 def build_all(session: Session, out_dir: Path, *, calls: str = "escalated",
-              max_calls: int = 200) -> dict[str, list[Path]]:
+              max_calls: int = 200, embed_excerpts: bool = False) -> dict[str, list[Path]]:
     """Every model report, every batch report, call reports (``escalated``|``all``|``none``), index.
 
     Call reports are written before batch reports so a batch report links to them.
@@ -92,7 +98,8 @@ def build_all(session: Session, out_dir: Path, *, calls: str = "escalated",
     for day in queries.batch_dates(session):
         if calls != "none":
             for call_id in _call_ids(session, day, calls=calls)[:max_calls]:
-                written["call"].append(call_report(session, call_id, out_dir))
+                written["call"].append(call_report(session, call_id, out_dir,
+                                                   embed_excerpt=embed_excerpts))
         written["batch"].append(batch_report(session, day, out_dir))
     written["index"].append(index_report(out_dir))
     return written

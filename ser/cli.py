@@ -48,7 +48,7 @@ def options(
 
 # Each module owns one command group; a missing module must not break the others.
 _COMMAND_MODULES = ("db", "ingest", "features", "train", "score", "serve", "report", "demo",
-                    "prefect", "rules", "encoder")
+                    "prefect", "rules", "encoder", "review")
 
 for _name in _COMMAND_MODULES:
     try:

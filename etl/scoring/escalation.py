@@ -349,7 +349,7 @@ class OperatingPoint:
 
     rules: tuple[EscalationRule, ...]
     confidence_floor: float
-    source: str  # "configured", "model", "defaults"
+    source: str  # "configured", "site", "model", "defaults"
 
 
 def is_builtin_default(rules: Sequence[EscalationRule] | None) -> bool:
@@ -385,6 +385,7 @@ def resolve_operating_point(
         assert configured is not None
         return OperatingPoint(tuple(configured), floor, "configured")
     if stored and stored.get("rules"):
+        # a site point (etl/reviews) replaces the model's and says so
         return OperatingPoint(tuple(rules_from_data(list(stored["rules"]))), floor,  # type: ignore[call-overload]
-                              "model")
+                              "site" if stored.get("source") == "site" else "model")
     return OperatingPoint(DEFAULT_RULES, floor, "defaults")

@@ -38,6 +38,7 @@ from db.models import (
     RegisteredModel,
 )
 from etl.features.specs import FeatureSpec, feature_spec
+from etl.reviews.site_point import site_point_record, with_site_point
 from etl.training.artifacts import ARTIFACT_FORMAT, FittedModel, load_bundle, sha256_bytes
 from etl.training.normalise import SpeakerPopulation, normalise_per_speaker
 
@@ -307,6 +308,9 @@ def load_version(session: Session, mv: ModelVersion) -> LoadedModel:
     model = load_bundle(bytes(mv.artifact), expected_sha256=mv.artifact_sha256)
     spec = feature_spec_for(session, mv.feature_set_id)
     calibration = (mv.params or {}).get("calibration")
+    # once a site has calibrated on its own reviews, that point replaces the model's
+    calibration = with_site_point(calibration if isinstance(calibration, dict) else None,
+                                  site_point_record(session, mv.id))
     return LoadedModel(
         model_version_id=mv.id, name=registered.name, version=mv.version,
         classes=list(mv.classes), label_scheme=mv.label_scheme, feature_set_id=mv.feature_set_id,

@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session
 from reports import charts, queries
 from reports.common import batch_file, finite, negative_mass, probabilities
 from reports.contexts.escalation import escalation_focus, overtalk
+from reports.contexts.player import player_context
 
 ROLES = ("customer", "agent")
 
 
-def call_context(session: Session, call_id: int) -> dict[str, Any]:
-    """Everything the call report shows, as template-ready values."""
+def call_context(session: Session, call_id: int, *, embed_excerpt: bool = False) -> dict[str, Any]:
+    """Everything the call report shows, as template-ready values (``embed_excerpt``: copy the
+    flagged stretch's audio into the page, see :mod:`reports.contexts.player`)."""
     call = queries.call_detail(session, call_id)
     segs = queries.call_segments(session, call_id, int(call["model_version_id"]))
     negative = queries.negative_classes(session, call["label_scheme"])
@@ -46,6 +48,8 @@ def call_context(session: Session, call_id: int) -> dict[str, Any]:
         "legend": charts.legend(charts.class_colors(band_order)),
         "window": window,
         "window_what": focus.what if focus else None,
+        "player": player_context(call, segs, window, focus.what if focus else None,
+                                 embed_excerpt=embed_excerpt),
         "n_segments": len(segs),
         "n_abstained": int(segs["abstained"].sum()) if "abstained" in segs else 0,
         "n_overtalk": len(spans),

@@ -21,6 +21,9 @@ report_app = typer.Typer(help="Self-contained HTML reports (open offline in any 
 
 OutOption = Annotated[Path | None, typer.Option(
     "--out", "-o", help="Reports folder (default: $SER_REPORTS_DIR or $SER_HOME/reports).")]
+ExcerptOption = Annotated[bool, typer.Option(
+    "--embed-excerpts", help="Copy each call's flagged stretch (up to 30 s of call audio) into "
+    "its call report, for reports that travel without the recordings (docs/reviews.md).")]
 
 
 def _out_dir(out: Path | None) -> Path:
@@ -110,13 +113,15 @@ def batch_cmd(
 def call_cmd(
     call: Annotated[str, typer.Argument(help="A calls.id, or a call key (newest batch wins).")],
     out: OutOption = None,
+    embed_excerpts: ExcerptOption = False,
 ) -> None:
     """Call timeline: emotion over time per role, talk/silence/overtalk, the escalation."""
     from reports import build, queries
 
     def one(session: object, folder: Path) -> Path:
         call_id = queries.resolve_call(session, call)  # type: ignore[arg-type]
-        return build.call_report(session, call_id, folder)  # type: ignore[arg-type]
+        return build.call_report(session, call_id, folder,  # type: ignore[arg-type]
+                                 embed_excerpt=embed_excerpts)
 
     _run("call", out, one)
 
@@ -134,6 +139,7 @@ def all_cmd(
     out: OutOption = None,
     calls: Annotated[str, typer.Option(
         help="Call reports to write: escalated | all | none.")] = "escalated",
+    embed_excerpts: ExcerptOption = False,
 ) -> None:
     """Every model and batch report (plus call reports) and the index."""
     if calls not in ("escalated", "all", "none"):
@@ -144,7 +150,7 @@ def all_cmd(
     folder = _out_dir(out)
     engine = open_database()
     with session_scope(engine) as session:
-        written = build.build_all(session, folder, calls=calls)
+        written = build.build_all(session, folder, calls=calls, embed_excerpts=embed_excerpts)
     typer.echo(f"{len(written['model'])} model, {len(written['batch'])} batch and "
                f"{len(written['call'])} call reports in {folder}")
     typer.echo(f"index: {written['index'][0]}")

@@ -1,0 +1,237 @@
+"""The site operating point: the escalation threshold (and rule) chosen on a site's reviewed
+calls, stored per model version with what it was chosen on, and used by nightly scoring.
+
+:func:`calibrate` sweeps, for each flat rule of the point in use, every threshold that splits
+the reviewed calls differently, both with the other rules kept and with that rule alone. Each
+candidate is scored by the weighted estimates of :mod:`etl.reviews.estimates`; the one that
+reaches the target precision with the best recall wins (ties: higher precision, then keeping
+the other rules). The chosen threshold sits midway between the reviewed values it separates,
+so it flags the reviewed calls exactly as evaluated without hugging one of them.
+
+Confidence floors are never changed: the stored summaries the sweep reads were computed with
+the current floor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from etl.reviews.estimates import (
+    PointEstimate,
+    ReviewedCalls,
+    estimate_point,
+    reviewed_calls,
+)
+from etl.reviews.queue import NOT_ESCALATED
+from etl.scoring.escalation import (
+    EscalationRule,
+    OperatingPoint,
+    resolve_operating_point,
+    rules_as_data,
+)
+
+TARGET_PRECISION = 0.8
+MIN_REVIEWS = 20
+MIN_SHOULD_ESCALATE = 5
+MIN_NOT_ESCALATED = 5
+SITE = "site"
+
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+class CalibrationError(ValueError):
+    """Too few reviews, or no threshold reaches the target: the point in use stays."""
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationResult:
+    model_version_id: int
+    target_precision: float
+    rules_before: list[dict[str, object]]
+    rules_after: list[dict[str, object]]
+    before: PointEstimate
+    after: PointEstimate
+    review_ids: list[int]
+    n_candidates: int
+    site_point_id: int | None = None  # None: not stored (dry run)
+    changed: bool = field(default=True)
+
+
+def site_point_record(session: Session, model_version_id: int) -> dict[str, Any] | None:
+    """The latest site point of a model version in the form of a calibration record's
+    ``operating_point`` (``source`` "site"), or None when it has none."""
+    row = session.execute(text("""
+        SELECT id, rules, confidence_floor, created_at FROM site_operating_points
+        WHERE model_version_id = :m ORDER BY id DESC LIMIT 1"""), {"m": model_version_id}).first()
+    if row is None:
+        return None
+    return {"rules": list(row.rules), "confidence_floor": float(row.confidence_floor),
+            "source": SITE, "site_point_id": int(row.id)}
+
+
+def with_site_point(calibration: Mapping[str, Any] | None,
+                    site: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A model's calibration record with its operating point replaced by the site's."""
+    if site is None:
+        return dict(calibration) if calibration is not None else None
+    return {**(calibration or {}), "operating_point": dict(site)}
+
+
+def point_in_use(session: Session, model_version_id: int) -> OperatingPoint:
+    """The rules and floor nightly scoring uses for a model version when no rules are
+    configured: the site point once there is one, else the model's own."""
+    calibration = session.execute(text(
+        "SELECT params -> 'calibration' FROM model_versions WHERE id = :m"),
+        {"m": model_version_id}).scalar_one_or_none()
+    record = with_site_point(calibration if isinstance(calibration, Mapping) else None,
+                             site_point_record(session, model_version_id))
+    return resolve_operating_point(None, record)
+
+
+def _check_enough(calls: ReviewedCalls) -> None:
+    n_pos = int(calls.truth.sum())
+    n_not = int((calls.stratum == NOT_ESCALATED).sum())
+    if len(calls) < MIN_REVIEWS or n_pos < MIN_SHOULD_ESCALATE or n_not < MIN_NOT_ESCALATED:
+        raise CalibrationError(
+            f"too few reviews to decide: {len(calls)} reviewed queue calls, {n_pos} that should "
+            f"escalate, {n_not} from the not-escalated sample (need {MIN_REVIEWS}, "
+            f"{MIN_SHOULD_ESCALATE} and {MIN_NOT_ESCALATED}); draw calls with `ser review "
+            "queue` and judge them with `ser review add`")
+
+
+def _quick(flagged: np.ndarray, truth: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(precision, recall) point values; NaN precision when nothing is flagged."""
+    tp = float(w[flagged & truth].sum())
+    flagged_w = float(w[flagged].sum())
+    return (tp / flagged_w if flagged_w else math.nan), tp / float(w[truth].sum())
+
+
+def _midpoint(values: np.ndarray, t: float, op: str) -> float:
+    """A threshold between ``t`` and the next reviewed value on the not-flagged side."""
+    if op in (">=", ">"):
+        below = values[values < t]
+        return float((below.max() + t) / 2) if below.size and op == ">=" else float(t)
+    above = values[values > t]
+    return float((above.min() + t) / 2) if above.size and op == "<=" else float(t)
+
+
+def calibrate(session: Session, *, model_version_id: int,
+              target_precision: float = TARGET_PRECISION, created_by: str,
+              dry_run: bool = False) -> CalibrationResult:
+    """Choose (and, unless ``dry_run``, store) the site point of ``model_version_id``.
+
+    Raises
+    ------
+    CalibrationError
+        Too few reviews, or no candidate reaches ``target_precision`` (nothing is stored).
+    """
+    if not 0 < target_precision < 1:
+        raise ValueError(f"target precision must be between 0 and 1, not {target_precision}")
+    calls = reviewed_calls(session, model_version_id=model_version_id)
+    _check_enough(calls)
+    current = point_in_use(session, model_version_id)
+    rules = list(current.rules)
+    w, truth = calls.weights, calls.truth
+    fires = np.array([calls.flags([r]) for r in rules]).reshape(len(rules), len(calls))
+    before_flags = fires.any(axis=0)
+    p0, r0 = _quick(before_flags, truth, w)
+    # (recall, precision, keeps others, -distance) ranks candidates; the current point first.
+    best: tuple[tuple[float, float, int, float], list[EscalationRule], np.ndarray] | None = None
+    if not math.isnan(p0) and p0 >= target_precision:
+        best = ((r0, p0, 1, 0.0), rules, before_flags)
+    n_candidates = 0
+    for i, rule in enumerate(rules):
+        if rule.when is not None:
+            continue  # compound rules are kept as they are
+        x = calls.metric(rule.metric)
+        known = ~np.isnan(x)
+        others = np.delete(fires, i, axis=0).any(axis=0) if len(rules) > 1 \
+            else np.zeros(len(calls), bool)
+        for t in np.unique(x[known]):
+            hit = known & _OPS[rule.op](np.where(known, x, 0.0), t)
+            threshold = _midpoint(x[known], float(t), rule.op)
+            for keep in (True, False):
+                flagged = hit | others if keep else hit
+                n_candidates += 1
+                p, r = _quick(flagged, truth, w)
+                if math.isnan(p) or p < target_precision:
+                    continue
+                key = (r, p, int(keep), -abs(threshold - rule.threshold))
+                if best is None or key > best[0]:
+                    new = replace(rule, threshold=threshold, builtin=False)
+                    chosen = [new if j == i else other for j, other in enumerate(rules)] \
+                        if keep else [new]
+                    best = (key, chosen, flagged)
+    before = estimate_point(before_flags, truth, w)
+    if best is None:
+        raise CalibrationError(
+            f"no threshold reaches precision {target_precision:g} on {len(calls)} reviews "
+            f"(the point in use: {_fmt(before.precision)} precision); the point in use stays: "
+            "review more calls or lower --target-precision")
+    _, chosen, flagged = best
+    after = estimate_point(flagged, truth, w)
+    changed = rules_as_data(chosen) != rules_as_data(rules)
+    result = CalibrationResult(
+        model_version_id=model_version_id, target_precision=target_precision,
+        rules_before=rules_as_data(rules), rules_after=rules_as_data(chosen), before=before,
+        after=after, review_ids=sorted(calls.review_ids), n_candidates=n_candidates,
+        changed=changed)
+    if dry_run:
+        return result
+    point_id = session.execute(text("""
+        INSERT INTO site_operating_points (model_version_id, rules, confidence_floor,
+                                           target_precision, review_ids, before, after,
+                                           created_by)
+        VALUES (:m, CAST(:rules AS jsonb), :floor, :target, :ids, CAST(:before AS jsonb),
+                CAST(:after AS jsonb), :by) RETURNING id"""), {
+        "m": model_version_id, "rules": _json(result.rules_after),
+        "floor": current.confidence_floor, "target": target_precision,
+        "ids": result.review_ids,
+        "before": _json({"source": current.source, "rules": result.rules_before,
+                         **before.as_dict()}),
+        "after": _json(after.as_dict()), "by": created_by}).scalar_one()
+    return replace(result, site_point_id=int(point_id))
+
+
+def _fmt(estimate: object) -> str:
+    value = getattr(estimate, "value", None)
+    return "no" if value is None else f"{value:.2f}"
+
+
+def _json(value: object) -> str:
+    return json.dumps(value)
+
+
+def site_summary(session: Session, model_version_id: int) -> dict[str, Any]:
+    """What the reviews say about the point in use, for ``ser models show`` and the reports:
+    its source, the site-measured precision and recall with intervals, and review counts."""
+    point = point_in_use(session, model_version_id)
+    calls = reviewed_calls(session, model_version_id=model_version_id)
+    latest = session.execute(text("""
+        SELECT id, target_precision, created_by, created_at, cardinality(review_ids) AS n
+        FROM site_operating_points WHERE model_version_id = :m ORDER BY id DESC LIMIT 1"""),
+        {"m": model_version_id}).mappings().first()
+    n_all = int(session.execute(text(
+        "SELECT count(*) FROM call_reviews WHERE model_version_id = :m"),
+        {"m": model_version_id}).scalar_one())
+    estimate = estimate_point(calls.flags(point.rules), calls.truth, calls.weights) \
+        if len(calls) else None
+    enough = True
+    try:
+        _check_enough(calls)
+    except CalibrationError:
+        enough = False
+    return {"source": point.source, "rules": rules_as_data(point.rules),
+            "n_reviews": n_all, "n_queue_reviews": len(calls),
+            "enough_reviews": enough,
+            "estimate": estimate.as_dict() if estimate is not None else None,
+            "site_point": dict(latest) if latest is not None else None}
