@@ -15,7 +15,7 @@ temporary SER_HOME, embedded PostgreSQL), then evaluates every model on the SAME
 The seed pipelines' random-split score is also printed as a labelled diagnostic to show how much
 speaker leakage inflates it. Prints one JSON document.
 
-Usage: ``python bench/accuracy.py [--data DIR] [--home DIR] [--families a,b] [--no-search-for
+Usage: ``python bench/accuracy.py [--data DIR] [--keep DIR] [--families a,b] [--no-search-for
 xgboost,voting]``
 """
 
@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -38,13 +35,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import scratch_home
+
 SER = str(Path(sys.executable).with_name("ser"))
 
 
-def run_pipeline(data: Path, home: Path) -> dict[str, float]:
-    """ingest + features (rich, seed180) through the CLI; returns wall seconds per step."""
-    env = {**os.environ, "SER_HOME": str(home)}
-    env.pop("DATABASE_URL", None)
+def run_pipeline(data: Path, env: dict[str, str]) -> dict[str, float]:
+    """ingest + features (rich, seed180) through the CLI in ``env`` (the scratch home's);
+    returns wall seconds per step."""
     steps = {
         "ingest": [SER, "ingest", "ravdess", str(data), "--json"],
         "features_rich": [SER, "features", "--set", "rich", "--no-prefect", "--json"],
@@ -111,32 +109,23 @@ def summarise(name: str, fold_uars: list[float], seconds: float, **extra: Any) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/datasets/ravdess"))
-    parser.add_argument("--home", type=Path, default=None,
-                        help="SER_HOME to use (reused if it already holds features).")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="use this folder as the scratch space and keep it (a later run "
+                             "reuses its features)")
     parser.add_argument("--families", default="logreg,svm,knn,mlp,rf,xgboost,voting")
     parser.add_argument("--no-search-for", default="xgboost,voting",
                         help="Families evaluated with fixed parameters (search is slow on 2 cores).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    home = args.home or Path(tempfile.mkdtemp(prefix="ser-bench-accuracy-"))
-    os.environ["SER_HOME"] = str(home)
-    os.environ.pop("DATABASE_URL", None)
-    try:
-        evaluate(args, home)
-    finally:
-        if args.home is None:  # our scratch home: stop its servers, then delete it
-            from db.embedded import stop_embedded
-            from ser.prefect_server import stop_server
-
-            stop_server(home / "prefect")
-            stop_embedded(home / "pgdata")
-            shutil.rmtree(home, ignore_errors=True)
+    with scratch_home(args.keep, prefix="ser-bench-accuracy-") as (_scratch, env):
+        evaluate(args, env)
 
 
-def evaluate(args: argparse.Namespace, home: Path) -> None:
-    """Build features through the project pipeline in ``home``, then score every model."""
-    pipeline_seconds = run_pipeline(args.data, home)
+def evaluate(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Build features through the project pipeline in the scratch home (``env``), then score
+    every model."""
+    pipeline_seconds = run_pipeline(args.data, env)
 
     from etl.training.train import folds_hash, make_folds, single_threaded_blas
 

@@ -40,7 +40,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.scratch import scratch_database
 
 EMOTIONS = ("angry", "calm", "happy", "sad", "neutral", "fearful")
 NEGATIVE = {"angry", "sad", "fearful"}
@@ -448,29 +449,13 @@ def main() -> None:
     if not nights or nights[0] < 8:
         sys.exit("--nights: sizes of at least 8 nights (the windows reach 7 days back)")
 
-    with tempfile.TemporaryDirectory(prefix="ser-bench-analytics-") as tmp_name:
-        os.environ["SER_HOME"] = str(Path(tmp_name) / "home")
-        os.environ.pop("DATABASE_URL", None)
-        os.environ.setdefault("PREFECT_HOME", str(Path(tmp_name) / "prefect"))
-        from config import get_settings
-        from db.embedded import stop_embedded
-        from db.engine import cached_engine
-        from db.migrate import ensure_migrated
-        from flows.database import database_url
-
-        get_settings.cache_clear()
-        engine = cached_engine(database_url())
-        ensure_migrated(engine)
-        try:
-            real_night = None if args.no_night else RealNight(
-                engine, args.ravdess, Path(tmp_name), calls=args.night_calls)
-            result = run(engine, nights=nights, calls_per_night=args.calls_per_night,
-                         segments_per_call=args.segments_per_call,
-                         events_per_call=args.events_per_call, repeats=args.repeats,
-                         real_night=real_night)
-        finally:
-            engine.dispose()
-            stop_embedded(get_settings().embedded_pgdata)
+    with scratch_database(None, prefix="ser-bench-analytics-") as (tmp, _env, engine):
+        real_night = None if args.no_night else RealNight(
+            engine, args.ravdess, tmp, calls=args.night_calls)
+        result = run(engine, nights=nights, calls_per_night=args.calls_per_night,
+                     segments_per_call=args.segments_per_call,
+                     events_per_call=args.events_per_call, repeats=args.repeats,
+                     real_night=real_night)
     print(json.dumps({"cpus": os.cpu_count(), **result}, indent=2))
 
 

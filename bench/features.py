@@ -36,11 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,47 +47,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.memory import TreeMonitor
+from bench.scratch import scratch_home
+
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "ravdess"
 SER = str(Path(sys.executable).with_name("ser"))
 
 
 def _files(data: Path) -> list[Path]:
     return sorted(p for p in data.rglob("*") if p.suffix.lower() in {".wav", ".flac"})
-
-
-class _PeakRss:
-    """Samples the RSS of a process and all its descendants; keeps the peak of the sum."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                total = 0
-                for p in procs:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                self.peak = max(self.peak, total)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 def _busy_cpu_s() -> float:
@@ -134,11 +101,11 @@ def _timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     busy = _busy_cpu_s()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rss = _PeakRss(proc.pid)
-    out, err = proc.communicate()
+    with TreeMonitor(proc.pid) as memory:
+        out, err = proc.communicate()
     wall = time.perf_counter() - started
     busy = _busy_cpu_s() - busy
-    peak = rss.stop()
+    peak = memory.peak_rss
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
     return {"wall": wall, "peak": peak, "busy": busy, "out": out}
@@ -402,15 +369,15 @@ def _benchmark(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:
     audio_s = sum(sf.info(str(p)).duration for p in files)
     seed_files = files[: args.limit] if args.limit else files
     seed_audio_s = sum(sf.info(str(p)).duration for p in seed_files)
-    scratch = Path(tempfile.mkdtemp(prefix="ser-bench-features-"))
     result: dict[str, Any] = {"data": str(args.data), "files": len(files),
                               "audio_s": round(audio_s, 1), "workers": args.workers,
                               "cpus": os.cpu_count(), "machine": _machine(),
                               "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
     _warm_page_cache(files)
-    try:
+    with scratch_home(None, prefix="ser-bench-features-",
+                      extra_env={"SER_WORKERS": str(args.workers)}) as (scratch, env):
         list_path = _seed_list(scratch, seed_files)
-        env = _scratch_project(scratch, args, files, result)
+        _scratch_project(env, args, files, result)
         # Project modules load only here, in the scratch SER_HOME: the timed seed worker
         # (this same script) must not pay for importing them.
         from db.engine import cached_engine
@@ -444,8 +411,6 @@ def _benchmark(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:
             "whole run: the end-to-end rate is bounded by total CPU work, start-up included")
         result["targets"] = _targets(result)
         result["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    finally:
-        _stop_scratch(scratch)
     return result
 
 
@@ -464,13 +429,10 @@ def _seed_list(scratch: Path, seed_files: list[Path]) -> Path:
     return list_path
 
 
-def _scratch_project(scratch: Path, args: argparse.Namespace, files: list[Path],
-                     result: dict[str, Any]) -> dict[str, str]:
-    """A scratch embedded PostgreSQL with RAVDESS ingested; its environment, also applied to
-    this process. Records how the clips got in (``ingest``, ``prefect_server``) in ``result``."""
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["SER_HOME"] = str(scratch / "home")
-    env["SER_WORKERS"] = str(args.workers)
+def _scratch_project(env: dict[str, str], args: argparse.Namespace, files: list[Path],
+                     result: dict[str, Any]) -> None:
+    """RAVDESS ingested into the scratch home's database (``env``: bench/scratch.py's).
+    Records how the clips got in (``ingest``, ``prefect_server``) in ``result``."""
     t0 = time.perf_counter()
     subprocess.run([SER, "db", "upgrade"], env=env, check=True, capture_output=True)
     ingest = subprocess.run([SER, "ingest", "ravdess", str(args.data)], env=env,
@@ -483,8 +445,6 @@ def _scratch_project(scratch: Path, args: argparse.Namespace, files: list[Path],
     # `ser ingest` started the background Prefect server; the timed runs reuse it, as any
     # command after the first does.
     result["prefect_server"] = "local background server, warm (started by the ingest step)"
-    os.environ.update(env)
-    return env
 
 
 def _timed_rounds(engine: Any, env: dict[str, str], args: argparse.Namespace, *,
@@ -571,20 +531,6 @@ def _targets(result: dict[str, Any]) -> dict[str, bool]:
         "segments_1500x_cpu": result["extract_segments"]["speech_windows"][
             "realtime_factor_cpu"] >= 1500,
     }
-
-
-def _stop_scratch(scratch: Path) -> None:
-    """Stop the scratch Prefect server and PostgreSQL, then remove the scratch folder."""
-    from ser.prefect_server import stop_server
-
-    stop_server(scratch / "home" / "prefect")  # `ser ingest` started it; later runs reuse it
-    try:
-        from db.embedded import stop_embedded
-
-        stop_embedded(scratch / "home" / "pgdata")
-    except Exception as exc:  # noqa: BLE001 - the scratch dir goes anyway
-        print(f"warning: could not stop the scratch server: {exc}", file=sys.stderr)
-    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # etl.synthetic.corpora writes the synthetic files
 
 from sqlalchemy import Engine
+
+from bench.scratch import scratch_database
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 
@@ -58,41 +59,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="ser-bench-ingest-") as tmp:
-        os.environ["SER_HOME"] = str(Path(tmp) / "home")
-        os.environ.pop("DATABASE_URL", None)
-        from config import get_settings
-        from db.embedded import stop_embedded
-        from db.engine import cached_engine
-        from db.migrate import ensure_migrated
+    start = time.perf_counter()
+    with scratch_database(None, prefix="ser-bench-ingest-") as (tmp, _env, engine):
         from etl.synthetic.corpora import write_tiny_wavs
-        from flows.database import database_url
 
-        get_settings.cache_clear()
-        start = time.perf_counter()
-        engine = cached_engine(database_url())
-        ensure_migrated(engine)
         result: dict[str, Any] = {"db_start_seconds": round(time.perf_counter() - start, 2),
                                   "workers": args.workers or min(8, 2 * (os.cpu_count() or 1)),
                                   "cpus": os.cpu_count()}
-        try:
-            if args.ravdess.is_dir():
-                result["ravdess"] = _run_twice(engine, "ravdess", args.ravdess.resolve(),
-                                               args.workers)
-            else:
-                result["ravdess"] = {"skipped": f"{args.ravdess} not found"}
-            synth = Path(tmp) / "synthetic"
-            start = time.perf_counter()
-            write_tiny_wavs(synth, args.n_synthetic)
-            write_seconds = time.perf_counter() - start
-            # A different corpus label would be wrong here: the names are RAVDESS names, and
-            # clips are unique per (corpus, sha256), so the real RAVDESS rows do not interfere.
-            result["synthetic"] = {"write_seconds": round(write_seconds, 2),
-                                   "clip_seconds": 0.1,
-                                   **_run_twice(engine, "ravdess", synth, args.workers)}
-        finally:
-            engine.dispose()
-            stop_embedded(get_settings().embedded_pgdata)
+        if args.ravdess.is_dir():
+            result["ravdess"] = _run_twice(engine, "ravdess", args.ravdess.resolve(),
+                                           args.workers)
+        else:
+            result["ravdess"] = {"skipped": f"{args.ravdess} not found"}
+        synth = tmp / "synthetic"
+        start = time.perf_counter()
+        write_tiny_wavs(synth, args.n_synthetic)
+        write_seconds = time.perf_counter() - start
+        # A different corpus label would be wrong here: the names are RAVDESS names, and
+        # clips are unique per (corpus, sha256), so the real RAVDESS rows do not interfere.
+        result["synthetic"] = {"write_seconds": round(write_seconds, 2),
+                               "clip_seconds": 0.1,
+                               **_run_twice(engine, "ravdess", synth, args.workers)}
     print(json.dumps(result, indent=2))
 
 

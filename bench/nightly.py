@@ -9,7 +9,7 @@
 4. Score them end to end into PostgreSQL in a fresh process (``etl.runs.batch.score_batch``: 2
    worker processes, no Prefect) and report the real-time factor (call seconds per wall second;
    a stereo call's two channels count once), peak memory of that process and its children
-   (summed RSS and summed PSS, sampled by a separate monitor process; the PostgreSQL server is
+   (summed RSS and summed PSS, sampled by bench/memory.py; the PostgreSQL server is
    not included), and segment-level UAR against the
    ground-truth timeline (each scored segment takes the emotion of the timeline utterance of its
    role it overlaps most; utterances whose emotion the scheme excludes are not counted).
@@ -32,7 +32,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,33 +40,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import MIB, TreeMonitor
+from bench.scratch import scratch_database
+
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 TRAIN_ACTORS = range(1, 17)
 HELD_OUT = range(17, 21)
 SCHEME = "callcentre4"
 DAY = dt.date(2024, 1, 15)
-
-MONITOR = r"""
-import os, sys, time, psutil
-root = psutil.Process(int(sys.argv[1])); me = os.getpid(); peak_rss = peak_pss = 0
-while True:
-    try:
-        procs = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        break
-    rss = pss = 0
-    for p in procs:
-        try:
-            if p.pid != me and not p.name().startswith("postgres"):
-                info = p.memory_full_info()
-                rss += info.rss
-                pss += info.pss
-        except psutil.Error:
-            pass
-    peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-    print(peak_rss, peak_pss, flush=True)
-    time.sleep(0.05)
-"""
 
 # Scoring runs in a fresh process, as `ser score` would: its memory is the scorer's alone.
 SCORE = r"""
@@ -100,17 +80,13 @@ def run_scoring(folder: Path, workers: int, env: dict[str, str],
                             env=env,
                             cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    monitor = subprocess.Popen([sys.executable, "-c", MONITOR, str(proc.pid)],
-                               stdout=subprocess.PIPE, text=True)
-    out, err = proc.communicate()
+    with TreeMonitor(proc.pid, pss=True) as memory:
+        out, err = proc.communicate()
     wall = time.perf_counter() - start
-    monitor.terminate()
-    samples, _ = monitor.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"scoring failed: {err[-2000:]}")
-    values = [line.split() for line in samples.splitlines() if line.strip()] or [["0", "0"]]
     return (json.loads(out.strip().splitlines()[-1]), wall,
-            max(int(v[0]) for v in values) / 2**20, max(int(v[1]) for v in values) / 2**20)
+            memory.peak_rss / MIB, memory.peak_pss / MIB)
 
 
 def stage_seconds(engine: Any, batch_id: int) -> dict[str, float]:
@@ -435,25 +411,8 @@ def main() -> None:
         sys.exit(f"RAVDESS folder not found: {args.ravdess}")
 
     result: dict[str, Any] = {"cpus": os.cpu_count(), "workers": args.workers}
-    with tempfile.TemporaryDirectory(prefix="ser-bench-nightly-") as tmp_name:
-        tmp = Path(tmp_name)
-        os.environ["SER_HOME"] = str(tmp / "home")
-        os.environ.pop("DATABASE_URL", None)
-        os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
-        from config import get_settings
-        from db.embedded import stop_embedded
-        from db.engine import cached_engine
-        from db.migrate import ensure_migrated
-        from flows.database import database_url
-
-        get_settings.cache_clear()
-        engine = cached_engine(database_url())
-        ensure_migrated(engine)
-        try:
-            run_bench(engine, args, tmp, result)
-        finally:
-            engine.dispose()
-            stop_embedded(get_settings().embedded_pgdata)
+    with scratch_database(None, prefix="ser-bench-nightly-") as (tmp, _env, engine):
+        run_bench(engine, args, tmp, result)
     print(json.dumps(result, indent=2))
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ PostgreSQL. The same folder is then scored as separate batches (one batch date e
 
 1. the local pool (``etl.runs.batch.score_batch``, ``--local-workers`` processes);
 2. on a ``LocalCluster`` of 1, then 2 worker processes (one thread each), or on the cluster at
-   ``--dask-address``, through ``etl.runs.cluster.score_claims_on_cluster``.
+   ``--dask-address``, through the same ``score_batch`` with ``dask_address`` (what
+   ``ser score --dask-address`` runs).
 
 A cluster stands for an existing engine: its workers are started and have imported the package
 before the clock starts (a night's run does not pay for starting the cluster). Every timed run
@@ -28,16 +29,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import TreeMonitor
 
 LOCAL_DAY = dt.date(2024, 2, 1)
 # imported by every worker before the clock starts (what a long-running worker has loaded)
@@ -57,30 +57,11 @@ def segments_per_call(engine: Any, batch_id: int) -> dict[str, int]:
 
 def score_on_cluster(engine: Any, folder: Path, *, day: dt.date, address: str,
                      model_ref: str = "production") -> dict[str, Any]:
-    """``score_batch``'s steps with the cluster in place of the local pool; its report."""
-    from db.engine import session_scope
-    from etl.runs.batch import DEFAULT_CONFIG
-    from etl.runs.claims import register_batch
-    from etl.runs.cluster import score_claims_on_cluster
-    from etl.runs.inbox import discover_calls
-    from etl.scoring.recording import batch_bandwidth, finalise_batch
-    from etl.training.registry import load_version, resolve_scoring_model
+    """``ser score --dask-address``'s run (``score_batch`` on the cluster); its report."""
+    from etl.runs.batch import score_batch
 
-    started = time.perf_counter()
-    entries = discover_calls(folder, config=DEFAULT_CONFIG)
-    with session_scope(engine) as session:
-        version = resolve_scoring_model(
-            session, model_ref, bandwidth=batch_bandwidth(e.path for e in entries if not e.error))
-        batch_id = register_batch(session, source_path=str(folder), batch_date=day,
-                                  model_version_id=version.id, entries=entries,
-                                  options={**DEFAULT_CONFIG.options(), "model_ref": model_ref})
-        model = load_version(session, version)
-    stats = score_claims_on_cluster(engine, batch_id=batch_id, model=model, address=address,
-                                    config=DEFAULT_CONFIG, path=folder)
-    with session_scope(engine) as session:
-        report = finalise_batch(session, batch_id=batch_id,
-                                wall_seconds=time.perf_counter() - started)
-    return {**report.as_dict(), "workers_used": len(stats)}
+    return score_batch(engine, folder, batch_date=day, model_ref=model_ref,
+                       dask_address=address).as_dict()
 
 
 def _figures(report: dict[str, Any]) -> dict[str, Any]:
@@ -114,46 +95,6 @@ def _own_cpu() -> float:
     return time.process_time()
 
 
-@contextmanager
-def tree_cpu() -> Iterator[list[float]]:
-    """CPU seconds used by this process and every descendant while the body runs (the local
-    pool's workers are children of a forkserver, so ``RUSAGE_CHILDREN`` misses them); sampled
-    every 50 ms, so a process that ends loses at most its last 50 ms. Yields ``[seconds]``."""
-    import psutil
-
-    def cpu(proc: psutil.Process) -> float:
-        times = proc.cpu_times()
-        return float(times.user + times.system)
-
-    me = psutil.Process()
-    last: dict[int, float] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        for child in me.children(recursive=True):
-            try:
-                last[child.pid] = cpu(child)
-            except psutil.Error:
-                pass
-
-    def loop() -> None:
-        while not stop.wait(0.05):
-            sample()
-
-    sample()
-    before, own = dict(last), cpu(me)
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    out = [0.0]
-    try:
-        yield out
-    finally:
-        stop.set()
-        thread.join()
-        sample()
-        out[0] = cpu(me) - own + sum(v - before.get(pid, 0.0) for pid, v in last.items())
-
-
 def cluster_run(engine: Any, folder: Path, *, address: str, day: dt.date, model_ref: str,
                 reference: dict[str, int]) -> dict[str, Any]:
     """One timed run on the cluster at ``address`` (workers prepared first); its figures."""
@@ -162,8 +103,7 @@ def cluster_run(engine: Any, folder: Path, *, address: str, day: dt.date, model_
     report = score_on_cluster(engine, folder, day=day, address=address, model_ref=model_ref)
     own = _own_cpu() - own_before
     workers = _workers_cpu(address) - workers_before
-    return {"workers": n, **_figures(report), "workers_used": report["workers_used"],
-            "worker_cpu_seconds": round(workers, 2),
+    return {"workers": n, **_figures(report), "worker_cpu_seconds": round(workers, 2),
             # with a LocalCluster this includes the scheduler (it runs in this process)
             "client_cpu_seconds": round(own, 2),
             "same_segments_as_local": segments_per_call(engine, report["batch_id"]) == reference}
@@ -225,10 +165,11 @@ def dask_figures(engine: Any, folder: Path, *, address: str | None = None,
     """
     from etl.runs.batch import score_batch
 
-    with tree_cpu() as spent:
+    # the local pool's workers are children of a forkserver: RUSAGE_CHILDREN misses them
+    with TreeMonitor() as tree:
         local = score_batch(engine, folder, batch_date=LOCAL_DAY, workers=local_workers,
                             model_ref=model_ref).as_dict()
-    local_cpu = spent[0]
+    local_cpu = tree.cpu_seconds
     reference = segments_per_call(engine, local["batch_id"])
     out: dict[str, Any] = {
         "calls": local["n_calls"], "cpus": os.cpu_count(),

@@ -1,9 +1,10 @@
-"""A scratch ``SER_HOME`` for benchmarks that drive the ``ser`` CLI, and the CLI itself.
+"""A scratch ``SER_HOME`` for benchmarks, its database, and the ``ser`` CLI.
 
 ``scratch_home`` points this process and the CLI subprocesses at an embedded PostgreSQL in a
 temporary folder (or ``keep``, reused by a later run), with no ``DATABASE_URL`` and no
 escalation rules of the user's; on the way out it stops the background Prefect server that
-``ser train`` leaves running and the embedded server.
+``ser train`` or ``ser ingest`` leaves running and the embedded server. ``scratch_database``
+adds this process's engine on that server, migrated to head.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,3 +57,22 @@ def scratch_home(keep: Path | None, *, prefix: str,
             subprocess.run([sys.executable, "-m", "ser", "prefect", "stop"], env=env,
                            cwd=str(ROOT), capture_output=True, check=False)
             stop_embedded(get_settings().embedded_pgdata)
+
+
+@contextmanager
+def scratch_database(keep: Path | None, *, prefix: str,
+                     extra_env: Mapping[str, str] | None = None,
+                     ) -> Iterator[tuple[Path, dict[str, str], Engine]]:
+    """``scratch_home`` and an engine on its embedded PostgreSQL, migrated to head (as every
+    ``ser`` command finds it); the engine is disposed before the server stops."""
+    with scratch_home(keep, prefix=prefix, extra_env=extra_env) as (tmp, env):
+        from db.engine import cached_engine
+        from db.migrate import ensure_migrated
+        from flows.database import database_url
+
+        engine = cached_engine(database_url())
+        try:
+            ensure_migrated(engine)
+            yield tmp, env, engine
+        finally:
+            engine.dispose()
