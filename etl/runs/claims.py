@@ -14,6 +14,17 @@ Rejected entries (``etl.runs.inbox.CallEntry.error``) are registered as failed c
 path is whatever a ``calls.csv`` said and must not be opened. A rerun whose discovery accepts
 the entry (the operator fixed the row) turns it back into a pending call.
 
+Analysts cannot take the scorer's locks from it. PostgreSQL advisory locks have no privileges:
+any login of the database (an analyst too) may take any key, and ``pg_locks`` shows everyone
+the keys in use. So a lock counts only when the session holding it belongs to a role that may
+write ``calls`` (:data:`SCORER_HOLDER`), which analyst logins never are: a key an analyst holds
+never makes a dead worker's claims look alive, a lease simply picks another random key, and a
+host's turn held by an analyst is stepped over to the next key of the turn's chain
+(:class:`HostTurn`), so two scorer runs still exclude each other and neither waits for her.
+Advisory locks were kept over row locks on a private table because a row lock needs a
+transaction held open for the whole run, whose transaction id would hold back vacuum in the
+whole database for as long as the night runs.
+
 Nothing here commits: the caller owns the transactions (one per claim, one per result).
 """
 
@@ -95,11 +106,33 @@ class LeaseLostError(RuntimeError):
 
 # Second advisory-lock namespace: a host's turn at a batch (see HostTurn).
 TURN_NAMESPACE = (LOCK_NAMESPACE + 1) & 0x7FFF_FFFF
+# How many keys a turn's chain has: an analyst holding all of them only makes runs of the host
+# proceed side by side (the claims still split the work), never wait.
+TURN_CHAIN = 8
+
+# SQL: whether the session with process id ``l.pid`` belongs to a role that may write calls (the
+# scorer's); analyst logins may read analytics views only, so their locks never count.
+SCORER_HOLDER = ("EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.pid "
+                 "AND has_table_privilege(a.usesysid, 'public.calls', 'UPDATE'))")
+
+# Who holds the advisory lock (:ns, :k) in this database: (scorer sessions, other sessions).
+_HOLDERS_SQL = text(f"""
+SELECT count(*) FILTER (WHERE {SCORER_HOLDER}) AS scorer,
+       count(*) FILTER (WHERE NOT {SCORER_HOLDER}) AS other,
+       string_agg(CASE WHEN NOT {SCORER_HOLDER} THEN
+                  coalesce(pg_get_userbyid(a.usesysid), '?') || ' (pid ' || l.pid || ')' END,
+                  ', ') AS others
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = :ns
+  AND l.objid::bigint = :k AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+""")
 
 
-def turn_key(host: str, batch_id: int) -> int:
-    """A stable 31-bit key for (host, batch)."""
-    digest = hashlib.sha256(f"{host}\0{batch_id}".encode()).digest()
+def turn_key(host: str, batch_id: int, link: int = 0) -> int:
+    """A stable 31-bit key for (host, batch), ``link`` of its chain (0 first)."""
+    salt = f"\0{link}" if link else ""
+    digest = hashlib.sha256(f"{host}\0{batch_id}{salt}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
@@ -122,33 +155,62 @@ class HostTurn:
     finished, everything it had not scored when it died (the lock is released with its
     connection, like a lease). Runs on other hosts take their own turn and share the work
     through the claims.
+
+    The turn is the first key of a chain of :data:`TURN_CHAIN` keys that no analyst session
+    holds: a run waits only for a key a scorer holds, and steps over one held by anybody
+    else (logged with the holder's name). :attr:`bypassed` lists those holders; when every key
+    is held by others the run goes on without a turn (:attr:`key` is None).
     """
 
     def __init__(self, engine: Engine, *, batch_id: int, host: str | None = None,
                  poll_s: float = 0.25) -> None:
         self._engine = engine
-        self.key = turn_key(host or socket.gethostname(), batch_id)
+        host = host or socket.gethostname()
+        self.chain = [turn_key(host, batch_id, link) for link in range(TURN_CHAIN)]
+        self.key: int | None = self.chain[0]
         self.poll_s = poll_s
         self.waited_s = 0.0
+        self.bypassed: list[str] = []
         self._conn: Connection | None = None
+
+    def _take(self, conn: Connection) -> int | None | bool:
+        """One walk down the chain: the key taken, None (every key held by others) or False
+        (a scorer holds the turn: wait)."""
+        for key in self.chain:
+            params = {"ns": TURN_NAMESPACE, "k": key}
+            if conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k)"), params).scalar_one():
+                return key
+            holders = conn.execute(_HOLDERS_SQL, params).one()
+            if holders.scorer or not holders.other:  # a run of ours, or just released
+                return False
+            if holders.others not in self.bypassed:
+                log.warning("batch turn key %d is held by %s, not a scorer: stepped over",
+                            key, holders.others)
+                self.bypassed.append(holders.others)
+        return None
 
     def __enter__(self) -> Self:
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         started = time.monotonic()
         try:
             # polled rather than blocking in pg_advisory_lock, so Ctrl-C stops a waiting run
-            while not conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k)"),
-                                   {"ns": TURN_NAMESPACE, "k": self.key}).scalar_one():
+            while (taken := self._take(conn)) is False:
                 time.sleep(self.poll_s)
         except BaseException:
             conn.close()
             raise
         self.waited_s = time.monotonic() - started
-        self._conn = conn
+        self.key = taken if isinstance(taken, int) else None
+        if self.key is None:
+            log.warning("every batch turn key is held by sessions that are not scorers (%s): "
+                        "scoring without a turn", "; ".join(self.bypassed))
+            conn.close()
+        else:
+            self._conn = conn
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._conn is not None:
+        if self._conn is not None and self.key is not None:
             _unlock_and_close(self._conn, namespace=TURN_NAMESPACE, key=self.key)
             self._conn = None
 
@@ -212,12 +274,14 @@ class Lease:
         self.release()
 
 
-# Keys of the leases live right now in this database (granted advisory locks in our namespace).
+# Keys of the leases live right now in this database: granted advisory locks in our namespace
+# held by scorer sessions (a key an analyst takes must not keep a dead worker's claims).
 _LIVE_KEYS = f"""
 SELECT l.objid::bigint AS k FROM pg_locks l
 WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = {LOCK_NAMESPACE}
   AND l.objsubid = 2
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND {SCORER_HOLDER}
 """
 
 # A claimed call is free when its owner's lease is not live; claims without a key (written

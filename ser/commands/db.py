@@ -11,9 +11,20 @@ import re
 from urllib.parse import unquote
 
 import typer
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from db.analysts import (
+    ANALYST_ROLE,
+    LIMIT_NAMES,
+    PolicyReport,
+    analyst_limits,
+    effective_limits,
+    enforce_analyst_policy,
+    login_members,
+    run_built,
+    set_limits,
+)
 from db.embedded import psql_url
 from db.engine import cached_engine, session_scope
 from db.migrate import current_revision, downgrade, head_revision, upgrade
@@ -88,8 +99,6 @@ analyst_app = typer.Typer(help="Analyst logins (members of the read-only role se
                           no_args_is_help=True)
 db_app.add_typer(analyst_app, name="analyst")
 
-ANALYST_ROLE = "ser_analyst"
-LIMIT_NAMES = ("statement_timeout", "idle_in_transaction_session_timeout", "temp_file_limit")
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SCRAM_ITERATIONS = 4096
 
@@ -107,40 +116,17 @@ def scram_sha256(password: str, *, salt: bytes | None = None,
             f"{b64(hashlib.sha256(client_key).digest()).decode()}:{b64(server_key).decode()}")
 
 
-def analyst_limits(conn: Connection) -> dict[str, str]:
-    """The limits set on ser_analyst in this database (the values new logins get)."""
-    rows = conn.execute(text(
-        "SELECT unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = "
-        "s.setrole WHERE r.rolname = :r AND s.setdatabase = (SELECT oid FROM pg_database "
-        "WHERE datname = current_database())"), {"r": ANALYST_ROLE}).scalars()
-    pairs = (row.split("=", 1) for row in rows)
-    return {k: v for k, v in pairs if k in LIMIT_NAMES}
-
-
-def _set_limits(conn: Connection, role: str, limits: dict[str, str]) -> None:
-    database = conn.execute(text("SELECT current_database()")).scalar_one()
-    for name, value in limits.items():
-        if name not in LIMIT_NAMES:
-            raise ValueError(f"unknown limit {name!r}")
-        # the role and database quoted as identifiers, the value as a literal, by the server
-        sql = conn.execute(text(f"SELECT format('ALTER ROLE %I IN DATABASE %I SET {name} = %L', "
-                                ":role, :db, :value)"),
-                           {"role": role, "db": database, "value": value}).scalar_one()
-        _run_built(conn, sql)
-
-
-def _run_built(conn: Connection, sql: str) -> None:
-    """Run a statement the server built with format(): as it is, with no bind parsing (a
-    SCRAM verifier contains ':' and '$')."""
-    with conn.connection.cursor() as cursor:
-        cursor.execute(sql)
-
-
-def _login_members(conn: Connection) -> list[str]:
-    return list(conn.execute(text(
-        "SELECT m.rolname FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid "
-        "JOIN pg_roles m ON m.oid = am.member WHERE g.rolname = :r AND m.rolcanlogin "
-        "AND NOT m.rolsuper ORDER BY 1"), {"r": ANALYST_ROLE}).scalars())
+def _policy_lines(report: PolicyReport) -> list[str]:
+    """What enforcing the analyst policy changed or could not do, one line each."""
+    lines = []
+    if report.restored:
+        lines.append("restored limits that logins had changed on themselves: "
+                     + ", ".join(report.restored))
+    if report.temp_revoked:
+        lines.append("analysts may no longer create temporary tables in this database "
+                     "(TEMPORARY revoked from PUBLIC)")
+    lines += [f"warning: could not {skip}" for skip in report.skipped]
+    return lines
 
 
 @analyst_app.command("add")
@@ -167,12 +153,15 @@ def analyst_add_cmd(
         if exists is not None and exists.rolsuper:
             fail(f"{name} is a superuser; analyst logins must not be")
         verb = "ALTER" if exists is not None else "CREATE"
-        _run_built(conn, conn.execute(text(
+        run_built(conn, conn.execute(text(
             f"SELECT format('{verb} ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
             "PASSWORD %L', :n, :p)"), {"n": name, "p": scram_sha256(password)}).scalar_one())
         conn.execute(text(f'GRANT {ANALYST_ROLE} TO "{name}"'))
         limits = analyst_limits(conn)
-        _set_limits(conn, name, limits)
+        set_limits(conn, name, limits)
+        policy = enforce_analyst_policy(conn)
+    for line in _policy_lines(policy):
+        typer.echo(line, err=line.startswith("warning"))
     url = make_url_for(engine.url.render_as_string(hide_password=False), name)
     typer.echo(f"analyst login {name} {'updated' if exists is not None else 'created'} "
                f"(member of {ANALYST_ROLE}; "
@@ -195,22 +184,34 @@ def analyst_limits_cmd(
     temp_file_limit: str | None = typer.Option(
         None, help="Temporary file space per session, e.g. 2GB (-1 = none; needs a superuser)."),
 ) -> None:
-    """Show, or set, the session limits of ser_analyst and every analyst login (this database)."""
+    """Show, or set, the session limits of ser_analyst and every analyst login (this database).
+
+    Shows what each login's next session gets (a login that changed its own limits with ALTER
+    ROLE is put back to ser_analyst's values first).
+    """
     wanted = {k: v for k, v in zip(LIMIT_NAMES, (statement_timeout, idle_timeout,
                                                  temp_file_limit), strict=True) if v is not None}
     engine = open_database()
     try:
         with engine.begin() as conn:
-            members = _login_members(conn)
+            members = login_members(conn)
             if wanted:
                 for role in (ANALYST_ROLE, *members):
-                    _set_limits(conn, role, wanted)
+                    set_limits(conn, role, wanted)
+            policy = enforce_analyst_policy(conn)
             limits = analyst_limits(conn)
+            effective = effective_limits(conn, members)
     except Exception as exc:  # noqa: BLE001 - a bad value or privilege is the user's to fix
         fail(str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+    for line in _policy_lines(policy):
+        typer.echo(line, err=line.startswith("warning"))
     typer.echo(", ".join(f"{k}={limits.get(k, 'unset')}" for k in LIMIT_NAMES)
                + f" for {ANALYST_ROLE} and {len(members)} login(s)"
                + (f": {', '.join(members)}" if members else ""))
+    for member in members:
+        differs = {k: v for k, v in effective[member].items() if v != limits.get(k, v)}
+        if differs:
+            typer.echo(f"{member} gets " + ", ".join(f"{k}={v}" for k, v in differs.items()))
 
 
 def register(app: typer.Typer) -> None:
