@@ -364,3 +364,78 @@ def test_call_report_marks_quarters_interruptions_and_silences(
     db_session.execute(text("UPDATE call_summaries SET interruptions_by_agent = NULL WHERE "
                             "call_id = :c"), {"c": other})
     assert "--recompute-summaries" in build.call_report(db_session, other, tmp_path).read_text()
+
+
+def _escalated_call(session: Session, ids: list[int]) -> int:
+    return int(session.execute(text(
+        "SELECT call_id FROM call_summaries WHERE escalated AND call_id = ANY(:i) "
+        "ORDER BY longest_negative_streak_s DESC LIMIT 1"), {"i": ids}).scalar_one())
+
+
+def test_call_report_plays_the_recording_from_the_flagged_stretches(
+        world: dict[str, object], db_session: Session, tmp_path: Path) -> None:
+    """An <audio> element on the call's own file, one media fragment per flagged stretch
+    starting at the escalation window, the customer's channel named, no JavaScript."""
+    import numpy as np
+    import soundfile as sf
+
+    from reports.contexts.escalation import escalation_window
+
+    ids = world["batch"].call_ids  # type: ignore[attr-defined]
+    esc_id = _escalated_call(db_session, ids)
+    wav = tmp_path / "audio" / "call one.wav"
+    wav.parent.mkdir()
+    sf.write(wav, np.zeros((8000 * 400, 2), dtype=np.float32), 8000)
+    db_session.execute(text("UPDATE calls SET path = :p, channel_roles = '{\"0\": \"agent\", "
+                            "\"1\": \"customer\"}' WHERE id = :i"), {"p": str(wav), "i": esc_id})
+    html = build.call_report(db_session, esc_id, tmp_path / "out").read_text()
+    _assert_self_contained(html)
+    src = wav.as_uri()
+    assert "%20" in src and f'<audio controls preload="metadata" src="{src}">' in html
+    call = queries.call_detail(db_session, esc_id)
+    segs = queries.call_segments(db_session, esc_id, int(call["model_version_id"]))
+    negative = queries.negative_classes(db_session, call["label_scheme"])
+    window = escalation_window(call, segs, negative, call.get("batch_options"))
+    assert window is not None
+    first = f"#t={window[0]:.1f},{window[1]:.1f}"
+    fragments = re.findall(r'<a class="stretch" href="([^"]+)"', html)
+    assert fragments and fragments[0] == src + first
+    assert all(re.fullmatch(re.escape(src) + r"#t=\d+\.\d,\d+\.\d", f) for f in fragments)
+    assert f'<audio controls preload="none" src="{src}{first}">' in html
+    assert "The customer is on the right channel (1); the agent on the left channel (0)" in html
+    assert "not reachable" not in html and "data:audio" not in html  # excerpts are opt-in
+    # a report that travels: the flagged stretch rides along as a short WAV
+    html = build.call_report(db_session, esc_id, tmp_path / "out",
+                             embed_excerpt=True).read_text()
+    excerpt = re.search(r'<audio class="excerpt" controls preload="none" '
+                        r'src="data:audio/wav;base64,([A-Za-z0-9+/=]+)"', html)
+    assert excerpt is not None
+    import base64
+    import io
+
+    audio, sr = sf.read(io.BytesIO(base64.b64decode(excerpt.group(1))))
+    assert sr == 8000 and audio.shape[1] == 2
+    assert len(audio) == pytest.approx(8000 * min(window[1] - window[0], 30.0), abs=8000 * 0.2)
+
+
+def test_call_report_says_plainly_when_the_recording_is_unreachable(
+        world: dict[str, object], db_session: Session, tmp_path: Path) -> None:
+    ids = world["batch"].call_ids  # type: ignore[attr-defined]
+    esc_id = _escalated_call(db_session, ids)
+    html = build.call_report(db_session, esc_id, tmp_path, embed_excerpt=True).read_text()
+    path = db_session.execute(text("SELECT path FROM calls WHERE id = :i"),
+                              {"i": esc_id}).scalar_one()
+    assert "Recording not reachable" in html and path in html
+    assert "data:audio" not in html
+
+
+def test_batch_report_links_every_escalation_to_its_call_report(
+        world: dict[str, object], db_session: Session, tmp_path: Path) -> None:
+    html = build.batch_report(db_session, DAY, tmp_path).read_text()
+    ids = world["batch"].call_ids  # type: ignore[attr-defined]
+    escalated = db_session.execute(text(
+        "SELECT call_id FROM call_summaries WHERE escalated AND call_id = ANY(:i)"),
+        {"i": ids}).scalars().all()
+    links = set(re.findall(r'<a class="call-report" href="calls/call-(\d+)\.html"', html))
+    assert links == {str(i) for i in escalated} and escalated
+    assert all((tmp_path / "calls" / f"call-{i}.html").exists() for i in escalated)

@@ -11,9 +11,11 @@ from typing import Any
 
 import pandas as pd
 from markupsafe import Markup
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from etl.corpora.demographics import AGE_BAND_LABELS, age_band
+from etl.reviews import site_summary
 from reports import charts, queries
 from reports.common import extra, finite, model_file
 from reports.render import fmt_pct
@@ -41,6 +43,14 @@ class TrainingData:
     demo_charts: list[dict[str, Any]]
 
 
+def _training_point(session: Session, model_version_id: int) -> dict[str, Any] | None:
+    """The escalation estimate stored at training time (generated calls of training speakers)."""
+    point = session.execute(text(
+        "SELECT params -> 'calibration' -> 'operating_point' FROM model_versions WHERE id = :m"),
+        {"m": model_version_id}).scalar_one_or_none()
+    return point if isinstance(point, dict) else None
+
+
 def model_context(session: Session, model_version_id: int) -> dict[str, Any]:
     """Everything the model report shows, as template-ready values."""
     ov = queries.model_overview(session, model_version_id)
@@ -58,6 +68,8 @@ def model_context(session: Session, model_version_id: int) -> dict[str, Any]:
                   if prod_id is not None and prod_id != model_version_id else None)
     diag = metrics[metrics["metric"] == "diagnostic_random_split_uar"]["value"]
     return {
+        "site": site_summary(session, model_version_id),
+        "training_point": _training_point(session, model_version_id),
         "kind": "model",
         "random_split_uar": finite(diag.iloc[0]) if len(diag) else None,
         "title": f"Model {ov['name']} v{ov['version']}",

@@ -268,6 +268,7 @@ def show_cmd(
 ) -> None:
     """Provenance and evaluation of one model version."""
     from db.engine import session_scope
+    from etl.reviews import site_summary
     from etl.training.registry import ModelNotFoundError, describe_version
 
     with session_scope(open_database()) as session:
@@ -275,6 +276,7 @@ def show_cmd(
             info = describe_version(session, ref)
         except ModelNotFoundError as exc:
             fail(str(exc))
+        info["site"] = site_summary(session, int(info["id"]))
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -297,6 +299,14 @@ def show_cmd(
         typer.echo(f"{'top features':>22}: " + ", ".join(f"{k} ({v:+.3f})" for k, v in
                                                       info["top_features"].items()))
     typer.echo(f"{'best params':>22}: {json.dumps(info['params'].get('best_params', {}))}")
+    _print_site(info["site"])
+
+
+def _print_site(site: dict[str, Any]) -> None:
+    """The escalation point in use and what the site's reviews measured of it."""
+    from ser.commands.review import _print_site as print_site
+
+    print_site(site)
 
 
 @models_app.command("promote")
