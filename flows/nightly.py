@@ -28,8 +28,11 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import Completed, Failed, State
 
 from config import get_settings
+from db.analysts import enforce_analyst_policy
 from db.engine import cached_engine
 from etl.runs.batch import is_connection_error, score_batch
+from etl.runs.claims import first_line
+from etl.runs.inbox import confined_inbox
 from etl.scoring.escalation import load_rules
 from etl.scoring.recording import ScoringConfig
 from flows.database import database_url
@@ -77,6 +80,15 @@ def score_batch_task(
                          skip_done_elsewhere=skip_done_elsewhere, strict=strict,
                          allowed_roots=allowed_roots, dask_address=dask_address)
     return report.as_dict()
+
+
+@task(name="analyst-limits", cache_policy=NONE)
+def analyst_limits_task(url: str) -> list[str]:
+    """Put back analyst limits their logins lifted on themselves (docs/operations.md); what was
+    restored or could not be done, one item each."""
+    with cached_engine(url).begin() as conn:
+        report = enforce_analyst_policy(conn)
+    return report.restored + [f"could not {skip}" for skip in report.skipped]
 
 
 def outcome(report: dict[str, Any]) -> State[Any]:
@@ -129,24 +141,32 @@ def nightly_flow(
     inbox: str | None = None,
     model_ref: str = "production",
     workers: int | None = None,
-    rules: str | None = None,
-    dask_address: str | None = None,
 ) -> State[Any]:
     """Score what arrived in the inbox since the last run, as today's batch (on the Dask
-    cluster at ``dask_address`` or ``SER_DASK_ADDRESS`` when set).
+    cluster at ``SER_DASK_ADDRESS`` when set).
+
+    A run's parameters come from whoever may create flow runs, so only the service's own
+    settings choose what is read: ``inbox`` must be the configured inbox (``SER_INBOX``) or a
+    folder inside it, ``workers`` can only lower ``SER_WORKERS``, and the rules (``SER_RULES``)
+    and the Dask scheduler are not parameters. Analysts' limits are put back first.
 
     Ends ``Failed`` if any call failed (``Completed`` otherwise); the report dict is the result
     either way (``flow(..., return_state=True).result(raise_on_failure=False)``).
     """
     settings = get_settings()
-    folder = Path(inbox).expanduser() if inbox else settings.inbox_path
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = confined_inbox(inbox, configured=settings.inbox_path)
+    url = database_url()
+    try:
+        for line in analyst_limits_task(url):
+            print(f"analyst limits: {line}")
+    except Exception as exc:  # noqa: BLE001 - the night is scored even if this role may not
+        print(f"analyst limits not checked: {first_line(exc)}")
     report = score_batch_task(
-        database_url(), str(folder.resolve()), batch_date=dt.date.today(), model_ref=model_ref,
-        workers=workers or settings.workers,
-        config=scoring_config(rules, settle_s=settings.inbox_settle_s),
+        url, str(folder), batch_date=dt.date.today(), model_ref=model_ref,
+        workers=min(workers or settings.workers, settings.workers),
+        config=scoring_config(None, settle_s=settings.inbox_settle_s),
         allowed_roots=settings.batch_root_paths, skip_done_elsewhere=True,
-        dask_address=dask_address or settings.dask_address)
+        dask_address=settings.dask_address)
     _publish(report)
     print(f"nightly batch {report['batch_id']}: {report['n_scored']} scored, "
           f"{report['n_failed']} failed, {report['n_escalations']} escalations")

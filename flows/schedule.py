@@ -15,17 +15,16 @@ def deployment_options(
     cron: str | None = None,
     inbox: str | None = None,
     model_ref: str = "production",
-    workers: int | None = None,
-    rules: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments shared by ``nightly_flow.serve`` and ``nightly_flow.to_deployment``."""
+    """Keyword arguments shared by ``nightly_flow.serve`` and ``nightly_flow.to_deployment``.
+
+    Whatever a caller passes, a run scores only the inbox of the serving process's settings
+    (``SER_INBOX``) or a folder inside it (:func:`flows.nightly.nightly_flow`); ``ser serve``
+    puts its options into that process's environment.
+    """
     settings = get_settings()
     parameters: dict[str, Any] = {"inbox": str(Path(inbox).expanduser().resolve()) if inbox
                                   else str(settings.inbox_path), "model_ref": model_ref}
-    if workers:
-        parameters["workers"] = workers
-    if rules:
-        parameters["rules"] = rules
     return {"name": name, "cron": cron or settings.nightly_cron, "parameters": parameters,
             "description": "Score new call recordings in the inbox with the production model.",
             "tags": ["ser", "nightly"]}

@@ -5,14 +5,21 @@ which costs 7-15 s per command on two cores. Instead, the first command that nee
 ``prefect server start`` in the background (bound to 127.0.0.1, state under
 ``$SER_HOME/prefect``) and later commands connect to it in about a second. ``PREFECT_API_URL``
 set by the user always wins; ``SER_PREFECT_SERVER=ephemeral`` restores Prefect's own behaviour.
+
+127.0.0.1 is reachable by every local user, and the API can create flow runs, so the server
+requires Prefect's basic authentication (``PREFECT_SERVER_API_AUTH_STRING``): the credentials are
+generated once into ``$SER_HOME/prefect/api-auth`` (mode 0600, readable by the owner only) and
+handed to our own clients as ``PREFECT_API_AUTH_STRING``. Only the health check stays open.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -45,6 +52,48 @@ class ServerInfo:
 
 def _state_file(home: Path) -> Path:
     return home / "server.json"
+
+
+AUTH_USER = "ser"
+
+
+def auth_file(home: Path) -> Path:
+    return home / "api-auth"
+
+
+def auth_string(home: Path) -> str:
+    """The background server's ``user:password``, generated on first use (mode 0600)."""
+    path = auth_file(home)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    value = f"{AUTH_USER}:{secrets.token_urlsafe(32)}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another command wrote it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def auth_header(auth: str) -> dict[str, str]:
+    """The ``Authorization`` header Prefect's clients send for ``auth`` (``user:password``)."""
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+
+
+def _requires_auth(info: ServerInfo, timeout: float = 2.0) -> bool:
+    """Whether the server refuses an API call without credentials (one started before it
+    required them does not)."""
+    try:
+        with urllib.request.urlopen(f"{info.api_url}/admin/version", timeout=timeout):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except OSError:
+        return False
 
 
 def _healthy(info: ServerInfo, timeout: float = 1.0) -> bool:
@@ -103,15 +152,19 @@ def start_server(home: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> ServerI
     home.mkdir(parents=True, exist_ok=True)
     with _lock(home):
         info = running_server(home)
-        if info is not None:
+        if info is not None and _requires_auth(info):
             return info
+        if info is not None:  # open to every local user: replaced by one that is not
+            stop_server(home)
         port = _free_port()
         env = {**os.environ, "PREFECT_HOME": str(home),
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "PREFECT_SERVER_API_HOST": "127.0.0.1",
+               "PREFECT_SERVER_API_AUTH_STRING": auth_string(home),
                # The UI's own API address: Prefect's default (port 4200) is not this server.
                "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
         env.pop("PREFECT_API_URL", None)
+        env.pop("PREFECT_API_AUTH_STRING", None)
         log = (home / "server.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
@@ -218,22 +271,24 @@ class ServerHealth:
 
 
 def _api(api_url: str, path: str, body: dict[str, Any] | None = None,
-         timeout: float = 5.0) -> Any:
+         timeout: float = 5.0, auth: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         f"{api_url.rstrip('/')}/{path}", data=data, method="GET" if body is None else "POST",
-        headers={"content-type": "application/json"})
+        headers={"content-type": "application/json", **(auth_header(auth) if auth else {})})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read() or b"null")
 
 
-def check_server(api_url: str, *, source: str, log: Path | None = None) -> ServerHealth:
+def check_server(api_url: str, *, source: str, log: Path | None = None,
+                 auth: str | None = None) -> ServerHealth:
     """Health, version, deployments and scheduled runs of the server at ``api_url``.
 
     The count of scheduled runs is the scheduler's output: a deployment with an active schedule
     and no scheduled run means the scheduler is failing (its error is then in ``last_error``).
     The filter bodies send ``limit``/``sort`` as null, as Prefect's own CLI does: a server that
-    rejects them also breaks ``prefect flow-run ls`` and the UI.
+    rejects them also breaks ``prefect flow-run ls`` and the UI. ``auth``: the server's
+    ``user:password``, if it requires one.
     """
     problems: list[str] = []
     try:
@@ -243,11 +298,12 @@ def check_server(api_url: str, *, source: str, log: Path | None = None) -> Serve
                             last_error=last_server_error(log) if log else None)
     version = deployments = scheduled = None
     try:
-        version = str(_api(api_url, "admin/version"))
-        found = _api(api_url, "deployments/filter", {"limit": None, "sort": None, "offset": 0})
+        version = str(_api(api_url, "admin/version", auth=auth))
+        found = _api(api_url, "deployments/filter", {"limit": None, "sort": None, "offset": 0},
+                     auth=auth)
         deployments = len(found)
         scheduled = int(_api(api_url, "flow_runs/count", {
-            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}))
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, auth=auth))
         if any(d.get("schedules") and not d.get("paused") for d in found) and scheduled == 0:
             problems.append("deployments have active schedules but no run is scheduled "
                             "(the scheduler is failing; see last error)")

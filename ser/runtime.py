@@ -43,7 +43,7 @@ def quiet_prefect() -> None:
     background Prefect server under ``$SER_HOME/prefect`` that later commands reuse (see
     ``ser/prefect_server.py``); if it cannot start, Prefect's ephemeral mode is the fallback.
     """
-    from ser.prefect_server import PrefectServerError, start_server
+    from ser.prefect_server import PrefectServerError, auth_string, start_server
 
     settings = get_settings()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -61,6 +61,7 @@ def quiet_prefect() -> None:
         return
     try:
         os.environ["PREFECT_API_URL"] = start_server(home).api_url
+        os.environ["PREFECT_API_AUTH_STRING"] = auth_string(home)
     except PrefectServerError as exc:
         typer.secho(f"warning: {exc}; using Prefect's ephemeral mode", err=True,
                     fg=typer.colors.YELLOW)

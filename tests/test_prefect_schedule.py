@@ -10,6 +10,7 @@ rejected the ``null`` limits Prefect's clients send.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -28,7 +29,13 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from etl.synthetic.calls import ClipBank, generate_calls
-from ser.prefect_server import last_server_error, start_server, stop_server
+from ser.prefect_server import (
+    auth_header,
+    auth_string,
+    last_server_error,
+    start_server,
+    stop_server,
+)
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 
@@ -39,9 +46,10 @@ DEPLOYMENT = "nightly-test"
 FIRE_TIMEOUT_S = 300.0
 
 
-def _post(api_url: str, path: str, body: dict[str, Any]) -> Any:
+def _post(api_url: str, path: str, body: dict[str, Any], *, auth: str) -> Any:
     request = urllib.request.Request(f"{api_url}/{path}", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
+                                     headers={"content-type": "application/json",
+                                              **auth_header(auth)})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -87,7 +95,7 @@ def scheduled(engine: Engine, database_url: str,
             runs = _post(server.api_url, "flow_runs/filter", {
                 "deployments": {"name": {"any_": [DEPLOYMENT]}},
                 "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}},
-                "limit": None, "sort": None})
+                "limit": None, "sort": None}, auth=auth_string(prefect_home))
             if runs:
                 run = runs[0]
                 break
@@ -100,7 +108,8 @@ def scheduled(engine: Engine, database_url: str,
                                  output[-3000:])
         yield Scheduled(server.api_url, prefect_home, prefect_home / "server.log",
                         {**env, "PREFECT_API_URL": server.api_url, "PREFECT_HOME":
-                         str(prefect_home)}, run, engine, output)
+                         str(prefect_home), "PREFECT_API_AUTH_STRING": auth_string(prefect_home)},
+                        run, engine, output)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -183,6 +192,11 @@ def test_prefect_ui_runs_page_lists_the_runs(scheduled: Scheduled,
             for domain in ("Page", "Runtime"):
                 browser.call(f"{domain}.enable")
             ui = scheduled.api_url.removesuffix("/api")
+            # the UI keeps the server's credentials where its login page would put them
+            browser.call("Page.navigate", url=f"{ui}/")
+            token = base64.b64encode(auth_string(scheduled.home).encode()).decode()
+            browser.call("Runtime.evaluate",
+                         expression=f"localStorage.setItem('prefect-password', '{token}')")
             browser.call("Page.navigate", url=f"{ui}/runs")
             wanted = scheduled.run["name"]
             body = ""

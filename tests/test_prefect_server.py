@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ser.prefect_server import running_server, start_server, stop_server
+from ser.prefect_server import auth_string, running_server, start_server, stop_server
 
 
 def test_server_is_started_once_reused_and_stopped(tmp_path: Path) -> None:
@@ -29,6 +29,7 @@ def test_server_is_started_once_reused_and_stopped(tmp_path: Path) -> None:
             [sys.executable, "-c", flow], check=False, capture_output=True, text=True, timeout=120,
             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(home),
                  "PREFECT_API_URL": first.api_url, "PREFECT_LOGGING_LEVEL": "ERROR",
+                 "PREFECT_API_AUTH_STRING": auth_string(home),
                  "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"})
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout.strip().endswith("42")

@@ -418,6 +418,10 @@ def test_nightly_flow_runs_under_prefect(cli_env: dict[str, str], engine: Engine
     with session_scope(engine) as session:
         train_tiny_model(session, bank=bank)
     inbox = tmp_path / "inbox"
+    monkeypatch.setenv("SER_INBOX", str(inbox))  # a run may score only the configured inbox
+    from config import get_settings
+
+    get_settings.cache_clear()
     generate_calls(inbox / "today", n_calls=1, minutes=0.15, bank=bank, seed=41)
     (inbox / "today" / "zero.wav").write_bytes(b"")
     with prefect_test_harness(server_startup_timeout=120):

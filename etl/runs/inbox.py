@@ -225,6 +225,36 @@ def contained(path: Path, *, root: Path, allowed_roots: Sequence[Path] = ()) -> 
     return is_inside(resolved, (Path(root).resolve(), *allowed_roots))
 
 
+class InboxError(ValueError):
+    """A nightly run was asked to score a folder that is not the configured inbox."""
+
+
+def confined_inbox(requested: str | Path | None, *, configured: Path) -> Path:
+    """The folder a nightly run scores: ``configured`` (created if missing), or an existing
+    folder inside it that ``requested`` names.
+
+    A flow run's parameters come from whoever can reach the Prefect API, so they may not name
+    another folder to read or create: the inbox is the service's own setting (``SER_INBOX``).
+    """
+    inbox = Path(configured).expanduser().resolve()
+    if requested is None or str(requested) == "":
+        inbox.mkdir(parents=True, exist_ok=True)
+        return inbox
+    folder = Path(requested).expanduser()
+    if not folder.is_absolute():
+        raise InboxError(f"inbox {str(requested)!r} is not an absolute path; the nightly run "
+                         f"scores {inbox} (SER_INBOX)")
+    resolved = folder.resolve()
+    if resolved == inbox:
+        inbox.mkdir(parents=True, exist_ok=True)
+        return inbox
+    if not is_inside(resolved, (inbox,)) or not resolved.is_dir():
+        raise InboxError(f"inbox {str(requested)!r} is not the configured inbox {inbox} or a "
+                         "folder inside it; set SER_INBOX (or ser serve --inbox) for the "
+                         "service instead of a run parameter")
+    return resolved
+
+
 def _why_outside(raw: str) -> str:
     if os.path.isabs(raw) or raw.startswith("~"):
         return "the file column is an absolute path"

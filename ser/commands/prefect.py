@@ -8,7 +8,13 @@ import os
 import typer
 
 from config import get_settings
-from ser.prefect_server import check_server, running_server, start_server, stop_server
+from ser.prefect_server import (
+    auth_string,
+    check_server,
+    running_server,
+    start_server,
+    stop_server,
+)
 
 prefect_app = typer.Typer(help="The local Prefect server flows report to.", no_args_is_help=True)
 
@@ -24,7 +30,8 @@ def status_cmd(
     home = get_settings().prefect_home
     url = os.environ.get("PREFECT_API_URL")
     if url:
-        health = check_server(url, source="PREFECT_API_URL")
+        health = check_server(url, source="PREFECT_API_URL",
+                              auth=os.environ.get("PREFECT_API_AUTH_STRING"))
     else:
         info = running_server(home)
         if info is None:
@@ -35,7 +42,7 @@ def status_cmd(
                            "or: ser prefect start)")
             raise typer.Exit(1)
         health = check_server(info.api_url, source=f"background server (pid {info.pid})",
-                              log=home / "server.log")
+                              log=home / "server.log", auth=auth_string(home))
     ok = health.healthy and not health.problems
     if as_json:
         typer.echo(json.dumps({"running": True, "ok": ok, **health.as_dict()}, indent=2))
@@ -58,8 +65,11 @@ def status_cmd(
 @prefect_app.command("start")
 def start_cmd() -> None:
     """Start the local Prefect server now (commands otherwise start it on first use)."""
-    info = start_server(get_settings().prefect_home)
-    typer.echo(f"running: {info.api_url} (pid {info.pid})")
+    home = get_settings().prefect_home
+    info = start_server(home)
+    typer.echo(f"running: {info.api_url} (pid {info.pid}); it requires the credentials in "
+               f"{home / 'api-auth'}: export PREFECT_API_AUTH_STRING=\"$(cat {home / 'api-auth'})\" "
+               "for Prefect's own CLI, or type them into the UI")
 
 
 @prefect_app.command("stop")

@@ -49,11 +49,24 @@ def serve_cmd(
     from flows.schedule import serve
 
     folder.mkdir(parents=True, exist_ok=True)
+    _settings_for_runs(inbox=folder, workers=workers, rules=rules)
     typer.echo(f"serving {name}: {schedule} over {folder}")
     typer.echo(f"Prefect server: {api_url} ({source}); runs: prefect flow-run ls, or the UI at "
                f"{api_url.removesuffix('/api')}")
-    serve(name=name, cron=schedule, inbox=str(folder), model_ref=model, workers=workers,
-          rules=rules)
+    serve(name=name, cron=schedule, inbox=str(folder), model_ref=model)
+
+
+def _settings_for_runs(*, inbox: Path, workers: int | None, rules: str | None) -> None:
+    """Hand this command's options to the flow runs it executes through its environment (they
+    run in child processes that read the settings), never through run parameters a caller of
+    the Prefect API could change."""
+    os.environ["SER_INBOX"] = str(inbox)
+    if workers:
+        os.environ["SER_WORKERS"] = str(workers)
+    if rules:
+        os.environ["SER_RULES"] = rules
+        os.environ.pop("SER_ESCALATION_RULES", None)
+    get_settings.cache_clear()
 
 
 def _connect_prefect(settings: Settings) -> tuple[str, str]:
@@ -62,7 +75,7 @@ def _connect_prefect(settings: Settings) -> tuple[str, str]:
 
     Call it before Prefect is imported: its settings (the API URL) are fixed when it loads.
     """
-    from ser.prefect_server import PrefectServerError, serving_api
+    from ser.prefect_server import PrefectServerError, auth_string, serving_api
 
     open_database()
     try:
@@ -70,6 +83,8 @@ def _connect_prefect(settings: Settings) -> tuple[str, str]:
     except PrefectServerError as exc:
         fail(str(exc))
     os.environ["PREFECT_API_URL"] = api_url
+    if source != "PREFECT_API_URL":  # the background server wants its credentials
+        os.environ["PREFECT_API_AUTH_STRING"] = auth_string(settings.prefect_home)
     quiet_prefect()
     return api_url, source
 
