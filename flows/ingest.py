@@ -17,18 +17,18 @@ from prefect.cache_policies import NONE
 from tqdm import tqdm
 
 from db.engine import cached_engine, session_factory, session_scope
+from etl.corpora.cremad_demographics import load_demographics
+from etl.corpora.cremad_votes import load_votes
 from etl.corpora.ingest import (
     DEFAULT_CHUNK_SIZE,
-    IngestCounts,
     check_folder,
     finish_run,
     folder_candidates,
     iter_ingest_chunks,
-    load_demographics,
-    load_votes,
-    manifest_candidates,
     start_run,
 )
+from etl.corpora.ingest_run import IngestCounts
+from etl.corpora.manifest import manifest_candidates
 from etl.corpora.parsers import MANIFEST, check_corpus
 from flows.database import database_url
 

@@ -14,19 +14,18 @@ from sqlalchemy.orm import Session, SessionTransaction
 from typer.testing import CliRunner
 
 from db.models import Actor, Clip, IngestError, IngestRun, LabelVote
+from etl.corpora.cremad_demographics import load_demographics
+from etl.corpora.cremad_votes import load_votes
 from etl.corpora.ingest import (
-    IngestCounts,
-    IngestInputError,
     check_folder,
     finish_run,
     folder_candidates,
     ingest_folder,
     iter_ingest_chunks,
-    load_demographics,
-    load_manifest,
-    load_votes,
     start_run,
 )
+from etl.corpora.ingest_run import IngestCounts, IngestInputError
+from etl.corpora.manifest import load_manifest
 from etl.synthetic.corpora import (
     write_bad_files,
     write_clip,

@@ -1,4 +1,5 @@
-"""Actor demographics as the breakdowns group them: one definition of the age bands.
+"""Actor demographics as the breakdowns group them: one definition of the age bands, and of
+an age read from a CSV (manifests, CREMA-D's demographics).
 
 Model evaluation (``etl.training``), the synthetic history (``etl.synthetic.history``) and the
 model report group actors by these bands, so a band means the same range everywhere.
@@ -28,6 +29,25 @@ def age_band(age: float | None) -> str | None:
         if age >= lowest:
             label = band
     return label
+
+
+def parse_age(value: str) -> int | None:
+    """An age in years from a CSV cell; None when blank.
+
+    Raises
+    ------
+    ValueError
+        not a number, or outside 1-119.
+    """
+    if not value:
+        return None
+    try:
+        age = int(float(value))
+    except ValueError:
+        raise ValueError(f"age {value!r} is not a number") from None
+    if not 0 < age < 120:
+        raise ValueError(f"age {age} is out of range 1-119")
+    return age
 
 
 # Race values of CREMA-D's VideoDemographics.csv (the synthetic corpora draw from these).

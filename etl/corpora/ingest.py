@@ -1,6 +1,11 @@
-"""Corpus ingest: files -> clips (content-addressed), actors, crowd votes; problems -> ingest_errors.
+"""The ingest engine: audio files -> clips (content-addressed) and their actors; problems ->
+ingest_errors.
 
-Plain functions, no Prefect (``flows/ingest.py`` wires them). Design points:
+A corpus folder's files are labelled by their names (``ingest_folder``); a manifest CSV's rows
+(``etl.corpora.manifest``) are candidates of the same engine. CREMA-D's demographics and crowd
+votes have loaders of their own (``cremad_demographics``, ``cremad_votes``); every step reports
+in the terms of ``etl.corpora.ingest_run``. Plain functions, no Prefect (``flows/ingest.py``
+wires them). Design points:
 
 * **Identity is content.** A clip is ``(corpus, sha256)``. Re-ingesting the same folder adds
   nothing; a path whose bytes changed becomes a new row with ``version + 1`` and the previous
@@ -17,32 +22,27 @@ Plain functions, no Prefect (``flows/ingest.py`` wires them). Design points:
 
 from __future__ import annotations
 
-import csv
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, literal_column, select, text, update
+from sqlalchemy import func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from db.models import Actor, Clip, IngestError, IngestRun, LabelVote
+from db.models import Actor, Clip, IngestRun
 from etl.audio.decode import AUDIO_EXTENSIONS, AudioError, AudioInfo, read_info, sha256_file
+from etl.corpora.cremad_votes import apply_vote_confidence
+from etl.corpora.ingest_run import IngestCounts, IngestInputError, IngestProblem, record_problems
 from etl.corpora.parsers import (
-    CREMAD_EMOTIONS,
     FOLDER_CORPORA,
-    MANIFEST,
     ClipNameError,
     ParsedClip,
-    canonical_emotion,
     check_corpus,
     parse_clip_name,
-    parse_cremad_name,
-    sex_from_text,
 )
 
 DEFAULT_CHUNK_SIZE = 500
@@ -52,52 +52,6 @@ ProgressFn = Callable[[int], None]
 _DOC_SOURCE = {"ravdess": "filename:ravdess (odd actor male, even female)",
                "tess": "documentation:tess", "savee": "documentation:savee",
                "emodb": "documentation:emodb"}
-
-
-class IngestInputError(ValueError):
-    """The input as a whole is unusable (missing path, empty folder, CSV without its columns)."""
-
-
-@dataclass(frozen=True, slots=True)
-class IngestProblem:
-    """One file or CSV row that did not land, and why."""
-
-    path: str
-    reason: str
-    row_number: int | None = None
-
-
-@dataclass(slots=True)
-class IngestCounts:
-    """What one ingest step did.
-
-    ``added`` includes ``new_versions``; ``skipped`` includes ``duplicates`` (files whose bytes
-    equal another file's, which is reported in ``problems`` but is not a failure).
-    """
-
-    files_seen: int = 0
-    added: int = 0
-    new_versions: int = 0
-    skipped: int = 0
-    duplicates: int = 0
-    failed: int = 0
-    actors_added: int = 0
-    votes_added: int = 0
-    problems: list[IngestProblem] = field(default_factory=list)
-
-    def merge(self, other: IngestCounts) -> IngestCounts:
-        for name in ("files_seen", "added", "new_versions", "skipped", "duplicates", "failed",
-                     "actors_added", "votes_added"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.problems.extend(other.problems)
-        return self
-
-    def as_dict(self) -> dict[str, int]:
-        return {"files_seen": self.files_seen, "added": self.added,
-                "new_versions": self.new_versions, "skipped": self.skipped,
-                "duplicates": self.duplicates,
-                "failed": self.failed, "actors_added": self.actors_added,
-                "votes_added": self.votes_added}
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +284,7 @@ def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: st
     plan = _plan_chunk(scanned, state=state, corpus=corpus, run_id=run_id,
                        label_source=label_source)
     counts = plan.counts
-    _record_problems(session, run_id=run_id, problems=counts.problems)
+    record_problems(session, run_id=run_id, problems=counts.problems)
     if not plan.new_rows and not plan.superseded:
         return counts
     counts.actors_added = _ensure_actors(session, corpus=corpus, scanned=scanned, state=state)
@@ -352,7 +306,7 @@ def _write_chunk(session: Session, *, corpus: str, run_id: int, label_source: st
         counts.skipped += len(plan.new_rows) - len(inserted)
         counts.new_versions = min(counts.new_versions, counts.added)
         if inserted:
-            _apply_vote_confidence(session, corpus=corpus, clip_ids=[r.id for r in inserted])
+            apply_vote_confidence(session, corpus=corpus, clip_ids=[r.id for r in inserted])
     return counts
 
 
@@ -464,21 +418,6 @@ def _ensure_actors(session: Session, *, corpus: str, scanned: Sequence[_Scanned]
     return sum(1 for r in rows if r.inserted)
 
 
-def _apply_vote_confidence(session: Session, *, corpus: str,
-                           clip_ids: Sequence[int] | None = None) -> int:
-    """clips.label_confidence := share of raters who heard the clip's labelled emotion."""
-    where_ids = "AND c.id = ANY(:ids)" if clip_ids is not None else ""
-    result = session.execute(text(f"""
-        UPDATE clips AS c
-           SET label_confidence = (lv.votes ->> 'label_share')::float
-          FROM label_votes AS lv
-         WHERE lv.corpus = c.corpus AND lv.clip_name = c.clip_name
-           AND c.corpus = :corpus AND lv.votes ? 'label_share' {where_ids}
-           AND c.label_confidence IS DISTINCT FROM (lv.votes ->> 'label_share')::float
-    """), {"corpus": corpus, "ids": list(clip_ids or [])})
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
 # --------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------
@@ -501,7 +440,7 @@ def ingest_folder(
     IngestInputError
         ``root`` is missing, empty, or holds no audio files.
     ValueError
-        unknown corpus (or ``manifest``: use :func:`load_manifest`).
+        unknown corpus (or ``manifest``: use ``etl.corpora.manifest.load_manifest``).
     """
     corpus = check_corpus(corpus)
     if corpus not in FOLDER_CORPORA:
@@ -510,271 +449,3 @@ def ingest_folder(
     return ingest_candidates(session, corpus=corpus, candidates=candidates, run_id=run_id,
                              label_source=f"filename:{corpus}", progress=progress,
                              chunk_size=chunk_size, workers=workers)
-
-
-def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, fields) rows; IngestInputError for a missing/empty file."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise IngestInputError(f"CSV file does not exist: {csv_path}")
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header:
-            raise IngestInputError(f"CSV file is empty: {csv_path}")
-        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    return [h.strip() for h in header], rows
-
-
-_MANIFEST_COLUMNS = {"path": ("path", "file", "filename"), "emotion": ("emotion", "label"),
-                     "speaker": ("speaker", "actor", "speaker_id")}
-_MANIFEST_OPTIONAL = ("sex", "age", "intensity", "statement")
-
-
-def manifest_candidates(manifest: Path) -> list[Candidate]:
-    """Rows of a manifest CSV as candidates; paths are relative to the manifest's folder.
-
-    Required columns: ``path``, ``emotion``, ``speaker``; optional ``sex``, ``age``,
-    ``intensity``, ``statement``; any other column is kept in ``clips.extra``.
-    """
-    header, rows = _read_csv(manifest)
-    lower = [h.lower() for h in header]
-    index: dict[str, int] = {}
-    for key, names in _MANIFEST_COLUMNS.items():
-        found = next((lower.index(n) for n in names if n in lower), None)
-        if found is None:
-            raise IngestInputError(
-                f"manifest {manifest} has no {key!r} column; it needs path, emotion, speaker "
-                f"(found: {', '.join(header)})")
-        index[key] = found
-    for key in _MANIFEST_OPTIONAL:
-        if key in lower:
-            index[key] = lower.index(key)
-    extra_cols = [(i, h) for i, h in enumerate(header) if i not in index.values() and h]
-    base = Path(manifest).resolve().parent
-    out: list[Candidate] = []
-    for line, row in rows:
-        raw_path = row[index["path"]].strip() if index["path"] < len(row) else ""
-        where = base / raw_path if raw_path else Path(manifest)
-        if len(row) != len(header):
-            out.append(Candidate(where, None, f"expected {len(header)} fields, got {len(row)}",
-                                 line))
-            continue
-        value = {k: row[i].strip() for k, i in index.items()}
-        try:
-            if not raw_path:
-                raise ValueError("empty path")
-            if not value["speaker"]:
-                raise ValueError("empty speaker")
-            emotion = canonical_emotion(value["emotion"])
-            sex = sex_from_text(value.get("sex", ""))
-            age = _parse_age(value.get("age", ""))
-        except ValueError as exc:
-            out.append(Candidate(where, None, str(exc), line))
-            continue
-        if not where.is_file():
-            out.append(Candidate(where, None, "file not found", line))
-            continue
-        clip = ParsedClip(
-            actor_code=value["speaker"][:64], emotion=emotion, emotion_code=value["emotion"][:16],
-            intensity=value.get("intensity") or None, statement=value.get("statement") or None,
-            sex=sex, age=age, extra={h: row[i] for i, h in extra_cols},
-        )
-        out.append(Candidate(where, clip, None, line))
-    return out
-
-
-def _parse_age(value: str) -> int | None:
-    if not value:
-        return None
-    try:
-        age = int(float(value))
-    except ValueError:
-        raise ValueError(f"age {value!r} is not a number") from None
-    if not 0 < age < 120:
-        raise ValueError(f"age {age} is out of range 1-119")
-    return age
-
-
-def load_manifest(
-    session: Session,
-    *,
-    manifest: Path,
-    run_id: int,
-    progress: ProgressFn | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    workers: int | None = None,
-) -> IngestCounts:
-    """Ingest the recordings a manifest CSV lists (corpus ``manifest``, label_source manifest)."""
-    candidates = manifest_candidates(Path(manifest))
-    if not candidates:
-        raise IngestInputError(f"manifest {manifest} has no rows")
-    return ingest_candidates(session, corpus=MANIFEST, candidates=candidates, run_id=run_id,
-                             label_source="manifest", progress=progress,
-                             chunk_size=chunk_size, workers=workers)
-
-
-# --------------------------------------------------------------------------------------------
-# CREMA-D demographics and crowd votes
-# --------------------------------------------------------------------------------------------
-
-_DEMOGRAPHIC_COLUMNS = ("ActorID", "Age", "Sex", "Race", "Ethnicity")
-
-
-def load_demographics(
-    session: Session,
-    *,
-    csv_path: Path,
-    run_id: int,
-    corpus: str = "crema-d",
-) -> IngestCounts:
-    """Upsert actors from a CREMA-D ``VideoDemographics.csv`` (ActorID, Age, Sex, Race, Ethnicity).
-
-    Malformed rows (wrong field count, non-numeric id or age, unknown sex, duplicate id) go to
-    ingest_errors with their line number; the rest land. Existing actors are updated.
-    """
-    header, rows = _read_csv(csv_path)
-    missing = [c for c in _DEMOGRAPHIC_COLUMNS if c not in header]
-    if missing:
-        raise IngestInputError(
-            f"demographics file {csv_path} lacks column(s) {', '.join(missing)}; expected "
-            f"{', '.join(_DEMOGRAPHIC_COLUMNS)}")
-    col = {c: header.index(c) for c in _DEMOGRAPHIC_COLUMNS}
-    counts = IngestCounts(files_seen=len(rows))
-    actors: dict[str, dict[str, Any]] = {}
-    source = f"demographics:{Path(csv_path).name}"
-    for line, row in rows:
-        try:
-            if len(row) != len(header):
-                raise ValueError(f"expected {len(header)} fields, got {len(row)}")
-            actor = row[col["ActorID"]].strip()
-            if not re.fullmatch(r"\d{1,8}", actor):
-                raise ValueError(f"ActorID {actor!r} is not a number")
-            if actor in actors:
-                raise ValueError(f"duplicate ActorID {actor}; the first row is kept")
-            age = _parse_age(row[col["Age"]].strip())
-            sex = sex_from_text(row[col["Sex"]])
-        except ValueError as exc:
-            counts.problems.append(IngestProblem(str(csv_path), str(exc), line))
-            continue
-        actors[actor] = {
-            "corpus": corpus, "actor_code": actor, "age": age, "sex": sex,
-            "race": row[col["Race"]].strip()[:64] or None,
-            "ethnicity": row[col["Ethnicity"]].strip()[:64] or None,
-            "demographics_source": source,
-        }
-    counts.failed = len(counts.problems)
-    _record_problems(session, run_id=run_id, problems=counts.problems)
-    if actors:
-        stmt = pg_insert(Actor).values(list(actors.values()))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["corpus", "actor_code"],
-            set_={c: stmt.excluded[c] for c in ("age", "sex", "race", "ethnicity",
-                                                "demographics_source")},
-        ).returning(literal_column("(xmax = 0)").label("inserted"))
-        inserted = session.execute(stmt).scalars().all()
-        counts.actors_added = sum(1 for flag in inserted if flag)
-        counts.added = counts.actors_added
-        counts.skipped = len(inserted) - counts.actors_added
-    return counts
-
-
-def _record_problems(session: Session, *, run_id: int, problems: Sequence[IngestProblem]) -> None:
-    if problems:
-        session.execute(pg_insert(IngestError), [
-            {"run_id": run_id, "path": p.path, "row_number": p.row_number, "reason": p.reason}
-            for p in problems])
-
-
-# tabulatedVotes.csv letters -> canonical emotion; the row id's first digit is the query type.
-_VOTE_LETTERS = {code[0]: emotion for code, emotion in CREMAD_EMOTIONS.items()}
-_QUERY_TYPES = {"1": "voice", "2": "face", "3": "multimodal"}
-_VOTE_COLUMNS = ("fileName", "numResponses", "agreement", "emoVote")
-
-
-def load_votes(
-    session: Session,
-    *,
-    csv_path: Path,
-    run_id: int,
-    corpus: str = "crema-d",
-) -> IngestCounts:
-    """Load CREMA-D crowd ratings (``tabulatedVotes.csv``) into ``label_votes``.
-
-    The file has one row per clip and rating mode (ids 1xxxxx voice-only, 2xxxxx face-only,
-    3xxxxx audio-visual). Voice-only ratings are the primary ones (this product hears audio);
-    all modes are kept in ``votes``. ``clips.label_confidence`` of existing clips is set to the
-    share of voice raters who chose the clip's labelled emotion (clips ingested later get it
-    at insert time).
-    """
-    header, rows = _read_csv(csv_path)
-    missing = [c for c in _VOTE_COLUMNS if c not in header]
-    if missing:
-        raise IngestInputError(f"votes file {csv_path} lacks column(s) {', '.join(missing)}")
-    counts = IngestCounts(files_seen=len(rows))
-    per_clip = _votes_per_clip(header, rows, csv_path=csv_path, problems=counts.problems)
-    records = _vote_records(per_clip, corpus=corpus)
-    counts.failed = len(counts.problems)
-    _record_problems(session, run_id=run_id, problems=counts.problems)
-    if records:
-        stmt = pg_insert(LabelVote)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["corpus", "clip_name"],
-            set_={c: stmt.excluded[c] for c in ("num_responses", "agreement", "vote_emotion",
-                                                "votes")},
-        ).returning(literal_column("(xmax = 0)").label("inserted"))
-        flags = session.execute(stmt, records).scalars().all()
-        counts.votes_added = sum(1 for flag in flags if flag)
-        counts.added = counts.votes_added
-        counts.skipped = len(flags) - counts.votes_added
-    _apply_vote_confidence(session, corpus=corpus)
-    return counts
-
-
-def _votes_per_clip(header: list[str], rows: Sequence[tuple[int, list[str]]], *,
-                    csv_path: Path, problems: list[IngestProblem]) -> dict[str, dict[str, Any]]:
-    """``{clip name: {"label": emotion, mode: ratings, ...}}`` from the rows of a votes file;
-    a malformed row is appended to ``problems`` (with its line) instead."""
-    col = {h: i for i, h in enumerate(header)}
-    per_clip: dict[str, dict[str, Any]] = {}
-    for line, row in rows:
-        try:
-            if len(row) != len(header):
-                raise ValueError(f"expected {len(header)} fields, got {len(row)}")
-            name = row[col["fileName"]].strip()
-            try:
-                label = parse_cremad_name(name).emotion
-            except ClipNameError as exc:
-                raise ValueError(f"{name!r}: {exc}") from None
-            mode = _QUERY_TYPES.get(row[0].strip()[:1], "voice") if len(row[0]) == 6 else "voice"
-            n = int(row[col["numResponses"]])
-            agreement = float(row[col["agreement"]])
-            tallies = {emo: int(float(row[col[letter]])) for letter, emo in _VOTE_LETTERS.items()
-                       if letter in col}
-        except ValueError as exc:
-            problems.append(IngestProblem(str(csv_path), str(exc), line))
-            continue
-        vote = ":".join(_VOTE_LETTERS.get(v, v) for v in row[col["emoVote"]].split(":"))
-        per_clip.setdefault(name, {"label": label})[mode] = {
-            "num_responses": n, "agreement": agreement, "vote": vote, "counts": tallies,
-            "label_share": (tallies.get(label, 0) / n) if n and tallies else None,
-        }
-    return per_clip
-
-
-def _vote_records(per_clip: dict[str, dict[str, Any]], *, corpus: str) -> list[dict[str, Any]]:
-    """``label_votes`` rows: the primary mode's ratings (voice, else audio-visual, else face),
-    every mode kept in ``votes``."""
-    records: list[dict[str, Any]] = []
-    for name, modes in per_clip.items():
-        primary = next((modes[m] for m in ("voice", "multimodal", "face") if m in modes), None)
-        if primary is None:
-            continue
-        votes: dict[str, Any] = dict(modes)
-        if primary["label_share"] is not None:
-            votes["label_share"] = primary["label_share"]
-        records.append({"corpus": corpus, "clip_name": name,
-                        "num_responses": primary["num_responses"],
-                        "agreement": primary["agreement"],
-                        "vote_emotion": primary["vote"][:32], "votes": votes})
-    return records

@@ -38,10 +38,8 @@ def ingest_cmd(
 
     Re-running adds nothing; a changed file becomes a new version; bad files go to ingest_errors.
     """
-    from etl.corpora.ingest import (  # heavy (pandas, audio): only for this command
-        DEFAULT_CHUNK_SIZE,
-        IngestInputError,
-    )
+    from etl.corpora.ingest import DEFAULT_CHUNK_SIZE  # heavy (audio): only for this command
+    from etl.corpora.ingest_run import IngestInputError
 
     try:
         corpus = check_corpus(corpus)
@@ -78,7 +76,8 @@ def ingest_cmd(
 def _check_inputs(corpus: str, path: Path | None, demographics: Path | None,
                   votes: Path | None) -> None:
     """Fail fast (exit 2, one line) before starting Prefect or the database."""
-    from etl.corpora.ingest import IngestInputError, check_folder
+    from etl.corpora.ingest import check_folder
+    from etl.corpora.ingest_run import IngestInputError
 
     if (demographics or votes) and corpus != "crema-d":
         fail("--demographics/--votes read CREMA-D files; use them with corpus crema-d "
