@@ -7,7 +7,7 @@ Steps (each a task or an existing flow run as a subflow)::
     features  the default set (richvoice) / telephony, so the model hears what calls sound like
               (flows.features.features_flow); training adds the phone-line copies it needs
     train     speaker-independent CV, register, promote to production   (etl.training.train, etl.training.registry)
-    calls     a few nights of synthetic stereo calls                    (etl.synthetic.calls)
+    calls     a few nights of synthetic stereo calls                    (etl.runs.demo_calls)
     score     each night as its own batch                               (flows.nightly.score_batch_flow)
     reports   model, batch and call reports plus the index              (reports.build)
 
@@ -19,12 +19,9 @@ already trained on exactly this training set, and scoring skips calls already sc
 from __future__ import annotations
 
 import datetime as dt
-import json
-import multiprocessing as mp
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +35,8 @@ from config import get_settings
 from db.engine import cached_engine, session_scope
 from db.models import ModelVersion, RegisteredModel
 from etl.features.specs import DEFAULT_SET
+from etl.runs.demo_calls import CallNight, generate_nights
 from etl.runs.features import FeatureRunConfig
-from etl.synthetic.calls import ClipBank, generate_calls
 from etl.synthetic.demo import DEMOGRAPHICS_FILE, DemoCorpusConfig, write_cremad_corpus
 from etl.training.registry import promote_if_better
 from etl.training.train import (
@@ -62,7 +59,6 @@ from reports.build import build_all
 DEMO_MODEL = "ser-demo"
 # Fixed dates keep reruns idempotent (a batch is keyed by folder, date and model version).
 LAST_NIGHT = dt.date(2024, 1, 17)
-NIGHT_MARKER = ".demo-calls.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,43 +141,13 @@ def train_task(url: str, n_folds: int, seed: int) -> dict[str, Any]:
             "label_scheme": scheme, "promotion": decision.message}
 
 
-def _generate_night(folder: str, n_calls: int, minutes: float, actors: tuple[int, ...],
-                    seed: int, start: dt.date) -> int:
-    """One night of calls (runs in a worker process); skipped when already written."""
-    out = Path(folder)
-    fingerprint = _night_fingerprint(n_calls, minutes, actors, seed)
-    if _night_done(out, fingerprint):
-        return 0
-    bank = ClipBank.synthetic(actors=actors, per_emotion=2)
-    generate_calls(out, n_calls=n_calls, minutes=minutes, bank=bank, seed=seed, start_date=start)
-    (out / NIGHT_MARKER).write_text(json.dumps(fingerprint))
-    return n_calls
-
-
-def _night_fingerprint(n_calls: int, minutes: float, actors: tuple[int, ...],
-                       seed: int) -> dict[str, Any]:
-    return {"n_calls": n_calls, "minutes": minutes, "actors": list(actors), "seed": seed}
-
-
-def _night_done(folder: Path, fingerprint: dict[str, Any]) -> bool:
-    marker = folder / NIGHT_MARKER
-    return marker.exists() and json.loads(marker.read_text()) == fingerprint
-
-
 @task(name="demo-calls", cache_policy=NONE)
 def calls_task(nights: list[tuple[str, int, int]], minutes: float, actors: tuple[int, ...],
                workers: int) -> int:
-    """Generate each night's folder; nights run in parallel processes (CPU-bound synthesis)."""
-    jobs = [(folder, n, minutes, actors, seed, _night_date(folder))
-            for folder, n, seed in nights
-            if not _night_done(Path(folder), _night_fingerprint(n, minutes, actors, seed))]
-    if not jobs:  # a rerun: every night is on disk already
-        return 0
-    if workers <= 1 or len(jobs) <= 1:
-        return sum(_generate_night(*job) for job in jobs)
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                             mp_context=mp.get_context("forkserver")) as pool:
-        return sum(pool.map(_generate_night, *zip(*jobs, strict=True)))
+    """Generate each night's folder (etl.runs.demo_calls: nights in parallel processes)."""
+    return generate_nights([CallNight(Path(folder), n, seed, _night_date(folder))
+                            for folder, n, seed in nights],
+                           minutes=minutes, actors=actors, workers=workers)
 
 
 @task(name="demo-reports", cache_policy=NONE)

@@ -125,3 +125,27 @@ def test_demo_runs_end_to_end_and_is_idempotent(clean_db: str, tmp_path: Path) -
     assert [(r["n_scored"], r["n_failed"]) for r in second["score"]] == [
         (r["n_scored"], r["n_failed"]) for r in first["score"]]
     assert second["reports"] == first["reports"]
+
+
+def test_nights_written_by_parallel_processes_equal_those_written_in_process(
+        tmp_path: Path) -> None:
+    """The demo's nights (etl.runs.demo_calls): a pool of processes writes the same calls as
+    this process does, and a rerun with the same parameters writes none."""
+    import datetime as dt
+
+    from etl.runs.demo_calls import CallNight, generate_nights
+
+    def nights(root: Path) -> list[CallNight]:
+        return [CallNight(root / f"night-{k}", 1, 70 + k, dt.date(2024, 1, 16 + k))
+                for k in range(2)]
+
+    def written(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    kwargs: dict[str, Any] = {"minutes": 0.1, "actors": (31, 32)}
+    assert generate_nights(nights(tmp_path / "pool"), workers=2, **kwargs) == 2
+    assert generate_nights(nights(tmp_path / "here"), workers=1, **kwargs) == 2
+    assert written(tmp_path / "pool") == written(tmp_path / "here")
+    assert any(name.endswith(".wav") for name in written(tmp_path / "pool"))
+    assert generate_nights(nights(tmp_path / "pool"), workers=2, **kwargs) == 0
