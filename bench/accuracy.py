@@ -127,7 +127,8 @@ def evaluate(args: argparse.Namespace, env: dict[str, str]) -> None:
     every model."""
     pipeline_seconds = run_pipeline(args.data, env)
 
-    from etl.training.train import folds_hash, make_folds, single_threaded_blas
+    from etl.training.fitting import single_threaded_blas
+    from etl.training.folds import folds_hash, make_folds
 
     rich, seed = _datasets()
     folds = make_folds(rich.y, rich.groups, n_folds=5, seed=args.seed)
@@ -154,7 +155,7 @@ def _datasets() -> tuple[Any, Any]:
     from db.engine import cached_engine, session_scope
     from etl.features.extraction import feature_spec
     from etl.features.store import ensure_feature_set
-    from etl.training.train import load_dataset
+    from etl.training.dataset import load_dataset
     from flows.database import database_url
 
     with session_scope(cached_engine(database_url())) as session:
@@ -184,7 +185,8 @@ def _project_rows(rich: Any, folds: np.ndarray, args: argparse.Namespace) -> lis
     ``cross_validate`` (the code ``ser train`` runs)."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from etl.training.train import TrainConfig, cross_validate
+    from etl.training.config import TrainConfig
+    from etl.training.fitting import cross_validate
 
     no_search = set(args.no_search_for.split(",")) if args.no_search_for else set()
     rows = []

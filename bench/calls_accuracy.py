@@ -471,7 +471,8 @@ def train_in_process(engine: Any, scheme: str, options: dict[str, Any]) -> int:
     ``options`` through etl.training.train; its model version id."""
     from sqlalchemy.orm import Session
 
-    from etl.training.train import TrainConfig, train_model
+    from etl.training.config import TrainConfig
+    from etl.training.train import train_model
 
     with Session(engine) as session, session.begin():
         result = train_model(session, TrainConfig(label_scheme=scheme, channel="telephony",

@@ -115,7 +115,8 @@ def link_actors(src: Path, dst: Path, actors: range | list[int]) -> int:
 def train_unnormalised(engine: Any) -> str:
     """The same model without per-speaker normalisation (registered, not promoted)."""
     from db.engine import session_scope
-    from etl.training.train import TrainConfig, train_model
+    from etl.training.config import TrainConfig
+    from etl.training.train import train_model
 
     with session_scope(engine) as session:
         result = train_model(session, TrainConfig(
@@ -132,8 +133,9 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int,
 
     feature_set = feature_set or DEFAULT_SET
     from etl.runs.features import FeatureRunConfig, run_features
+    from etl.training.config import TrainConfig
     from etl.training.registry import set_alias
-    from etl.training.train import TrainConfig, train_model
+    from etl.training.train import train_model
 
     out: dict[str, Any] = {}
     corpus = tmp / "ravdess-train"

@@ -79,8 +79,9 @@ def _featurise(job: tuple[int, str, bool]) -> dict[str, Any]:
 
 
 def _fit(X: np.ndarray, y: np.ndarray, actors: np.ndarray, keys: np.ndarray) -> Any:
+    from etl.training.config import DEFAULT_SEED
+    from etl.training.fitting import fit_estimator, prepare_features
     from etl.training.models import DEFAULT_ALGORITHM, get_algorithm
-    from etl.training.train import DEFAULT_SEED, fit_estimator, prepare_features
 
     Xp = prepare_features(X, keys, speaker_normalisation=True)
     estimator, chosen = fit_estimator(get_algorithm(DEFAULT_ALGORITHM), Xp, y, actors,
@@ -104,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from etl.features.specs import feature_spec
-    from etl.training.train import single_threaded_blas
+    from etl.training.fitting import single_threaded_blas
 
     started = time.perf_counter()
     files, actors, emotions, held = _clips(args.root)

@@ -38,18 +38,18 @@ from etl.features.specs import DEFAULT_SET
 from etl.runs.demo_calls import CallNight, generate_nights
 from etl.runs.features import FeatureRunConfig
 from etl.synthetic.demo import DEMOGRAPHICS_FILE, DemoCorpusConfig, write_cremad_corpus
-from etl.training.registry import promote_if_better
-from etl.training.train import (
-    TrainConfig,
+from etl.training.config import TrainConfig
+from etl.training.dataset import (
     attach_augmented,
     augmented_feature_set,
     choose_label_scheme,
     compute_missing_augmented,
     load_dataset,
     resolve_feature_set,
-    train_model,
     training_set_hash,
 )
+from etl.training.registry import promote_if_better
+from etl.training.train import train_model
 from flows.database import database_url
 from flows.features import features_flow
 from flows.ingest import ingest_flow

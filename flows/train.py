@@ -21,6 +21,7 @@ from prefect.cache_policies import NONE
 
 from db.engine import cached_engine, session_scope
 from etl.features.specs import DEFAULT_SET, has_phone_copies
+from etl.training.config import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig
 from etl.training.models import DEFAULT_ALGORITHM
 from etl.training.registry import (
     DEFAULT_ALIAS,
@@ -29,7 +30,7 @@ from etl.training.registry import (
     promote_if_better,
     set_alias,
 )
-from etl.training.train import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig, train_model
+from etl.training.train import train_model
 from flows.database import database_url
 
 

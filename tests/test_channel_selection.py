@@ -13,6 +13,10 @@ from etl.features.extraction import FeatureSpec, extract, feature_spec
 from etl.synthetic.calls import ClipBank
 from etl.synthetic.history import make_corpus, make_feature_set, make_model_version
 from etl.training.calibration import apply_calibration, fit_calibration
+from etl.training.config import TrainConfig
+from etl.training.dataset import AugmentedRows, Dataset
+from etl.training.fitting import cross_validate
+from etl.training.folds import make_folds
 from etl.training.registry import (
     ModelChannelError,
     ModelNotFoundError,
@@ -20,7 +24,6 @@ from etl.training.registry import (
     resolve_scoring_model,
     set_alias,
 )
-from etl.training.train import AugmentedRows, Dataset, TrainConfig, cross_validate, make_folds
 from tests.utils.nightly import train_tiny_model
 
 

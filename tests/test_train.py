@@ -19,24 +19,14 @@ from typer.testing import CliRunner
 from db.engine import session_scope
 from db.models import ModelMetric, ModelVersion
 from etl.features.voice import EMBEDDING_DIM
-from etl.training.fitting import prepare_features
+from etl.training.config import CALL_SPEAKER_PRIOR_ROWS, TrainConfig
+from etl.training.cv_calibration import calibration_record, pseudo_call_rescorer
+from etl.training.dataset import Dataset, TrainingDataError, choose_label_scheme, load_dataset
+from etl.training.fitting import CVResult, cross_validate, prepare_features
+from etl.training.folds import folds_hash, make_folds
 from etl.training.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
 from etl.training.registry import load_model
-from etl.training.train import (
-    CALL_SPEAKER_PRIOR_ROWS,
-    CVResult,
-    Dataset,
-    TrainConfig,
-    TrainingDataError,
-    calibration_record,
-    choose_label_scheme,
-    cross_validate,
-    folds_hash,
-    load_dataset,
-    make_folds,
-    pseudo_call_rescorer,
-    train_model,
-)
+from etl.training.train import train_model
 from tests.conftest import truncate_all
 from tests.utils.train_data import TrainData, populate
 

@@ -22,8 +22,8 @@ Pipeline (``train_model``):
 The steps live in modules by concern: ``config`` (:class:`TrainConfig`), ``dataset`` (1, the
 phone-line copies), ``folds`` (2), ``fitting`` (3 and the final fit), ``evaluation`` (4),
 ``cv_calibration`` (calibration and the escalation operating point on out-of-fold
-probabilities). This module runs them in order and registers the result; it also re-exports
-the names callers import from ``etl.training.train``.
+probabilities). This module runs them in order and registers the result; callers import each
+step's names from its own module (or from ``etl.training``).
 
 Phone-robust training (``TrainConfig.augment``, the ``ser train`` default): every clip also
 brings its phone-line copies (feature set ``rich+phone``, `etl.audio.phone_line`; computed here when
@@ -47,41 +47,26 @@ from sklearn.base import BaseEstimator
 from sqlalchemy.orm import Session
 
 from etl.training.artifacts import dump_bundle, from_estimator
-from etl.training.config import CALL_SPEAKER_PRIOR_ROWS, DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig
-from etl.training.cv_calibration import (
-    calibration_record,
-    calibration_rows,
-    calls_operating_point,
-    pseudo_call_rescorer,
-)
+from etl.training.config import TrainConfig
+from etl.training.cv_calibration import calibration_record, calls_operating_point
 from etl.training.dataset import (
-    AugmentedRows,
     Dataset,
     Stacked,
-    TrainingDataError,
     attach_augmented,
     augmented_feature_set,
-    check_dataset,
     choose_label_scheme,
     compute_missing_augmented,
     load_dataset,
     resolve_feature_set,
-    scheme_mapping,
     stack_rows,
     training_set_hash,
 )
-from etl.training.evaluation import (
-    evaluation_metrics,
-    metric_rows_for,
-    permutation_importance_cv,
-    phone_metric_rows,
-)
+from etl.training.evaluation import evaluation_metrics, permutation_importance_cv, phone_metric_rows
 from etl.training.fitting import (
     INNER_FOLDS,
     CVResult,
     cross_validate,
     fit_estimator,
-    fold_population,
     jsonable,
     prepare_features,
     random_split_diagnostic,
@@ -93,17 +78,7 @@ from etl.training.models import Algorithm, get_algorithm
 from etl.training.normalise import speaker_population
 from etl.training.registry import register_model_version
 
-__all__ = [
-    "CALL_SPEAKER_PRIOR_ROWS", "DEFAULT_FOLDS", "DEFAULT_SEED", "AugmentedRows", "CVResult",
-    "Dataset", "Preflight", "Stacked", "TrainConfig", "TrainResult", "TrainingDataError",
-    "attach_augmented", "augmented_feature_set", "calibration_record", "calibration_rows",
-    "calls_operating_point", "check_dataset", "choose_label_scheme", "compute_missing_augmented",
-    "cross_validate", "default_model_name", "evaluation_metrics", "fit_estimator",
-    "fold_population", "folds_hash", "load_dataset", "make_folds", "metric_rows_for",
-    "permutation_importance_cv", "phone_metric_rows", "preflight", "prepare_features",
-    "pseudo_call_rescorer", "random_split_diagnostic", "resolve_feature_set", "scheme_mapping",
-    "single_threaded_blas", "stack_rows", "train_model", "training_set_hash",
-]
+__all__ = ["Preflight", "TrainResult", "default_model_name", "preflight", "train_model"]
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from ser.runtime import (
 )
 
 if TYPE_CHECKING:
-    from etl.training.train import Preflight, TrainConfig
+    from etl.training.config import TrainConfig
+    from etl.training.train import Preflight
 
 models_app = typer.Typer(help="Registered models: list, show, promote.", no_args_is_help=True)
 
@@ -123,8 +124,8 @@ def _train_config(*, labels: str | None, model: str | None, feature_set: str, ch
     """The options as a ``TrainConfig``; exits (code 2, one line) on an unknown model family or
     channel. Phone-line copies and call-based operating points are for telephony only."""
     from etl.features.specs import has_phone_copies
+    from etl.training.config import TrainConfig
     from etl.training.models import DEFAULT_ALGORITHM, get_algorithm
-    from etl.training.train import TrainConfig
 
     family = model or DEFAULT_ALGORITHM
     try:
@@ -147,7 +148,8 @@ def _preflight(engine: Engine, config: TrainConfig) -> Preflight:
     not. Rolled back: it may create the feature_sets row."""
     from sqlalchemy.orm import Session
 
-    from etl.training.train import TrainingDataError, preflight
+    from etl.training.dataset import TrainingDataError
+    from etl.training.train import preflight
 
     with Session(engine) as session, session.begin():
         try:
@@ -162,7 +164,7 @@ def _preflight(engine: Engine, config: TrainConfig) -> Preflight:
 def _run_train_flow(config: TrainConfig, *, label_scheme: str, name: str | None, promote: bool,
                     alias: str) -> dict[str, Any]:
     """Run flows/train.py with ``config``; its result dict (registered version, metrics)."""
-    from etl.training.train import TrainingDataError
+    from etl.training.dataset import TrainingDataError
 
     quiet_prefect()
     from flows.train import train_flow  # Prefect import is slow; keep `ser --help` fast
