@@ -153,7 +153,7 @@ def evaluate(args: argparse.Namespace, env: dict[str, str]) -> None:
 def _datasets() -> tuple[Any, Any]:
     """The emotion8 datasets ``(rich, seed180)`` of the scratch database, on the same clips."""
     from db.engine import cached_engine, session_scope
-    from etl.features.extraction import feature_spec
+    from etl.features.specs import feature_spec
     from etl.features.store import ensure_feature_set
     from etl.training.dataset import load_dataset
     from flows.database import database_url

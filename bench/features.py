@@ -180,7 +180,8 @@ def segments_speed(files: list[Path], *, minutes: float = 10.0, seed: int = 0) -
     (the nightly scorer's default). Also the worst case: 4 s windows over the whole channel.
     """
     from etl.audio.decode import load_audio
-    from etl.features.extraction import extract_segments, feature_spec
+    from etl.features.extraction import extract_segments
+    from etl.features.specs import feature_spec
 
     rng = np.random.default_rng(seed)
     spec = feature_spec("rich", "telephony")
@@ -487,7 +488,7 @@ def _project_row(name: str, runs: list[dict[str, Any]], *, seed_fps: float,
                  seed_loop_fps: float) -> dict[str, Any]:
     """The median run of one project variant, with its ratios to the seed (``seed_fps`` end to
     end, ``seed_loop_fps`` without interpreter start-up and imports)."""
-    from etl.features.extraction import feature_spec
+    from etl.features.specs import feature_spec
 
     run = _median(runs)
     report = run["report"]
@@ -511,7 +512,7 @@ def _seed180_vs_seed(engine: Any, seed: dict[str, np.ndarray]) -> dict[str, Any]
     from sqlalchemy import text
 
     from db.engine import session_scope
-    from etl.features.extraction import feature_spec
+    from etl.features.specs import feature_spec
     from etl.features.store import load_feature_matrix
 
     with session_scope(engine) as session:

@@ -42,7 +42,7 @@ SCHEMES = ("emotion8", "callcentre4", "posneg")
 
 def _old_studio_spec() -> Any:
     """rich/studio as it was before level normalisation (what studio models were trained on)."""
-    from etl.features.extraction import FeatureSpec, feature_spec
+    from etl.features.specs import FeatureSpec, feature_spec
 
     new = feature_spec("rich", "studio")
     return FeatureSpec(new.name, new.channel, new.sample_rate,
@@ -56,7 +56,8 @@ def _featurise(job: tuple[int, str, bool]) -> dict[str, Any]:
 
     from etl.audio.decode import load_audio
     from etl.audio.phone_line import augment_copies
-    from etl.features.extraction import extract, feature_spec
+    from etl.features.extraction import extract
+    from etl.features.specs import feature_spec
     from etl.synthetic.calls import telephone_line
 
     index, path, held_out = job

@@ -70,7 +70,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from etl.audio.vad import FrameAnalyser, Region, VadConfig, windows
+from etl.audio.intervals import Region
+from etl.audio.vad import FrameAnalyser, VadConfig, windows
 from etl.synthetic.calls import (
     NONSPEECH_KINDS,
     ROLES,
