@@ -1,3 +1,25 @@
 """Scoring one call: segmentation, per-segment scores, per-call summaries, conversation metrics,
 escalation rules, recomputation from stored segments and the daily rollup.
+
+``__all__`` lists the names callers outside ``etl.scoring`` use; each is imported from its module
+on first use (``etl.public``).
 """
+
+from etl.public import Exports
+
+_EXPORTS = Exports(__name__, {
+    "etl.scoring.escalation": (
+        "DEFAULT_RULES", "METRICS", "EscalationRule", "load_rules", "OperatingPoint",
+        "resolve_operating_point", "rules_as_data", "rules_from_data",
+    ),
+    "etl.scoring.recompute": ("run_recompute",),
+    "etl.scoring.recording": (
+        "batch_bandwidth", "BatchReport", "CallError", "CallResult", "finalise_batch",
+        "mark_failed", "score_recording", "ScoringConfig", "write_result",
+    ),
+    "etl.scoring.rollup": ("count_prunable", "prune_segments", "refresh_rollup"),
+    "etl.scoring.rules_preview": ("preview_rules",),
+    "etl.scoring.summaries": ("ScoredSegment", "summarise_call"),
+})
+__all__ = _EXPORTS.names  # noqa: PLE0605 - the names above, listed once
+__getattr__ = _EXPORTS.resolve
