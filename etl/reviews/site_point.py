@@ -2,10 +2,12 @@
 calls, stored per model version with what it was chosen on, and used by nightly scoring.
 
 :func:`calibrate` sweeps, for each flat rule of the point in use, every threshold that splits
-the reviewed calls differently, both with the other rules kept and with that rule alone. Each
-candidate is scored by the weighted estimates of :mod:`etl.reviews.estimates`; the one that
-reaches the target precision with the best recall wins (ties: higher precision, then keeping
-the other rules). The chosen threshold sits midway between the reviewed values it separates,
+the reviewed calls differently, both with the other rules kept and with that rule alone, and
+does the same for the built-in rules on metrics the point does not read (added to the point,
+or alone). Each candidate is scored by the weighted estimates of :mod:`etl.reviews.estimates`;
+among those whose precision reaches the target with support (the lower end of its interval at
+:data:`SELECTION_LEVEL`, so a threshold fitted to a handful of calls does not win), the one with
+the best recall wins (ties: higher precision, then keeping the other rules). The chosen threshold sits midway between the reviewed values it separates,
 so it flags the reviewed calls exactly as evaluated without hugging one of them.
 
 Confidence floors are never changed: the stored summaries the sweep reads were computed with
@@ -15,7 +17,6 @@ the current floor.
 from __future__ import annotations
 
 import json
-import math
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -30,9 +31,11 @@ from etl.reviews.estimates import (
     ReviewedCalls,
     estimate_point,
     reviewed_calls,
+    wilson_interval,
 )
 from etl.reviews.queue import NOT_ESCALATED
 from etl.scoring.escalation import (
+    DEFAULT_RULES,
     EscalationRule,
     OperatingPoint,
     resolve_operating_point,
@@ -43,6 +46,9 @@ TARGET_PRECISION = 0.8
 MIN_REVIEWS = 20
 MIN_SHOULD_ESCALATE = 5
 MIN_NOT_ESCALATED = 5
+# A candidate counts as reaching the target only if the lower end of this (two-sided) interval
+# of its precision does: a threshold that flags two reviewed calls, both right, proves nothing.
+SELECTION_LEVEL = 0.5
 SITE = "site"
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -108,11 +114,19 @@ def _check_enough(calls: ReviewedCalls) -> None:
             "queue` and judge them with `ser review add`")
 
 
-def _quick(flagged: np.ndarray, truth: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """(precision, recall) point values; NaN precision when nothing is flagged."""
+def _quick(flagged: np.ndarray, truth: np.ndarray, w: np.ndarray,
+           target: float) -> tuple[float, float] | None:
+    """(precision, recall) point values of a candidate whose precision reaches ``target`` with
+    support (see :data:`SELECTION_LEVEL`), else None."""
+    wf = w[flagged]
+    flagged_w = float(wf.sum())
+    if not flagged_w:
+        return None
     tp = float(w[flagged & truth].sum())
-    flagged_w = float(w[flagged].sum())
-    return (tp / flagged_w if flagged_w else math.nan), tp / float(w[truth].sum())
+    p = tp / flagged_w
+    low, _ = wilson_interval(p, flagged_w * flagged_w / float((wf * wf).sum()),
+                             level=SELECTION_LEVEL)
+    return (p, tp / float(w[truth].sum())) if low >= target else None
 
 
 def _midpoint(values: np.ndarray, t: float, op: str) -> float:
@@ -143,38 +157,49 @@ def calibrate(session: Session, *, model_version_id: int,
     w, truth = calls.weights, calls.truth
     fires = np.array([calls.flags([r]) for r in rules]).reshape(len(rules), len(calls))
     before_flags = fires.any(axis=0)
-    p0, r0 = _quick(before_flags, truth, w)
+    current_ok = _quick(before_flags, truth, w, target_precision)
     # (recall, precision, keeps others, -distance) ranks candidates; the current point first.
     best: tuple[tuple[float, float, int, float], list[EscalationRule], np.ndarray] | None = None
-    if not math.isnan(p0) and p0 >= target_precision:
-        best = ((r0, p0, 1, 0.0), rules, before_flags)
+    if current_ok is not None:
+        best = ((current_ok[1], current_ok[0], 1, 0.0), rules, before_flags)
     n_candidates = 0
-    for i, rule in enumerate(rules):
-        if rule.when is not None:
-            continue  # compound rules are kept as they are
+    # the point's own flat rules, then the built-in rules on other metrics: a site may be
+    # served better by a rule the training calls did not choose
+    used = {r.metric for r in rules if r.when is None}
+    pool = [(i, r) for i, r in enumerate(rules) if r.when is None] + [
+        (None, r) for r in DEFAULT_RULES if r.metric not in used]
+    for i, rule in pool:
         x = calls.metric(rule.metric)
         known = ~np.isnan(x)
-        others = np.delete(fires, i, axis=0).any(axis=0) if len(rules) > 1 \
-            else np.zeros(len(calls), bool)
+        others = (np.delete(fires, i, axis=0) if i is not None else fires).any(axis=0) \
+            if len(rules) > (1 if i is not None else 0) else np.zeros(len(calls), bool)
         for t in np.unique(x[known]):
             hit = known & _OPS[rule.op](np.where(known, x, 0.0), t)
             threshold = _midpoint(x[known], float(t), rule.op)
             for keep in (True, False):
                 flagged = hit | others if keep else hit
                 n_candidates += 1
-                p, r = _quick(flagged, truth, w)
-                if math.isnan(p) or p < target_precision:
+                found = _quick(flagged, truth, w, target_precision)
+                if found is None:
                     continue
+                p, r = found
                 key = (r, p, int(keep), -abs(threshold - rule.threshold))
                 if best is None or key > best[0]:
                     new = replace(rule, threshold=threshold, builtin=False)
-                    chosen = [new if j == i else other for j, other in enumerate(rules)] \
-                        if keep else [new]
+                    if not keep:
+                        chosen = [new]
+                    elif i is None:
+                        taken = {other.name for other in rules}
+                        chosen = [*rules, new if new.name not in taken
+                                  else replace(new, name=f"{new.name}_site")]
+                    else:
+                        chosen = [new if j == i else other for j, other in enumerate(rules)]
                     best = (key, chosen, flagged)
     before = estimate_point(before_flags, truth, w)
     if best is None:
         raise CalibrationError(
-            f"no threshold reaches precision {target_precision:g} on {len(calls)} reviews "
+            f"no threshold reaches precision {target_precision:g} with support on {len(calls)} "
+            "reviews "
             f"(the point in use: {_fmt(before.precision)} precision); the point in use stays: "
             "review more calls or lower --target-precision")
     _, chosen, flagged = best
