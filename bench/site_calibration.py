@@ -267,8 +267,13 @@ def main() -> None:
                 runs.append(_seed_run(session, seed=seed, mv=mv, nights=nights, truth=truth,
                                       keys=keys, target=args.target,
                                       max_reviews=args.max_reviews))
-                session.close()
-                (outer.commit if seed == 0 else outer.rollback)()
+                if seed == 0:  # keep its queue, reviews and site point
+                    session.commit()
+                    session.close()
+                    outer.commit()
+                else:
+                    session.close()
+                    outer.rollback()
         seconds["seeds"] = round(time.perf_counter() - t, 1)
         # seed 0's point is stored: score nights 4-6 again from the audio as nightly would
         t = time.perf_counter()

@@ -421,3 +421,24 @@ def test_cli_review_queue_and_calibrate(db_cli: CliRunner, engine: Engine, tiny:
     assert out.exit_code == 0, out.output
     assert "site precision" in out.output and "reviews" in out.output
     truncate_all(engine)
+
+
+def test_reports_show_the_site_measured_numbers(db_session: Session, site: dict[str, object],
+                                                tmp_path: Path) -> None:
+    from reports import build
+
+    s, mv = db_session, int(site["mv"])  # type: ignore[call-overload]
+    html = build.batch_report(s, NIGHTS[0], tmp_path).read_text()
+    assert "escalation point model: no reviewed calls yet" in html
+    draw = draw_queue(s, model_version_id=mv, first_date=NIGHTS[0], last_date=NIGHTS[-1],
+                      sample_size=60, seed=1, created_by="t")
+    _judge_all(s, mv, [c.call_id for c in draw.calls])
+    calibrate(s, model_version_id=mv, created_by="t")
+    summary = site_summary(s, mv)
+    precision = summary["estimate"]["precision"]
+    html = build.batch_report(s, NIGHTS[0], tmp_path).read_text()
+    assert (f"escalation point site: measured at this site on {len(draw.calls)} reviewed calls, "
+            f"precision {precision['value']:.2f} (90% interval {precision['low']:.2f}–"
+            f"{precision['high']:.2f})") in html
+    html = build.model_report(s, mv, tmp_path).read_text()
+    assert "Escalations at this site" in html and f"{len(draw.calls)} reviewed" in html

@@ -14,6 +14,7 @@ import pandas as pd
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from etl.reviews import site_summary
 from reports import charts, queries
 from reports.common import call_file, finite, negative_mass, rate
 from reports.contexts.escalation import escalation_focus
@@ -96,6 +97,8 @@ def batch_context(session: Session, batch_date: dt.date, out_dir: Path | None = 
         "mix_classes": mix_classes,
         "legend": charts.legend(charts.class_colors(mix_classes)),
         "rule_counts": _rule_counts(night.escalated),
+        "site": [{"model_version_id": int(m), **site_summary(session, int(m))}
+                 for m in sorted(set(night.batches["model_version_id"]))],
         "escalations": _escalation_sections(session, night, out_dir),
         "trend_rows": trends.rows,
         "trend_chart": trends.chart,
