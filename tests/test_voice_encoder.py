@@ -209,3 +209,28 @@ def test_a_short_segment_is_embedded_from_its_own_frames(encoder: VoiceEncoder) 
     both = encoder.embed_segments(np.concatenate([short, long]),
                                   [(0.0, 0.7), (0.7, 0.7 + long.size / ENCODER_RATE)])
     np.testing.assert_allclose(both[0], got, atol=1e-5)
+
+
+def test_call_segments_reach_the_encoder_through_the_phone_band(weights: Path) -> None:
+    """A 16 kHz VoIP channel with rumble under 300 Hz embeds like its G.711-band copy: training
+    clips reach the encoder through the phone band, so call segments must too."""
+    from etl.audio.decode import to_telephony
+    from etl.features.extraction import extract_segments
+    from etl.features.specs import feature_spec, voice_columns
+    from etl.synthetic.speech import Voice, synthesize
+
+    sr = 16000
+    speech = np.concatenate([synthesize(e, voice=Voice.for_actor(3), seed=k, duration_s=2.0,
+                                        sr=sr) for k, e in enumerate(("angry", "calm", "sad"))])
+    t = np.arange(speech.size) / sr
+    rumble = 0.3 * np.sin(2 * np.pi * 90.0 * t) + 0.2 * np.sin(2 * np.pi * 170.0 * t)
+    wideband = (speech + rumble * np.abs(speech).max()).astype(np.float32)
+    narrow, narrow_sr = to_telephony(wideband, sr)
+    spec = feature_spec("richvoice", "telephony")
+    segments = [(0.1, 1.9), (2.1, 3.9), (4.1, 5.9)]
+    wide_x, wide_ok = extract_segments(wideband, sr, spec, segments)
+    narrow_x, narrow_ok = extract_segments(narrow, narrow_sr, spec, segments)
+    assert wide_ok.all() and narrow_ok.all()
+    cols = voice_columns(spec)
+    cosine = np.sum(wide_x[:, cols] * narrow_x[:, cols], axis=1)  # unit vectors
+    assert cosine.min() > 0.98, cosine

@@ -40,7 +40,14 @@ from scipy.sparse import csr_matrix
 from threadpoolctl import ThreadpoolController
 
 from etl.audio import dsp, filters
-from etl.audio.decode import AudioError, load_audio, resample, to_telephony, trim_silence
+from etl.audio.decode import (
+    AudioError,
+    bandlimit,
+    load_audio,
+    resample,
+    to_telephony,
+    trim_silence,
+)
 from etl.audio.phone_line import augment_copies
 from etl.audio.vad import detect_speech, windows
 from etl.features.specs import (
@@ -747,8 +754,19 @@ def _extract_segments(
         i = j
     if n_rich < spec.n_features and valid.any():
         keep = np.flatnonzero(valid)
-        X[keep, n_rich:] = _voice_embeddings(y, spec, bounds[keep])
+        X[keep, n_rich:] = _voice_embeddings(_encoder_input(y, spec), spec, bounds[keep])
     return X, valid
+
+
+def _encoder_input(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """A long channel as the voice encoder hears training clips: telephony clips reach it
+    through the phone band (`_to_analysis_rate` with ``bandlimit``), so a channel's segments do
+    too. Without it a 16 kHz VoIP call hands the encoder 50-300 Hz of voice and line rumble
+    that no training row ever had (the rich features ignore that band on their own)."""
+    if spec.channel != "telephony":
+        return y
+    low, high = TELEPHONY_BAND_HZ
+    return bandlimit(y, spec.sample_rate, low_hz=low, high_hz=high)
 
 
 def require_extractable(spec: FeatureSpec) -> None:
