@@ -70,6 +70,7 @@ from etl.audio.decode import (
     resample,
     trim_silence,
 )
+from etl.audio.phone_line import g711_roundtrip
 from etl.corpora.labels import ESCALATED_SHARE, NEGATIVE_EMOTIONS
 from etl.corpora.parsers import RAVDESS_EMOTIONS
 from etl.synthetic.speech import RAVDESS_CODES, Voice, hash_seed, synthesize
@@ -298,7 +299,11 @@ class CallGenConfig:
     utterances_per_turn: tuple[int, int] = (1, 3)
     same_speaker_probability: float = 0.1
     gain_db: tuple[float, float] = (-4.0, 2.0)
-    line_noise_dbfs: float = -66.0
+    # Each party's level for a whole call, drawn per call and role: headsets, handsets and
+    # speakerphones put talkers 20 dB apart on real lines, and a model chosen on calls whose
+    # parties all sit at one level is chosen for calls that do not exist.
+    party_level_db: tuple[float, float] = (-10.0, 10.0)
+    line_noise_dbfs: float = -58.0
     duration_jitter: float = 0.2
     # How much non-speech a call gets: 0 none (speech-only calls as before), 1 a realistic mix
     # (the probabilities below), up to 2 (each probability doubled, capped at 1).
@@ -312,7 +317,7 @@ class CallGenConfig:
     hold_dbfs: tuple[float, float] = (-32.0, -20.0)
     ivr_level_db: tuple[float, float] = (6.0, 12.0)  # |offset| from the speech level, +/- at random
     babble_below_db: tuple[float, float] = (12.0, 22.0)
-    line_noise_jitter_db: float = 6.0  # per-call line-noise level varies +/- this (with nonspeech)
+    line_noise_jitter_db: float = 8.0  # per-call line-noise level varies +/- this (with nonspeech)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.nonspeech <= 2.0:
@@ -629,8 +634,11 @@ def compose_call(
         offset = _intro(plan, bank, out, exclude=exclude, events=timeline)
         inserts = _mid_call_inserts(plan)
     t = offset + float(rng.uniform(0.3, 1.0))
+    levels = np.random.default_rng(hash_seed("party-level", seed))
+    party_gain = {role: 10 ** (float(levels.uniform(*config.party_level_db)) / 20.0)
+                  for role in ROLES}
     _converse(bank, rng, out, timeline, scenario=scenario, speaker_actor=speaker_actor, t=t,
-              plan=plan, inserts=inserts, config=config)
+              plan=plan, inserts=inserts, party_gain=party_gain, config=config)
     if config.nonspeech > 0:
         _add_babble(plan, bank, out, exclude=exclude, events=timeline)
     timeline.sort(key=lambda e: (e.start_s, e.role, e.kind))
@@ -640,7 +648,7 @@ def compose_call(
 def _converse(bank: ClipBank, rng: np.random.Generator, out: np.ndarray,
               timeline: list[TimelineEvent], *, scenario: str, speaker_actor: dict[str, int],
               t: float, plan: _NonSpeechPlan, inserts: list[tuple[float, str]],
-              config: CallGenConfig) -> None:
+              party_gain: dict[str, float], config: CallGenConfig) -> None:
     """Mix turns into ``out`` from ``t`` seconds, the agent first, until an utterance would run
     past the end of the call. Each of ``inserts`` (a hold, a typed number; consumed) is played
     after the first agent turn ending past its earliest time."""
@@ -651,7 +659,8 @@ def _converse(bank: ClipBank, rng: np.random.Generator, out: np.ndarray,
         emotion = (str(rng.choice(AGENT_EMOTIONS)) if role == "agent"
                    else _scenario_emotion(rng, scenario, t / duration_s))
         turn_end = _speak_turn(bank, rng, out, timeline, role=role, actor=speaker_actor[role],
-                               emotion=emotion, t=t, last_end=last_end, config=config)
+                               emotion=emotion, t=t, last_end=last_end,
+                               party_gain=party_gain[role], config=config)
         if turn_end is None:
             return
         last_end = turn_end
@@ -693,7 +702,7 @@ def _cast(bank: ClipBank, rng: np.random.Generator, *, scenario: str | None,
 
 def _speak_turn(bank: ClipBank, rng: np.random.Generator, out: np.ndarray,
                 timeline: list[TimelineEvent], *, role: str, actor: int, emotion: str, t: float,
-                last_end: float, config: CallGenConfig) -> float | None:
+                last_end: float, party_gain: float, config: CallGenConfig) -> float | None:
     """Mix one turn of ``role`` (1-n utterances of ``emotion``) into ``out`` from ``t`` seconds
     and add it to ``timeline``. Returns the end of the last utterance so far (``last_end``
     when the turn placed none), seconds; None when an utterance would run past the end of the
@@ -706,7 +715,7 @@ def _speak_turn(bank: ClipBank, rng: np.random.Generator, out: np.ndarray,
         start = round(t * sr)
         if start + len(clip.signal) > n_total:
             return None
-        gain = 10 ** (float(rng.uniform(*config.gain_db)) / 20.0)
+        gain = party_gain * 10 ** (float(rng.uniform(*config.gain_db)) / 20.0)
         out[ROLES.index(role), start:start + len(clip.signal)] += gain * clip.signal
         last_end = (start + len(clip.signal)) / sr
         timeline.append(TimelineEvent(role, round(start / sr, 3), round(last_end, 3),
@@ -743,8 +752,9 @@ def telephone_line(signal: np.ndarray, sr: int, *, seed: int,
                    noise_dbfs: float = -66.0) -> np.ndarray:
     """Simulate a narrowband phone line on a ``(channels, n)`` or ``(n,)`` signal at 8 kHz.
 
-    Band limit to 300-3400 Hz, add line noise (white + faint 50 Hz hum), then 8-bit mu-law
-    companding (what G.711 does to the samples). Shape preserved, float32.
+    Band limit to 300-3400 Hz, add line noise (white + faint 50 Hz hum), then G.711 mu-law
+    (`etl.audio.phone_line.g711_roundtrip`, the codec the training copies pass through too).
+    Shape preserved, float32.
     """
     rng = np.random.default_rng(seed)
     low, high = TELEPHONY_BAND_HZ
@@ -753,15 +763,7 @@ def telephone_line(signal: np.ndarray, sr: int, *, seed: int,
     noise_amp = 10 ** (noise_dbfs / 20.0)
     y = y + noise_amp * rng.standard_normal(y.shape).astype(np.float32)
     y = y + 0.5 * noise_amp * np.sin(2 * np.pi * 50.0 * np.arange(n) / sr).astype(np.float32)
-    return mulaw_roundtrip(np.clip(y, -1.0, 1.0)).astype(np.float32)
-
-
-def mulaw_roundtrip(y: np.ndarray, *, mu: int = 255) -> np.ndarray:
-    """Encode to 8-bit mu-law and decode again (quantisation noise included)."""
-    compressed = np.sign(y) * np.log1p(mu * np.abs(y)) / np.log1p(mu)
-    codes = np.round((compressed + 1.0) / 2.0 * mu)
-    expanded = codes / mu * 2.0 - 1.0
-    return np.sign(expanded) * ((1.0 + mu) ** np.abs(expanded) - 1.0) / mu
+    return g711_roundtrip(np.clip(y, -1.0, 1.0), law="mu")
 
 
 def write_timeline(path: Path, timeline: Sequence[TimelineEvent]) -> None:
