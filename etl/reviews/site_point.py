@@ -2,13 +2,13 @@
 calls, stored per model version with what it was chosen on, and used by nightly scoring.
 
 :func:`calibrate` sweeps, for each flat rule of the point in use, every threshold that splits
-the reviewed calls differently, both with the other rules kept and with that rule alone, and
-does the same for the built-in rules on metrics the point does not read (added to the point,
-or alone). Each candidate is scored by the weighted estimates of :mod:`etl.reviews.estimates`;
-among those whose precision reaches the target with support (the lower end of its interval at
-:data:`SELECTION_LEVEL`, so a threshold fitted to a handful of calls does not win), the one with
-the best recall wins (ties: higher precision, then keeping the other rules). The chosen threshold sits midway between the reviewed values it separates,
-so it flags the reviewed calls exactly as evaluated without hugging one of them.
+the reviewed calls differently, both with the other rules kept and with that rule alone. Each
+candidate is scored by the weighted estimates of :mod:`etl.reviews.estimates`; among those
+whose precision reaches the target with support (the lower end of its interval at
+:data:`SELECTION_LEVEL`, so a threshold fitted to a handful of calls does not win), the one
+with the best recall wins (ties: higher precision, then keeping the other rules). The chosen
+threshold sits midway between the reviewed values it separates, so it flags the reviewed calls
+exactly as evaluated without hugging one of them.
 
 Confidence floors are never changed: the stored summaries the sweep reads were computed with
 the current floor.
@@ -35,7 +35,6 @@ from etl.reviews.estimates import (
 )
 from etl.reviews.queue import NOT_ESCALATED
 from etl.scoring.escalation import (
-    DEFAULT_RULES,
     EscalationRule,
     OperatingPoint,
     resolve_operating_point,
@@ -117,10 +116,11 @@ def _check_enough(calls: ReviewedCalls) -> None:
 def _quick(flagged: np.ndarray, truth: np.ndarray, w: np.ndarray,
            target: float) -> tuple[float, float] | None:
     """(precision, recall) point values of a candidate whose precision reaches ``target`` with
-    support (see :data:`SELECTION_LEVEL`), else None."""
+    support (see :data:`SELECTION_LEVEL`) on at least :data:`MIN_SHOULD_ESCALATE` reviewed calls
+    that should escalate, else None."""
     wf = w[flagged]
     flagged_w = float(wf.sum())
-    if not flagged_w:
+    if int((flagged & truth).sum()) < MIN_SHOULD_ESCALATE:
         return None
     tp = float(w[flagged & truth].sum())
     p = tp / flagged_w
@@ -163,16 +163,14 @@ def calibrate(session: Session, *, model_version_id: int,
     if current_ok is not None:
         best = ((current_ok[1], current_ok[0], 1, 0.0), rules, before_flags)
     n_candidates = 0
-    # the point's own flat rules, then the built-in rules on other metrics: a site may be
-    # served better by a rule the training calls did not choose
-    used = {r.metric for r in rules if r.when is None}
-    pool = [(i, r) for i, r in enumerate(rules) if r.when is None] + [
-        (None, r) for r in DEFAULT_RULES if r.metric not in used]
+    # only the point's own rules: every other metric swept is one more chance for a threshold
+    # that fits the reviews by luck
+    pool = [(i, r) for i, r in enumerate(rules) if r.when is None]
     for i, rule in pool:
         x = calls.metric(rule.metric)
         known = ~np.isnan(x)
-        others = (np.delete(fires, i, axis=0) if i is not None else fires).any(axis=0) \
-            if len(rules) > (1 if i is not None else 0) else np.zeros(len(calls), bool)
+        others = np.delete(fires, i, axis=0).any(axis=0) if len(rules) > 1 \
+            else np.zeros(len(calls), bool)
         for t in np.unique(x[known]):
             hit = known & _OPS[rule.op](np.where(known, x, 0.0), t)
             threshold = _midpoint(x[known], float(t), rule.op)
@@ -186,14 +184,8 @@ def calibrate(session: Session, *, model_version_id: int,
                 key = (r, p, int(keep), -abs(threshold - rule.threshold))
                 if best is None or key > best[0]:
                     new = replace(rule, threshold=threshold, builtin=False)
-                    if not keep:
-                        chosen = [new]
-                    elif i is None:
-                        taken = {other.name for other in rules}
-                        chosen = [*rules, new if new.name not in taken
-                                  else replace(new, name=f"{new.name}_site")]
-                    else:
-                        chosen = [new if j == i else other for j, other in enumerate(rules)]
+                    chosen = [new if j == i else other for j, other in enumerate(rules)] \
+                        if keep else [new]
                     best = (key, chosen, flagged)
     before = estimate_point(before_flags, truth, w)
     if best is None:

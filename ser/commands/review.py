@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from config import get_settings
 from ser.runtime import fail, open_database
 
 if TYPE_CHECKING:
@@ -240,6 +241,9 @@ def calibrate_cmd(
     for p in previews:
         typer.echo(f"  {p.batch_date}: {len(p.calls)} of {p.n_scored} calls would escalate "
                    f"({p.n_stored_escalations} escalated when scored)")
+    if get_settings().rules:
+        typer.secho("warning: SER_RULES is set: scoring uses those rules, not the site point, "
+                    "until it is unset", err=True, fg=typer.colors.YELLOW)
     if dry_run:
         typer.echo("dry run: nothing stored")
     elif not result.changed:
