@@ -49,10 +49,6 @@ def model_report(session: Session, model_version_id: int, out_dir: Path) -> Path
 def batch_report(session: Session, batch_date: dt.date | str, out_dir: Path) -> Path:
     """Write the nightly report for every batch on ``batch_date``; return its path."""
     day = dt.date.fromisoformat(batch_date) if isinstance(batch_date, str) else batch_date
-    # every escalation links to its call report, where a supervisor listens and judges
-    for call_id in _call_ids(session, day, calls="escalated"):
-        if not (Path(out_dir) / call_file(call_id)).exists():
-            call_report(session, call_id, out_dir)
     ctx = batch_context(session, day, Path(out_dir))
     path = write(Path(out_dir), batch_file(day), render("batch.html.j2", ctx))
     publish_artifact(path, key=f"batch-report-{day.isoformat()}",
