@@ -4,19 +4,25 @@ verdicts (``estimates``) and the site operating point chosen on them (``site_poi
 
 Reviews are data users own: they are never updated or deleted here, copy what they need of the
 call, and match the same recording scored again by its hash (docs/reviews.md).
+
+``__all__`` lists the names callers outside ``etl.reviews`` use; each is imported from its module
+on first use (``etl.public``).
 """
 
-from etl.reviews.estimates import Estimate, PointEstimate, estimate_point, wilson_interval
-from etl.reviews.queue import QueueDraw, draw_queue
-from etl.reviews.site_point import (
-    CalibrationError,
-    CalibrationResult,
-    calibrate,
-    site_point_record,
-    site_summary,
-)
-from etl.reviews.store import Verdict, record_reviews
+from etl.public import Exports
 
-__all__ = ["CalibrationError", "CalibrationResult", "Estimate", "PointEstimate", "QueueDraw",
-           "Verdict", "calibrate", "draw_queue", "estimate_point", "record_reviews",
-           "site_point_record", "site_summary", "wilson_interval"]
+_EXPORTS = Exports(__name__, {
+    "etl.reviews.estimates": (
+        "Estimate", "PointEstimate", "estimate_point", "reviewed_calls", "wilson_interval",
+    ),
+    "etl.reviews.queue": (
+        "QueueDraw", "draw_queue", "latest_scoring_model", "queue_calls", "scored_nights",
+    ),
+    "etl.reviews.site_point": (
+        "CalibrationError", "CalibrationResult", "calibrate", "point_in_use",
+        "site_point_record", "site_summary", "with_site_point",
+    ),
+    "etl.reviews.store": ("Verdict", "record_reviews"),
+})
+__all__ = _EXPORTS.names  # noqa: PLE0605 - the names above, listed once
+__getattr__ = _EXPORTS.resolve
