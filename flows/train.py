@@ -22,7 +22,6 @@ from prefect.cache_policies import NONE
 from db.engine import cached_engine, session_scope
 from etl.features.specs import DEFAULT_SET, has_phone_copies
 from etl.training.config import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig
-from etl.training.models import DEFAULT_ALGORITHM
 from etl.training.registry import (
     DEFAULT_ALIAS,
     alias_target,
@@ -66,7 +65,7 @@ def channel_alias_task(url: str, model_version_id: int, alias: str, channel: str
 @flow(name="train")
 def train_flow(
     labels: str | None = None,
-    model: str = DEFAULT_ALGORITHM,
+    model: str = "",
     feature_set: str = DEFAULT_SET,
     channel: str = "telephony",
     corpus: str | None = None,
@@ -85,7 +84,8 @@ def train_flow(
     channel_alias_if_unset: bool = True,
     operating_point_calls: int = 0,
 ) -> dict[str, Any]:
-    """Train ``model`` on stored features and register it; returns the result (+ promotion).
+    """Train ``model`` (default: the family for ``feature_set``) on stored features and
+    register it; returns the result (+ promotion).
 
     ``augment`` (telephony only) trains on the phone-line copies too (`etl.training.train`).
     ``operating_point_calls`` (telephony only): choose the escalation operating point on that

@@ -58,7 +58,8 @@ def rich_fs(db_session: Session) -> tuple[int, int]:
     return ensure_feature_set(db_session, spec), spec.n_features
 
 
-@pytest.mark.parametrize("family", sorted(ALGORITHMS))
+# logreg-voice needs a voice feature set's columns (its round trip: tests/test_voice_pooling.py)
+@pytest.mark.parametrize("family", sorted(set(ALGORITHMS) - {"logreg-voice"}))
 def test_round_trip_gives_identical_predictions(
     db_session: Session, rich_fs: tuple[int, int], family: str,
 ) -> None:

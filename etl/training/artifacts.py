@@ -99,8 +99,16 @@ def _member_proba(member: Any, X: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def from_estimator(estimator: Any, *, classes: list[str], n_features: int) -> FittedModel:
-    """Wrap a fitted estimator (a VotingClassifier becomes one member per voter)."""
+    """Wrap a fitted estimator (a VotingClassifier becomes one member per voter; a pipeline
+    ending in an estimator that exposes a plain equivalent as ``pooled_``, such as
+    `etl.training.models.VoicePooledLogisticRegression`, ends in that equivalent, so bundles
+    hold library types only)."""
     from sklearn.ensemble import VotingClassifier
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(estimator, Pipeline) and hasattr(estimator.steps[-1][1], "pooled_"):
+        estimator = Pipeline([*estimator.steps[:-1],
+                              (estimator.steps[-1][0], estimator.steps[-1][1].pooled_)])
 
     if isinstance(estimator, VotingClassifier):
         members = list(estimator.estimators_)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.features.specs import feature_spec, voice_columns
-from etl.training.models import DEFAULT_ALGORITHM
+from etl.training.models import VOICE_ALGORITHM, default_algorithm
 
 DEFAULT_SEED = 0
 DEFAULT_FOLDS = 5
@@ -23,7 +23,7 @@ CALL_SPEAKER_PRIOR_ROWS = 100.0
 class TrainConfig:
     """What to train. Defaults are the project's best speaker-independent setup."""
 
-    algorithm: str = DEFAULT_ALGORITHM
+    algorithm: str = ""  # "" = default_algorithm(feature_set)
     label_scheme: str | None = None  # None = largest scheme the data fully covers
     feature_set: str = "rich"
     channel: str = "studio"
@@ -48,6 +48,12 @@ class TrainConfig:
     operating_point_call_minutes: float = 2.0
 
     def __post_init__(self) -> None:
+        if not self.algorithm:
+            object.__setattr__(self, "algorithm", default_algorithm(self.feature_set))
+        elif self.algorithm == VOICE_ALGORITHM != default_algorithm(self.feature_set):
+            raise ValueError(f"model family {VOICE_ALGORITHM} pools the voice encoder's columns: "
+                             f"train it on a voice feature set (--set richvoice), not "
+                             f"{self.feature_set!r}")
         prior = self.speaker_prior_rows
         if prior == "auto":
             prior = CALL_SPEAKER_PRIOR_ROWS if self.channel == "telephony" else None

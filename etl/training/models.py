@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier, VotingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -70,6 +70,75 @@ def _logreg(seed: int, balance: bool) -> BaseEstimator:
                                       class_weight="balanced" if balance else None))
 
 
+# Weight of the voice encoder's block in `VoicePooledLogisticRegression`: chosen on held-out
+# calls of *training* speakers (bench/calls_accuracy.py --calls field --train-actors 1-12
+# --call-actors 13-16); clips alone would choose more, since the embedding moves with lines,
+# rooms and noise that clips do not have (docs/features.md).
+VOICE_WEIGHT = 0.3
+# Columns of the voice encoder's embedding: the last ones of a voice feature set
+# (etl.features.voice.EMBEDDING_DIM).
+VOICE_BLOCK = 256
+
+
+class VoicePooledLogisticRegression(ClassifierMixin, BaseEstimator):
+    """Two logistic regressions, one on the acoustic columns and one on the voice
+    embedding (the last ``voice_columns``), pooled log-linearly with ``voice_weight``.
+
+    One regression over both blocks lets the 256 embedding columns outvote the acoustic ones
+    on calls, where lines and rooms move the embedding as much as emotion does; fitting the
+    blocks apart and pooling ``(1 - w) * log p_rich + w * log p_voice`` keeps the embedding's
+    evidence at a weight chosen on calls. The pooled model is itself a logistic regression
+    (coefficients ``(1 - w) W_rich | w W_voice``), so `pooled_` is a plain
+    :class:`~sklearn.linear_model.LogisticRegression` and the stored bundle holds nothing else
+    (`etl.training.artifacts.from_estimator`).
+    """
+
+    def __init__(self, *, C: float = 0.1, voice_weight: float = VOICE_WEIGHT,
+                 voice_columns: int = VOICE_BLOCK, class_weight: str | None = "balanced",
+                 max_iter: int = 3000, random_state: int = 0) -> None:
+        self.C = C
+        self.voice_weight = voice_weight
+        self.voice_columns = voice_columns
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> VoicePooledLogisticRegression:
+        X = np.asarray(X)
+        k, w = int(self.voice_columns), float(self.voice_weight)
+        if not 0 < k < X.shape[1]:
+            raise ValueError(f"{type(self).__name__} needs more than {k} columns (the voice "
+                             f"block and at least one other); got {X.shape[1]}")
+        if not 0.0 <= w <= 1.0:
+            raise ValueError(f"voice_weight must lie in [0, 1], not {w}")
+        parts = [LogisticRegression(C=self.C, max_iter=self.max_iter,
+                                    random_state=self.random_state,
+                                    class_weight=self.class_weight).fit(block, y)
+                 for block in (X[:, :-k], X[:, -k:])]
+        pooled = LogisticRegression(C=self.C, max_iter=self.max_iter,
+                                    random_state=self.random_state, class_weight=self.class_weight)
+        pooled.coef_ = np.hstack([(1.0 - w) * parts[0].coef_, w * parts[1].coef_])
+        pooled.intercept_ = (1.0 - w) * parts[0].intercept_ + w * parts[1].intercept_
+        pooled.classes_ = parts[0].classes_
+        pooled.n_features_in_ = X.shape[1]
+        pooled.n_iter_ = np.maximum(parts[0].n_iter_, parts[1].n_iter_)
+        self.pooled_ = pooled
+        self.classes_ = pooled.classes_
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.pooled_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.pooled_.predict(X)
+
+
+def _voice_pooled(seed: int, balance: bool) -> BaseEstimator:
+    return _scaled(VoicePooledLogisticRegression(
+        random_state=seed, class_weight="balanced" if balance else None))
+
+
 def _xgboost(seed: int, balance: bool) -> BaseEstimator:
     from xgboost import XGBClassifier
 
@@ -110,6 +179,9 @@ ALGORITHMS: dict[str, Algorithm] = {
                   {"clf__estimator__C": [1.0, 10.0]}),
         Algorithm("logreg", "multinomial logistic regression (L2)", _logreg,
                   {"clf__C": [0.01, 0.1, 1.0]}),
+        Algorithm("logreg-voice", "logistic regressions on the acoustic and the voice-encoder "
+                  "columns, pooled (voice feature sets)", _voice_pooled,
+                  {"clf__C": [0.01, 0.1, 1.0]}),
         Algorithm("xgboost", "gradient-boosted trees (XGBoost, hist)", _xgboost,
                   {"max_depth": [3, 5]}, sample_weight_param="sample_weight"),
         Algorithm("rf", "random forest (300 trees)", _forest, {"max_features": ["sqrt", 0.2]}),
@@ -127,6 +199,15 @@ ALGORITHMS: dict[str, Algorithm] = {
 # 2 losses, 1 tie: no real difference, and logistic regression is far cheaper to fit and to
 # score (nightly; docs/bench figures), so it is the default; `--model voting` remains available.
 DEFAULT_ALGORITHM = "logreg"
+# The family for feature sets with the voice encoder's columns (docs/features.md, `richvoice`).
+VOICE_ALGORITHM = "logreg-voice"
+
+
+def default_algorithm(feature_set: str) -> str:
+    """The family `ser train` fits on ``feature_set`` when none is named."""
+    from etl.features.specs import VOICE_SET, split_set_name
+
+    return VOICE_ALGORITHM if split_set_name(feature_set)[0] == VOICE_SET else DEFAULT_ALGORITHM
 
 
 def get_algorithm(name: str) -> Algorithm:

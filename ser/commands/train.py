@@ -125,9 +125,9 @@ def _train_config(*, labels: str | None, model: str | None, feature_set: str, ch
     channel. Phone-line copies and call-based operating points are for telephony only."""
     from etl.features.specs import has_phone_copies
     from etl.training.config import TrainConfig
-    from etl.training.models import DEFAULT_ALGORITHM, get_algorithm
+    from etl.training.models import default_algorithm, get_algorithm
 
-    family = model or DEFAULT_ALGORITHM
+    family = model or default_algorithm(feature_set)
     try:
         get_algorithm(family)
     except ValueError as exc:
@@ -135,12 +135,15 @@ def _train_config(*, labels: str | None, model: str | None, feature_set: str, ch
     if channel not in ("studio", "telephony"):
         fail(f"--channel must be studio or telephony, not {channel!r}")
     augment = augment and has_phone_copies(feature_set, channel)
-    return TrainConfig(
-        algorithm=family, label_scheme=labels, feature_set=feature_set, channel=channel,
-        corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance, n_folds=folds,
-        seed=seed, search=search, feature_importance=importance,
-        diagnostic_random_split=random_split, augment=augment,
-        operating_point_calls=operating_point_calls if channel == "telephony" else 0)
+    try:
+        return TrainConfig(
+            algorithm=family, label_scheme=labels, feature_set=feature_set, channel=channel,
+            corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance,
+            n_folds=folds, seed=seed, search=search, feature_importance=importance,
+            diagnostic_random_split=random_split, augment=augment,
+            operating_point_calls=operating_point_calls if channel == "telephony" else 0)
+    except ValueError as exc:  # a family the feature set cannot feed
+        fail(str(exc))
 
 
 def _preflight(engine: Engine, config: TrainConfig) -> Preflight:
