@@ -48,7 +48,8 @@ def _set_model_point(session: Session, model_version_id: int) -> None:
     session.execute(text("""
         UPDATE model_versions SET params = params || jsonb_build_object('calibration',
             jsonb_build_object('operating_point',
-                jsonb_build_object('rules', CAST(:r AS jsonb), 'confidence_floor', 0)))
+                jsonb_build_object('rules', CAST(:r AS jsonb), 'confidence_floor', 0,
+                                   'precision', 0.59, 'recall', 0.7, 'n_calls', 100)))
         WHERE id = :m"""), {"r": json.dumps(rules), "m": model_version_id})
 
 
@@ -420,6 +421,7 @@ def test_cli_review_queue_and_calibrate(db_cli: CliRunner, engine: Engine, tiny:
     out = db_cli.invoke(app, ["models", "show", str(mv)])
     assert out.exit_code == 0, out.output
     assert "site precision" in out.output and "reviews" in out.output
+    assert "training estimate: precision 0.59, recall 0.70" in out.output
     truncate_all(engine)
 
 

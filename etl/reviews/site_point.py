@@ -228,6 +228,20 @@ def _json(value: object) -> str:
     return json.dumps(value)
 
 
+def _training_estimate(session: Session, model_version_id: int) -> dict[str, Any] | None:
+    """Precision and recall the model's own point was chosen with at training time (on generated
+    calls of its training speakers; the cross-validated figures where stored)."""
+    point = session.execute(text(
+        "SELECT params -> 'calibration' -> 'operating_point' FROM model_versions WHERE id = :m"),
+        {"m": model_version_id}).scalar_one_or_none()
+    if not isinstance(point, Mapping) or point.get("recall") is None:
+        return None
+    cv = point.get("cv_recall") is not None
+    return {"precision": point.get("cv_precision" if cv else "precision"),
+            "recall": point.get("cv_recall" if cv else "recall"),
+            "n_calls": point.get("n_calls"), "cross_validated": cv}
+
+
 def site_summary(session: Session, model_version_id: int) -> dict[str, Any]:
     """What the reviews say about the point in use, for ``ser models show`` and the reports:
     its source, the site-measured precision and recall with intervals, and review counts."""
@@ -248,6 +262,7 @@ def site_summary(session: Session, model_version_id: int) -> dict[str, Any]:
     except CalibrationError:
         enough = False
     return {"source": point.source, "rules": rules_as_data(point.rules),
+            "training": _training_estimate(session, model_version_id),
             "n_reviews": n_all, "n_queue_reviews": len(calls),
             "enough_reviews": enough,
             "estimate": estimate.as_dict() if estimate is not None else None,

@@ -55,6 +55,10 @@ def _date(value: str, option: str) -> dt.date:
         fail(f"{option} {value!r} is not a date (YYYY-MM-DD)")
 
 
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _pct(estimate: dict[str, Any] | None) -> str:
     if not estimate:
         return "–"
@@ -186,6 +190,11 @@ def _print_site(summary: dict[str, Any]) -> None:
                "review queues, used for the estimates)")
     typer.echo(f"{'site precision':>22}: {_pct(estimate.get('precision'))}")
     typer.echo(f"{'site recall':>22}: {_pct(estimate.get('recall'))}")
+    training = summary.get("training")
+    if training:
+        typer.echo(f"{'training estimate':>22}: precision {_num(training['precision'])}, "
+                   f"recall {_num(training['recall'])} (generated calls of the training "
+                   "speakers)")
     if not summary["enough_reviews"]:
         typer.echo(f"{'':>22}  too few reviews for a decision yet: draw with `ser review "
                    "queue`, judge with `ser review add`")
