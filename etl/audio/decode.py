@@ -9,6 +9,7 @@ soxr. Signals are float32, shape ``(n,)`` for mono or ``(channels, n)`` for mult
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,11 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", 
 # Mono files longer than this that are resampled on load are decoded in blocks (memory).
 STREAM_DECODE_S = 60.0
 STREAM_PREALLOCATE_MAX = 1 << 26  # samples (256 MB of float32: 70 min at 16 kHz)
+# Rates the VAD, features and phone-line rules are made for: a phone line's 8 kHz to studio 48 kHz.
+SUPPORTED_RATES_HZ = (8000, 48000)
+# WAV data sizes streaming writers put in a header they cannot go back to (ffmpeg, sox on a
+# pipe): the length is unknown, not declared, so such a file is not "truncated".
+_WAV_UNKNOWN_SIZE = 0x7FFFF000
 
 
 class AudioError(ValueError):
@@ -61,10 +67,15 @@ def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
 def read_info(path: Path) -> AudioInfo:
     """Sample rate, channels and length from the file header (no full decode).
 
+    The one place a recording's header is judged, for ingest and scoring alike: a WAV whose
+    data chunk declares more audio than the file holds (a copy cut short) and a sample rate
+    outside `SUPPORTED_RATES_HZ` are refused here rather than read as what is there.
+
     Raises
     ------
     AudioError
-        zero-length, unreadable or non-audio file, or a header claiming no samples.
+        zero-length, unreadable or non-audio file, a header claiming no samples, a truncated
+        WAV, or a sample rate outside 8-48 kHz.
     """
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
@@ -76,7 +87,44 @@ def read_info(path: Path) -> AudioInfo:
         result = _read_info_audioread(path, sf_exc)
     if result.frames <= 0 or result.sample_rate <= 0 or result.channels <= 0:
         raise AudioError("header declares no audio samples")
+    low, high = SUPPORTED_RATES_HZ
+    if not low <= result.sample_rate <= high:
+        raise AudioError(f"sample rate {result.sample_rate} Hz is outside {low // 1000}-"
+                         f"{high // 1000} kHz; resample the recording into that range (e.g. "
+                         "to 8 or 16 kHz)")
+    _check_wav_complete(path)
     return result
+
+
+def _check_wav_complete(path: Path) -> None:
+    """AudioError when ``path`` is a WAV whose data chunk declares more than the file holds.
+
+    libsndfile reads such a file as the frames that are there, so a half-copied recording
+    would pass for a short one; the declared size is in the header, the held size is the file's.
+    """
+    with path.open("rb") as handle:
+        riff = handle.read(12)
+        if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RIFX") or riff[8:12] != b"WAVE":
+            return
+        order = "<" if riff[:4] == b"RIFF" else ">"
+        file_size = path.stat().st_size
+        byte_rate = block_align = 0
+        while (header := handle.read(8)) and len(header) == 8:
+            chunk, size = header[:4], struct.unpack(f"{order}I", header[4:])[0]
+            start = handle.tell()
+            if chunk == b"fmt " and size >= 16:
+                _tag, _channels, _rate, byte_rate, block_align = struct.unpack(
+                    f"{order}HHIIH", handle.read(14))
+            elif chunk == b"data":
+                held = file_size - start
+                if (0 < size < _WAV_UNKNOWN_SIZE and byte_rate > 0
+                        and size - held >= max(block_align, 1)):
+                    raise AudioError(
+                        f"truncated recording: its header declares {size / byte_rate:.2f} s of "
+                        f"audio but the file holds {max(held, 0) / byte_rate:.2f} s; deliver the "
+                        "complete file (write it, then rename it into place)")
+                return
+            handle.seek(start + size + (size & 1))  # chunks are padded to an even length
 
 
 def _read_info_audioread(path: Path, original: Exception) -> AudioInfo:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,6 +24,7 @@ MAX_FAILURE_LINES = 20
 EXIT_ALL_SCORED = 0
 EXIT_CALLS_FAILED = 1
 EXIT_COULD_NOT_RUN = 2
+DISK_FULL_SQLSTATE = "53100"  # PostgreSQL's disk_full
 
 calls_app = typer.Typer(help="Synthetic call recordings (tests, demo, benchmark).",
                         no_args_is_help=True)
@@ -132,6 +136,7 @@ class _BatchRun:
 
 def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
     """Score the batch directly or as a Prefect flow run; what stops the run exits 2."""
+    from db.engine import describe_server
     from etl.features.voice import VoiceEncoderError
     from etl.runs.batch import DatabaseLostError, WorkerLostError, is_connection_error
     from etl.runs.cluster import ClusterError
@@ -159,16 +164,62 @@ def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
                                  settle_s=run.settle_seconds),
             progress=is_tty(), strict=run.strict, allowed_roots=run.allowed_roots,
             dask_address=run.dask_address).as_dict()
-    except (DatabaseLostError, ModelNotFoundError, ClusterError, VoiceEncoderError,
-            WorkerLostError) as exc:
-        fail(str(exc), code=EXIT_COULD_NOT_RUN)
-    except ValueError as exc:  # bad calls.csv, missing folder, --strict refusal
-        fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
     except Exception as exc:
+        full = _disk_full(exc, server=describe_server(engine.url))
+        if full is not None:
+            fail(full, code=EXIT_COULD_NOT_RUN)
+        if isinstance(exc, DatabaseLostError | ModelNotFoundError | ClusterError
+                      | VoiceEncoderError | WorkerLostError):
+            fail(str(exc), code=EXIT_COULD_NOT_RUN)
+        if isinstance(exc, ValueError):  # bad calls.csv, missing folder, --strict refusal
+            fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
         if is_connection_error(exc) or isinstance(exc, ClusterError | VoiceEncoderError):
             # e.g. raised inside the Prefect flow run
             fail(str(exc).splitlines()[0], code=EXIT_COULD_NOT_RUN)
         raise
+
+
+_RESUMES = ("then rerun the same command: it resumes where this run stopped (calls already "
+            "scored are kept)")
+
+
+def _disk_full(exc: BaseException, *, server: str) -> str | None:
+    """The one line for a run stopped by a full disk, the database's or this host's; else None.
+
+    A full disk is no recording's fault, so it must not read as failed calls (exit code 1) or a
+    bug (a traceback). The database's shows as SQLSTATE 53100 anywhere in the exception's chain;
+    from a worker process only the message of its ``DatabaseLostError`` arrives, which quotes
+    the server's ``No space left on device``.
+    """
+    from etl.runs.batch import DatabaseLostError
+
+    no_space = os.strerror(errno.ENOSPC)
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        error = todo.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        orig = getattr(error, "orig", None)
+        for candidate in (error, orig):
+            if getattr(candidate, "pgcode", None) == DISK_FULL_SQLSTATE:
+                detail = (str(candidate).strip().splitlines() or [no_space])[0]
+                return _database_disk_full(server, detail)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            where = f": {error.filename}" if error.filename else ""
+            return (f"the disk of this host is full ({error.strerror or no_space}{where}); "
+                    f"free space there, {_RESUMES}")
+        todo.extend(e for e in (error.__cause__, error.__context__, orig)
+                    if isinstance(e, BaseException))
+    quoted = re.search(rf"\(([^()]*{re.escape(no_space)}[^()]*)\)", str(exc))
+    if quoted is not None and isinstance(exc, DatabaseLostError):
+        return _database_disk_full(server, quoted.group(1))
+    return None
+
+
+def _database_disk_full(server: str, detail: str) -> str:
+    return f"the disk of the database {server} is full ({detail}); free space there, {_RESUMES}"
 
 
 def _recompute(path: Path, *, date: dt.date, model: str | None, rule_list: list[EscalationRule],

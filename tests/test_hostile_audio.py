@@ -1,0 +1,174 @@
+"""Issue 25: recordings that are not what their header says, and a full disk mid-run.
+
+A truncated WAV and a sample rate outside 8-48 kHz fail as that one call with a one-line
+reason (``etl.audio.decode.read_info`` judges the header); the rest of the batch is scored. A
+database that runs out of disk while ``ser score`` writes results ends the run in one line with
+exit code 2 (a fault that is not the recording's), and a rerun, with space again, resumes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import Result
+from sqlalchemy import Engine, text
+from typer.testing import CliRunner
+
+from etl.audio.decode import AudioError, read_info
+from etl.synthetic.calls import ClipBank, generate_calls
+
+
+def _score(runner: CliRunner, folder: Path, day: str, *options: str) -> Result:
+    from ser.cli import app
+
+    return runner.invoke(app, ["score", str(folder), "--batch-date", day, "--workers", "1",
+                               *options])
+
+
+def _calls(engine: Engine, folder: Path, day: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The batch's status and ``{call_key: (status, error)}``."""
+    with engine.connect() as conn:
+        batch_id, status = conn.execute(text(
+            "SELECT id, status FROM batches WHERE source_path = :p AND batch_date = :d"),
+            {"p": str(folder.resolve()), "d": dt.date.fromisoformat(day)}).one()
+        rows = conn.execute(text("SELECT call_key, status, coalesce(error, '') FROM calls "
+                                 "WHERE batch_id = :b"), {"b": batch_id}).all()
+    return status, {key: (state, error) for key, state, error in rows}
+
+
+def _one_line_error(result: Result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The header: truncated WAVs and rates outside 8-48 kHz
+# --------------------------------------------------------------------------------------------
+
+
+def _wav(path: Path, seconds: float, sr: int, *, channels: int = 2) -> Path:
+    rng = np.random.default_rng(sr)
+    sf.write(str(path), 0.1 * rng.standard_normal((int(seconds * sr), channels)), sr,
+             subtype="PCM_16")
+    return path
+
+
+def test_read_info_refuses_a_truncated_wav_and_rates_outside_8_to_48_khz(tmp_path: Path) -> None:
+    whole = _wav(tmp_path / "whole.wav", 10.0, 8000)
+    data = whole.read_bytes()
+    (tmp_path / "half.wav").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match=r"truncated recording: its header declares 10\.00 s "
+                                         r"of audio but the file holds 5\.00 s"):
+        read_info(tmp_path / "half.wav")
+    # less than one frame missing is a short last frame, not a cut copy
+    (tmp_path / "byte.wav").write_bytes(data[:-1])
+    assert read_info(tmp_path / "byte.wav").frames == 80000 - 1
+    # a streamed WAV whose writer could not go back to fill in the length declares none
+    streamed = bytearray(data)
+    streamed[40:44] = struct.pack("<I", 0xFFFFFFFF)
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    assert read_info(tmp_path / "streamed.wav").frames == 80000
+    for sr in (8000, 44100, 48000):
+        assert read_info(_wav(tmp_path / f"{sr}.wav", 0.5, sr)).sample_rate == sr
+    for sr in (4000, 96000):
+        with pytest.raises(AudioError, match=rf"sample rate {sr} Hz is outside 8-48 kHz"):
+            read_info(_wav(tmp_path / f"{sr}.wav", 0.5, sr))
+
+
+def test_a_truncated_wav_and_unsupported_rates_fail_alone_in_a_batch(
+        model_id: int, engine: Engine, bank: ClipBank, db_cli: CliRunner,
+        tmp_path: Path) -> None:
+    generate_calls(tmp_path, n_calls=4, minutes=0.3, bank=bank, seed=261)
+    (tmp_path / "calls.csv").unlink()
+    cut = tmp_path / "call_0002.wav"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # as a copy stalled half-way leaves it
+    for name, sr in (("call_0003.wav", 4000), ("call_0004.wav", 96000)):
+        signal, _native = sf.read(str(tmp_path / name), dtype="float32")
+        sf.write(str(tmp_path / name), signal, sr, subtype="PCM_16")  # same samples, new rate
+    for day in ("2024-07-01", "2024-07-01"):  # a rerun fails them the same way
+        result = _score(db_cli, tmp_path, day)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        status, calls = _calls(engine, tmp_path, day)
+        assert status == "done"
+        assert calls["call_0001"] == ("scored", "")
+        assert calls["call_0002"][0] == "failed"
+        assert calls["call_0002"][1].startswith("truncated recording: its header declares ")
+        assert calls["call_0003"] == ("failed", (
+            "sample rate 4000 Hz is outside 8-48 kHz; resample the recording into that range "
+            "(e.g. to 8 or 16 kHz)"))
+        assert calls["call_0004"][1].startswith("sample rate 96000 Hz is outside 8-48 kHz")
+        for key in ("call_0002", "call_0003", "call_0004"):
+            assert "\n" not in calls[key][1]
+            assert f"failed {key}: {calls[key][1]}" in result.output
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk while results are written
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def disk_full_on_scored(engine: Engine) -> Iterator[None]:
+    """PostgreSQL answers the first result written with a full disk (SQLSTATE 53100), as it does
+    when it cannot extend a table's file."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'could not extend file \"base/1/2\": No space left on device' "
+            "USING ERRCODE = 'disk_full'; END $$"))
+        conn.execute(text(
+            "CREATE TRIGGER test_disk_full BEFORE UPDATE ON calls FOR EACH ROW "
+            "WHEN (NEW.status = 'scored') EXECUTE FUNCTION test_disk_full()"))
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER IF EXISTS test_disk_full ON calls"))
+            conn.execute(text("DROP FUNCTION IF EXISTS test_disk_full()"))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_full_database_disk_ends_the_run_in_one_line_and_a_rerun_resumes(
+        model_id: int, engine: Engine, bank: ClipBank, db_cli: CliRunner, tmp_path: Path,
+        disk_full_on_scored: None, workers: str) -> None:
+    generate_calls(tmp_path, n_calls=2, minutes=0.15, bank=bank, seed=262)
+    day = f"2024-07-0{1 + int(workers)}"
+    result = _score(db_cli, tmp_path, day, "--workers", workers)
+    assert result.exit_code == 2, result.output
+    line = _one_line_error(result)
+    assert "disk" in line and "No space left on device" in line, line
+    assert "free" in line and "rerun" in line, line
+
+    with engine.begin() as conn:  # space again
+        conn.execute(text("DROP TRIGGER test_disk_full ON calls"))
+    again = _score(db_cli, tmp_path, day)
+    assert again.exit_code == 0, again.output
+    status, calls = _calls(engine, tmp_path, day)
+    assert status == "done" and {s for s, _e in calls.values()} == {"scored"}, calls
+
+
+def test_no_space_left_on_this_host_ends_the_run_in_one_line(
+        model_id: int, db_cli: CliRunner, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError ENOSPC where ``ser score`` writes (not a recording's fault): exit code 2."""
+    import etl.runs.batch
+
+    def no_space(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "spool"))
+
+    monkeypatch.setattr(etl.runs.batch, "score_batch", no_space)
+    result = _score(db_cli, tmp_path, "2024-07-05")
+    assert result.exit_code == 2, result.output
+    line = _one_line_error(result)
+    assert "No space left on device" in line and "free" in line and "rerun" in line, line
