@@ -765,8 +765,13 @@ def _encoder_input(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     that no training row ever had (the rich features ignore that band on their own)."""
     if spec.channel != "telephony":
         return y
+    from scipy.fft import next_fast_len
+
+    # at a fast FFT length: a block's length is whatever the call's is, and a large prime
+    # factor would cost more than the encoder; the padding's edge effect stays in the padding
     low, high = TELEPHONY_BAND_HZ
-    return bandlimit(y, spec.sample_rate, low_hz=low, high_hz=high)
+    padded = np.pad(y, (0, next_fast_len(len(y), real=True) - len(y)))
+    return bandlimit(padded, spec.sample_rate, low_hz=low, high_hz=high)[: len(y)]
 
 
 def require_extractable(spec: FeatureSpec) -> None:

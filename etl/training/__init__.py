@@ -22,7 +22,7 @@ _EXPORTS = Exports(__name__, {
         "cross_validate", "fit_estimator", "prepare_features", "single_threaded_blas",
     ),
     "etl.training.folds": ("folds_hash", "make_folds"),
-    "etl.training.models": ("DEFAULT_ALGORITHM", "get_algorithm"),
+    "etl.training.models": ("DEFAULT_ALGORITHM", "default_algorithm", "get_algorithm"),
     "etl.training.normalise": ("normalise_per_speaker", "speaker_population"),
     "etl.training.predict": ("SPEAKER_BY", "expand_paths", "predict_files"),
     "etl.training.registry": (
