@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -36,12 +37,25 @@ def open_database(*, migrate: bool = True) -> Engine:
     return engine
 
 
+class _PrefectBelowWarning(logging.Filter):
+    """Keeps Prefect's records below WARNING off a console handler; ser's own records pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.levelno >= logging.WARNING
+                or not (record.name == "prefect" or record.name.startswith("prefect.")))
+
+
 def quiet_prefect() -> None:
     """Prepare Prefect for a CLI command that runs a flow: a quiet, local, reusable API server.
 
     Unless the user set ``PREFECT_API_URL`` (or ``SER_PREFECT_SERVER=ephemeral``), flows talk to a
     background Prefect server under ``$SER_HOME/prefect`` that later commands reuse (see
     ``ser/prefect_server.py``); if it cannot start, Prefect's ephemeral mode is the fallback.
+
+    Flow and task runs log at Prefect's level (INFO unless ``PREFECT_LOGGING_LEVEL`` says
+    otherwise), so their progress reaches the Prefect API (``prefect flow-run logs``, the UI);
+    the console shows Prefect's warnings and errors only, whether Prefect's own console handler
+    or ser's (``logging.basicConfig``, which Prefect then leaves in place) prints them.
     """
     from ser.prefect_server import PrefectServerError, auth_string, start_server
 
@@ -50,7 +64,10 @@ def quiet_prefect() -> None:
     # Prefect's client-side telemetry too: call-centre machines should not phone home unasked
     # (and this network is closed). DO_NOT_TRACK=0 set by the user keeps it on.
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _PrefectBelowWarning) for f in handler.filters):
+            handler.addFilter(_PrefectBelowWarning())
     os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
     # Prefect's default of 20 s is too short for an ephemeral server on two busy cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
