@@ -64,8 +64,13 @@ class TrainConfig:
     @property
     def raw_columns(self) -> int:
         """Trailing features speaker normalisation leaves as they are: the voice encoder's
-        embedding of ``richvoice`` (bench/voice_features.py: z-scored per speaker it lost
-        evidence wherever a speaker's own statistics are few, as a call role's are)."""
+        embedding of ``richvoice`` in one regression over every column (bench/voice_features.py:
+        z-scored per speaker it lost evidence wherever a speaker's own statistics are few, as a
+        call role's are); none for the pooled family, whose voice regression did better on
+        calls of training speakers with the embedding z-scored like the rest
+        (docs/features.md, `richvoice`)."""
+        if self.algorithm == VOICE_ALGORITHM:
+            return 0
         columns = voice_columns(feature_spec(self.feature_set, self.channel))
         return int(columns.stop - columns.start)
 
