@@ -197,7 +197,7 @@ def customer_turns(events: list[dict[str, Any]], *, role: str = "customer"
 
 def load_truth(calls_dir: Path) -> dict[str, dict[str, Any]]:
     from etl.corpora.labels import CANONICAL_EMOTIONS, ESCALATED_SHARE
-    from etl.synthetic.calls import customer_negative_share, read_timeline
+    from etl.synthetic.timeline import customer_negative_share, read_timeline
 
     meta = {r["call_id"]: r for r in read_rows(calls_dir / "calls.csv")}
     truth: dict[str, dict[str, Any]] = {}

@@ -91,7 +91,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from etl.synthetic.calls import ClipBank, LabelledClip, TimelineEvent, write_timeline
+from etl.synthetic.clips import ClipBank, LabelledClip
+from etl.synthetic.timeline import TimelineEvent, write_timeline
 
 LINES: tuple[str, ...] = ("g711", "wideband", "packet_loss", "echo", "reverb", "agc")
 MIX_SR = 16000

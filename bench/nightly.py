@@ -168,7 +168,8 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int,
 
 
 def generate(ravdess: Path, out_dir: Path, *, hours: float, call_minutes: float) -> dict[str, Any]:
-    from etl.synthetic.calls import ClipBank, generate_calls
+    from etl.synthetic.calls import generate_calls
+    from etl.synthetic.clips import ClipBank
 
     start = time.perf_counter()
     bank = ClipBank.from_folder(ravdess, actors=HELD_OUT)
@@ -193,7 +194,7 @@ def segment_uar(engine: Any, batch_id: int, timelines: dict[str, str]) -> dict[s
     from sqlalchemy import text
 
     from etl.corpora.labels import map_emotion
-    from etl.synthetic.calls import read_timeline, speech_events
+    from etl.synthetic.timeline import read_timeline, speech_events
 
     with engine.connect() as conn:
         rows = conn.execute(text(
@@ -225,7 +226,7 @@ def vad_quality(timelines: dict[str, str], folder: Path, limit: int = 6) -> dict
     import soundfile as sf
 
     from etl.audio.vad import detect_speech
-    from etl.synthetic.calls import read_timeline, speech_events
+    from etl.synthetic.timeline import read_timeline, speech_events
 
     tp = fp = fn = 0
     for key, timeline_path in list(timelines.items())[:limit]:

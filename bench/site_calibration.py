@@ -12,7 +12,7 @@ Protocol
    synthetic ``--actors``, default 21-28), ``--calls-per-line`` per line on g711,
    packet_loss, echo, reverb and agc lines, each night its own seed. ``ser score`` scores every night with the
    shipped point. Truth per call: the customer is negative for more than half of their speech
-   (``etl.synthetic.calls.truly_escalated``, as the calls benchmark counts).
+   (``etl.synthetic.timeline.truly_escalated``, as the calls benchmark counts).
 3. Per seed (``--seeds``): the review queue of nights 1-3 (every escalated call plus a seeded
    sample of the others, at most ``--max-reviews`` calls in all), judged by the truth; the
    estimate of the shipped point's precision and recall from those reviews is compared with
@@ -78,7 +78,7 @@ def _r(x: float | None) -> float | None:
 
 
 def _truth(night_dir: Path) -> dict[str, bool]:
-    from etl.synthetic.calls import read_timeline, truly_escalated
+    from etl.synthetic.timeline import read_timeline, truly_escalated
 
     return {p.name.removesuffix(".timeline.csv"): truly_escalated(read_timeline(p))
             for p in sorted(night_dir.glob("*.timeline.csv"))}
@@ -203,7 +203,7 @@ def main() -> None:
 
         from db.engine import session_scope
         from etl.reviews.site_point import point_in_use
-        from etl.synthetic.calls import ClipBank
+        from etl.synthetic.clips import ClipBank
 
         t = time.perf_counter()
         if args.site == "ravdess":

@@ -13,7 +13,7 @@ Protocol (prints JSON):
   rich/telephony plus the phone-line copies (rich+phone, `etl.audio.phone_line`), normalised per
   (actor, variant).
 - Conditions for the held-out clips: ``studio`` (the clips as recorded) and ``phone`` (each
-  clip through `etl.synthetic.calls.telephone_line` at 8 kHz: band limit, line noise, mu-law; a line
+  clip through `etl.synthetic.line.telephone_line` at 8 kHz: band limit, line noise, mu-law; a line
   model independent of the augmentation chain). Each held-out speaker is normalised with its
   own statistics over its clips of the condition (as ``ser predict`` does for a folder).
 - Per scheme (emotion8, callcentre4, posneg): UAR (balanced accuracy) over the held-out clips.
@@ -58,7 +58,7 @@ def _featurise(job: tuple[int, str, bool]) -> dict[str, Any]:
     from etl.audio.phone_line import augment_copies
     from etl.features.extraction import extract
     from etl.features.specs import feature_spec
-    from etl.synthetic.calls import telephone_line
+    from etl.synthetic.line import telephone_line
 
     index, path, held_out = job
     old, tel = _old_studio_spec(), feature_spec("rich", "telephony")
@@ -126,7 +126,7 @@ def main() -> None:
         "bench": "train_phone",
         "protocol": "train RAVDESS actors 01-16 (grid search on actor-grouped inner folds of "
                     "those only), clip-level UAR on held-out actors 17-20; 'studio' = clips as "
-                    "recorded, 'phone' = etl.synthetic.calls.telephone_line at 8 kHz (band limit, line "
+                    "recorded, 'phone' = etl.synthetic.line.telephone_line at 8 kHz (band limit, line "
                     "noise, mu-law); held-out speakers normalised on their own clips",
         "models": {"before": "rich/studio without level normalisation, recorded clips "
                              "(the studio default before this change)",

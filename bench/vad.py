@@ -2,7 +2,7 @@
 library detectors. Prints JSON.
 
 Protocol
-1. Clips: RAVDESS through ``etl.synthetic.calls.bank_from_source`` at 8 kHz, actors 17-20 (held out;
+1. Clips: RAVDESS through ``etl.synthetic.clips.bank_from_source`` at 8 kHz, actors 17-20 (held out;
    ``--actors train`` uses 01-16, the speakers every VAD parameter was chosen on).
 2. Calls, two sets (``--calls``): ``default``: ``etl.synthetic.calls.generate_calls`` with the
    default ``CallGenConfig`` (what ``ser calls generate`` writes): stereo 8 kHz, telephone line
@@ -72,22 +72,17 @@ sys.path.insert(0, str(ROOT))
 
 from etl.audio.intervals import Region
 from etl.audio.vad import FrameAnalyser, VadConfig, windows
-from etl.synthetic.calls import (
+from etl.synthetic.calls import ROLES, CallGenConfig, compose_call, generate_calls
+from etl.synthetic.clips import ClipBank, LabelledClip, bank_from_source
+from etl.synthetic.line import telephone_line
+from etl.synthetic.speech import hash_seed
+from etl.synthetic.timeline import (
     NONSPEECH_KINDS,
-    ROLES,
-    CallGenConfig,
-    ClipBank,
-    LabelledClip,
     TimelineEvent,
-    bank_from_source,
-    compose_call,
-    generate_calls,
     read_timeline,
     speech_events,
-    telephone_line,
     write_timeline,
 )
-from etl.synthetic.speech import hash_seed
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "datasets" / "ravdess"
 ACTORS = {"test": range(17, 21), "train": range(1, 17)}

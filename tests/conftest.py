@@ -31,7 +31,7 @@ from db.embedded import start_embedded
 from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import Base
-from etl.synthetic.calls import ClipBank
+from etl.synthetic.clips import ClipBank
 from etl.synthetic.history import make_feature_set, make_model_version
 
 # CLI commands in tests use Prefect's ephemeral mode (or a harness), never a lingering background

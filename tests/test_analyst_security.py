@@ -34,7 +34,8 @@ from etl.runs.claims import (
 )
 from etl.runs.inbox import discover_calls
 from etl.scoring.recording import ScoringConfig
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 
 CONFIG = ScoringConfig(max_duration_s=45.0)
 PASSWORD = "analyst-password"

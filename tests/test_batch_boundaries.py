@@ -24,7 +24,8 @@ from etl.runs.batch import DatabaseLostError, score_batch
 from etl.runs.claims import TURN_NAMESPACE, HostTurn, Lease, claim_next, register_batch
 from etl.runs.inbox import OUTSIDE, discover_calls
 from etl.scoring.recording import ScoringConfig
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 from tests.utils.nightly import train_tiny_model
 
 CONFIG = ScoringConfig(max_duration_s=45.0)

@@ -38,16 +38,11 @@ from etl.scoring.call_metrics import (
 )
 from etl.scoring.recording import ScoringConfig, score_recording, write_result
 from etl.scoring.summaries import ScoredSegment
-from etl.synthetic.calls import (
-    CallGenConfig,
-    ClipBank,
-    TimelineEvent,
-    compose_call,
-    generate_calls,
-    speech_events,
-    telephone_line,
-)
+from etl.synthetic.calls import CallGenConfig, compose_call, generate_calls
+from etl.synthetic.clips import ClipBank
+from etl.synthetic.line import telephone_line
 from etl.synthetic.speech import PROSODY, Voice, synthesize
+from etl.synthetic.timeline import TimelineEvent, speech_events
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 

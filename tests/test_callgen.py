@@ -12,26 +12,20 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from etl.synthetic.calls import (
+from etl.synthetic.calls import SCENARIOS, CallGenConfig, compose_call, generate_calls
+from etl.synthetic.clips import ClipBank
+from etl.synthetic.line import telephone_line
+from etl.synthetic.nonspeech import babble, dtmf_sequence, hold_music, ringback_tone
+from etl.synthetic.speech import write_ravdess_corpus
+from etl.synthetic.timeline import (
     NONSPEECH_KINDS,
-    SCENARIOS,
-    CallGenConfig,
-    ClipBank,
     TimelineEvent,
-    babble,
-    compose_call,
     customer_negative_share,
-    dtmf_sequence,
-    generate_calls,
-    hold_music,
     read_timeline,
-    ringback_tone,
     speech_events,
-    telephone_line,
     truly_escalated,
     write_timeline,
 )
-from etl.synthetic.speech import write_ravdess_corpus
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from db.models import ModelVersion
 from etl.features.extraction import FeatureSpec, extract, feature_spec
-from etl.synthetic.calls import ClipBank
+from etl.synthetic.clips import ClipBank
 from etl.synthetic.history import make_corpus, make_feature_set, make_model_version
 from etl.training.calibration import apply_calibration, fit_calibration
 from etl.training.config import TrainConfig

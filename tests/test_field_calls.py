@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from etl.synthetic.calls import ClipBank, customer_negative_share, read_timeline
+from etl.synthetic.clips import ClipBank
+from etl.synthetic.timeline import customer_negative_share, read_timeline
 
 ROOT = Path(__file__).resolve().parent.parent
 

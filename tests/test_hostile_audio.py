@@ -22,7 +22,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from etl.audio.decode import AudioError, read_info
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 
 
 def _score(runner: CliRunner, folder: Path, day: str, *options: str) -> Result:

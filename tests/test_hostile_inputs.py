@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from etl.audio.decode import read_info
 from etl.runs.inbox import discover_calls
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 
 HEADER = ["call_id", "file", "agent_id", "queue", "started_at", "channel_roles"]
 

@@ -28,7 +28,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from db.engine import session_scope
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 from ser.prefect_server import (
     auth_header,
     auth_string,

@@ -17,7 +17,8 @@ from db.engine import session_scope
 from etl.scoring.call_metrics import CallMetrics
 from etl.scoring.recompute import config_from_options, plan_recompute, run_recompute
 from etl.scoring.recording import ScoringConfig
-from etl.synthetic.calls import CallGenConfig, ClipBank, generate_calls
+from etl.synthetic.calls import CallGenConfig, generate_calls
+from etl.synthetic.clips import ClipBank
 from tests.conftest import truncate_all
 from tests.test_agent_rollup import PER_DAY_FROM_CALLS, PER_DAY_FROM_ROLLUP
 from tests.utils.nightly import train_tiny_model

@@ -364,7 +364,8 @@ def tiny(engine: Engine) -> Iterator[int]:
 def test_nightly_scoring_uses_the_site_point(engine: Engine, tiny: int, tmp_path: Path) -> None:
     from etl.runs.batch import score_batch
     from etl.scoring.recording import ScoringConfig
-    from etl.synthetic.calls import ClipBank, generate_calls
+    from etl.synthetic.calls import generate_calls
+    from etl.synthetic.clips import ClipBank
 
     generate_calls(tmp_path, n_calls=2, minutes=0.3,
                    bank=ClipBank.synthetic(actors=range(1, 5), per_emotion=1), seed=5)

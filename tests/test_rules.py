@@ -32,7 +32,8 @@ from etl.scoring.escalation import (
 from etl.scoring.recording import ScoringConfig
 from etl.scoring.rules_preview import preview_rules
 from etl.scoring.summaries import SummaryStats
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 

@@ -24,7 +24,8 @@ from etl.runs.inbox import discover_calls
 from etl.scoring.escalation import DEFAULT_RULES, EscalationRule, evaluate, load_rules
 from etl.scoring.recording import ScoringConfig, score_recording, write_result
 from etl.scoring.summaries import ScoredSegment, summarise_call
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from config import Settings, get_settings
 from db.engine import session_scope
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 from ser.cli import app
 from tests.utils.nightly import train_tiny_model
 

@@ -19,18 +19,12 @@ from etl.audio.vad import (
     is_narrowband,
     windows,
 )
-from etl.synthetic.calls import (
-    CallGenConfig,
-    ClipBank,
-    babble,
-    dtmf_sequence,
-    generate_calls,
-    hold_music,
-    ringback_tone,
-    speech_events,
-    telephone_line,
-)
+from etl.synthetic.calls import CallGenConfig, generate_calls
+from etl.synthetic.clips import ClipBank
+from etl.synthetic.line import telephone_line
+from etl.synthetic.nonspeech import babble, dtmf_sequence, hold_music, ringback_tone
 from etl.synthetic.speech import Voice, synthesize
+from etl.synthetic.timeline import speech_events
 
 # webrtc needs webrtcvad-wheels (an optional dependency): its cases skip without it
 DETECTORS = ("energy", pytest.param("webrtc", marks=pytest.mark.skipif(

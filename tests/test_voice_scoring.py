@@ -17,7 +17,8 @@ from etl.features import voice
 from etl.features.voice import EMBEDDING_DIM
 from etl.runs.batch import score_batch
 from etl.scoring.recording import ScoringConfig
-from etl.synthetic.calls import ClipBank, generate_calls
+from etl.synthetic.calls import generate_calls
+from etl.synthetic.clips import ClipBank
 from ser.cli import app
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model

@@ -1,6 +1,10 @@
 """Synthetic data: deterministic emotional speech, generated stereo calls, the demo corpus, small
 corpus fixtures and database history for tests, the demo and the benchmarks.
 
+Generated calls are four modules of one idea each: the clips they are made of (``clips``), the
+non-speech sounds they carry (``nonspeech``), the phone line they go through (``line``) and
+their ground truth (``timeline``); ``calls`` composes and writes them.
+
 ``__all__`` lists the names callers outside ``etl.synthetic`` use; each is imported from its
 module on first use (``etl.public``).
 """
@@ -9,9 +13,14 @@ from etl.public import Exports
 
 _EXPORTS = Exports(__name__, {
     "etl.synthetic.calls": (
-        "NONSPEECH_KINDS", "ROLES", "SCENARIO_WEIGHTS", "SCENARIOS", "bank_from_source",
-        "CallGenConfig", "ClipBank", "compose_call", "customer_negative_share", "generate_calls",
-        "GeneratedCall", "LabelledClip", "read_timeline", "speech_events", "telephone_line",
+        "ROLES", "SCENARIO_WEIGHTS", "SCENARIOS", "CallGenConfig", "compose_call",
+        "generate_calls", "GeneratedCall",
+    ),
+    "etl.synthetic.clips": ("bank_from_source", "ClipBank", "LabelledClip"),
+    "etl.synthetic.line": ("telephone_line",),
+    "etl.synthetic.nonspeech": ("babble", "dtmf_sequence", "hold_music", "ringback_tone"),
+    "etl.synthetic.timeline": (
+        "NONSPEECH_KINDS", "customer_negative_share", "read_timeline", "speech_events",
         "TimelineEvent", "truly_escalated", "write_timeline",
     ),
     "etl.synthetic.corpora": ("write_tiny_wavs",),

@@ -319,7 +319,8 @@ def generate_cmd(
     wideband: bool = typer.Option(False, help="16 kHz, no telephone line simulation."),
 ) -> None:
     """Generate synthetic stereo calls (agent left, customer right) with ground truth."""
-    from etl.synthetic.calls import CallGenConfig, bank_from_source, generate_calls
+    from etl.synthetic.calls import CallGenConfig, generate_calls
+    from etl.synthetic.clips import bank_from_source
 
     sr = 16000 if wideband else 8000
     try:

@@ -1,6 +1,6 @@
 """Helpers for nightly-scoring tests and the benchmark: a tiny registered telephony model.
 
-The model is trained on telephony features of synthetic clips (:class:`etl.synthetic.calls.ClipBank`),
+The model is trained on telephony features of synthetic clips (:class:`etl.synthetic.clips.ClipBank`),
 registered through :mod:`etl.training.registry` like any trained model and pointed at by an alias.
 Callers own the transaction.
 """
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from etl.corpora.labels import map_emotion
 from etl.features.extraction import extract, feature_spec
 from etl.features.store import ensure_feature_set
-from etl.synthetic.calls import ClipBank
+from etl.synthetic.clips import ClipBank
 from etl.training.artifacts import dump_bundle, from_estimator
 from etl.training.normalise import normalise_per_speaker
 from etl.training.registry import register_model_version, set_alias
