@@ -31,14 +31,10 @@ from tqdm import tqdm
 from etl.corpora.labels import is_negative_class
 from etl.features.specs import FeatureSpec
 from etl.scoring.recording import ScoringConfig, score_recording
-from etl.synthetic.calls import (
-    CallGenConfig,
-    ClipBank,
-    GeneratedCall,
-    generate_calls,
-    truly_escalated,
-)
+from etl.synthetic.calls import CallGenConfig, GeneratedCall, generate_calls
+from etl.synthetic.clips import ClipBank
 from etl.synthetic.speech import hash_seed
+from etl.synthetic.timeline import truly_escalated
 from etl.training.calibration import TARGET_PRECISION, fit_map, select_operating_point
 from etl.training.dataset import Dataset, Stacked, stack_rows
 from etl.training.fitting import CVResult, fold_population
