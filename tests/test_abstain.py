@@ -16,13 +16,14 @@ from sqlalchemy import Engine, text
 from db.engine import session_scope
 from etl.runs.claims import register_batch
 from etl.runs.inbox import CallEntry
+from etl.runs.results import write_result
 from etl.scoring.escalation import (
     DEFAULT_RULES,
     EscalationRule,
     load_rules,
     resolve_operating_point,
 )
-from etl.scoring.recording import ScoringConfig, score_recording, write_result
+from etl.scoring.recording import ScoringConfig, score_recording
 from etl.scoring.summaries import ScoredSegment, summarise_call
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.orm import Session
 
 from db.migrate import downgrade, upgrade
-from etl.scoring.recording import finalise_batch
+from etl.runs.results import finalise_batch
 from etl.synthetic.history import make_batch, make_feature_set, make_model_version
 
 DAY = dt.date(2024, 3, 4)

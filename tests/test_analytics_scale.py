@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from db.engine import session_scope
 from db.migrate import downgrade, head_revision, upgrade
 from db.migrations.earlier import revision_module
-from etl.scoring.recording import finalise_batch
+from etl.runs.results import finalise_batch
 from etl.scoring.rollup import prune_segments
 from etl.synthetic.history import make_batch, make_feature_set, make_model_version
 

@@ -20,6 +20,7 @@ from db.models import CallSummary
 from etl.audio.decode import resample
 from etl.audio.vad import FrameAnalyser, Region
 from etl.corpora.labels import NEGATIVE_EMOTIONS
+from etl.runs.results import write_result
 from etl.scoring.call_metrics import (
     ROLES,
     CallMetrics,
@@ -36,7 +37,7 @@ from etl.scoring.call_metrics import (
     speech_frames,
     turn_stats,
 )
-from etl.scoring.recording import ScoringConfig, score_recording, write_result
+from etl.scoring.recording import ScoringConfig, score_recording
 from etl.scoring.summaries import ScoredSegment
 from etl.synthetic.calls import CallGenConfig, compose_call, generate_calls
 from etl.synthetic.clips import ClipBank

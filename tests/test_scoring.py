@@ -21,8 +21,9 @@ from db.engine import session_scope
 from etl.runs.batch import run_worker, score_batch
 from etl.runs.claims import claim_next, register_batch
 from etl.runs.inbox import discover_calls
+from etl.runs.results import write_result
 from etl.scoring.escalation import DEFAULT_RULES, EscalationRule, evaluate, load_rules
-from etl.scoring.recording import ScoringConfig, score_recording, write_result
+from etl.scoring.recording import ScoringConfig, score_recording
 from etl.scoring.summaries import ScoredSegment, summarise_call
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
@@ -244,6 +245,58 @@ def test_killed_run_resumes_and_fresh_claims_are_respected(engine: Engine, model
                             model_version_id=model_id, result=result)
 
 
+def test_failed_and_rejected_outcomes_need_the_claim(engine: Engine, model_id: int,
+                                                     tmp_path: Path) -> None:
+    """A failure or a rejection is written only by the claim's holder; a rejection keeps what
+    registration stored in ``extra`` and is never claimed again, not even to retry it."""
+    from etl.runs.inbox import CallEntry
+    from etl.runs.results import write_outcome
+
+    with session_scope(engine) as session:
+        batch_id = register_batch(
+            session, source_path=str(tmp_path), batch_date=dt.date(2024, 3, 5),
+            model_version_id=model_id, entries=[
+                CallEntry("bad", tmp_path / "bad.wav", extra={"site": "north"}, line=2),
+                CallEntry("moved", tmp_path / "moved.wav", extra={"site": "south"}, line=3)])
+    with session_scope(engine) as session:
+        bad = claim_next(session, batch_id=batch_id, worker="w")
+        moved = claim_next(session, batch_id=batch_id, worker="w")
+    assert bad is not None and moved is not None
+    for status, call in (("failed", bad), ("rejected", moved)):
+        with session_scope(engine) as session:
+            assert not write_outcome(session, call_id=call.id, worker="other",
+                                     model_version_id=model_id, status=status, reason="no")
+        assert _statuses(engine, batch_id)[call.call_key] == ("claimed", None)
+        with session_scope(engine) as session:
+            assert write_outcome(session, call_id=call.id, worker="w",
+                                 model_version_id=model_id, status=status, reason="x" * 3000)
+    with engine.connect() as conn:
+        rows = {r.call_key: r for r in conn.execute(text(
+            "SELECT call_key, status, error, extra FROM calls WHERE batch_id = :b"),
+            {"b": batch_id})}
+    assert {k: (r.status, len(r.error)) for k, r in rows.items()} == {
+        "bad": ("failed", 2000), "moved": ("failed", 2000)}
+    assert rows["bad"].extra == {"site": "north", "manifest_line": 2}
+    assert rows["moved"].extra == {"site": "south", "manifest_line": 3, "rejected": True}
+    with session_scope(engine) as session:
+        retry = claim_next(session, batch_id=batch_id, worker="w2",
+                           retry_failed_before=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    assert retry is not None and retry.call_key == "bad"
+
+
+def test_scoring_a_recording_uses_no_database() -> None:
+    """etl.scoring.recording is pure compute; the runners in etl/runs write its results."""
+    import ast
+
+    from etl.scoring import recording
+
+    tree = ast.parse(Path(recording.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m.split(".")[0] in ("sqlalchemy", "psycopg2", "db")}
+
+
 def test_two_concurrent_workers_never_double_score(engine: Engine, model_id: int, bank: ClipBank,
                                                    tmp_path: Path) -> None:
     generate_calls(tmp_path, n_calls=6, minutes=0.15, bank=bank, seed=13)
@@ -321,7 +374,7 @@ def test_studio_model_on_phone_audio_fails_unless_allowed(engine: Engine, model_
 
 
 def test_batch_bandwidth_from_headers(batch_dir: Path, tmp_path: Path) -> None:
-    from etl.scoring.recording import batch_bandwidth
+    from etl.runs.batch import batch_bandwidth
 
     wide = tmp_path / "wide.wav"
     sf.write(wide, np.zeros(16000, dtype=np.float32), 16000)

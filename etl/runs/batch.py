@@ -1,12 +1,13 @@
 """The caller side of nightly scoring: engine, transactions and worker processes.
 
-``etl.runs.inbox`` (discover), ``etl.runs.claims`` (register, lease, claim) and ``etl.scoring.recording`` (score,
-write, summarise) hold the work as functions that take a session and never commit. This module
-owns the transactions around them: one short transaction per claim and one per result, so a
-crash loses at most the call in hand (its worker's lease ends with it, so the next run takes the
-call at once). ``score_batch`` runs workers in processes that claim
-calls from the database, so overlapping runs share the work instead of repeating it; one run
-per host at a time (a second run on the same host waits its turn, then scores what is left). It has no
+``etl.runs.inbox`` (discover), ``etl.runs.claims`` (register, lease, claim),
+``etl.scoring.recording`` (score one recording, no database) and ``etl.runs.results`` (write a
+claimed call's outcome, count the batch) hold the work as functions that never commit. This
+module owns the transactions around them: one short transaction per claim and one per result,
+so a crash loses at most the call in hand (its worker's lease ends with it, so the next run
+takes the call at once). ``score_batch`` runs workers in processes that claim calls from the
+database, so overlapping runs share the work instead of repeating it; one run per host at a
+time (a second run on the same host waits its turn, then scores what is left). It has no
 Prefect dependency: ``ser score`` calls it directly and ``flows/nightly.py`` wraps it in a flow.
 """
 
@@ -22,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -37,8 +38,8 @@ from tqdm import tqdm
 
 from db.engine import describe_server, make_engine, session_scope
 from db.models import ModelVersion
-from etl.audio.decode import AudioError
-from etl.audio.vad import FrameAnalyser
+from etl.audio.decode import AudioError, read_info
+from etl.audio.vad import NARROWBAND_MAX_SR, FrameAnalyser
 from etl.features.extraction import extract_segments, require_extractable
 from etl.runs.claims import (
     CallStatus,
@@ -52,19 +53,11 @@ from etl.runs.claims import (
     first_line,
     register_batch,
     worker_name,
-    write_outcome,
 )
 from etl.runs.cluster import score_claims_on_cluster
 from etl.runs.inbox import OUTSIDE, contained, discover_calls, relative_reason
-from etl.scoring.recording import (
-    BatchReport,
-    CallError,
-    CallResult,
-    ScoringConfig,
-    batch_bandwidth,
-    finalise_batch,
-    score_recording,
-)
+from etl.runs.results import BatchReport, finalise_batch, write_outcome
+from etl.scoring.recording import CallError, CallResult, ScoringConfig, score_recording
 from etl.training.artifacts import load_bundle
 from etl.training.registry import (
     LoadedModel,
@@ -92,8 +85,8 @@ class Execution:
 
 
 @dataclass(frozen=True, slots=True)
-class _Work:
-    """The claims a run scores: its batch, model version, folder and options."""
+class _BatchToScore:
+    """The registered batch whose claims a run scores: its model version, folder and options."""
 
     batch_id: int
     model_version_id: int
@@ -286,6 +279,27 @@ def _pool_context(start_method: str = "auto") -> multiprocessing.context.BaseCon
     return context
 
 
+def batch_bandwidth(paths: Iterable[Path], *, sample: int = 8) -> str:
+    """``"narrowband"`` when any of the first ``sample`` readable headers is at a phone rate.
+
+    Chooses which channel's model scores the batch (``etl.training.registry.resolve_scoring_model``);
+    phone audio stored at a wideband rate is caught per call by
+    :func:`etl.scoring.recording.score_recording`, which measures the band itself.
+    """
+    seen = 0
+    for path in paths:
+        try:
+            info = read_info(path)
+        except (AudioError, OSError):
+            continue
+        if info.sample_rate <= NARROWBAND_MAX_SR:
+            return "narrowband"
+        seen += 1
+        if seen >= sample:
+            break
+    return "wideband"
+
+
 @dataclass(frozen=True, slots=True)
 class RunReport(BatchReport):
     """The batch's counts plus what this run did (a resumed run scores only the rest).
@@ -394,7 +408,7 @@ def _score_batch(
         # what is left to do (a rerun of a finished batch loads no model, starts no workers)
         total, _held = count_work(session, batch_id=batch_id, stale_after_s=stale,
                                   retry_failed_before=retry_before)
-    work = _Work(batch_id=batch_id, model_version_id=version.id, path=path, config=config,
+    work = _BatchToScore(batch_id=batch_id, model_version_id=version.id, path=path, config=config,
                  allowed_roots=tuple(allowed_roots), retry_before=retry_before)
     stats: list[WorkerStats] = []
     waited = 0.0
@@ -415,7 +429,7 @@ def _score_batch(
                      waited_seconds=round(waited, 2))
 
 
-def _score_claims(engine: Engine, work: _Work, execution: Execution) -> list[WorkerStats]:
+def _score_claims(engine: Engine, work: _BatchToScore, execution: Execution) -> list[WorkerStats]:
     """Score what is claimable now (this host's turn is held): the model is loaded only when
     a run before this one on the host left work."""
     with session_scope(engine) as session:
@@ -450,7 +464,7 @@ def _score_claims(engine: Engine, work: _Work, execution: Execution) -> list[Wor
             bar.close()
 
 
-def _run_pool(engine: Engine, work: _Work, *, n_workers: int,
+def _run_pool(engine: Engine, work: _BatchToScore, *, n_workers: int,
               context: multiprocessing.context.BaseContext, bar: tqdm | None) -> list[WorkerStats]:
     """``n_workers`` processes claim and score until the batch is done; the bar follows the
     database's count."""

@@ -25,7 +25,9 @@ Advisory locks were kept over row locks on a private table because a row lock ne
 transaction held open for the whole run, whose transaction id would hold back vacuum in the
 whole database for as long as the night runs.
 
-Nothing here commits: the caller owns the transactions (one per claim, one per result).
+A claim ends with its outcome (``etl.runs.results``: scored, failed or rejected), written only
+while the claim is still held. Nothing here commits: the caller owns the transactions (one per
+claim, one per result).
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ from sqlalchemy.orm import Session
 
 from db.models import Batch, Call
 from etl.runs.inbox import CallEntry
-from etl.scoring.recording import CallResult, mark_failed, write_result
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ LOCK_NAMESPACE = 0x5E5C_0A11 & 0x7FFF_FFFF
 LEGACY_STALE_S = 1800.0
 
 
-# What became of a claimed call: ``rejected`` is failed for good (its file is outside the batch
-# folder, see mark_rejected); progress callbacks report it as ``failed``.
+# What became of a claimed call (written by etl.runs.results): ``rejected`` is failed for good
+# (its file is outside the batch folder); progress callbacks report it as ``failed``.
 CallStatus = Literal["scored", "failed", "rejected"]
 
 
@@ -371,33 +372,6 @@ def release_claims(session: Session, *, owner: str) -> int:
         "UPDATE calls SET status = 'pending', claimed_by = NULL, claimed_at = NULL "
         "WHERE status = 'claimed' AND claimed_by = :o"), {"o": owner})
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def mark_rejected(session: Session, *, call_id: int, worker: str, reason: str) -> bool:
-    """Fail our claimed call for a reason that must not be retried (its file is outside the
-    batch folder): like ``etl.scoring.recording.mark_failed`` plus ``extra.rejected``."""
-    result = session.execute(text(
-        "UPDATE calls SET status = 'failed', error = :r, "
-        "extra = extra || '{\"rejected\": true}'::jsonb "
-        "WHERE id = :id AND status = 'claimed' AND claimed_by = :w"),
-        {"r": reason[:2000], "id": call_id, "w": worker})
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-def write_outcome(session: Session, *, call_id: int, worker: str, model_version_id: int,
-                  status: CallStatus, reason: str = "", result: CallResult | None = None) -> bool:
-    """Write our claimed call's outcome in the caller's transaction: a scored call's
-    ``result``, or the ``reason`` a call failed (or was rejected).
-
-    Returns False (writing nothing) if ``worker`` no longer holds the claim.
-    """
-    if status == "scored":
-        assert result is not None
-        return write_result(session, call_id=call_id, worker=worker,
-                            model_version_id=model_version_id, result=result)
-    if status == "rejected":
-        return mark_rejected(session, call_id=call_id, worker=worker, reason=reason)
-    return mark_failed(session, call_id=call_id, worker=worker, reason=reason)
 
 
 # --------------------------------------------------------------------------------------------

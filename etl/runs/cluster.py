@@ -6,7 +6,7 @@ claims calls under its own :class:`etl.runs.claims.Lease` (so every call is scor
 and other hosts and runs share the batch through the same claims), submits
 :func:`etl.scoring.recording.score_recording` for the claimed paths to the workers, at most
 ``max_in_flight`` at a time, and writes the results back several per transaction with the same
-per-call functions as the local path (``write_result``, ``mark_failed``, ``mark_rejected``).
+per-call function as the local path (:func:`etl.runs.results.write_outcome`).
 The model is one task's result (:func:`_model_on_worker`, the object this process loaded from
 the verified artifact, never bytes pickled from the database): a worker fetches it once for its
 calls, and if every worker holding it dies the scheduler recomputes it from the task, where
@@ -57,16 +57,11 @@ from etl.runs.claims import (
     first_line,
     release_claims,
     worker_name,
-    write_outcome,
 )
 from etl.runs.inbox import OUTSIDE, contained, relative_reason
 from etl.runs.pool import adaptive_mmap_threshold, open_error, this_worker
-from etl.scoring.recording import (
-    CallError,
-    CallResult,
-    ScoringConfig,
-    score_recording,
-)
+from etl.runs.results import write_outcome
+from etl.scoring.recording import CallError, CallResult, ScoringConfig, score_recording
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -244,7 +239,9 @@ def _task_fault(call: ClaimedCall, future: Future, address: str) -> ClusterError
 
 
 @dataclass(slots=True)
-class _Done:
+class _Finished:
+    """A call done on the cluster (or rejected here), waiting for the next write transaction."""
+
     call: ClaimedCall
     status: CallStatus
     worker: str
@@ -252,7 +249,7 @@ class _Done:
     reason: str = ""
 
 
-class _Run:
+class _ClusterRun:
     """One client run: claims in, futures out, results written back in small bulks."""
 
     def __init__(self, engine: Engine, client: Client, *, lease: Lease, batch_id: int,
@@ -268,7 +265,7 @@ class _Run:
         self.address, self.on_call = address, on_call
         self.retry = (retry_before or lease.started_at) if config.retry_failed else None
         self.in_flight: dict[Future, ClaimedCall] = {}
-        self.done: list[_Done] = []
+        self.done: list[_Finished] = []
         self.stats: dict[str, WorkerStats] = {}
         self.exhausted = False
         self.last_flush = time.monotonic()
@@ -301,7 +298,7 @@ class _Run:
         for call in claimed:
             if self.root is not None and not contained(call.path, root=self.root,
                                                        allowed_roots=self.allowed_roots):
-                self.done.append(_Done(call, "rejected", "client", reason=(
+                self.done.append(_Finished(call, "rejected", "client", reason=(
                     f"{OUTSIDE}: the file now resolves elsewhere")))
                 continue
             future = self.client.submit(
@@ -346,9 +343,9 @@ class _Run:
                         f"({outcome.reason}), which this machine can: mount the audio at the "
                         "same path on every worker")
                 # nobody can read it: the call's own fault, as in the local path
-                self.done.append(_Done(call, "failed", outcome.worker, reason=mine))
+                self.done.append(_Finished(call, "failed", outcome.worker, reason=mine))
             else:
-                self.done.append(_Done(call, outcome.status, outcome.worker,
+                self.done.append(_Finished(call, outcome.status, outcome.worker,
                                        result=outcome.result, reason=outcome.reason))
 
     def flush(self, *, force: bool = False) -> None:
@@ -360,7 +357,7 @@ class _Run:
         if not due:
             return
         owner, mv_id = self.lease.owner, self.model.model_version_id
-        written: list[tuple[_Done, bool]] = []
+        written: list[tuple[_Finished, bool]] = []
         with session_scope(self.engine) as session:
             for item in self.done:
                 reason = item.reason
@@ -525,7 +522,7 @@ def score_claims_on_cluster(
     with (_connected(address, timeout_s=connect_timeout_s, progress=progress,
                      on_call=on_call) as (client, tick),
           Lease(engine, name=f"dask:{worker_name()}") as lease):
-        run = _Run(engine, client, lease=lease, batch_id=batch_id, model=model,
+        run = _ClusterRun(engine, client, lease=lease, batch_id=batch_id, model=model,
                    model_future=_submit_model(client, model, address=address), config=config,
                    root=root, allowed_roots=allowed_roots, address=address,
                    retry_before=retry_before, on_call=tick,

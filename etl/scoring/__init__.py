@@ -12,11 +12,8 @@ _EXPORTS = Exports(__name__, {
         "DEFAULT_RULES", "METRICS", "EscalationRule", "load_rules", "OperatingPoint",
         "resolve_operating_point", "rules_as_data", "rules_from_data",
     ),
-    "etl.scoring.recompute": ("run_recompute",),
-    "etl.scoring.recording": (
-        "batch_bandwidth", "BatchReport", "CallError", "CallResult", "finalise_batch",
-        "mark_failed", "score_recording", "ScoringConfig", "write_result",
-    ),
+    "etl.scoring.recompute": ("copy_rows", "replace_events", "run_recompute", "write_summary"),
+    "etl.scoring.recording": ("CallError", "CallResult", "score_recording", "ScoringConfig"),
     "etl.scoring.rollup": ("count_prunable", "prune_segments", "refresh_rollup"),
     "etl.scoring.rules_preview": ("preview_rules",),
     "etl.scoring.summaries": ("ScoredSegment", "summarise_call"),

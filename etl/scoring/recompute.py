@@ -10,12 +10,18 @@ not extracted and nothing is predicted, so ``call_segments`` stay as they are.
 Per call, :func:`recompute_call` rewrites the ``call_summaries`` row (summary, conversation
 metrics, escalation with the current rules) and the ``call_events`` rows in the caller's
 transaction. :func:`run_recompute` runs a batch call by call, one transaction each.
+
+Those two tables have one writer each, here (:func:`write_summary`, :func:`replace_events`):
+scoring's first write of a call (``etl.runs.results.write_result``) uses them too, so a
+recomputed row is written exactly as a scored one.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime as dt
+import io
 import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -24,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
+from db.models import CallSummary
 from etl.audio.decode import AudioError, read_info, sha256_file
 from etl.audio.intervals import Region
 from etl.audio.vad import VadConfig
@@ -46,13 +54,7 @@ from etl.scoring.escalation import (
     resolve_operating_point,
     rules_as_data,
 )
-from etl.scoring.recording import (
-    CallError,
-    ScoringConfig,
-    replace_events,
-    voice_pass,
-    write_summary,
-)
+from etl.scoring.recording import CallError, ScoringConfig, voice_pass
 from etl.scoring.rollup import refresh_rollup
 from etl.scoring.summaries import ScoredSegment, SummaryStats, summarise_call
 
@@ -175,6 +177,47 @@ def stored_segments(session: Session, *, call_id: int,
                           confidence=r.confidence, is_negative=r.is_negative,
                           probabilities=dict(r.probabilities or {}), abstained=r.abstained)
             for r in rows]
+
+
+EVENT_COLUMNS = ("call_id", "model_version_id", "role", "kind", "start_s", "end_s", "value")
+
+
+def copy_rows(session: Session, *, table: str, columns: Sequence[str],
+              rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY rows into ``table`` (one round trip per call); None is written as NULL."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerows(rows)
+    buffer.seek(0)
+    raw = session.connection().connection.dbapi_connection
+    with raw.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.copy_expert(
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+
+
+def replace_events(session: Session, *, call_id: int, model_version_id: int,
+                   events: Sequence[CallEvent]) -> None:
+    """The call's ``call_events`` rows for this model version, replaced by ``events``."""
+    session.execute(text("DELETE FROM call_events WHERE call_id = :c AND model_version_id = :m"),
+                    {"c": call_id, "m": model_version_id})
+    if events:
+        copy_rows(session, table="call_events", columns=EVENT_COLUMNS, rows=[
+            (call_id, model_version_id, e.role, e.kind, e.start_s, e.end_s, e.value)
+            for e in events])
+
+
+def write_summary(session: Session, *, call_id: int, model_version_id: int,
+                  summary: SummaryStats, metrics: CallMetrics,
+                  escalation: Escalation | None) -> None:
+    """Insert or replace the call's ``call_summaries`` row for this model version."""
+    values = {**summary.as_dict(), **metrics.as_dict(), "call_id": call_id,
+              "model_version_id": model_version_id, "escalated": escalation is not None,
+              "escalation_rule": escalation.rule if escalation else None,
+              "escalation_reason": escalation.reason if escalation else None}
+    stmt = pg_insert(CallSummary).values(**values)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=["call_id", "model_version_id"],
+        set_={k: stmt.excluded[k] for k in values if k not in ("call_id", "model_version_id")}))
 
 
 def recompute_call(session: Session, target: RecomputeTarget) -> Recomputed:

@@ -1,20 +1,10 @@
-"""Nightly scoring of call recordings: score one recording, write its result, count the batch.
+"""Scoring one recording: voice activity per role, utterance windows, features, probabilities,
+summary, conversation metrics and escalation, as a :class:`CallResult`.
 
-A batch goes through, in order:
-
-1. ``etl.runs.inbox.discover_calls``: the folder (and its subfolders) into ``CallEntry`` rows, from
-   ``calls.csv`` where present, else from file names; files outside the batch and bad rows
-   become failed entries with their reason.
-2. ``etl.runs.claims.register_batch``: the ``batches`` row and one pending ``calls`` row per entry
-   (idempotent); workers ``etl.runs.claims.claim_next`` calls under a lease (a PostgreSQL advisory
-   lock held as long as the worker lives, so a dead run's claims are free at once).
-3. :func:`score_recording` (pure compute, no database) and :func:`write_result` (one
-   transaction per call, guarded so that a worker whose claim is gone cannot write); a call
-   that cannot be scored is :func:`mark_failed` with its reason, and the batch goes on.
-4. :func:`finalise_batch` counts what happened into the batch row.
-
-Nothing here commits: ``etl/runs/batch.py`` (the caller) owns the engine, the transactions
-and the worker processes; ``flows/nightly.py`` wraps it in Prefect.
+:func:`score_recording` is pure compute: a function of the audio file, the model and the
+:class:`ScoringConfig`, with no database. A recording that cannot be scored raises
+:class:`CallError` (or ``AudioError``) with the reason the runner stores. The runners in
+``etl/runs`` claim calls, call it, and write what it returns (``etl.runs.results``).
 
 Memory stays bounded for hour-long recordings: the VAD streams the file block by block and the
 features are computed per block of windows (with context overlap), so only one block of audio
@@ -23,10 +13,6 @@ is in memory at a time.
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import io
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,20 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session
 
-from db.models import Batch, Call, CallSummary
-from etl.audio.decode import AudioError, AudioInfo, load_audio, read_info, sha256_file
+from etl.audio.decode import AudioInfo, load_audio, read_info, sha256_file
 from etl.audio.intervals import Region
-from etl.audio.vad import (
-    NARROWBAND_MAX_SR,
-    FrameAnalyser,
-    VadConfig,
-    is_narrowband,
-    windows,
-)
+from etl.audio.vad import FrameAnalyser, VadConfig, is_narrowband, windows
 from etl.corpora.labels import is_negative_class
 from etl.features.extraction import channel_level, extract_segments
 from etl.features.specs import LEVEL_NORM, FeatureSpec
@@ -70,14 +46,12 @@ from etl.scoring.escalation import (
     resolve_operating_point,
     rules_as_data,
 )
-from etl.scoring.rollup import refresh_rollup
 from etl.scoring.summaries import ScoredSegment, SummaryStats, summarise_call
 
 if TYPE_CHECKING:
     from etl.training.registry import LoadedModel
 
 log = logging.getLogger(__name__)
-
 
 
 class CallError(ValueError):
@@ -170,32 +144,6 @@ def model_calibration(model: object) -> Mapping[str, Any] | None:
     return record if isinstance(record, Mapping) else None
 
 
-# --------------------------------------------------------------------------------------------
-# Discovery
-# --------------------------------------------------------------------------------------------
-
-
-def batch_bandwidth(paths: Iterable[Path], *, sample: int = 8) -> str:
-    """``"narrowband"`` when any of the first ``sample`` readable headers is at a phone rate.
-
-    Chooses which channel's model scores the batch (``etl.training.registry.resolve_scoring_model``);
-    phone audio stored at a wideband rate is caught per call by :func:`score_recording`, which
-    measures the band itself.
-    """
-    seen = 0
-    for path in paths:
-        try:
-            info = read_info(path)
-        except (AudioError, OSError):
-            continue
-        if info.sample_rate <= NARROWBAND_MAX_SR:
-            return "narrowband"
-        seen += 1
-        if seen >= sample:
-            break
-    return "wideband"
-
-
 def resolve_roles(channels: int, explicit: Mapping[str, str], *,
                   config: ScoringConfig) -> dict[int, str]:
     """Channel index -> role for a file with ``channels`` channels."""
@@ -222,7 +170,7 @@ def resolve_roles(channels: int, explicit: Mapping[str, str], *,
 
 @dataclass(slots=True)
 class CallResult:
-    """Everything scoring one recording produces (written by :func:`write_result`)."""
+    """Everything scoring one recording produces (written by ``etl.runs.results.write_result``)."""
 
     sample_rate: int
     channels: int
@@ -524,156 +472,3 @@ def score_windows(features: WindowFeatures, *, model: LoadedModel,
                 abstained=abstained))
     segments.sort(key=lambda seg: (seg.start_s, seg.role))
     return segments
-
-
-# --------------------------------------------------------------------------------------------
-# Database: batch registration, claims, results
-# --------------------------------------------------------------------------------------------
-
-
-def _own(session: Session, *, call_id: int, worker: str, values: Mapping[str, Any]) -> bool:
-    """Move our claimed call to its final state; False if the claim was taken over meanwhile.
-    ``extra`` is merged into what registration stored (the manifest's line and columns)."""
-    assignments = ", ".join(
-        "extra = coalesce(extra, '{}'::jsonb) || CAST(:extra AS jsonb)" if k == "extra"
-        else f"{k} = :{k}" for k in values)
-    result = session.execute(text(
-        f"UPDATE calls SET {assignments} WHERE id = :id AND status = 'claimed' "
-        "AND claimed_by = :worker"), {**values, "id": call_id, "worker": worker})
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-def mark_failed(session: Session, *, call_id: int, worker: str, reason: str) -> bool:
-    """Record why the call could not be scored (the batch goes on)."""
-    return _own(session, call_id=call_id, worker=worker,
-                values={"status": "failed", "error": reason[:2000]})
-
-
-SEGMENT_COLUMNS = ("call_id", "model_version_id", "role", "start_s", "end_s", "emotion",
-                   "confidence", "is_negative", "probabilities", "abstained")
-EVENT_COLUMNS = ("call_id", "model_version_id", "role", "kind", "start_s", "end_s", "value")
-
-
-def _copy_rows(session: Session, *, table: str, columns: Sequence[str],
-               rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY rows into ``table`` (one round trip per call); None is written as NULL."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerows(rows)
-    buffer.seek(0)
-    raw = session.connection().connection.dbapi_connection
-    with raw.cursor() as cursor:  # type: ignore[union-attr]
-        cursor.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
-
-
-def write_result(session: Session, *, call_id: int, worker: str, model_version_id: int,
-                 result: CallResult) -> bool:
-    """Segments, events, summary and the call's final state in the caller's transaction.
-
-    Returns False (writing nothing) if this worker no longer holds the claim.
-    """
-    extra = {"bandwidth": result.bandwidth, "warnings": result.warnings,
-             "roles": {str(k): v for k, v in result.roles.items()},
-             "talk_s": {role: round(sum(e - s for s, e in regs), 3)
-                        for role, regs in result.speech.items()},
-             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
-             "escalation_rules": result.rules_source,
-             "confidence_floor": result.confidence_floor}
-    owned = _own(session, call_id=call_id, worker=worker, values={
-        "status": "scored", "sha256": result.sha256, "sample_rate": result.sample_rate,
-        "channels": result.channels, "duration_s": result.duration_s, "error": None,
-        "channel_roles": json.dumps({str(k): v for k, v in result.roles.items()}),
-        "extra": json.dumps(extra)})
-    if not owned:
-        return False
-    # a rescore of the same call with the same model replaces its rows
-    session.execute(text("DELETE FROM call_segments WHERE call_id = :c AND model_version_id = :m"),
-                    {"c": call_id, "m": model_version_id})
-    if result.segments:
-        _copy_rows(session, table="call_segments", columns=SEGMENT_COLUMNS, rows=[
-            (call_id, model_version_id, s.role, s.start_s, s.end_s, s.emotion, s.confidence,
-             "t" if s.is_negative else "f", json.dumps(dict(s.probabilities)),
-             "t" if s.abstained else "f")
-            for s in result.segments])
-    replace_events(session, call_id=call_id, model_version_id=model_version_id,
-                   events=result.events)
-    write_summary(session, call_id=call_id, model_version_id=model_version_id,
-                  summary=result.summary, metrics=result.metrics, escalation=result.escalation)
-    return True
-
-
-def replace_events(session: Session, *, call_id: int, model_version_id: int,
-                   events: Sequence[CallEvent]) -> None:
-    """The call's ``call_events`` rows for this model version, replaced by ``events``."""
-    session.execute(text("DELETE FROM call_events WHERE call_id = :c AND model_version_id = :m"),
-                    {"c": call_id, "m": model_version_id})
-    if events:
-        _copy_rows(session, table="call_events", columns=EVENT_COLUMNS, rows=[
-            (call_id, model_version_id, e.role, e.kind, e.start_s, e.end_s, e.value)
-            for e in events])
-
-
-def write_summary(session: Session, *, call_id: int, model_version_id: int,
-                  summary: SummaryStats, metrics: CallMetrics,
-                  escalation: Escalation | None) -> None:
-    """Insert or replace the call's ``call_summaries`` row for this model version."""
-    values = {**summary.as_dict(), **metrics.as_dict(), "call_id": call_id,
-              "model_version_id": model_version_id, "escalated": escalation is not None,
-              "escalation_rule": escalation.rule if escalation else None,
-              "escalation_reason": escalation.reason if escalation else None}
-    stmt = pg_insert(CallSummary).values(**values)
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=["call_id", "model_version_id"],
-        set_={k: stmt.excluded[k] for k in values if k not in ("call_id", "model_version_id")}))
-
-
-@dataclass(frozen=True, slots=True)
-class BatchReport:
-    batch_id: int
-    batch_date: dt.date
-    source_path: str
-    model_version_id: int
-    n_calls: int
-    n_scored: int
-    n_failed: int
-    n_pending: int
-    n_escalations: int
-    audio_seconds: float
-    wall_seconds: float
-    failures: dict[str, str]
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["batch_date"] = self.batch_date.isoformat()
-        return data
-
-
-def finalise_batch(session: Session, *, batch_id: int, wall_seconds: float = 0.0) -> BatchReport:
-    """Count the batch's calls into its row; status 'done' when nothing is left pending."""
-    counts = session.execute(text("""
-        SELECT count(*)                                       AS n_calls,
-               count(*) FILTER (WHERE c.status = 'scored')    AS n_scored,
-               count(*) FILTER (WHERE c.status = 'failed')    AS n_failed,
-               count(*) FILTER (WHERE c.status IN ('pending', 'claimed')) AS n_pending,
-               count(*) FILTER (WHERE s.escalated)            AS n_escalations,
-               COALESCE(sum(c.duration_s) FILTER (WHERE c.status = 'scored'), 0) AS audio_seconds
-        FROM calls c
-        JOIN batches b ON b.id = c.batch_id
-        LEFT JOIN call_summaries s ON s.call_id = c.id AND s.model_version_id = b.model_version_id
-        WHERE c.batch_id = :b"""), {"b": batch_id}).one()
-    session.execute(text("""
-        UPDATE batches SET n_calls = :n_calls, n_scored = :n_scored, n_failed = :n_failed,
-               n_escalations = :n_escalations, audio_seconds = :audio_seconds,
-               status = CASE WHEN :n_pending = 0 THEN 'done' ELSE 'partial' END,
-               finished_at = now()
-        WHERE id = :b"""), {**counts._asdict(), "b": batch_id})
-    refresh_rollup(session, batch_id=batch_id)
-    batch = session.get(Batch, batch_id)
-    assert batch is not None
-    failures = dict(session.execute(select(Call.call_key, Call.error).where(
-        Call.batch_id == batch_id, Call.status == "failed").order_by(Call.call_key)).all())
-    return BatchReport(batch_id, batch.batch_date, batch.source_path, batch.model_version_id,
-                       counts.n_calls, counts.n_scored, counts.n_failed, counts.n_pending,
-                       counts.n_escalations, float(counts.audio_seconds), wall_seconds,
-                       {k: v or "" for k, v in failures.items()})
