@@ -754,24 +754,41 @@ def _extract_segments(
         i = j
     if n_rich < spec.n_features and valid.any():
         keep = np.flatnonzero(valid)
-        X[keep, n_rich:] = _voice_embeddings(_encoder_input(y, spec), spec, bounds[keep])
+        X[keep, n_rich:] = _voice_embeddings(_encoder_input(y, spec, bounds[keep]), spec,
+                                            bounds[keep])
     return X, valid
 
 
-def _encoder_input(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """A long channel as the voice encoder hears training clips: telephony clips reach it
-    through the phone band (`_to_analysis_rate` with ``bandlimit``), so a channel's segments do
-    too. Without it a 16 kHz VoIP call hands the encoder 50-300 Hz of voice and line rumble
-    that no training row ever had (the rich features ignore that band on their own)."""
+def _encoder_input(y: np.ndarray, spec: FeatureSpec, bounds: np.ndarray) -> np.ndarray:
+    """What the voice encoder reads of a long channel, as it hears training clips: telephony
+    clips reach it through the phone band (`_to_analysis_rate` with ``bandlimit``), so the
+    channel's segments ``bounds`` (seconds, disjoint) do too; samples outside them are zero.
+
+    Without it a 16 kHz VoIP call hands the encoder 50-300 Hz of voice and line rumble that no
+    training row had (the rich features ignore that band on their own). Each segment is
+    band-passed with `ENCODER_BAND_MARGIN_S` of its surroundings rather than the whole
+    channel at once, which would cost as much as the encoder.
+    """
     if spec.channel != "telephony":
         return y
     from scipy.fft import next_fast_len
 
-    # at a fast FFT length: a block's length is whatever the call's is, and a large prime
-    # factor would cost more than the encoder; the padding's edge effect stays in the padding
     low, high = TELEPHONY_BAND_HZ
-    padded = np.pad(y, (0, next_fast_len(len(y), real=True) - len(y)))
-    return bandlimit(padded, spec.sample_rate, low_hz=low, high_hz=high)[: len(y)]
+    rate = spec.sample_rate
+    margin = round(ENCODER_BAND_MARGIN_S * rate)
+    out = np.zeros_like(y)
+    for start_s, end_s in bounds:
+        lo = min(max(round(float(start_s) * rate), 0), len(y))
+        hi = min(max(round(float(end_s) * rate), lo), len(y))
+        a, b = max(lo - margin, 0), min(hi + margin, len(y))
+        piece = np.pad(y[a:b], (0, next_fast_len(b - a, real=True) - (b - a)))
+        out[lo:hi] = bandlimit(piece, rate, low_hz=low, high_hz=high)[lo - a: hi - a]
+    return out
+
+
+# Context each side of a segment for its phone band-pass: the pass band's edges ring for a few
+# tens of milliseconds, so the segment's own samples come out as from the whole channel.
+ENCODER_BAND_MARGIN_S = 0.25
 
 
 def require_extractable(spec: FeatureSpec) -> None:
