@@ -10,12 +10,12 @@ import pytest
 from etl.scoring.escalation import rules_from_data
 from etl.training.calibration import (
     apply_calibration,
-    choose_operating_point,
     expected_calibration_error,
     fit_calibration,
     log_loss,
-    pseudo_calls,
 )
+from etl.training.operating_point.pseudo_calls import Predict, pseudo_call_sides
+from etl.training.operating_point.selection import _best, choose_point
 
 CLASSES = ["angry", "calm", "happy", "sad"]  # callcentre4: angry and sad are negative
 
@@ -33,9 +33,17 @@ def _data(*, n_speakers: int = 12, per_speaker: int = 48, signal: float = 1.5,
     return p / p.sum(axis=1, keepdims=True), y, groups
 
 
+def _point(proba: np.ndarray, y: np.ndarray, groups: np.ndarray, *,
+           predict: Predict | None = None, classes: list[str] = CLASSES) -> dict | None:
+    """The operating point on pseudo-calls of these clip predictions (or of ``predict``'s)."""
+    sides = pseudo_call_sides(y, classes=classes, groups=groups, folds=groups % 5, seed=0,
+                              predict=predict or (lambda rows, _call: proba[rows]))
+    return choose_point(sides, seed=0, protocol="test")
+
+
 def test_calibration_lowers_ece_on_overconfident_probabilities() -> None:
     proba, y, groups = _data(per_speaker=100)
-    record = fit_calibration(proba, y, classes=CLASSES, groups=groups)
+    record = fit_calibration(proba, y, classes=CLASSES, groups=groups, folds=groups % 5)
     json.dumps(record)  # stored as-is in model_versions.params
     assert record["method"] in ("temperature", "vector")
     assert record["ece_after"] < 0.5 * record["ece_before"]
@@ -58,21 +66,19 @@ def test_calibration_lowers_ece_on_overconfident_probabilities() -> None:
 def test_no_record_or_none_leaves_probabilities_unchanged() -> None:
     proba, y, groups = _data(n_speakers=2)
     assert apply_calibration(None, proba) is proba
-    record = fit_calibration(proba, y, classes=CLASSES, groups=groups)
+    record = fit_calibration(proba, y, classes=CLASSES, groups=groups, folds=groups % 5)
     assert record["method"] == "none" and "speaker" in record["reason"]
-    assert record["operating_point"] is None
     np.testing.assert_array_equal(apply_calibration(record, proba), proba)
     with pytest.raises(ValueError, match="classes"):
         apply_calibration({"method": "vector", "params": {"weights": [1.0, 1.0],
                                                           "bias": [0.0, 0.0]}}, proba)
     with pytest.raises(ValueError, match="oof_proba"):
-        fit_calibration(proba[:, :3], y, classes=CLASSES, groups=groups)
+        fit_calibration(proba[:, :3], y, classes=CLASSES, groups=groups, folds=groups % 5)
 
 
 def test_operating_point_meets_precision_target_and_is_usable_rules() -> None:
     proba, y, groups = _data(signal=2.5, sharpen=1.0)
-    record = fit_calibration(proba, y, classes=CLASSES, groups=groups)
-    point = record["operating_point"]
+    point = _point(proba, y, groups)
     assert point is not None and point["meets_target"]
     assert point["precision"] >= 0.8 and point["recall"] >= 0.6
     assert point["cv_precision"] is not None and point["cv_recall"] is not None
@@ -86,20 +92,22 @@ def test_operating_point_meets_precision_target_and_is_usable_rules() -> None:
 
 def test_operating_point_uses_only_the_training_speakers() -> None:
     proba, y, groups = _data()
-    calls = pseudo_calls(proba, y, classes=CLASSES, groups=groups, per_speaker=5)
-    assert {c["speaker"] for c in calls} == set(groups)
+    calls = pseudo_call_sides(y, classes=CLASSES, groups=groups, folds=groups % 5, seed=0,
+                              predict=lambda rows, _call: proba[rows], per_speaker=5)
+    assert {c.speaker for c in calls} == set(groups)
     rows_by_speaker = {g: set(np.flatnonzero(groups == g)) for g in set(groups)}
     # each pseudo-call's customer is one speaker: its confidences come from that speaker's clips
     conf = proba.max(axis=1)
     for call in calls[:20]:
-        own = {round(float(conf[i]), 12) for i in rows_by_speaker[call["speaker"]]}
-        assert {round(float(c), 12) for c in call["confidence"]} <= own
+        own = {round(float(conf[i]), 12) for i in rows_by_speaker[call.speaker]}
+        assert {round(float(c), 12) for c in call.confidence} <= own
+        assert call.fold == call.speaker % 5
     # the choice depends on these rows only: same inputs, same point; other speakers' rows change it
-    a = choose_operating_point(proba, y, classes=CLASSES, groups=groups)
-    b = choose_operating_point(proba, y, classes=CLASSES, groups=groups)
+    a = _point(proba, y, groups)
+    b = _point(proba, y, groups)
     assert a == b
     keep = groups < 106
-    c = choose_operating_point(proba[keep], y[keep], classes=CLASSES, groups=groups[keep])
+    c = _point(proba[keep], y[keep], groups[keep])
     assert c is not None and c["n_speakers"] == 6 and a is not None and a["n_speakers"] == 12
 
 
@@ -108,33 +116,28 @@ def test_uninformative_predictions_do_not_claim_the_target() -> None:
     y = np.tile(np.arange(4), 120)
     groups = np.repeat(np.arange(10), 48)
     proba = rng.dirichlet(np.ones(4), size=len(y))
-    point = choose_operating_point(proba, y, classes=CLASSES, groups=groups)
+    point = _point(proba, y, groups)
     assert point is not None
     assert point["cv_precision"] is None or point["cv_precision"] < 0.8
-    # a scheme without a negative class has no escalation decision to tune
-    assert choose_operating_point(proba, y, classes=["a", "b", "c", "d"], groups=groups) is None
+    # speakers without clips of both polarities make no pseudo-call, so no point
+    assert _point(proba, y, groups, classes=["a", "b", "c", "d"]) is None
 
 
-def test_rescored_pseudo_calls_replace_the_clip_predictions() -> None:
-    """A speaker-normalised model's pseudo-calls are predicted per pseudo-call (``rescore``):
-    the operating point is chosen on those predictions, calibrated by the map of other speakers."""
+def test_pseudo_calls_take_their_predictions_per_pseudo_call() -> None:
+    """A speaker-normalised model's pseudo-calls are predicted per pseudo-call (``predict``):
+    the operating point is chosen on those predictions, not on the clip predictions."""
     proba, y, groups = _data(signal=2.5, sharpen=1.0)
     seen: list[tuple[np.ndarray, np.ndarray]] = []
 
     def honest(rows: np.ndarray, call: np.ndarray) -> np.ndarray:
         seen.append((rows, call))
-        return proba[rows]  # the same predictions: the same decisions as without rescore
+        return proba[rows]  # the same predictions: the same decisions as the clips'
 
-    plain = fit_calibration(proba, y, classes=CLASSES, groups=groups)
-    same = fit_calibration(proba, y, classes=CLASSES, groups=groups, rescore=honest)
-    assert plain["operating_point"]["pseudo_call_normalisation"].startswith("none")
-    assert same["operating_point"]["pseudo_call_normalisation"].startswith("per pseudo-call")
+    assert _point(proba, y, groups, predict=honest) == _point(proba, y, groups)
     rows, call = seen[0]
     assert rows.shape == call.shape and rows.dtype.kind == "i"
     for c in np.unique(call):  # every pseudo-call is one speaker's clips
         assert len(set(groups[rows[call == c]])) == 1
-    # cross-fitted calibration of the rescored rows is close to the refitted map's
-    assert abs(same["operating_point"]["precision"] - plain["operating_point"]["precision"]) < 0.1
 
     def calm_reads_negative(rows: np.ndarray, call: np.ndarray) -> np.ndarray:
         # what per-call normalisation does to a calm call: everything leans negative
@@ -142,25 +145,20 @@ def test_rescored_pseudo_calls_replace_the_clip_predictions() -> None:
         out[:, CLASSES.index("angry")] = 0.7
         return out
 
-    skewed = fit_calibration(proba, y, classes=CLASSES, groups=groups,
-                             rescore=calm_reads_negative)
-    point = skewed["operating_point"]
+    point = _point(proba, y, groups, predict=calm_reads_negative)
     assert point is not None and not point["meets_target"]
     assert point["calm_escalation_rate"] > 0.5 or point["escalation_rate"] == 0.0
-    with pytest.raises(ValueError, match="rescore gave shape"):
-        fit_calibration(proba, y, classes=CLASSES, groups=groups,
-                        rescore=lambda rows, call: proba[rows][:, :2])
+    with pytest.raises(ValueError, match="predict gave shape"):
+        _point(proba, y, groups, predict=lambda rows, call: proba[rows][:, :2])
 
 
 def test_a_precision_reached_only_by_a_handful_of_calls_gives_way_to_f_half() -> None:
-    from etl.training.calibration import _select
-
     npos = 40
     # grid points: (true positives, escalations)
     tp = np.array([4, 20, 30, 40])
     npred = np.array([5, 28, 50, 100])  # precision 0.8 at recall 0.1; 0.71 at 0.5; ...
     n_rules = np.ones(4, dtype=int)
-    assert _select(tp, npred, npos, target_precision=0.8, n_rules=n_rules) == 1
+    assert _best(tp, npred, npos, target_precision=0.8, n_rules=n_rules) == 1
     # where the precision target is met at the recall target, the highest such recall wins
     tp2, npred2 = np.array([4, 26, 30]), np.array([5, 32, 50])  # 0.81 at 0.65
-    assert _select(tp2, npred2, npos, target_precision=0.8, n_rules=np.ones(3, int)) == 1
+    assert _best(tp2, npred2, npos, target_precision=0.8, n_rules=np.ones(3, int)) == 1

@@ -20,7 +20,7 @@ from db.engine import session_scope
 from db.models import ModelMetric, ModelVersion
 from etl.features.voice import EMBEDDING_DIM
 from etl.training.config import CALL_SPEAKER_PRIOR_ROWS, TrainConfig
-from etl.training.cv_calibration import calibration_record, pseudo_call_rescorer
+from etl.training.cv_calibration import FoldScorers, calibration_record
 from etl.training.dataset import Dataset, TrainingDataError, choose_label_scheme, load_dataset
 from etl.training.fitting import CVResult, cross_validate, prepare_features
 from etl.training.folds import folds_hash, make_folds
@@ -224,7 +224,8 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
         train_data: TrainData, db_session: Session) -> None:
     """`ser train` for calls: the escalation point comes from generated phone calls of the
     training speakers, each scored by the fold model that never heard its customer."""
-    from etl.training.operating_point import TrainingCallsPlan, score_training_calls
+    from etl.training.cv_calibration import calibration_rows
+    from etl.training.operating_point.generated_calls import generated_call_sides
     from etl.training.registry import feature_spec_for
 
     config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
@@ -235,7 +236,8 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
     point = calibration["operating_point"]
     assert point["chosen_on"] == "generated calls" and point["n_calls"] == 10
     assert "generated" in point["protocol"] and point["n_speakers"] == 5
-    assert calibration["operating_point_pseudo_calls"]["protocol"].startswith("30 pseudo-calls")
+    # one procedure: no pseudo-call point is chosen beside it
+    assert "operating_point_pseudo_calls" not in calibration
     assert all(r["metric"] != "overtalk_share" for r in point["rules"])
     # scoring reads it like any operating point
     model = load_model(db_session, str(result.model_version_id))
@@ -247,16 +249,19 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
                            feature_set_id=result.feature_set_id, corpus=None, n_folds=5)
     folds = make_folds(dataset.y, dataset.groups, n_folds=5, seed=0)
     cv = cross_validate(dataset, config, folds)
-    calls = score_training_calls(
-        db_session, dataset, cv, spec=feature_spec_for(db_session, dataset.feature_set_id),
-        speaker_normalisation=True, shrinkage=config.population_shrinkage(), calibration=None,
-        algorithm="logreg", plan=TrainingCallsPlan(n_calls=5, minutes=0.3))
-    assert len(calls) == 5 and {c["fold"] for c in calls} == set(range(5))
-    for call in calls:
+    proba, rows, _ = calibration_rows(dataset, cv)
+    scorers = FoldScorers(dataset, cv, config, "none", proba, dataset.y[rows], folds[rows])
+    spec = feature_spec_for(db_session, dataset.feature_set_id)
+    sides = generated_call_sides(
+        db_session, actors_by_fold=[np.unique(dataset.groups[folds == k]) for k in range(5)],
+        fold_model=lambda k: scorers.model(k, spec), n_calls=5, minutes=0.3, seed=0,
+        corpus=None)
+    assert len(sides) == 5 and {s.fold for s in sides} == set(range(5))
+    for side in sides:
         # every clip of the customer is held out of the fold model that scored the call
-        assert set(folds[dataset.groups == call["speaker"]]) == {call["fold"]}
-        assert len(call["start"]) == len(call["negative"]) == len(call["confidence"]) > 0
-    # without the clips' audio the pseudo-call point stays
+        assert set(folds[dataset.groups == side.speaker]) == {side.fold}
+        assert len(side.start) == len(side.negative) == len(side.confidence) > 0
+    # without the clips' audio the point is chosen on pseudo-calls
     for path in train_data.files:
         path.rename(path.with_suffix(".gone"))
     try:
@@ -477,13 +482,18 @@ def _cv(dataset: Dataset, config: TrainConfig) -> CVResult:
     return cross_validate(dataset, config, folds)
 
 
+def _per_pseudo_call(dataset: Dataset, cv: CVResult, config: TrainConfig):  # type: ignore[no-untyped-def]
+    """The uncalibrated per-pseudo-call predictions of a speaker-normalised model's folds."""
+    return FoldScorers(dataset, cv, config, "none", cv.proba, dataset.y, cv.folds).per_pseudo_call
+
+
 def test_pseudo_calls_are_normalised_per_call_like_scoring() -> None:
     """A calm-only call normalised over itself reads far less calm than its clips did when each
     speaker was normalised over its whole balanced set: the rescorer reproduces scoring."""
     dataset = _synthetic_dataset()
     config = TrainConfig(algorithm="logreg", search=False, feature_importance=False)
     cv = _cv(dataset, config)
-    rescore = pseudo_call_rescorer(dataset, cv)
+    rescore = _per_pseudo_call(dataset, cv, config)
     calm = dataset.classes.index("calm")
     # one calm-only pseudo-call per speaker (10 clips: own statistics, as a call channel)
     rows = np.flatnonzero(dataset.y == calm)
@@ -505,7 +515,7 @@ def test_pseudo_calls_are_normalised_per_call_like_scoring() -> None:
     # a model with a strong population prior: its pseudo-calls get the same shrinkage
     strong = TrainConfig(algorithm="logreg", search=False, feature_importance=False,
                          speaker_prior_rows=200.0)
-    shrunk = pseudo_call_rescorer(dataset, cv, shrinkage=strong.population_shrinkage())
+    shrunk = _per_pseudo_call(dataset, cv, strong)
     expected = cv.fold_models[k].predict_proba(normalise_per_speaker(
         dataset.X[first], np.zeros(len(first)), population=speaker_population(
             dataset.X[train], dataset.groups[train], **strong.population_shrinkage())))
@@ -519,7 +529,7 @@ def test_operating_point_of_a_speaker_normalised_model_uses_rescored_pseudo_call
         config = TrainConfig(algorithm="logreg", search=False, feature_importance=False,
                              speaker_normalisation=norm)
         cv = _cv(dataset, config)
-        record = calibration_record(dataset, cv, seed=0, speaker_normalisation=norm)
+        record = calibration_record(dataset, cv, config)
         point = record["operating_point"]
         assert point is not None
         assert point["pseudo_call_normalisation"].startswith(

@@ -1,7 +1,7 @@
 """Training: model families (``models``), speaker normalisation (``normalise``); the training
 pipeline by step: ``config``, ``dataset``, ``folds``, ``fitting``, ``evaluation``,
-``cv_calibration``, run in order by ``train``; calibration (``calibration``), the escalation
-operating point (``operating_point``), safe artifacts (``artifacts``), the model registry
+``cv_calibration``, run in order by ``train``; calibration maps (``calibration``), the escalation
+operating point (the ``operating_point`` subpackage), safe artifacts (``artifacts``), the model registry
 (``registry``) and prediction on files (``predict``).
 
 ``__all__`` lists the names callers outside ``etl.training`` use; each is imported from its

@@ -1,27 +1,34 @@
 """Calibration and the escalation operating point of a cross-validated model, fitted on its
-out-of-fold probabilities (the model itself never saw those rows' speakers)."""
+out-of-fold predictions.
+
+One fold scheme throughout, the outer cross-validation folds: whatever fold ``k``'s speakers say
+(their out-of-fold clips, pseudo-calls of their clips, calls generated from their clips) is
+predicted by fold ``k``'s model, normalised toward fold ``k``'s training speakers and calibrated
+by a map fitted on the other folds' out-of-fold predictions, so nothing that scores a speaker
+ever saw it.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, cached_property
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from etl.training.calibration import fit_calibration
+from etl.corpora.labels import is_negative_class
+from etl.features.specs import FeatureSpec
+from etl.training.calibration import apply_calibration, cross_fit, fit_calibration, fit_map
 from etl.training.config import TrainConfig
-from etl.training.dataset import Dataset, stack_rows
+from etl.training.dataset import Dataset, Stacked, stack_rows
 from etl.training.fitting import CVResult, fold_population
 from etl.training.normalise import SpeakerPopulation, normalise_per_speaker
-from etl.training.operating_point import (
-    FoldCalibration,
-    TrainingCallsPlan,
-    operating_point_on_calls,
-    score_training_calls,
-)
-from etl.training.registry import feature_spec_for
+from etl.training.operating_point.generated_calls import generated_call_sides
+from etl.training.operating_point.pseudo_calls import PER_SPEAKER, pseudo_call_sides
+from etl.training.operating_point.selection import TARGET_PRECISION, choose_point
+from etl.training.registry import LoadedModel, feature_spec_for
 
 log = logging.getLogger(__name__)
 
@@ -34,81 +41,128 @@ def calibration_rows(dataset: Dataset, cv: CVResult) -> tuple[np.ndarray, np.nda
     return cv.proba, np.arange(len(dataset.y)), "recorded clips"
 
 
-def pseudo_call_rescorer(dataset: Dataset, cv: CVResult, *,
-                         shrinkage: dict[str, float] | None = None,
-                         ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """`etl.training.calibration.Rescore` for a speaker-normalised model: pseudo-call clips normalised
-    together per pseudo-call, as scoring normalises one role of a call (with the same shrinkage
-    toward the fold's training population), then predicted by the fold model that never saw
-    their speaker. ``shrinkage``: :meth:`TrainConfig.population_shrinkage`.
+@dataclass(frozen=True, eq=False)  # hashed by identity: its methods cache per instance
+class FoldScorers:
+    """What scores fold ``k``'s speakers: fold ``k``'s model, its training speakers' population
+    (speaker-normalised models) and a calibration map fitted on the other folds' rows of the
+    calibration arrays (``proba``, ``y``, ``folds``: :func:`calibration_rows`)."""
 
-    Row indices are those of the calibration arrays (:func:`calibration_record`): the phone
-    copies when the model trained on them, else the recorded clips.
-    """
-    rows = stack_rows(dataset)
-    row_folds = cv.folds[rows.source]
-    offset = rows.n if dataset.augmented is not None and cv.aug_proba is not None else 0
-    populations: dict[int, SpeakerPopulation] = {}
+    dataset: Dataset
+    cv: CVResult
+    config: TrainConfig
+    method: str
+    proba: np.ndarray
+    y: np.ndarray
+    folds: np.ndarray
 
-    def population(k: int) -> SpeakerPopulation:
-        if k not in populations:
-            populations[k] = fold_population(rows, cv, k, shrinkage=shrinkage)
-        return populations[k]
+    @cached_property
+    def stacked(self) -> Stacked:
+        return stack_rows(self.dataset)
 
-    def rescore(index: np.ndarray, call: np.ndarray) -> np.ndarray:
-        index = np.asarray(index, dtype=np.int64) + offset
-        call = np.asarray(call)
-        out = np.empty((len(index), len(dataset.classes)))
-        fold = row_folds[index]
-        for k in np.unique(fold):
-            mask = fold == k
-            Xn = normalise_per_speaker(rows.X[index[mask]], call[mask],
-                                       population=population(int(k)))
-            out[mask] = cv.fold_models[int(k)].predict_proba(Xn)
+    @cache  # noqa: B019 - one FoldScorers per training run
+    def population(self, k: int) -> SpeakerPopulation | None:
+        if not self.config.speaker_normalisation:
+            return None
+        return fold_population(self.stacked, self.cv, k,
+                               shrinkage=self.config.population_shrinkage())
+
+    @cache  # noqa: B019
+    def calibration(self, k: int) -> dict[str, Any] | None:
+        keep = self.folds != k
+        return None if self.method == "none" else {
+            "method": self.method, "params": fit_map(self.method, self.proba[keep], self.y[keep])}
+
+    @cache  # noqa: B019
+    def model(self, k: int, spec: FeatureSpec) -> LoadedModel:
+        """Fold ``k``'s model as scoring loads a registered one."""
+        d = self.dataset
+        return LoadedModel(
+            model_version_id=0, name=f"fold-{k}", version=0, classes=list(d.classes),
+            label_scheme=d.label_scheme, feature_set_id=d.feature_set_id, feature_spec=spec,
+            speaker_normalisation=self.config.speaker_normalisation,
+            algorithm=self.config.algorithm, cv_uar=None, model=self.cv.fold_models[k],
+            speaker_population=self.population(k), calibration=self.calibration(k),
+            channel=spec.channel)
+
+    def per_pseudo_call(self, index: np.ndarray, call: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of calibration rows ``index``, each pseudo-call's rows
+        (``call``) normalised together as scoring normalises a call's role."""
+        # the copies follow the recorded clips in the stacked rows
+        offset = self.stacked.n if len(self.proba) != len(self.dataset.y) else 0
+        out = np.empty((len(index), len(self.dataset.classes)))
+        for k in np.unique(self.folds[index]):
+            mask = self.folds[index] == k
+            X = normalise_per_speaker(self.stacked.X[index[mask] + offset], call[mask],
+                                      population=self.population(int(k)))
+            out[mask] = apply_calibration(self.calibration(int(k)),
+                                          self.cv.fold_models[int(k)].predict_proba(X))
         return out
 
-    return rescore
 
-
-def calibration_record(dataset: Dataset, cv: CVResult, *, seed: int,
-                       speaker_normalisation: bool = False,
-                       shrinkage: dict[str, float] | None = None) -> dict[str, Any]:
-    """`etl.training.calibration.fit_calibration` on the out-of-fold probabilities of the audio the
-    model is for: the phone copies when trained with them, else the recorded clips. With
-    ``speaker_normalisation`` the operating point's pseudo-calls are normalised per pseudo-call
-    (:func:`pseudo_call_rescorer`), as scoring normalises a call."""
+def calibration_record(dataset: Dataset, cv: CVResult, config: TrainConfig, *,
+                       session: Session | None = None, progress: bool = False) -> dict[str, Any]:
+    """:func:`etl.training.calibration.fit_calibration` on the out-of-fold probabilities of the
+    audio the model is for, with the escalation operating point (``operating_point``) chosen on
+    ``config.operating_point_calls`` generated calls of the training speakers (needs ``session``:
+    the clips' audio), or on pseudo-calls of their clips when there are none."""
     proba, rows, audio = calibration_rows(dataset, cv)
-    y, groups = dataset.y[rows], dataset.groups[rows]
-    rescore = (pseudo_call_rescorer(dataset, cv, shrinkage=shrinkage)
-               if speaker_normalisation else None)
+    y, groups, folds = dataset.y[rows], dataset.groups[rows], cv.folds[rows]
     try:
-        record = fit_calibration(proba, y, classes=dataset.classes, groups=groups, seed=seed,
-                                 rescore=rescore)
+        record = fit_calibration(proba, y, classes=dataset.classes, groups=groups, folds=folds)
     except ValueError as exc:  # too little data to fit one: the model scores uncalibrated
         log.warning("no calibration: %s", exc)
         return {"method": "none", "reason": str(exc)[:300], "fitted_on": audio}
-    return {**record, "fitted_on": audio}
+    negative = [is_negative_class(c) for c in dataset.classes]
+    point = None
+    if "reason" not in record and any(negative) and not all(negative):
+        scorers = FoldScorers(dataset, cv, config, record["method"], proba, y, folds)
+        if session is not None and config.operating_point_calls > 0:
+            point = _on_generated_calls(session, scorers, progress=progress)
+        if point is None:
+            point = _on_pseudo_calls(scorers, groups=groups)
+    return {**record, "operating_point": point, "fitted_on": audio}
 
 
-def calls_operating_point(session: Session, dataset: Dataset, cv: CVResult,
-                          config: TrainConfig, calibration: dict[str, Any], *,
-                          progress: bool = False) -> dict[str, Any] | None:
-    """The operating point chosen on ``config.operating_point_calls`` generated phone calls of
-    the training speakers (:mod:`etl.training.operating_point`); None when they cannot be made (audio
-    gone, too few speakers): the pseudo-call point then stays."""
-    proba, rows, _audio = calibration_rows(dataset, cv)
-    method = str(calibration.get("method") or "none")
-    fold_calibration = (FoldCalibration(method, proba, dataset.y[rows], cv.folds[rows])
-                        if method != "none" else None)
-    plan = TrainingCallsPlan(n_calls=config.operating_point_calls,
-                             minutes=config.operating_point_call_minutes, seed=config.seed)
-    try:
-        calls = score_training_calls(
-            session, dataset, cv, spec=feature_spec_for(session, dataset.feature_set_id),
-            speaker_normalisation=config.speaker_normalisation,
-            shrinkage=config.population_shrinkage(), calibration=fold_calibration,
-            algorithm=config.algorithm, corpus=config.corpus, plan=plan, progress=progress)
-    except ValueError as exc:
-        log.warning("escalation operating point stays on pseudo-calls: %s", exc)
+def _on_generated_calls(session: Session, scorers: FoldScorers, *,
+                        progress: bool) -> dict[str, Any] | None:
+    dataset, cv, config = scorers.dataset, scorers.cv, scorers.config
+    spec = feature_spec_for(session, dataset.feature_set_id)
+    sides = generated_call_sides(
+        session, actors_by_fold=[np.unique(dataset.groups[cv.folds == k])
+                                 for k in range(int(cv.folds.max()) + 1)],
+        fold_model=lambda k: scorers.model(k, spec), n_calls=config.operating_point_calls,
+        minutes=config.operating_point_call_minutes, seed=config.seed, corpus=config.corpus,
+        progress=progress)
+    point = choose_point(
+        sides, seed=config.seed,
+        protocol=f"{len(sides)} generated {config.operating_point_call_minutes:g}-minute phone "
+                 "calls (etl.synthetic.calls, seed-determined) from the training speakers, each "
+                 "scored by the fold model that never heard its speakers (cross-fitted "
+                 "calibration map, fold population); truth = customer > 50 % negative; highest "
+                 f"recall at precision >= {TARGET_PRECISION:g} (else highest F0.5); cv_* chosen "
+                 "on other customers' calls")
+    if point is None:
+        log.warning("escalation operating point on pseudo-calls: no generated call was scored")
         return None
-    return operating_point_on_calls(calls, seed=config.seed, plan=plan)
+    return {**point, "chosen_on": "generated calls"}
+
+
+def _on_pseudo_calls(scorers: FoldScorers, *, groups: np.ndarray) -> dict[str, Any] | None:
+    config = scorers.config
+    calibrated = cross_fit(scorers.method, scorers.proba, scorers.y, scorers.folds)
+    sides = pseudo_call_sides(
+        scorers.y, classes=scorers.dataset.classes, groups=groups, folds=scorers.folds,
+        seed=config.seed, predict=scorers.per_pseudo_call if config.speaker_normalisation
+        else lambda rows, _call: calibrated[rows])
+    point = choose_point(
+        sides, seed=config.seed,
+        protocol=f"{PER_SPEAKER} pseudo-calls per training speaker from cross-fitted calibrated "
+                 "out-of-fold clip predictions (generator scenarios and weights); truth = "
+                 f"customer > 50 % negative; highest recall at precision >= {TARGET_PRECISION:g}"
+                 " (else highest F0.5); cv_* chosen on other speakers' pseudo-calls "
+                 "(speaker-grouped folds)")
+    if point is not None:
+        point["pseudo_call_normalisation"] = (
+            "per pseudo-call, as scoring normalises a call's role" if config.speaker_normalisation
+            else "none (clip predictions as they are)")
+    return point

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 
 from etl.training.artifacts import dump_bundle, from_estimator
 from etl.training.config import TrainConfig
-from etl.training.cv_calibration import calibration_record, calls_operating_point
+from etl.training.cv_calibration import calibration_record
 from etl.training.dataset import (
     Dataset,
     Stacked,
@@ -200,7 +200,7 @@ def _train_model(
     metrics.extend(phone_metric_rows(dataset, cv))
     if config.feature_importance:
         metrics.extend(permutation_importance_cv(dataset, config, cv))
-    calibration = _calibration(session, dataset, cv, config, progress=progress)
+    calibration = calibration_record(dataset, cv, config, session=session, progress=progress)
     final = _fit_final(dataset, config, algorithm)
     if config.diagnostic_random_split:
         metrics.append(random_split_diagnostic(dataset, config, final.chosen))
@@ -244,22 +244,6 @@ def _training_dataset(session: Session, config: TrainConfig, *, scheme: str,
                                   progress=progress)
         attach_augmented(session, dataset, feature_set_id=aug_fs)
     return dataset
-
-
-def _calibration(session: Session, dataset: Dataset, cv: CVResult, config: TrainConfig, *,
-                 progress: bool) -> dict[str, Any]:
-    """The calibration record, its operating point chosen on generated calls when
-    ``config.operating_point_calls`` asks (the pseudo-call point kept beside it)."""
-    calibration = calibration_record(dataset, cv, seed=config.seed,
-                                     speaker_normalisation=config.speaker_normalisation,
-                                     shrinkage=config.population_shrinkage())
-    if config.operating_point_calls > 0 and calibration.get("operating_point") is not None:
-        point = calls_operating_point(session, dataset, cv, config, calibration,
-                                      progress=progress)
-        if point is not None:
-            calibration["operating_point_pseudo_calls"] = calibration["operating_point"]
-            calibration["operating_point"] = point
-    return calibration
 
 
 def _fit_final(dataset: Dataset, config: TrainConfig, algorithm: Algorithm) -> FinalFit:

@@ -1,0 +1,90 @@
+"""Customer sides of generated phone calls of the training speakers, each scored as nightly
+scoring scores a call by the outer fold model that never heard its speakers.
+
+Every outer fold gets its share of the calls, made by the call generator (the scenarios, pauses,
+overtalk, non-speech and phone line of ``ser calls generate``) from all the clips of that fold's
+held-out speakers (also emotions the label scheme leaves out: an upset customer may sound
+fearful). Pseudo-calls stitch whole-clip predictions together; real calls are cut by the VAD
+into windows that straddle utterances and pauses, and on unseen speakers escalated more often
+than pseudo-calls predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from etl.corpora.labels import is_negative_class
+from etl.scoring.recording import ScoringConfig, score_recording
+from etl.synthetic import CallGenConfig, ClipBank, GeneratedCall, generate_calls, truly_escalated
+from etl.synthetic.speech import hash_seed
+from etl.training.operating_point.selection import CustomerSide
+from etl.training.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+CALL_SR = 8000
+
+
+def generated_call_sides(session: Session, *, actors_by_fold: list[np.ndarray],
+                         fold_model: Callable[[int], LoadedModel], n_calls: int,
+                         minutes: float, seed: int, corpus: str | None,
+                         progress: bool = False) -> list[CustomerSide]:
+    """``n_calls`` customer sides spread over the folds as evenly as possible (the first folds
+    first); fold ``k``'s calls are made of ``actors_by_fold[k]`` and scored by ``fold_model(k)``.
+    Empty when no fold has clips of two emotions to build calls from (their audio gone)."""
+    n_folds = len(actors_by_fold)
+    per_fold = [n_calls // n_folds + (k < n_calls % n_folds) for k in range(n_folds)]
+    # the floor is chosen afterwards on the raw confidences: abstain nothing while scoring
+    scoring = ScoringConfig(confidence_floor=0.0)
+    sides = []
+    with tempfile.TemporaryDirectory(prefix="ser-train-calls-") as tmp, tqdm(
+            total=n_calls, desc="operating-point calls", unit="call", disable=not progress,
+            leave=False) as bar:
+        for k, n in enumerate(per_fold):
+            calls = _fold_calls(session, actors_by_fold[k], n_calls=n, minutes=minutes,
+                                seed=hash_seed("operating-point", seed, k), corpus=corpus,
+                                folder=Path(tmp) / f"fold{k}") if n else []
+            for call in calls:
+                result = score_recording(call.path, model=fold_model(k), config=scoring)
+                segs = [s for s in result.segments if s.role == "customer"]
+                sides.append(CustomerSide(
+                    speaker=call.customer_actor, scenario=call.scenario, fold=k,
+                    truth=truly_escalated(call.timeline), duration_s=float(result.duration_s),
+                    start=np.array([s.start_s for s in segs], dtype=np.float64),
+                    end=np.array([s.end_s for s in segs], dtype=np.float64),
+                    negative=np.array([is_negative_class(s.emotion) for s in segs], dtype=bool),
+                    confidence=np.array([s.confidence for s in segs], dtype=np.float64)))
+            bar.update(n)
+    return sides
+
+
+def _fold_calls(session: Session, actors: np.ndarray, *, n_calls: int, minutes: float, seed: int,
+                corpus: str | None, folder: Path) -> list[GeneratedCall]:
+    """Calls generated into ``folder`` from the clips of ``actors``; none (logged) when their
+    clips cannot make a call."""
+    try:
+        bank = ClipBank.from_paths(clip_sources(session, actors, corpus=corpus), sr=CALL_SR)
+        return generate_calls(folder, n_calls=n_calls, minutes=minutes, bank=bank, seed=seed,
+                              config=CallGenConfig(sr=CALL_SR))
+    except ValueError as exc:
+        log.warning("operating-point calls: actors %s make no call (%s)", list(actors), exc)
+        return []
+
+
+def clip_sources(session: Session, actors: Iterable[int], *,
+                 corpus: str | None) -> list[tuple[str, int, str, Path]]:
+    """``(name, actor, canonical emotion, path)`` of every current clip of ``actors``."""
+    rows = session.execute(text(
+        "SELECT c.clip_name, c.actor_id, c.emotion, c.path FROM clips c "
+        "WHERE c.is_current AND c.actor_id = ANY(:actors) "
+        "AND (CAST(:corpus AS text) IS NULL OR c.corpus = :corpus) ORDER BY c.id"),
+        {"actors": [int(a) for a in actors], "corpus": corpus}).all()
+    return [(str(r[0]), int(r[1]), str(r[2]), Path(r[3])) for r in rows]
