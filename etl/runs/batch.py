@@ -23,8 +23,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -110,11 +111,23 @@ class WorkerLostError(RuntimeError):
     die with it, a rerun resumes."""
 
 
-def _lost(url: URL | str, exc: BaseException) -> DatabaseLostError:
-    detail = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-    return DatabaseLostError(
-        f"lost the database {describe_server(url)} ({detail}); rerun the same command when it "
-        "is back: it resumes where this run stopped (calls already scored are kept)")
+@contextmanager
+def _database_loss_as_one_line(url: URL | str) -> Iterator[None]:
+    """Raise a lost database as :class:`DatabaseLostError` (one picklable line saying that a
+    rerun resumes) rather than the driver's exception and its traceback."""
+    try:
+        yield
+    except DatabaseLostError:
+        raise
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        detail = (str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                  or [type(exc).__name__])[0]
+        raise DatabaseLostError(
+            f"lost the database {describe_server(url)} ({detail}); rerun the same command when "
+            "it is back: it resumes where this run stopped (calls already scored are kept)"
+        ) from None
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -228,14 +241,11 @@ def _process_worker(url: str, batch_id: int, model_version_id: int,
     threadpool_limits(1)
     engine = make_engine(url, poolclass=NullPool)
     try:
-        with session_scope(engine) as session:
-            model = load_model(session, str(model_version_id))
-        return run_worker(engine, batch_id=batch_id, model=model, config=config, root=root,
-                          allowed_roots=allowed_roots, retry_before=retry_before)
-    except Exception as exc:
-        if is_connection_error(exc):
-            raise _lost(engine.url, exc) from None
-        raise
+        with _database_loss_as_one_line(engine.url):
+            with session_scope(engine) as session:
+                model = load_model(session, str(model_version_id))
+            return run_worker(engine, batch_id=batch_id, model=model, config=config, root=root,
+                              allowed_roots=allowed_roots, retry_before=retry_before)
     finally:
         engine.dispose()
 
@@ -354,79 +364,57 @@ def score_batch(
         The cluster failed the run (unreachable, a worker without the audio, lost workers);
         no call was blamed and rerunning resumes.
     """
+    started = time.perf_counter()
+    path = Path(path).expanduser().resolve()
+    batch_date = batch_date or dt.date.today()
     execution = Execution(workers=workers, start_method=start_method,
                           dask_address=dask_address or None, progress=progress)
-    try:
-        return _score_batch(engine, Path(path).expanduser().resolve(),
-                            batch_date=batch_date or dt.date.today(), model_ref=model_ref,
-                            config=config, skip_done_elsewhere=skip_done_elsewhere,
-                            source_path=source_path, strict=strict,
-                            allowed_roots=allowed_roots, execution=execution)
-    except DatabaseLostError:
-        raise
-    except Exception as exc:
-        if is_connection_error(exc):
-            raise _lost(engine.url, exc) from None
-        raise
-
-
-def _score_batch(
-    engine: Engine,
-    path: Path,
-    *,
-    batch_date: dt.date,
-    model_ref: str,
-    config: ScoringConfig,
-    skip_done_elsewhere: bool,
-    source_path: str | None,
-    strict: bool,
-    allowed_roots: Sequence[Path],
-    execution: Execution,
-) -> RunReport:
-    started = time.perf_counter()
-    entries = discover_calls(path, config=config, strict=strict, allowed_roots=allowed_roots,
-                             settle_s=config.settle_s)
-    stale = config.stale_claim_minutes * 60.0
-    with session_scope(engine) as session:
-        # An alias resolves per channel: phone audio gets the telephony model, never silently
-        # a studio one (ModelChannelError says how to get one).
-        version = resolve_scoring_model(
-            session, model_ref, bandwidth=batch_bandwidth(
-                e.path for e in entries if not (e.error or e.deferred or e.failure)),
-            allow_channel_mismatch=config.allow_channel_mismatch)
-        # what would stop every worker stops the run before it registers anything
-        require_extractable(feature_spec_for(session, version.feature_set_id))
-        load_bundle(bytes(version.artifact), expected_sha256=version.artifact_sha256)
-        batch_id = register_batch(
-            session, source_path=source_path or str(path), batch_date=batch_date,
-            model_version_id=version.id, entries=entries,
-            options={**config.options(), "model_ref": model_ref},
-            skip_done_elsewhere=skip_done_elsewhere)
-        # --retry-failed retries what failed before this run, once
-        retry_before = (session.execute(text("SELECT now()")).scalar_one()
-                        if config.retry_failed else None)
-        # what is left to do (a rerun of a finished batch loads no model, starts no workers)
-        total, _held = count_work(session, batch_id=batch_id, stale_after_s=stale,
-                                  retry_failed_before=retry_before)
-    work = _BatchToScore(batch_id=batch_id, model_version_id=version.id, path=path, config=config,
-                 allowed_roots=tuple(allowed_roots), retry_before=retry_before)
-    stats: list[WorkerStats] = []
-    waited = 0.0
-    if total:
-        with HostTurn(engine, batch_id=batch_id) as turn:
-            waited = turn.waited_s
-            stats = _score_claims(engine, work, execution)
-    with session_scope(engine) as session:
-        report = finalise_batch(session, batch_id=batch_id,
-                                wall_seconds=time.perf_counter() - started)
-        _claimable, held = count_work(session, batch_id=batch_id, stale_after_s=stale)
-    base = {f.name: getattr(report, f.name) for f in fields(BatchReport)}
-    return RunReport(**base, run_scored=sum(len(s.scored) for s in stats),
-                     run_failed=sum(len(s.failed) for s in stats),
-                     run_audio_seconds=sum(s.audio_seconds for s in stats), n_held=held,
-                     n_rejected=sum(e.rejected and not e.deferred for e in entries),
-                     n_deferred=sum(bool(e.deferred) for e in entries),
-                     waited_seconds=round(waited, 2))
+    with _database_loss_as_one_line(engine.url):
+        entries = discover_calls(path, config=config, strict=strict, allowed_roots=allowed_roots,
+                                 settle_s=config.settle_s)
+        stale = config.stale_claim_minutes * 60.0
+        with session_scope(engine) as session:
+            # An alias resolves per channel: phone audio gets the telephony model, never
+            # silently a studio one (ModelChannelError says how to get one).
+            version = resolve_scoring_model(
+                session, model_ref, bandwidth=batch_bandwidth(
+                    e.path for e in entries if not (e.error or e.deferred or e.failure)),
+                allow_channel_mismatch=config.allow_channel_mismatch)
+            # what would stop every worker stops the run before it registers anything
+            require_extractable(feature_spec_for(session, version.feature_set_id))
+            load_bundle(bytes(version.artifact), expected_sha256=version.artifact_sha256)
+            batch_id = register_batch(
+                session, source_path=source_path or str(path), batch_date=batch_date,
+                model_version_id=version.id, entries=entries,
+                options={**config.options(), "model_ref": model_ref},
+                skip_done_elsewhere=skip_done_elsewhere)
+            # --retry-failed retries what failed before this run, once
+            retry_before = (session.execute(text("SELECT now()")).scalar_one()
+                            if config.retry_failed else None)
+            # what is left to do (a rerun of a finished batch loads no model, starts no
+            # workers)
+            total, _held = count_work(session, batch_id=batch_id, stale_after_s=stale,
+                                      retry_failed_before=retry_before)
+        work = _BatchToScore(batch_id=batch_id, model_version_id=version.id, path=path,
+                             config=config, allowed_roots=tuple(allowed_roots),
+                             retry_before=retry_before)
+        stats: list[WorkerStats] = []
+        waited = 0.0
+        if total:
+            with HostTurn(engine, batch_id=batch_id) as turn:
+                waited = turn.waited_s
+                stats = _score_claims(engine, work, execution)
+        with session_scope(engine) as session:
+            report = finalise_batch(session, batch_id=batch_id,
+                                    wall_seconds=time.perf_counter() - started)
+            _claimable, held = count_work(session, batch_id=batch_id, stale_after_s=stale)
+        base = {f.name: getattr(report, f.name) for f in fields(BatchReport)}
+        return RunReport(**base, run_scored=sum(len(s.scored) for s in stats),
+                         run_failed=sum(len(s.failed) for s in stats),
+                         run_audio_seconds=sum(s.audio_seconds for s in stats), n_held=held,
+                         n_rejected=sum(e.rejected and not e.deferred for e in entries),
+                         n_deferred=sum(bool(e.deferred) for e in entries),
+                         waited_seconds=round(waited, 2))
 
 
 def _score_claims(engine: Engine, work: _BatchToScore, execution: Execution) -> list[WorkerStats]:
