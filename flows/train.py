@@ -20,8 +20,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from db.engine import cached_engine, session_scope
-from etl.features.specs import DEFAULT_SET, has_phone_copies
-from etl.training.config import DEFAULT_FOLDS, DEFAULT_SEED, TrainConfig
+from etl.training.config import TrainConfig
 from etl.training.registry import (
     DEFAULT_ALIAS,
     alias_target,
@@ -64,45 +63,21 @@ def channel_alias_task(url: str, model_version_id: int, alias: str, channel: str
 
 @flow(name="train")
 def train_flow(
-    labels: str | None = None,
-    model: str = "",
-    feature_set: str = DEFAULT_SET,
-    channel: str = "telephony",
-    corpus: str | None = None,
-    speaker_normalisation: bool = True,
-    class_balance: bool = True,
-    folds: int = DEFAULT_FOLDS,
-    seed: int = DEFAULT_SEED,
-    search: bool = True,
-    feature_importance: bool = True,
-    diagnostic_random_split: bool = False,
+    config: TrainConfig,
     name: str | None = None,
     promote_if_better: bool = False,
     alias: str = DEFAULT_ALIAS,
     show_progress: bool = False,
-    augment: bool = True,
     channel_alias_if_unset: bool = True,
-    operating_point_calls: int = 0,
 ) -> dict[str, Any]:
-    """Train ``model`` (default: the family for ``feature_set``) on stored features and
-    register it; returns the result (+ promotion).
-
-    ``augment`` (telephony only) trains on the phone-line copies too (`etl.training.train`).
-    ``operating_point_calls`` (telephony only): choose the escalation operating point on that
-    many generated calls of the training speakers (`etl.training.operating_point`).
-    """
-    config = TrainConfig(
-        algorithm=model, label_scheme=labels, feature_set=feature_set, channel=channel,
-        corpus=corpus, speaker_normalisation=speaker_normalisation, class_balance=class_balance,
-        n_folds=folds, seed=seed, search=search, feature_importance=feature_importance,
-        diagnostic_random_split=diagnostic_random_split,
-        augment=augment and has_phone_copies(feature_set, channel),
-        operating_point_calls=operating_point_calls if channel == "telephony" else 0,
-    )
+    """Train ``config`` on stored features and register it; returns the result (+ promotion).
+    ``config`` holds every training switch and its telephony-only rules
+    (`etl.training.config.TrainConfig`)."""
     url = database_url()
     result = train_and_register(url, config, name, show_progress)
     result["promotion"] = (promote_task(url, result["model_version_id"], alias)
                            if promote_if_better else None)
-    result["aliases_set"] = (channel_alias_task(url, result["model_version_id"], alias, channel)
+    result["aliases_set"] = (channel_alias_task(url, result["model_version_id"], alias,
+                                                config.channel)
                              if channel_alias_if_unset else [])
     return result

@@ -564,6 +564,11 @@ def test_call_models_default_to_population_shrinkage() -> None:
     """Chosen on calls of training speakers (docs/features.md): telephony models shrink every
     call role toward the training population; studio models keep per-speaker statistics."""
     assert TrainConfig(channel="telephony").speaker_prior_rows == CALL_SPEAKER_PRIOR_ROWS
+    # the call-based operating point is a telephony switch: TrainConfig is its one home
+    assert TrainConfig(channel="studio", operating_point_calls=100).operating_point_calls == 0
+    assert TrainConfig(channel="telephony", operating_point_calls=7).operating_point_calls == 7
+    with pytest.raises(ValueError, match="operating_point_calls"):
+        TrainConfig(channel="telephony", operating_point_calls=-1)
     assert TrainConfig(channel="telephony").population_shrinkage() == {
         "prior_rows": CALL_SPEAKER_PRIOR_ROWS, "min_rows_own": float("inf")}
     assert TrainConfig().speaker_prior_rows is None and TrainConfig().population_shrinkage() == {}

@@ -43,7 +43,8 @@ class TrainConfig:
     speaker_prior_rows: float | str | None = "auto"
     # > 0: choose the escalation operating point on this many generated phone calls of the
     # training speakers, each scored by the fold model that never heard them
-    # (etl.training.operating_point; `ser train` does for telephony); 0: on pseudo-calls of clips only.
+    # (etl.training.operating_point); 0: on pseudo-calls of clips only. Telephony only: a studio
+    # model's calls would pass a phone line it was not trained for, so studio keeps 0.
     operating_point_calls: int = 0
     operating_point_call_minutes: float = 2.0
 
@@ -54,6 +55,10 @@ class TrainConfig:
             raise ValueError(f"model family {VOICE_ALGORITHM} pools the voice encoder's columns: "
                              f"train it on a voice feature set (--set richvoice), not "
                              f"{self.feature_set!r}")
+        if self.operating_point_calls < 0:
+            raise ValueError(f"operating_point_calls must be >= 0, not {self.operating_point_calls}")
+        if self.channel != "telephony":
+            object.__setattr__(self, "operating_point_calls", 0)
         prior = self.speaker_prior_rows
         if prior == "auto":
             prior = CALL_SPEAKER_PRIOR_ROWS if self.channel == "telephony" else None

@@ -141,7 +141,7 @@ def _train_config(*, labels: str | None, model: str | None, feature_set: str, ch
             corpus=corpus, speaker_normalisation=speaker_norm, class_balance=balance,
             n_folds=folds, seed=seed, search=search, feature_importance=importance,
             diagnostic_random_split=random_split, augment=augment,
-            operating_point_calls=operating_point_calls if channel == "telephony" else 0)
+            operating_point_calls=operating_point_calls)
     except ValueError as exc:  # a family the feature set cannot feed
         fail(str(exc))
 
@@ -167,6 +167,8 @@ def _preflight(engine: Engine, config: TrainConfig) -> Preflight:
 def _run_train_flow(config: TrainConfig, *, label_scheme: str, name: str | None, promote: bool,
                     alias: str) -> dict[str, Any]:
     """Run flows/train.py with ``config``; its result dict (registered version, metrics)."""
+    from dataclasses import replace
+
     from etl.training.dataset import TrainingDataError
 
     quiet_prefect()
@@ -174,15 +176,8 @@ def _run_train_flow(config: TrainConfig, *, label_scheme: str, name: str | None,
 
     try:
         with flow_settings():
-            return train_flow(
-                labels=label_scheme, model=config.algorithm, feature_set=config.feature_set,
-                channel=config.channel, corpus=config.corpus,
-                speaker_normalisation=config.speaker_normalisation,
-                class_balance=config.class_balance, folds=config.n_folds, seed=config.seed,
-                search=config.search, feature_importance=config.feature_importance,
-                diagnostic_random_split=config.diagnostic_random_split, name=name,
-                promote_if_better=promote, alias=alias, show_progress=is_tty(),
-                augment=config.augment, operating_point_calls=config.operating_point_calls)
+            return train_flow(replace(config, label_scheme=label_scheme), name=name,
+                              promote_if_better=promote, alias=alias, show_progress=is_tty())
     except TrainingDataError as exc:
         fail(str(exc).splitlines()[0])
 
