@@ -579,13 +579,15 @@ def test_call_models_default_to_population_shrinkage() -> None:
 
 
 def test_voice_columns_are_left_raw_by_speaker_normalisation_and_round_trip() -> None:
-    """richvoice models z-score the rich columns per speaker and keep the encoder's as they are
-    (bench/voice_features.py), in training, in the stored population and at prediction."""
-    config = TrainConfig(feature_set="richvoice", channel="telephony")
+    """One logistic regression over richvoice (``--model logreg``) z-scores the rich columns per
+    speaker and keeps the encoder's as they are (bench/voice_features.py), in training, in the
+    stored population and at prediction; the pooled default z-scores both blocks."""
+    config = TrainConfig(feature_set="richvoice", channel="telephony", algorithm="logreg")
     assert config.raw_columns == EMBEDDING_DIM and TrainConfig(channel="telephony").raw_columns == 0
     assert config.population_shrinkage()["raw_columns"] == EMBEDDING_DIM
-    assert TrainConfig(feature_set="richvoice").population_shrinkage() == {
+    assert TrainConfig(feature_set="richvoice", algorithm="logreg").population_shrinkage() == {
         "raw_columns": EMBEDDING_DIM}
+    assert TrainConfig(feature_set="richvoice", channel="telephony").raw_columns == 0
     rng = np.random.default_rng(2)
     X = rng.normal(5, 2, (40, 6))
     speakers = np.repeat([1, 2], 20)
