@@ -8,7 +8,6 @@ exit code 2 (a fault that is not the recording's), and a rerun, with space again
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import struct
 from collections.abc import Iterator
@@ -24,21 +23,13 @@ from typer.testing import CliRunner
 from etl.audio.decode import AudioError, read_info
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
-
-
-def _score(runner: CliRunner, folder: Path, day: str, *options: str) -> Result:
-    from ser.cli import app
-
-    return runner.invoke(app, ["score", str(folder), "--batch-date", day, "--workers", "1",
-                               *options])
+from tests.utils.score_cli import folder_batch, score_folder
 
 
 def _calls(engine: Engine, folder: Path, day: str) -> tuple[str, dict[str, tuple[str, str]]]:
     """The batch's status and ``{call_key: (status, error)}``."""
     with engine.connect() as conn:
-        batch_id, status = conn.execute(text(
-            "SELECT id, status FROM batches WHERE source_path = :p AND batch_date = :d"),
-            {"p": str(folder.resolve()), "d": dt.date.fromisoformat(day)}).one()
+        batch_id, status = folder_batch(conn, folder, day)
         rows = conn.execute(text("SELECT call_key, status, coalesce(error, '') FROM calls "
                                  "WHERE batch_id = :b"), {"b": batch_id}).all()
     return status, {key: (state, error) for key, state, error in rows}
@@ -97,7 +88,7 @@ def test_a_truncated_wav_and_unsupported_rates_fail_alone_in_a_batch(
         signal, _native = sf.read(str(tmp_path / name), dtype="float32")
         sf.write(str(tmp_path / name), signal, sr, subtype="PCM_16")  # same samples, new rate
     for day in ("2024-07-01", "2024-07-01"):  # a rerun fails them the same way
-        result = _score(db_cli, tmp_path, day)
+        result = score_folder(db_cli, tmp_path, day)
         assert result.exit_code == 1, result.output
         assert "Traceback" not in result.output
         status, calls = _calls(engine, tmp_path, day)
@@ -145,7 +136,7 @@ def test_a_full_database_disk_ends_the_run_in_one_line_and_a_rerun_resumes(
         disk_full_on_scored: None, workers: str) -> None:
     generate_calls(tmp_path, n_calls=2, minutes=0.15, bank=bank, seed=262)
     day = f"2024-07-0{1 + int(workers)}"
-    result = _score(db_cli, tmp_path, day, "--workers", workers)
+    result = score_folder(db_cli, tmp_path, day, "--workers", workers)
     assert result.exit_code == 2, result.output
     line = _one_line_error(result)
     assert "disk" in line and "No space left on device" in line, line
@@ -153,7 +144,7 @@ def test_a_full_database_disk_ends_the_run_in_one_line_and_a_rerun_resumes(
 
     with engine.begin() as conn:  # space again
         conn.execute(text("DROP TRIGGER test_disk_full ON calls"))
-    again = _score(db_cli, tmp_path, day)
+    again = score_folder(db_cli, tmp_path, day)
     assert again.exit_code == 0, again.output
     status, calls = _calls(engine, tmp_path, day)
     assert status == "done" and {s for s, _e in calls.values()} == {"scored"}, calls
@@ -169,7 +160,7 @@ def test_no_space_left_on_this_host_ends_the_run_in_one_line(
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "spool"))
 
     monkeypatch.setattr(etl.runs.batch, "score_batch", no_space)
-    result = _score(db_cli, tmp_path, "2024-07-05")
+    result = score_folder(db_cli, tmp_path, "2024-07-05")
     assert result.exit_code == 2, result.output
     line = _one_line_error(result)
     assert "No space left on device" in line and "free" in line and "rerun" in line, line

@@ -24,23 +24,15 @@ from etl.audio.decode import read_info
 from etl.runs.inbox import discover_calls
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
+from tests.utils.score_cli import folder_batch, score_folder
 
 HEADER = ["call_id", "file", "agent_id", "queue", "started_at", "channel_roles"]
-
-
-def _score(runner: CliRunner, folder: Path, day: str, *options: str) -> Result:
-    from ser.cli import app
-
-    return runner.invoke(app, ["score", str(folder), "--batch-date", day, "--workers", "1",
-                               *options])
 
 
 def _batch(engine: Engine, folder: Path, day: str) -> tuple[str, dict[str, dict[str, object]]]:
     """The batch's status and its calls by key."""
     with engine.connect() as conn:
-        batch_id, status = conn.execute(text(
-            "SELECT id, status FROM batches WHERE source_path = :p AND batch_date = :d"),
-            {"p": str(folder.resolve()), "d": dt.date.fromisoformat(day)}).one()
+        batch_id, status = folder_batch(conn, folder, day)
         rows = conn.execute(text(
             "SELECT call_key, status, error, agent_id, queue, started_at, duration_s, extra "
             "FROM calls WHERE batch_id = :b"), {"b": batch_id}).mappings().all()
@@ -96,7 +88,7 @@ def test_a_role_named_twice_and_absurd_dates_fail_their_row_alone(
               "C4": ("calls.csv line 5", "outside 1970-2099"),
               "C5": ("calls.csv line 6", "outside 1970-2099")}
     for day in ("2024-06-03", "2024-06-03", "2024-06-04"):  # a rerun, then another night
-        result = _score(db_cli, tmp_path, day)
+        result = score_folder(db_cli, tmp_path, day)
         status, calls = _batch(engine, tmp_path, day)
         _assert_failed_alone(result, calls, failed=failed, scored={"C1"})
         assert status == "done"  # nothing left claimed: the batch reaches the rollups
@@ -132,7 +124,7 @@ def test_oversized_nul_unreadable_rows_and_non_utf8_names_fail_alone(
               "line-6": ("calls.csv line 6", "field larger than field limit"),
               "caf\\xe9 7": ("'caf\\xe9 7.wav' is not UTF-8", "rename it")}
     for day in ("2024-06-05", "2024-06-05"):
-        result = _score(db_cli, tmp_path, day)
+        result = score_folder(db_cli, tmp_path, day)
         status, calls = _batch(engine, tmp_path, day)
         _assert_failed_alone(result, calls, failed=failed, scored={"C1", "C6"})
         assert status == "done"
@@ -145,7 +137,7 @@ def test_oversized_nul_unreadable_rows_and_non_utf8_names_fail_alone(
     # the operator fixes the rows: they are scored, under their call_id
     _write(tmp_path, [_row(f"C{i}", f"call_000{i}.wav", queue="billing") for i in range(1, 7)])
     os.rename(os.fsencode(tmp_path) + b"/caf\xe9 7.wav", tmp_path / "cafe 7.wav")
-    fixed = _score(db_cli, tmp_path, "2024-06-05")
+    fixed = score_folder(db_cli, tmp_path, "2024-06-05")
     status, calls = _batch(engine, tmp_path, "2024-06-05")
     assert fixed.exit_code == 1  # the old rejections stay on record under their own keys
     assert all(calls[f"C{i}"]["status"] == "scored" for i in range(1, 7))
@@ -176,7 +168,7 @@ def test_spreadsheet_exports_of_calls_csv_are_read(
         kind: str) -> None:
     generate_calls(tmp_path, n_calls=2, minutes=0.15, bank=bank, seed=253)
     (tmp_path / "calls.csv").write_bytes(_spreadsheet_bytes(kind))
-    result = _score(db_cli, tmp_path, "2024-06-06")
+    result = score_folder(db_cli, tmp_path, "2024-06-06")
     assert result.exit_code == 0, result.output
     status, calls = _batch(engine, tmp_path, "2024-06-06")
     assert set(calls) == {"C1", "C2"} and status == "done"
@@ -189,7 +181,7 @@ def test_a_calls_csv_without_its_header_fails_alone_and_holds_its_folder(
     generate_calls(tmp_path / "day1", n_calls=1, minutes=0.15, bank=bank, seed=254)
     generate_calls(tmp_path / "day2", n_calls=1, minutes=0.15, bank=bank, seed=255)
     (tmp_path / "day2" / "calls.csv").write_text("id,path\nC1,call_0001.wav\n")
-    result = _score(db_cli, tmp_path, "2024-06-07")
+    result = score_folder(db_cli, tmp_path, "2024-06-07")
     status, calls = _batch(engine, tmp_path, "2024-06-07")
     # day2's recording waits for its calls.csv instead of being scored under a wrong key
     _assert_failed_alone(result, calls, scored={"day1/call_0001"}, failed={
@@ -231,7 +223,7 @@ def test_a_recording_still_being_copied_is_scored_only_once_complete(
     copying.start()
     try:
         time.sleep(0.3)
-        first = _score(db_cli, inbox, "2024-06-08", "--settle-seconds", str(settle_s))
+        first = score_folder(db_cli, inbox, "2024-06-08", "--settle-seconds", str(settle_s))
         assert copying.is_alive()  # the copy was still going on during the whole run
     finally:
         copying.join()
@@ -240,7 +232,7 @@ def test_a_recording_still_being_copied_is_scored_only_once_complete(
     assert set(calls) == {"call_0001"} and status == "done"  # not registered, not failed
 
     time.sleep(settle_s + 0.2)  # the copy is complete and has settled
-    second = _score(db_cli, inbox, "2024-06-08", "--settle-seconds", str(settle_s))
+    second = score_folder(db_cli, inbox, "2024-06-08", "--settle-seconds", str(settle_s))
     assert second.exit_code == 0, second.output
     status, calls = _batch(engine, inbox, "2024-06-08")
     assert set(calls) == {"call_0001", "call_0002"} and status == "done"
@@ -295,7 +287,7 @@ def test_a_recording_reached_through_a_symlink_is_scored_once(
     (tmp_path / "a-link.wav").symlink_to(tmp_path / "call_0002.wav")  # sorts first
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "again.wav").symlink_to(tmp_path / "call_0001.wav")
-    result = _score(db_cli, tmp_path, "2024-06-09")
+    result = score_folder(db_cli, tmp_path, "2024-06-09")
     assert result.exit_code == 0, result.output
     status, calls = _batch(engine, tmp_path, "2024-06-09")
     assert set(calls) == {"call_0001", "call_0002"}  # under its own name, once
@@ -308,7 +300,7 @@ def test_100000_rows_of_missing_files_fail_at_registration_without_a_claim(
     made 100,000 of them take ~50 minutes; the run's time is docs/operations.md's)."""
     n = 100_000
     _write(tmp_path, [_row(f"C{i:06d}", f"missing/{i:06d}.wav", queue="q") for i in range(n)])
-    result = _score(db_cli, tmp_path, "2024-06-10")
+    result = score_folder(db_cli, tmp_path, "2024-06-10")
     assert result.exit_code == 1, result.output
     assert f"{n} calls, 0 scored, {n} failed" in result.output
     with engine.connect() as conn:
@@ -342,7 +334,7 @@ def test_a_run_refused_for_its_model_registers_no_batch(
                           "WHERE id = :m"), {**values, "m": model_id})
         batches = conn.execute(text("SELECT count(*) FROM batches")).scalar_one()
     try:
-        result = _score(db_cli, tmp_path, "2024-06-11")
+        result = score_folder(db_cli, tmp_path, "2024-06-11")
     finally:
         with engine.begin() as conn:
             conn.execute(text("UPDATE model_versions SET artifact = :a, artifact_sha256 = :h "
@@ -389,7 +381,7 @@ def test_a_killed_worker_process_ends_the_run_in_one_line_and_a_rerun_finishes(
     assert result.exit_code == 2, result.output
     assert "worker process" in result.output and "rerun" in result.output
     assert "Traceback" not in result.output
-    again = _score(db_cli, tmp_path, "2024-06-12")
+    again = score_folder(db_cli, tmp_path, "2024-06-12")
     assert again.exit_code == 0, again.output
     status, calls = _batch(engine, tmp_path, "2024-06-12")
     assert status == "done" and all(c["status"] == "scored" for c in calls.values()), calls
