@@ -356,6 +356,10 @@ class Call(Base):
     call_key: Mapped[str] = mapped_column(Text)
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # The file's size and modification time when it was registered: a later night hashes the
+    # file again only when these moved (etl/runs/claims.register_batch, docs/operations.md).
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    file_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     agent_id: Mapped[str | None] = mapped_column(String(64), index=True)
     queue: Mapped[str | None] = mapped_column(String(64), index=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

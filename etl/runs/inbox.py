@@ -102,6 +102,7 @@ class CallEntry:
     line: int | None = None  # calls.csv line (1 = header) the entry came from
     failure: str | None = None
     deferred: str | None = None
+    stat: tuple[int, int] | None = None  # (size, mtime_ns) when discovered: the file's version
 
     @property
     def rejected(self) -> bool:
@@ -839,7 +840,7 @@ def _checked_file(entry: CallEntry, *, base: str, waiting: Mapping[Path, str], n
         return entry
     if settle_s > 0 and now - st.st_mtime < settle_s:  # not watched: judged by its age
         return dataclasses.replace(entry, deferred=f"it changed {now - st.st_mtime:.0f} s ago")
-    return entry
+    return dataclasses.replace(entry, stat=(st.st_size, st.st_mtime_ns))
 
 
 def relative_reason(reason: str, *, root: Path) -> str:
