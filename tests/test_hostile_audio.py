@@ -1,7 +1,8 @@
 """Issue 25: recordings that are not what their header says, and a full disk mid-run.
 
 A truncated WAV and a sample rate outside 8-48 kHz fail as that one call with a one-line
-reason (``etl.audio.decode.read_info`` judges the header); the rest of the batch is scored. A
+reason (``etl.audio.decode.read_info`` judges the header; a compressed file cut short is caught
+while the scorer decodes it); the rest of the batch is scored. A
 database that runs out of disk while ``ser score`` writes results ends the run in one line with
 exit code 2 (a fault that is not the recording's), and a rerun, with space again, resumes.
 """
@@ -103,6 +104,37 @@ def test_a_truncated_wav_and_unsupported_rates_fail_alone_in_a_batch(
         for key in ("call_0002", "call_0003", "call_0004"):
             assert "\n" not in calls[key][1]
             assert f"failed {key}: {calls[key][1]}" in result.output
+
+
+def test_a_truncated_flac_fails_alone_with_what_its_header_declares(
+        model_id: int, engine: Engine, bank: ClipBank, db_cli: CliRunner,
+        tmp_path: Path) -> None:
+    """A compressed file's header cannot be checked against its size: the shortfall shows while
+    it is decoded (libsndfile loses sync where the copy stops), and fails that call."""
+    generate_calls(tmp_path, n_calls=3, minutes=0.3, bank=bank, seed=263)
+    (tmp_path / "calls.csv").unlink()
+    for name in ("call_0002", "call_0003"):
+        signal, sr = sf.read(str(tmp_path / f"{name}.wav"), dtype="float32")
+        sf.write(str(tmp_path / f"{name}.flac"), signal, sr)
+        (tmp_path / f"{name}.wav").unlink()
+    cut = tmp_path / "call_0002.flac"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # as a copy stalled half-way leaves it
+    declared = sf.info(str(cut)).duration
+    result = score_folder(db_cli, tmp_path, "2024-07-03")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    status, calls = _calls(engine, tmp_path, "2024-07-03")
+    assert status == "done"
+    assert calls["call_0001"] == ("scored", "") and calls["call_0003"] == ("scored", "")
+    state, reason = calls["call_0002"]
+    assert state == "failed" and "\n" not in reason
+    assert reason.startswith(f"truncated recording: its header declares {declared:.2f} s of "
+                             "audio but only "), reason
+    assert reason.endswith("; deliver the complete file (write it, then rename it into place)")
+    assert "Libsndfile" not in reason and "unexpected" not in reason
+    decoded = float(reason.split("but only ")[1].split(" s decode")[0])
+    assert 0 < decoded < declared
 
 
 # --------------------------------------------------------------------------------------------

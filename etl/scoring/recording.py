@@ -206,9 +206,32 @@ def _iter_blocks(path: Path, *, block_frames: int) -> Iterable[tuple[np.ndarray,
             yield data[start:start + block_frames], sr
         return
     with handle:
-        sr = handle.samplerate
-        for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-            yield block, sr
+        sr, declared, decoded = handle.samplerate, handle.frames, 0
+        try:
+            for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+                decoded += len(block)
+                yield block, sr
+        except sf.LibsndfileError as exc:  # e.g. "flac decoder lost sync" where a copy stops
+            detail = str(exc).removeprefix("Error : ").splitlines()[0].rstrip(".")
+            try:  # where the decoder stopped, inside the block that failed
+                decoded = max(decoded, handle.tell())
+            except sf.LibsndfileError:
+                pass
+            if decoded < declared:
+                raise _truncated(declared, decoded, sr, detail=detail) from exc
+            raise CallError(f"cannot decode: {detail}") from exc
+        # a header is trusted for its length only to this tolerance (encoder padding)
+        if declared - decoded > sr // 10:
+            raise _truncated(declared, decoded, sr)
+
+
+def _truncated(declared: int, decoded: int, sr: int, *, detail: str = "") -> CallError:
+    """The reason of a recording whose frames stop before its header says they do: a copy
+    cut short (what :func:`etl.audio.decode.read_info` catches for WAV, found while decoding)."""
+    return CallError(
+        f"truncated recording: its header declares {declared / sr:.2f} s of audio but only "
+        f"{decoded / sr:.2f} s decode{f' ({detail})' if detail else ''}; deliver the complete "
+        "file (write it, then rename it into place)")
 
 
 def _read_span(path: Path, *, start_s: float, end_s: float) -> tuple[np.ndarray, int]:
@@ -261,7 +284,7 @@ def voice_pass(path: Path, *, roles: Mapping[int, str], channels: int, sample_ra
     Raises
     ------
     CallError
-        nothing could be decoded.
+        nothing could be decoded, or fewer frames than the header declares (truncated).
     """
     block_frames = _block_frames(sample_rate, channels, config.block_s)
     analysers: dict[int, FrameAnalyser] = {}
