@@ -9,10 +9,12 @@ exit code 2 (a fault that is not the recording's), and a rerun, with space again
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -196,3 +198,54 @@ def test_no_space_left_on_this_host_ends_the_run_in_one_line(
     assert result.exit_code == 2, result.output
     line = _one_line_error(result)
     assert "No space left on device" in line and "free" in line and "rerun" in line, line
+
+
+@pytest.fixture()
+def no_space_scoring_call_0002(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Scoring ``call_0002`` meets a full disk on this host (as a decoder's temporary file
+    would); the other calls score as usual."""
+    import etl.runs.batch
+
+    score = etl.runs.batch.score_recording
+
+    def scoring(path: Path, **kwargs: Any) -> object:
+        if Path(path).stem == "call_0002":
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tmp"))
+        return score(path, **kwargs)
+
+    monkeypatch.setattr(etl.runs.batch, "score_recording", scoring)
+
+
+def test_no_space_left_while_scoring_a_call_ends_the_run_not_the_call(
+        model_id: int, engine: Engine, bank: ClipBank, db_cli: CliRunner, tmp_path: Path,
+        no_space_scoring_call_0002: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    generate_calls(tmp_path / "b", n_calls=3, minutes=0.15, bank=bank, seed=264)
+    folder, day = tmp_path / "b", "2024-07-06"
+    result = score_folder(db_cli, folder, day)
+    assert result.exit_code == 2, result.output
+    line = _one_line_error(result)
+    assert line.startswith("error: the disk of this host is full (No space left on device"), line
+    assert "rerun" in line
+    status, calls = _calls(engine, folder, day)
+    assert calls["call_0002"][0] in {"pending", "claimed"}, calls  # not blamed
+    assert not any(state == "failed" for state, _e in calls.values()), calls
+    monkeypatch.undo()  # space again: the rerun resumes and scores the rest
+    again = score_folder(db_cli, folder, day)
+    assert again.exit_code == 0, again.output
+    status, calls = _calls(engine, folder, day)
+    assert status == "done" and {s for s, _e in calls.values()} == {"scored"}, calls
+
+
+def test_no_space_left_in_a_worker_process_ends_the_run(
+        model_id: int, engine: Engine, bank: ClipBank, tmp_path: Path,
+        no_space_scoring_call_0002: None) -> None:
+    from etl.runs.batch import score_batch
+
+    generate_calls(tmp_path / "b", n_calls=3, minutes=0.15, bank=bank, seed=265)
+    with pytest.raises(OSError) as raised:
+        score_batch(engine, tmp_path / "b", batch_date=dt.date(2024, 7, 7), workers=2,
+                    start_method="fork")
+    assert raised.value.errno == errno.ENOSPC
+    _status, calls = _calls(engine, tmp_path / "b", "2024-07-07")
+    assert calls["call_0002"][0] in {"pending", "claimed"}, calls
+    assert not any(state == "failed" for state, _e in calls.values()), calls

@@ -52,6 +52,7 @@ from etl.runs.claims import (
     claim_next,
     count_work,
     first_line,
+    is_host_fault,
     register_batch,
     worker_name,
 )
@@ -194,7 +195,8 @@ def _score_claimed(claimed: ClaimedCall, *, model: LoadedModel, config: ScoringC
     """Score one claimed call: ``(status, reason, result)``, the result only when scored.
 
     A file that no longer resolves inside ``root`` (or ``allowed_roots``) is rejected unopened;
-    a recording that cannot be scored fails with its reason, whatever it raised.
+    a recording that cannot be scored fails with its reason, whatever it raised, except a
+    fault of this host (:func:`is_host_fault`), which ends the run.
     """
     if root is not None and not contained(claimed.path, root=root, allowed_roots=allowed_roots):
         return "rejected", f"{OUTSIDE}: the file now resolves elsewhere", None
@@ -203,6 +205,11 @@ def _score_claimed(claimed: ClaimedCall, *, model: LoadedModel, config: ScoringC
                                  config=config)
     except (AudioError, CallError) as exc:
         return "failed", first_line(exc), None
+    except OSError as exc:
+        if is_host_fault(exc):
+            raise
+        log.exception("unexpected error scoring %s", claimed.call_key)
+        return "failed", f"unexpected {type(exc).__name__}: {first_line(exc)}", None
     except Exception as exc:  # one bad recording must not stop the batch
         log.exception("unexpected error scoring %s", claimed.call_key)
         return "failed", f"unexpected {type(exc).__name__}: {first_line(exc)}", None

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -97,6 +98,13 @@ def worker_name() -> str:
 def first_line(exc: BaseException) -> str:
     """An exception as the one line stored as a call's error or shown to the operator."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def is_host_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is this host's fault, not the recording's: a full disk (ENOSPC) while
+    scoring would fail every call after it, so it ends the run (the call in hand stays claimed
+    by the run's lease, free again for the rerun) instead of failing them one by one."""
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 class LeaseLostError(RuntimeError):

@@ -55,6 +55,7 @@ from etl.runs.claims import (
     WorkerStats,
     claim_calls,
     first_line,
+    is_host_fault,
     release_claims,
     worker_name,
 )
@@ -128,6 +129,8 @@ def score_on_worker(path: str, *, model: LoadedModel, channel_roles: Mapping[str
             return CallOutcome("unreadable", worker, reason=cannot)
         return CallOutcome("failed", worker, reason=first_line(exc))
     except Exception as exc:  # one bad recording must not stop the batch (as run_worker)
+        if is_host_fault(exc):  # this worker's disk is full: a cluster fault, not the call's
+            raise
         log.exception("unexpected error scoring %s", path)
         return CallOutcome("failed", worker,
                            reason=f"unexpected {type(exc).__name__}: {first_line(exc)}")
