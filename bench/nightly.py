@@ -121,7 +121,8 @@ def train_unnormalised(engine: Any) -> str:
     with session_scope(engine) as session:
         result = train_model(session, TrainConfig(
             channel="telephony", label_scheme=SCHEME, corpus="ravdess", feature_importance=False,
-            search=False, speaker_normalisation=False), name="bench-no-speaker-normalisation")
+            search=False, speaker_normalisation=False, augment=False, operating_point_calls=0),
+            name="bench-no-speaker-normalisation")
     return str(result.model_version_id)
 
 
@@ -157,7 +158,8 @@ def train(engine: Any, ravdess: Path, tmp: Path, workers: int,
         result = train_model(session, TrainConfig(feature_set=feature_set, channel="telephony",
                                                   label_scheme=SCHEME,
                                                   corpus="ravdess", feature_importance=False,
-                                                  search=False))
+                                                  search=False, augment=False,
+                                                  operating_point_calls=0))
         set_alias(session, result.model_version_id, reason="bench/nightly")
     out["train_seconds"] = round(time.perf_counter() - start, 1)
     out.update({"model": f"{result.name}:{result.version}", "algorithm": result.algorithm,

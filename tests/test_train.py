@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from db.engine import session_scope
 from db.models import ModelMetric, ModelVersion
 from etl.features.voice import EMBEDDING_DIM
-from etl.training.config import CALL_SPEAKER_PRIOR_ROWS, TrainConfig
+from etl.training.config import CALL_SPEAKER_PRIOR_ROWS, DEFAULT_OPERATING_POINT_CALLS, TrainConfig
 from etl.training.cv_calibration import FoldScorers, calibration_record
 from etl.training.dataset import Dataset, TrainingDataError, choose_label_scheme, load_dataset
 from etl.training.fitting import CVResult, cross_validate, prepare_features
@@ -161,7 +161,7 @@ def test_fold_actors_are_disjoint_in_stored_metrics(train_data: TrainData,
 def test_telephony_model_with_speaker_normalisation(train_data: TrainData,
                                                     db_session: Session) -> None:
     config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
-                         feature_importance=False)
+                         feature_importance=False, augment=False, operating_point_calls=0)
     result = train_model(db_session, config)
     model = load_model(db_session, str(result.model_version_id))
     assert model.feature_spec.channel == "telephony" and model.speaker_normalisation
@@ -192,7 +192,7 @@ def test_phone_robust_training_uses_copies_and_stores_calibration(
     from etl.features.store import ensure_feature_set, load_variant_matrix
 
     config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
-                         feature_importance=False, augment=True)
+                         feature_importance=False, augment=True, operating_point_calls=0)
     result = train_model(db_session, config)
     assert result.name == "ser-callcentre4-rich+phone-telephony"
     aug_fs = ensure_feature_set(db_session, feature_spec("rich+phone", "telephony"))
@@ -209,7 +209,8 @@ def test_phone_robust_training_uses_copies_and_stores_calibration(
         ModelMetric.metric == "uar_phone", ModelMetric.fold.is_not(None))).scalars().all()
     assert sorted(phone_folds) == list(range(config.n_folds))
     plain = train_model(db_session, TrainConfig(algorithm="logreg", channel="telephony",
-                                                search=False, feature_importance=False))
+                                                search=False, feature_importance=False,
+                                                augment=False, operating_point_calls=0))
     # the same clips make the same folds: the studio-era headline stays comparable
     assert plain.folds_sha256 == result.folds_sha256
     assert "uar_phone" not in plain.pooled
@@ -229,7 +230,7 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
     from etl.training.registry import feature_spec_for
 
     config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
-                         feature_importance=False, operating_point_calls=10,
+                         feature_importance=False, augment=False, operating_point_calls=10,
                          operating_point_call_minutes=0.3)
     result = train_model(db_session, config)
     calibration = result.params["calibration"]
@@ -564,7 +565,13 @@ def test_call_models_default_to_population_shrinkage() -> None:
     """Chosen on calls of training speakers (docs/features.md): telephony models shrink every
     call role toward the training population; studio models keep per-speaker statistics."""
     assert TrainConfig(channel="telephony").speaker_prior_rows == CALL_SPEAKER_PRIOR_ROWS
-    # the call-based operating point is a telephony switch: TrainConfig is its one home
+    # the call-based operating point and the phone-line copies are telephony switches:
+    # TrainConfig is their one home, with `ser train`'s defaults
+    telephony, studio = TrainConfig(channel="telephony"), TrainConfig(channel="studio")
+    assert telephony.operating_point_calls == DEFAULT_OPERATING_POINT_CALLS == 100
+    assert telephony.augment is True and studio.augment is False
+    assert studio.operating_point_calls == 0
+    assert TrainConfig(channel="telephony", feature_set="seed180").augment is False
     assert TrainConfig(channel="studio", operating_point_calls=100).operating_point_calls == 0
     assert TrainConfig(channel="telephony", operating_point_calls=7).operating_point_calls == 7
     with pytest.raises(ValueError, match="operating_point_calls"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from etl.features.specs import feature_spec, voice_columns
+from etl.features.specs import feature_spec, has_phone_copies, voice_columns
 from etl.training.models import VOICE_ALGORITHM, default_algorithm
 
 DEFAULT_SEED = 0
@@ -17,6 +17,8 @@ DEFAULT_FOLDS = 5
 # of training speakers only: bench/calls_accuracy.py selection mode, docs/features.md
 # "Training for calls".
 CALL_SPEAKER_PRIOR_ROWS = 100.0
+# Telephony models choose their escalation operating point on this many generated calls.
+DEFAULT_OPERATING_POINT_CALLS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,9 @@ class TrainConfig:
     search: bool = True  # nested grid search inside the training folds
     feature_importance: bool = True
     diagnostic_random_split: bool = False
-    augment: bool = False  # also train on the phone-line copies (rich+phone); telephony only
+    # Also train on the phone-line copies (<set>+phone). None = wherever the feature set and
+    # channel have copies (telephony, rich-based sets); True elsewhere is refused by training.
+    augment: bool | None = None
     # Speaker-normalised models, at prediction: None = a group (a call's role) with at least
     # etl.training.normalise.MIN_ROWS_OWN_STATS rows uses its own statistics; a number = every group is
     # shrunk toward the nearest training speakers with this many prior rows (SpeakerPopulation);
@@ -45,7 +49,7 @@ class TrainConfig:
     # training speakers, each scored by the fold model that never heard them
     # (etl.training.operating_point); 0: on pseudo-calls of clips only. Telephony only: a studio
     # model's calls would pass a phone line it was not trained for, so studio keeps 0.
-    operating_point_calls: int = 0
+    operating_point_calls: int = DEFAULT_OPERATING_POINT_CALLS
     operating_point_call_minutes: float = 2.0
 
     def __post_init__(self) -> None:
@@ -59,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"operating_point_calls must be >= 0, not {self.operating_point_calls}")
         if self.channel != "telephony":
             object.__setattr__(self, "operating_point_calls", 0)
+        if self.augment is None:
+            object.__setattr__(self, "augment", has_phone_copies(self.feature_set, self.channel))
         prior = self.speaker_prior_rows
         if prior == "auto":
             prior = CALL_SPEAKER_PRIOR_ROWS if self.channel == "telephony" else None
