@@ -9,7 +9,9 @@ nightly flow calls it from ``etl.scoring.recording.finalise_batch``, in the tran
 batch. ``daily_agent_rollup`` holds, per day, queue, agent and model version, the scored
 calls and the sums behind the agent averages, from the calls' summaries; the same refresh
 rewrites it. :func:`prune_segments` deletes old segments and freezes their days' rollup rows, which a
-later refresh then leaves alone (their raw segments are gone).
+later refresh then leaves alone (their raw segments are gone); a batch scored for such a day
+later (a late delivery) adds unfrozen rows beside them, so ``analytics.daily_trends`` may show
+two rows for one key on a pruned day, whose sums are the day's.
 
 Nothing here commits: the caller owns the transaction.
 """
@@ -29,18 +31,14 @@ CALL_DATE_TIME_ZONE = "UTC"
 # rows): this lock mode conflicts with itself but not with readers.
 _LOCK = text("LOCK TABLE daily_emotion_rollup, daily_agent_rollup IN SHARE ROW EXCLUSIVE MODE")
 
-_FROZEN_UNTIL = """
-COALESCE((SELECT max(call_date) FROM daily_emotion_rollup WHERE segments_pruned),
-         '-infinity'::date)
-"""
+# A day whose segments were pruned keeps its rows as they were frozen (segments_pruned): only
+# the rows beside them are rewritten, from the segments written since, i.e. the calls of
+# batches that arrived (or were rescored) after the prune. The view shows both kinds of rows;
+# their sums are the day's.
+_DAYS = text("SELECT DISTINCT call_date FROM calls WHERE batch_id = :b ORDER BY call_date")
 
-_DAYS = text(f"""
-SELECT DISTINCT call_date FROM calls
-WHERE batch_id = :b AND call_date > {_FROZEN_UNTIL}
-ORDER BY call_date
-""")
-
-_DELETE = text("DELETE FROM daily_emotion_rollup WHERE call_date = ANY(:days)")
+_DELETE = text("DELETE FROM daily_emotion_rollup WHERE call_date = ANY(:days) "
+               "AND NOT segments_pruned")
 
 _INSERT = text("""
 INSERT INTO daily_emotion_rollup (call_date, queue, agent_id, role, emotion, model_version_id,
@@ -55,10 +53,8 @@ GROUP BY c.call_date, c.queue, c.agent_id, s.role, s.emotion, s.model_version_id
 """)
 
 
-# Summaries are never pruned, so every day of the batch is recomputed. The summary is the one of
+# Summaries are never pruned, so each day's rows are recomputed whole. The summary is the one of
 # the batch's model version, as analytics.calls shows it.
-_AGENT_DAYS = text("SELECT DISTINCT call_date FROM calls WHERE batch_id = :b ORDER BY call_date")
-
 _AGENT_DELETE = text("DELETE FROM daily_agent_rollup WHERE call_date = ANY(:days)")
 
 _AGENT_INSERT = text("""
@@ -82,16 +78,16 @@ def refresh_rollup(session: Session, *, batch_id: int) -> int:
     """Recompute both rollups' rows of every day the batch's calls belong to; return the
     emotion rollup rows written.
 
-    Days whose segments were pruned keep their emotion rollup rows (see :func:`prune_segments`).
+    Days whose segments were pruned keep their frozen emotion rollup rows (see
+    :func:`prune_segments`); a batch of such a day scored after the prune (a late delivery)
+    gets rows of its own beside them, from its segments.
     """
     session.execute(_LOCK)
-    agent_days = list(session.execute(_AGENT_DAYS, {"b": batch_id}).scalars())
-    if agent_days:
-        session.execute(_AGENT_DELETE, {"days": agent_days})
-        session.execute(_AGENT_INSERT, {"days": agent_days})
     days = list(session.execute(_DAYS, {"b": batch_id}).scalars())
     if not days:
         return 0
+    session.execute(_AGENT_DELETE, {"days": days})
+    session.execute(_AGENT_INSERT, {"days": days})
     session.execute(_DELETE, {"days": days})
     result = session.execute(_INSERT, {"days": days})
     return int(result.rowcount)  # type: ignore[attr-defined]
