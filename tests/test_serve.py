@@ -54,10 +54,13 @@ def test_check_server_says_when_nothing_answers(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def serve_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    import ser.commands.serve
     from config import get_settings
 
     monkeypatch.setenv("SER_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    (tmp_path / "run-systemd").mkdir()  # systemd is running, as on a host that can take units
+    monkeypatch.setattr(ser.commands.serve, "SYSTEMD_RUNTIME", tmp_path / "run-systemd")
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
@@ -109,6 +112,42 @@ def test_install_writes_a_unit_and_a_private_environment(serve_env: Path,
     env = env_file.read_text()
     assert "DATABASE_URL=postgresql+psycopg2://ser:s3cret@db:5432/ser" in env
     assert f"SER_HOME={serve_env / 'home'}" in env
+
+
+def test_install_says_whom_the_service_runs_as(serve_env: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ser.cli import app
+
+    units = serve_env / "units" / "systemd" / "user"
+    result = CliRunner().invoke(app, ["serve", "--install", "--unit-dir", str(units)])
+    assert result.exit_code == 0, result.output
+    assert "it runs as " in result.output and "(a user unit)" in result.output
+    assert "warning" not in result.output
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # root writes a system unit, with no User=
+    etc = serve_env / "etc"
+    result = CliRunner().invoke(app, ["serve", "--install", "--unit-dir", str(etc)])
+    assert result.exit_code == 0, result.output
+    warning = next(line for line in result.output.splitlines() if line.startswith("warning:"))
+    assert "ser-nightly.service runs as root" in warning and "add User=NAME under [Service]" in warning
+    assert "User=" not in (etc / "ser-nightly.service").read_text()
+
+
+def test_install_refuses_where_systemd_is_not_running(serve_env: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import ser.commands.serve
+    from ser.cli import app
+
+    monkeypatch.setattr(ser.commands.serve, "SYSTEMD_RUNTIME", serve_env / "no-systemd")
+    units = serve_env / "units"
+    result = CliRunner().invoke(app, ["serve", "--install", "--unit-dir", str(units)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: systemd is not running on this host")
+    assert "--force" in lines[0] and not units.exists()
+    forced = CliRunner().invoke(app, ["serve", "--install", "--unit-dir", str(units), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert (units / "ser-nightly.service").exists()
 
 
 def test_install_as_root_targets_the_system(tmp_path: Path,

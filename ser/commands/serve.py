@@ -11,6 +11,10 @@ import typer
 from config import Settings, get_settings
 from ser.runtime import fail, open_database, quiet_prefect
 
+# Present while systemd is the running init system (what sd_booted() checks): without it a unit
+# is never started, whatever is written.
+SYSTEMD_RUNTIME = Path("/run/systemd/system")
+
 
 def serve_cmd(
     cron: str | None = typer.Option(None, help="Cron schedule (default SER_NIGHTLY_CRON, 0 2 * * *)."),
@@ -27,6 +31,9 @@ def serve_cmd(
     unit_dir: Annotated[Path | None, typer.Option(
         help="Where --install writes the unit (default /etc/systemd/system as root, else "
         "~/.config/systemd/user).")] = None,
+    force: bool = typer.Option(
+        False, "--force", help="With --install: write the unit even where systemd is not "
+        "running (e.g. while building an image)."),
 ) -> None:
     """Serve the nightly scoring flow on a cron schedule over the inbox (blocks; Ctrl-C stops).
 
@@ -42,6 +49,10 @@ def serve_cmd(
         args = ["--cron", schedule, "--inbox", str(folder), "--model", model, "--name", name]
         args += ["--workers", str(workers)] if workers else []
         args += ["--rules", rules] if rules else []
+        if not force and not SYSTEMD_RUNTIME.is_dir():
+            fail(f"systemd is not running on this host ({SYSTEMD_RUNTIME} is missing), so a "
+                 "unit would never start: run `ser serve` under this host's own supervisor, or "
+                 "pass --force to write the unit anyway")
         _install_unit(args, settings=settings, unit_dir=unit_dir)
         return
     api_url, source = _connect_prefect(settings)
@@ -105,9 +116,25 @@ def _install_unit(serve_args: list[str], *, settings: Settings, unit_dir: Path |
 
     service = install_service(serve_args=serve_args, home=settings.home, unit_dir=unit_dir)
     typer.echo(f"wrote {service.unit_path} (environment in {service.env_path}, mode 0600)")
+    if service.user_unit:
+        typer.echo(f"it runs as {_user_name()} (a user unit)")
+    else:  # a system unit without User= runs as root
+        typer.secho(f"warning: {service.unit_path.name} runs as root: to run it as another "
+                    "account, add User=NAME under [Service] in the unit, and give NAME the "
+                    f"home {settings.home} and read access to {service.env_path}", err=True,
+                    fg=typer.colors.YELLOW)
     typer.echo("to start it now and at every boot:")
     for step in service.next_steps():
         typer.echo(f"  {step}")
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        return f"uid {os.geteuid()}"
 
 
 def register(app: typer.Typer) -> None:
