@@ -12,6 +12,8 @@ Markers
 db          added here to every test whose fixtures reach ``database_url`` (every fixture
             above that touches the database does): the tests that can see which PostgreSQL
             they run on. ``.ci/run`` reruns only ``db and not slow`` against a server.
+slow        set by the modules (a Dask cluster, a Prefect server, the whole demo): left out of
+            the README's test command; ``.ci/run`` runs them on their own after it.
 """
 
 from __future__ import annotations

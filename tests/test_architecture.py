@@ -1,6 +1,7 @@
 """The shape of the code: the import contracts of pyproject.toml hold, and benches stand alone.
 
-``python -m pytest`` (the README's test command) thereby checks the layers too, not only CI.
+The README's test command (``python -m pytest -m "not slow"``) thereby checks the layers too,
+not only CI.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ def _post(url: str, body: dict[str, object], headers: dict[str, str] | None = No
         return exc.code
 
 
+@pytest.mark.slow
 def test_the_background_api_refuses_callers_without_the_owners_credentials(
         tmp_path: Path) -> None:
     home = tmp_path / "prefect"
@@ -59,6 +60,7 @@ def test_the_background_api_refuses_callers_without_the_owners_credentials(
         stop_server(home)
 
 
+@pytest.mark.slow
 def test_a_background_server_without_credentials_is_replaced(tmp_path: Path) -> None:
     """One started by an earlier version (no authentication) is not reused."""
     from ser.prefect_server import ServerInfo, _free_port, _healthy, _state_file

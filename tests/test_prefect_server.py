@@ -11,6 +11,7 @@ import pytest
 from ser.prefect_server import auth_string, running_server, start_server, stop_server
 
 
+@pytest.mark.slow
 def test_server_is_started_once_reused_and_stopped(tmp_path: Path) -> None:
     home = tmp_path / "prefect"
     assert running_server(home) is None
