@@ -7,7 +7,9 @@ import csv
 import dataclasses
 import datetime as dt
 import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -478,6 +480,9 @@ def test_nightly_flow_runs_under_prefect(cli_env: dict[str, str], engine: Engine
     get_settings.cache_clear()
     generate_calls(inbox / "today", n_calls=1, minutes=0.15, bank=bank, seed=41)
     (inbox / "today" / "zero.wav").write_bytes(b"")
+    delivered = time.time() - 3600  # delivered before the run: settled, not watched
+    for path in (inbox / "today").iterdir():
+        os.utime(path, (delivered, delivered))
     with prefect_test_harness(server_startup_timeout=120):
         state = nightly_flow(inbox=str(inbox), workers=1, return_state=True)
         report = state.result(raise_on_failure=False)
