@@ -359,18 +359,22 @@ def test_cli_features_and_flow(clip_db: list[int]) -> None:
     assert '"augmented"' not in done.output  # phone copies only for rich/telephony
     listed = runner.invoke(app, ["features", "--list"])
     assert "seed180" in listed.output and listed.exit_code == 0
-    # telephony computes what `ser train`'s defaults need: rich/telephony and its copies
+    # telephony computes what `ser train`'s defaults need: the default set (richvoice, the
+    # voice encoder's embedding beside rich) on telephony, and its phone-line copies
     import json
 
+    from etl.features.specs import DEFAULT_SET, VOICE_SET
+
+    assert DEFAULT_SET == VOICE_SET
     default = runner.invoke(app, ["features", "--channel", "telephony", "--no-prefect",
                                   "--json", "--workers", "1"])
     assert default.exit_code == 0, default.output
     report = json.loads(default.output)
-    assert (report["feature_set"], report["channel"]) == ("rich", "telephony")
-    assert report["augmented"]["feature_set"] == "rich+phone"
+    assert (report["feature_set"], report["channel"]) == ("richvoice", "telephony")
+    assert report["augmented"]["feature_set"] == "richvoice+phone"
     assert report["augmented"]["stored"] == report["stored"] > 0
     listed = runner.invoke(app, ["features", "--list"]).output
-    phone_row = next(line for line in listed.splitlines() if "rich+phone" in line)
+    phone_row = next(line for line in listed.splitlines() if "richvoice+phone" in line)
     assert f" {report['stored']} " in phone_row  # clips, not copies
 
     from prefect.testing.utilities import prefect_test_harness

@@ -361,9 +361,11 @@ def test_cli_train_runs_the_flow(cli: CliRunner, clean_registry: None, engine: E
                              "s.id = f.feature_set_id AND s.name = 'rich+phone'"))
 
     with prefect_test_harness(server_startup_timeout=120):
-        result = cli.invoke(app, ["train", "--model", "logreg", "--no-search", "--no-importance",
-                                  "--promote-if-better", "--operating-point-calls", "5"])
-        studio = cli.invoke(app, ["train", "--model", "logreg", "--no-search",
+        # the rich set keeps this about the flow, not the voice encoder (tests/test_voice_*)
+        result = cli.invoke(app, ["train", "--set", "rich", "--model", "logreg", "--no-search",
+                                  "--no-importance", "--promote-if-better",
+                                  "--operating-point-calls", "5"])
+        studio = cli.invoke(app, ["train", "--set", "rich", "--model", "logreg", "--no-search",
                                   "--no-importance", "--channel", "studio"])
     assert result.exit_code == 0, result.output
     # the defaults train for phone audio: telephony features plus their phone-line copies

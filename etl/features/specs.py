@@ -21,10 +21,10 @@ SET_NAMES = ("rich", "richvoice", "seed180")
 # ``rich`` plus the utterance embedding of a pretrained voice encoder (etl.features.voice). Its
 # vectors of call segments are never stored.
 VOICE_SET = "richvoice"
-# The set `ser features`, `ser train` and the demo use: rich, because richvoice models scored
-# held-out field calls worse than rich ones (bench/calls_accuracy.py --calls field,
-# docs/features.md).
-DEFAULT_SET = "rich"
+# The set `ser features`, `ser train` and the demo use: richvoice (trained as logreg-voice),
+# chosen on field calls of training speakers, where it read customer turns and flagged calls
+# better than rich (bench/calls_accuracy.py --calls field selection mode, docs/features.md).
+DEFAULT_SET = "richvoice"
 VOICE_PREFIX = "voice_"
 # Sets whose first columns are the rich features (same parameters, same names, same order).
 RICH_BASED = ("rich", VOICE_SET)
