@@ -268,6 +268,7 @@ def per_clip_cost(files: list[Path], *, n: int = 300) -> dict[str, Any]:
     from etl.audio import dsp
     from etl.audio.decode import load_audio, resample
     from etl.features import extraction as features
+    from etl.features.seed import seed_vector
 
     def best_of(fn: Any, items: list[Any]) -> float:
         best = float("inf")
@@ -294,7 +295,7 @@ def per_clip_cost(files: list[Path], *, n: int = 300) -> dict[str, Any]:
             "seed180_stft_float64": best_of(
                 lambda y: dsp.librosa_stft_magnitude(y, n_fft=p["n_fft"], hop=p["hop"]), at_22k),
             "seed180_tuning": best_of(lambda m: dsp.estimate_tuning(m, sr=22050), mags),
-            "seed180_features_all": best_of(lambda y: features._seed_vector(y, seed_spec), at_22k),
+            "seed180_features_all": best_of(lambda y: seed_vector(y, seed_spec), at_22k),
             "rich_features_all": best_of(
                 lambda y: features.extract(y, 16000, rich_spec), at_16k),
         }

@@ -464,13 +464,13 @@ def test_blockwise_librosa_stft_equals_one_pass(speech: np.ndarray) -> None:
 
 
 def test_seed180_of_a_long_signal_in_blocks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    from etl.features import extraction as features
+    from etl.features import seed
 
     y = _long_speech(22050, utterances=6)
     spec = feature_spec("seed180")
-    one_pass = features._seed_vector(y, spec)
-    monkeypatch.setattr(features, "SEED_BLOCK_FRAMES", 100)  # ~6 blocks, two passes
-    blocked = features._seed_vector(y, spec)
+    one_pass = seed.seed_vector(y, spec)
+    monkeypatch.setattr(seed, "SEED_BLOCK_FRAMES", 100)  # ~6 blocks, two passes
+    blocked = seed.seed_vector(y, spec)
     # mel and MFCC: same per-frame numbers, only the float32 mean's summation order differs;
     # chroma: the tuning from the blocks' peaks is the same, so the chroma filters are too
     np.testing.assert_allclose(blocked[:40], one_pass[:40], atol=1e-4)

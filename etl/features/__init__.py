@@ -1,5 +1,6 @@
 """Features: named, versioned feature specs (``specs``), their extraction from audio
-(``extraction``, the voice encoder ``voice``), and their storage per clip (``store``).
+(``extraction``, with the kernels ``rich`` and ``seed`` and the voice encoder ``voice``), and
+their storage per clip (``store``).
 
 ``__all__`` lists the names callers outside ``etl.features`` use; each is imported from its
 module on first use (``etl.public``), so importing ``specs`` stays light.
@@ -12,6 +13,7 @@ _EXPORTS = Exports(__name__, {
         "channel_level", "extract", "extract_files", "extract_segments", "FeatureExtractionError",
         "require_extractable",
     ),
+    "etl.features.seed": ("seed_vector",),
     "etl.features.specs": (
         "DEFAULT_SET", "LEVEL_NORM", "VOICE_SET", "augmented_set_name", "ClipResult",
         "feature_spec", "FeatureSpec", "has_phone_copies", "split_set_name", "voice_columns",
