@@ -7,7 +7,8 @@ overhead would cost more than scoring a short call.
 - :func:`score_batch_flow` scores one folder (``ser score PATH --prefect``).
 - :func:`nightly_flow` scores whatever arrived in the inbox (``SER_INBOX``) since the
   last run: files already scored (or failed) with the same model version in an earlier batch
-  are skipped; per-day subfolders and new files are picked up.
+  are skipped unless their content changed (then scored again as a new version of the call);
+  per-day subfolders and new files are picked up.
 - ``flows.schedule`` puts ``nightly_flow`` on a cron schedule (``ser serve``).
 
 A lost database is retried with backoff (:data:`DB_RETRY_DELAYS_S`; a retry resumes, nothing is
