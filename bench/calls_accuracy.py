@@ -44,7 +44,7 @@ per line; ``scored_bandwidth`` says how ``ser score`` classed each line's calls.
 8 and 16 kHz alike, is scored with ``--model ID`` (the telephony model just trained): the
 figures measure that model, not the alias routing of ``ser score`` without ``--model``, which
 sends a batch whose first recordings are 16 kHz to ``production-studio`` when one is set
-(``etl.scoring.recording.batch_bandwidth``). The default stays ``--calls generated`` so the
+(``etl.runs.batch.batch_bandwidth``). The default stays ``--calls generated`` so the
 figures in docs/features.md can be reproduced.
 
 Selection mode (choosing a default without touching actors 17-20):

@@ -3,7 +3,7 @@
 ``ser calls generate`` (etl/synthetic/calls.py) puts every talker within a few dB of one level
 on one G.711 line, and the same generator chooses the model's operating point, so a bench on its
 calls flatters the product. This builder shares none of its level or line code: it reads the
-clips (``etl.synthetic.calls.ClipBank``) and writes timelines in the generator's format
+clips (``etl.synthetic.clips.ClipBank``) and writes timelines in the generator's format
 (``role,start_s,end_s,emotion,actor,clip,kind``, so ``bench/calls_accuracy.py`` reads the truth
 the same way), and everything in between is its own.
 

@@ -63,7 +63,7 @@ def scored(db_session: Session) -> Iterator[dict[str, int]]:
         "escalation_reason) VALUES (:c, :mv, 60, 4, 10, 0.7, 0, 0.8, 4, 0.5, true, "
         "'customer_negative_share', 'negative_share_customer = 0.8 >= 0.5')"),
         {"c": ids["c1"], "mv": mv})
-    refresh_rollup(s, batch_id=batch)  # as etl.scoring.recording.finalise_batch does at the end of a batch
+    refresh_rollup(s, batch_id=batch)  # as etl.runs.results.finalise_batch does at the end of a batch
     yield {"model_version_id": mv, "batch_id": batch, **ids}
 
 

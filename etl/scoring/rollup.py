@@ -5,7 +5,7 @@ segment retention.
 model version, the calls, segments and seconds of scored speech. :func:`refresh_rollup`
 recomputes every day a batch touches from the raw segments (all batches and model versions of
 those days, so a day fed by two batches or rescored with a second model stays exact); the
-nightly flow calls it from ``etl.scoring.recording.finalise_batch``, in the transaction that counts the
+nightly flow calls it from ``etl.runs.results.finalise_batch``, in the transaction that counts the
 batch. ``daily_agent_rollup`` holds, per day, queue, agent and model version, the scored
 calls and the sums behind the agent averages, from the calls' summaries; the same refresh
 rewrites it. :func:`prune_segments` deletes old segments and freezes their days' rollup rows, which a
