@@ -248,10 +248,10 @@ def test_a_second_run_on_the_host_waits_its_turn_then_scores_only_what_is_left(
     first.__exit__(None, None, None)  # ended (finished, failed or killed): the turn is free
     waiting.join(timeout=120)
     report = reports[0]
-    assert report.run_scored == 3 and report.waited_seconds > 0.0  # type: ignore[attr-defined]
-    # a run after a finished one loads no model and starts nothing
+    assert report.run_scored == 3 and report.waited_for_turn  # type: ignore[attr-defined]
+    # a run after a finished one loads no model, starts nothing and waits for nobody
     again = score_batch(engine, tmp_path, batch_date=day, workers=1, config=CONFIG)
-    assert again.run_scored == 0 and again.waited_seconds == 0.0
+    assert again.run_scored == 0 and not again.waited_for_turn
 
 
 def _turns_held(engine: Engine) -> set[int]:

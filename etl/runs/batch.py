@@ -331,7 +331,8 @@ class RunReport(BatchReport):
     n_held: int = 0
     n_rejected: int = 0
     n_deferred: int = 0  # recordings still being copied, left for the next run
-    waited_seconds: float = 0.0  # for another run of this batch on this host to finish
+    waited_for_turn: bool = False  # another run of this batch on this host was scoring
+    waited_seconds: float = 0.0  # how long it waited for that run to finish
 
 
 def score_batch(
@@ -406,10 +407,10 @@ def score_batch(
                              config=config, allowed_roots=tuple(allowed_roots),
                              retry_before=retry_before)
         stats: list[WorkerStats] = []
-        waited = 0.0
+        waited, waited_s = False, 0.0
         if total:
             with HostTurn(engine, batch_id=batch_id) as turn:
-                waited = turn.waited_s
+                waited, waited_s = turn.waited, turn.waited_s
                 stats = _score_claims(engine, work, execution)
         with session_scope(engine) as session:
             report = finalise_batch(session, batch_id=batch_id,
@@ -421,7 +422,7 @@ def score_batch(
                          run_audio_seconds=sum(s.audio_seconds for s in stats), n_held=held,
                          n_rejected=sum(e.rejected and not e.deferred for e in entries),
                          n_deferred=sum(bool(e.deferred) for e in entries),
-                         waited_seconds=round(waited, 2))
+                         waited_for_turn=waited, waited_seconds=round(waited_s, 2))
 
 
 def _score_claims(engine: Engine, work: _BatchToScore, execution: Execution) -> list[WorkerStats]:

@@ -180,6 +180,7 @@ class HostTurn:
         self.chain = [turn_key(host, batch_id, link) for link in range(TURN_CHAIN)]
         self.key: int | None = self.chain[0]
         self.poll_s = poll_s
+        self.waited = False  # another scorer held the turn when this run asked for it
         self.waited_s = 0.0
         self.bypassed: list[str] = []
         self._conn: Connection | None = None
@@ -206,11 +207,12 @@ class HostTurn:
         try:
             # polled rather than blocking in pg_advisory_lock, so Ctrl-C stops a waiting run
             while (taken := self._take(conn)) is False:
+                self.waited = True
                 time.sleep(self.poll_s)
         except BaseException:
             conn.close()
             raise
-        self.waited_s = time.monotonic() - started
+        self.waited_s = time.monotonic() - started if self.waited else 0.0
         self.key = taken if isinstance(taken, int) else None
         if self.key is None:
             log.warning("every batch turn key is held by sessions that are not scorers (%s): "
