@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dask
@@ -36,7 +35,12 @@ from etl.synthetic.clips import ClipBank
 from etl.training.registry import LoadedModel, load_version
 from ser.cli import app
 from tests.conftest import truncate_all
-from tests.utils.dask_cluster import blind_worker_cluster, free_port, kill_a_busy_worker
+from tests.utils.dask_cluster import (
+    blind_worker_cluster,
+    free_port,
+    kill_a_busy_worker,
+    when_a_worker_is_busy,
+)
 from tests.utils.nightly import train_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -320,29 +324,10 @@ def test_the_last_worker_gone_for_good_fails_the_run_after_the_bounded_wait(
     assert not any(c["claimed_by"] for c in calls.values() if c["status"] == "pending")
 
 
-@contextmanager
-def _scale_to_zero_when_busy(local: LocalCluster) -> Iterator[list[bool]]:
+def _scale_to_zero_when_busy(local: LocalCluster) -> AbstractContextManager[list[object]]:
     """Scale ``local`` to no workers (nanny and all) once a worker holds a call's task."""
-    scaled: list[bool] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        with distributed.Client(local.scheduler_address, set_as_default=False) as spy:
-            while not stop.is_set():
-                if any(str(k).startswith("score-call-")
-                       for keys in spy.processing().values() for k in keys):
-                    local.scale(0)
-                    scaled.append(True)
-                    return
-                stop.wait(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield scaled
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+    return when_a_worker_is_busy(local.scheduler_address, key_prefix="score-call-",
+                                 act=lambda *_: local.scale(0) or True)
 
 
 # --------------------------------------------------------------------------------------------

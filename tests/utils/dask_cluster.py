@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,29 +79,42 @@ def blind_worker_cluster(audio: Path, workdir: Path, *,
 
 
 @contextmanager
-def kill_a_busy_worker(address: str, *, key_prefix: str) -> Iterator[list[tuple[str, list[str]]]]:
-    """``kill -9`` the first worker process the scheduler shows processing a task whose key
-    starts with ``key_prefix`` (in a thread, while the body runs); yields
-    ``[(worker, its matching tasks)]`` once it has killed."""
-    killed: list[tuple[str, list[str]]] = []
+def when_a_worker_is_busy(address: str, *, key_prefix: str,
+                          act: Callable[[Client, str, list[str]], object]
+                          ) -> Iterator[list[object]]:
+    """Call ``act(spy client, worker, its matching tasks)`` once, for the first worker the
+    scheduler shows processing a task whose key starts with ``key_prefix`` (in a thread, while
+    the body runs); yields ``[act's result]`` once it has acted."""
+    done: list[object] = []
     stop = threading.Event()
 
     def watch() -> None:
         with Client(address, set_as_default=False) as spy:
-            pids = spy.run(os.getpid)
             while not stop.is_set():
                 for worker, keys in spy.processing().items():
                     busy = [str(k) for k in keys if str(k).startswith(key_prefix)]
-                    if busy and worker in pids:
-                        os.kill(pids[worker], signal.SIGKILL)
-                        killed.append((worker, busy))
+                    if busy:
+                        done.append(act(spy, worker, busy))
                         return
-                time.sleep(0.01)
+                stop.wait(0.01)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     try:
-        yield killed
+        yield done
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+@contextmanager
+def kill_a_busy_worker(address: str, *, key_prefix: str) -> Iterator[list[object]]:
+    """``kill -9`` the first worker process the scheduler shows processing a task whose key
+    starts with ``key_prefix``; yields ``[(worker, its matching tasks)]`` once it has killed."""
+
+    def kill(spy: Client, worker: str, busy: list[str]) -> tuple[str, list[str]]:
+        os.kill(spy.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+        return worker, busy
+
+    with when_a_worker_is_busy(address, key_prefix=key_prefix, act=kill) as killed:
+        yield killed
