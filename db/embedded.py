@@ -3,21 +3,29 @@
 The server is started on demand and left running (cleanup_mode=None) so that later commands
 reuse it instantly; it listens on a Unix socket only, never on a TCP port.
 
-Trust model: ``pgserver``'s ``initdb`` trusts every local connection, so whoever can open the
-socket (in ``$SER_HOME``, a 0700 directory of the user running ser) logs in as any role,
-``postgres`` (superuser, no password) included. That is right for one user on their own machine
-and is kept for the owner; but analyst logins (members of ``ser_analyst``, made by
-``ser db analyst add``) must authenticate with their password (scram-sha-256): see
-:func:`ensure_password_auth`. Anyone needing more should run a real server (``DATABASE_URL``).
+Trust model: ``pgserver``'s ``initdb`` trusts every local connection. ``ser`` closes that on the
+first start: the ``postgres`` superuser gets a random password, kept in a 0600 password file
+beside the data directory (``pgdata.pgpass``, libpq's format) and named in the URL
+(``passfile=``), and ``pg_hba.conf`` asks every login for its password (scram-sha-256). So
+whoever can reach the socket (other users when the socket lands in a shared runtime folder,
+and the one ``pgserver`` OS account that runs every embedded server root starts) cannot log in
+without a password; the password file stays readable by the owner only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import psycopg2
+
+from .passwords import scram_sha256
 
 log = logging.getLogger(__name__)
 
@@ -36,37 +44,74 @@ def _quiet_platformdirs() -> None:
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
 
 
-HBA_BEGIN = "# >>> ser: analyst logins authenticate with a password"
-HBA_END = "# <<< ser"
-# First match wins in pg_hba.conf: these lines go above initdb's "trust" lines. "+ser_analyst"
-# matches members of the role (superusers only if they are members), so the owner keeps trust.
-HBA_BLOCK = f"""{HBA_BEGIN}
-local   all             +ser_analyst                            scram-sha-256
-host    all             +ser_analyst    127.0.0.1/32            scram-sha-256
-host    all             +ser_analyst    ::1/128                 scram-sha-256
-{HBA_END}
+HBA_MARKER = "# ser: every login authenticates with a password (scram-sha-256)"
+# The whole file: initdb's "trust" lines would let anyone who reaches the socket in.
+HBA_CONF = f"""{HBA_MARKER}
+# the owner's password is in the password file beside this data directory (<pgdata>.pgpass)
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     scram-sha-256
 """
+SUPERUSER = "postgres"
 
 
-def ensure_password_auth(pgdata: Path) -> bool:
-    """Put :data:`HBA_BLOCK` at the top of ``pgdata/pg_hba.conf``; True if the file changed
-    (the server must then reload its configuration)."""
+def password_file(pgdata: Path) -> Path:
+    """Where the owner's password of the server on ``pgdata`` is kept (outside the data
+    directory, which belongs to the server's OS account when root starts it)."""
+    return pgdata.with_name(pgdata.name + ".pgpass")
+
+
+def ensure_password_file(path: Path) -> str:
+    """The superuser's password from ``path`` (libpq's password-file format), made on first use.
+
+    Created 0600 and published with a hard link, so concurrent first starts agree on one
+    password.
+    """
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(f"*:*:*:{SUPERUSER}:{secrets.token_hex(24)}\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise EmbeddedServerError(
+            f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")
+    for line in path.read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) == 5 and fields[3] == SUPERUSER and fields[4]:
+            return fields[4]
+    raise EmbeddedServerError(f"{path} holds no password for {SUPERUSER}; delete it only "
+                              "together with the data directory beside it")
+
+
+def requires_passwords(pgdata: Path) -> bool:
+    """True once ``pgdata/pg_hba.conf`` is :data:`HBA_CONF`."""
+    try:
+        return HBA_MARKER in (Path(pgdata) / "pg_hba.conf").read_text()
+    except OSError:
+        return False
+
+
+def write_hba(pgdata: Path) -> None:
+    """Replace ``pgdata/pg_hba.conf`` with :data:`HBA_CONF` (the server must then reload)."""
     hba = Path(pgdata) / "pg_hba.conf"
-    if not hba.is_file():
-        return False
-    current = hba.read_text()
-    if HBA_BEGIN in current:
-        return False
     # the server may run as another user (pgserver does when started by root): the new file
     # keeps the old one's owner and mode, or the server could no longer read it
     st = hba.stat()
     tmp = hba.with_suffix(".conf.tmp")
-    tmp.write_text(HBA_BLOCK + current)
+    tmp.write_text(HBA_CONF)
     tmp.chmod(st.st_mode & 0o777)
     if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
         os.chown(tmp, st.st_uid, st.st_gid)
     tmp.replace(hba)
-    return True
 
 
 def _memory_mb() -> int:
@@ -94,7 +139,7 @@ def analytics_settings(*, memory_mb: int | None = None) -> dict[str, str]:
     }
 
 
-def ensure_analytics_settings(pgdata: Path, psql: Callable[[str], str]) -> bool:
+def ensure_analytics_settings(pgdata: Path, execute: Callable[[str], object]) -> bool:
     """``ALTER SYSTEM SET`` each of :func:`analytics_settings` that ``postgresql.auto.conf`` does
     not set yet (so a value the owner changed with ALTER SYSTEM is kept); True if any was set
     (the server must then reload its configuration)."""
@@ -106,7 +151,7 @@ def ensure_analytics_settings(pgdata: Path, psql: Callable[[str], str]) -> bool:
     missing = {k: v for k, v in analytics_settings().items() if k not in present}
     for name, value in missing.items():
         # one statement per call: ALTER SYSTEM refuses to run inside a transaction block
-        psql(f"ALTER SYSTEM SET {name} = '{value}';")
+        execute(f"ALTER SYSTEM SET {name} = '{value}'")
     return bool(missing)
 
 
@@ -129,15 +174,43 @@ def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE) -> str:
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
             "Set DATABASE_URL to use an existing server instead."
         ) from exc
-    changed = ensure_password_auth(pgdata)
-    changed = ensure_analytics_settings(pgdata, server.psql) or changed
-    if changed:
-        server.psql("SELECT pg_reload_conf();")
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
-    if "1 row" not in exists:
-        server.psql(f'CREATE DATABASE "{database}";')
     socket_dir = parse_qs(urlsplit(server.get_uri()).query)["host"][0]
-    return f"postgresql+psycopg2://postgres@/{database}?host={socket_dir}"
+    passfile = password_file(pgdata)
+    password = ensure_password_file(passfile)
+    try:
+        with _superuser(socket_dir, passfile) as cur:
+            if not requires_passwords(pgdata):
+                # still initdb's trust: set the password, then require it
+                cur.execute("SELECT format('ALTER ROLE %%I PASSWORD %%L', %s, %s)",
+                            (SUPERUSER, scram_sha256(password)))
+                cur.execute(cur.fetchone()[0])
+                write_hba(pgdata)
+                cur.execute("SELECT pg_reload_conf()")
+            if ensure_analytics_settings(pgdata, cur.execute):
+                cur.execute("SELECT pg_reload_conf()")
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{database}"')
+    except psycopg2.OperationalError as exc:
+        raise EmbeddedServerError(
+            f"could not log in to the embedded PostgreSQL in {pgdata} with the password in "
+            f"{passfile}: {str(exc).strip().splitlines()[0]}. The file must be the one made "
+            "with this data directory (restore it from a backup of $SER_HOME)") from exc
+    return (f"postgresql+psycopg2://{SUPERUSER}@/{database}"
+            f"?host={quote(socket_dir)}&passfile={quote(str(passfile))}")
+
+
+@contextmanager
+def _superuser(socket_dir: str, passfile: Path) -> Iterator[Any]:
+    conn = psycopg2.connect(host=socket_dir, dbname="postgres", user=SUPERUSER,
+                            passfile=str(passfile))
+    try:
+        # ALTER SYSTEM and CREATE DATABASE refuse to run inside a transaction block
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
 
 
 def psql_url(sqlalchemy_url: str) -> str:

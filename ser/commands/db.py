@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
-import os
 import re
 from urllib.parse import unquote
 
@@ -28,6 +24,7 @@ from db.analysts import (
 from db.embedded import psql_url
 from db.engine import cached_engine, session_scope
 from db.migrate import current_revision, downgrade, head_revision, upgrade
+from db.passwords import scram_sha256
 from ser.runtime import database_url, fail, open_database
 
 db_app = typer.Typer(help="Database schema (Alembic) and connection.", no_args_is_help=True)
@@ -100,22 +97,6 @@ analyst_app = typer.Typer(help="Analyst logins (members of the read-only role se
 db_app.add_typer(analyst_app, name="analyst")
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_SCRAM_ITERATIONS = 4096
-
-
-def scram_sha256(password: str, *, salt: bytes | None = None,
-                 iterations: int = _SCRAM_ITERATIONS) -> str:
-    """PostgreSQL's SCRAM-SHA-256 verifier of ``password`` (RFC 5802/7677), computed here so the
-    clear password never reaches the server (nor its statement log)."""
-    salt = salt or os.urandom(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-    b64 = base64.b64encode
-    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}$"
-            f"{b64(hashlib.sha256(client_key).digest()).decode()}:{b64(server_key).decode()}")
-
-
 def _policy_lines(report: PolicyReport) -> list[str]:
     """What enforcing the analyst policy changed or could not do, one line each."""
     lines = []
@@ -170,8 +151,9 @@ def analyst_add_cmd(
 
 
 def make_url_for(url: str, user: str) -> str:
-    """``url`` for ``user`` without a password, psql-ready."""
+    """``url`` for ``user`` without a password (nor the owner's password file), psql-ready."""
     return unquote(psql_url(make_url(url).set(username=user, password=None)
+                            .difference_update_query(["passfile"])
                             .render_as_string(hide_password=False)))
 
 
