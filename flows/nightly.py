@@ -57,7 +57,7 @@ def scoring_config(rules: str | None, *, retry_failed: bool = False,
     """The scoring configuration of a flow run; ``rules`` None: ``SER_RULES`` (read here, at the
     flow's entry), else the model's operating point."""
     source = rules if rules is not None else get_settings().rules
-    return ScoringConfig(rules=tuple(load_rules(source)), retry_failed=retry_failed,
+    return ScoringConfig(rules=load_rules(source), retry_failed=retry_failed,
                          stale_claim_minutes=stale_minutes, settle_s=settle_s)
 
 

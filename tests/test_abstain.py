@@ -69,8 +69,9 @@ def test_configured_rules_win_and_old_models_use_the_defaults() -> None:
          "threshold": 0.7}]}}
     assert resolve_operating_point(None, None).source == "defaults"
     assert resolve_operating_point(None, None).confidence_floor == 0.0
-    # what ser score passes when no --rules is given: the built-in objects themselves
-    from_model = resolve_operating_point(tuple(load_rules(None)), point)
+    # what ser score passes when no --rules is given
+    assert load_rules(None) is None
+    from_model = resolve_operating_point(load_rules(None), point)
     assert from_model.source == "model" and from_model.confidence_floor == 0.55
     assert from_model.rules[0].threshold == 0.7
     # a user's file with the very same numbers is a configured choice
@@ -81,7 +82,7 @@ def test_configured_rules_win_and_old_models_use_the_defaults() -> None:
     assert resolve_operating_point(None, point, confidence_floor=0.0).confidence_floor == 0.0
     assert resolve_operating_point(None, {"method": "none"}).source == "defaults"
     # worker processes get the config pickled: "nothing configured" must survive that
-    pickled = pickle.loads(pickle.dumps(ScoringConfig(rules=tuple(load_rules(None)))))
+    pickled = pickle.loads(pickle.dumps(ScoringConfig(rules=load_rules(None))))
     assert pickled.operating_point(SimpleNamespace(calibration=point)).source == "model"
 
 

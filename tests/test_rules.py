@@ -22,9 +22,9 @@ from etl.scoring.escalation import (
     EscalationRule,
     Group,
     evaluate,
-    is_builtin_default,
     load_rules,
     metric_values,
+    read_rules,
     resolve_operating_point,
     rules_as_data,
     rules_from_data,
@@ -80,7 +80,7 @@ def _values(**overrides: float | None) -> dict[str, float | None]:
 def test_nested_all_any_evaluation_and_reason(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     path.write_text(COMPOUND_TOML)
-    rules = load_rules(path)
+    rules = read_rules(path)
     assert [r.name for r in rules] == ["angry_end_interrupted", "dead_air_rising", "overtalk"]
     assert rules[1].when == Group("all", (
         Condition("long_silence_s", ">=", 30.0),
@@ -154,18 +154,18 @@ def test_flat_format_and_stored_operating_point_still_load(tmp_path: Path) -> No
     toml = tmp_path / "flat.toml"
     toml.write_text('[[rules]]\nname = "long_silence"\nmetric = "silence_share"\n'
                     'op = ">"\nthreshold = 0.8\n')
-    assert load_rules(toml) == [EscalationRule("long_silence", "silence_share", 0.8, ">")]
+    assert load_rules(toml) == (EscalationRule("long_silence", "silence_share", 0.8, ">"),)
     as_json = tmp_path / "rules.json"
     as_json.write_text(json.dumps({"rules": rules_as_data(DEFAULT_RULES)}))
     loaded = load_rules(as_json)
+    assert loaded is not None
     assert [(r.name, str(r)) for r in loaded] == [(r.name, str(r)) for r in DEFAULT_RULES]
-    assert not is_builtin_default(loaded)  # a user's file with the same numbers is configured
-    assert is_builtin_default(load_rules(""))
+    assert load_rules("") is None and load_rules("  ") is None  # nothing configured
     # the stored form of a compound rule loads back to the same rule
     compound = load_rules(json.dumps([{"name": "c", "any": [
         {"metric": "long_silence_s", "op": ">=", "threshold": 30},
         {"all": [{"metric": "interruptions_by_customer", "op": ">", "threshold": 2}]}]}]))
-    assert rules_from_data(rules_as_data(compound)) == compound
+    assert compound is not None and tuple(rules_from_data(rules_as_data(compound))) == compound
     assert rules_as_data(DEFAULT_RULES)[0] == {"name": "customer_negative_share", "metric":
                                                "negative_share_customer", "op": ">=",
                                                "threshold": 0.5}
@@ -175,6 +175,8 @@ def test_flat_format_and_stored_operating_point_still_load(tmp_path: Path) -> No
          "threshold": 0.35, "description": "customer negative for 35% of their speech"}]}}
     point = resolve_operating_point(load_rules(""), stored)
     assert point.source == "model" and point.rules[0].threshold == 0.35
+    # a user's file with the same numbers as the built-in rules is configured
+    assert resolve_operating_point(loaded, stored).source == "configured"
     assert resolve_operating_point(compound, stored).rules == tuple(compound)
     with pytest.raises(ValueError, match="not valid TOML"):
         bad = tmp_path / "bad.toml"

@@ -24,7 +24,7 @@ from etl.runs.batch import run_worker, score_batch
 from etl.runs.claims import claim_next, register_batch
 from etl.runs.inbox import discover_calls
 from etl.runs.results import write_result
-from etl.scoring.escalation import DEFAULT_RULES, EscalationRule, evaluate, load_rules
+from etl.scoring.escalation import EscalationRule, evaluate, load_rules
 from etl.scoring.recording import ScoringConfig, score_recording
 from etl.scoring.summaries import ScoredSegment, summarise_call
 from etl.synthetic.calls import generate_calls
@@ -90,13 +90,13 @@ def test_escalation_rules_from_toml_json_and_env(tmp_path: Path,
     toml.write_text('[[rules]]\nname = "long_silence"\nmetric = "silence_share"\n'
                     'op = ">"\nthreshold = 0.8\n')
     rules = load_rules(toml)
-    assert rules == [EscalationRule("long_silence", "silence_share", 0.8, ">")]
+    assert rules == (EscalationRule("long_silence", "silence_share", 0.8, ">"),)
     inline = '[{"name": "x", "metric": "overtalk_share", "threshold": 0.1}]'
     assert load_rules(inline)[0].metric == "overtalk_share"
     # the environment is read at the edges (config.Settings.rules), never here
     monkeypatch.setenv("SER_RULES", inline)
     monkeypatch.setenv("SER_ESCALATION_RULES", inline)
-    assert load_rules() == list(DEFAULT_RULES)
+    assert load_rules() is None  # not configured: the model's operating point applies
     with pytest.raises(ValueError, match="unknown metric"):
         load_rules('[{"name": "y", "metric": "mood", "threshold": 1}]')
     with pytest.raises(ValueError, match="does not exist"):

@@ -183,7 +183,7 @@ def calibrate(session: Session, *, model_version_id: int,
                 p, r = found
                 key = (r, p, int(keep), -abs(threshold - rule.threshold))
                 if best is None or key > best[0]:
-                    new = replace(rule, threshold=threshold, builtin=False)
+                    new = replace(rule, threshold=threshold)
                     chosen = [new if j == i else other for j, other in enumerate(rules)] \
                         if keep else [new]
                     best = (key, chosen, flagged)

@@ -10,7 +10,7 @@ from etl.public import Exports
 _EXPORTS = Exports(__name__, {
     "etl.scoring.escalation": (
         "DEFAULT_RULES", "METRICS", "EscalationRule", "load_rules", "OperatingPoint",
-        "resolve_operating_point", "rules_as_data", "rules_from_data",
+        "read_rules", "resolve_operating_point", "rules_as_data", "rules_from_data",
     ),
     "etl.scoring.recompute": ("copy_rows", "replace_events", "run_recompute", "write_summary"),
     "etl.scoring.recording": ("CallError", "CallResult", "score_recording", "ScoringConfig"),

@@ -17,13 +17,14 @@ conversation metrics existed) does not hold. docs/rules.md has the file formats 
 
 Configure them with a JSON or TOML file (``--rules /path/rules.toml`` or the ``SER_RULES``
 setting) or inline JSON (``SER_RULES='[{"name": ..., "metric": ..., "op": ">=",
-"threshold": ...}]'``); the edges read the setting and pass it to :func:`load_rules`. A TOML file holds ``[[rules]]`` tables; a JSON file holds a list or
-``{"rules": [...]}``.
+"threshold": ...}]'``); the edges read the setting and pass it to :func:`load_rules`, which
+returns None when nothing is set. A TOML file holds ``[[rules]]`` tables; a JSON file holds a
+list or ``{"rules": [...]}``.
 
 A model version trained with calibration stores an *operating point* (rules and a confidence
 floor chosen on its training speakers, :mod:`etl.training.calibration`); scoring uses it when no rules are
 configured (:func:`resolve_operating_point`). Rules given by the user always win; models without
-an operating point use the built-in defaults and abstain nothing.
+an operating point use the built-in defaults (:data:`DEFAULT_RULES`) and abstain nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import math
 import operator
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from etl.scoring.call_metrics import CallMetrics
@@ -131,9 +132,6 @@ class EscalationRule:
     threshold: float = 0.0
     op: str = ">="
     description: str = ""
-    # marks the built-in defaults (survives pickling to worker processes, unlike identity), so
-    # "nothing configured" can give way to a model's operating point; not part of equality
-    builtin: bool = field(default=False, compare=False, repr=False)
     when: Group | None = None
 
     def __post_init__(self) -> None:
@@ -193,13 +191,13 @@ def _check_condition(metric: str, op: str, *, rule: str, where: str = "") -> Non
 
 DEFAULT_RULES: tuple[EscalationRule, ...] = (
     EscalationRule("customer_negative_share", "negative_share_customer", 0.5,
-                   description="customer negative for half of their speech", builtin=True),
+                   description="customer negative for half of their speech"),
     EscalationRule("customer_negative_streak", "longest_negative_streak_s", 20.0,
-                   description="customer negative for 20 s in a row", builtin=True),
+                   description="customer negative for 20 s in a row"),
     EscalationRule("customer_worsening", "customer_trend", 0.3,
-                   description="customer much more negative at the end than at the start", builtin=True),
+                   description="customer much more negative at the end than at the start"),
     EscalationRule("overtalk", "overtalk_share", 0.2,
-                   description="both talking at once for a fifth of the call", builtin=True),
+                   description="both talking at once for a fifth of the call"),
 )
 
 
@@ -314,10 +312,23 @@ def rules_from_data(data: object) -> list[EscalationRule]:
     return rules
 
 
-def load_rules(source: str | Path | None = None) -> list[EscalationRule]:
-    """Rules from ``source`` (a .json/.toml path or inline JSON), else :data:`DEFAULT_RULES`."""
+def load_rules(source: str | Path | None = None) -> tuple[EscalationRule, ...] | None:
+    """The configured rules (as :class:`~etl.scoring.recording.ScoringConfig` holds them): from
+    ``source`` (a .json/.toml path or inline JSON), or None when no source is set (scoring then
+    takes the model's operating point, else :data:`DEFAULT_RULES`)."""
     if source is None or str(source).strip() == "":
-        return list(DEFAULT_RULES)
+        return None
+    return tuple(read_rules(source))
+
+
+def read_rules(source: str | Path) -> list[EscalationRule]:
+    """Rules from a .json/.toml path or inline JSON.
+
+    Raises
+    ------
+    ValueError
+        The file is missing or not valid TOML/JSON, or a rule is malformed.
+    """
     text = str(source).strip()
     if text.startswith(("[", "{")):
         return rules_from_data(_parse(text, json.loads, what="inline JSON"))
@@ -352,13 +363,6 @@ class OperatingPoint:
     source: str  # "configured", "site", "model", "defaults"
 
 
-def is_builtin_default(rules: Sequence[EscalationRule] | None) -> bool:
-    """True for None or the built-in rules (what :func:`load_rules` returns when nothing is
-    configured); a user's file with the same numbers is configured, not this."""
-    return rules is None or (len(rules) == len(DEFAULT_RULES)
-                             and all(r.builtin for r in rules) and tuple(rules) == DEFAULT_RULES)
-
-
 def resolve_operating_point(
     configured: Sequence[EscalationRule] | None,
     calibration: Mapping[str, object] | None,
@@ -370,8 +374,9 @@ def resolve_operating_point(
     Parameters
     ----------
     configured
-        Rules from ``--rules`` / ``SER_RULES``; None (or the built-in defaults that
-        :func:`load_rules` returns when nothing is set) means "not configured".
+        Rules from ``--rules`` / ``SER_RULES``; None (what :func:`load_rules` returns when
+        nothing is set) means "not configured". Any sequence is configured, even one that
+        repeats the built-in numbers.
     calibration
         ``model_versions.params["calibration"]`` (None for models trained before it).
     confidence_floor
@@ -381,8 +386,7 @@ def resolve_operating_point(
     stored = point if isinstance(point, Mapping) else None
     model_floor = float(stored.get("confidence_floor") or 0.0) if stored else 0.0  # type: ignore[arg-type]
     floor = float(confidence_floor) if confidence_floor is not None else model_floor
-    if not is_builtin_default(configured):
-        assert configured is not None
+    if configured is not None:
         return OperatingPoint(tuple(configured), floor, "configured")
     if stored and stored.get("rules"):
         # a site point (etl/reviews) replaces the model's and says so

@@ -49,7 +49,6 @@ from etl.scoring.escalation import (
     Escalation,
     EscalationRule,
     evaluate,
-    is_builtin_default,
     metric_values,
     resolve_operating_point,
     rules_as_data,
@@ -260,7 +259,7 @@ def refresh_batch(session: Session, *, batch_id: int,
                   rules: Sequence[EscalationRule] | None) -> int:
     """Count the batch's escalations again and record the rules now behind them; returns the
     count."""
-    stored: object = "model" if is_builtin_default(rules) else rules_as_data(rules or ())
+    stored: object = "model" if rules is None else rules_as_data(rules)
     return int(session.execute(text("""
         UPDATE batches b SET
             n_escalations = (SELECT count(*) FROM call_summaries s JOIN calls c ON c.id = s.call_id

@@ -41,7 +41,6 @@ from etl.scoring.escalation import (
     EscalationRule,
     OperatingPoint,
     evaluate,
-    is_builtin_default,
     metric_values,
     resolve_operating_point,
     rules_as_data,
@@ -88,9 +87,9 @@ class ScoringConfig:
     stale_claim_minutes
         A claim older than this is considered abandoned (its worker died) and is taken over.
     rules
-        Escalation rules; None (or the built-in defaults :func:`etl.scoring.escalation.load_rules`
-        returns when nothing is configured) = the model's stored operating point, else the
-        built-in defaults (models trained without one).
+        Escalation rules; None (not configured: what :func:`etl.scoring.escalation.load_rules`
+        returns when nothing is set) = the model's operating point, else the built-in defaults
+        (models trained without one).
     confidence_floor
         Segments whose top probability is below it are abstained; None = the model's operating
         point (0 for models without one).
@@ -125,8 +124,7 @@ class ScoringConfig:
         """JSON-ready record stored in ``batches.options`` (``"rules": "model"`` = the model's
         operating point or, for a model without one, the built-in defaults)."""
         data = asdict(self)
-        data["rules"] = "model" if is_builtin_default(self.rules) else rules_as_data(
-            self.rules or ())
+        data["rules"] = "model" if self.rules is None else rules_as_data(self.rules)
         return data
 
     def operating_point(self, model: LoadedModel) -> OperatingPoint:

@@ -28,12 +28,12 @@ MAX_CALL_LINES = 20
 
 
 def _load(path: Path) -> list[EscalationRule]:
-    from etl.scoring.escalation import load_rules
+    from etl.scoring.escalation import read_rules
 
     if not path.is_file():
         fail(f"rules file {path} does not exist")
     try:
-        return load_rules(path)
+        return read_rules(path)
     except ValueError as exc:
         fail(str(exc))
 
@@ -42,13 +42,13 @@ def _preview_rules(path: Path | None) -> tuple[list[EscalationRule], str]:
     """The rules to preview and how to name them: FILE, else ``SER_RULES`` (a file or inline)."""
     if path is not None:
         return _load(path), path.name
-    from etl.scoring.escalation import load_rules
+    from etl.scoring.escalation import read_rules
 
     source = get_settings().rules
     if source is None or not source.strip():
         fail("give a rules FILE or set SER_RULES (a .toml/.json file or inline JSON)")
     try:
-        rules = load_rules(source)
+        rules = read_rules(source)
     except ValueError as exc:
         fail(f"SER_RULES: {exc}")
     text = source.strip()

@@ -125,7 +125,7 @@ class _BatchRun:
     model: str
     workers: int
     rules: str | None
-    rule_list: list[EscalationRule]
+    rule_list: tuple[EscalationRule, ...] | None  # None: not configured
     retry_failed: bool
     stale_minutes: float
     settle_seconds: float
@@ -159,7 +159,7 @@ def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
 
         return score_batch(
             engine, run.path, batch_date=run.date, model_ref=run.model, workers=run.workers,
-            config=ScoringConfig(rules=tuple(run.rule_list), retry_failed=run.retry_failed,
+            config=ScoringConfig(rules=run.rule_list, retry_failed=run.retry_failed,
                                  stale_claim_minutes=run.stale_minutes,
                                  settle_s=run.settle_seconds),
             progress=is_tty(), strict=run.strict, allowed_roots=run.allowed_roots,
@@ -222,8 +222,8 @@ def _database_disk_full(server: str, detail: str) -> str:
     return f"the disk of the database {server} is full ({detail}); free space there, {_RESUMES}"
 
 
-def _recompute(path: Path, *, date: dt.date, model: str | None, rule_list: list[EscalationRule],
-               as_json: bool) -> None:
+def _recompute(path: Path, *, date: dt.date, model: str | None,
+               rule_list: tuple[EscalationRule, ...] | None, as_json: bool) -> None:
     """`ser score PATH --recompute-summaries`: the batch's summaries again, no re-scoring."""
     from db.engine import session_scope
     from etl.scoring.recompute import run_recompute
