@@ -1,5 +1,5 @@
-"""Nightly scoring on a real Dask cluster (``etl.runs.cluster``): worker *processes*, never an
-in-process cluster. The client keeps the database; the workers only read audio.
+"""Nightly scoring on a real Dask cluster (``etl.runs.cluster_scoring``): worker *processes*,
+never an in-process cluster. The client keeps the database; the workers only read audio.
 
 Every test asserts stored rows: each call scored once with the local path's segment counts
 (also with a worker killed mid-batch), and cluster faults (no scheduler, a worker that cannot
@@ -27,7 +27,8 @@ from db.models import ModelVersion
 from etl.runs import pool as pool_module
 from etl.runs.batch import run_worker, score_batch
 from etl.runs.claims import register_batch
-from etl.runs.cluster import ClusterError, score_claims_on_cluster
+from etl.runs.cluster import ClusterError
+from etl.runs.cluster_scoring import score_claims_on_cluster
 from etl.runs.inbox import discover_calls
 from etl.scoring.recording import ScoringConfig
 from etl.synthetic.calls import generate_calls

@@ -56,7 +56,7 @@ from etl.runs.claims import (
     register_batch,
     worker_name,
 )
-from etl.runs.cluster import score_claims_on_cluster
+from etl.runs.cluster_scoring import score_claims_on_cluster
 from etl.runs.inbox import OUTSIDE, contained, discover_calls, relative_reason
 from etl.runs.results import BatchReport, finalise_batch, write_outcome
 from etl.scoring.recording import CallError, CallResult, ScoringConfig, score_recording
@@ -358,7 +358,7 @@ def score_batch(
     instead of repeating it; on one host a second run waits for the first one's turn
     (:class:`etl.runs.claims.HostTurn`) and then scores only what is left. With
     ``dask_address`` the calls are scored on that Dask cluster instead (``workers`` unused;
-    this process keeps the database, see :mod:`etl.runs.cluster`).
+    this process keeps the database, see :mod:`etl.runs.cluster_scoring`).
     Only files inside ``path`` (or ``allowed_roots``) are read; rejected ``calls.csv`` rows
     become failed calls (``strict``: refuse the batch instead, registering nothing).
 

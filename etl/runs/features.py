@@ -11,8 +11,8 @@ connection) and reports.
 Idempotent: only clips with neither a vector nor a recorded error are pending, and writes are
 ``ON CONFLICT DO NOTHING``, so a rerun is a no-op and an interrupted run resumes.
 
-On Dask (a plain ``distributed.Client``, as nightly scoring in ``etl.runs.cluster``) cluster
-faults are not clip faults: an unreachable scheduler, a worker that cannot open a file this
+On Dask (a plain ``distributed.Client``, as nightly scoring in ``etl.runs.cluster_scoring``)
+cluster faults are not clip faults: an unreachable scheduler, a worker that cannot open a file this
 process can read, Dask giving up on a chunk (``KilledWorker``) or a task failing outside the
 extraction stop the run with a one-line ``etl.runs.cluster.ClusterError`` and store nothing for
 the chunk at fault (chunks written before it are kept; its clips stay pending). A lost worker
