@@ -587,6 +587,32 @@ def test_call_models_default_to_population_shrinkage() -> None:
         TrainConfig(speaker_prior_rows="strong")
 
 
+def test_train_cli_leaves_the_telephony_defaults_to_train_config() -> None:
+    """`ser train` without --augment/--operating-point-calls trains TrainConfig's defaults, and
+    its --help names TrainConfig's number."""
+    from ser.cli import app
+    from ser.commands.train import _train_config
+
+    def options(feature_set: str, channel: str, augment: bool | None,
+                calls: int | None) -> TrainConfig:
+        return _train_config(labels=None, model="logreg", feature_set=feature_set,
+                             channel=channel, augment=augment, corpus=None, speaker_norm=True,
+                             balance=True, folds=5, seed=0, search=True, importance=True,
+                             random_split=False, operating_point_calls=calls)
+
+    for channel in ("telephony", "studio"):
+        assert options("rich", channel, None, None) == TrainConfig(
+            algorithm="logreg", feature_set="rich", channel=channel)
+    given = options("rich", "telephony", False, 7)
+    assert given.augment is False and given.operating_point_calls == 7
+    # --augment where the set has no phone-line copies trains without them
+    assert options("seed180", "telephony", True, None).augment is False
+    shown = CliRunner().invoke(app, ["train", "--help"])
+    assert shown.exit_code == 0, shown.output
+    assert f"Default: {DEFAULT_OPERATING_POINT_CALLS}." in " ".join(
+        shown.output.replace("\u2502", " ").split())
+
+
 def test_voice_columns_are_left_raw_by_speaker_normalisation_and_round_trip() -> None:
     """One logistic regression over richvoice (``--model logreg``) z-scores the rich columns per
     speaker and keeps the encoder's as they are (bench/voice_features.py), in training, in the

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.features.specs import feature_spec, has_phone_copies, voice_columns
-from etl.training.models import VOICE_ALGORITHM, default_algorithm
 
 DEFAULT_SEED = 0
 DEFAULT_FOLDS = 5
@@ -53,6 +52,10 @@ class TrainConfig:
     operating_point_call_minutes: float = 2.0
 
     def __post_init__(self) -> None:
+        # imported here: the model families load scikit-learn, and `ser train` reads these
+        # defaults for its --help when the CLI starts
+        from etl.training.models import VOICE_ALGORITHM, default_algorithm
+
         if not self.algorithm:
             object.__setattr__(self, "algorithm", default_algorithm(self.feature_set))
         elif self.algorithm == VOICE_ALGORITHM != default_algorithm(self.feature_set):
@@ -80,6 +83,8 @@ class TrainConfig:
         call role's are); none for the pooled family, whose voice regression did better on
         calls of training speakers with the embedding z-scored like the rest
         (docs/features.md, `richvoice`)."""
+        from etl.training.models import VOICE_ALGORITHM  # not at the top: see __post_init__
+
         if self.algorithm == VOICE_ALGORITHM:
             return 0
         columns = voice_columns(feature_spec(self.feature_set, self.channel))

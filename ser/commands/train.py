@@ -7,6 +7,7 @@ flows/train.py. ``ser models`` and ``ser predict`` are plain etl calls: no Prefe
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 
 from config import get_settings
 from etl.features.specs import DEFAULT_SET
+from etl.training.config import TrainConfig
 from ser.runtime import (
     ensure_voice_encoder,
     fail,
@@ -27,12 +29,16 @@ from ser.runtime import (
 )
 
 if TYPE_CHECKING:
-    from etl.training.config import TrainConfig
     from etl.training.train import Preflight
 
 models_app = typer.Typer(help="Registered models: list, show, promote.", no_args_is_help=True)
 
 _FAMILIES = "xgboost, svm, logreg, rf, mlp, knn, voting"
+
+
+def _default(field: str) -> Any:
+    """``TrainConfig``'s default for ``field``: options left unset take it, and --help shows it."""
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == field)
 
 
 def train_cmd(
@@ -47,10 +53,11 @@ def train_cmd(
     channel: Annotated[str, typer.Option(
         "--channel", help="Feature channel: telephony (8 kHz band-limited, for phone calls; "
                           "the default), or studio.")] = "telephony",
-    augment: Annotated[bool, typer.Option(
+    augment: Annotated[bool | None, typer.Option(
         "--augment/--no-augment",
         help="Telephony: also train on phone-line copies of every clip (<set>+phone features: "
-             "codecs, line noise, level changes, dropouts).")] = True,
+             "codecs, line noise, level changes, dropouts). Default: wherever the feature set "
+             "has them for the channel (telephony).")] = None,
     corpus: Annotated[str | None, typer.Option(
         "--corpus", help="Train on one corpus only (default: all, via canonical emotions).")] = None,
     speaker_norm: Annotated[bool, typer.Option(
@@ -76,12 +83,12 @@ def train_cmd(
         "--promote-if-better", help="Point the alias at the new version if its UAR beats the "
                                     "current one on the same folds (or there is none).")] = False,
     alias: Annotated[str, typer.Option(help="Alias used by --promote-if-better.")] = "production",
-    operating_point_calls: Annotated[int, typer.Option(
+    operating_point_calls: Annotated[int | None, typer.Option(
         "--operating-point-calls", min=0,
         help="Telephony: choose the escalation rules and confidence floor on this many "
              "generated 2-minute phone calls of the training speakers, each scored by the "
              "cross-validation model that never heard them (0: on pseudo-calls of the clips "
-             "only). Needs the clips' audio.")] = 100,
+             f"only). Needs the clips' audio. Default: {_default('operating_point_calls')}.")] = None,
     compute_features: Annotated[bool, typer.Option(
         "--compute-features/--no-compute-features",
         help="First compute the features this training needs where clips lack them (as `ser "
@@ -118,13 +125,13 @@ def train_cmd(
 
 
 def _train_config(*, labels: str | None, model: str | None, feature_set: str, channel: str,
-                  augment: bool, corpus: str | None, speaker_norm: bool, balance: bool,
+                  augment: bool | None, corpus: str | None, speaker_norm: bool, balance: bool,
                   folds: int, seed: int, search: bool, importance: bool, random_split: bool,
-                  operating_point_calls: int) -> TrainConfig:
+                  operating_point_calls: int | None) -> TrainConfig:
     """The options as a ``TrainConfig``; exits (code 2, one line) on an unknown model family or
-    channel. Phone-line copies and call-based operating points are for telephony only."""
+    channel. Phone-line copies and call-based operating points are for telephony only; an
+    option left unset (None) takes ``TrainConfig``'s default."""
     from etl.features.specs import has_phone_copies
-    from etl.training.config import TrainConfig
     from etl.training.models import default_algorithm, get_algorithm
 
     family = model or default_algorithm(feature_set)
@@ -134,7 +141,10 @@ def _train_config(*, labels: str | None, model: str | None, feature_set: str, ch
         fail(str(exc))
     if channel not in ("studio", "telephony"):
         fail(f"--channel must be studio or telephony, not {channel!r}")
-    augment = augment and has_phone_copies(feature_set, channel)
+    if augment:  # asked for where there are no copies: train without them, as by default
+        augment = has_phone_copies(feature_set, channel)
+    if operating_point_calls is None:
+        operating_point_calls = _default("operating_point_calls")
     try:
         return TrainConfig(
             algorithm=family, label_scheme=labels, feature_set=feature_set, channel=channel,
