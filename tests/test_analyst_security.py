@@ -21,18 +21,10 @@ from typer.testing import CliRunner
 from db.analysts import effective_limits, enforce_analyst_policy
 from db.engine import session_scope
 from etl.runs.batch import RunReport, score_batch
-from etl.runs.claims import (
-    LOCK_NAMESPACE,
-    TURN_CHAIN,
-    TURN_NAMESPACE,
-    HostTurn,
-    Lease,
-    claim_next,
-    count_work,
-    register_batch,
-    turn_key,
-)
+from etl.runs.claims import claim_next, count_work, register_batch
+from etl.runs.host_turn import TURN_CHAIN, TURN_NAMESPACE, HostTurn, turn_key
 from etl.runs.inbox import discover_calls
+from etl.runs.leases import LOCK_NAMESPACE, Lease
 from etl.scoring.recording import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank

@@ -21,8 +21,10 @@ from typer.testing import CliRunner
 
 from db.engine import make_engine, session_scope
 from etl.runs.batch import DatabaseLostError, score_batch
-from etl.runs.claims import TURN_NAMESPACE, HostTurn, Lease, claim_next, register_batch
+from etl.runs.claims import claim_next, register_batch
+from etl.runs.host_turn import TURN_NAMESPACE, HostTurn
 from etl.runs.inbox import OUTSIDE, discover_calls
+from etl.runs.leases import Lease
 from etl.scoring.recording import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
@@ -270,7 +272,8 @@ def test_kill_9_run_is_resumed_by_the_next_run_without_flags(
     script = textwrap.dedent(f"""
         import sys, time
         from db.engine import make_engine, session_scope
-        from etl.runs.claims import Lease, claim_next
+        from etl.runs.claims import claim_next
+        from etl.runs.leases import Lease
         engine = make_engine({engine.url.render_as_string(hide_password=False)!r})
         lease = Lease(engine, name="doomed").acquire()
         for _ in range(2):

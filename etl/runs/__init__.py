@@ -12,12 +12,12 @@ _EXPORTS = Exports(__name__, {
     "etl.runs.batch": (
         "DatabaseLostError", "is_connection_error", "score_batch", "WorkerLostError",
     ),
-    "etl.runs.claims": ("first_line",),
     "etl.runs.cluster": ("ClusterError",),
     "etl.runs.cluster_scoring": ("score_claims_on_cluster",),
     "etl.runs.demo_calls": ("CallNight", "generate_nights"),
     "etl.runs.features": ("FeatureRunConfig", "run_feature_sets", "run_features"),
     "etl.runs.inbox": ("confined_inbox",),
+    "etl.runs.outcomes": ("first_line",),
 })
 __all__ = _EXPORTS.names  # noqa: PLE0605 - the names above, listed once
 __getattr__ = _EXPORTS.resolve

@@ -1,6 +1,6 @@
 """The caller side of nightly scoring: engine, transactions and worker processes.
 
-``etl.runs.inbox`` (discover), ``etl.runs.claims`` (register, lease, claim),
+``etl.runs.inbox`` (discover), ``etl.runs.claims`` (register, claim), ``etl.runs.leases`` (lease),
 ``etl.scoring.recording`` (score one recording, no database) and ``etl.runs.results`` (write a
 claimed call's outcome, count the batch) hold the work as functions that never commit. This
 module owns the transactions around them: one short transaction per claim and one per result,
@@ -42,22 +42,12 @@ from db.models import ModelVersion
 from etl.audio.decode import AudioError, read_info
 from etl.audio.vad import NARROWBAND_MAX_SR, FrameAnalyser
 from etl.features.extraction import extract_segments, require_extractable
-from etl.runs.claims import (
-    CallStatus,
-    ClaimedCall,
-    HostTurn,
-    Lease,
-    LeaseLostError,
-    WorkerStats,
-    claim_next,
-    count_work,
-    first_line,
-    is_host_fault,
-    register_batch,
-    worker_name,
-)
+from etl.runs.claims import ClaimedCall, claim_next, count_work, register_batch
 from etl.runs.cluster_scoring import score_claims_on_cluster
+from etl.runs.host_turn import HostTurn
 from etl.runs.inbox import OUTSIDE, contained, discover_calls, relative_reason
+from etl.runs.leases import Lease, LeaseLostError, worker_name
+from etl.runs.outcomes import CallStatus, WorkerStats, first_line, is_host_fault
 from etl.runs.results import BatchReport, finalise_batch, write_outcome
 from etl.scoring.recording import CallError, CallResult, ScoringConfig, score_recording
 from etl.training.artifacts import load_bundle
@@ -154,7 +144,7 @@ def run_worker(
 ) -> WorkerStats:
     """Claim and score calls of ``batch_id`` until none is left (or ``max_calls`` done).
 
-    The worker holds a :class:`etl.runs.claims.Lease` for its lifetime, so its claims are free the
+    The worker holds a :class:`etl.runs.leases.Lease` for its lifetime, so its claims are free the
     moment it dies and are never taken while it lives. One short transaction per claim and one
     per result, so a crash loses at most the call in hand. With ``root``, a file that no longer
     resolves inside it (or ``allowed_roots``) is failed as outside the batch folder, unopened,
@@ -356,7 +346,7 @@ def score_batch(
     ``workers`` > 1 runs that many processes, each claiming calls from the database, so
     overlapping invocations on different hosts (or a rerun after a crash) share the work
     instead of repeating it; on one host a second run waits for the first one's turn
-    (:class:`etl.runs.claims.HostTurn`) and then scores only what is left. With
+    (:class:`etl.runs.host_turn.HostTurn`) and then scores only what is left. With
     ``dask_address`` the calls are scored on that Dask cluster instead (``workers`` unused;
     this process keeps the database, see :mod:`etl.runs.cluster_scoring`).
     Only files inside ``path`` (or ``allowed_roots``) are read; rejected ``calls.csv`` rows

@@ -1,29 +1,16 @@
-"""Batch registration and claims that know whether their owner is alive.
+"""Batch registration and the claims that give each call to exactly one live worker.
 
-A worker that scores calls first takes a :class:`Lease`: a PostgreSQL *session-level advisory
-lock* ``(LOCK_NAMESPACE, key)`` held on a connection of its own for as long as the worker runs.
-Every call it claims records the key in ``calls.claimed_by`` (``name#key``). PostgreSQL
-releases the lock the moment the worker's connection ends, whether the worker finished, raised,
-was ``kill -9``'d or its machine lost the network; so a claim whose key no lock holds any more
-is free at once, and a claim whose key is still locked belongs to a live run and is never
-taken. No timeout has to be guessed: ``--stale-minutes`` only applies to claims written by
-versions without leases (no ``#key``).
+:func:`register_batch` writes the batch row and one calls row per discovered entry
+(``etl.runs.inbox``). A worker then claims pending calls under its lease
+(``etl.runs.leases.Lease``): every call it claims records the lease's key in
+``calls.claimed_by`` (``name#key``), and a claim whose key no scorer's lock holds any more is
+free at once, while a claim whose key is still locked belongs to a live run and is never taken.
+``--stale-minutes`` only applies to claims written by versions without leases (no ``#key``).
 
 Rejected entries (``etl.runs.inbox.CallEntry.error``) are registered as failed calls with
 ``extra.rejected = true``; they are never claimed, not even by ``--retry-failed``, because their
 path is whatever a ``calls.csv`` said and must not be opened. A rerun whose discovery accepts
 the entry (the operator fixed the row) turns it back into a pending call.
-
-Analysts cannot take the scorer's locks from it. PostgreSQL advisory locks have no privileges:
-any login of the database (an analyst too) may take any key, and ``pg_locks`` shows everyone
-the keys in use. So a lock counts only when the session holding it belongs to a role that may
-write ``calls`` (:data:`SCORER_HOLDER`), which analyst logins never are: a key an analyst holds
-never makes a dead worker's claims look alive, a lease simply picks another random key, and a
-host's turn held by an analyst is stepped over to the next key of the turn's chain
-(:class:`HostTurn`), so two scorer runs still exclude each other and neither waits for her.
-Advisory locks were kept over row locks on a private table because a row lock needs a
-transaction held open for the whole run, whose transaction id would hold back vacuum in the
-whole database for as long as the night runs.
 
 A claim ends with its outcome (``etl.runs.results``: scored, failed or rejected), written only
 while the claim is still held. Nothing here commits: the caller owns the transactions (one per
@@ -34,20 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import errno
-import hashlib
 import json
 import logging
-import os
-import random
-import socket
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Text, any_, bindparam, select, text
+from sqlalchemy import Text, any_, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
@@ -55,236 +36,11 @@ from sqlalchemy.orm import Session
 from db.models import Batch, Call
 from etl.audio.decode import sha256_file
 from etl.runs.inbox import CallEntry
+from etl.runs.leases import LOCK_NAMESPACE, SCORER_HOLDER
 
 log = logging.getLogger(__name__)
 
-# First half of every lease's two-int advisory lock key: keeps ours apart from other users'.
-LOCK_NAMESPACE = 0x5E5C_0A11 & 0x7FFF_FFFF
 LEGACY_STALE_S = 1800.0
-
-
-# What became of a claimed call (written by etl.runs.results): ``rejected`` is failed for good
-# (its file is outside the batch folder); progress callbacks report it as ``failed``.
-CallStatus = Literal["scored", "failed", "rejected"]
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    """What one worker (a local process, or a Dask worker seen from the client) did in a run."""
-
-    worker: str
-    scored: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
-    lost: list[int] = field(default_factory=list)  # claims taken over before we could write
-    audio_seconds: float = 0.0
-
-    def record(self, call_id: int, status: CallStatus, *, written: bool,
-               audio_seconds: float = 0.0) -> None:
-        """Count one call this worker finished (``written`` False: its claim was taken over)."""
-        if not written:
-            self.lost.append(call_id)
-        elif status == "scored":
-            self.scored.append(call_id)
-            self.audio_seconds += audio_seconds
-        else:
-            self.failed.append(call_id)
-
-
-def worker_name() -> str:
-    """A lease owner name unique on this host: host, process and a tick."""
-    return f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns() % 1_000_000}"
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception as the one line stored as a call's error or shown to the operator."""
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def is_host_fault(exc: BaseException) -> bool:
-    """Whether ``exc`` is this host's fault, not the recording's: a full disk (ENOSPC) while
-    scoring would fail every call after it, so it ends the run (the call in hand stays claimed
-    by the run's lease, free again for the rerun) instead of failing them one by one."""
-    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-
-
-class LeaseLostError(RuntimeError):
-    """The connection holding a worker's lease is gone (its claims are free for others)."""
-
-
-# --------------------------------------------------------------------------------------------
-# One run per host and batch
-# --------------------------------------------------------------------------------------------
-
-# Second advisory-lock namespace: a host's turn at a batch (see HostTurn).
-TURN_NAMESPACE = (LOCK_NAMESPACE + 1) & 0x7FFF_FFFF
-# How many keys a turn's chain has: an analyst holding all of them only makes runs of the host
-# proceed side by side (the claims still split the work), never wait.
-TURN_CHAIN = 8
-
-# SQL: whether the session with process id ``l.pid`` belongs to a role that may write calls (the
-# scorer's); analyst logins may read analytics views only, so their locks never count.
-SCORER_HOLDER = ("EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.pid "
-                 "AND has_table_privilege(a.usesysid, 'public.calls', 'UPDATE'))")
-
-# Who holds the advisory lock (:ns, :k) in this database: (scorer sessions, other sessions).
-_HOLDERS_SQL = text(f"""
-SELECT count(*) FILTER (WHERE {SCORER_HOLDER}) AS scorer,
-       count(*) FILTER (WHERE NOT {SCORER_HOLDER}) AS other,
-       string_agg(CASE WHEN NOT {SCORER_HOLDER} THEN
-                  coalesce(pg_get_userbyid(a.usesysid), '?') || ' (pid ' || l.pid || ')' END,
-                  ', ') AS others
-FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = :ns
-  AND l.objid::bigint = :k AND l.objsubid = 2
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-""")
-
-
-def turn_key(host: str, batch_id: int, link: int = 0) -> int:
-    """A stable 31-bit key for (host, batch), ``link`` of its chain (0 first)."""
-    salt = f"\0{link}" if link else ""
-    digest = hashlib.sha256(f"{host}\0{batch_id}{salt}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
-
-
-def _unlock_and_close(conn: Connection, *, namespace: int, key: int) -> None:
-    """Release a session advisory lock and close its connection."""
-    try:
-        conn.execute(text("SELECT pg_advisory_unlock(:ns, :k)"), {"ns": namespace, "k": key})
-    except Exception as exc:  # noqa: BLE001 - a dead connection released the lock already
-        log.debug("advisory lock (%d, %d): unlock failed (%s)", namespace, key, exc)
-    finally:
-        conn.close()
-
-
-class HostTurn:
-    """This host's turn at scoring a batch: one run per host at a time.
-
-    A run's worker processes already use the host's cores; a second run of the same batch on
-    the same host would only add processes competing for them (and pay its start-up again), so
-    it waits for the turn instead and then scores whatever is left: nothing when the first run
-    finished, everything it had not scored when it died (the lock is released with its
-    connection, like a lease). Runs on other hosts take their own turn and share the work
-    through the claims.
-
-    The turn is the first key of a chain of :data:`TURN_CHAIN` keys that no analyst session
-    holds: a run waits only for a key a scorer holds, and steps over one held by anybody
-    else (logged with the holder's name). :attr:`bypassed` lists those holders; when every key
-    is held by others the run goes on without a turn (:attr:`key` is None).
-    """
-
-    def __init__(self, engine: Engine, *, batch_id: int, host: str | None = None,
-                 poll_s: float = 0.25) -> None:
-        self._engine = engine
-        host = host or socket.gethostname()
-        self.chain = [turn_key(host, batch_id, link) for link in range(TURN_CHAIN)]
-        self.key: int | None = self.chain[0]
-        self.poll_s = poll_s
-        self.waited = False  # another scorer held the turn when this run asked for it
-        self.waited_s = 0.0
-        self.bypassed: list[str] = []
-        self._conn: Connection | None = None
-
-    def _take(self, conn: Connection) -> int | None | bool:
-        """One walk down the chain: the key taken, None (every key held by others) or False
-        (a scorer holds the turn: wait)."""
-        for key in self.chain:
-            params = {"ns": TURN_NAMESPACE, "k": key}
-            if conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k)"), params).scalar_one():
-                return key
-            holders = conn.execute(_HOLDERS_SQL, params).one()
-            if holders.scorer or not holders.other:  # a run of ours, or just released
-                return False
-            if holders.others not in self.bypassed:
-                log.warning("batch turn key %d is held by %s, not a scorer: stepped over",
-                            key, holders.others)
-                self.bypassed.append(holders.others)
-        return None
-
-    def __enter__(self) -> Self:
-        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        started = time.monotonic()
-        try:
-            # polled rather than blocking in pg_advisory_lock, so Ctrl-C stops a waiting run
-            while (taken := self._take(conn)) is False:
-                self.waited = True
-                time.sleep(self.poll_s)
-        except BaseException:
-            conn.close()
-            raise
-        self.waited_s = time.monotonic() - started if self.waited else 0.0
-        self.key = taken if isinstance(taken, int) else None
-        if self.key is None:
-            log.warning("every batch turn key is held by sessions that are not scorers (%s): "
-                        "scoring without a turn", "; ".join(self.bypassed))
-            conn.close()
-        else:
-            self._conn = conn
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._conn is not None and self.key is not None:
-            _unlock_and_close(self._conn, namespace=TURN_NAMESPACE, key=self.key)
-            self._conn = None
-
-
-# --------------------------------------------------------------------------------------------
-# Leases
-# --------------------------------------------------------------------------------------------
-
-
-class Lease:
-    """A live worker's advisory lock, held on a dedicated autocommit connection.
-
-    Use as a context manager; :attr:`owner` (``name#key``) is what claims record.
-    """
-
-    def __init__(self, engine: Engine, *, name: str) -> None:
-        self._engine = engine
-        self.name = name[:100]
-        self.key = 0
-        self.started_at: dt.datetime | None = None  # the server's clock when the lock was taken
-        self._conn: Connection | None = None
-
-    @property
-    def owner(self) -> str:
-        return f"{self.name}#{self.key}"
-
-    def acquire(self) -> Self:
-        """Open the connection and lock a fresh random key (retrying the rare collision)."""
-        self.release()
-        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        rng = random.SystemRandom()
-        for _ in range(100):
-            key = rng.randrange(1, 2**31)
-            row = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :k) AS ok, now() AS t"),
-                               {"ns": LOCK_NAMESPACE, "k": key}).one()
-            if row.ok:
-                self._conn, self.key, self.started_at = conn, key, row.t
-                return self
-        conn.close()
-        raise LeaseLostError("could not take a claim lease (100 lock keys in use)")
-
-    def check(self) -> None:
-        """Raise :class:`LeaseLostError` if the lease connection has died."""
-        if self._conn is None:
-            raise LeaseLostError("the lease was not acquired")
-        try:
-            self._conn.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure means the lock may be gone
-            raise LeaseLostError(f"the connection holding claim lease {self.owner} "
-                                 "was lost") from exc
-
-    def release(self) -> None:
-        if self._conn is not None:
-            _unlock_and_close(self._conn, namespace=LOCK_NAMESPACE, key=self.key)
-            self._conn = None
-
-    def __enter__(self) -> Self:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 # Keys of the leases live right now in this database: granted advisory locks in our namespace

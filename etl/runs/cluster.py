@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from etl.runs.claims import first_line
+from etl.runs.outcomes import first_line
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -2,7 +2,7 @@
 
 :func:`score_claims_on_cluster` is the cluster counterpart of the local worker pool in
 ``etl.runs.batch``. This process (the *client*) keeps everything that touches PostgreSQL: it
-claims calls under its own :class:`etl.runs.claims.Lease` (so every call is scored exactly once
+claims calls under its own :class:`etl.runs.leases.Lease` (so every call is scored exactly once
 and other hosts and runs share the batch through the same claims), submits
 :func:`etl.scoring.recording.score_recording` for the claimed paths to the workers, at most
 ``max_in_flight`` at a time, and writes the results back several per transaction with the same
@@ -49,16 +49,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from db.engine import session_scope
-from etl.runs.claims import (
-    CallStatus,
-    ClaimedCall,
-    Lease,
-    WorkerStats,
-    claim_calls,
-    first_line,
-    release_claims,
-    worker_name,
-)
+from etl.runs.claims import ClaimedCall, claim_calls, release_claims
 from etl.runs.cluster import (
     CONNECT_TIMEOUT_S,
     NO_WORKERS_TIMEOUT_S,
@@ -69,6 +60,8 @@ from etl.runs.cluster import (
 )
 from etl.runs.cluster_worker import CallOutcome, score_on_worker
 from etl.runs.inbox import OUTSIDE, contained, relative_reason
+from etl.runs.leases import Lease, worker_name
+from etl.runs.outcomes import CallStatus, WorkerStats, first_line
 from etl.runs.pool import open_error
 from etl.runs.results import write_outcome
 from etl.scoring.recording import CallResult, ScoringConfig

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from etl.audio.decode import AudioError
-from etl.runs.claims import first_line, is_host_fault
+from etl.runs.outcomes import first_line, is_host_fault
 from etl.runs.pool import adaptive_mmap_threshold, open_error, this_worker
 from etl.scoring.recording import CallError, CallResult, ScoringConfig, score_recording
 

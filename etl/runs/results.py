@@ -28,7 +28,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Call
-from etl.runs.claims import CallStatus
+from etl.runs.outcomes import CallStatus
 from etl.scoring.recompute import copy_rows, replace_events, write_summary
 from etl.scoring.recording import CallResult
 from etl.scoring.rollup import refresh_rollup
