@@ -45,6 +45,7 @@ from etl.scoring.escalation import (
     resolve_operating_point,
     rules_as_data,
 )
+from etl.scoring.role_prior import AGENT_NEGATIVE_PRIOR, AGENT_ROLE, apply_negative_prior
 from etl.scoring.summaries import ScoredSegment, SummaryStats, summarise_call
 
 if TYPE_CHECKING:
@@ -99,6 +100,10 @@ class ScoringConfig:
     metrics
         Thresholds of the conversation metrics (turns, interruptions, long silences, speaking
         rate: :mod:`etl.scoring.call_metrics`).
+    agent_negative_prior
+        Share of the agent's speech expected to be negative; the agent's segment probabilities
+        are moved from the models' class-balanced prior to it (:mod:`etl.scoring.role_prior`).
+        None scores agents with the training prior.
     """
 
     stereo_roles: tuple[str, str] = ("agent", "customer")
@@ -119,6 +124,7 @@ class ScoringConfig:
     confidence_floor: float | None = None
     allow_channel_mismatch: bool = False
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    agent_negative_prior: float | None = AGENT_NEGATIVE_PRIOR
 
     def options(self) -> dict[str, Any]:
         """JSON-ready record stored in ``batches.options`` (``"rules": "model"`` = the model's
@@ -346,7 +352,8 @@ def score_recording(
 
     t2 = time.perf_counter()
     point = config.operating_point(model)
-    segments = score_windows(features, model=model, confidence_floor=point.confidence_floor)
+    segments = score_windows(features, model=model, confidence_floor=point.confidence_floor,
+                             agent_negative_prior=config.agent_negative_prior)
     timings["predict"] = time.perf_counter() - t2
 
     summary = summarise_call(segments, speech=speech, duration_s=voice.duration_s,
@@ -467,17 +474,23 @@ def window_features(path: Path, voice: VoicePass, speech: Mapping[str, Sequence[
     return WindowFeatures(rows, np.concatenate(feats), np.concatenate(valid_parts))
 
 
-def score_windows(features: WindowFeatures, *, model: LoadedModel,
-                  confidence_floor: float) -> list[ScoredSegment]:
+def score_windows(features: WindowFeatures, *, model: LoadedModel, confidence_floor: float,
+                  agent_negative_prior: float | None = None) -> list[ScoredSegment]:
     """Scored segments of the valid windows, sorted by (start, role); a window under the
-    ``confidence_floor`` keeps its label but abstains (negative for nothing)."""
+    ``confidence_floor`` keeps its label but abstains (negative for nothing). The agent's
+    windows are read with ``agent_negative_prior`` (:mod:`etl.scoring.role_prior`) when given."""
     segments: list[ScoredSegment] = []
     keep = np.flatnonzero(features.valid)
     if len(keep):
         # Per role (speaker) normalisation when the model uses it; a role with very few
         # segments is shrunk toward the model's training population (etl.training.normalise).
-        proba = np.asarray(model.predict_proba(
-            features.X[keep], speakers=[features.windows[i][0] for i in keep]), dtype=np.float64)
+        roles = [features.windows[i][0] for i in keep]
+        proba = np.asarray(model.predict_proba(features.X[keep], speakers=roles),
+                           dtype=np.float64)
+        if agent_negative_prior is not None:
+            proba = apply_negative_prior(proba, model.classes,
+                                         rows=np.array(roles) == AGENT_ROLE,
+                                         negative_share=agent_negative_prior)
         best = proba.argmax(axis=1)
         for j, i in enumerate(keep):
             role, start, end = features.windows[i]
