@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from etl.features import voice
+import etl.features.voice.encoder as voice
 
 SIGNAL_S = 120
 TORCH_SCRIPT = """

@@ -169,7 +169,7 @@ def main() -> None:
                         help="patch etl.features.voice.MAX_PARTIALS for this run")
     parser.add_argument("--sets", default="rich,voice,rich+voice,rich+voice_raw")
     args = parser.parse_args()
-    from etl.features import voice as voice_module
+    import etl.features.voice.params as voice_module
 
     if args.step_frames is not None:
         voice_module.PARTIAL_STEP_FRAMES = args.step_frames

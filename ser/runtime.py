@@ -117,7 +117,8 @@ def ensure_voice_encoder(set_names: list[str], channel: str, *, quiet: bool = Fa
 
     if not any(split_set_name(name)[0] == VOICE_SET for name in set_names):
         return
-    from etl.features.voice import VoiceEncoderError, install_weights, weights_status
+    from etl.features.voice.params import VoiceEncoderError
+    from etl.features.voice.weights import install_weights, weights_status
 
     if weights_status().ok:
         return

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from db.models import ModelMetric, ModelVersion
-from etl.features.voice import EMBEDDING_DIM
+from etl.features.voice.params import EMBEDDING_DIM
 from etl.training.config import CALL_SPEAKER_PRIOR_ROWS, DEFAULT_OPERATING_POINT_CALLS, TrainConfig
 from etl.training.cv_calibration import FoldScorers, calibration_record
 from etl.training.dataset import Dataset, TrainingDataError, choose_label_scheme, load_dataset

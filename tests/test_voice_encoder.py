@@ -17,19 +17,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from etl.features import voice
-from etl.features.voice import (
+from etl.features.voice import weights as voice
+from etl.features.voice.encoder import VoiceEncoder
+from etl.features.voice.frontend import mel_spectrogram, partial_starts
+from etl.features.voice.params import (
     EMBEDDING_DIM,
     ENCODER_RATE,
-    VoiceEncoder,
     VoiceEncoderError,
     encoder_params,
-    install_weights,
-    load_encoder,
-    mel_spectrogram,
-    partial_starts,
-    read_state_dict,
 )
+from etl.features.voice.weights import install_weights, load_encoder, read_state_dict
 from tests.data.make_voice_reference import reference_signals
 
 REFERENCE = Path(__file__).parent / "data" / "voice_reference.npz"

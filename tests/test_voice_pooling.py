@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from etl.features.voice import EMBEDDING_DIM
+from etl.features.voice.params import EMBEDDING_DIM
 from etl.training.artifacts import dump_bundle, from_estimator, load_bundle, sha256_bytes
 from etl.training.config import TrainConfig
 from etl.training.models import (

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from db.engine import session_scope
-from etl.features import voice
-from etl.features.voice import EMBEDDING_DIM
+from etl.features.voice import weights as voice
+from etl.features.voice.params import EMBEDDING_DIM
 from etl.runs.batch import score_batch
 from etl.scoring.recording import ScoringConfig
 from etl.synthetic.calls import generate_calls

@@ -22,10 +22,8 @@ _EXPORTS = Exports(__name__, {
         "clear_errors", "count_pending", "ensure_feature_set", "load_feature_matrix",
         "load_variant_matrix", "pending_clips", "store_results",
     ),
-    "etl.features.voice": (
-        "WEIGHTS_SHA256", "encoder_params", "install_weights", "license_path", "VoiceEncoderError",
-        "weights_status",
-    ),
+    "etl.features.voice.params": ("WEIGHTS_SHA256", "encoder_params", "VoiceEncoderError"),
+    "etl.features.voice.weights": ("install_weights", "license_path", "weights_status"),
 })
 __all__ = _EXPORTS.names  # noqa: PLE0605 - the names above, listed once
 __getattr__ = _EXPORTS.resolve

@@ -411,11 +411,12 @@ def require_extractable(spec: FeatureSpec) -> None:
 
     Raises
     ------
-    etl.features.voice.VoiceEncoderError
+    etl.features.voice.params.VoiceEncoderError
         with the fix (``ser encoder install``, or train a new model).
     """
     if spec.params.get("voice"):
-        from etl.features.voice import check_params, load_encoder
+        from etl.features.voice.params import check_params
+        from etl.features.voice.weights import load_encoder
 
         check_params(spec.params["voice"])
         load_encoder()
@@ -428,10 +429,11 @@ def _voice_embeddings(y: np.ndarray, spec: FeatureSpec, bounds: np.ndarray) -> n
 
     Raises
     ------
-    etl.features.voice.VoiceEncoderError
+    etl.features.voice.params.VoiceEncoderError
         the weights are missing or altered, or the spec's encoder is not this code's.
     """
-    from etl.features.voice import ENCODER_RATE, check_params, load_encoder
+    from etl.features.voice.params import ENCODER_RATE, check_params
+    from etl.features.voice.weights import load_encoder
 
     params = spec.params["voice"]
     check_params(params)

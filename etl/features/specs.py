@@ -211,7 +211,10 @@ def feature_spec(name: str = "rich", channel: str = "studio") -> FeatureSpec:
     params = _rich_params(channel) if rich else _seed_params(channel)
     names = _rich_names(params) if rich else _seed_names(params)
     if base == VOICE_SET:
-        from etl.features.voice import EMBEDDING_DIM, encoder_params  # light: no weights read
+        from etl.features.voice.params import (  # light: no weights read
+            EMBEDDING_DIM,
+            encoder_params,
+        )
 
         params["voice"] = encoder_params()
         names = names + [f"{VOICE_PREFIX}{i:03d}" for i in range(EMBEDDING_DIM)]

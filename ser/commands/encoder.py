@@ -28,7 +28,8 @@ def install_cmd(
 
     Prints where the weights went and their sha256. Exit code 2 if pip or the check failed.
     """
-    from etl.features.voice import VoiceEncoderError, install_weights, license_path, weights_status
+    from etl.features.voice.params import VoiceEncoderError
+    from etl.features.voice.weights import install_weights, license_path, weights_status
 
     try:
         path = install_weights(force=force, progress=lambda line: typer.echo(line, err=True))
@@ -48,7 +49,8 @@ def show_cmd(
 
     Exit code 1 if they are missing or altered (``ser encoder install [--force]`` fixes both).
     """
-    from etl.features.voice import WEIGHTS_SHA256, encoder_params, weights_status
+    from etl.features.voice.params import WEIGHTS_SHA256, encoder_params
+    from etl.features.voice.weights import weights_status
 
     status = weights_status()
     if as_json:

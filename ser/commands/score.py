@@ -137,7 +137,7 @@ class _BatchRun:
 def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
     """Score the batch directly or as a Prefect flow run; what stops the run exits 2."""
     from db.engine import describe_server
-    from etl.features.voice import VoiceEncoderError
+    from etl.features.voice.params import VoiceEncoderError
     from etl.runs.batch import DatabaseLostError, WorkerLostError, is_connection_error
     from etl.runs.cluster import ClusterError
     from etl.training.registry import ModelNotFoundError
