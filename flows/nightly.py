@@ -32,7 +32,7 @@ from config import get_settings
 from db.analysts import enforce_analyst_policy
 from db.engine import cached_engine
 from etl.runs.batch import is_connection_error, score_batch
-from etl.runs.inbox import confined_inbox
+from etl.runs.inbox_confinement import confined_inbox
 from etl.runs.outcomes import first_line
 from etl.scoring.escalation import load_rules
 from etl.scoring.recording import ScoringConfig

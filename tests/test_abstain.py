@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 
 from db.engine import session_scope
 from etl.runs.claims import register_batch
-from etl.runs.inbox import CallEntry
+from etl.runs.inbox_entry import CallEntry
 from etl.runs.results import write_result
 from etl.scoring.escalation import (
     DEFAULT_RULES,

@@ -23,7 +23,8 @@ from db.engine import make_engine, session_scope
 from etl.runs.batch import DatabaseLostError, score_batch
 from etl.runs.claims import claim_next, register_batch
 from etl.runs.host_turn import TURN_NAMESPACE, HostTurn
-from etl.runs.inbox import OUTSIDE, discover_calls
+from etl.runs.inbox import discover_calls
+from etl.runs.inbox_confinement import OUTSIDE
 from etl.runs.leases import Lease
 from etl.scoring.recording import ScoringConfig
 from etl.synthetic.calls import generate_calls

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.runs.inbox import InboxError, confined_inbox
+from etl.runs.inbox_confinement import InboxError, confined_inbox
 from ser.prefect_server import (
     auth_file,
     auth_header,

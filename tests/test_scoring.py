@@ -251,7 +251,7 @@ def test_failed_and_rejected_outcomes_need_the_claim(engine: Engine, model_id: i
                                                      tmp_path: Path) -> None:
     """A failure or a rejection is written only by the claim's holder; a rejection keeps what
     registration stored in ``extra`` and is never claimed again, not even to retry it."""
-    from etl.runs.inbox import CallEntry
+    from etl.runs.inbox_entry import CallEntry
     from etl.runs.results import write_outcome
 
     with session_scope(engine) as session:

@@ -16,7 +16,7 @@ _EXPORTS = Exports(__name__, {
     "etl.runs.cluster_scoring": ("score_claims_on_cluster",),
     "etl.runs.demo_calls": ("CallNight", "generate_nights"),
     "etl.runs.features": ("FeatureRunConfig", "run_feature_sets", "run_features"),
-    "etl.runs.inbox": ("confined_inbox",),
+    "etl.runs.inbox_confinement": ("confined_inbox",),
     "etl.runs.outcomes": ("first_line",),
 })
 __all__ = _EXPORTS.names  # noqa: PLE0605 - the names above, listed once

@@ -45,7 +45,8 @@ from etl.features.extraction import extract_segments, require_extractable
 from etl.runs.claims import ClaimedCall, claim_next, count_work, register_batch
 from etl.runs.cluster_scoring import score_claims_on_cluster
 from etl.runs.host_turn import HostTurn
-from etl.runs.inbox import OUTSIDE, contained, discover_calls, relative_reason
+from etl.runs.inbox import discover_calls
+from etl.runs.inbox_confinement import OUTSIDE, contained, relative_reason
 from etl.runs.leases import Lease, LeaseLostError, worker_name
 from etl.runs.outcomes import CallStatus, WorkerStats, first_line, is_host_fault
 from etl.runs.results import BatchReport, finalise_batch, write_outcome

@@ -7,10 +7,10 @@
 free at once, while a claim whose key is still locked belongs to a live run and is never taken.
 ``--stale-minutes`` only applies to claims written by versions without leases (no ``#key``).
 
-Rejected entries (``etl.runs.inbox.CallEntry.error``) are registered as failed calls with
-``extra.rejected = true``; they are never claimed, not even by ``--retry-failed``, because their
-path is whatever a ``calls.csv`` said and must not be opened. A rerun whose discovery accepts
-the entry (the operator fixed the row) turns it back into a pending call.
+Rejected entries (``etl.runs.inbox_entry.CallEntry.error``) are registered as failed calls
+with ``extra.rejected = true``; they are never claimed, not even by ``--retry-failed``, because
+their path is whatever a ``calls.csv`` said and must not be opened. A rerun whose discovery
+accepts the entry (the operator fixed the row) turns it back into a pending call.
 
 A claim ends with its outcome (``etl.runs.results``: scored, failed or rejected), written only
 while the claim is still held. Nothing here commits: the caller owns the transactions (one per
@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Batch, Call
 from etl.audio.decode import sha256_file
-from etl.runs.inbox import CallEntry
+from etl.runs.inbox_entry import CallEntry
 from etl.runs.leases import LOCK_NAMESPACE, SCORER_HOLDER
 
 log = logging.getLogger(__name__)

@@ -59,7 +59,7 @@ from etl.runs.cluster import (
     task_fault,
 )
 from etl.runs.cluster_worker import CallOutcome, score_on_worker
-from etl.runs.inbox import OUTSIDE, contained, relative_reason
+from etl.runs.inbox_confinement import OUTSIDE, contained, relative_reason
 from etl.runs.leases import Lease, worker_name
 from etl.runs.outcomes import CallStatus, WorkerStats, first_line
 from etl.runs.pool import open_error

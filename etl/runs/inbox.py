@@ -27,24 +27,38 @@ can be written under a hidden name and renamed into place.
 
 Reasons never contain host paths: files are named relative to the batch folder, because the
 reason reaches analysts through ``analytics.calls.error``.
+
+The walk through a batch folder and the entries it makes are here (:func:`discover_calls`);
+their parts live beside it: the entry (``etl.runs.inbox_entry``), reading a ``calls.csv``
+(``etl.runs.inbox_manifest``) and the fields of its rows (``etl.runs.inbox_fields``),
+containment (``etl.runs.inbox_confinement``), text the database can store
+(``etl.runs.inbox_storable``) and settling (``etl.runs.inbox_settle``).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import datetime as dt
-import hashlib
-import io
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from etl.audio.decode import is_audio_path
+from etl.runs.inbox_confinement import OUTSIDE, contained, is_inside
+from etl.runs.inbox_entry import CallEntry
+from etl.runs.inbox_fields import ROLES, _row_entry
+from etl.runs.inbox_manifest import ManifestError, _manifest_rows, _Row
+from etl.runs.inbox_settle import _changing, _checked_file
+from etl.runs.inbox_storable import (
+    MAX_CALL_ID_CHARS,
+    MAX_FILE_CHARS,
+    _printable,
+    _storable,
+    _storable_entry,
+)
 
 if TYPE_CHECKING:
     from etl.scoring.recording import ScoringConfig
@@ -52,420 +66,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST = "calls.csv"
-OUTSIDE = "outside the batch folder"
-ROLES = ("agent", "customer")
-_CHANNEL_WORDS = {"left": 0, "l": 0, "0": 0, "ch0": 0, "right": 1, "r": 1, "1": 1, "ch1": 1}
-_KNOWN_COLUMNS = frozenset({"call_id", "file", "agent_id", "queue", "started_at",
-                            "customer_channel", "agent_channel", "channel_roles"})
-_HEADER_HELP = ("call_id,file[,agent_id,queue,started_at,customer_channel|agent_channel|"
-                "channel_roles]")
-
-# A recording settles when it has not changed for this long: the nightly inbox's default
-# (flows pass it); ``ser score`` of a folder the operator names waits for nothing (0).
-DEFAULT_SETTLE_S = 30.0
-# started_at outside [EARLIEST_START, LATEST_START) is a typo or a placeholder (9999-12-31),
-# never a call; such a row fails instead of reaching the date columns and the reports.
-EARLIEST_START = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-LATEST_START = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
-# What the calls table holds: calls.agent_id and calls.queue are varchar(64); call_key sits in
-# a unique b-tree index (rows up to ~2.7 kB), so keys are kept well under that.
-MAX_LABEL_CHARS = 64
-MAX_CALL_ID_CHARS = 256
-MAX_KEY_BYTES = 1024
-MAX_FILE_CHARS = 4096
-# A calls.csv line longer than this is one unreadable row (and is never held in memory whole);
-# a single field is capped by the csv module's own limit (128 KiB).
-MAX_LINE_CHARS = 1 << 20
-_BOM_UTF8 = b"\xef\xbb\xbf"
-_BOMS_UTF16 = (b"\xff\xfe", b"\xfe\xff")
-
-
-@dataclass(frozen=True, slots=True)
-class CallEntry:
-    """One recording to score, as found in a batch folder.
-
-    ``error`` set means the entry is rejected: it is registered as a failed call with that
-    reason and its ``path`` (then the text the manifest gave, relative or not) is never opened.
-    ``failure`` set (a file that is not there) registers it as failed without a worker
-    opening anything; unlike a rejection, ``--retry-failed`` tries it again. ``deferred`` set
-    means it is not registered at all: its file (or its ``calls.csv``) is still changing.
-    """
-
-    call_key: str
-    path: Path
-    agent_id: str | None = None
-    queue: str | None = None
-    started_at: dt.datetime | None = None
-    channel_roles: dict[str, str] = field(default_factory=dict)  # {"0": "agent", ...}
-    extra: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    line: int | None = None  # calls.csv line (1 = header) the entry came from
-    failure: str | None = None
-    deferred: str | None = None
-    stat: tuple[int, int] | None = None  # (size, mtime_ns) when discovered: the file's version
-
-    @property
-    def rejected(self) -> bool:
-        return self.error is not None
-
-
-class ManifestError(ValueError):
-    """A ``calls.csv`` that cannot be used at all (no header with ``call_id`` and ``file``)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Fields of a row
-# --------------------------------------------------------------------------------------------
-
-
-def parse_channel_roles(row: Mapping[str, str | None], *,
-                        stereo_roles: tuple[str, str] = ("agent", "customer")) -> dict[str, str]:
-    """Channel roles from a calls.csv row.
-
-    ``customer_channel``/``agent_channel`` (left, right, 0, 1) or ``channel_roles``
-    ("agent,customer": role per channel in order). Empty = the defaults (``stereo_roles``).
-
-    Raises
-    ------
-    ValueError
-        A channel word that is not left/right/0/1, a role that is not agent/customer, or a
-        role named for two channels (each role is one channel of the call).
-    """
-    explicit = (row.get("channel_roles") or "").strip()
-    if explicit:
-        roles = [r.strip().lower() for r in explicit.replace(";", ",").split(",") if r.strip()]
-        unknown = sorted({r for r in roles if r not in ROLES})
-        if unknown:
-            raise ValueError(f"channel_roles {explicit!r}: {', '.join(unknown)} is not "
-                             "agent/customer")
-        repeated = sorted({r for r in roles if roles.count(r) > 1})
-        if repeated:
-            raise ValueError(f"channel_roles {explicit!r} names {' and '.join(repeated)} for "
-                             "two channels; give each channel its own role, e.g. "
-                             "'agent,customer'")
-        return {str(i): role for i, role in enumerate(roles)}
-    for role in ("customer", "agent"):
-        value = (row.get(f"{role}_channel") or "").strip().lower()
-        if value:
-            if value not in _CHANNEL_WORDS:
-                raise ValueError(f"{role}_channel {value!r} is not left/right/0/1")
-            channel = _CHANNEL_WORDS[value]
-            other = "agent" if role == "customer" else "customer"
-            return {str(channel): role, str(1 - channel): other}
-    return {}
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    """ISO 8601 date-time; naive times are UTC.
-
-    Raises
-    ------
-    ValueError
-        Not an ISO 8601 date-time, or not between 1970 and 2099 (UTC).
-    """
-    if not value or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"started_at {text!r} is not an ISO date-time "
-                         "(e.g. 2024-03-02T10:00:00)") from None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-    try:
-        in_window = EARLIEST_START <= parsed < LATEST_START
-    except OverflowError:  # 9999-12-31T23:59:59-12:00 is past year 9999 in UTC
-        in_window = False
-    if not in_window:
-        raise ValueError(f"started_at {text!r} is outside {EARLIEST_START.year}-"
-                         f"{LATEST_START.year - 1} (UTC); give the call's real start or leave "
-                         "it empty")
-    return parsed
-
-
-def _label(row: Mapping[str, str | None], column: str) -> str | None:
-    """``agent_id`` or ``queue``, stripped; ValueError when longer than the column holds."""
-    value = (row.get(column) or "").strip()
-    if len(value) > MAX_LABEL_CHARS:
-        raise ValueError(f"{column} is {len(value)} characters long; at most "
-                         f"{MAX_LABEL_CHARS} fit")
-    return value or None
-
-
-# --------------------------------------------------------------------------------------------
-# Containment
-# --------------------------------------------------------------------------------------------
-
-
-def parse_roots(value: str | Sequence[str | Path] | None) -> tuple[Path, ...]:
-    """Extra roots a batch may read from: a sequence, or one string split on ``os.pathsep``."""
-    if not value:
-        return ()
-    parts: Iterable[str | Path] = value.split(os.pathsep) if isinstance(value, str) else value
-    return tuple(Path(p).expanduser().resolve() for p in parts if str(p).strip())
-
-
-def is_inside(path: Path, roots: Sequence[Path]) -> bool:
-    """Whether ``path`` (already resolved) is one of ``roots`` or below one.
-
-    Compared as text (both sides are resolved, absolute paths): a row of a large calls.csv
-    costs no path parsing.
-    """
-    text = str(path)
-    return any(text == str(root) or text.startswith(str(root).rstrip(os.sep) + os.sep)
-               for root in roots)
-
-
-def contained(path: Path, *, root: Path, allowed_roots: Sequence[Path] = ()) -> bool:
-    """Whether ``path``, with every symbolic link followed, stays under ``root`` (or an allowed
-    root). Checked at discovery and again right before a worker opens the file."""
-    try:
-        resolved = Path(path).resolve()
-    except (OSError, RuntimeError):  # a symlink loop
-        return False
-    return is_inside(resolved, (Path(root).resolve(), *allowed_roots))
-
-
-class InboxError(ValueError):
-    """A nightly run was asked to score a folder that is not the configured inbox."""
-
-
-def confined_inbox(requested: str | Path | None, *, configured: Path) -> Path:
-    """The folder a nightly run scores: ``configured`` (created if missing), or an existing
-    folder inside it that ``requested`` names.
-
-    A flow run's parameters come from whoever can reach the Prefect API, so they may not name
-    another folder to read or create: the inbox is the service's own setting (``SER_INBOX``).
-    """
-    inbox = Path(configured).expanduser().resolve()
-    if requested is None or str(requested) == "":
-        inbox.mkdir(parents=True, exist_ok=True)
-        return inbox
-    folder = Path(requested).expanduser()
-    if not folder.is_absolute():
-        raise InboxError(f"inbox {str(requested)!r} is not an absolute path; the nightly run "
-                         f"scores {inbox} (SER_INBOX)")
-    resolved = folder.resolve()
-    if resolved == inbox:
-        inbox.mkdir(parents=True, exist_ok=True)
-        return inbox
-    if not is_inside(resolved, (inbox,)) or not resolved.is_dir():
-        raise InboxError(f"inbox {str(requested)!r} is not the configured inbox {inbox} or a "
-                         "folder inside it; set SER_INBOX (or ser serve --inbox) for the "
-                         "service instead of a run parameter")
-    return resolved
-
-
-def _why_outside(raw: str) -> str:
-    if os.path.isabs(raw) or raw.startswith("~"):
-        return "the file column is an absolute path"
-    if ".." in Path(raw).parts:
-        return "the file column leaves the folder with '..'"
-    return "the file is a symbolic link to somewhere else"
-
-
-# --------------------------------------------------------------------------------------------
-# Text the database can store
-# --------------------------------------------------------------------------------------------
-
-
-def _storable(text: str) -> bool:
-    """Whether PostgreSQL can store ``text``: valid UTF-8 (no undecodable bytes of a file name,
-    which Python keeps as lone surrogates) and no NUL."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _printable(text: str) -> str:
-    """``text`` as the database can store and a reason can show it: bytes of a file name that
-    are not UTF-8 as ``\\xNN``, NUL as ``\\x00``."""
-    if _storable(text):
-        return text
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
-
-
-def _storable_entry(entry: CallEntry, *, root: Path) -> CallEntry:
-    """``entry`` if every text of it can be stored; else a rejected entry that says which name
-    to change (a file or folder name that is not UTF-8, a call key too long for its index)."""
-    key, path = entry.call_key, str(entry.path)
-    if _storable(key) and _storable(path) and len(key.encode()) <= MAX_KEY_BYTES:
-        if entry.error is None or _storable(entry.error):
-            return entry
-        return dataclasses.replace(entry, error=_printable(entry.error))
-    shown_key, shown_path = _printable(key), relative_reason(_printable(path), root=root)
-    if not (_storable(key) and _storable(path)):
-        name = shown_key if not _storable(key) else shown_path
-        reason = (f"the name '{name}' is not UTF-8; rename the file (or its folder) in UTF-8 "
-                  "and it is scored on the next run")
-    else:
-        reason = (f"the call key is {len(key.encode())} bytes long (at most {MAX_KEY_BYTES}); "
-                  "use a shorter call_id or file path")
-    if len(shown_key.encode()) > MAX_KEY_BYTES:
-        digest = hashlib.sha256(shown_key.encode()).hexdigest()[:12]
-        shown_key = shown_key[:200] + f"...#{digest}"
-    if entry.error:
-        reason = f"{_printable(entry.error)}; also {reason}"
-    return CallEntry(shown_key, Path(shown_path[:MAX_FILE_CHARS]), line=entry.line, error=reason)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading a calls.csv
-# --------------------------------------------------------------------------------------------
-
-
-class _LineTooLongError(Exception):
-    """A calls.csv line over :data:`MAX_LINE_CHARS` (skipped without holding it)."""
-
-
-class _Lines:
-    """The text lines of a calls.csv, for the csv module.
-
-    Each line is decoded on its own: UTF-8 (a leading byte-order mark dropped), else
-    Windows-1252, else Latin-1, so a spreadsheet's export is read whatever its code page and a
-    file mixing both is read line by line; a UTF-16 file (with its BOM) as UTF-16. CR, LF and
-    CRLF all end a line. ``number`` counts the lines handed out so far.
-    """
-
-    def __init__(self, binary: IO[bytes]) -> None:
-        head = binary.read(4)
-        binary.seek(0)
-        self.utf16 = head.startswith(_BOMS_UTF16)
-        # Latin-1 maps every byte to one character: the line's bytes come back unchanged
-        self._text = io.TextIOWrapper(binary, encoding="utf-16" if self.utf16 else "latin-1",
-                                      newline="")
-        self.number = 0
-        self.legacy: tuple[int, str] | None = None  # first line not in UTF-8, its code page
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        line = self._text.readline(MAX_LINE_CHARS + 1)
-        if not line:
-            raise StopIteration
-        self.number += 1
-        if len(line) > MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
-            while (rest := self._text.readline(MAX_LINE_CHARS)) and not rest.endswith(
-                    ("\n", "\r")):
-                pass
-            raise _LineTooLongError(f"the line is longer than {MAX_LINE_CHARS // 1024} KiB")
-        if self.utf16:
-            return line
-        raw = line.encode("latin-1")
-        if self.number == 1 and raw.startswith(_BOM_UTF8):
-            raw = raw[len(_BOM_UTF8):]
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        for codec in ("cp1252", "latin-1"):
-            try:
-                text = raw.decode(codec)
-            except UnicodeDecodeError:
-                continue
-            if self.legacy is None:
-                self.legacy = (self.number, "Windows-1252" if codec == "cp1252" else "Latin-1")
-            return text
-        raise AssertionError("latin-1 decodes every byte")  # pragma: no cover
-
-
-def _column(name: str) -> str:
-    """A header cell as a column name: known columns in any case and spacing."""
-    name = name.replace("\x00", "").strip().lstrip("\ufeff").strip()
-    lowered = name.lower()
-    return lowered if lowered in _KNOWN_COLUMNS else name
-
-
-def _header(line: str) -> tuple[list[str], str]:
-    """Column names and separator of a calls.csv header line: ``,``, else ``;`` or a tab when
-    splitting on it (and only it) gives the ``call_id`` and ``file`` columns."""
-    found: dict[str, list[str]] = {}
-    for separator in (",", ";", "\t"):
-        try:
-            cells = next(csv.reader([line], delimiter=separator), [])
-        except csv.Error:
-            continue
-        columns = [_column(c) for c in cells]
-        if {"call_id", "file"} <= set(columns):
-            found[separator] = columns
-    if "," in found:
-        return found[","], ","
-    if len(found) == 1:
-        separator, columns = next(iter(found.items()))
-        return columns, separator
-    shown = [_printable(c) for c in line.strip().split(",")][:8]
-    if len(found) > 1:
-        raise ManifestError(f"the header {shown} splits into call_id and file both on ';' and "
-                            "on tabs; save it with one separator (CSV UTF-8, commas)")
-    cells = {_column(c) for c in next(csv.reader([line]), [])}
-    missing = sorted({"call_id", "file"} - cells)
-    raise ManifestError(f"lacks column(s) {missing} (its first line is {shown}); the first "
-                        f"line must name the columns: {_HEADER_HELP}")
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """One record of a calls.csv: its first line and cells, or why it could not be read."""
-
-    line: int
-    cells: dict[str, str]
-    problem: str | None = None
-
-
-def _manifest_rows(binary: IO[bytes], *, name: str) -> Iterator[_Row]:
-    """The records of a calls.csv after its header, numbered by the line each starts on
-    (blank lines skipped). A record the csv module refuses (a field over 128 KiB, a line over
-    1 MiB) comes back with its ``problem`` and reading goes on with the next line.
-
-    Raises
-    ------
-    ManifestError
-        No header naming ``call_id`` and ``file`` (an empty file included).
-    """
-    lines = _Lines(binary)
-    try:
-        first = next(lines)
-    except StopIteration:
-        raise ManifestError(f"is empty; the first line must name the columns: "
-                            f"{_HEADER_HELP}") from None
-    except _LineTooLongError as exc:
-        raise ManifestError(f"line 1: {exc}; the first line must name the columns: "
-                            f"{_HEADER_HELP}") from None
-    columns, separator = _header(first)
-    reader = csv.reader(lines, delimiter=separator)
-    while True:
-        start = lines.number + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except (csv.Error, _LineTooLongError) as exc:
-            yield _Row(start, {}, f"the row cannot be read ({exc})")
-            continue
-        if not any(c.strip() for c in cells):
-            continue
-        row: dict[str, str] = {}
-        for column, cell in zip(columns, cells, strict=False):
-            row.setdefault(column, cell)
-        yield _Row(start, row)
-    if lines.legacy is not None:
-        line, codec = lines.legacy
-        log.warning("%s is not UTF-8 (from line %d): read as %s; save it as \"CSV UTF-8\" to be "
-                    "sure of its names", name, line, codec)
-
-
-# --------------------------------------------------------------------------------------------
-# Discovery
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -581,45 +181,6 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
     return sorted(manifests), sorted(audio)
 
 
-def _changing(paths: Sequence[Path], *, settle_s: float) -> dict[Path, str]:
-    """The files of ``paths`` still changing, each with the reason it waits.
-
-    A file last modified ``settle_s`` or more ago has settled. Younger ones (or with a
-    modification time in the future: another host's clock) are looked at again once the
-    youngest would be ``settle_s`` old (at most ``settle_s`` from now); a size or modification
-    time that moved meanwhile, or a file gone, means the copy is still going on.
-    """
-    if settle_s <= 0 or not paths:
-        return {}
-    now = time.time()
-    young: dict[Path, tuple[int, int, float]] = {}
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:  # gone or unreadable: judged where it is opened
-            continue
-        age = now - st.st_mtime
-        if age < settle_s:
-            young[path] = (st.st_size, st.st_mtime_ns, age)
-    if not young:
-        return {}
-    wait = settle_s - max(0.0, min(age for _size, _mtime, age in young.values()))
-    log.info("%d file(s) changed less than %.0f s ago; watching them for %.1f s", len(young),
-             settle_s, wait)
-    time.sleep(wait)
-    changing: dict[Path, str] = {}
-    for path, (size, mtime_ns, _age) in young.items():
-        try:
-            st = path.stat()
-        except OSError:
-            changing[path] = "it disappeared while being watched"
-            continue
-        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-            changing[path] = (f"it is still being written ({size} then {st.st_size} bytes "
-                              f"over {wait:.0f} s)")
-    return changing
-
-
 def _read_manifest(manifest: Path, *, root: Path, allowed_roots: Sequence[Path],
                    stereo_roles: tuple[str, str], found: _Found,
                    changing: Mapping[Path, str]) -> None:
@@ -719,6 +280,14 @@ def _add_row(row: _Row, *, folder: Path, prefix: str, rel_manifest: str,
                          stereo_roles=stereo_roles))
 
 
+def _why_outside(raw: str) -> str:
+    if os.path.isabs(raw) or raw.startswith("~"):
+        return "the file column is an absolute path"
+    if ".." in Path(raw).parts:
+        return "the file column leaves the folder with '..'"
+    return "the file is a symbolic link to somewhere else"
+
+
 def _resolved(folder: Path, raw: str, *, cache: dict[Path, Path]) -> Path | None:
     """Where a row's ``file`` leads, every symbolic link followed; None for a link loop.
 
@@ -737,26 +306,6 @@ def _resolved(folder: Path, raw: str, *, cache: dict[Path, Path]) -> Path | None
         return path.resolve() if path.is_symlink() else path
     except (OSError, RuntimeError):
         return None
-
-
-def _row_entry(row: Mapping[str, str | None], *, key: str, path: Path, line: int, where: str,
-               stereo_roles: tuple[str, str]) -> CallEntry:
-    """The entry for one calls.csv row whose file is inside the batch; rejected (with
-    ``where`` in the reason) when a field does not parse or does not fit its column."""
-    try:
-        return CallEntry(
-            call_key=key,
-            path=path,
-            agent_id=_label(row, "agent_id"),
-            queue=_label(row, "queue"),
-            started_at=_parse_time(row.get("started_at")),
-            channel_roles=parse_channel_roles(row, stereo_roles=stereo_roles),
-            extra={k: v for k, v in row.items()
-                   if k and k not in _KNOWN_COLUMNS and v not in (None, "")},
-            line=line,
-        )
-    except ValueError as exc:
-        return CallEntry(key, path, line=line, error=f"{where}: {exc}")
 
 
 def _add_unlisted(audio: Sequence[Path], *, root: Path, roots: Sequence[Path],
@@ -823,27 +372,3 @@ def _finish(found: _Found, *, changing: Mapping[Path, str], watched: set[Path],
                     "; ".join(f"{e.call_key}: {e.deferred}" for e in deferred[:5])
                     + (" ..." if len(deferred) > 5 else ""))
     return entries
-
-
-def _checked_file(entry: CallEntry, *, base: str, waiting: Mapping[Path, str], now: float,
-                  settle_s: float) -> CallEntry:
-    """``entry`` deferred when its file is still changing, failed when it is not there
-    (named relative to the batch folder ``base``, as :func:`relative_reason` does)."""
-    if entry.path in waiting:
-        return dataclasses.replace(entry, deferred=waiting[entry.path])
-    try:
-        st = entry.path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return dataclasses.replace(
-            entry, failure="file not found: " + str(entry.path).removeprefix(base))
-    except OSError:  # unreadable: the worker says why
-        return entry
-    if settle_s > 0 and now - st.st_mtime < settle_s:  # not watched: judged by its age
-        return dataclasses.replace(entry, deferred=f"it changed {now - st.st_mtime:.0f} s ago")
-    return dataclasses.replace(entry, stat=(st.st_size, st.st_mtime_ns))
-
-
-def relative_reason(reason: str, *, root: Path) -> str:
-    """``reason`` with the batch folder's host path removed (files named relative to it)."""
-    base = str(Path(root).resolve())
-    return reason.replace(base + os.sep, "").replace(base, ".")
