@@ -1,6 +1,7 @@
 """Features: named, versioned feature specs (``specs``), their extraction from audio
-(``extraction``, with the kernels ``rich`` and ``seed`` and the voice encoder ``voice``), and
-their storage per clip (``store``).
+(``extraction``, on signals made ready by ``preparation``, with the kernels ``rich`` and ``seed``
+and the voice columns of ``embedding`` from the voice encoder ``voice``), and their storage per
+clip (``store``).
 
 ``__all__`` lists the names callers outside ``etl.features`` use; each is imported from its
 module on first use (``etl.public``), so importing ``specs`` stays light.
@@ -10,9 +11,9 @@ from etl.public import Exports
 
 _EXPORTS = Exports(__name__, {
     "etl.features.extraction": (
-        "channel_level", "extract", "extract_files", "extract_segments", "FeatureExtractionError",
-        "require_extractable",
+        "extract", "extract_files", "extract_segments", "require_extractable",
     ),
+    "etl.features.preparation": ("channel_level", "FeatureExtractionError"),
     "etl.features.seed": ("seed_vector",),
     "etl.features.specs": (
         "DEFAULT_SET", "LEVEL_NORM", "VOICE_SET", "augmented_set_name", "ClipResult",

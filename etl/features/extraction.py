@@ -19,13 +19,13 @@ feature):
 
 A feature set's identity is ``(name, channel, params_hash)``; the hash covers the analysis
 rate, every parameter, the ordered feature names and an algorithm revision, so any change
-creates a new ``feature_sets`` version while old rows stay valid.
-
 The definitions (names, parameters, hashes, `ClipResult`) live in the light `etl.features.specs`
 and are re-exported here; the kernels in `etl.features.rich` and `etl.features.seed`, the voice
-encoder in `etl.features.voice`. This module prepares signals (analysis rate, phone band, level)
-and runs the kernels on clips, call segments and files. No database here (worker processes
-import this module; storage is `etl.features.store`).
+encoder in `etl.features.voice`. Signals are made ready for the kernels by
+`etl.features.preparation` (analysis rate, phone band, level, silence and length checks), and
+the voice columns come from `etl.features.embedding`. This module runs the kernels on clips,
+call segments and files. No database here (worker processes import this module; storage is
+`etl.features.store`).
 """
 
 from __future__ import annotations
@@ -40,16 +40,18 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from etl.audio import dsp
-from etl.audio.decode import (
-    AudioError,
-    bandlimit,
-    load_audio,
-    resample,
-    to_telephony,
-    trim_silence,
-)
+from etl.audio.decode import AudioError, load_audio
 from etl.audio.phone_line import augment_copies
 from etl.audio.vad import detect_speech, windows
+from etl.features.embedding import clip_embeddings, encoder_input, voice_embeddings
+from etl.features.preparation import (
+    FeatureExtractionError,
+    as_mono,
+    check_finite,
+    normalise_level,
+    prepare,
+    to_analysis_rate,
+)
 from etl.features.rich import rich_llds, rich_pool
 from etl.features.seed import seed_vector
 from etl.features.specs import (
@@ -67,129 +69,13 @@ from etl.features.specs import (
     voice_columns,
 )
 
-__all__ = [  # the definitions from etl.features.specs are re-exported
+# the definitions from etl.features.specs, and the error `extract` raises, are re-exported
+__all__ = [
     "ALGORITHM_REVISION", "CHANNELS", "CHROMA_NAMES", "LONG_CLIP_S", "SET_NAMES",
     "SPECTRAL_LLDS", "STATS8", "TELEPHONY_BAND_HZ", "TELEPHONY_RATE", "ClipResult",
-    "FeatureExtractionError", "FeatureSpec", "channel_level", "extract", "extract_files",
-    "extract_many", "extract_segments", "feature_spec", "normalise_level", "require_extractable",
-    "speech_segments",
+    "FeatureExtractionError", "FeatureSpec", "extract", "extract_files", "extract_many",
+    "extract_segments", "feature_spec", "require_extractable", "speech_segments",
 ]
-
-
-class FeatureExtractionError(ValueError):
-    """A signal has no usable content (silent, too short, non-finite). ``reason`` is stored."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-# --------------------------------------------------------------------------------------------
-# Signal preparation
-# --------------------------------------------------------------------------------------------
-
-
-def _as_mono(signal: np.ndarray) -> np.ndarray:
-    y = np.asarray(signal)
-    if y.ndim == 2:  # (channels, n) as etl.audio.decode returns it
-        y = y.mean(axis=0)
-    if y.ndim != 1:
-        raise ValueError(f"signal must be (n,) or (channels, n), got shape {np.shape(signal)}")
-    return np.ascontiguousarray(y, dtype=np.float32)
-
-
-def _to_analysis_rate(y: np.ndarray, sr: int, spec: FeatureSpec, *, bandlimit: bool) -> np.ndarray:
-    """Resample (soxr HQ) to the spec's rate; telephony also goes through the phone band.
-
-    ``bandlimit=False`` skips the whole-signal FFT band-pass (long call channels): the rich
-    set applies the same 300-3400 Hz gain to every STFT frame anyway.
-    """
-    if spec.channel == "telephony":
-        if bandlimit:
-            return to_telephony(y, sr)[0]
-        return resample(y, sr, TELEPHONY_RATE)
-    return resample(y, sr, spec.sample_rate)
-
-
-def _loudest_frame_dbfs(y: np.ndarray, sr: int, frame_s: float = 0.025) -> float:
-    frame = max(1, int(frame_s * sr))
-    n = len(y) // frame
-    if n == 0:
-        return float(10 * np.log10(np.mean(np.square(y, dtype=np.float64)) + 1e-20)) if len(y) else -200.0
-    energy = np.square(y[: n * frame].reshape(n, frame), dtype=np.float32).mean(axis=1)
-    return float(10 * np.log10(float(energy.max()) + 1e-20))
-
-
-def channel_level(frame_energy: np.ndarray, level_norm: dict[str, Any] | None) -> float | None:
-    """The level `normalise_level` measures, from a channel's mean-square energies of
-    consecutive ``level_norm["frame_s"]`` frames (gathered block by block); None without
-    ``level_norm`` or frames."""
-    if not level_norm or frame_energy.size == 0:
-        return None
-    return 10.0 * float(np.log10(
-        float(np.percentile(frame_energy, float(level_norm["percentile"]))) + 1e-20))
-
-
-def normalise_level(y: np.ndarray, sr: int, level_norm: dict[str, Any] | None, *,
-                    level_dbfs: float | None = None) -> np.ndarray:
-    """``y`` scaled so its ``percentile``-th 25 ms frame level is ``target_dbfs`` (float32 ``(n,)``).
-
-    One gain for the whole unit (a clip, or a call channel): loudness relative to the rest of
-    the unit survives, the recording's or the line's absolute level does not. ``level_norm``
-    None (feature sets stored before it) returns ``y`` unchanged. A unit with no frame above
-    -120 dBFS is left as it is (the silence checks reject it). ``level_dbfs`` given: the unit's
-    level measured elsewhere (`channel_level` of a whole channel read in blocks).
-    """
-    if not level_norm or len(y) == 0:
-        return y
-    if level_dbfs is not None:
-        level = level_dbfs
-    else:
-        frame = max(1, int(float(level_norm["frame_s"]) * sr))
-        n = max(len(y) // frame, 1)
-        piece = y[: n * frame] if len(y) >= frame else y
-        energy = np.square(piece.reshape(n, -1), dtype=np.float32).mean(axis=1)
-        level = 10.0 * np.log10(
-            float(np.percentile(energy, float(level_norm["percentile"]))) + 1e-20)
-    if level < -120.0:
-        return y
-    gain = 10.0 ** ((float(level_norm["target_dbfs"]) - level) / 20.0)
-    return (y * np.float32(gain)).astype(np.float32, copy=False)
-
-
-def _prepare(signal: np.ndarray, sr: int, spec: FeatureSpec) -> np.ndarray:
-    """Mono, analysis rate, checked for silence, level-normalised and trimmed (rich), checked
-    for length."""
-    if sr <= 0:
-        raise ValueError(f"sample rate must be positive, got {sr}")
-    y = _as_mono(signal)
-    if not np.isfinite(y).all():
-        raise FeatureExtractionError("non-finite samples in the signal")
-    if len(y) == 0:
-        raise FeatureExtractionError("too short: empty signal")
-    y = _to_analysis_rate(y, sr, spec, bandlimit=True)
-    rate, p = spec.sample_rate, spec.params
-    loudest = _loudest_frame_dbfs(y, rate)
-    if loudest < p["silence_dbfs"]:
-        raise FeatureExtractionError(
-            f"silent: loudest 25 ms frame at {max(loudest, -200.0):.1f} dBFS "
-            f"(threshold {p['silence_dbfs']:.0f} dBFS)")
-    y = normalise_level(y, rate, p.get("level_norm"))
-    if p.get("trim_top_db") is not None:
-        y = trim_silence(y, rate, top_db=float(p["trim_top_db"]))
-    if len(y) < p["min_duration_s"] * rate:
-        raise FeatureExtractionError(
-            f"too short: {len(y) / rate:.3f} s of sound after trimming "
-            f"(minimum {p['min_duration_s']} s)")
-    return y
-
-
-def _check_finite(values: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    bad = ~np.isfinite(values)
-    if bad.any():
-        names = [spec.feature_names[i] for i in np.flatnonzero(bad)[:5]]
-        raise FeatureExtractionError(f"non-finite feature values: {', '.join(names)}")
-    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +132,7 @@ def extract_many(signals: Sequence[tuple[np.ndarray, int]], spec: FeatureSpec
     with _one_blas_thread():
         for signal, sr in signals:
             try:
-                y = _prepare(signal, sr, spec)
+                y = prepare(signal, sr, spec)
             except FeatureExtractionError as exc:
                 out.append(exc)
                 continue
@@ -257,24 +143,15 @@ def extract_many(signals: Sequence[tuple[np.ndarray, int]], spec: FeatureSpec
             prepared.append(y)
             owners.append(len(out) - 1)
         if spec.params.get("voice") and prepared:
-            for i, embedding in zip(owners, _clip_embeddings(prepared, spec), strict=True):
+            for i, embedding in zip(owners, clip_embeddings(prepared, spec), strict=True):
                 out[i] = np.concatenate([out[i], embedding])  # type: ignore[list-item]
     for i, values in enumerate(out):
         if not isinstance(values, FeatureExtractionError):
             try:
-                out[i] = _check_finite(values, spec)
+                out[i] = check_finite(values, spec)
             except FeatureExtractionError as exc:
                 out[i] = exc
     return out
-
-
-def _clip_embeddings(clips: Sequence[np.ndarray], spec: FeatureSpec) -> np.ndarray:
-    """Voice embeddings float32 ``(len(clips), 256)`` of prepared clips (analysis rate), as
-    segments of one concatenated signal so they share the encoder's batches."""
-    lengths = np.array([len(y) for y in clips], dtype=np.float64)
-    ends = np.cumsum(lengths) / spec.sample_rate
-    bounds = np.stack([ends - lengths / spec.sample_rate, ends], axis=1)
-    return _voice_embeddings(np.concatenate(clips), spec, bounds)
 
 
 def extract_segments(
@@ -322,11 +199,11 @@ def _extract_segments(
     valid = np.zeros(n_seg, dtype=bool)
     if n_seg == 0:
         return X, valid
-    y = _as_mono(signal)
+    y = as_mono(signal)
     if not np.isfinite(y).all():
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     # seed180 has no per-frame band gain: its telephony segments need the band-pass, as clips
-    y = _to_analysis_rate(y, sr, spec, bandlimit=spec.name == "seed180")
+    y = to_analysis_rate(y, sr, spec, bandlimit=spec.name == "seed180")
     rate, p = spec.sample_rate, spec.params
     if spec.name == "seed180":
         # seed180 is a clip baseline, not meant for calls: pooled per slice (one STFT each).
@@ -368,41 +245,9 @@ def _extract_segments(
         i = j
     if n_rich < spec.n_features and valid.any():
         keep = np.flatnonzero(valid)
-        X[keep, n_rich:] = _voice_embeddings(_encoder_input(y, spec, bounds[keep]), spec,
+        X[keep, n_rich:] = voice_embeddings(encoder_input(y, spec, bounds[keep]), spec,
                                             bounds[keep])
     return X, valid
-
-
-def _encoder_input(y: np.ndarray, spec: FeatureSpec, bounds: np.ndarray) -> np.ndarray:
-    """What the voice encoder reads of a long channel, as it hears training clips: telephony
-    clips reach it through the phone band (`_to_analysis_rate` with ``bandlimit``), so the
-    channel's segments ``bounds`` (seconds, disjoint) do too; samples outside them are zero.
-
-    Without it a 16 kHz VoIP call hands the encoder 50-300 Hz of voice and line rumble that no
-    training row had (the rich features ignore that band on their own). Each segment is
-    band-passed with `ENCODER_BAND_MARGIN_S` of its surroundings rather than the whole
-    channel at once, which would cost as much as the encoder.
-    """
-    if spec.channel != "telephony":
-        return y
-    from scipy.fft import next_fast_len
-
-    low, high = TELEPHONY_BAND_HZ
-    rate = spec.sample_rate
-    margin = round(ENCODER_BAND_MARGIN_S * rate)
-    out = np.zeros_like(y)
-    for start_s, end_s in bounds:
-        lo = min(max(round(float(start_s) * rate), 0), len(y))
-        hi = min(max(round(float(end_s) * rate), lo), len(y))
-        a, b = max(lo - margin, 0), min(hi + margin, len(y))
-        piece = np.pad(y[a:b], (0, next_fast_len(b - a, real=True) - (b - a)))
-        out[lo:hi] = bandlimit(piece, rate, low_hz=low, high_hz=high)[lo - a: hi - a]
-    return out
-
-
-# Context each side of a segment for its phone band-pass: the pass band's edges ring for a few
-# tens of milliseconds, so the segment's own samples come out as from the whole channel.
-ENCODER_BAND_MARGIN_S = 0.25
 
 
 def require_extractable(spec: FeatureSpec) -> None:
@@ -420,29 +265,6 @@ def require_extractable(spec: FeatureSpec) -> None:
 
         check_params(spec.params["voice"])
         load_encoder()
-
-
-def _voice_embeddings(y: np.ndarray, spec: FeatureSpec, bounds: np.ndarray) -> np.ndarray:
-    """Voice-encoder embeddings float32 ``(len(bounds), 256)`` of ``bounds`` (seconds) of ``y``
-    (mono, at the spec's analysis rate; telephony audio is brought up to the encoder's rate, so
-    training copies and calls of every bandwidth reach it through the same path).
-
-    Raises
-    ------
-    etl.features.voice.params.VoiceEncoderError
-        the weights are missing or altered, or the spec's encoder is not this code's.
-    """
-    from etl.features.voice.params import ENCODER_RATE, check_params
-    from etl.features.voice.weights import load_encoder
-
-    params = spec.params["voice"]
-    check_params(params)
-    rate = spec.sample_rate
-    y16 = y if rate == ENCODER_RATE else resample(y, rate, ENCODER_RATE)
-    return load_encoder().embed_segments(
-        y16, [(float(a), float(b)) for a, b in bounds],
-        step_frames=int(params["partial_step_frames"]), min_coverage=float(params["min_coverage"]),
-        max_partials=params.get("max_partials"), pad_short=bool(params.get("pad_short", True)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,7 +291,7 @@ def speech_segments(signal: np.ndarray, sr: int, spec: FeatureSpec
     -------
     bounds : float64 ``(S, 2)`` start/end in seconds; X : float32 ``(S, n_features)``
     """
-    wins = windows(detect_speech(_as_mono(signal), sr), min_s=SEGMENT_MIN_S, max_s=SEGMENT_MAX_S)
+    wins = windows(detect_speech(as_mono(signal), sr), min_s=SEGMENT_MIN_S, max_s=SEGMENT_MAX_S)
     X, valid = extract_segments(signal, sr, spec, wins)
     bounds = np.asarray(wins, dtype=np.float64).reshape(-1, 2)
     return bounds[valid], X[valid]
@@ -496,7 +318,7 @@ def extract_files(items: Iterable[tuple[int, str]], spec: FeatureSpec) -> list[C
             continue
         audio_s = len(signal) / sr
         if augment_params:
-            mono = _as_mono(signal)
+            mono = as_mono(signal)
             if not np.isfinite(mono).all():
                 results[clip_id] = ClipResult(clip_id, None, "non-finite samples in the signal",
                                               audio_s)

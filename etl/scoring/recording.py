@@ -27,7 +27,8 @@ from etl.audio.decode import AudioInfo, load_audio, read_info, sha256_file
 from etl.audio.intervals import Region
 from etl.audio.vad import FrameAnalyser, VadConfig, is_narrowband, windows
 from etl.corpora.labels import is_negative_class
-from etl.features.extraction import channel_level, extract_segments
+from etl.features.extraction import extract_segments
+from etl.features.preparation import channel_level
 from etl.features.specs import LEVEL_NORM, FeatureSpec
 from etl.scoring.call_metrics import (
     CallEvent,

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from etl.audio.decode import AudioError, is_audio_path, load_audio
-from etl.features.extraction import FeatureExtractionError, extract
+from etl.features.extraction import extract
+from etl.features.preparation import FeatureExtractionError
 from etl.training.registry import LoadedModel
 
 SPEAKER_BY = ("folder", "all", "file")
