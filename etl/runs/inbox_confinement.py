@@ -14,18 +14,10 @@ host path (:func:`relative_reason`), because they reach analysts through
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 OUTSIDE = "outside the batch folder"
-
-
-def parse_roots(value: str | Sequence[str | Path] | None) -> tuple[Path, ...]:
-    """Extra roots a batch may read from: a sequence, or one string split on ``os.pathsep``."""
-    if not value:
-        return ()
-    parts: Iterable[str | Path] = value.split(os.pathsep) if isinstance(value, str) else value
-    return tuple(Path(p).expanduser().resolve() for p in parts if str(p).strip())
 
 
 def is_inside(path: Path, roots: Sequence[Path]) -> bool:
