@@ -31,7 +31,10 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-import etl.features.voice.encoder as voice
+import etl.features.voice.encoder as voice_encoder
+import etl.features.voice.frontend as voice_frontend
+import etl.features.voice.params as voice_params
+import etl.features.voice.weights as voice_weights
 
 SIGNAL_S = 120
 TORCH_SCRIPT = """
@@ -58,21 +61,22 @@ def _best_cpu_s(fn: Callable[[], object], *, repeat: int) -> float:
 
 def _signal(seconds: float) -> np.ndarray:
     rng = np.random.default_rng(0)
-    return (0.1 * rng.standard_normal(int(seconds * voice.ENCODER_RATE))).astype(np.float32)
+    return (0.1 * rng.standard_normal(int(seconds * voice_params.ENCODER_RATE))).astype(np.float32)
 
 
-def per_partial(encoder: voice.VoiceEncoder, *, repeat: int) -> dict[str, float]:
+def per_partial(encoder: voice_encoder.VoiceEncoder, *, repeat: int) -> dict[str, float]:
     rng = np.random.default_rng(1)
     out = {}
-    default = voice.MAX_BATCH
+    default = voice_encoder.MAX_BATCH
     try:
         for batch in (1, 16, 64, 256):
-            voice.MAX_BATCH = batch
-            mels = rng.random((batch, voice.PARTIAL_FRAMES, voice.N_MELS), dtype=np.float32)
+            voice_encoder.MAX_BATCH = batch
+            mels = rng.random((batch, voice_params.PARTIAL_FRAMES, voice_params.N_MELS),
+                              dtype=np.float32)
             seconds = _best_cpu_s(lambda m=mels: encoder.embed_partials(m), repeat=repeat)
             out[str(batch)] = round(1000 * seconds / batch, 2)
     finally:
-        voice.MAX_BATCH = default
+        voice_encoder.MAX_BATCH = default
     return out
 
 
@@ -85,9 +89,9 @@ def _plain_forward(state: dict[str, np.ndarray], mels: np.ndarray) -> np.ndarray
     def sigmoid(v: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-v))
 
-    h_dim = voice.HIDDEN
+    h_dim = voice_encoder.HIDDEN
     x = mels.transpose(1, 0, 2)
-    for layer in range(voice.N_LAYERS):
+    for layer in range(voice_encoder.N_LAYERS):
         w_hh = state[f"lstm.weight_hh_l{layer}"]
         n_steps, batch, n_in = x.shape
         proj = (x.reshape(-1, n_in) @ state[f"lstm.weight_ih_l{layer}"].T
@@ -108,46 +112,49 @@ def _plain_forward(state: dict[str, np.ndarray], mels: np.ndarray) -> np.ndarray
 
 def per_partial_plain(path: Path, *, repeat: int) -> dict[str, float]:
     """`per_partial` of `_plain_forward`: what the module's fused, in-place gates save."""
-    state = voice.read_state_dict(path.read_bytes())
+    state = voice_weights.read_state_dict(path.read_bytes())
     rng = np.random.default_rng(1)
     out = {}
     with np.errstate(over="ignore"):  # exp(-v) overflows to inf for v << 0: sigmoid 0, right
         for batch in (16, 64):
-            mels = rng.random((batch, voice.PARTIAL_FRAMES, voice.N_MELS), dtype=np.float32)
+            mels = rng.random((batch, voice_params.PARTIAL_FRAMES, voice_params.N_MELS),
+                              dtype=np.float32)
             seconds = _best_cpu_s(lambda m=mels: _plain_forward(state, m), repeat=repeat)
             out[str(batch)] = round(1000 * seconds / batch, 2)
     return out
 
 
-def per_speech_second(encoder: voice.VoiceEncoder, *, repeat: int) -> dict[str, dict[str, float]]:
+def per_speech_second(encoder: voice_encoder.VoiceEncoder, *, repeat: int
+                      ) -> dict[str, dict[str, float]]:
     y = _signal(SIGNAL_S)
     out: dict[str, dict[str, float]] = {}
-    default = voice.PARTIAL_STEP_FRAMES
+    default = voice_params.PARTIAL_STEP_FRAMES
     try:
         for step in (80, 160):
-            voice.PARTIAL_STEP_FRAMES = step
+            voice_params.PARTIAL_STEP_FRAMES = step
             for seg_s in (1, 2, 3, 4):
                 segments = [(t, t + seg_s) for t in np.arange(0, SIGNAL_S, seg_s, dtype=float)]
-                partials = sum(voice.partial_starts(seg_s * voice.ENCODER_RATE,
+                partials = sum(voice_frontend.partial_starts(seg_s * voice_params.ENCODER_RATE,
                                                     step_frames=step).size for _ in segments)
                 total = _best_cpu_s(lambda s=segments: encoder.embed_segments(y, s), repeat=repeat)
-                mel = _best_cpu_s(lambda s=segments: [voice.mel_spectrogram(
-                    y[int(a * voice.ENCODER_RATE):int(b * voice.ENCODER_RATE)]) for a, b in s],
+                mel = _best_cpu_s(lambda s=segments, r=voice_params.ENCODER_RATE: [
+                    voice_frontend.mel_spectrogram(y[int(a * r):int(b * r)]) for a, b in s],
                     repeat=repeat)
                 out[f"step{step}_seg{seg_s}s"] = {
                     "ms_per_speech_s": round(1000 * total / SIGNAL_S, 2),
                     "mel_ms_per_speech_s": round(1000 * mel / SIGNAL_S, 2),
                     "partials_per_speech_s": round(partials / SIGNAL_S, 3)}
     finally:
-        voice.PARTIAL_STEP_FRAMES = default
+        voice_params.PARTIAL_STEP_FRAMES = default
     return out
 
 
-def torch_difference(encoder: voice.VoiceEncoder, torch_python: str) -> float:
+def torch_difference(encoder: voice_encoder.VoiceEncoder, torch_python: str) -> float:
     y = _signal(8.0)
-    mel = voice.mel_spectrogram(y / np.sqrt(np.mean(y ** 2)) * 10 ** (voice.LEVEL_TARGET_DBFS / 20))
-    mels = np.stack([mel[s:s + voice.PARTIAL_FRAMES]
-                     for s in range(0, mel.shape[0] - voice.PARTIAL_FRAMES, 40)])
+    level = 10 ** (voice_params.LEVEL_TARGET_DBFS / 20)
+    mel = voice_frontend.mel_spectrogram(y / np.sqrt(np.mean(y ** 2)) * level)
+    mels = np.stack([mel[s:s + voice_params.PARTIAL_FRAMES]
+                     for s in range(0, mel.shape[0] - voice_params.PARTIAL_FRAMES, 40)])
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "mels.npy", Path(tmp) / "out.npy"
         np.save(src, mels)
@@ -162,14 +169,14 @@ def main() -> None:
     parser.add_argument("--torch-python", default=None,
                         help="Interpreter with torch and resemblyzer 0.1.4 (for the accuracy row).")
     args = parser.parse_args()
-    path = voice.install_weights()
+    path = voice_weights.install_weights()
     start = time.perf_counter()
-    encoder = voice.load_encoder(path)
+    encoder = voice_weights.load_encoder(path)
     load_ms = 1000 * (time.perf_counter() - start)
     with threadpool_limits(1):
         result = {
-            "encoder": voice.encoder_params()["name"],
-            "max_batch": voice.MAX_BATCH,
+            "encoder": voice_params.encoder_params()["name"],
+            "max_batch": voice_encoder.MAX_BATCH,
             "load_ms": round(load_ms, 1),
             "weights_mb": round(encoder.nbytes / 2**20, 1),
             "per_partial_ms": per_partial(encoder, repeat=args.repeat),
