@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--conditions", default="clean,phone")
     parser.add_argument("--step-frames", type=int, default=None,
-                        help="patch etl.features.voice.PARTIAL_STEP_FRAMES for this run")
+                        help="patch etl.features.voice.params.PARTIAL_STEP_FRAMES for this run")
     parser.add_argument("--max-partials", type=int, default=None,
                         help="patch etl.features.voice.MAX_PARTIALS for this run")
     parser.add_argument("--sets", default="rich,voice,rich+voice,rich+voice_raw")

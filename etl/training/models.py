@@ -76,7 +76,7 @@ def _logreg(seed: int, balance: bool) -> BaseEstimator:
 # rooms and noise that clips do not have (docs/features.md).
 VOICE_WEIGHT = 0.3
 # Columns of the voice encoder's embedding: the last ones of a voice feature set
-# (etl.features.voice.EMBEDDING_DIM).
+# (etl.features.voice.params.EMBEDDING_DIM).
 VOICE_BLOCK = 256
 
 
