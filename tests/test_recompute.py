@@ -161,6 +161,45 @@ def test_recompute_applies_current_rules_and_reports_missing_audio(
     assert result.exit_code == 2 and "no scored calls" in result.output
 
 
+def test_recompute_uses_the_site_point_until_it_is_reverted(batch: Path, engine: Engine,
+                                                             db_cli: CliRunner) -> None:
+    """With no rules configured, recompute flags by the site point `ser calibrate` stored for
+    the batch's model version, as nightly scoring does; `ser calibrate --revert` takes it back."""
+    from ser.cli import app
+
+    before = _rows(engine, SUMMARY_SQL, d=DAY)
+    assert not any(r["escalation_rule"] == "site_any_call" for r in before)
+    mv = int(before[0]["model_version_id"])  # type: ignore[call-overload]
+    rules = [{"name": "site_any_call", "metric": "silence_share", "op": ">=", "threshold": 0.0}]
+    with session_scope(engine) as session:  # the row `ser calibrate` stores
+        session.execute(text("""
+            INSERT INTO site_operating_points (model_version_id, rules, confidence_floor,
+                target_precision, review_ids, before, after, created_by)
+            VALUES (:m, CAST(:r AS jsonb), 0, 0.8, '{}', '{}', '{}', 't')"""),
+            {"m": mv, "r": json.dumps(rules)})
+    result = db_cli.invoke(app, ["score", str(batch), "--batch-date", DAY.isoformat(),
+                              "--recompute-summaries", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    rows = _rows(engine, SUMMARY_SQL, d=DAY)
+    assert len(before) == 2 and [r["escalation_rule"] for r in rows] == ["site_any_call"] * 2
+    assert report["n_changed"] == 2 and report["n_escalations"] == 2
+    sources = [r["source"] for r in _rows(
+        engine, "SELECT extra ->> 'escalation_rules' AS source FROM calls WHERE status = "
+        "'scored'")]
+    assert sources == ["site", "site"]
+
+    result = db_cli.invoke(app, ["calibrate", "--revert", "--model", str(mv), "--by", "t"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(db_cli.invoke(app, [
+        "score", str(batch), "--batch-date", DAY.isoformat(), "--recompute-summaries",
+        "--json"]).output)
+    assert report["n_changed"] == 2
+    key = ("call_id", "escalated", "escalation_rule")
+    assert [{k: r[k] for k in key} for r in _rows(engine, SUMMARY_SQL, d=DAY)] == [
+        {k: r[k] for k in key} for r in before]
+
+
 def test_config_from_options_keeps_the_batch_settings() -> None:
     stored = ScoringConfig(streak_gap_s=3.0).options()
     stored["vad"]["hangover_s"] = 0.2

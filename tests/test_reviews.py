@@ -24,12 +24,14 @@ from etl.reviews import (
     draw_queue,
     estimate_point,
     record_reviews,
+    revert,
     site_summary,
     wilson_interval,
 )
 from etl.reviews.estimates import reviewed_calls
 from etl.reviews.queue import queue_calls
-from etl.reviews.site_point import point_in_use, site_point_record
+from etl.scoring.escalation import rules_as_data
+from etl.scoring.point_in_use import point_in_use, site_point_record
 from etl.scoring.rollup import prune_segments
 from etl.synthetic import history as f
 from ser.cli import app
@@ -344,6 +346,39 @@ def test_calibration_that_cannot_reach_the_target_keeps_the_point(
     assert site_point_record(s, mv) is None
 
 
+def test_revert_returns_to_the_model_point_and_keeps_the_history(
+        db_session: Session, site: dict[str, object]) -> None:
+    s, mv = db_session, int(site["mv"])  # type: ignore[call-overload]
+    with pytest.raises(CalibrationError, match="uses no site point"):
+        revert(s, model_version_id=mv, created_by="t")
+    draw = draw_queue(s, model_version_id=mv, first_date=NIGHTS[0], last_date=NIGHTS[-1],
+                      sample_size=60, seed=1, created_by="t")
+    _judge_all(s, mv, [c.call_id for c in draw.calls])
+    model_rules = rules_as_data(point_in_use(s, mv).rules)
+    chosen = calibrate(s, model_version_id=mv, created_by="carol")
+    assert point_in_use(s, mv).source == "site"
+    back = revert(s, model_version_id=mv, created_by="dave")
+    assert back.retired_site_point_id == chosen.site_point_id
+    assert back.rules_before == chosen.rules_after and back.rules_after == model_rules
+    point = point_in_use(s, mv)
+    assert point.source == back.source_after == "model"
+    assert rules_as_data(point.rules) == model_rules
+    assert site_point_record(s, mv) is None and site_summary(s, mv)["site_point"] is None
+    rows = s.execute(text("SELECT * FROM site_operating_points WHERE model_version_id = :m "
+                          "ORDER BY id"), {"m": mv}).mappings().all()
+    # the calibration's row stays; the revert is one more row, with no rules
+    assert [r["id"] for r in rows] == [chosen.site_point_id, back.site_point_id]
+    assert rows[0]["rules"] == chosen.rules_after
+    assert rows[1]["rules"] == [] and rows[1]["created_by"] == "dave"
+    assert rows[1]["before"]["site_point_id"] == chosen.site_point_id
+    assert rows[1]["after"]["source"] == "model" and rows[1]["after"]["rules"] == model_rules
+    with pytest.raises(CalibrationError, match="uses no site point"):
+        revert(s, model_version_id=mv, created_by="t")
+    # calibrating again starts from the model's point
+    again = calibrate(s, model_version_id=mv, created_by="carol")
+    assert again.rules_before == model_rules and point_in_use(s, mv).source == "site"
+
+
 # --------------------------------------------------------------------------------------------
 # Scoring uses the site point; the CLI
 # --------------------------------------------------------------------------------------------
@@ -423,6 +458,14 @@ def test_cli_review_queue_and_calibrate(db_cli: CliRunner, engine: Engine, tiny:
     assert out.exit_code == 0, out.output
     assert "site precision" in out.output and "reviews" in out.output
     assert "training estimate: precision 0.59, recall 0.70" in out.output
+    out = db_cli.invoke(app, ["calibrate", "--revert", "--dry-run"])
+    assert out.exit_code == 2 and "no --dry-run" in out.output
+    out = db_cli.invoke(app, ["calibrate", "--revert", "--by", "fay"])
+    assert out.exit_code == 0 and "retired" in out.output, out.output
+    out = db_cli.invoke(app, ["review", "estimate"])
+    assert "escalation point: model" in out.output
+    out = db_cli.invoke(app, ["calibrate", "--revert"])
+    assert out.exit_code == 2 and "uses no site point" in out.output
     truncate_all(engine)
 
 

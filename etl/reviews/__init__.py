@@ -1,6 +1,7 @@
 """Supervisors' reviews: verdicts on calls (``store``), the review queue that samples what to
 listen to with known probabilities (``queue``), precision and recall estimated from the
-verdicts (``estimates``) and the site operating point chosen on them (``site_point``).
+verdicts (``estimates``) and the site operating point chosen on them (``site_point``; which
+point a model version uses is ``etl.scoring.point_in_use``'s rule).
 
 Reviews are data users own: they are never updated or deleted here, copy what they need of the
 call, and match the same recording scored again by its hash (docs/reviews.md).
@@ -19,8 +20,8 @@ _EXPORTS = Exports(__name__, {
         "QueueDraw", "draw_queue", "latest_scoring_model", "queue_calls", "scored_nights",
     ),
     "etl.reviews.site_point": (
-        "CalibrationError", "CalibrationResult", "calibrate", "point_in_use",
-        "site_point_record", "site_summary", "with_site_point",
+        "CalibrationError", "CalibrationResult", "calibrate", "revert", "RevertResult",
+        "site_summary",
     ),
     "etl.reviews.store": ("Verdict", "record_reviews"),
 })

@@ -1,5 +1,6 @@
 """The site operating point: the escalation threshold (and rule) chosen on a site's reviewed
-calls, stored per model version with what it was chosen on, and used by nightly scoring.
+calls, stored per model version with what it was chosen on, and used by nightly scoring and
+recompute (which point a model version uses is decided in :mod:`etl.scoring.point_in_use`).
 
 :func:`calibrate` sweeps, for each flat rule of the point in use, every threshold that splits
 the reviewed calls differently, both with the other rules kept and with that rule alone. Each
@@ -12,6 +13,9 @@ exactly as evaluated without hugging one of them.
 
 Confidence floors are never changed: the stored summaries the sweep reads were computed with
 the current floor.
+
+:func:`revert` goes back to the model's own point by storing one more row, with no rules: the
+rows are the audit trail, so none is ever updated or deleted.
 """
 
 from __future__ import annotations
@@ -34,12 +38,8 @@ from etl.reviews.estimates import (
     wilson_interval,
 )
 from etl.reviews.queue import NOT_ESCALATED
-from etl.scoring.escalation import (
-    EscalationRule,
-    OperatingPoint,
-    resolve_operating_point,
-    rules_as_data,
-)
+from etl.scoring.escalation import EscalationRule, resolve_operating_point, rules_as_data
+from etl.scoring.point_in_use import point_in_use, site_point_record, stored_calibration
 
 TARGET_PRECISION = 0.8
 MIN_REVIEWS = 20
@@ -48,13 +48,13 @@ MIN_NOT_ESCALATED = 5
 # A candidate counts as reaching the target only if the lower end of this (two-sided) interval
 # of its precision does: a threshold that flags two reviewed calls, both right, proves nothing.
 SELECTION_LEVEL = 0.5
-SITE = "site"
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 class CalibrationError(ValueError):
-    """Too few reviews, or no threshold reaches the target: the point in use stays."""
+    """Too few reviews, no threshold reaches the target, or no site point to revert: the point
+    in use stays."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,35 +71,14 @@ class CalibrationResult:
     changed: bool = field(default=True)
 
 
-def site_point_record(session: Session, model_version_id: int) -> dict[str, Any] | None:
-    """The latest site point of a model version in the form of a calibration record's
-    ``operating_point`` (``source`` "site"), or None when it has none."""
-    row = session.execute(text("""
-        SELECT id, rules, confidence_floor, created_at FROM site_operating_points
-        WHERE model_version_id = :m ORDER BY id DESC LIMIT 1"""), {"m": model_version_id}).first()
-    if row is None:
-        return None
-    return {"rules": list(row.rules), "confidence_floor": float(row.confidence_floor),
-            "source": SITE, "site_point_id": int(row.id)}
-
-
-def with_site_point(calibration: Mapping[str, Any] | None,
-                    site: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A model's calibration record with its operating point replaced by the site's."""
-    if site is None:
-        return dict(calibration) if calibration is not None else None
-    return {**(calibration or {}), "operating_point": dict(site)}
-
-
-def point_in_use(session: Session, model_version_id: int) -> OperatingPoint:
-    """The rules and floor nightly scoring uses for a model version when no rules are
-    configured: the site point once there is one, else the model's own."""
-    calibration = session.execute(text(
-        "SELECT params -> 'calibration' FROM model_versions WHERE id = :m"),
-        {"m": model_version_id}).scalar_one_or_none()
-    record = with_site_point(calibration if isinstance(calibration, Mapping) else None,
-                             site_point_record(session, model_version_id))
-    return resolve_operating_point(None, record)
+@dataclass(frozen=True, slots=True)
+class RevertResult:
+    model_version_id: int
+    retired_site_point_id: int
+    rules_before: list[dict[str, object]]
+    rules_after: list[dict[str, object]]  # the model's own point (or the built-in defaults)
+    source_after: str  # "model" or "defaults"
+    site_point_id: int  # the revert's own row
 
 
 def _check_enough(calls: ReviewedCalls) -> None:
@@ -219,6 +198,41 @@ def calibrate(session: Session, *, model_version_id: int,
     return replace(result, site_point_id=int(point_id))
 
 
+def revert(session: Session, *, model_version_id: int, created_by: str) -> RevertResult:
+    """Send ``model_version_id`` back to the model's own operating point from the next batch.
+
+    Stores a ``site_operating_points`` row with no rules (what
+    :func:`etl.scoring.point_in_use.site_point_record` reads as "no site point"), the model's
+    floor, the retired point's target, and the rules before and after; earlier rows stay, so a
+    later ``calibrate`` starts from the model's point and the history shows both steps.
+
+    Raises
+    ------
+    CalibrationError
+        The model version uses no site point (never calibrated, or reverted already).
+    """
+    site = site_point_record(session, model_version_id)
+    if site is None:
+        raise CalibrationError(f"model version {model_version_id} uses no site point: it already "
+                               "scores with the model's own operating point")
+    retired = int(site["site_point_id"])
+    own = resolve_operating_point(None, stored_calibration(session, model_version_id))
+    before, after = list(site["rules"]), rules_as_data(own.rules)
+    point_id = session.execute(text("""
+        INSERT INTO site_operating_points (model_version_id, rules, confidence_floor,
+                                           target_precision, review_ids, before, after,
+                                           created_by)
+        SELECT model_version_id, '[]'::jsonb, :floor, target_precision, '{}',
+               CAST(:before AS jsonb), CAST(:after AS jsonb), :by
+        FROM site_operating_points WHERE id = :retired RETURNING id"""), {
+        "floor": own.confidence_floor, "retired": retired, "by": created_by,
+        "before": _json({"source": site["source"], "site_point_id": retired, "rules": before}),
+        "after": _json({"source": own.source, "reverted": True, "rules": after})}).scalar_one()
+    return RevertResult(model_version_id=model_version_id, retired_site_point_id=retired,
+                        rules_before=before, rules_after=after, source_after=own.source,
+                        site_point_id=int(point_id))
+
+
 def _fmt(estimate: object) -> str:
     value = getattr(estimate, "value", None)
     return "no" if value is None else f"{value:.2f}"
@@ -247,10 +261,11 @@ def site_summary(session: Session, model_version_id: int) -> dict[str, Any]:
     its source, the site-measured precision and recall with intervals, and review counts."""
     point = point_in_use(session, model_version_id)
     calls = reviewed_calls(session, model_version_id=model_version_id)
-    latest = session.execute(text("""
+    site = site_point_record(session, model_version_id)
+    latest = None if site is None else session.execute(text("""
         SELECT id, target_precision, created_by, created_at, cardinality(review_ids) AS n
-        FROM site_operating_points WHERE model_version_id = :m ORDER BY id DESC LIMIT 1"""),
-        {"m": model_version_id}).mappings().first()
+        FROM site_operating_points WHERE id = :i"""),
+        {"i": site["site_point_id"]}).mappings().first()
     n_all = int(session.execute(text(
         "SELECT count(*) FROM call_reviews WHERE model_version_id = :m"),
         {"m": model_version_id}).scalar_one())

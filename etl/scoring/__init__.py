@@ -1,5 +1,6 @@
 """Scoring one call: segmentation, per-segment scores, per-call summaries, conversation metrics,
-escalation rules, recomputation from stored segments and the daily rollup.
+escalation rules and the operating point a model version uses, recomputation from stored
+segments and the daily rollup.
 
 ``__all__`` lists the names callers outside ``etl.scoring`` use; each is imported from its module
 on first use (``etl.public``).
@@ -11,6 +12,10 @@ _EXPORTS = Exports(__name__, {
     "etl.scoring.escalation": (
         "DEFAULT_RULES", "METRICS", "EscalationRule", "load_rules", "OperatingPoint",
         "read_rules", "resolve_operating_point", "rules_as_data", "rules_from_data",
+    ),
+    "etl.scoring.point_in_use": (
+        "calibration_in_use", "point_in_use", "site_point_record", "stored_calibration",
+        "with_site_point",
     ),
     "etl.scoring.recompute": ("copy_rows", "replace_events", "run_recompute", "write_summary"),
     "etl.scoring.recording": ("CallError", "CallResult", "score_recording", "ScoringConfig"),

@@ -8,8 +8,10 @@ does) for the speech regions and frame energies the summary and the metrics need
 not extracted and nothing is predicted, so ``call_segments`` stay as they are.
 
 Per call, :func:`recompute_call` rewrites the ``call_summaries`` row (summary, conversation
-metrics, escalation with the current rules) and the ``call_events`` rows in the caller's
-transaction. :func:`run_recompute` runs a batch call by call, one transaction each.
+metrics, escalation with the current rules: the configured ones, else the operating point the
+batch's model version uses now, its site point included, as nightly scoring would) and the
+``call_events`` rows in the caller's transaction. :func:`run_recompute` runs a batch call by
+call, one transaction each.
 
 Those two tables have one writer each, here (:func:`write_summary`, :func:`replace_events`):
 scoring's first write of a call (``etl.runs.results.write_result``) uses them too, so a
@@ -53,6 +55,7 @@ from etl.scoring.escalation import (
     resolve_operating_point,
     rules_as_data,
 )
+from etl.scoring.point_in_use import calibration_in_use
 from etl.scoring.recording import CallError, ScoringConfig, voice_pass
 from etl.scoring.rollup import refresh_rollup
 from etl.scoring.summaries import ScoredSegment, SummaryStats, summarise_call
@@ -71,7 +74,7 @@ class RecomputeTarget:
     model_version_id: int
     config: ScoringConfig
     rules: tuple[EscalationRule, ...]
-    rules_source: str  # "configured", "model", "defaults" (as calls.extra.escalation_rules)
+    rules_source: str  # "configured", "site", "model", "defaults" (calls.extra.escalation_rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,23 +126,25 @@ def plan_recompute(
 ) -> list[RecomputeTarget]:
     """The scored calls of the batches on ``batch_date`` (from ``source_path``, with that
     model version, when given), each with its batch's settings and the rules to apply:
-    ``rules`` when configured, else the batch model's operating point (as scoring resolves
-    them, :func:`etl.scoring.escalation.resolve_operating_point`)."""
+    ``rules`` when configured, else the operating point the batch's model version uses now
+    (its site point once there is one, :mod:`etl.scoring.point_in_use`), as scoring resolves
+    them (:func:`etl.scoring.escalation.resolve_operating_point`)."""
     rows = session.execute(text("""
         SELECT c.id, c.call_key, c.path, c.sha256, c.channel_roles, b.id AS batch_id,
-               b.model_version_id, b.options, mv.params -> 'calibration' AS calibration
+               b.model_version_id, b.options
         FROM calls c
         JOIN batches b ON b.id = c.batch_id
-        JOIN model_versions mv ON mv.id = b.model_version_id
         JOIN call_summaries s ON s.call_id = c.id AND s.model_version_id = b.model_version_id
         WHERE b.batch_date = :d AND c.status = 'scored'
           AND (CAST(:p AS text) IS NULL OR b.source_path = :p)
           AND (CAST(:m AS integer) IS NULL OR b.model_version_id = :m)
         ORDER BY b.id, c.call_key"""),
         {"d": batch_date, "p": source_path, "m": model_version_id}).mappings().all()
+    points = {mv: resolve_operating_point(rules, calibration_in_use(session, mv))
+              for mv in {row["model_version_id"] for row in rows}}
     targets = []
     for row in rows:
-        point = resolve_operating_point(rules, row["calibration"])
+        point = points[row["model_version_id"]]
         targets.append(RecomputeTarget(
             call_id=row["id"], call_key=row["call_key"], path=row["path"],
             sha256=row["sha256"],

@@ -38,7 +38,7 @@ from db.models import (
     RegisteredModel,
 )
 from etl.features.specs import FeatureSpec, feature_spec
-from etl.reviews.site_point import site_point_record, with_site_point
+from etl.scoring.point_in_use import site_point_record, with_site_point
 from etl.training.artifacts import ARTIFACT_FORMAT, FittedModel, load_bundle, sha256_bytes
 from etl.training.normalise import SpeakerPopulation, normalise_per_speaker
 

@@ -1,5 +1,6 @@
 """`ser review add|queue|pending|estimate` and `ser calibrate`: supervisors' verdicts on calls,
-what to listen to next, and the site operating point chosen on the verdicts (docs/reviews.md).
+what to listen to next, and the site operating point chosen on the verdicts (``--revert``: the
+model's own point again) (docs/reviews.md).
 
 None of these starts Prefect or touches audio. Without ``--model`` they work on the model
 version of the most recent scored batch: the one nightly scoring uses now.
@@ -207,12 +208,23 @@ def calibrate_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the change on the last "
                                           "nights; store nothing.")] = False,
     nights: Annotated[int, typer.Option("--nights", min=1, help="Nights --dry-run shows.")] = 3,
+    revert: Annotated[bool, typer.Option(
+        "--revert", help="Go back to the model's own operating point from the next batch "
+                         "(stored as an audited record; earlier site points stay in the "
+                         "history).")] = False,
     by: ByOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Choose the escalation threshold that reaches the target precision with the best recall
     on the reviewed calls, and store it as the model version's site operating point."""
     from dataclasses import asdict
+
+    if revert:
+        if dry_run:
+            fail("--revert stores a record and has no --dry-run; `ser review estimate` shows "
+                 "the point in use")
+        _revert(model, by=by, as_json=as_json)
+        return
 
     from db.engine import session_scope
     from etl.reviews import CalibrationError, calibrate
@@ -261,6 +273,33 @@ def calibrate_cmd(
     else:
         typer.echo(f"stored as site point {result.site_point_id}: nightly scoring uses it from "
                    "the next batch")
+
+
+def _revert(model: str | None, *, by: str | None, as_json: bool) -> None:
+    """`ser calibrate --revert`: the model's own point again, audited."""
+    from dataclasses import asdict
+
+    from db.engine import session_scope
+    from etl.reviews import CalibrationError, revert
+
+    try:
+        with session_scope(open_database()) as session:
+            result = revert(session, model_version_id=_model_id(session, model),
+                            created_by=_who(by))
+    except CalibrationError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(asdict(result), indent=2))
+        return
+    typer.echo(f"model version {result.model_version_id}: site point "
+               f"{result.retired_site_point_id} retired")
+    typer.echo(f"  before: {_rules(result.rules_before)}")
+    typer.echo(f"  after:  {_rules(result.rules_after)} ({result.source_after})")
+    if get_settings().rules:
+        typer.secho("warning: SER_RULES is set: scoring uses those rules, not the model's point, "
+                    "until it is unset", err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"stored as record {result.site_point_id}: nightly scoring uses the model's own "
+               "point from the next batch")
 
 
 def _rules(rules: list[dict[str, Any]]) -> str:
