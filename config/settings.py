@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         description="Escalation rules when a command is given no --rules: a .json/.toml file "
         "or inline JSON, as `ser score --rules` takes. Unset: the model's operating point "
         "(else the built-in rules).")
+    agent_negative_prior: float | Literal["off"] | None = Field(
+        default=None, alias="SER_AGENT_NEGATIVE_PRIOR",
+        description="Share of agents' speech expected to be negative (0-1, exclusive); agents' "
+        "segments are read with it instead of the models' balanced prior. Unset: the scorer's "
+        "default (etl.scoring.role_prior); off: the models' own prior.")
 
     @property
     def home(self) -> Path:

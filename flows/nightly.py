@@ -36,6 +36,7 @@ from etl.runs.inbox_confinement import confined_inbox
 from etl.runs.outcomes import first_line
 from etl.scoring.escalation import load_rules
 from etl.scoring.recording import ScoringConfig
+from etl.scoring.role_prior import agent_prior_setting
 from flows.database import database_url
 
 DEPLOYMENT_NAME = "nightly-scoring"
@@ -56,9 +57,11 @@ def scoring_config(rules: str | None, *, retry_failed: bool = False,
                    stale_minutes: float = 30.0, settle_s: float = 0.0) -> ScoringConfig:
     """The scoring configuration of a flow run; ``rules`` None: ``SER_RULES`` (read here, at the
     flow's entry), else the model's operating point."""
-    source = rules if rules is not None else get_settings().rules
+    settings = get_settings()
+    source = rules if rules is not None else settings.rules
     return ScoringConfig(rules=load_rules(source), retry_failed=retry_failed,
-                         stale_claim_minutes=stale_minutes, settle_s=settle_s)
+                         stale_claim_minutes=stale_minutes, settle_s=settle_s,
+                         agent_negative_prior=agent_prior_setting(settings.agent_negative_prior))
 
 
 @task(name="score-batch", cache_policy=NONE, retries=len(DB_RETRY_DELAYS_S),

@@ -13,6 +13,7 @@ from db.engine import session_scope
 from etl.scoring.recording import ScoringConfig, score_recording
 from etl.scoring.role_prior import (
     AGENT_NEGATIVE_PRIOR,
+    agent_prior_setting,
     apply_negative_prior,
     negative_odds_factor,
 )
@@ -75,3 +76,27 @@ def test_scoring_reads_the_agent_with_its_prior_and_the_customer_as_before(
                                             negative_share=AGENT_NEGATIVE_PRIOR)[0]
             assert np.allclose(p_with, expected, atol=2e-3)
     truncate_all(engine)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, AGENT_NEGATIVE_PRIOR), ("off", None), ("0.1", 0.1)])
+def test_the_setting_reaches_the_nightly_flow_s_scoring(monkeypatch: pytest.MonkeyPatch,
+                                                       value: str | None,
+                                                       expected: float | None) -> None:
+    from config import get_settings
+    from flows.nightly import scoring_config
+
+    if value is None:
+        monkeypatch.delenv("SER_AGENT_NEGATIVE_PRIOR", raising=False)
+    else:
+        monkeypatch.setenv("SER_AGENT_NEGATIVE_PRIOR", value)
+    get_settings.cache_clear()
+    try:
+        assert scoring_config(None).agent_negative_prior == expected
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_share_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        agent_prior_setting(1.5)

@@ -24,6 +24,18 @@ AGENT_ROLE = "agent"
 AGENT_NEGATIVE_PRIOR = 0.2
 
 
+def agent_prior_setting(value: float | str | None) -> float | None:
+    """The agent prior a setting asks for: None (unset) = :data:`AGENT_NEGATIVE_PRIOR`, ``"off"``
+    = None (the models' own prior), else the share itself, checked."""
+    if value is None:
+        return AGENT_NEGATIVE_PRIOR
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    share = float(value)
+    negative_odds_factor(["angry", "neutral"], share)  # raises on a share outside (0, 1)
+    return share
+
+
 def negative_odds_factor(classes: Sequence[str], negative_share: float) -> float:
     """What the negative classes' probabilities are multiplied by so that, among equally
     likely-sounding segments, ``negative_share`` of the speech reads negative; 1.0 when the

@@ -88,6 +88,7 @@ def score_cmd(
     the body is a short sequence of steps (rules, then recompute or score, then report).
     """
     from etl.scoring.escalation import load_rules
+    from etl.scoring.role_prior import agent_prior_setting
 
     if not path.exists():
         fail(f"batch path does not exist: {path}")
@@ -96,6 +97,7 @@ def score_cmd(
     rules = rules if rules is not None else settings.rules
     try:
         rule_list = load_rules(rules)
+        agent_prior = agent_prior_setting(settings.agent_negative_prior)
     except ValueError as exc:
         fail(str(exc))
     if recompute_summaries:
@@ -103,6 +105,7 @@ def score_cmd(
         return
     run = _BatchRun(path=path, date=date, model=model or "production",
                     workers=workers or settings.workers, rules=rules, rule_list=rule_list,
+                    agent_negative_prior=agent_prior,
                     retry_failed=retry_failed, stale_minutes=stale_minutes,
                     settle_seconds=settle_seconds, strict=strict,
                     dask_address=dask_address or settings.dask_address,
@@ -126,6 +129,7 @@ class _BatchRun:
     workers: int
     rules: str | None
     rule_list: tuple[EscalationRule, ...] | None  # None: not configured
+    agent_negative_prior: float | None
     retry_failed: bool
     stale_minutes: float
     settle_seconds: float
@@ -161,7 +165,8 @@ def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
             engine, run.path, batch_date=run.date, model_ref=run.model, workers=run.workers,
             config=ScoringConfig(rules=run.rule_list, retry_failed=run.retry_failed,
                                  stale_claim_minutes=run.stale_minutes,
-                                 settle_s=run.settle_seconds),
+                                 settle_s=run.settle_seconds,
+                                 agent_negative_prior=run.agent_negative_prior),
             progress=is_tty(), strict=run.strict, allowed_roots=run.allowed_roots,
             dask_address=run.dask_address).as_dict()
     except Exception as exc:
