@@ -202,7 +202,7 @@ def main() -> None:
         from sqlalchemy import text
 
         from db.engine import session_scope
-        from etl.reviews.site_point import point_in_use
+        from etl.scoring.point_in_use import point_in_use
         from etl.synthetic.clips import ClipBank
 
         t = time.perf_counter()

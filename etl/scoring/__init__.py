@@ -19,6 +19,7 @@ _EXPORTS = Exports(__name__, {
     ),
     "etl.scoring.recompute": ("copy_rows", "replace_events", "run_recompute", "write_summary"),
     "etl.scoring.recording": ("CallError", "CallResult", "score_recording", "ScoringConfig"),
+    "etl.scoring.role_prior": ("agent_prior_setting",),
     "etl.scoring.rollup": ("count_prunable", "prune_segments", "refresh_rollup"),
     "etl.scoring.rules_preview": ("preview_rules",),
     "etl.scoring.summaries": ("ScoredSegment", "summarise_call"),
