@@ -638,8 +638,9 @@ class ReviewQueueCall(Base):
 
 
 class SiteOperatingPoint(Base):
-    """An operating point chosen by `ser calibrate` on a site's reviewed calls; the latest row of
-    a model version is the point nightly scoring uses for it."""
+    """An operating point chosen by `ser calibrate` on a site's reviewed calls, or (no rules) a
+    revert to the model's own point by `ser calibrate --revert`; the latest row of a model
+    version says which point scoring uses for it."""
 
     __tablename__ = "site_operating_points"
 

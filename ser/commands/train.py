@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from config import get_settings
 from etl.features.specs import DEFAULT_SET
-from etl.training.config import TrainConfig
+from etl.training.config import CALL_SPEAKER_PRIOR_ROWS, TrainConfig
 from ser.runtime import (
     ensure_voice_encoder,
     fail,
@@ -64,7 +64,8 @@ def train_cmd(
         "--speaker-norm/--no-speaker-norm",
         help="Z-score features per speaker (the big lever for unseen speakers). Telephony "
              "models also shrink each call role's statistics toward the nearest training "
-             "speakers' (100 prior rows), so a calm call does not read half negative: chosen "
+             f"speakers' ({CALL_SPEAKER_PRIOR_ROWS:g} prior rows), so a calm call does not read "
+             "half negative: chosen "
              "on calls of training speakers, see docs/features.md 'Training for calls'.")] = True,
     balance: Annotated[bool, typer.Option(
         "--balance/--no-balance", help="Class-balanced weights.")] = True,
