@@ -225,7 +225,6 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
         train_data: TrainData, db_session: Session) -> None:
     """`ser train` for calls: the escalation point comes from generated phone calls of the
     training speakers, each scored by the fold model that never heard its customer."""
-    from etl.training.cv_calibration import calibration_rows
     from etl.training.operating_point.generated_calls import generated_call_sides
     from etl.training.registry import feature_spec_for
 
@@ -250,13 +249,11 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
                            feature_set_id=result.feature_set_id, corpus=None, n_folds=5)
     folds = make_folds(dataset.y, dataset.groups, n_folds=5, seed=0)
     cv = cross_validate(dataset, config, folds)
-    proba, rows, _ = calibration_rows(dataset, cv)
-    scorers = FoldScorers(dataset, cv, config, "none", proba, dataset.y[rows], folds[rows])
-    spec = feature_spec_for(db_session, dataset.feature_set_id)
+    scorers = FoldScorers(dataset, cv, config, "none", cv.proba, dataset.y, folds,
+                          feature_spec_for(db_session, dataset.feature_set_id))
     sides = generated_call_sides(
         db_session, actors_by_fold=[np.unique(dataset.groups[folds == k]) for k in range(5)],
-        fold_model=lambda k: scorers.model(k, spec), n_calls=5, minutes=0.3, seed=0,
-        corpus=None)
+        fold_model=scorers.model, n_calls=5, minutes=0.3, seed=0, corpus=None)
     assert len(sides) == 5 and {s.fold for s in sides} == set(range(5))
     for side in sides:
         # every clip of the customer is held out of the fold model that scored the call
@@ -487,7 +484,10 @@ def _cv(dataset: Dataset, config: TrainConfig) -> CVResult:
 
 def _per_pseudo_call(dataset: Dataset, cv: CVResult, config: TrainConfig):  # type: ignore[no-untyped-def]
     """The uncalibrated per-pseudo-call predictions of a speaker-normalised model's folds."""
-    return FoldScorers(dataset, cv, config, "none", cv.proba, dataset.y, cv.folds).per_pseudo_call
+    from etl.features.specs import feature_spec
+
+    return FoldScorers(dataset, cv, config, "none", cv.proba, dataset.y, cv.folds,
+                       feature_spec(config.feature_set, config.channel)).per_pseudo_call
 
 
 def test_pseudo_calls_are_normalised_per_call_like_scoring() -> None:

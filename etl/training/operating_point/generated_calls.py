@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from etl.corpora.labels import is_negative_class
 from etl.scoring.recording import ScoringConfig, score_recording
-from etl.synthetic import CallGenConfig, ClipBank, GeneratedCall, generate_calls, truly_escalated
+from etl.synthetic import CallGenConfig, ClipBank, generate_calls, truly_escalated
 from etl.synthetic.speech import hash_seed
 from etl.training.operating_point.selection import CustomerSide
 from etl.training.registry import LoadedModel
@@ -40,18 +39,29 @@ def generated_call_sides(session: Session, *, actors_by_fold: list[np.ndarray],
     """``n_calls`` customer sides spread over the folds as evenly as possible (the first folds
     first); fold ``k``'s calls are made of ``actors_by_fold[k]`` and scored by ``fold_model(k)``.
     Empty when no fold has clips of two emotions to build calls from (their audio gone)."""
-    n_folds = len(actors_by_fold)
-    per_fold = [n_calls // n_folds + (k < n_calls % n_folds) for k in range(n_folds)]
+    per_fold = [len(part) for part in np.array_split(np.arange(n_calls), len(actors_by_fold))]
     # the floor is chosen afterwards on the raw confidences: abstain nothing while scoring
     scoring = ScoringConfig(confidence_floor=0.0)
     sides = []
     with tempfile.TemporaryDirectory(prefix="ser-train-calls-") as tmp, tqdm(
             total=n_calls, desc="operating-point calls", unit="call", disable=not progress,
             leave=False) as bar:
-        for k, n in enumerate(per_fold):
-            calls = _fold_calls(session, actors_by_fold[k], n_calls=n, minutes=minutes,
-                                seed=hash_seed("operating-point", seed, k), corpus=corpus,
-                                folder=Path(tmp) / f"fold{k}") if n else []
+        for k, (actors, n) in enumerate(zip(actors_by_fold, per_fold, strict=True)):
+            if not n:
+                continue
+            clips = session.execute(text(
+                "SELECT c.clip_name, c.actor_id, c.emotion, c.path FROM clips c "
+                "WHERE c.is_current AND c.actor_id = ANY(:actors) "
+                "AND (CAST(:corpus AS text) IS NULL OR c.corpus = :corpus) ORDER BY c.id"),
+                {"actors": [int(a) for a in actors], "corpus": corpus}).all()
+            try:
+                calls = generate_calls(
+                    Path(tmp) / f"fold{k}", n_calls=n, minutes=minutes,
+                    bank=ClipBank.from_paths(clips, sr=CALL_SR), config=CallGenConfig(sr=CALL_SR),
+                    seed=hash_seed("operating-point", seed, k))
+            except ValueError as exc:  # their clips cannot make a call
+                log.warning("operating-point calls: actors %s make no call (%s)", list(actors), exc)
+                calls = []
             for call in calls:
                 result = score_recording(call.path, model=fold_model(k), config=scoring)
                 segs = [s for s in result.segments if s.role == "customer"]
@@ -60,31 +70,7 @@ def generated_call_sides(session: Session, *, actors_by_fold: list[np.ndarray],
                     truth=truly_escalated(call.timeline), duration_s=float(result.duration_s),
                     start=np.array([s.start_s for s in segs], dtype=np.float64),
                     end=np.array([s.end_s for s in segs], dtype=np.float64),
-                    negative=np.array([is_negative_class(s.emotion) for s in segs], dtype=bool),
+                    negative=np.array([s.is_negative for s in segs], dtype=bool),
                     confidence=np.array([s.confidence for s in segs], dtype=np.float64)))
             bar.update(n)
     return sides
-
-
-def _fold_calls(session: Session, actors: np.ndarray, *, n_calls: int, minutes: float, seed: int,
-                corpus: str | None, folder: Path) -> list[GeneratedCall]:
-    """Calls generated into ``folder`` from the clips of ``actors``; none (logged) when their
-    clips cannot make a call."""
-    try:
-        bank = ClipBank.from_paths(clip_sources(session, actors, corpus=corpus), sr=CALL_SR)
-        return generate_calls(folder, n_calls=n_calls, minutes=minutes, bank=bank, seed=seed,
-                              config=CallGenConfig(sr=CALL_SR))
-    except ValueError as exc:
-        log.warning("operating-point calls: actors %s make no call (%s)", list(actors), exc)
-        return []
-
-
-def clip_sources(session: Session, actors: Iterable[int], *,
-                 corpus: str | None) -> list[tuple[str, int, str, Path]]:
-    """``(name, actor, canonical emotion, path)`` of every current clip of ``actors``."""
-    rows = session.execute(text(
-        "SELECT c.clip_name, c.actor_id, c.emotion, c.path FROM clips c "
-        "WHERE c.is_current AND c.actor_id = ANY(:actors) "
-        "AND (CAST(:corpus AS text) IS NULL OR c.corpus = :corpus) ORDER BY c.id"),
-        {"actors": [int(a) for a in actors], "corpus": corpus}).all()
-    return [(str(r[0]), int(r[1]), str(r[2]), Path(r[3])) for r in rows]

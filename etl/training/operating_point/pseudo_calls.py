@@ -51,7 +51,7 @@ def pseudo_call_sides(y: np.ndarray, *, classes: Sequence[str], groups: np.ndarr
     jitter = CallGenConfig().duration_jitter
     length_s = (minutes * 60.0 * (1.0 - jitter), minutes * 60.0 * (1.0 + jitter))
     rng = np.random.default_rng(seed)
-    calls: list[tuple[int, str, float, np.ndarray, np.ndarray, np.ndarray]] = []
+    calls: list[tuple[int, str, float, bool, np.ndarray, np.ndarray]] = []
     for speaker in np.unique(groups):
         rows = np.flatnonzero(groups == speaker)
         pools = (rows[~true_negative[rows]], rows[true_negative[rows]])
@@ -62,31 +62,30 @@ def pseudo_call_sides(y: np.ndarray, *, classes: Sequence[str], groups: np.ndarr
             duration = float(rng.uniform(*length_s))
             times, picks = _timeline(rng, duration=duration, negative=share[scenario],
                                      pools=pools)
-            if picks:
-                calls.append((int(speaker), scenario, duration, np.array(times),
-                              np.array(picks, dtype=np.int64), true_negative[picks]))
+            if len(picks):
+                span = times[:, 1] - times[:, 0]
+                truth = bool(span[true_negative[picks]].sum() > ESCALATED_SHARE * span.sum())
+                calls.append((int(speaker), scenario, duration, truth, times, picks))
     if not calls:
         return []
-    rows = np.concatenate([c[4] for c in calls])
-    call = np.concatenate([np.full(len(c[4]), i) for i, c in enumerate(calls)])
+    rows = np.concatenate([c[5] for c in calls])
+    call = np.concatenate([np.full(len(c[5]), i) for i, c in enumerate(calls)])
     proba = np.asarray(predict(rows, call), dtype=np.float64)
     if proba.shape != (len(rows), len(classes)):
         raise ValueError(f"predict gave shape {proba.shape} for {len(rows)} rows of "
                          f"{len(classes)} classes")
-    sides = []
-    for i, (speaker, scenario, duration, times, picks, negative) in enumerate(calls):
-        mine = proba[call == i]
-        span = times[:, 1] - times[:, 0]
-        sides.append(CustomerSide(
-            speaker=speaker, scenario=scenario, duration_s=duration,
-            truth=bool(span[negative].sum() > ESCALATED_SHARE * span.sum()),
-            start=times[:, 0], end=times[:, 1], negative=negative_class[mine.argmax(axis=1)],
-            confidence=mine.max(axis=1), fold=int(folds[picks[0]])))
-    return sides
+    negative, confidence = negative_class[proba.argmax(axis=1)], proba.max(axis=1)
+    ends = np.cumsum([len(c[5]) for c in calls])
+    return [CustomerSide(speaker=speaker, scenario=scenario, duration_s=duration, truth=truth,
+                         start=times[:, 0], end=times[:, 1], fold=int(folds[picks[0]]),
+                         negative=negative[end - len(picks):end],
+                         confidence=confidence[end - len(picks):end])
+            for (speaker, scenario, duration, truth, times, picks), end in zip(calls, ends,
+                                                                               strict=True)]
 
 
 def _timeline(rng: np.random.Generator, *, duration: float, negative: tuple[float, float],
-              pools: tuple[np.ndarray, np.ndarray]) -> tuple[list[tuple[float, float]], list[int]]:
+              pools: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The customer's utterances ``(start, end)`` and the clip row of each, laid out as the
     generator lays out turns (:class:`CallGenConfig` utterances per turn and gaps);
     ``negative``: the chance a turn is negative before and after the switch."""
@@ -108,4 +107,4 @@ def _timeline(rng: np.random.Generator, *, duration: float, negative: tuple[floa
         t += float(rng.uniform(*AGENT_TURN_S))
         if t >= duration - UTTERANCE_S[0]:
             break
-    return times, picks
+    return np.array(times), np.array(picks, dtype=np.int64)

@@ -25,7 +25,6 @@ STREAK_GRID = (None, 10.0, 15.0, 20.0, 30.0, 45.0)
 TREND_GRID = (None, 0.3, 0.5)
 FLOOR_QUANTILES = (0.0, 0.1, 0.2, 0.3)  # abstain at most ~30 % of segments
 STREAK_GAP_S = 2.0
-Grid = list[tuple[float, float | None, float | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +52,8 @@ def choose_point(sides: Sequence[CustomerSide], *, seed: int,
     (speakers shuffled into up to 4 folds with ``seed + 1``), an honest estimate for unseen
     speakers. None with calls of fewer than 3 speakers or without segments.
     """
-    speakers = np.array([s.speaker for s in sides])
-    if len(np.unique(speakers)) < 3 or not any(len(s.start) for s in sides):
+    unique, speaker_index = np.unique([s.speaker for s in sides], return_inverse=True)
+    if len(unique) < 3 or not any(len(s.start) for s in sides):
         return None
     truth = np.array([s.truth for s in sides])
     conf = np.concatenate([s.confidence for s in sides])
@@ -62,9 +61,11 @@ def choose_point(sides: Sequence[CustomerSide], *, seed: int,
                      for q in FLOOR_QUANTILES})
     grid = [(s, k, t) for s in SHARE_GRID for k in STREAK_GRID for t in TREND_GRID]
     n_rules = np.tile([1 + (k is not None) + (t is not None) for _, k, t in grid], len(floors))
-    # decisions per (floor, grid point) and call
-    fired = np.concatenate([_fired(np.array([_metrics(s, f) for s in sides]), grid)
-                            for f in floors])
+    # decisions per (floor, grid point) and call: any of the point's rules fires; limits
+    # (n_grid, 3) are their thresholds, a rule left out (None) never fires
+    limits = np.array([[np.inf if v is None else v for v in point] for point in grid])
+    fired = np.concatenate([(np.array([_metrics(s, f) for s in sides])[None] >= limits[:, None])
+                            .any(axis=2) for f in floors])
 
     def best_on(mask: np.ndarray) -> int:
         tp = (fired[:, mask] & truth[mask]).sum(axis=1)
@@ -72,7 +73,9 @@ def choose_point(sides: Sequence[CustomerSide], *, seed: int,
 
     best = best_on(np.ones(len(sides), dtype=bool))
     tp, npred, npos = int((fired[best] & truth).sum()), int(fired[best].sum()), int(truth.sum())
-    folds = _speaker_folds(speakers, n_folds=min(4, len(np.unique(speakers))), seed=seed + 1)
+    # every speaker's calls in one fold, speakers shuffled
+    order = np.random.default_rng(seed + 1).permutation(len(unique))
+    folds = (np.argsort(order) % min(4, len(unique)))[speaker_index]
     cv_tp = cv_pred = 0
     for k in np.unique(folds):
         j, test = best_on(folds != k), folds == k
@@ -93,52 +96,36 @@ def choose_point(sides: Sequence[CustomerSide], *, seed: int,
         "meets_target": bool(npred and tp / npred >= TARGET_PRECISION
                              and tp / max(npos, 1) >= TARGET_RECALL),
         "n_calls": len(sides), "n_truly_escalated": npos,
-        "n_speakers": len(np.unique(speakers)), "protocol": protocol,
+        "n_speakers": len(unique), "protocol": protocol,
     }
 
 
 def rules_for(share: float, streak: float | None, trend: float | None) -> list[dict[str, Any]]:
     """A grid point's rules as :func:`etl.scoring.escalation.rules_from_data` reads them."""
-    rules: list[dict[str, Any]] = [{
-        "name": "customer_negative_share", "metric": "negative_share_customer", "op": ">=",
-        "threshold": float(share),
-        "description": f"customer negative for {share:.0%} of their confident speech"}]
-    if streak is not None:
-        rules.append({"name": "customer_negative_streak", "metric": "longest_negative_streak_s",
-                      "op": ">=", "threshold": float(streak),
-                      "description": f"customer negative for {streak:g} s in a row"})
-    if trend is not None:
-        rules.append({"name": "customer_worsening", "metric": "customer_trend", "op": ">=",
-                      "threshold": float(trend),
-                      "description": "customer much more negative at the end than at the start"})
-    return rules
+    rules = (
+        ("customer_negative_share", "negative_share_customer", share,
+         f"customer negative for {share:.0%} of their confident speech"),
+        ("customer_negative_streak", "longest_negative_streak_s", streak,
+         f"customer negative for {streak:g} s in a row" if streak is not None else ""),
+        ("customer_worsening", "customer_trend", trend,
+         "customer much more negative at the end than at the start"))
+    return [{"name": name, "metric": metric, "op": ">=", "threshold": float(threshold),
+             "description": description}
+            for name, metric, threshold, description in rules if threshold is not None]
 
 
-def _metrics(side: CustomerSide, floor: float) -> tuple[float, float, float]:
+def _metrics(side: CustomerSide, floor: float) -> tuple[float, ...]:
     """(negative share, longest negative streak s, trend) of one customer side as scoring
-    summarises it, segments below ``floor`` abstained; NaN where scoring gives None."""
-    keep = side.confidence >= floor
-    segs = [ScoredSegment(role="customer", start_s=float(s), end_s=float(e),
-                          emotion="negative" if n else "other", confidence=float(c),
-                          is_negative=bool(n) and bool(k), abstained=not bool(k))
-            for s, e, n, c, k in zip(side.start, side.end, side.negative, side.confidence, keep,
-                                     strict=True)]
-    stats = summarise_call(segs, speech={"customer": list(zip(side.start, side.end,
-                                                               strict=True))},
-                           duration_s=side.duration_s, streak_gap_s=STREAK_GAP_S)
-    share, trend = stats.negative_share_customer, stats.customer_trend
-    return (np.nan if share is None else float(share), float(stats.longest_negative_streak_s),
-            np.nan if trend is None else float(trend))
-
-
-def _fired(metrics: np.ndarray, grid: Grid) -> np.ndarray:
-    """(n_grid, n_calls) escalation decisions; ``metrics`` (n_calls, 3). NaN never fires."""
-    share, streak, trend = (np.nan_to_num(metrics[:, i], nan=-np.inf) for i in range(3))
-    out = np.zeros((len(grid), len(metrics)), dtype=bool)
-    for g, (s, k, t) in enumerate(grid):
-        out[g] = (share >= s) | (streak >= k if k is not None else False) | (
-            trend >= t if t is not None else False)
-    return out
+    summarises it, segments below ``floor`` abstained; -inf (never fires) where scoring gives
+    None. Speech regions and emotions only feed other numbers, so neither is passed."""
+    segs = [ScoredSegment(role="customer", start_s=float(s), end_s=float(e), emotion="",
+                          confidence=float(c), is_negative=bool(n), abstained=not keep)
+            for s, e, n, c, keep in zip(side.start, side.end, side.negative, side.confidence,
+                                        side.confidence >= floor, strict=True)]
+    stats = summarise_call(segs, speech={}, duration_s=side.duration_s,
+                           streak_gap_s=STREAK_GAP_S)
+    return tuple(-np.inf if v is None else float(v) for v in (
+        stats.negative_share_customer, stats.longest_negative_streak_s, stats.customer_trend))
 
 
 def _best(tp: np.ndarray, npred: np.ndarray, npos: int, *, n_rules: np.ndarray,
@@ -151,17 +138,8 @@ def _best(tp: np.ndarray, npred: np.ndarray, npos: int, *, n_rules: np.ndarray,
     recall = tp / max(npos, 1)
     ok = precision >= target_precision
     if (ok & (recall >= TARGET_RECALL)).any():
-        candidates = np.flatnonzero(ok)
-        return int(min(candidates, key=lambda i: (-recall[i], -precision[i], npred[i],
-                                                   n_rules[i])))
+        return int(min(np.flatnonzero(ok), key=lambda i: (-recall[i], -precision[i], npred[i],
+                                                            n_rules[i])))
     f_half = 1.25 * precision * recall / np.maximum(0.25 * precision + recall, 1e-12)
     return min(range(len(tp)), key=lambda i: (-round(float(f_half[i]), 9), -precision[i],
                                               n_rules[i]))
-
-
-def _speaker_folds(speakers: np.ndarray, *, n_folds: int, seed: int) -> np.ndarray:
-    """Fold index per call; every speaker in one fold (speakers shuffled with ``seed``)."""
-    unique = np.unique(speakers)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    fold_of = {unique[i]: k % n_folds for k, i in enumerate(order)}
-    return np.array([fold_of[s] for s in speakers])
