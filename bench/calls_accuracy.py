@@ -467,16 +467,18 @@ def _escalation_metrics(scored: list[dict[str, Any]],
 
 
 def train_in_process(engine: Any, scheme: str, options: dict[str, Any]) -> int:
-    """Train a telephony model with phone-line copies (``ser train``'s defaults) plus
-    ``options`` through etl.training.train; its model version id."""
+    """Train a telephony model on the default set with phone-line copies (``ser train``'s
+    defaults) plus ``options`` through etl.training.train; its model version id."""
     from sqlalchemy.orm import Session
 
+    from etl.features.specs import DEFAULT_SET
     from etl.training.config import TrainConfig
     from etl.training.train import train_model
 
     with Session(engine) as session, session.begin():
         result = train_model(session, TrainConfig(label_scheme=scheme, channel="telephony",
-                                                  augment=True, **options))
+                                                  feature_set=DEFAULT_SET, augment=True,
+                                                  **options))
         return result.model_version_id
 
 

@@ -12,7 +12,9 @@ from etl.public import Exports
 
 _EXPORTS = Exports(__name__, {
     "etl.training.artifacts": ("ArtifactError", "load_bundle"),
-    "etl.training.config": ("DEFAULT_FOLDS", "DEFAULT_SEED", "TrainConfig"),
+    "etl.training.config": (
+        "CALL_SPEAKER_PRIOR_ROWS", "DEFAULT_FOLDS", "DEFAULT_SEED", "TrainConfig",
+    ),
     "etl.training.dataset": (
         "attach_augmented", "augmented_feature_set", "choose_label_scheme",
         "compute_missing_augmented", "load_dataset", "resolve_feature_set", "training_set_hash",
