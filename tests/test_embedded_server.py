@@ -67,3 +67,34 @@ def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(EmbeddedServerError, match="chmod 600"):
         ensure_password_file(path)
+
+
+def test_a_data_directory_still_on_trust_gets_a_password(tmp_path: Path) -> None:
+    """A server initialised before passwords (initdb's trust lines, no password file) is
+    converted on its next start."""
+    pgdata = tmp_path / "pgdata"
+    url = start_embedded(pgdata)
+    try:
+        engine = make_engine(url)
+        try:
+            (pgdata / "pg_hba.conf").write_text("local all all trust\n")
+            with engine.connect() as conn:
+                conn.execute(text("SELECT pg_reload_conf()"))
+        finally:
+            engine.dispose()
+        password_file(pgdata).unlink()
+        socket_dir = parse_qs(urlsplit(url).query)["host"][0]
+        psycopg2.connect(host=socket_dir, dbname="ser", user="postgres").close()  # trusted
+
+        again = start_embedded(pgdata)
+        assert password_file(pgdata).exists()
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(host=socket_dir, dbname="ser", user="postgres").close()
+        engine = make_engine(again)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        finally:
+            engine.dispose()
+    finally:
+        stop_embedded(pgdata)
