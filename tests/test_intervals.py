@@ -44,7 +44,7 @@ def test_total_length() -> None:
 
 
 def test_users_read_intervals_from_one_home() -> None:
-    from etl.audio import vad
+    from etl.audio import vad, vad_decision
     from etl.scoring import call_metrics, recompute, summaries
 
     assert vad.Region is intervals.Region
@@ -53,5 +53,5 @@ def test_users_read_intervals_from_one_home() -> None:
     assert call_metrics.union_regions is intervals.union_regions
     assert recompute.Region is intervals.Region
     assert not hasattr(vad, "total_duration")
-    assert vad.clean_regions([(0.0, 1.0), (1.1, 2.0), (5.0, 5.1)], min_speech_s=0.2,
-                             min_silence_s=0.25) == [(0.0, 2.0)]
+    assert vad_decision.clean_regions([(0.0, 1.0), (1.1, 2.0), (5.0, 5.1)], min_speech_s=0.2,
+                                      min_silence_s=0.25) == [(0.0, 2.0)]

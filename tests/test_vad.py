@@ -14,11 +14,11 @@ from etl.audio.decode import bandlimit, resample, to_telephony
 from etl.audio.vad import (
     FrameAnalyser,
     VadConfig,
-    clean_regions,
     detect_speech,
     is_narrowband,
     windows,
 )
+from etl.audio.vad_decision import clean_regions
 from etl.synthetic.calls import CallGenConfig, generate_calls
 from etl.synthetic.clips import ClipBank
 from etl.synthetic.line import telephone_line

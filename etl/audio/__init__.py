@@ -1,7 +1,8 @@
 """Audio: decoding and resampling (``decode``), the phone line's rate and band (``telephony``) and
 its simulation for training copies (``phone_line``), filter banks and the Hann window
 (``filters``), STFT-based DSP kernels (``dsp``), time intervals (``intervals``) and voice activity
-detection (``vad``).
+detection (``vad``: thresholds, frame analysis and scoring windows; ``vad_decision``: from frames
+to speech regions).
 
 ``__all__`` lists the names callers outside ``etl.audio`` use; each is imported from its module
 on first use (``etl.public``).
