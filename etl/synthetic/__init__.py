@@ -3,7 +3,10 @@ corpus fixtures and database history for tests, the demo and the benchmarks.
 
 Generated calls are four modules of one idea each: the clips they are made of (``clips``), the
 non-speech sounds they carry (``nonspeech``), the phone line they go through (``line``) and
-their ground truth (``timeline``); ``calls`` composes and writes them.
+their ground truth (``timeline``); ``calls`` composes and writes them. Database history
+(``history``) inserts rows whose numbers two pure modules simulate: a model version's
+cross-validation metrics (``fold_metrics``) and a scored call's windows and summary
+(``scored_calls``).
 
 ``__all__`` lists the names callers outside ``etl.synthetic`` use; each is imported from its
 module on first use (``etl.public``).
