@@ -5,7 +5,7 @@ Alembic's autogenerate compares the migrations against (``db/migrations/env.py``
 ``tests/test_migrations.py``), its tables refer to each other across areas (``model_versions``
 from calls, segments, summaries, rollups and reviews; ``call_facts`` takes its columns from
 ``call_summaries``), and split modules would need a package that imports them all for the
-metadata to be complete. The sections below follow the issues that added the tables.
+metadata to be complete.
 
 Vocabulary (see STYLE.md): corpus, actor, clip, label scheme, feature set, model version,
 batch, call, segment, escalation.
