@@ -41,7 +41,7 @@ from bench.memory import TreeMonitor
 
 LOCAL_DAY = dt.date(2024, 2, 1)
 # imported by every worker before the clock starts (what a long-running worker has loaded)
-WORKER_IMPORTS = ("etl.runs.cluster_scoring", "etl.features.extraction", "etl.training.registry")
+WORKER_IMPORTS = ("etl.runs.cluster_scoring", "etl.features.extraction", "etl.training.loading")
 
 
 def segments_per_call(engine: Any, batch_id: int) -> dict[str, int]:

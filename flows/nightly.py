@@ -34,8 +34,8 @@ from db.engine import cached_engine
 from etl.runs.batch import is_connection_error, score_batch
 from etl.runs.inbox_confinement import confined_inbox
 from etl.runs.outcomes import first_line
+from etl.scoring.config import ScoringConfig
 from etl.scoring.escalation import load_rules
-from etl.scoring.recording import ScoringConfig
 from etl.scoring.role_prior import agent_prior_setting
 from flows.database import database_url
 

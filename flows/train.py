@@ -6,9 +6,10 @@ registered version survives a promotion problem. No retries: training is determi
 retry would fail the same way.
 
 The first model of a channel also becomes that channel's alias (``production-telephony`` or
-``production-studio``, `etl.training.registry.channel_alias`) when none is set, and ``production``
-itself when no model holds it yet, so ``ser score`` finds a model that matches the audio's
-channel right after the first ``ser train`` (`etl.training.registry.resolve_scoring_model`).
+``production-studio``, `etl.training.channel_selection.channel_alias`) when none is set, and
+``production`` itself when no model holds it yet, so ``ser score`` finds a model that matches the
+audio's channel right after the first ``ser train``
+(`etl.training.channel_selection.resolve_scoring_model`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from db.engine import cached_engine, session_scope
+from etl.training.channel_selection import channel_alias
 from etl.training.config import TrainConfig
-from etl.training.registry import (
-    DEFAULT_ALIAS,
-    alias_target,
-    channel_alias,
-    promote_if_better,
-    set_alias,
-)
+from etl.training.registry import DEFAULT_ALIAS, alias_target, promote_if_better, set_alias
 from etl.training.train import train_model
 from flows.database import database_url
 

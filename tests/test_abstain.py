@@ -17,17 +17,18 @@ from db.engine import session_scope
 from etl.runs.claims import register_batch
 from etl.runs.inbox_entry import CallEntry
 from etl.runs.results import write_result
+from etl.scoring.config import ScoringConfig
 from etl.scoring.escalation import (
     DEFAULT_RULES,
     EscalationRule,
     load_rules,
     resolve_operating_point,
 )
-from etl.scoring.recording import ScoringConfig, score_recording
+from etl.scoring.recording import score_recording
 from etl.scoring.summaries import ScoredSegment, summarise_call
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
-from etl.training.registry import load_model
+from etl.training.loading import load_model
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 

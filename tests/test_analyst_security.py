@@ -25,7 +25,7 @@ from etl.runs.claims import claim_next, count_work, register_batch
 from etl.runs.host_turn import TURN_CHAIN, TURN_NAMESPACE, HostTurn, turn_key
 from etl.runs.inbox import discover_calls
 from etl.runs.leases import LOCK_NAMESPACE, Lease
-from etl.scoring.recording import ScoringConfig
+from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
 

@@ -26,7 +26,7 @@ from etl.runs.host_turn import TURN_NAMESPACE, HostTurn
 from etl.runs.inbox import discover_calls
 from etl.runs.inbox_confinement import OUTSIDE
 from etl.runs.leases import Lease
-from etl.scoring.recording import ScoringConfig
+from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
 from tests.utils.nightly import train_tiny_model

@@ -37,7 +37,8 @@ from etl.scoring.call_metrics import (
     speech_frames,
     turn_stats,
 )
-from etl.scoring.recording import ScoringConfig, score_recording
+from etl.scoring.config import ScoringConfig
+from etl.scoring.recording import score_recording
 from etl.scoring.summaries import ScoredSegment
 from etl.synthetic.calls import CallGenConfig, compose_call, generate_calls
 from etl.synthetic.clips import ClipBank
@@ -357,7 +358,7 @@ def _documented_metric_queries() -> list[str]:
 def test_scoring_stores_metrics_and_events(engine: Engine, model_id: int, bank: ClipBank,
                                            tmp_path: Path) -> None:
     from etl.runs.batch import score_batch
-    from etl.training.registry import load_model
+    from etl.training.loading import load_model
 
     config = ScoringConfig(max_duration_s=120.0)
     calls = generate_calls(tmp_path, n_calls=1, minutes=1.0, bank=bank, seed=17, config=CLEAN)

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 
 import etl.runs.claims
 from etl.runs.batch import score_batch
-from etl.scoring.recording import ScoringConfig
+from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
 

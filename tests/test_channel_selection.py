@@ -13,17 +13,13 @@ from etl.features.extraction import FeatureSpec, extract, feature_spec
 from etl.synthetic.clips import ClipBank
 from etl.synthetic.history import make_corpus, make_feature_set, make_model_version
 from etl.training.calibration import apply_calibration, fit_calibration
+from etl.training.channel_selection import ModelChannelError, resolve_scoring_model
 from etl.training.config import TrainConfig
 from etl.training.dataset import AugmentedRows, Dataset
 from etl.training.fitting import cross_validate
 from etl.training.folds import make_folds
-from etl.training.registry import (
-    ModelChannelError,
-    ModelNotFoundError,
-    load_model,
-    resolve_scoring_model,
-    set_alias,
-)
+from etl.training.loading import load_model
+from etl.training.registry import ModelNotFoundError, set_alias
 from tests.utils.nightly import train_tiny_model
 
 

@@ -30,10 +30,10 @@ from etl.runs.claims import register_batch
 from etl.runs.cluster import ClusterError
 from etl.runs.cluster_scoring import score_claims_on_cluster
 from etl.runs.inbox import discover_calls
-from etl.scoring.recording import ScoringConfig
+from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
-from etl.training.registry import LoadedModel, load_version
+from etl.training.loading import LoadedModel, load_version
 from ser.cli import app
 from tests.conftest import truncate_all
 from tests.utils.dask_cluster import (

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from etl.scoring.call_metrics import CallMetrics
+from etl.scoring.config import ScoringConfig
 from etl.scoring.recompute import config_from_options, plan_recompute, run_recompute
-from etl.scoring.recording import ScoringConfig
 from etl.synthetic.calls import CallGenConfig, generate_calls
 from etl.synthetic.clips import ClipBank
 from tests.conftest import truncate_all

@@ -19,10 +19,10 @@ from etl.training.artifacts import (
     from_estimator,
     load_bundle,
 )
+from etl.training.loading import load_model
 from etl.training.models import ALGORITHMS
 from etl.training.registry import (
     ModelNotFoundError,
-    load_model,
     promote_if_better,
     register_model_version,
     resolve_version,

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import Engine
 
 from db.engine import session_scope
-from etl.scoring.recording import ScoringConfig, score_recording
+from etl.scoring.config import ScoringConfig
+from etl.scoring.recording import score_recording
 from etl.scoring.role_prior import (
     AGENT_NEGATIVE_PRIOR,
     agent_prior_setting,
@@ -19,7 +20,7 @@ from etl.scoring.role_prior import (
 )
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
-from etl.training.registry import load_model
+from etl.training.loading import load_model
 from tests.conftest import truncate_all
 from tests.utils.nightly import train_tiny_model
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from etl.scoring.call_metrics import CallMetrics
+from etl.scoring.config import ScoringConfig
 from etl.scoring.escalation import (
     DEFAULT_RULES,
     METRICS,
@@ -29,7 +30,6 @@ from etl.scoring.escalation import (
     rules_as_data,
     rules_from_data,
 )
-from etl.scoring.recording import ScoringConfig
 from etl.scoring.rules_preview import preview_rules
 from etl.scoring.summaries import SummaryStats
 from etl.synthetic.calls import generate_calls

@@ -24,8 +24,9 @@ from etl.runs.batch import run_worker, score_batch
 from etl.runs.claims import claim_next, register_batch
 from etl.runs.inbox import discover_calls
 from etl.runs.results import write_result
+from etl.scoring.config import ScoringConfig
 from etl.scoring.escalation import EscalationRule, evaluate, load_rules
-from etl.scoring.recording import ScoringConfig, score_recording
+from etl.scoring.recording import score_recording
 from etl.scoring.summaries import ScoredSegment, summarise_call
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
@@ -215,7 +216,7 @@ def test_killed_run_resumes_and_fresh_claims_are_respected(engine: Engine, model
         batch_id = register_batch(session, source_path=str(tmp_path), batch_date=day,
                                   model_version_id=model_id, entries=discover_calls(tmp_path))
     with session_scope(engine) as session:
-        model = __import__("etl.training.registry", fromlist=["load_model"]).load_model(session)
+        model = __import__("etl.training.loading", fromlist=["load_model"]).load_model(session)
     stats = run_worker(engine, batch_id=batch_id, model=model, config=CONFIG, max_calls=1)
     assert len(stats.scored) == 1
     # a worker that died holding a claim (stale) and one that is alive (fresh claim)
@@ -286,13 +287,16 @@ def test_failed_and_rejected_outcomes_need_the_claim(engine: Engine, model_id: i
     assert retry is not None and retry.call_key == "bad"
 
 
-def test_scoring_a_recording_uses_no_database() -> None:
-    """etl.scoring.recording is pure compute; the runners in etl/runs write its results."""
+@pytest.mark.parametrize("module", ["recording", "config", "audio_passes"])
+def test_scoring_a_recording_uses_no_database(module: str) -> None:
+    """etl.scoring.recording (with its settings and audio passes) is pure compute; the runners
+    in etl/runs write its results."""
     import ast
+    import importlib
 
-    from etl.scoring import recording
-
-    tree = ast.parse(Path(recording.__file__).read_text())
+    source = importlib.import_module(f"etl.scoring.{module}").__file__
+    assert source is not None
+    tree = ast.parse(Path(source).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
@@ -306,7 +310,7 @@ def test_two_concurrent_workers_never_double_score(engine: Engine, model_id: int
     with session_scope(engine) as session:
         batch_id = register_batch(session, source_path=str(tmp_path), batch_date=day,
                                   model_version_id=model_id, entries=discover_calls(tmp_path))
-        from etl.training.registry import load_model
+        from etl.training.loading import load_model
 
         model = load_model(session, str(model_id))
     results: dict[str, object] = {}
@@ -360,8 +364,8 @@ def test_process_pool_and_new_model_version_keep_results_apart(engine: Engine, m
 def test_studio_model_on_phone_audio_fails_unless_allowed(engine: Engine, model_id: int,
                                                           batch_dir: Path) -> None:
     from etl.features.extraction import feature_spec
-    from etl.scoring.recording import CallError
-    from etl.training.registry import load_model
+    from etl.scoring.audio_passes import CallError
+    from etl.training.loading import load_model
 
     with session_scope(engine) as session:
         model = load_model(session, str(model_id))
@@ -387,7 +391,7 @@ def test_batch_bandwidth_from_headers(batch_dir: Path, tmp_path: Path) -> None:
 def test_block_processing_matches_one_block(engine: Engine, model_id: int,
                                             batch_dir: Path) -> None:
     """Long recordings are read in blocks with context; results match a single pass."""
-    from etl.training.registry import load_model
+    from etl.training.loading import load_model
 
     with session_scope(engine) as session:
         model = load_model(session, str(model_id))

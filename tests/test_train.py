@@ -24,8 +24,8 @@ from etl.training.cv_calibration import FoldScorers, calibration_record
 from etl.training.dataset import Dataset, TrainingDataError, choose_label_scheme, load_dataset
 from etl.training.fitting import CVResult, cross_validate, prepare_features
 from etl.training.folds import folds_hash, make_folds
+from etl.training.loading import load_model
 from etl.training.normalise import SpeakerPopulation, normalise_per_speaker, speaker_population
-from etl.training.registry import load_model
 from etl.training.train import train_model
 from tests.conftest import truncate_all
 from tests.utils.train_data import TrainData, populate
@@ -225,8 +225,8 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
         train_data: TrainData, db_session: Session) -> None:
     """`ser train` for calls: the escalation point comes from generated phone calls of the
     training speakers, each scored by the fold model that never heard its customer."""
+    from etl.training.loading import feature_spec_for
     from etl.training.operating_point.generated_calls import generated_call_sides
-    from etl.training.registry import feature_spec_for
 
     config = TrainConfig(algorithm="logreg", channel="telephony", search=False,
                          feature_importance=False, augment=False, operating_point_calls=10,
@@ -241,7 +241,7 @@ def test_operating_point_is_chosen_on_generated_calls_of_unheard_speakers(
     assert all(r["metric"] != "overtalk_share" for r in point["rules"])
     # scoring reads it like any operating point
     model = load_model(db_session, str(result.model_version_id))
-    from etl.scoring.recording import ScoringConfig
+    from etl.scoring.config import ScoringConfig
 
     assert ScoringConfig().operating_point(model).source == "model"
 

@@ -16,7 +16,7 @@ from db.engine import session_scope
 from etl.features.voice import weights as voice
 from etl.features.voice.params import EMBEDDING_DIM
 from etl.runs.batch import score_batch
-from etl.scoring.recording import ScoringConfig
+from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank
 from ser.cli import app

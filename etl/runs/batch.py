@@ -50,15 +50,12 @@ from etl.runs.inbox_confinement import OUTSIDE, contained, relative_reason
 from etl.runs.leases import Lease, LeaseLostError, worker_name
 from etl.runs.outcomes import CallStatus, WorkerStats, first_line, is_host_fault
 from etl.runs.results import BatchReport, finalise_batch, write_outcome
-from etl.scoring.recording import CallError, CallResult, ScoringConfig, score_recording
+from etl.scoring.audio_passes import CallError
+from etl.scoring.config import ScoringConfig
+from etl.scoring.recording import CallResult, score_recording
 from etl.training.artifacts import load_bundle
-from etl.training.registry import (
-    LoadedModel,
-    feature_spec_for,
-    load_model,
-    load_version,
-    resolve_scoring_model,
-)
+from etl.training.channel_selection import resolve_scoring_model
+from etl.training.loading import LoadedModel, feature_spec_for, load_model, load_version
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +265,7 @@ def _die_with_parent() -> None:
 
 # Heavy imports a worker needs; a forkserver imports them once, before forking workers.
 _WORKER_PRELOAD = ["etl.runs.batch", "etl.scoring.recording", "etl.features.extraction",
-                   "etl.training.registry", "etl.training.artifacts", "skops.io",
+                   "etl.training.loading", "etl.training.artifacts", "skops.io",
                    "sklearn.pipeline", "sklearn.linear_model", "sklearn.svm", "xgboost"]
 
 
@@ -290,8 +287,9 @@ def _pool_context(start_method: str = "auto") -> multiprocessing.context.BaseCon
 def batch_bandwidth(paths: Iterable[Path], *, sample: int = 8) -> str:
     """``"narrowband"`` when any of the first ``sample`` readable headers is at a phone rate.
 
-    Chooses which channel's model scores the batch (``etl.training.registry.resolve_scoring_model``);
-    phone audio stored at a wideband rate is caught per call by
+    Chooses which channel's model scores the batch
+    (``etl.training.channel_selection.resolve_scoring_model``); phone audio stored at a wideband
+    rate is caught per call by
     :func:`etl.scoring.recording.score_recording`, which measures the band itself.
     """
     seen = 0

@@ -64,12 +64,13 @@ from etl.runs.leases import Lease, worker_name
 from etl.runs.outcomes import CallStatus, WorkerStats, first_line
 from etl.runs.pool import open_error
 from etl.runs.results import write_outcome
-from etl.scoring.recording import CallResult, ScoringConfig
+from etl.scoring.config import ScoringConfig
+from etl.scoring.recording import CallResult
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
-    from etl.training.registry import LoadedModel
+    from etl.training.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Literal
 from etl.audio.decode import AudioError
 from etl.runs.outcomes import first_line, is_host_fault
 from etl.runs.pool import adaptive_mmap_threshold, open_error, this_worker
-from etl.scoring.recording import CallError, CallResult, ScoringConfig, score_recording
+from etl.scoring.audio_passes import CallError
+from etl.scoring.config import ScoringConfig
+from etl.scoring.recording import CallResult, score_recording
 
 if TYPE_CHECKING:
-    from etl.training.registry import LoadedModel
+    from etl.training.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ from etl.runs.inbox_storable import (
 )
 
 if TYPE_CHECKING:
-    from etl.scoring.recording import ScoringConfig
+    from etl.scoring.config import ScoringConfig
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ on first use (``etl.public``).
 from etl.public import Exports
 
 _EXPORTS = Exports(__name__, {
+    "etl.scoring.audio_passes": ("CallError",),
+    "etl.scoring.config": ("ScoringConfig",),
     "etl.scoring.escalation": (
         "DEFAULT_RULES", "METRICS", "EscalationRule", "load_rules", "OperatingPoint",
         "read_rules", "resolve_operating_point", "rules_as_data", "rules_from_data",
@@ -18,7 +20,7 @@ _EXPORTS = Exports(__name__, {
         "with_site_point",
     ),
     "etl.scoring.recompute": ("copy_rows", "replace_events", "run_recompute", "write_summary"),
-    "etl.scoring.recording": ("CallError", "CallResult", "score_recording", "ScoringConfig"),
+    "etl.scoring.recording": ("CallResult", "score_recording"),
     "etl.scoring.role_prior": ("agent_prior_setting",),
     "etl.scoring.rollup": ("count_prunable", "prune_segments", "refresh_rollup"),
     "etl.scoring.rules_preview": ("preview_rules",),

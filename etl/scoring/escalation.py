@@ -313,7 +313,7 @@ def rules_from_data(data: object) -> list[EscalationRule]:
 
 
 def load_rules(source: str | Path | None = None) -> tuple[EscalationRule, ...] | None:
-    """The configured rules (as :class:`~etl.scoring.recording.ScoringConfig` holds them): from
+    """The configured rules (as :class:`~etl.scoring.config.ScoringConfig` holds them): from
     ``source`` (a .json/.toml path or inline JSON), or None when no source is set (scoring then
     takes the model's operating point, else :data:`DEFAULT_RULES`)."""
     if source is None or str(source).strip() == "":

@@ -2,7 +2,7 @@
 point (chosen on a site's reviewed calls by ``ser calibrate``, :mod:`etl.reviews.site_point`)
 once there is one, else the model's own (its training calibration record).
 
-Nightly scoring (through ``etl.training.registry.load_version``), recompute
+Nightly scoring (through ``etl.training.loading.load_version``), recompute
 (:mod:`etl.scoring.recompute`) and the reviews all read the rule here. The rows of
 ``site_operating_points`` are history: the latest one of a model version decides, and a row with
 no rules (``ser calibrate --revert``) sends it back to the model's own point.

@@ -40,6 +40,7 @@ from db.models import CallSummary
 from etl.audio.decode import AudioError, read_info, sha256_file
 from etl.audio.intervals import Region
 from etl.audio.vad import VadConfig
+from etl.scoring.audio_passes import CallError, voice_pass
 from etl.scoring.call_metrics import (
     CallEvent,
     CallMetrics,
@@ -47,6 +48,7 @@ from etl.scoring.call_metrics import (
     RoleEnergy,
     compute_call_metrics,
 )
+from etl.scoring.config import ScoringConfig
 from etl.scoring.escalation import (
     Escalation,
     EscalationRule,
@@ -56,7 +58,6 @@ from etl.scoring.escalation import (
     rules_as_data,
 )
 from etl.scoring.point_in_use import calibration_in_use
-from etl.scoring.recording import CallError, ScoringConfig, voice_pass
 from etl.scoring.rollup import refresh_rollup
 from etl.scoring.summaries import ScoredSegment, SummaryStats, summarise_call
 

@@ -24,10 +24,10 @@ from etl.training.calibration import cross_fit, fit_calibration, fit_map
 from etl.training.config import TrainConfig
 from etl.training.dataset import Dataset, stack_rows
 from etl.training.fitting import CVResult, fold_population
+from etl.training.loading import LoadedModel, feature_spec_for
 from etl.training.operating_point.generated_calls import generated_call_sides
 from etl.training.operating_point.pseudo_calls import PER_SPEAKER, pseudo_call_sides
 from etl.training.operating_point.selection import TARGET_PRECISION, choose_point
-from etl.training.registry import LoadedModel, feature_spec_for
 
 log = logging.getLogger(__name__)
 

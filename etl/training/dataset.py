@@ -31,7 +31,7 @@ from etl.features.store import (
     store_results,
 )
 from etl.training.config import DEFAULT_FOLDS, TrainConfig
-from etl.training.registry import feature_spec_for
+from etl.training.loading import feature_spec_for
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 from etl.audio.decode import AudioError, is_audio_path, load_audio
 from etl.features.extraction import extract
 from etl.features.preparation import FeatureExtractionError
-from etl.training.registry import LoadedModel
+from etl.training.loading import LoadedModel
 
 SPEAKER_BY = ("folder", "all", "file")
 # For models without stored speaker statistics: fewer files than this in a speaker group

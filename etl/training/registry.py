@@ -1,16 +1,14 @@
 """Model registry (MLflow-like, in PostgreSQL): registered models, versions, metrics, aliases.
 
 - ``register_model_version`` stores a trained model with its provenance (algorithm, params,
-  feature set version, label scheme, exact training clip ids + hash, folds hash, code version,
-  artifact bytes + sha256) and its metric rows.
-- ``load_model(session, ref)`` resolves an alias (``production``), a model_versions.id (``"12"``)
-  or ``"name:version"`` and returns a :class:`LoadedModel` whose artifact was sha256-verified and
-  rebuilt from skops / XGBoost UBJ (never unpickled).
+  feature set version, label scheme, exact training clip ids + hash, folds hash, code version
+  (``etl.training.provenance``), artifact bytes + sha256) and its metric rows.
+- ``resolve_version(session, ref)`` finds the version an alias (``production``), a
+  model_versions.id (``"12"``) or ``"name:version"`` names. Loading it to score with is
+  ``etl.training.loading``; choosing it by the audio's channel is
+  ``etl.training.channel_selection``.
 - ``set_alias`` / ``promote_if_better`` move aliases and record every move in alias_history.
-- ``resolve_scoring_model(session, ref, bandwidth=...)`` picks the model for the audio's
-  channel: ``<alias>-telephony`` (then ``<alias>`` if it is a telephony model) for narrowband
-  audio, ``<alias>-studio`` / ``<alias>`` / ``<alias>-telephony`` for wideband. A studio model
-  is never applied to narrowband audio unless asked for (:class:`ModelChannelError`).
+- ``list_versions`` / ``describe_version`` show what is registered.
 
 Functions take a Session and never commit: callers own the transaction.
 """
@@ -18,14 +16,10 @@ Functions take a Session and never commit: callers own the transaction.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
@@ -37,117 +31,15 @@ from db.models import (
     ModelVersion,
     RegisteredModel,
 )
-from etl.features.specs import FeatureSpec, feature_spec
-from etl.scoring.point_in_use import site_point_record, with_site_point
-from etl.training.artifacts import ARTIFACT_FORMAT, FittedModel, load_bundle, sha256_bytes
-from etl.training.normalise import SpeakerPopulation, normalise_per_speaker
+from etl.training.artifacts import ARTIFACT_FORMAT, sha256_bytes
+from etl.training.normalise import SpeakerPopulation
+from etl.training.provenance import code_version
 
 DEFAULT_ALIAS = "production"
 
 
 class ModelNotFoundError(ValueError):
     """A model reference (alias, version id, name:version) matches no model version."""
-
-
-class ModelChannelError(ModelNotFoundError):
-    """The model a reference names was trained for another channel than the audio's."""
-
-
-BANDWIDTHS = ("narrowband", "wideband")
-CHANNEL_OF_BANDWIDTH = {"narrowband": "telephony", "wideband": "studio"}
-
-
-def channel_alias(alias: str, channel: str) -> str:
-    """The per-channel alias of ``alias``: ``production`` -> ``production-telephony``."""
-    return f"{alias}-{channel}"
-
-
-@dataclass
-class LoadedModel:
-    """A registered model version ready to score feature rows.
-
-    ``predict_proba`` expects rows of ``feature_spec`` features. When ``speaker_normalisation`` is
-    true the model was trained on per-speaker z-scored rows: either pass rows already normalised
-    with :func:`etl.training.normalise.normalise_per_speaker`, or pass ``speakers=`` and it is done here.
-    ``speaker_population`` (stored at training time in ``params["speaker_population"]``; None
-    for models registered before it) lets speakers with only a few rows be normalised too.
-    ``calibration`` (``params["calibration"]``, `etl.training.calibration`; None for models registered
-    before it) is applied by ``predict_proba``. ``channel`` is the feature channel the model
-    was trained on (``studio`` or ``telephony``).
-    """
-
-    model_version_id: int
-    name: str
-    version: int
-    classes: list[str]
-    label_scheme: str
-    feature_set_id: int
-    feature_spec: FeatureSpec
-    speaker_normalisation: bool
-    algorithm: str
-    cv_uar: float | None
-    model: FittedModel
-    speaker_population: SpeakerPopulation | None = None
-    calibration: dict[str, Any] | None = None
-    channel: str = "studio"
-
-    def predict_proba(
-        self, X: np.ndarray, *, speakers: Sequence[object] | None = None
-    ) -> np.ndarray:
-        """Probabilities, shape (n, len(classes)); column k is ``classes[k]``.
-
-        Parameters
-        ----------
-        X : ndarray, shape (n, n_features)
-        speakers : sequence of length n, optional
-            Speaker key per row; if given and the model uses speaker normalisation, rows are
-            normalised per speaker first (small groups shrunk toward ``speaker_population``).
-            Ignored for models without speaker normalisation.
-        """
-        X = np.asarray(X, dtype=np.float32)
-        if self.speaker_normalisation and speakers is not None:
-            X = normalise_per_speaker(X, speakers, population=self.speaker_population)
-        proba = self.model.predict_proba(X)
-        if self.calibration is None:
-            return proba
-        # scipy.optimize (calibration fitting) stays off the `ser models` path until a
-        # calibrated model predicts
-        from etl.training.calibration import apply_calibration
-
-        return apply_calibration(self.calibration, proba)
-
-    def predict(self, X: np.ndarray, *, speakers: Sequence[object] | None = None) -> list[str]:
-        """Predicted class label per row."""
-        proba = self.predict_proba(X, speakers=speakers)
-        return [self.classes[k] for k in proba.argmax(axis=1)]
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-
-# ------------------------------------------------------------------------------------------------
-# provenance helpers
-# ------------------------------------------------------------------------------------------------
-
-
-def code_version() -> str:
-    """``git describe --always --dirty`` of the source tree, else the installed package version."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"], cwd=root, capture_output=True,
-            text=True, timeout=5, check=True,
-        )
-        described = out.stdout.strip()
-        if described:
-            return f"git:{described}"[:64]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return f"ser-analytics=={version('ser-analytics')}"
-    except PackageNotFoundError:
-        return "unknown"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -231,7 +123,7 @@ def register_model_version(
 
 
 # ------------------------------------------------------------------------------------------------
-# resolving and loading
+# resolving a reference
 # ------------------------------------------------------------------------------------------------
 
 
@@ -269,119 +161,6 @@ def resolve_version(session: Session, ref: str = DEFAULT_ALIAS) -> ModelVersion:
         raise ModelNotFoundError(f"no model version matches {ref!r} (alias, version id or "
                                  f"name:version): {hint}")
     return found
-
-
-def feature_spec_for(session: Session, feature_set_id: int) -> FeatureSpec:
-    """The FeatureSpec a feature_sets row was computed with (its stored params, not today's)."""
-    row = session.get(FeatureSet, feature_set_id)
-    if row is None:
-        raise ModelNotFoundError(f"feature set id {feature_set_id} does not exist")
-    current = feature_spec(row.name, row.channel)
-    if current.params_hash == row.params_hash:
-        return current
-    # The code's defaults moved on since this model was trained: rebuild the old spec from the
-    # stored params so features are extracted exactly as at training time.
-    return FeatureSpec(name=row.name, channel=row.channel,
-                       sample_rate=int(row.params.get("sample_rate", current.sample_rate)),
-                       params={k: v for k, v in row.params.items() if k != "sample_rate"},
-                       feature_names=list(row.feature_names),
-                       params_hash=row.params_hash)
-
-
-def load_model(session: Session, ref: str = DEFAULT_ALIAS) -> LoadedModel:
-    """Resolve ``ref``, verify the artifact's sha256 and rebuild the model (no unpickling).
-
-    Raises
-    ------
-    ModelNotFoundError
-        ``ref`` matches nothing.
-    etl.training.artifacts.ArtifactError
-        The stored bytes do not match their sha256, or contain untrusted types.
-    """
-    return load_version(session, resolve_version(session, ref))
-
-
-def load_version(session: Session, mv: ModelVersion) -> LoadedModel:
-    """`load_model` of a resolved version (e.g. from :func:`resolve_scoring_model`)."""
-    registered = session.get(RegisteredModel, mv.registered_model_id)
-    assert registered is not None
-    model = load_bundle(bytes(mv.artifact), expected_sha256=mv.artifact_sha256)
-    spec = feature_spec_for(session, mv.feature_set_id)
-    calibration = (mv.params or {}).get("calibration")
-    # once a site has calibrated on its own reviews, that point replaces the model's
-    calibration = with_site_point(calibration if isinstance(calibration, dict) else None,
-                                  site_point_record(session, mv.id))
-    return LoadedModel(
-        model_version_id=mv.id, name=registered.name, version=mv.version,
-        classes=list(mv.classes), label_scheme=mv.label_scheme, feature_set_id=mv.feature_set_id,
-        feature_spec=spec,
-        speaker_normalisation=mv.speaker_normalisation, algorithm=mv.algorithm,
-        cv_uar=mv.cv_uar, model=model,
-        speaker_population=SpeakerPopulation.from_json((mv.params or {}).get("speaker_population")),
-        calibration=dict(calibration) if isinstance(calibration, dict) else None,
-        channel=spec.channel,
-    )
-
-
-def model_channel(session: Session, mv: ModelVersion) -> str:
-    """The feature channel (``studio``/``telephony``) model version ``mv`` was trained on."""
-    row = session.get(FeatureSet, mv.feature_set_id)
-    if row is None:
-        raise ModelNotFoundError(f"feature set id {mv.feature_set_id} does not exist")
-    return str(row.channel)
-
-
-def resolve_scoring_model(
-    session: Session, ref: str = DEFAULT_ALIAS, *, bandwidth: str,
-    allow_channel_mismatch: bool = False,
-) -> ModelVersion:
-    """The model version to score audio of ``bandwidth`` with, given the user's ``ref``.
-
-    ``ref`` an alias (``production``): narrowband audio takes ``production-telephony``, else
-    ``production`` if that is a telephony model; wideband audio (16 kHz VoIP calls) takes
-    ``production-telephony`` too when it is set (a telephony model hears wideband audio
-    band-limited, as it was trained, and a batch that mixes lines gets one model that serves
-    all of them), else ``production-studio``, else ``production``. ``ref`` a version id or ``name:version``: that version,
-    checked against the audio.
-
-    Parameters
-    ----------
-    bandwidth : "narrowband" (phone audio: 8 kHz or nothing above ~3.4 kHz) or "wideband"
-    allow_channel_mismatch : score narrowband audio with a studio model anyway (the caller
-        should record a warning); default refuses
-
-    Raises
-    ------
-    ModelChannelError
-        Only a studio model is available for narrowband audio (the message says what to do).
-    ModelNotFoundError
-        ``ref`` matches nothing.
-    """
-    if bandwidth not in BANDWIDTHS:
-        raise ValueError(f"bandwidth must be one of {', '.join(BANDWIDTHS)}, not {bandwidth!r}")
-    ref = ref.strip()
-    narrow = bandwidth == "narrowband"
-    is_alias = not ref.isdigit() and ":" not in ref
-    if is_alias:
-        order = ([channel_alias(ref, "telephony"), ref] if narrow else
-                 [channel_alias(ref, "telephony"), channel_alias(ref, "studio"), ref])
-        for name in order:
-            mv = alias_target(session, name)
-            if mv is not None and (not narrow or model_channel(session, mv) == "telephony"):
-                return mv
-    mv = resolve_version(session, ref)  # raises ModelNotFoundError when nothing matches
-    if narrow and model_channel(session, mv) != "telephony" and not allow_channel_mismatch:
-        registered = session.get(RegisteredModel, mv.registered_model_id)
-        label = f"{registered.name if registered else '?'} v{mv.version} (id {mv.id})"
-        where = (f"alias {ref!r} points at a studio-trained model {label} and no "
-                 f"{channel_alias(ref, 'telephony')!r} alias is set" if is_alias
-                 else f"{ref!r} is a studio-trained model {label}")
-        raise ModelChannelError(
-            f"narrowband (phone) audio: {where}; its scores on phone audio are not trustworthy. Train a telephony model (`ser "
-            f"features` then `ser train`, whose defaults train for phone audio; the first one "
-            f"becomes {channel_alias(DEFAULT_ALIAS, 'telephony')!r}) or point an alias at one "
-            f"(`ser models promote ID --alias {channel_alias(DEFAULT_ALIAS, 'telephony')}`)")
-    return mv
 
 
 # ------------------------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def _score(run: _BatchRun, *, prefect: bool) -> dict[str, Any]:
                     stale_minutes=run.stale_minutes, strict=run.strict,
                     dask_address=run.dask_address)
         from etl.runs.batch import score_batch
-        from etl.scoring.recording import ScoringConfig
+        from etl.scoring.config import ScoringConfig
 
         return score_batch(
             engine, run.path, batch_date=run.date, model_ref=run.model, workers=run.workers,

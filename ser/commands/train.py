@@ -354,8 +354,9 @@ def predict_cmd(
     from sqlalchemy.orm import Session
 
     from etl.training.artifacts import ArtifactError
+    from etl.training.loading import load_model
     from etl.training.predict import SPEAKER_BY, expand_paths, predict_files
-    from etl.training.registry import ModelNotFoundError, load_model
+    from etl.training.registry import ModelNotFoundError
 
     if fmt not in ("table", "csv", "json"):
         fail(f"--format must be table, csv or json, not {fmt!r}")

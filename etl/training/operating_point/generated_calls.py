@@ -21,11 +21,12 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from etl.scoring.recording import ScoringConfig, score_recording
+from etl.scoring.config import ScoringConfig
+from etl.scoring.recording import score_recording
 from etl.synthetic import CallGenConfig, ClipBank, generate_calls, truly_escalated
 from etl.synthetic.speech import hash_seed
+from etl.training.loading import LoadedModel
 from etl.training.operating_point.selection import CustomerSide
-from etl.training.registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
