@@ -317,6 +317,9 @@ def test_calibration_chooses_a_point_reaching_the_target_and_stores_it_audited(
     assert row["target_precision"] == 0.8 and row["rules"] == result.rules_after
     assert row["before"]["precision"]["value"] == result.before.precision.value  # type: ignore[union-attr]
     assert row["after"]["recall"]["value"] == result.after.recall.value
+    assert row["after"]["decision"] == {"confidence": 0.9, "kept": False,
+                                        "reason": result.reason}
+    assert "the new point reaches it with 90% confidence" in result.reason
     point = point_in_use(s, mv)
     assert point.source == "site"
     assert [r.name for r in point.rules] == [r["name"] for r in result.rules_after]
@@ -341,7 +344,8 @@ def test_calibration_that_cannot_reach_the_target_keeps_the_point(
     rng = np.random.default_rng(0)
     record_reviews(s, [Verdict(c.call_id, "wrong" if (rng.random() < 0.3) != pop[c.call_id][0]
                                else "right") for c in draw.calls], reviewed_by="t")
-    with pytest.raises(CalibrationError, match="no threshold reaches precision 0.95"):
+    with pytest.raises(CalibrationError, match=r"misses precision 0.95 .*no threshold reaches it "
+                                               r"with 90% confidence"):
         calibrate(s, model_version_id=mv, target_precision=0.95, created_by="t")
     assert site_point_record(s, mv) is None
 
@@ -450,6 +454,10 @@ def test_cli_review_queue_and_calibrate(db_cli: CliRunner, engine: Engine, tiny:
     out = db_cli.invoke(app, ["calibrate", "--dry-run", "--nights", "2"])
     assert out.exit_code == 0, out.output
     assert "dry run: nothing stored" in out.output and out.output.count("would escalate") == 2
+    assert ("rule:   a new threshold only where the reviews show precision >= 0.8 with 90% "
+            "confidence (one-sided); the point in use unless they show with 90% confidence "
+            "that it misses") in out.output
+    assert "why:    the reviews show" in out.output
     out = db_cli.invoke(app, ["calibrate", "--by", "erin"])
     assert out.exit_code == 0 and "stored as site point" in out.output, out.output
     out = db_cli.invoke(app, ["review", "estimate"])

@@ -2,14 +2,11 @@
 calls, stored per model version with what it was chosen on, and used by nightly scoring and
 recompute (which point a model version uses is decided in :mod:`etl.scoring.point_in_use`).
 
-:func:`calibrate` sweeps, for each flat rule of the point in use, every threshold that splits
-the reviewed calls differently, both with the other rules kept and with that rule alone. Each
-candidate is scored by the weighted estimates of :mod:`etl.reviews.estimates`; among those
-whose precision reaches the target with support (the lower end of its interval at
-:data:`SELECTION_LEVEL`, so a threshold fitted to a handful of calls does not win), the one
-with the best recall wins (ties: higher precision, then keeping the other rules). The chosen
-threshold sits midway between the reviewed values it separates, so it flags the reviewed calls
-exactly as evaluated without hugging one of them.
+:func:`calibrate` checks there are enough reviews, lets
+:func:`etl.reviews.point_choice.choose_point` decide (a new threshold only where the reviews
+show with 90 % confidence that it reaches the target precision; the point in use unless they
+show with 90 % confidence that it misses it; the best recall among those), and stores the
+result with the reviews it used, the estimates before and after and the reason.
 
 Confidence floors are never changed: the stored summaries the sweep reads were computed with
 the current floor.
@@ -21,40 +18,27 @@ rows are the audit trail, so none is ever updated or deleted.
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from etl.reviews.estimates import (
-    PointEstimate,
-    ReviewedCalls,
-    estimate_point,
-    reviewed_calls,
-    wilson_interval,
+from etl.reviews.estimates import PointEstimate, ReviewedCalls, estimate_point, reviewed_calls
+from etl.reviews.point_choice import (
+    CONFIDENCE,
+    MIN_SHOULD_ESCALATE,
+    CalibrationError,
+    choose_point,
 )
 from etl.reviews.queue import NOT_ESCALATED
-from etl.scoring.escalation import EscalationRule, resolve_operating_point, rules_as_data
+from etl.scoring.escalation import resolve_operating_point, rules_as_data
 from etl.scoring.point_in_use import point_in_use, site_point_record, stored_calibration
 
 TARGET_PRECISION = 0.8
 MIN_REVIEWS = 20
-MIN_SHOULD_ESCALATE = 5
 MIN_NOT_ESCALATED = 5
-# A candidate counts as reaching the target only if the lower end of this (two-sided) interval
-# of its precision does: a threshold that flags two reviewed calls, both right, proves nothing.
-SELECTION_LEVEL = 0.5
-
-_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-
-
-class CalibrationError(ValueError):
-    """Too few reviews, no threshold reaches the target, or no site point to revert: the point
-    in use stays."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +53,8 @@ class CalibrationResult:
     n_candidates: int
     site_point_id: int | None = None  # None: not stored (dry run)
     changed: bool = field(default=True)
+    confidence: float = CONFIDENCE  # one-sided, of the bounds the choice was made on
+    reason: str = ""  # why this point (etl.reviews.point_choice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,40 +78,15 @@ def _check_enough(calls: ReviewedCalls) -> None:
             "queue` and judge them with `ser review add`")
 
 
-def _quick(flagged: np.ndarray, truth: np.ndarray, w: np.ndarray,
-           target: float) -> tuple[float, float] | None:
-    """(precision, recall) point values of a candidate whose precision reaches ``target`` with
-    support (see :data:`SELECTION_LEVEL`) on at least :data:`MIN_SHOULD_ESCALATE` reviewed calls
-    that should escalate, else None."""
-    wf = w[flagged]
-    flagged_w = float(wf.sum())
-    if int((flagged & truth).sum()) < MIN_SHOULD_ESCALATE:
-        return None
-    tp = float(w[flagged & truth].sum())
-    p = tp / flagged_w
-    low, _ = wilson_interval(p, flagged_w * flagged_w / float((wf * wf).sum()),
-                             level=SELECTION_LEVEL)
-    return (p, tp / float(w[truth].sum())) if low >= target else None
-
-
-def _midpoint(values: np.ndarray, t: float, op: str) -> float:
-    """A threshold between ``t`` and the next reviewed value on the not-flagged side."""
-    if op in (">=", ">"):
-        below = values[values < t]
-        return float((below.max() + t) / 2) if below.size and op == ">=" else float(t)
-    above = values[values > t]
-    return float((above.min() + t) / 2) if above.size and op == "<=" else float(t)
-
-
 def calibrate(session: Session, *, model_version_id: int,
               target_precision: float = TARGET_PRECISION, created_by: str,
-              dry_run: bool = False) -> CalibrationResult:
+              dry_run: bool = False, confidence: float = CONFIDENCE) -> CalibrationResult:
     """Choose (and, unless ``dry_run``, store) the site point of ``model_version_id``.
 
     Raises
     ------
     CalibrationError
-        Too few reviews, or no candidate reaches ``target_precision`` (nothing is stored).
+        Too few reviews, or the reviews support no point (nothing is stored).
     """
     if not 0 < target_precision < 1:
         raise ValueError(f"target precision must be between 0 and 1, not {target_precision}")
@@ -133,54 +94,17 @@ def calibrate(session: Session, *, model_version_id: int,
     _check_enough(calls)
     current = point_in_use(session, model_version_id)
     rules = list(current.rules)
+    choice = choose_point(calls, rules, target_precision=target_precision,
+                          confidence=confidence)
     w, truth = calls.weights, calls.truth
-    fires = np.array([calls.flags([r]) for r in rules]).reshape(len(rules), len(calls))
-    before_flags = fires.any(axis=0)
-    current_ok = _quick(before_flags, truth, w, target_precision)
-    # (recall, precision, keeps others, -distance) ranks candidates; the current point first.
-    best: tuple[tuple[float, float, int, float], list[EscalationRule], np.ndarray] | None = None
-    if current_ok is not None:
-        best = ((current_ok[1], current_ok[0], 1, 0.0), rules, before_flags)
-    n_candidates = 0
-    # only the point's own rules: every other metric swept is one more chance for a threshold
-    # that fits the reviews by luck
-    pool = [(i, r) for i, r in enumerate(rules) if r.when is None]
-    for i, rule in pool:
-        x = calls.metric(rule.metric)
-        known = ~np.isnan(x)
-        others = np.delete(fires, i, axis=0).any(axis=0) if len(rules) > 1 \
-            else np.zeros(len(calls), bool)
-        for t in np.unique(x[known]):
-            hit = known & _OPS[rule.op](np.where(known, x, 0.0), t)
-            threshold = _midpoint(x[known], float(t), rule.op)
-            for keep in (True, False):
-                flagged = hit | others if keep else hit
-                n_candidates += 1
-                found = _quick(flagged, truth, w, target_precision)
-                if found is None:
-                    continue
-                p, r = found
-                key = (r, p, int(keep), -abs(threshold - rule.threshold))
-                if best is None or key > best[0]:
-                    new = replace(rule, threshold=threshold)
-                    chosen = [new if j == i else other for j, other in enumerate(rules)] \
-                        if keep else [new]
-                    best = (key, chosen, flagged)
-    before = estimate_point(before_flags, truth, w)
-    if best is None:
-        raise CalibrationError(
-            f"no threshold reaches precision {target_precision:g} with support on {len(calls)} "
-            "reviews "
-            f"(the point in use: {_fmt(before.precision)} precision); the point in use stays: "
-            "review more calls or lower --target-precision")
-    _, chosen, flagged = best
-    after = estimate_point(flagged, truth, w)
-    changed = rules_as_data(chosen) != rules_as_data(rules)
+    before = estimate_point(calls.flags(rules), truth, w)
+    after = estimate_point(choice.flagged, truth, w)
     result = CalibrationResult(
         model_version_id=model_version_id, target_precision=target_precision,
-        rules_before=rules_as_data(rules), rules_after=rules_as_data(chosen), before=before,
-        after=after, review_ids=sorted(calls.review_ids), n_candidates=n_candidates,
-        changed=changed)
+        rules_before=rules_as_data(rules), rules_after=rules_as_data(choice.rules),
+        before=before, after=after, review_ids=sorted(calls.review_ids),
+        n_candidates=choice.n_candidates, changed=not choice.kept, confidence=confidence,
+        reason=choice.reason)
     if dry_run:
         return result
     point_id = session.execute(text("""
@@ -194,7 +118,9 @@ def calibrate(session: Session, *, model_version_id: int,
         "ids": result.review_ids,
         "before": _json({"source": current.source, "rules": result.rules_before,
                          **before.as_dict()}),
-        "after": _json(after.as_dict()), "by": created_by}).scalar_one()
+        "after": _json({**after.as_dict(), "decision": {
+            "confidence": confidence, "kept": choice.kept, "reason": choice.reason}}),
+        "by": created_by}).scalar_one()
     return replace(result, site_point_id=int(point_id))
 
 
@@ -231,11 +157,6 @@ def revert(session: Session, *, model_version_id: int, created_by: str) -> Rever
     return RevertResult(model_version_id=model_version_id, retired_site_point_id=retired,
                         rules_before=before, rules_after=after, source_after=own.source,
                         site_point_id=int(point_id))
-
-
-def _fmt(estimate: object) -> str:
-    value = getattr(estimate, "value", None)
-    return "no" if value is None else f"{value:.2f}"
 
 
 def _json(value: object) -> str:

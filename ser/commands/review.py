@@ -215,8 +215,10 @@ def calibrate_cmd(
     by: ByOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Choose the escalation threshold that reaches the target precision with the best recall
-    on the reviewed calls, and store it as the model version's site operating point."""
+    """Choose the escalation threshold the reviewed calls support and store it as the model
+    version's site operating point: a new threshold only where the reviews show with 90%
+    confidence that it reaches the target precision, the point in use unless they show with 90%
+    confidence that it misses it, and of those the best recall (docs/reviews.md)."""
     from dataclasses import asdict
 
     if revert:
@@ -255,10 +257,15 @@ def calibrate_cmd(
     before, after = asdict(result.before), asdict(result.after)
     typer.echo(f"model version {mv_id}, {len(result.review_ids)} reviewed calls, target "
                f"precision {target:g}")
+    c = f"{result.confidence:.0%}"
+    typer.echo(f"  rule:   a new threshold only where the reviews show precision >= {target:g} "
+               f"with {c} confidence (one-sided); the point in use unless they show with {c} "
+               "confidence that it misses; of those, the best recall")
     typer.echo(f"  before: {_rules(result.rules_before)}")
     typer.echo(f"          precision {_pct(before['precision'])}, recall {_pct(before['recall'])}")
     typer.echo(f"  after:  {_rules(result.rules_after)}")
     typer.echo(f"          precision {_pct(after['precision'])}, recall {_pct(after['recall'])}")
+    typer.echo(f"  why:    {result.reason}")
     for p in previews:
         typer.echo(f"  {p.batch_date}: {len(p.calls)} of {p.n_scored} calls would escalate "
                    f"({p.n_stored_escalations} escalated when scored)")
@@ -268,8 +275,8 @@ def calibrate_cmd(
     if dry_run:
         typer.echo("dry run: nothing stored")
     elif not result.changed:
-        typer.echo(f"the point in use already is the best; stored as site point "
-                   f"{result.site_point_id} all the same (audited)")
+        typer.echo(f"the point in use stays; stored as site point {result.site_point_id} with "
+                   "the same rules (audited)")
     else:
         typer.echo(f"stored as site point {result.site_point_id}: nightly scoring uses it from "
                    "the next batch")
