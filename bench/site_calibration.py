@@ -18,15 +18,28 @@ Protocol
    estimate of the shipped point's precision and recall from those reviews is compared with
    the truth on all calls of nights 1-3; ``calibrate`` chooses the site point (target
    ``--target``); nights 4-6 are evaluated with the shipped point (the stored escalations) and
-   the site point (its rules on the stored summaries, ``etl.scoring.rules_preview``). Each seed
-   runs in a transaction rolled back afterwards, except the first, whose point is stored and
-   whose nights 4-6 are scored again from the audio by ``ser score`` to check that nightly
-   scoring uses the site point and agrees with the preview.
+   the site point (its rules on the stored summaries, ``etl.scoring.rules_preview``; where
+   ``calibrate`` refuses, the shipped point stays and the summary counts it as the site's).
+   Each seed runs in a transaction rolled back afterwards, except the first, whose point is
+   stored and whose nights 4-6 are scored again from the audio by ``ser score`` to check that
+   nightly scoring uses the site point and agrees with the preview.
 4. ``best_possible``: the best recall at the target precision any single threshold of one of
-   the point's rules reaches on nights 4-6 against the truth (what "the truth allows").
+   the point's rules reaches on nights 4-6 against the truth (what "the truth allows"), and
+   the same on nights 1-3 (what all their calls, judged, could have shown at best).
+
+The queue seeds vary only the sample of calls not escalated, so on a site where most of the
+60 reviews are escalations the seeds are close to one replicate of one site. ``--study``
+instead measures the calibration rule (``etl.reviews.choose_point``) on many simulated sites
+with a known truth, no database and no audio: a call's score is ``logistic(z)`` with
+``z ~ N(separation * y, 1)`` and ``y`` (should escalate) drawn with the site's share; the shipped
+point flags scores above its threshold; per replicate, nights 1-3 are 90 calls and their queue
+every flagged call plus a random sample of the others up to ``--max-reviews``; the chosen
+point's true precision and recall are those of the site's distribution (not of 90 more calls).
+Each ``--study-confidence`` is run on the same replicates (0.5 decides on the estimates alone).
 
 Usage: python bench/site_calibration.py [--site ravdess|synthetic] [--seeds 10] [--calls-per-line 6] [--minutes 1.0]
        [--actors 21-28] [--target 0.8] [--max-reviews 60] [--keep DIR]
+       python bench/site_calibration.py --study [--study-reps 400] [--target 0.8] [--max-reviews 60]
 """
 
 from __future__ import annotations
@@ -164,6 +177,8 @@ def _seed_run(session: Any, *, seed: int, mv: int, nights: list[dt.date],
     except CalibrationError as exc:
         out["calibration_error"] = str(exc)
         return out
+    out["calibration"] = "changed" if result.changed else "kept"
+    out["calibration_reason"] = result.reason
     rules = rules_from_data(result.rules_after)
     flagged = {f"{d.isoformat()}/{c.call_key}" for d in late
                for c in preview_rules(session, rules, batch_date=d, model_version_id=mv).calls}
@@ -180,6 +195,98 @@ def _est(e: Any) -> dict[str, float] | None:
     return None if e is None else {"value": _r(e.value), "low": _r(e.low), "high": _r(e.high)}
 
 
+# (separation, share that should escalate, shipped threshold on z): simulated sites for --study
+STUDY_SITES = {
+    "shipped point misses, target easy": (2.5, 0.3, 0.5),
+    "shipped point misses, truth barely allows the target": (1.55, 0.43, 0.45),
+    "shipped point slightly below the target": (1.9, 0.43, 0.85),
+    "shipped point above the target": (2.0, 0.43, 1.35),
+    "shipped point far above the target": (2.5, 0.43, 2.3),
+    "target out of reach but for a sliver": (0.8, 0.35, 0.6),
+}
+
+
+def _true_pr(t: float, d: float, pi: float) -> tuple[float, float]:
+    """Precision and recall of ``z >= t`` on a site (d, pi)."""
+    from statistics import NormalDist
+
+    tpr, fpr = 1 - NormalDist(d).cdf(t), 1 - NormalDist().cdf(t)
+    return pi * tpr / (pi * tpr + (1 - pi) * fpr), tpr
+
+
+def _study(*, reps: int, target: float, max_reviews: int,
+           confidences: list[float]) -> dict[str, Any]:
+    import math
+
+    import numpy as np
+
+    from etl.reviews import CalibrationError, ReviewedCalls, choose_point
+    from etl.scoring.escalation import EscalationRule
+
+    metric = "negative_share_customer"
+    rng = np.random.default_rng(2027)
+    out: dict[str, Any] = {}
+    for name, (d, pi, t0) in STUDY_SITES.items():
+        shipped = EscalationRule(name="customer_negative_share", metric=metric, op=">=",
+                                 threshold=1 / (1 + math.exp(-t0)))
+        p0, r0 = _true_pr(t0, d, pi)
+        grid = np.linspace(-3, 6, 9001)
+        oracle = max((_true_pr(t, d, pi)[1] for t in grid if _true_pr(t, d, pi)[0] >= target),
+                     default=0.0)
+        # (changed | kept | refused, true precision, true recall, estimated precision)
+        rows: dict[float, list[tuple[str, float, float, float]]] = {c: [] for c in confidences}
+        for _ in range(reps):
+            y = rng.random(90) < pi
+            z = rng.normal(size=90) + d * y
+            esc = z >= t0
+            others = np.flatnonzero(~esc)
+            k = min(max(max_reviews - int(esc.sum()), 0), len(others))
+            idx = np.concatenate([np.flatnonzero(esc), rng.choice(others, size=k, replace=False)])
+            share = 1 / (1 + np.exp(-z[idx]))
+            calls = ReviewedCalls(
+                review_ids=list(range(len(idx))), call_ids=idx,
+                stratum=np.where(esc[idx], "escalated", "not_escalated").astype(object),
+                weights=np.where(esc[idx], 1.0, len(others) / max(k, 1)), truth=y[idx],
+                escalated=esc[idx], values=[{metric: float(v)} for v in share])
+            too_few = len(idx) < 20 or int(y[idx].sum()) < 5 or k < 5  # as calibrate checks
+            for c in confidences:
+                if too_few:
+                    rows[c].append(("refused", p0, r0, math.nan))
+                    continue
+                try:
+                    choice = choose_point(calls, [shipped], target_precision=target,
+                                          confidence=c)
+                except CalibrationError:
+                    rows[c].append(("refused", p0, r0, math.nan))
+                    continue
+                th = float(choice.rules[0].threshold)
+                t = math.log(th / (1 - th))
+                rows[c].append(("kept", p0, r0, math.nan) if choice.kept else
+                               ("changed", *_true_pr(t, d, pi), choice.after.precision or 0.0))
+        out[name] = {"shipped_true": {"precision": _r(p0), "recall": _r(r0)},
+                     "best_true_recall_at_target": _r(oracle), "by_confidence": {}}
+        for c, got in rows.items():
+            kind = np.array([g[0] for g in got])
+            p, r = np.array([g[1] for g in got]), np.array([g[2] for g in got])
+            estimate = np.array([g[3] for g in got])
+            moved = kind == "changed"
+            out[name]["by_confidence"][str(c)] = {
+                "changed": _r(moved.mean()), "kept": _r((kind == "kept").mean()),
+                "refused": _r((kind == "refused").mean()),
+                "mean_precision": _r(p.mean()),
+                "precision_below_target_minus_0.05": _r((p < target - 0.05).mean()),
+                "changed_precision_below_target": _r((p[moved] < target).mean())
+                if moved.any() else None,
+                "changed_precision_below_target_minus_0.05": _r(
+                    (p[moved] < target - 0.05).mean()) if moved.any() else None,
+                # the winner's curse: how far the chosen point's estimate overstates it
+                "changed_estimate_minus_true_precision": _r(
+                    (estimate[moved] - p[moved]).mean()) if moved.any() else None,
+                "mean_recall": _r(r.mean()),
+                "recall_at_least_shipped": _r((r >= r0 - 1e-9).mean())}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", choices=("ravdess", "synthetic"),
@@ -193,7 +300,21 @@ def main() -> None:
     parser.add_argument("--max-reviews", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--study", action="store_true",
+                        help="measure the calibration rule on simulated sites (no database)")
+    parser.add_argument("--study-reps", type=int, default=400)
+    parser.add_argument("--study-confidence", type=float, nargs="+",
+                        default=[0.5, 0.75, 0.9, 0.95])
     args = parser.parse_args()
+    if args.study:
+        t = time.perf_counter()
+        print(json.dumps({
+            "bench": "bench/site_calibration.py --study", "target_precision": args.target,
+            "max_reviews": args.max_reviews, "calls_reviewed_nights": 90, "reps": args.study_reps,
+            "sites": _study(reps=args.study_reps, target=args.target,
+                            max_reviews=args.max_reviews, confidences=args.study_confidence),
+            "seconds": round(time.perf_counter() - t, 1)}, indent=1))
+        return
     lo, _, hi = args.actors.partition("-")
     actors = SITE_ACTORS if args.site == "ravdess" else range(int(lo), int(hi or lo) + 1)
     started = time.perf_counter()
@@ -253,6 +374,8 @@ def main() -> None:
             shipped = point_in_use(session, mv)
             best = _best_possible(session, list(shipped.rules), nights[3:], mv, truth,
                                   args.target)
+            best_early = _best_possible(session, list(shipped.rules), nights[:3], mv, truth,
+                                        args.target)
         t = time.perf_counter()
         runs = []
         for seed in list(range(1, args.seeds)) + [0]:
@@ -302,21 +425,29 @@ def main() -> None:
     runs.sort(key=lambda r: r["seed"])
     ok = [r for r in runs if "nights_4_6_site" in r]
     target_ok = best.get("precision") is not None
+
+    def after(r: dict[str, Any]) -> dict[str, Any]:
+        """Nights 4-6 with the point in use after calibration: the site point, or the
+        shipped point where calibrate refused."""
+        return r.get("nights_4_6_site", r["nights_4_6_shipped"])  # type: ignore[no-any-return]
+
     summary = {
         "seeds": len(runs), "calibrated": len(ok),
+        "changed": sum(1 for r in ok if r["calibration"] == "changed"),
+        "refused": len(runs) - len(ok),
         "precision_estimate_covers_truth": sum(r["precision_estimate_covers_truth"]
                                                for r in runs),
         "recall_estimate_covers_truth": sum(r["recall_estimate_covers_truth"] for r in runs),
+        # these three: every seed, with the point in use after calibration ("site")
         "site_precision_within_0.05_of_target": sum(
-            1 for r in ok if r["nights_4_6_site"]["precision"] is not None
-            and r["nights_4_6_site"]["precision"] >= args.target - 0.05),
+            1 for r in runs if after(r)["precision"] is not None
+            and after(r)["precision"] >= args.target - 0.05),
         "site_recall_at_least_shipped": sum(
-            1 for r in ok if (r["nights_4_6_site"]["recall"] or 0)
+            1 for r in runs if (after(r)["recall"] or 0)
             >= (r["nights_4_6_shipped"]["recall"] or 0)),
         "truth_allows_target": target_ok,
-        # after calibration: the site point, or the shipped point where calibrate refused
         "mean_nights_4_6": {
-            side: {m: _r(sum(r.get(f"nights_4_6_{side}", r["nights_4_6_shipped"])[m] or 0
+            side: {m: _r(sum((after(r) if side == "site" else r["nights_4_6_shipped"])[m] or 0
                              for r in runs) / max(len(runs), 1))
                    for m in ("precision", "recall", "f1")} for side in ("shipped", "site")},
     }
@@ -328,7 +459,8 @@ def main() -> None:
         "actors": f"{actors.start}-{actors.stop - 1}", "minutes": args.minutes,
         "truly_escalated_per_night": {d.isoformat(): sum(truth[k] for k in keys[d])
                                       for d in nights},
-        "best_possible_nights_4_6": best, "summary": summary,
+        "best_possible_nights_4_6": best, "best_possible_nights_1_3": best_early,
+        "summary": summary,
         "seed0_rescored_with_site_point": rescored, "runs": runs, "seconds": seconds,
         "total_seconds": round(time.perf_counter() - started, 1)}, indent=1))
 
