@@ -402,7 +402,7 @@ def tiny(engine: Engine) -> Iterator[int]:
 
 def test_nightly_scoring_uses_the_site_point(engine: Engine, tiny: int, tmp_path: Path) -> None:
     from etl.runs.batch import score_batch
-    from etl.scoring.recording import ScoringConfig
+    from etl.scoring.config import ScoringConfig
     from etl.synthetic.calls import generate_calls
     from etl.synthetic.clips import ClipBank
 
