@@ -110,8 +110,9 @@ def test_callers_import_only_public_names_from_their_home_modules() -> None:
                 continue
             for alias in node.names:
                 name = alias.name
-                if len(parts) == 2 and (ROOT / "etl" / parts[1] / f"{name}.py").exists():
-                    continue  # a module of the package
+                folder = ROOT.joinpath(*parts)
+                if (folder / f"{name}.py").exists() or (folder / name / "__init__.py").exists():
+                    continue  # a module (or subpackage) of the package
                 home = home_of(packages[parts[1]], name)
                 if home is None:
                     problems.append(f"{rel}:{node.lineno} imports {node.module}.{name}, which "
