@@ -364,7 +364,7 @@ class Call(Base):
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64))
     # The file's size and modification time when it was registered: a later night hashes the
-    # file again only when these moved (etl/runs/claims.register_batch, docs/operations.md).
+    # file again only when these moved (etl/runs/registration.register_batch, docs/operations.md).
     file_size: Mapped[int | None] = mapped_column(BigInteger)
     file_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     agent_id: Mapped[str | None] = mapped_column(String(64), index=True)

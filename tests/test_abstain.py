@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from db.engine import session_scope
-from etl.runs.claims import register_batch
 from etl.runs.inbox_entry import CallEntry
+from etl.runs.registration import register_batch
 from etl.runs.results import write_result
 from etl.scoring.config import ScoringConfig
 from etl.scoring.escalation import (

@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 from db.analysts import effective_limits, enforce_analyst_policy
 from db.engine import session_scope
 from etl.runs.batch import RunReport, score_batch
-from etl.runs.claims import claim_next, count_work, register_batch
+from etl.runs.claims import claim_next, count_work
 from etl.runs.host_turn import TURN_CHAIN, TURN_NAMESPACE, HostTurn, turn_key
 from etl.runs.inbox import discover_calls
 from etl.runs.leases import LOCK_NAMESPACE, Lease
+from etl.runs.registration import register_batch
 from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank

@@ -21,11 +21,12 @@ from typer.testing import CliRunner
 
 from db.engine import make_engine, session_scope
 from etl.runs.batch import DatabaseLostError, score_batch
-from etl.runs.claims import claim_next, register_batch
+from etl.runs.claims import claim_next
 from etl.runs.host_turn import TURN_NAMESPACE, HostTurn
 from etl.runs.inbox import discover_calls
 from etl.runs.inbox_confinement import OUTSIDE
 from etl.runs.leases import Lease
+from etl.runs.registration import register_batch
 from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-import etl.runs.claims
+import etl.runs.registration
 from etl.runs.batch import score_batch
 from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
@@ -74,6 +74,6 @@ def test_a_changed_recording_is_scored_again_as_a_new_version(
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"{path} was hashed although its size and mtime did not change")
 
-    monkeypatch.setattr(etl.runs.claims, "sha256_file", no_hashing)
+    monkeypatch.setattr(etl.runs.registration, "sha256_file", no_hashing)
     _b3, third = _night(engine, inbox, 6)
     assert third == {}

@@ -26,10 +26,10 @@ from db.engine import session_scope
 from db.models import ModelVersion
 from etl.runs import pool as pool_module
 from etl.runs.batch import run_worker, score_batch
-from etl.runs.claims import register_batch
 from etl.runs.cluster import ClusterError
 from etl.runs.cluster_scoring import score_claims_on_cluster
 from etl.runs.inbox import discover_calls
+from etl.runs.registration import register_batch
 from etl.scoring.config import ScoringConfig
 from etl.synthetic.calls import generate_calls
 from etl.synthetic.clips import ClipBank

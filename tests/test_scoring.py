@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 
 from db.engine import session_scope
 from etl.runs.batch import run_worker, score_batch
-from etl.runs.claims import claim_next, register_batch
+from etl.runs.claims import claim_next
 from etl.runs.inbox import discover_calls
+from etl.runs.registration import register_batch
 from etl.runs.results import write_result
 from etl.scoring.config import ScoringConfig
 from etl.scoring.escalation import EscalationRule, evaluate, load_rules

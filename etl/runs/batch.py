@@ -42,13 +42,14 @@ from db.models import ModelVersion
 from etl.audio.decode import AudioError, read_info
 from etl.audio.vad import NARROWBAND_MAX_SR, FrameAnalyser
 from etl.features.extraction import extract_segments, require_extractable
-from etl.runs.claims import ClaimedCall, claim_next, count_work, register_batch
+from etl.runs.claims import ClaimedCall, claim_next, count_work
 from etl.runs.cluster_scoring import score_claims_on_cluster
 from etl.runs.host_turn import HostTurn
 from etl.runs.inbox import discover_calls
 from etl.runs.inbox_confinement import OUTSIDE, contained, relative_reason
 from etl.runs.leases import Lease, LeaseLostError, worker_name
 from etl.runs.outcomes import CallStatus, WorkerStats, first_line, is_host_fault
+from etl.runs.registration import register_batch
 from etl.runs.results import BatchReport, finalise_batch, write_outcome
 from etl.scoring.audio_passes import CallError
 from etl.scoring.config import ScoringConfig

@@ -2,7 +2,7 @@
 
 Discovery (``etl.runs.inbox``) makes one entry per recording or ``calls.csv`` row: accepted,
 rejected (``error``), failed at once (``failure``) or left for the next run (``deferred``);
-registration (``etl.runs.claims.register_batch``) turns each into a calls row.
+registration (``etl.runs.registration.register_batch``) turns each into a calls row.
 """
 
 from __future__ import annotations
