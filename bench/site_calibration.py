@@ -13,8 +13,12 @@ Protocol
    packet_loss, echo, reverb and agc lines, each night its own seed. ``ser score`` scores every night with the
    shipped point. Truth per call: the customer is negative for more than half of their speech
    (``etl.synthetic.timeline.truly_escalated``, as the calls benchmark counts).
-3. Per seed (``--seeds``): the review queue of nights 1-3 (every escalated call plus a seeded
-   sample of the others, at most ``--max-reviews`` calls in all), judged by the truth; the
+3. Per seed (``--seeds``): the review queue of nights 1-3 drawn within a budget of
+   ``--max-reviews`` calls (``draw_queue(budget=...)``: every escalated call when they leave
+   half of it to the others, else half to a seeded sample of the calls not escalated and the
+   rest to a seeded sample of the escalated; ``--queue all-escalated`` instead takes every
+   escalated call plus a sample of the others up to ``--max-reviews``, the queue before the
+   budget), judged by the truth; the
    estimate of the shipped point's precision and recall from those reviews is compared with
    the truth on all calls of nights 1-3; ``calibrate`` chooses the site point (target
    ``--target``); nights 4-6 are evaluated with the shipped point (the stored escalations) and
@@ -27,8 +31,9 @@ Protocol
    the point's rules reaches on nights 4-6 against the truth (what "the truth allows"), and
    the same on nights 1-3 (what all their calls, judged, could have shown at best).
 
-The queue seeds vary only the sample of calls not escalated, so on a site where most of the
-60 reviews are escalations the seeds are close to one replicate of one site. ``--study``
+With ``--queue all-escalated`` the queue seeds vary only the sample of calls not escalated, so
+on a site where most of the 60 reviews are escalations the seeds are close to one replicate of
+one site; within the budget they vary the sample of both strata. ``--study``
 instead measures the calibration rule (``etl.reviews.choose_point``) on many simulated sites
 with a known truth, no database and no audio: a call's score is ``logistic(z)`` with
 ``z ~ N(separation * y, 1)`` and ``y`` (should escalate) drawn with the site's share; the shipped
@@ -38,7 +43,8 @@ point's true precision and recall are those of the site's distribution (not of 9
 Each ``--study-confidence`` is run on the same replicates (0.5 decides on the estimates alone).
 
 Usage: python bench/site_calibration.py [--site ravdess|synthetic] [--seeds 10] [--calls-per-line 6] [--minutes 1.0]
-       [--actors 21-28] [--target 0.8] [--max-reviews 60] [--keep DIR]
+       [--actors 21-28] [--target 0.8] [--max-reviews 60] [--queue budget|all-escalated]
+       [--keep DIR]
        python bench/site_calibration.py --study [--study-reps 400] [--target 0.8] [--max-reviews 60]
 """
 
@@ -128,7 +134,7 @@ def _best_possible(session: Any, rules: list[Any], nights: list[dt.date], mv: in
 
 def _seed_run(session: Any, *, seed: int, mv: int, nights: list[dt.date],
               truth: dict[str, bool], keys: dict[dt.date, list[str]], target: float,
-              max_reviews: int) -> dict[str, Any]:
+              max_reviews: int, queue: str) -> dict[str, Any]:
     from sqlalchemy import text
 
     from etl.reviews import CalibrationError, Verdict, calibrate, draw_queue, record_reviews
@@ -148,7 +154,9 @@ def _seed_run(session: Any, *, seed: int, mv: int, nights: list[dt.date],
                       {k for d in first for k in keys[d]})
     draw = draw_queue(session, model_version_id=mv, first_date=first[0], last_date=first[-1],
                       sample_size=max(max_reviews - n_esc_early, 0), seed=seed,
-                      created_by="bench")
+                      created_by="bench",
+                      budget=max_reviews if queue == "budget" else None)
+    drawn_esc = sum(1 for c in draw.calls if c.stratum == "escalated")
     call_keys = {int(r.id): str(r.key) for r in escalated}
     record_reviews(session, [Verdict(c.call_id, "right" if (c.stratum == "escalated")
                                      == truth[call_keys[c.call_id]] else "wrong")
@@ -158,8 +166,8 @@ def _seed_run(session: Any, *, seed: int, mv: int, nights: list[dt.date],
     early_keys = [k for d in first for k in keys[d]]
     true_early = _prf(stored, truth, early_keys)
     out: dict[str, Any] = {
-        "seed": seed, "reviews": len(calls), "queue_escalated": n_esc_early,
-        "queue_sampled": len(draw.calls) - n_esc_early,
+        "seed": seed, "reviews": len(calls), "escalated": n_esc_early,
+        "queue_escalated": drawn_esc, "queue_sampled": len(draw.calls) - drawn_esc,
         "nights_1_3_truth": true_early,
         "nights_1_3_estimate": {
             "precision": _est(est.precision), "recall": _est(est.recall)},
@@ -298,6 +306,7 @@ def main() -> None:
     parser.add_argument("--actors", default="21-28")
     parser.add_argument("--target", type=float, default=0.8)
     parser.add_argument("--max-reviews", type=int, default=60)
+    parser.add_argument("--queue", choices=("budget", "all-escalated"), default="budget")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None)
     parser.add_argument("--study", action="store_true",
@@ -386,7 +395,7 @@ def main() -> None:
                 session = Session(bind=conn, join_transaction_mode="create_savepoint")
                 runs.append(_seed_run(session, seed=seed, mv=mv, nights=nights, truth=truth,
                                       keys=keys, target=args.target,
-                                      max_reviews=args.max_reviews))
+                                      max_reviews=args.max_reviews, queue=args.queue))
                 if seed == 0:  # keep its queue, reviews and site point
                     session.commit()
                     session.close()
@@ -455,6 +464,7 @@ def main() -> None:
         "bench": "bench/site_calibration.py", "site": args.site, "model_version_id": mv,
         "shipped_point": [str(r) for r in shipped.rules] if shipped else None,
         "target_precision": args.target, "max_reviews": args.max_reviews,
+        "queue": args.queue,
         "calls_per_night": len(LINES) * args.calls_per_line, "lines": list(LINES),
         "actors": f"{actors.start}-{actors.stop - 1}", "minutes": args.minutes,
         "truly_escalated_per_night": {d.isoformat(): sum(truth[k] for k in keys[d])

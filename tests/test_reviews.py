@@ -26,6 +26,7 @@ from etl.reviews import (
     record_reviews,
     revert,
     site_summary,
+    split_budget,
     wilson_interval,
 )
 from etl.reviews.estimates import reviewed_calls
@@ -272,6 +273,94 @@ def test_weighted_estimates_are_unbiased_and_cover_on_a_known_population() -> No
     assert covered_r / 400 >= 0.88
 
 
+def test_a_budget_splits_between_the_strata() -> None:
+    # the escalations fit beside half of the budget: all of them, the rest to the others
+    assert split_budget(60, n_escalated=20, n_not_escalated=500) == (20, 40)
+    # they would not: half (rounded up) to the calls not escalated, the rest sampled escalations
+    assert split_budget(60, n_escalated=55, n_not_escalated=35) == (30, 30)
+    assert split_budget(61, n_escalated=200, n_not_escalated=800) == (30, 31)
+    # a stratum smaller than its share leaves the rest to the other
+    assert split_budget(60, n_escalated=55, n_not_escalated=10) == (50, 10)
+    assert split_budget(60, n_escalated=5, n_not_escalated=10) == (5, 10)
+    assert split_budget(0, n_escalated=5, n_not_escalated=10) == (0, 0)
+    with pytest.raises(ValueError, match="budget must be 0 or more"):
+        split_budget(-1, n_escalated=5, n_not_escalated=10)
+
+
+def test_queue_within_a_budget_samples_both_strata_with_their_probabilities(
+        db_session: Session, site: dict[str, object]) -> None:
+    s, mv = db_session, int(site["mv"])  # type: ignore[call-overload]
+    pop = _population(s, mv)
+    n_esc = sum(e for e, _ in pop.values())
+    n_not = len(pop) - n_esc
+    budget = n_esc  # the escalations alone would take it all
+    want_esc, want_not = split_budget(budget, n_escalated=n_esc, n_not_escalated=n_not)
+    assert 0 < want_esc < n_esc and want_not >= budget / 2
+    with s.begin_nested() as nested:
+        again = draw_queue(s, model_version_id=mv, first_date=NIGHTS[0], last_date=NIGHTS[-1],
+                           sample_size=0, seed=5, created_by="t", budget=budget)
+        nested.rollback()
+    draw = draw_queue(s, model_version_id=mv, first_date=NIGHTS[0], last_date=NIGHTS[-1],
+                      sample_size=0, seed=5, created_by="t", budget=budget)
+    assert [c.call_id for c in draw.calls] == [c.call_id for c in again.calls]  # seeded
+    assert len(draw.calls) == budget
+    escalated = [c for c in draw.calls if c.stratum == "escalated"]
+    others = [c for c in draw.calls if c.stratum == "not_escalated"]
+    assert len(escalated) == want_esc and all(pop[c.call_id][0] for c in escalated)
+    assert len(others) == want_not and not any(pop[c.call_id][0] for c in others)
+    assert all(c.probability == pytest.approx(want_esc / n_esc) for c in escalated)
+    assert all(c.probability == pytest.approx(want_not / n_not) for c in others)
+    assert (draw.budget, draw.escalated_size, draw.sample_size) == (budget, want_esc, want_not)
+    # judged, each stratum's weights add up to its size in the span: the estimates stand for
+    # every call, escalated or not
+    _judge_all(s, mv, [c.call_id for c in draw.calls])
+    calls = reviewed_calls(s, model_version_id=mv)
+    esc = calls.stratum == "escalated"
+    assert calls.weights[esc].sum() == pytest.approx(n_esc)
+    assert calls.weights[~esc].sum() == pytest.approx(n_not)
+    # half of one stratum judged: the other half stands for it
+    s.execute(text("DELETE FROM call_reviews WHERE call_id = ANY(:ids)"),
+              {"ids": [c.call_id for c in escalated[: want_esc // 2]]})
+    calls = reviewed_calls(s, model_version_id=mv)
+    esc = calls.stratum == "escalated"
+    assert calls.weights[esc].sum() == pytest.approx(n_esc)
+
+
+def test_budget_estimates_are_unbiased_and_cover_on_a_known_population() -> None:
+    """The budget design (a simple random sample of each stratum, split by ``split_budget``,
+    weights 1/probability) on synthetic populations where the escalations alone would exceed
+    the budget, redrawn 400 times each: both 90 % intervals cover the truth at their rate."""
+    rng = np.random.default_rng(11)
+    # (calls, flag threshold on the score, truth's slope, budget): the bench's site (90 calls,
+    # 60 reviews) and a large one with escalations 20 times the budget
+    for n, threshold, slope, budget in ((90, 0.39, 0.9, 60), (400, 0.4, 1.3, 60),
+                                        (3000, 0.6, 0.6, 60)):
+        score = rng.random(n)
+        truth = rng.random(n) < np.clip(score * slope, 0, 1)
+        flagged = score > threshold
+        true_p = (flagged & truth).sum() / flagged.sum()
+        true_r = (flagged & truth).sum() / truth.sum()
+        esc_ids, other_ids = np.flatnonzero(flagged), np.flatnonzero(~flagged)
+        k_esc, k_not = split_budget(budget, n_escalated=len(esc_ids),
+                                    n_not_escalated=len(other_ids))
+        assert k_esc < len(esc_ids)  # the escalated stratum is sampled
+        precisions, recalls, covered_p, covered_r = [], [], 0, 0
+        for _ in range(400):
+            idx = np.concatenate([rng.choice(esc_ids, size=k_esc, replace=False),
+                                  rng.choice(other_ids, size=k_not, replace=False)])
+            w = np.where(flagged[idx], len(esc_ids) / k_esc, len(other_ids) / k_not)
+            est = estimate_point(flagged[idx], truth[idx], w)
+            assert est.precision is not None and est.recall is not None
+            precisions.append(est.precision.value)
+            recalls.append(est.recall.value)
+            covered_p += est.precision.low <= true_p <= est.precision.high
+            covered_r += est.recall.low <= true_r <= est.recall.high
+        assert abs(np.mean(precisions) - true_p) < 0.01, n
+        assert abs(np.mean(recalls) - true_r) < 0.02, n  # a ratio: nearly unbiased
+        assert 0.85 <= covered_p / 400, (n, covered_p)
+        assert 0.85 <= covered_r / 400, (n, covered_r)
+
+
 def test_wilson_interval_stays_in_range_and_shrinks() -> None:
     assert wilson_interval(1.0, 5) [1] == 1.0 and wilson_interval(1.0, 5)[0] < 1.0
     assert wilson_interval(0.0, 5)[0] == 0.0
@@ -438,6 +527,8 @@ def test_cli_review_queue_and_calibrate(db_cli: CliRunner, engine: Engine, tiny:
                          failure_rate=0.0, mood=0.3)
     out = db_cli.invoke(app, ["calibrate"])
     assert out.exit_code == 2 and "too few reviews to decide" in out.output
+    out = db_cli.invoke(app, ["review", "queue", "--budget", "10", "--sample", "5"])
+    assert out.exit_code == 2 and "--budget or --sample, not both" in out.output
     out = db_cli.invoke(app, ["review", "queue", "--nights", "3", "--sample", "60",
                               "--seed", "1", "--by", "dana"])
     assert out.exit_code == 0, out.output
@@ -474,6 +565,28 @@ def test_cli_review_queue_and_calibrate(db_cli: CliRunner, engine: Engine, tiny:
     assert "escalation point: model" in out.output
     out = db_cli.invoke(app, ["calibrate", "--revert"])
     assert out.exit_code == 2 and "uses no site point" in out.output
+    truncate_all(engine)
+
+
+def test_cli_review_queue_within_a_budget(db_cli: CliRunner, engine: Engine) -> None:
+    from tests.conftest import truncate_all
+
+    truncate_all(engine)
+    with session_scope(engine) as s:
+        fs = f.make_feature_set(s)
+        mv = f.make_model_version(s, clip_ids=[], feature_set_id=fs, with_metrics=False)
+        for k, day in enumerate(NIGHTS):
+            f.make_batch(s, model_version_id=mv, batch_date=day, n_calls=60, seed=10 + k,
+                         failure_rate=0.0, mood=0.3)
+        n_esc = sum(e for e, _ in _population(s, mv).values())
+    budget = n_esc  # more escalations than half of it
+    out = db_cli.invoke(app, ["review", "queue", "--nights", "3", "--budget", str(budget),
+                              "--seed", "2"])
+    assert out.exit_code == 0, out.output
+    k_esc, k_not = split_budget(budget, n_escalated=n_esc, n_not_escalated=180 - n_esc)
+    assert (f"{k_esc} of {n_esc} escalated calls and {k_not} of {180 - n_esc} not escalated "
+            f"(seed 2, budget {budget})") in out.output
+    assert f"p={k_esc / n_esc:.3f}" in out.output
     truncate_all(engine)
 
 

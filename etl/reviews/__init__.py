@@ -23,6 +23,7 @@ _EXPORTS = Exports(__name__, {
     ),
     "etl.reviews.queue": (
         "QueueDraw", "draw_queue", "latest_scoring_model", "queue_calls", "scored_nights",
+        "split_budget",
     ),
     "etl.reviews.site_point": (
         "CalibrationResult", "calibrate", "revert", "RevertResult", "site_summary",

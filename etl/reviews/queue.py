@@ -1,5 +1,7 @@
 """The review queue: every escalated call of a span of nights plus a seeded simple random
 sample of the calls not escalated, each stored with the probability it had of being drawn.
+Within a review budget (:func:`split_budget`) the escalated calls are a seeded simple random
+sample too when they alone would take more than half of it.
 
 Those probabilities are what make the verdicts an unbiased sample of the site's calls
 (:mod:`etl.reviews.estimates` weights each verdict by their inverse). A call already drawn into a
@@ -10,6 +12,7 @@ their weighted sums add up.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +23,9 @@ from sqlalchemy.types import Float, Integer, Text
 
 ESCALATED = "escalated"
 NOT_ESCALATED = "not_escalated"
+# Within a budget the calls not escalated get at least this share of it: recall is estimated
+# from them, and a handful of them beside many escalations leaves it unknown.
+NOT_ESCALATED_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +46,12 @@ class QueueDraw:
     first_date: dt.date
     last_date: dt.date
     seed: int
-    sample_size: int
+    sample_size: int  # calls not escalated drawn
     n_escalated: int  # calls in the span (not drawn before) per stratum
     n_not_escalated: int
     calls: list[QueueCall] = field(default_factory=list)
+    budget: int | None = None  # at most this many calls drawn in all; None: every escalation
+    escalated_size: int | None = None  # escalated calls drawn (all of them without a budget)
 
 
 # Scored calls of the model's batches in the span, with the decision they were scored with.
@@ -66,38 +74,73 @@ _INSERT_CALLS = text("""
                 bindparam("ps", type_=ARRAY(Float)))
 
 
+def split_budget(budget: int, *, n_escalated: int, n_not_escalated: int) -> tuple[int, int]:
+    """How many escalated and not escalated calls a queue of at most ``budget`` calls draws.
+
+    Every escalation when they leave the calls not escalated at least
+    ``NOT_ESCALATED_SHARE`` of the budget (or all of them); otherwise that share goes to the
+    calls not escalated and the rest to a sample of the escalated. A stratum with fewer calls
+    than its share leaves the rest to the other.
+    """
+    if budget < 0:
+        raise ValueError(f"review budget must be 0 or more, not {budget}")
+    floor = math.ceil(budget * NOT_ESCALATED_SHARE)
+    n_other = min(n_not_escalated, max(budget - n_escalated, floor))
+    return min(n_escalated, budget - n_other), n_other
+
+
+def _sample(rng: np.random.Generator, ids: list[int], size: int) -> list[int]:
+    if size >= len(ids):
+        return list(ids)
+    return [int(i) for i in np.sort(rng.choice(np.array(ids, dtype=np.int64), size=size,
+                                               replace=False))]
+
+
 def draw_queue(session: Session, *, model_version_id: int, first_date: dt.date,
-               last_date: dt.date, sample_size: int, seed: int, created_by: str) -> QueueDraw:
+               last_date: dt.date, sample_size: int, seed: int, created_by: str,
+               budget: int | None = None) -> QueueDraw:
     """Draw and store a review queue over the batches of ``first_date``..``last_date`` scored
     with ``model_version_id``: all escalated calls (probability 1) and ``sample_size`` of the
     others drawn at random with ``seed`` (probability ``sample_size / N``, or all when fewer).
+
+    With ``budget``, ``sample_size`` is not used: at most ``budget`` calls are drawn, split
+    between the strata by :func:`split_budget`, each stratum a simple random sample whose
+    calls have probability ``drawn / N`` of their stratum.
     """
     if sample_size < 0:
         raise ValueError(f"sample size must be 0 or more, not {sample_size}")
     rows = session.execute(_POPULATION, {"m": model_version_id, "first": first_date,
                                          "last": last_date}).all()
     escalated = [int(r.id) for r in rows if r.escalated]
-    others = np.array([int(r.id) for r in rows if not r.escalated], dtype=np.int64)
-    n_pick = min(sample_size, len(others))
-    picked = np.sort(np.random.default_rng(seed).choice(others, size=n_pick, replace=False)) \
-        if n_pick else np.array([], dtype=np.int64)
-    p_other = n_pick / len(others) if len(others) else 1.0
+    others = [int(r.id) for r in rows if not r.escalated]
+    if budget is None:
+        n_esc, n_pick = len(escalated), min(sample_size, len(others))
+    else:
+        n_esc, n_pick = split_budget(budget, n_escalated=len(escalated),
+                                     n_not_escalated=len(others))
+    rng = np.random.default_rng(seed)
+    # the calls not escalated first, so a draw without a budget is the one it always was
+    picked = _sample(rng, others, n_pick)
+    esc_picked = _sample(rng, escalated, n_esc)
+    p_esc = n_esc / len(escalated) if escalated else 1.0
+    p_other = n_pick / len(others) if others else 1.0
     draw = QueueDraw(queue_id=None, model_version_id=model_version_id, first_date=first_date,
-                     last_date=last_date, seed=seed, sample_size=sample_size,
-                     n_escalated=len(escalated), n_not_escalated=len(others))
-    if not escalated and not n_pick:
+                     last_date=last_date, seed=seed, sample_size=n_pick if budget is not None
+                     else sample_size, n_escalated=len(escalated), n_not_escalated=len(others),
+                     budget=budget, escalated_size=n_esc)
+    if not n_esc and not n_pick:
         return draw
     queue_id = int(session.execute(text("""
         INSERT INTO review_queues (model_version_id, first_date, last_date, seed, sample_size,
                                    n_escalated, n_not_escalated, created_by)
         VALUES (:m, :first, :last, :seed, :n, :ne, :nn, :by) RETURNING id"""), {
         "m": model_version_id, "first": first_date, "last": last_date, "seed": seed,
-        "n": sample_size, "ne": len(escalated), "nn": len(others), "by": created_by}).scalar_one())
-    ids = escalated + [int(i) for i in picked]
+        "n": draw.sample_size, "ne": len(escalated), "nn": len(others),
+        "by": created_by}).scalar_one())
     session.execute(_INSERT_CALLS, {
-        "q": queue_id, "ids": ids,
-        "strata": [ESCALATED] * len(escalated) + [NOT_ESCALATED] * n_pick,
-        "ps": [1.0] * len(escalated) + [p_other] * n_pick})
+        "q": queue_id, "ids": esc_picked + picked,
+        "strata": [ESCALATED] * n_esc + [NOT_ESCALATED] * n_pick,
+        "ps": [p_esc] * n_esc + [p_other] * n_pick})
     return QueueDraw(**{**_fields(draw), "queue_id": queue_id,
                         "calls": queue_calls(session, queue_id=queue_id)})
 

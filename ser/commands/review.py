@@ -101,20 +101,29 @@ def queue_cmd(
                                         help="The last N scored nights.")] = 7,
     first: Annotated[str | None, typer.Option("--from", help="First batch date (with --to).")] = None,
     last: Annotated[str | None, typer.Option("--to", help="Last batch date.")] = None,
-    sample: Annotated[int, typer.Option("--sample", min=0, help="How many calls that were not "
-                                        "escalated to draw at random.")] = 20,
+    sample: Annotated[int | None, typer.Option("--sample", min=0, help="How many calls that "
+                                               "were not escalated to draw at random "
+                                               "[default: 20].")] = None,
+    budget: Annotated[int | None, typer.Option(
+        "--budget", min=1, help="Draw at most N calls in all, at least half of them not "
+        "escalated when the escalations alone would take more (those are then sampled "
+        "too); instead of --sample.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random draw.")] = 0,
     by: ByOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Draw calls to listen to: every escalated call plus a random sample of the others, each
-    stored with its sampling probability (calls drawn before are not drawn again)."""
+    stored with its sampling probability (calls drawn before are not drawn again). With
+    --budget, at most N calls split between escalated and not escalated."""
     from dataclasses import asdict
 
     from db.engine import session_scope
     from etl.reviews import draw_queue
     from etl.reviews.queue import scored_nights
 
+    if budget is not None and sample is not None:
+        fail("give --budget or --sample, not both: the budget decides how many calls that "
+             "were not escalated are drawn")
     with session_scope(open_database()) as session:
         mv_id = _model_id(session, model)
         if first or last:
@@ -126,7 +135,8 @@ def queue_cmd(
                 fail(f"no scored batch with model version {mv_id}; score one with `ser score`")
             start, end = days[0], days[-1]
         draw = draw_queue(session, model_version_id=mv_id, first_date=start, last_date=end,
-                          sample_size=sample, seed=seed, created_by=_who(by))
+                          sample_size=20 if sample is None else sample, seed=seed,
+                          created_by=_who(by), budget=budget)
     if as_json:
         typer.echo(json.dumps(asdict(draw), indent=2, default=str))
         return
@@ -135,9 +145,13 @@ def queue_cmd(
                    f"{end} that is not in a queue already")
         return
     picked = sum(1 for c in draw.calls if c.stratum != "escalated")
+    escalated = (f"{draw.n_escalated} escalated calls"
+                 if draw.escalated_size == draw.n_escalated
+                 else f"{draw.escalated_size} of {draw.n_escalated} escalated calls")
+    within = "" if budget is None else f", budget {budget}"
     typer.echo(f"queue {draw.queue_id} (model version {mv_id}, {start} to {end}): "
-               f"{draw.n_escalated} escalated calls and {picked} of {draw.n_not_escalated} "
-               f"not escalated (seed {seed})")
+               f"{escalated} and {picked} of {draw.n_not_escalated} not escalated "
+               f"(seed {seed}{within})")
     _print_calls(draw.calls)
 
 
