@@ -27,19 +27,16 @@ sample of the nights to come. ``confidence=0.5`` decides on the estimates alone.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from etl.reviews.estimates import ReviewedCalls, wilson_interval
-from etl.scoring.escalation import EscalationRule, rules_as_data
+from etl.scoring.escalation import COMPARISONS, EscalationRule, rules_as_data
 
 CONFIDENCE = 0.9
 MIN_SHOULD_ESCALATE = 5
-
-_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 class CalibrationError(ValueError):
@@ -161,7 +158,7 @@ def choose_point(calls: ReviewedCalls, rules: Sequence[EscalationRule], *,
         others = np.delete(fires, i, axis=0).any(axis=0) if len(rules) > 1 \
             else np.zeros(len(calls), bool)
         for t in np.unique(x[known]):
-            hit = known & _OPS[rule.op](np.where(known, x, 0.0), t)
+            hit = known & COMPARISONS[rule.op](np.where(known, x, 0.0), t)
             threshold = _midpoint(x[known], float(t), rule.op)
             for keep in (True, False):
                 flagged = hit | others if keep else hit

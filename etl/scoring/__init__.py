@@ -12,7 +12,8 @@ _EXPORTS = Exports(__name__, {
     "etl.scoring.audio_passes": ("CallError",),
     "etl.scoring.config": ("ScoringConfig",),
     "etl.scoring.escalation": (
-        "DEFAULT_RULES", "METRICS", "EscalationRule", "load_rules", "OperatingPoint",
+        "COMPARISONS", "DEFAULT_RULES", "METRICS", "EscalationRule", "load_rules",
+        "OperatingPoint",
         "read_rules", "resolve_operating_point", "rules_as_data", "rules_from_data",
     ),
     "etl.scoring.point_in_use": (

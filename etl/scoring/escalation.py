@@ -36,11 +36,13 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from etl.scoring.call_metrics import CallMetrics
 from etl.scoring.summaries import SummaryStats
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
+# A rule's comparison by its ``op``; numpy arrays compare element-wise through the same map.
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 SUMMARY_METRICS: tuple[str, ...] = tuple(f.name for f in fields(SummaryStats)
                                          if f.name != "emotion_mix")
@@ -78,7 +80,7 @@ class Condition:
     def holds(self, values: Values) -> bool:
         value = values.get(self.metric)
         return (value is not None and not math.isnan(float(value))
-                and _OPS[self.op](float(value), self.threshold))
+                and COMPARISONS[self.op](float(value), self.threshold))
 
     def held(self, values: Values) -> list[Condition]:
         return [self] if self.holds(values) else []
@@ -184,9 +186,9 @@ def _check_condition(metric: str, op: str, *, rule: str, where: str = "") -> Non
     if metric not in METRICS:
         raise ValueError(f"escalation rule {rule!r}{where}: unknown metric {metric!r}; choose "
                          f"one of {', '.join(sorted(METRICS))}")
-    if op not in _OPS:
+    if op not in COMPARISONS:
         raise ValueError(f"escalation rule {rule!r}{where}: op {op!r} is not one of "
-                         f"{', '.join(_OPS)}")
+                         f"{', '.join(COMPARISONS)}")
 
 
 DEFAULT_RULES: tuple[EscalationRule, ...] = (
