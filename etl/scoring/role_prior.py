@@ -31,8 +31,13 @@ def agent_prior_setting(value: float | str | None) -> float | None:
         return AGENT_NEGATIVE_PRIOR
     if isinstance(value, str) and value.strip().lower() == "off":
         return None
-    share = float(value)
-    negative_odds_factor(["angry", "neutral"], share)  # raises on a share outside (0, 1)
+    return _checked_share(float(value))
+
+
+def _checked_share(share: float) -> float:
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"a role's negative prior must lie strictly between 0 and 1, not "
+                         f"{share}")
     return share
 
 
@@ -46,9 +51,7 @@ def negative_odds_factor(classes: Sequence[str], negative_share: float) -> float
     ValueError
         ``negative_share`` outside (0, 1).
     """
-    if not 0.0 < negative_share < 1.0:
-        raise ValueError(f"a role's negative prior must lie strictly between 0 and 1, not "
-                         f"{negative_share}")
+    _checked_share(negative_share)
     negative = sum(is_negative_class(c) for c in classes)
     if negative in (0, len(classes)):
         return 1.0
